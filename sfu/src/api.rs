@@ -1,0 +1,153 @@
+//! The plain types that cross the media plane's boundary: commands in, events out.
+//!
+//! The signaling layer drives a participant through a [`crate::ParticipantHandle`]; the media
+//! worker answers on a oneshot or reports on the participant's event channel. Nothing here
+//! knows about HTTP, tokens or SQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+/// Which of a participant's two PeerConnections a message is about (LiveKit's v0 layout:
+/// the client offers on the publisher PC, the server offers on the subscriber PC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerRole {
+    Publisher,
+    Subscriber,
+}
+
+/// Kind of a published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// What a participant may do in the media plane; decided by signaling from the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// Subscribe to every track in the room as it appears.
+    pub auto_subscribe: bool,
+    /// The participant may receive media at all.
+    pub can_subscribe: bool,
+    /// The participant may send media.
+    pub can_publish: bool,
+}
+
+/// A track the client announced (LiveKit `AddTrackRequest`) before offering it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedTrack {
+    /// The client's id for the track: the msid track id in its SDP offer.
+    pub cid: String,
+    /// The server-assigned `TR_…` sid.
+    pub sid: String,
+    pub kind: TrackKind,
+}
+
+/// Traffic counters of one participant, reported when it leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParticipantStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Packets the participant's publisher never delivered (sequence gaps after reordering).
+    pub packets_lost: u64,
+    /// Round-trip time last measured by RTCP, when known.
+    pub rtt_ms: Option<u32>,
+}
+
+/// Something the media plane tells the signaling session of one participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerEvent {
+    /// A new offer on the subscriber PC. `mid_to_track` maps each m-line to its `TR_…` sid.
+    SubscriberOffer {
+        sdp: String,
+        mid_to_track: BTreeMap<String, String>,
+    },
+    /// The first RTP packet of an announced track arrived.
+    TrackMediaStarted { sid: String },
+    /// The client stopped sending a published track (its m-line went inactive or away).
+    TrackUnpublished { sid: String },
+    /// A data-channel message from this participant, to be checked and relayed by signaling.
+    Data { reliable: bool, payload: Vec<u8> },
+    /// ICE or DTLS failed or timed out on one of the participant's PeerConnections.
+    MediaDisconnected { role: PeerRole, reason: String },
+}
+
+/// Errors the media plane reports back to a command.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SfuError {
+    #[error("the SDP could not be parsed: {0}")]
+    BadSdp(String),
+    #[error("the offer was refused: {0}")]
+    Negotiation(String),
+    #[error("the ICE candidate could not be parsed: {0}")]
+    BadCandidate(String),
+    #[error("participant {0} is not in the media plane")]
+    UnknownParticipant(String),
+    #[error("participant {0} is already in the media plane")]
+    DuplicateParticipant(String),
+    #[error("no answer was pending on the subscriber connection")]
+    NoPendingOffer,
+    #[error("the media worker has stopped")]
+    WorkerGone,
+    #[error("cannot bind the media socket {addr}: {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("invalid media configuration: {0}")]
+    Config(String),
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
+
+/// A command to a media worker. Built by [`crate::ParticipantHandle`]; not constructed by hand.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Join {
+        participant: String,
+        room: String,
+        options: JoinOptions,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        reply: Reply<()>,
+    },
+    PublisherOffer {
+        participant: String,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    SubscriberAnswer {
+        participant: String,
+        sdp: String,
+        reply: Reply<()>,
+    },
+    RemoteCandidate {
+        participant: String,
+        role: PeerRole,
+        candidate: String,
+    },
+    ExpectTrack {
+        participant: String,
+        track: ExpectedTrack,
+    },
+    SetTrackMuted {
+        participant: String,
+        sid: String,
+        muted: bool,
+    },
+    Subscribe {
+        participant: String,
+        track_sids: Vec<String>,
+        subscribe: bool,
+    },
+    SendData {
+        to: Vec<String>,
+        reliable: bool,
+        payload: Arc<[u8]>,
+    },
+    Leave {
+        participant: String,
+        reply: oneshot::Sender<ParticipantStats>,
+    },
+    Shutdown,
+}

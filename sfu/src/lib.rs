@@ -1,0 +1,283 @@
+//! Switchboard's media plane: WebRTC peers on str0m in RTP mode, grouped into rooms and
+//! sharded across media workers.
+//!
+//! Each worker is one thread that owns its UDP socket and every room placed on it, so
+//! forwarding a packet from a publisher to its subscribers takes no lock and crosses no
+//! channel. The crate knows nothing of HTTP, tokens or SQL: the signaling layer drives it
+//! through [`ParticipantHandle`] and listens to [`PeerEvent`]s.
+
+mod api;
+mod codec;
+mod media;
+mod participant;
+mod rewrite;
+mod rtc_config;
+mod worker;
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use api::Command;
+pub use api::{
+    ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind,
+};
+
+/// How the media plane listens.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Address the UDP sockets bind to. `0.0.0.0` needs `advertise_ips`.
+    pub bind_ip: IpAddr,
+    /// First UDP port; worker `i` listens on `port + i`. 0 picks ephemeral ports (tests).
+    pub port: u16,
+    /// Number of media workers (threads). Rooms are spread over them by name.
+    pub workers: usize,
+    /// Addresses advertised as host candidates when `bind_ip` is unspecified.
+    pub advertise_ips: Vec<IpAddr>,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            workers: 1,
+            advertise_ips: Vec::new(),
+        }
+    }
+}
+
+struct WorkerHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    addr: SocketAddr,
+}
+
+/// The running media plane.
+pub struct Sfu {
+    workers: Vec<WorkerHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds every worker's socket and starts the worker threads.
+    pub fn start(config: &SfuConfig) -> Result<Sfu, SfuError> {
+        if config.workers == 0 {
+            return Err(SfuError::Config(
+                "at least one media worker is needed".into(),
+            ));
+        }
+        if config.bind_ip.is_unspecified() && config.advertise_ips.is_empty() {
+            return Err(SfuError::Config(
+                "binding to an unspecified address needs the IPs to advertise".into(),
+            ));
+        }
+        rtc_config::install_crypto();
+        let mut workers = Vec::with_capacity(config.workers);
+        let mut threads = Vec::with_capacity(config.workers);
+        for index in 0..config.workers {
+            let port = if config.port == 0 {
+                0
+            } else {
+                config.port.checked_add(index as u16).ok_or_else(|| {
+                    SfuError::Config(format!("UDP port {} + {index} overflows", config.port))
+                })?
+            };
+            let bind = SocketAddr::new(config.bind_ip, port);
+            let socket = std::net::UdpSocket::bind(bind).map_err(|e| SfuError::Bind {
+                addr: bind.to_string(),
+                reason: e.to_string(),
+            })?;
+            let addr = socket.local_addr().map_err(|e| SfuError::Bind {
+                addr: bind.to_string(),
+                reason: e.to_string(),
+            })?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
+            let thread = std::thread::Builder::new()
+                .name(format!("media-worker-{index}"))
+                .spawn(move || worker::run(index, socket, advertise, rx))
+                .map_err(|e| SfuError::Config(format!("cannot start a media worker: {e}")))?;
+            workers.push(WorkerHandle { commands: tx, addr });
+            threads.push(thread);
+        }
+        Ok(Sfu {
+            workers,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The UDP addresses the workers listen on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.workers.iter().map(|w| w.addr).collect()
+    }
+
+    fn worker_for(&self, room: &str) -> &WorkerHandle {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        let index = (hasher.finish() % self.workers.len() as u64) as usize;
+        &self.workers[index]
+    }
+
+    /// Adds a participant to a room's media worker. Events about it arrive on the returned
+    /// receiver until it leaves.
+    pub async fn join(
+        &self,
+        room: &str,
+        participant: &str,
+        options: JoinOptions,
+    ) -> Result<(ParticipantHandle, mpsc::UnboundedReceiver<PeerEvent>), SfuError> {
+        let worker = self.worker_for(room);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (reply, answer) = oneshot::channel();
+        worker
+            .commands
+            .send(Command::Join {
+                participant: participant.to_owned(),
+                room: room.to_owned(),
+                options,
+                events: events_tx,
+                reply,
+            })
+            .map_err(|_| SfuError::WorkerGone)?;
+        answer.await.map_err(|_| SfuError::WorkerGone)??;
+        Ok((
+            ParticipantHandle {
+                participant: participant.to_owned(),
+                commands: worker.commands.clone(),
+            },
+            events_rx,
+        ))
+    }
+
+    /// Stops every worker and waits for the threads to end. Calling it again is harmless.
+    pub fn shutdown(&self) {
+        for worker in &self.workers {
+            let _ = worker.commands.send(Command::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Sfu {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One participant's access to its media worker.
+#[derive(Clone, Debug)]
+pub struct ParticipantHandle {
+    participant: String,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl ParticipantHandle {
+    fn send(&self, command: Command) -> Result<(), SfuError> {
+        self.commands
+            .send(command)
+            .map_err(|_| SfuError::WorkerGone)
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(api::Reply<T>) -> Command) -> Result<T, SfuError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply))?;
+        answer.await.map_err(|_| SfuError::WorkerGone)?
+    }
+
+    /// The participant's key in the media plane (its `PA_…` sid).
+    pub fn participant(&self) -> &str {
+        &self.participant
+    }
+
+    /// Applies the client's offer on the publisher PC and returns the SDP answer.
+    pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
+        let participant = self.participant.clone();
+        self.ask(|reply| Command::PublisherOffer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the client's answer to the last subscriber offer.
+    pub async fn subscriber_answer(&self, sdp: String) -> Result<(), SfuError> {
+        let participant = self.participant.clone();
+        self.ask(|reply| Command::SubscriberAnswer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Adds a trickled remote candidate (`candidate:…` line).
+    pub fn remote_candidate(&self, role: PeerRole, candidate: String) -> Result<(), SfuError> {
+        self.send(Command::RemoteCandidate {
+            participant: self.participant.clone(),
+            role,
+            candidate,
+        })
+    }
+
+    /// Announces a track the client is about to offer.
+    pub fn expect_track(&self, track: ExpectedTrack) -> Result<(), SfuError> {
+        self.send(Command::ExpectTrack {
+            participant: self.participant.clone(),
+            track,
+        })
+    }
+
+    /// Stops or resumes forwarding a published track (server-side mute).
+    pub fn set_track_muted(&self, sid: String, muted: bool) -> Result<(), SfuError> {
+        self.send(Command::SetTrackMuted {
+            participant: self.participant.clone(),
+            sid,
+            muted,
+        })
+    }
+
+    /// Subscribes to or unsubscribes from tracks by sid.
+    pub fn subscribe(&self, track_sids: Vec<String>, subscribe: bool) -> Result<(), SfuError> {
+        self.send(Command::Subscribe {
+            participant: self.participant.clone(),
+            track_sids,
+            subscribe,
+        })
+    }
+
+    /// Sends a data-channel message to participants of the same room.
+    pub fn send_data(
+        &self,
+        to: Vec<String>,
+        reliable: bool,
+        payload: Arc<[u8]>,
+    ) -> Result<(), SfuError> {
+        self.send(Command::SendData {
+            to,
+            reliable,
+            payload,
+        })
+    }
+
+    /// Removes the participant from the media plane and returns its traffic counters.
+    pub async fn leave(&self) -> ParticipantStats {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .send(Command::Leave {
+                participant: self.participant.clone(),
+                reply,
+            })
+            .is_err()
+        {
+            return ParticipantStats::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+}

@@ -1,0 +1,576 @@
+//! What a worker does with its peers' events: binding published tracks, forwarding RTP to
+//! subscribers, keyframe requests, and renegotiating subscriber PCs.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::Event;
+use tracing::debug;
+
+use crate::api::{PeerEvent, PeerRole, TrackKind};
+use crate::codec::starts_keyframe;
+use crate::participant::{InTrack, Layer, OutState, OutTrack, Slot};
+use crate::rewrite::Rewriter;
+use crate::worker::Worker;
+
+/// A layer that sent nothing for this long is considered stopped (the publisher's
+/// bandwidth estimate dropped it, or the camera went away).
+const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// At most one keyframe request per track per this interval reaches the publisher.
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
+
+impl Worker {
+    pub(crate) fn handle_event(&mut self, slot: Slot, role: PeerRole, event: Event) {
+        match (role, event) {
+            (PeerRole::Publisher, Event::RtpPacket(packet)) => self.forward(slot, packet),
+            (PeerRole::Publisher, Event::MediaAdded(added)) if added.direction.is_receiving() => {
+                self.bind_track(slot, added.mid);
+            }
+            (PeerRole::Publisher, Event::MediaChanged(changed))
+                if !changed.direction.is_receiving() =>
+            {
+                self.unpublish_mid(slot, changed.mid);
+            }
+            (PeerRole::Publisher, Event::ChannelOpen(id, label)) => {
+                if let Some(part) = self.parts[slot].as_mut() {
+                    match label.as_str() {
+                        "_reliable" => part.channels.reliable = Some(id),
+                        "_lossy" => part.channels.lossy = Some(id),
+                        _ => {}
+                    }
+                }
+            }
+            (PeerRole::Publisher, Event::ChannelData(data)) => {
+                if let Some(part) = self.parts[slot].as_ref() {
+                    let reliable = Some(data.id) == part.channels.reliable;
+                    let known = reliable || Some(data.id) == part.channels.lossy;
+                    if known {
+                        part.emit(PeerEvent::Data {
+                            reliable,
+                            payload: data.data,
+                        });
+                    }
+                }
+            }
+            (PeerRole::Subscriber, Event::KeyframeRequest(request)) => {
+                self.keyframe_requested(slot, request.mid);
+            }
+            (_, Event::PeerStats(stats)) => {
+                if let (Some(part), Some(rtt)) = (self.parts[slot].as_mut(), stats.rtt) {
+                    part.stats.rtt_ms = Some(rtt.as_millis().min(u128::from(u32::MAX)) as u32);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A publisher m-line appeared: match it to the track the client announced by its msid.
+    fn bind_track(&mut self, slot: Slot, mid: Mid) {
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        if !part.options.can_publish || part.track_index_by_mid(mid).is_some() {
+            return;
+        }
+        let Some(media) = part.publisher.rtc.media(mid) else {
+            return;
+        };
+        let msid_track = media.track_id().to_owned();
+        let media_kind = media.kind();
+        let Some(pos) = part.expected.iter().position(|t| t.cid == msid_track) else {
+            debug!(participant = %part.key, %mid, msid_track, "media without an announced track");
+            return;
+        };
+        let expected = part.expected.remove(pos);
+        let kind = match media_kind {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        let track = InTrack {
+            sid: expected.sid,
+            kind,
+            mid,
+            muted: false,
+            media_started: false,
+            layers: Vec::new(),
+            selected: None,
+            payloads: Vec::new(),
+            subscribers: Vec::new(),
+            last_keyframe_request: None,
+        };
+        let index = match part.tracks.iter().position(Option::is_none) {
+            Some(i) => {
+                part.tracks[i] = Some(track);
+                i
+            }
+            None => {
+                part.tracks.push(Some(track));
+                part.tracks.len() - 1
+            }
+        };
+        let room = part.room.clone();
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for sub in members {
+            if sub == slot {
+                continue;
+            }
+            let auto = self.parts[sub]
+                .as_ref()
+                .is_some_and(|p| p.options.auto_subscribe && p.options.can_subscribe);
+            if auto {
+                self.subscribe(sub, slot, index);
+                self.negotiate(sub);
+            }
+        }
+    }
+
+    /// Subscribes `sub` to every track `publisher` has.
+    pub(crate) fn subscribe_all_of(&mut self, sub: Slot, publisher: Slot) {
+        let count = self.parts[publisher].as_ref().map_or(0, |p| p.tracks.len());
+        for track in 0..count {
+            self.subscribe(sub, publisher, track);
+        }
+    }
+
+    /// Adds an out-track at `sub` for track `index` of `publisher`, unless already there.
+    fn subscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
+        let Some(source) = self.parts[publisher].as_ref() else {
+            return;
+        };
+        let Some(track) = source.tracks.get(index).and_then(Option::as_ref) else {
+            return;
+        };
+        let (track_sid, kind, publisher_key) = (track.sid.clone(), track.kind, source.key.clone());
+        let Some(subscriber) = self.parts[sub].as_mut() else {
+            return;
+        };
+        if subscriber.is_subscribed_to(publisher, index) {
+            return;
+        }
+        let out = subscriber.add_out(OutTrack {
+            track_sid,
+            publisher_key,
+            source: Some((publisher, index)),
+            kind,
+            state: OutState::ToOpen,
+            ssrc: None,
+            pt_map: Vec::new(),
+            rewriter: Rewriter::default(),
+            waiting_keyframe: kind == TrackKind::Video,
+        });
+        if let Some(Some(track)) = self.parts[publisher]
+            .as_mut()
+            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
+        {
+            track.subscribers.push((sub, out));
+        }
+    }
+
+    /// Subscribes to or unsubscribes from tracks of the same room by sid (UpdateSubscription).
+    pub(crate) fn set_subscriptions(&mut self, key: &str, sids: &[String], subscribe: bool) {
+        let Some(&slot) = self.by_key.get(key) else {
+            return;
+        };
+        let Some(room) = self.parts[slot].as_ref().map(|p| p.room.clone()) else {
+            return;
+        };
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        for sid in sids {
+            for &publisher in &members {
+                let found = self.parts[publisher]
+                    .as_ref()
+                    .and_then(|p| p.track_index_by_sid(sid));
+                let Some(index) = found else {
+                    continue;
+                };
+                if subscribe {
+                    if publisher != slot {
+                        self.subscribe(slot, publisher, index);
+                    }
+                } else {
+                    self.unsubscribe(slot, publisher, index);
+                }
+            }
+        }
+        self.negotiate(slot);
+    }
+
+    fn unsubscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
+        let Some(part) = self.parts[sub].as_ref() else {
+            return;
+        };
+        let outs: Vec<usize> = part
+            .out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| {
+                o.as_ref()
+                    .is_some_and(|o| o.source == Some((publisher, index)))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if let Some(Some(track)) = self.parts[publisher]
+            .as_mut()
+            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
+        {
+            track.subscribers.retain(|(s, _)| *s != sub);
+        }
+        for out in outs {
+            self.source_gone(sub, out);
+        }
+    }
+
+    /// The source of out-track `out` at `sub` is gone: stop its m-line (or forget it if it
+    /// was never offered). The caller renegotiates.
+    pub(crate) fn source_gone(&mut self, sub: Slot, out: usize) {
+        let Some(part) = self.parts[sub].as_mut() else {
+            return;
+        };
+        let Some(slot) = part.out.get_mut(out) else {
+            return;
+        };
+        let Some(track) = slot.as_mut() else {
+            return;
+        };
+        track.source = None;
+        match track.state {
+            OutState::ToOpen => *slot = None,
+            OutState::Open(mid) | OutState::Negotiating(mid) => track.state = OutState::ToStop(mid),
+            OutState::ToStop(_) | OutState::NegotiatingStop(_) => {}
+        }
+    }
+
+    /// The client stopped sending on a publisher m-line.
+    fn unpublish_mid(&mut self, slot: Slot, mid: Mid) {
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let Some(index) = part.track_index_by_mid(mid) else {
+            return;
+        };
+        let Some(track) = part.tracks[index].take() else {
+            return;
+        };
+        part.stats.packets_lost += track.layers.iter().map(Layer::lost).sum::<u64>();
+        part.ssrc_tracks.retain(|_, i| *i != index);
+        part.emit(PeerEvent::TrackUnpublished { sid: track.sid });
+        for (sub, out) in track.subscribers {
+            self.source_gone(sub, out);
+            self.negotiate(sub);
+        }
+    }
+
+    /// Sends the next offer on `slot`'s subscriber PC if anything changed and no offer is
+    /// outstanding (one offer at a time; the answer triggers the next round).
+    pub(crate) fn negotiate(&mut self, slot: Slot) {
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        if part.pending_offer.is_some() || !part.options.can_subscribe {
+            return;
+        }
+        let mut change = part.subscriber.rtc.sdp_api();
+        for out in part.out.iter_mut().flatten() {
+            match out.state {
+                OutState::ToOpen => {
+                    let kind = match out.kind {
+                        TrackKind::Audio => MediaKind::Audio,
+                        TrackKind::Video => MediaKind::Video,
+                    };
+                    // livekit-client matches incoming media by msid "PA_…|TR_…" / "TR_…".
+                    let stream_id = format!("{}|{}", out.publisher_key, out.track_sid);
+                    let mid = change.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(stream_id),
+                        Some(out.track_sid.clone()),
+                        None,
+                    );
+                    out.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(mid) => {
+                    change.stop_media(mid);
+                    out.state = OutState::NegotiatingStop(mid);
+                }
+                _ => {}
+            }
+        }
+        if !change.has_changes() {
+            return;
+        }
+        let Some((offer, pending)) = change.apply() else {
+            return;
+        };
+        part.pending_offer = Some(pending);
+        let mid_to_track: BTreeMap<String, String> = part
+            .out
+            .iter()
+            .flatten()
+            .filter_map(|o| match o.state {
+                OutState::Negotiating(mid) | OutState::Open(mid) => {
+                    Some((mid.to_string(), o.track_sid.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        part.emit(PeerEvent::SubscriberOffer {
+            sdp: offer.to_sdp_string(),
+            mid_to_track,
+        });
+        self.drain(slot, PeerRole::Subscriber);
+    }
+
+    /// The subscriber accepted our offer: offered m-lines are open, stopped ones are free.
+    pub(crate) fn answer_applied(&mut self, slot: Slot) {
+        let mut opened = Vec::new();
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        for entry in part.out.iter_mut() {
+            let Some(out) = entry.as_mut() else {
+                continue;
+            };
+            match out.state {
+                OutState::Negotiating(mid) => {
+                    out.state = OutState::Open(mid);
+                    out.ssrc = part
+                        .subscriber
+                        .rtc
+                        .direct_api()
+                        .stream_tx_by_mid(mid, None)
+                        .map(|s| s.ssrc());
+                    if let (Some(source), TrackKind::Video) = (out.source, out.kind) {
+                        opened.push(source);
+                    }
+                }
+                OutState::NegotiatingStop(_) => *entry = None,
+                _ => {}
+            }
+        }
+        // A new video subscriber needs a keyframe to start decoding.
+        self.keyframe_queue.extend(opened);
+        // Changes that arrived while the offer was out go in the next one.
+        self.negotiate(slot);
+    }
+
+    fn keyframe_requested(&mut self, sub: Slot, mid: Mid) {
+        let source = self.parts[sub].as_ref().and_then(|p| {
+            p.out
+                .iter()
+                .flatten()
+                .find(|o| o.open_mid() == Some(mid))
+                .and_then(|o| o.source)
+        });
+        if let Some(source) = source {
+            self.keyframe_queue.push(source);
+        }
+    }
+
+    /// Passes queued keyframe requests to publishers, at most one per track per interval.
+    pub(crate) fn flush_keyframe_requests(&mut self) {
+        if self.keyframe_queue.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut queue = std::mem::take(&mut self.keyframe_queue);
+        queue.sort_unstable();
+        queue.dedup();
+        for (publisher, index) in queue.drain(..) {
+            let Some(part) = self.parts[publisher].as_mut() else {
+                continue;
+            };
+            let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
+                continue;
+            };
+            if track.kind != TrackKind::Video
+                || track
+                    .last_keyframe_request
+                    .is_some_and(|at| now.duration_since(at) < KEYFRAME_THROTTLE)
+            {
+                continue;
+            }
+            track.last_keyframe_request = Some(now);
+            let (mid, rids): (Mid, Vec<_>) =
+                (track.mid, track.layers.iter().map(|l| l.rid).collect());
+            let mut api = part.publisher.rtc.direct_api();
+            let rids = if rids.is_empty() { vec![None] } else { rids };
+            for rid in rids {
+                if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
+                    stream.request_keyframe(KeyframeRequestKind::Pli);
+                }
+            }
+            self.drain(publisher, PeerRole::Publisher);
+        }
+        self.keyframe_queue = queue;
+    }
+
+    /// The hot path: one RTP packet from a publisher to every subscriber of its track.
+    fn forward(&mut self, slot: Slot, packet: RtpPacket) {
+        let ssrc = *packet.header.ssrc;
+        let now = packet.timestamp;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        part.stats.packets_in += 1;
+        part.stats.bytes_in += packet.payload.len() as u64;
+        let index = match part.ssrc_tracks.get(&ssrc) {
+            Some(&index) => index,
+            None => {
+                let Some((mid, rid)) = part
+                    .publisher
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&packet.header.ssrc)
+                    .map(|s| (s.mid(), s.rid()))
+                else {
+                    return;
+                };
+                let Some(index) = part.track_index_by_mid(mid) else {
+                    return;
+                };
+                part.ssrc_tracks.insert(ssrc, index);
+                if let Some(track) = part.tracks[index].as_mut() {
+                    track
+                        .layers
+                        .push(Layer::new(ssrc, rid, now, *packet.seq_no));
+                }
+                index
+            }
+        };
+        let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if !track.media_started {
+            track.media_started = true;
+            let sid = track.sid.clone();
+            part.emit(PeerEvent::TrackMediaStarted { sid });
+        }
+        let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        if track.codec_of(pt).is_none() {
+            let params = part
+                .publisher
+                .rtc
+                .codec_config()
+                .find(|p| p.pt() == pt)
+                .copied();
+            match params {
+                Some(params) => track.payloads.push((pt, params)),
+                None => return,
+            }
+        }
+        let Some((params, codec)) = track.codec_of(pt) else {
+            return;
+        };
+        let is_video = track.kind == TrackKind::Video;
+        let keyframe = is_video && starts_keyframe(codec, &packet.payload);
+        if !select_layer(track, ssrc, *packet.seq_no, now, keyframe) {
+            if track.selected.is_none() || keyframe_needed(track, now) {
+                self.keyframe_queue.push((slot, index));
+            }
+            return;
+        }
+        if track.muted {
+            return;
+        }
+        let clock_rate = params.spec().clock_rate.get();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&track.subscribers);
+        let subscribers = std::mem::take(&mut self.scratch);
+        let mut sent = 0u64;
+        for &(sub, out) in &subscribers {
+            let Some(subscriber) = self.parts[sub].as_mut() else {
+                continue;
+            };
+            let Some(out_track) = subscriber.out.get_mut(out).and_then(Option::as_mut) else {
+                continue;
+            };
+            let (Some(_), Some(ssrc_out)) = (out_track.open_mid(), out_track.ssrc) else {
+                continue;
+            };
+            if out_track.waiting_keyframe {
+                if !keyframe {
+                    continue;
+                }
+                out_track.waiting_keyframe = false;
+            }
+            let pt_out = match out_track.pt_map.iter().find(|(i, _)| *i == pt) {
+                Some(&(_, o)) => o,
+                None => match subscriber
+                    .subscriber
+                    .rtc
+                    .codec_config()
+                    .match_params(params)
+                {
+                    Some(local) => {
+                        let o = local.pt();
+                        out_track.pt_map.push((pt, o));
+                        o
+                    }
+                    None => continue,
+                },
+            };
+            let Some((seq, ts)) = out_track.rewriter.rewrite(
+                ssrc,
+                *packet.seq_no,
+                packet.header.timestamp,
+                now,
+                clock_rate,
+            ) else {
+                continue;
+            };
+            let mut api = subscriber.subscriber.rtc.direct_api();
+            let Some(stream) = api.stream_tx(&ssrc_out) else {
+                continue;
+            };
+            stream.write_rtp(
+                RtpWrite::new(pt_out, seq.into(), ts, now, packet.payload.clone())
+                    .marker(packet.header.marker)
+                    .nackable(is_video),
+            );
+            subscriber.stats.packets_out += 1;
+            subscriber.stats.bytes_out += packet.payload.len() as u64;
+            sent += 1;
+            self.drain(sub, PeerRole::Subscriber);
+        }
+        self.scratch = subscribers;
+        let _ = sent;
+    }
+}
+
+/// Decides whether a packet of `ssrc` is forwarded, switching the forwarded simulcast layer
+/// to the best active one at a keyframe.
+fn select_layer(track: &mut InTrack, ssrc: u32, seq: u64, now: Instant, keyframe: bool) -> bool {
+    if let Some(layer) = track.layers.iter_mut().find(|l| l.ssrc == ssrc) {
+        layer.record(seq, now);
+    }
+    if track.layers.len() <= 1 {
+        track.selected = Some(ssrc);
+        return true;
+    }
+    let best = track
+        .layers
+        .iter()
+        .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_IDLE)
+        .max_by_key(|l| l.rank())
+        .map(|l| l.ssrc);
+    if track.selected != best && best == Some(ssrc) && keyframe {
+        track.selected = Some(ssrc);
+    }
+    track.selected == Some(ssrc)
+}
+
+/// True when the best layer is not the forwarded one, so a keyframe on it is wanted.
+fn keyframe_needed(track: &InTrack, now: Instant) -> bool {
+    let best = track
+        .layers
+        .iter()
+        .filter(|l| now.saturating_duration_since(l.last_packet) < LAYER_IDLE)
+        .max_by_key(|l| l.rank())
+        .map(|l| l.ssrc);
+    best.is_some() && best != track.selected
+}

@@ -1,0 +1,223 @@
+//! What a media worker knows about one participant: its two peers, the tracks it publishes
+//! and the tracks it receives.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::SdpPendingOffer;
+use str0m::channel::ChannelId;
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Mid, Pt, Rid};
+use str0m::rtp::Ssrc;
+use str0m::Rtc;
+use tokio::sync::mpsc;
+
+use crate::api::{ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, TrackKind};
+use crate::rewrite::Rewriter;
+
+/// Index of a participant slot in its worker. Slots are reused only after every reference
+/// to the old occupant has been removed.
+pub(crate) type Slot = usize;
+
+/// One str0m peer connection and the deadline it asked to be woken at.
+pub(crate) struct Peer {
+    pub rtc: Rtc,
+    pub timeout: Instant,
+    /// Remote addresses seen for this peer, so the worker's demultiplexer can forget them.
+    pub addrs: Vec<SocketAddr>,
+    pub disconnected_reported: bool,
+}
+
+impl Peer {
+    pub fn new(rtc: Rtc, now: Instant) -> Self {
+        Self {
+            rtc,
+            timeout: now,
+            addrs: Vec::new(),
+            disconnected_reported: false,
+        }
+    }
+}
+
+/// One simulcast layer (or the only stream) of a published track.
+pub(crate) struct Layer {
+    pub ssrc: u32,
+    pub rid: Option<Rid>,
+    pub last_packet: Instant,
+    first_seq: u64,
+    max_seq: u64,
+    received: u64,
+}
+
+impl Layer {
+    pub fn new(ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) -> Self {
+        Self {
+            ssrc,
+            rid,
+            last_packet: now,
+            first_seq: seq,
+            max_seq: seq,
+            received: 0,
+        }
+    }
+
+    /// Counts a received packet for loss accounting.
+    pub fn record(&mut self, seq: u64, now: Instant) {
+        self.last_packet = now;
+        self.received += 1;
+        self.max_seq = self.max_seq.max(seq);
+        self.first_seq = self.first_seq.min(seq);
+    }
+
+    /// Packets never received, from sequence gaps (retransmissions fill gaps in).
+    pub fn lost(&self) -> u64 {
+        (self.max_seq - self.first_seq + 1).saturating_sub(self.received)
+    }
+
+    /// Higher is better: LiveKit names layers q (low), h (medium), f (full).
+    pub fn rank(&self) -> u8 {
+        match self.rid.as_deref() {
+            None => 3,
+            Some("f") => 2,
+            Some("h") => 1,
+            _ => 0,
+        }
+    }
+}
+
+/// A track this participant publishes.
+pub(crate) struct InTrack {
+    pub sid: String,
+    pub kind: TrackKind,
+    pub mid: Mid,
+    pub muted: bool,
+    pub media_started: bool,
+    pub layers: Vec<Layer>,
+    /// SSRC of the layer currently forwarded.
+    pub selected: Option<u32>,
+    /// Codec of each payload type seen, resolved once from the publisher's negotiation.
+    pub payloads: Vec<(Pt, PayloadParams)>,
+    /// (subscriber slot, index into that subscriber's `out`).
+    pub subscribers: Vec<(Slot, usize)>,
+    pub last_keyframe_request: Option<Instant>,
+}
+
+impl InTrack {
+    pub fn codec_of(&self, pt: Pt) -> Option<(PayloadParams, Codec)> {
+        self.payloads
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, params)| (*params, params.spec().codec))
+    }
+}
+
+/// Negotiation state of one m-line on the subscriber PC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutState {
+    /// Needs an m-line in the next offer.
+    ToOpen,
+    /// Offered, waiting for the answer.
+    Negotiating(Mid),
+    /// Negotiated: media flows.
+    Open(Mid),
+    /// The source went away: the m-line must be stopped in the next offer.
+    ToStop(Mid),
+    /// Stop offered, waiting for the answer; the slot is freed after it.
+    NegotiatingStop(Mid),
+}
+
+/// A track this participant receives from another participant of the room.
+pub(crate) struct OutTrack {
+    pub track_sid: String,
+    pub publisher_key: String,
+    /// (publisher slot, index into its `tracks`); `None` once the source is gone.
+    pub source: Option<(Slot, usize)>,
+    pub kind: TrackKind,
+    pub state: OutState,
+    pub ssrc: Option<Ssrc>,
+    pub pt_map: Vec<(Pt, Pt)>,
+    pub rewriter: Rewriter,
+    /// Video starts on a keyframe: until one arrives nothing is forwarded.
+    pub waiting_keyframe: bool,
+}
+
+impl OutTrack {
+    pub fn open_mid(&self) -> Option<Mid> {
+        match self.state {
+            OutState::Open(mid) => Some(mid),
+            _ => None,
+        }
+    }
+}
+
+/// Labels of the data channels LiveKit clients open on their publisher PC.
+#[derive(Default)]
+pub(crate) struct DataChannels {
+    pub reliable: Option<ChannelId>,
+    pub lossy: Option<ChannelId>,
+}
+
+pub(crate) struct Participant {
+    pub key: String,
+    pub room: String,
+    pub options: JoinOptions,
+    pub events: mpsc::UnboundedSender<PeerEvent>,
+    pub publisher: Peer,
+    pub subscriber: Peer,
+    pub expected: Vec<ExpectedTrack>,
+    /// Published tracks; `None` slots keep indices held by subscribers stable.
+    pub tracks: Vec<Option<InTrack>>,
+    /// SSRC → index into `tracks`, learned from the first packet of each stream.
+    pub ssrc_tracks: HashMap<u32, usize>,
+    /// Received tracks; `None` slots keep indices held by publishers stable.
+    pub out: Vec<Option<OutTrack>>,
+    pub pending_offer: Option<SdpPendingOffer>,
+    pub channels: DataChannels,
+    pub stats: ParticipantStats,
+}
+
+impl Participant {
+    pub fn peer_mut(&mut self, role: PeerRole) -> &mut Peer {
+        match role {
+            PeerRole::Publisher => &mut self.publisher,
+            PeerRole::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    pub fn emit(&self, event: PeerEvent) {
+        // A closed receiver means the signaling session is already gone; the worker cleans
+        // the participant up on its Leave command.
+        let _ = self.events.send(event);
+    }
+
+    pub fn track_index_by_sid(&self, sid: &str) -> Option<usize> {
+        self.tracks
+            .iter()
+            .position(|t| t.as_ref().is_some_and(|t| t.sid == sid))
+    }
+
+    pub fn track_index_by_mid(&self, mid: Mid) -> Option<usize> {
+        self.tracks
+            .iter()
+            .position(|t| t.as_ref().is_some_and(|t| t.mid == mid))
+    }
+
+    /// Stores an out-track in a free slot and returns its index.
+    pub fn add_out(&mut self, track: OutTrack) -> usize {
+        if let Some(index) = self.out.iter().position(Option::is_none) {
+            self.out[index] = Some(track);
+            index
+        } else {
+            self.out.push(Some(track));
+            self.out.len() - 1
+        }
+    }
+
+    pub fn is_subscribed_to(&self, publisher: Slot, track: usize) -> bool {
+        self.out
+            .iter()
+            .flatten()
+            .any(|o| o.source == Some((publisher, track)))
+    }
+}

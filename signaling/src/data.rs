@@ -1,0 +1,56 @@
+//! Relaying data-channel messages between participants, the way a LiveKit server does:
+//! the server stamps the sender and picks the recipients.
+
+use std::sync::Arc;
+
+use livekit_protocol as proto;
+use prost::Message as _;
+use tracing::debug;
+
+use crate::session::Session;
+
+/// Largest DataPacket the server relays. livekit-client caps payloads at 64,000 bytes;
+/// the rest is room for the envelope.
+pub const MAX_DATA_PACKET: usize = 65_536;
+
+/// Checks, stamps and forwards one DataPacket sent by `session`'s participant.
+pub(crate) fn relay(session: &Session, reliable: bool, payload: &[u8]) {
+    if payload.len() > MAX_DATA_PACKET {
+        debug!(participant = %session.sid, len = payload.len(), "data packet too large; dropped");
+        return;
+    }
+    if !session.claims.video.can_publish_data() {
+        debug!(participant = %session.sid, "data packet dropped: no canPublishData");
+        return;
+    }
+    let mut packet = match proto::DataPacket::decode(payload) {
+        Ok(packet) => packet,
+        Err(e) => {
+            debug!(participant = %session.sid, "unreadable data packet dropped: {e}");
+            return;
+        }
+    };
+    let mut destinations = std::mem::take(&mut packet.destination_identities);
+    // Clients never speak for someone else: identity and sid are the server's to set.
+    packet.participant_identity = session.identity.clone();
+    packet.participant_sid = session.sid.clone();
+    // The fields inside UserPacket are deprecated upstream but still read by older clients.
+    #[allow(deprecated)]
+    if let Some(proto::data_packet::Value::User(user)) = packet.value.as_mut() {
+        user.participant_identity = session.identity.clone();
+        user.participant_sid = session.sid.clone();
+        destinations.append(&mut user.destination_identities);
+        user.destination_sids.clear();
+    }
+    destinations.sort();
+    destinations.dedup();
+    let recipients = session
+        .sig
+        .rooms
+        .sids_for(&session.room, &destinations, &session.sid);
+    if recipients.is_empty() {
+        return;
+    }
+    let bytes: Arc<[u8]> = packet.encode_to_vec().into();
+    let _ = session.media.send_data(recipients, reliable, bytes);
+}

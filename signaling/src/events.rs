@@ -1,0 +1,100 @@
+//! What signaling reports to the rest of the server (the session store, webhooks), as plain
+//! data. Sent in the order things happened in each room.
+
+use std::time::SystemTime;
+
+pub use switchboard_sfu::ParticipantStats;
+
+/// Why a participant left, in LiveKit's vocabulary (`DisconnectReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    ClientInitiated,
+    DuplicateIdentity,
+    ServerShutdown,
+    ParticipantRemoved,
+    RoomDeleted,
+    SignalClosed,
+    PingTimeout,
+    ProtocolError,
+    JoinFailure,
+}
+
+impl LeaveReason {
+    /// The name stored in records and webhooks, as LiveKit spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::ClientInitiated => "CLIENT_INITIATED",
+            LeaveReason::DuplicateIdentity => "DUPLICATE_IDENTITY",
+            LeaveReason::ServerShutdown => "SERVER_SHUTDOWN",
+            LeaveReason::ParticipantRemoved => "PARTICIPANT_REMOVED",
+            LeaveReason::RoomDeleted => "ROOM_DELETED",
+            LeaveReason::SignalClosed => "SIGNAL_CLOSE",
+            LeaveReason::PingTimeout => "CONNECTION_TIMEOUT",
+            LeaveReason::ProtocolError => "STATE_MISMATCH",
+            LeaveReason::JoinFailure => "JOIN_FAILURE",
+        }
+    }
+
+    pub(crate) fn to_proto(self) -> livekit_protocol::DisconnectReason {
+        use livekit_protocol::DisconnectReason as D;
+        match self {
+            LeaveReason::ClientInitiated => D::ClientInitiated,
+            LeaveReason::DuplicateIdentity => D::DuplicateIdentity,
+            LeaveReason::ServerShutdown => D::ServerShutdown,
+            LeaveReason::ParticipantRemoved => D::ParticipantRemoved,
+            LeaveReason::RoomDeleted => D::RoomDeleted,
+            LeaveReason::SignalClosed => D::SignalClose,
+            LeaveReason::PingTimeout => D::ConnectionTimeout,
+            LeaveReason::ProtocolError => D::StateMismatch,
+            LeaveReason::JoinFailure => D::JoinFailure,
+        }
+    }
+}
+
+/// One thing that happened in a room.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalEvent {
+    RoomStarted {
+        room_id: String,
+        sid: String,
+        empty_timeout_secs: u32,
+        max_participants: u32,
+        at: SystemTime,
+    },
+    RoomFinished {
+        room_id: String,
+        at: SystemTime,
+    },
+    ParticipantJoined {
+        room_id: String,
+        sid: String,
+        identity: String,
+        name: String,
+        metadata: String,
+        /// The token granted roomAdmin (a host, in session terms).
+        admin: bool,
+        at: SystemTime,
+    },
+    ParticipantLeft {
+        room_id: String,
+        sid: String,
+        identity: String,
+        reason: LeaveReason,
+        stats: ParticipantStats,
+        at: SystemTime,
+    },
+    TrackPublished {
+        room_id: String,
+        participant_sid: String,
+        track_sid: String,
+        kind: &'static str,
+        source: String,
+        at: SystemTime,
+    },
+    TrackUnpublished {
+        room_id: String,
+        participant_sid: String,
+        track_sid: String,
+        at: SystemTime,
+    },
+}

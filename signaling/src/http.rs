@@ -1,0 +1,110 @@
+//! The HTTP face of signaling: the `/rtc` WebSocket upgrade and the validate endpoints the
+//! LiveKit client probes when an upgrade fails.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::session::{self, JoinParams};
+use crate::token::{self, Claims};
+use crate::Signaling;
+
+type Params = Query<HashMap<String, String>>;
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.into(),
+    )
+        .into_response()
+}
+
+/// Why a join is refused: the status and the text livekit-client shows the user.
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        text(self.0, self.1)
+    }
+}
+
+/// Checks the join token and the room's capacity, exactly as the upgrade will.
+fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Refusal> {
+    let Some(raw) = params.get("access_token").filter(|t| !t.is_empty()) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "no access_token: join with a token minted for this room".into(),
+        ));
+    };
+    let claims = token::verify_join(raw, &sig.keys).map_err(|e| {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Refusal(status, e.to_string())
+    })?;
+    sig.rooms
+        .check_capacity(&claims.video.room, &claims.sub)
+        .map_err(|e| Refusal(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(claims)
+}
+
+async fn rtc(
+    State(sig): State<Arc<Signaling>>,
+    Query(params): Params,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let claims = match admit(&sig, &params) {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("/rtc expects a WebSocket upgrade: {rejection}"),
+            )
+        }
+    };
+    let join = JoinParams {
+        auto_subscribe: params
+            .get("auto_subscribe")
+            .is_none_or(|v| v != "0" && v != "false"),
+        reconnect: params
+            .get("reconnect")
+            .is_some_and(|v| v == "1" || v == "true"),
+    };
+    upgrade
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| session::run(sig, socket, claims, join))
+}
+
+async fn validate(State(sig): State<Arc<Signaling>>, Query(params): Params) -> Response {
+    match admit(&sig, &params) {
+        Ok(_) => text(StatusCode::OK, "success"),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// The single-PeerConnection protocol is not spoken here; a 404 makes livekit-client fall
+/// back to `/rtc`.
+async fn v1_not_supported() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "signaling v1 (/rtc/v1) is not supported by this server; use /rtc",
+    )
+}
+
+pub(crate) fn router(sig: Arc<Signaling>) -> Router {
+    Router::new()
+        .route("/rtc", get(rtc))
+        .route("/rtc/validate", get(validate))
+        .route("/rtc/v1", get(v1_not_supported))
+        .route("/rtc/v1/validate", get(v1_not_supported))
+        .with_state(sig)
+}

@@ -1,0 +1,99 @@
+//! LiveKit-compatible client signaling for Switchboard: JWT join tokens and the `/rtc`
+//! WebSocket protocol (v0: a publisher and a subscriber PeerConnection per participant).
+//!
+//! Knows nothing of SQL: what happens in rooms is reported as [`SignalEvent`]s on a channel
+//! that the server's session store consumes.
+
+mod data;
+pub mod events;
+mod http;
+mod ids;
+mod publish;
+mod rooms;
+mod session;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_sfu::Sfu;
+use tokio::sync::{mpsc, watch};
+
+pub use events::{LeaveReason, SignalEvent};
+pub use rooms::{JoinRefused, RoomDefaults};
+pub use token::KeyStore;
+
+/// The version reported to clients. livekit-client keeps VP9/AV1 on the classic path only
+/// for servers between 1.8.0 and 1.13.6, so we report a version in that range.
+pub const PROTOCOL_SERVER_VERSION: &str = "1.9.0";
+
+/// How signaling behaves.
+#[derive(Debug, Clone)]
+pub struct SignalingConfig {
+    pub keys: KeyStore,
+    pub rooms: RoomDefaults,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    /// Identifies this node in ServerInfo.
+    pub node_id: String,
+}
+
+/// Shared state of every signaling session on this node.
+pub struct Signaling {
+    pub(crate) keys: KeyStore,
+    pub(crate) rooms: Arc<rooms::Rooms>,
+    pub(crate) sfu: Arc<Sfu>,
+    pub(crate) events: mpsc::UnboundedSender<SignalEvent>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) ping_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) server_version: String,
+    pub(crate) node_id: String,
+}
+
+impl Signaling {
+    /// Creates the signaling layer over a running media plane. Room and participant events
+    /// arrive on the returned receiver, in order.
+    pub fn new(
+        config: SignalingConfig,
+        sfu: Arc<Sfu>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<SignalEvent>) {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (shutdown, _) = watch::channel(false);
+        let sig = Signaling {
+            keys: config.keys,
+            rooms: Arc::new(rooms::Rooms::new(config.rooms, events.clone())),
+            sfu,
+            events,
+            shutdown,
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            server_version: PROTOCOL_SERVER_VERSION.to_owned(),
+            node_id: config.node_id,
+        };
+        (Arc::new(sig), events_rx)
+    }
+
+    /// Routes `/rtc`, `/rtc/validate` and the refused `/rtc/v1` paths.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(Arc::clone(self))
+    }
+
+    /// The API keys tokens are checked against.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// Participants connected to this node.
+    pub fn participant_count(&self) -> usize {
+        self.rooms.participant_count()
+    }
+
+    /// Tells every participant the server is shutting down and waits (up to `grace`) until
+    /// their sessions have ended.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        self.rooms.evict_all(LeaveReason::ServerShutdown);
+        let _ = tokio::time::timeout(grace, self.rooms.wait_empty()).await;
+    }
+}

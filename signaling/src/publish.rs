@@ -1,0 +1,195 @@
+//! Track publication as LiveKit clients do it: AddTrackRequest → TrackPublishedResponse,
+//! mute, and unpublish noticed by the media plane.
+
+use std::time::SystemTime;
+
+use livekit_protocol as proto;
+use proto::signal_response::Message as Resp;
+use switchboard_sfu::{ExpectedTrack, TrackKind};
+use tracing::debug;
+
+use crate::events::SignalEvent;
+use crate::ids;
+use crate::session::Session;
+
+/// LiveKit spells mime types as `video/VP8`, `audio/opus`.
+fn mime_type(kind: TrackKind, codec: &str) -> String {
+    let codec = codec.trim().to_ascii_lowercase();
+    match (kind, codec.as_str()) {
+        (TrackKind::Audio, "" | "opus") => "audio/opus".into(),
+        (TrackKind::Audio, other) => format!("audio/{other}"),
+        (TrackKind::Video, "" | "vp8") => "video/VP8".into(),
+        (TrackKind::Video, "h264") => "video/H264".into(),
+        (TrackKind::Video, "vp9") => "video/VP9".into(),
+        (TrackKind::Video, "av1") => "video/AV1".into(),
+        (TrackKind::Video, other) => format!("video/{}", other.to_ascii_uppercase()),
+    }
+}
+
+/// Handles AddTrackRequest: assigns the track sid, tells the media plane which msid to
+/// expect, and announces the track to the room. Refusals come back as a RequestResponse.
+pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) -> Resp {
+    let kind = match proto::TrackType::try_from(request.r#type) {
+        Ok(proto::TrackType::Audio) => TrackKind::Audio,
+        Ok(proto::TrackType::Video) => TrackKind::Video,
+        _ => return refuse(session, "only audio and video tracks can be published"),
+    };
+    if !session.claims.video.can_publish() {
+        return refuse(
+            session,
+            "the token does not allow publishing (canPublish is false)",
+        );
+    }
+    let allowed_sources = &session.claims.video.can_publish_sources;
+    let source =
+        proto::TrackSource::try_from(request.source).unwrap_or(proto::TrackSource::Unknown);
+    if !allowed_sources.is_empty()
+        && !allowed_sources
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(source.as_str_name()))
+    {
+        return refuse(
+            session,
+            &format!(
+                "the token does not allow publishing {}",
+                source.as_str_name()
+            ),
+        );
+    }
+    let sid = ids::track_sid();
+    let codec = request
+        .simulcast_codecs
+        .first()
+        .map(|c| c.codec.clone())
+        .unwrap_or_default();
+    let mime = mime_type(kind, &codec);
+    // `simulcast`, `layers`, `stereo` and `disable_dtx` are deprecated upstream in favour of
+    // per-codec layers and audio features, but clients before 2.x still read them.
+    #[allow(deprecated)]
+    let track = proto::TrackInfo {
+        sid: sid.clone(),
+        r#type: request.r#type,
+        name: request.name.clone(),
+        muted: request.muted,
+        width: request.width,
+        height: request.height,
+        simulcast: request.layers.len() > 1,
+        disable_dtx: request.disable_dtx,
+        source: request.source,
+        layers: request.layers.clone(),
+        mime_type: mime.clone(),
+        codecs: vec![proto::SimulcastCodecInfo {
+            mime_type: mime,
+            cid: request.cid.clone(),
+            layers: request.layers.clone(),
+            ..Default::default()
+        }],
+        stereo: request.stereo,
+        disable_red: request.disable_red,
+        encryption: request.encryption,
+        stream: request.stream.clone(),
+        ..Default::default()
+    };
+    let _ = session.media.expect_track(ExpectedTrack {
+        cid: request.cid.clone(),
+        sid: sid.clone(),
+        kind,
+    });
+    let published = track.clone();
+    session
+        .sig
+        .rooms
+        .update(&session.room, &session.sid, move |info| {
+            info.tracks.push(published);
+            info.is_publisher = true;
+            info.state = proto::participant_info::State::Active as i32;
+        });
+    let _ = session.sig.events.send(SignalEvent::TrackPublished {
+        room_id: session.room.clone(),
+        participant_sid: session.sid.clone(),
+        track_sid: sid,
+        kind: match kind {
+            TrackKind::Audio => "audio",
+            TrackKind::Video => "video",
+        },
+        source: source.as_str_name().to_owned(),
+        at: SystemTime::now(),
+    });
+    Resp::TrackPublished(proto::TrackPublishedResponse {
+        cid: request.cid,
+        track: Some(track),
+    })
+}
+
+fn refuse(session: &Session, message: &str) -> Resp {
+    debug!(participant = %session.sid, "refused a track: {message}");
+    Resp::RequestResponse(proto::RequestResponse {
+        reason: proto::request_response::Reason::NotAllowed as i32,
+        message: message.to_owned(),
+        ..Default::default()
+    })
+}
+
+/// The client muted or unmuted one of its tracks: everyone else sees the new state.
+pub(crate) fn mute(session: &Session, request: &proto::MuteTrackRequest) {
+    let (sid, muted) = (request.sid.clone(), request.muted);
+    session
+        .sig
+        .rooms
+        .update(&session.room, &session.sid, move |info| {
+            if let Some(track) = info.tracks.iter_mut().find(|t| t.sid == sid) {
+                track.muted = muted;
+            }
+        });
+}
+
+/// The media plane saw the client stop sending a track.
+pub(crate) fn track_unpublished(session: &Session, track_sid: &str) {
+    let sid = track_sid.to_owned();
+    session
+        .sig
+        .rooms
+        .update(&session.room, &session.sid, move |info| {
+            info.tracks.retain(|t| t.sid != sid);
+        });
+    let _ = session.sig.events.send(SignalEvent::TrackUnpublished {
+        room_id: session.room.clone(),
+        participant_sid: session.sid.clone(),
+        track_sid: track_sid.to_owned(),
+        at: SystemTime::now(),
+    });
+}
+
+/// UpdateParticipantMetadata, honoured only with canUpdateOwnMetadata.
+pub(crate) fn update_own_metadata(session: &Session, update: proto::UpdateParticipantMetadata) {
+    if session.claims.video.can_update_own_metadata != Some(true) {
+        debug!(participant = %session.sid, "metadata update refused: no canUpdateOwnMetadata");
+        return;
+    }
+    session
+        .sig
+        .rooms
+        .update(&session.room, &session.sid, move |info| {
+            if !update.metadata.is_empty() {
+                info.metadata = update.metadata;
+            }
+            if !update.name.is_empty() {
+                info.name = update.name;
+            }
+            info.attributes.extend(update.attributes);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mime_types_follow_livekit_spelling() {
+        assert_eq!(mime_type(TrackKind::Video, "vp8"), "video/VP8");
+        assert_eq!(mime_type(TrackKind::Video, "H264"), "video/H264");
+        assert_eq!(mime_type(TrackKind::Video, ""), "video/VP8");
+        assert_eq!(mime_type(TrackKind::Audio, ""), "audio/opus");
+        assert_eq!(mime_type(TrackKind::Video, "av1"), "video/AV1");
+    }
+}

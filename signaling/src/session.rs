@@ -1,0 +1,433 @@
+//! One participant's signaling session: a WebSocket speaking LiveKit's v0 protocol, from the
+//! JoinResponse to the leave.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use livekit_protocol as proto;
+use prost::Message as _;
+use proto::signal_request::Message as Req;
+use proto::signal_response::Message as Resp;
+use switchboard_sfu::{ParticipantHandle, PeerEvent, PeerRole};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::events::{LeaveReason, SignalEvent};
+use crate::rooms::SessionMsg;
+use crate::token::Claims;
+use crate::{data, ids, publish, Signaling};
+
+/// Close code for a frame we could not understand (RFC 6455 "unsupported data").
+const CLOSE_UNSUPPORTED: u16 = 1003;
+
+/// How a session ended, and whether the client must be told.
+struct Ending {
+    reason: LeaveReason,
+    /// Send a LeaveRequest before closing (server-initiated endings).
+    notify: bool,
+    close: Option<CloseFrame>,
+}
+
+pub(crate) struct Session {
+    pub sig: Arc<Signaling>,
+    pub room: String,
+    pub sid: String,
+    pub identity: String,
+    pub claims: Claims,
+    pub media: ParticipantHandle,
+    next_offer_id: u32,
+    last_heard: Instant,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The participant's own info as LiveKit clients expect it in the JoinResponse.
+// `recorder` is deprecated upstream but still part of the permission clients read.
+#[allow(deprecated)]
+pub(crate) fn participant_info(sid: &str, claims: &Claims) -> proto::ParticipantInfo {
+    let video = &claims.video;
+    let now = now_ms();
+    proto::ParticipantInfo {
+        sid: sid.to_owned(),
+        identity: claims.sub.clone(),
+        name: claims.name.clone().unwrap_or_default(),
+        metadata: claims.metadata.clone().unwrap_or_default(),
+        attributes: claims
+            .attributes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        state: proto::participant_info::State::Joined as i32,
+        joined_at: now / 1000,
+        joined_at_ms: now,
+        version: 1,
+        permission: Some(proto::ParticipantPermission {
+            can_subscribe: video.can_subscribe(),
+            can_publish: video.can_publish(),
+            can_publish_data: video.can_publish_data(),
+            hidden: video.hidden,
+            recorder: video.recorder,
+            can_update_metadata: video.can_update_own_metadata.unwrap_or(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Encodes and sends one SignalResponse.
+async fn send(ws: &mut WebSocket, message: Resp) -> Result<(), axum::Error> {
+    let response = proto::SignalResponse {
+        message: Some(message),
+    };
+    ws.send(Message::Binary(response.encode_to_vec().into()))
+        .await
+}
+
+/// Options from the `/rtc` query string.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct JoinParams {
+    pub auto_subscribe: bool,
+    pub reconnect: bool,
+}
+
+/// Runs a joined participant until it leaves. The token was verified before the upgrade.
+pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, join: JoinParams) {
+    if join.reconnect {
+        // We do not resume sessions: ask the client to rejoin from scratch.
+        let leave = proto::LeaveRequest {
+            can_reconnect: true,
+            reason: proto::DisconnectReason::StateMismatch as i32,
+            action: proto::leave_request::Action::Reconnect as i32,
+            ..Default::default()
+        };
+        let _ = send(&mut ws, Resp::Leave(leave)).await;
+        let _ = ws.send(Message::Close(None)).await;
+        return;
+    }
+    let room = claims.video.room.clone();
+    let sid = ids::participant_sid();
+    let info = participant_info(&sid, &claims);
+    let (room_tx, mut room_rx) = mpsc::unbounded_channel();
+    let joined = match sig.rooms.join(&room, info.clone(), room_tx) {
+        Ok(joined) => joined,
+        Err(refused) => {
+            let frame = CloseFrame {
+                code: 1008,
+                reason: refused.to_string().into(),
+            };
+            let _ = ws.send(Message::Close(Some(frame))).await;
+            return;
+        }
+    };
+    let options = switchboard_sfu::JoinOptions {
+        auto_subscribe: join.auto_subscribe,
+        can_subscribe: claims.video.can_subscribe(),
+        can_publish: claims.video.can_publish(),
+    };
+    let (media, mut peer_events) = match sig.sfu.join(&room, &sid, options).await {
+        Ok(joined) => joined,
+        Err(e) => {
+            warn!(%room, %sid, "media plane refused the participant: {e}");
+            sig.rooms.leave(&room, &sid);
+            let frame = CloseFrame {
+                code: 1011,
+                reason: "the media server could not take this participant".into(),
+            };
+            let _ = ws.send(Message::Close(Some(frame))).await;
+            return;
+        }
+    };
+    let _ = sig.events.send(SignalEvent::ParticipantJoined {
+        room_id: room.clone(),
+        sid: sid.clone(),
+        identity: claims.sub.clone(),
+        name: info.name.clone(),
+        metadata: info.metadata.clone(),
+        admin: claims.video.room_admin,
+        at: SystemTime::now(),
+    });
+    info!(%room, %sid, identity = %claims.sub, "participant joined");
+    let mut session = Session {
+        sig: Arc::clone(&sig),
+        room,
+        sid,
+        identity: claims.sub.clone(),
+        claims,
+        media,
+        next_offer_id: 0,
+        last_heard: Instant::now(),
+    };
+    let response = proto::JoinResponse {
+        room: Some(joined.room),
+        participant: Some(info),
+        other_participants: joined.others,
+        server_version: sig.server_version.clone(),
+        subscriber_primary: false,
+        ping_interval: sig.ping_interval.as_secs() as i32,
+        ping_timeout: sig.ping_timeout.as_secs() as i32,
+        server_info: Some(proto::ServerInfo {
+            edition: proto::server_info::Edition::Standard as i32,
+            version: sig.server_version.clone(),
+            protocol: 16,
+            node_id: sig.node_id.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ending = if send(&mut ws, Resp::Join(response)).await.is_err() {
+        Ending {
+            reason: LeaveReason::SignalClosed,
+            notify: false,
+            close: None,
+        }
+    } else {
+        session.serve(&mut ws, &mut room_rx, &mut peer_events).await
+    };
+    session.finish(&mut ws, ending).await;
+}
+
+impl Session {
+    async fn serve(
+        &mut self,
+        ws: &mut WebSocket,
+        room_rx: &mut mpsc::UnboundedReceiver<SessionMsg>,
+        peer_events: &mut mpsc::UnboundedReceiver<PeerEvent>,
+    ) -> Ending {
+        let mut shutdown = self.sig.shutdown.subscribe();
+        loop {
+            let silence_deadline =
+                tokio::time::Instant::from_std(self.last_heard + self.sig.ping_timeout);
+            tokio::select! {
+                frame = ws.recv() => {
+                    let frame = match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(_)) | None => return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None },
+                    };
+                    self.last_heard = Instant::now();
+                    if let Some(ending) = self.handle_frame(ws, frame).await {
+                        return ending;
+                    }
+                }
+                Some(msg) = room_rx.recv() => match msg {
+                    SessionMsg::Update(participants) => {
+                        let update = proto::ParticipantUpdate { participants };
+                        if send(ws, Resp::Update(update)).await.is_err() {
+                            return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
+                        }
+                    }
+                    SessionMsg::Leave(reason) => {
+                        return Ending { reason, notify: true, close: None };
+                    }
+                },
+                Some(event) = peer_events.recv() => {
+                    if let Err(ending) = self.handle_peer_event(ws, event).await {
+                        return ending;
+                    }
+                }
+                _ = shutdown.changed() => {
+                    return Ending { reason: LeaveReason::ServerShutdown, notify: true, close: None };
+                }
+                _ = tokio::time::sleep_until(silence_deadline) => {
+                    return Ending {
+                        reason: LeaveReason::PingTimeout,
+                        notify: true,
+                        close: Some(CloseFrame { code: 1000, reason: "no ping from the client within ping_timeout".into() }),
+                    };
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, ws: &mut WebSocket, frame: Message) -> Option<Ending> {
+        let bytes = match frame {
+            Message::Binary(bytes) => bytes,
+            Message::Close(_) => {
+                return Some(Ending {
+                    reason: LeaveReason::SignalClosed,
+                    notify: false,
+                    close: None,
+                })
+            }
+            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Text(_) => {
+                return Some(protocol_error(
+                    "text frames are not supported: send binary protobuf SignalRequest frames",
+                ))
+            }
+        };
+        let request = match proto::SignalRequest::decode(bytes.as_ref()) {
+            Ok(request) => request,
+            Err(e) => {
+                return Some(protocol_error(&format!(
+                    "malformed SignalRequest frame ({} bytes): {e}",
+                    bytes.len()
+                )))
+            }
+        };
+        let message = request.message?;
+        self.handle_request(ws, message).await.err()
+    }
+
+    async fn handle_request(&mut self, ws: &mut WebSocket, message: Req) -> Result<(), Ending> {
+        match message {
+            Req::Offer(offer) => match self.media.publisher_offer(offer.sdp).await {
+                Ok(sdp) => {
+                    let answer = proto::SessionDescription {
+                        r#type: "answer".into(),
+                        sdp,
+                        id: offer.id,
+                        ..Default::default()
+                    };
+                    self.reply(ws, Resp::Answer(answer)).await?;
+                }
+                Err(e) => return Err(protocol_error(&format!("publisher offer refused: {e}"))),
+            },
+            Req::Answer(answer) => {
+                if let Err(e) = self.media.subscriber_answer(answer.sdp).await {
+                    return Err(protocol_error(&format!("subscriber answer refused: {e}")));
+                }
+            }
+            Req::Trickle(trickle) => self.trickle(&trickle),
+            Req::AddTrack(request) => {
+                let response = publish::add_track(self, request);
+                self.reply(ws, response).await?;
+            }
+            Req::Mute(mute) => publish::mute(self, &mute),
+            Req::Subscription(update) => {
+                let mut sids = update.track_sids;
+                sids.extend(
+                    update
+                        .participant_tracks
+                        .into_iter()
+                        .flat_map(|p| p.track_sids),
+                );
+                let _ = self.media.subscribe(sids, update.subscribe);
+            }
+            Req::Leave(_) => {
+                return Err(Ending {
+                    reason: LeaveReason::ClientInitiated,
+                    notify: false,
+                    close: None,
+                })
+            }
+            Req::Ping(timestamp) => self.reply(ws, Resp::Pong(timestamp)).await?,
+            Req::PingReq(ping) => {
+                let pong = proto::Pong {
+                    last_ping_timestamp: ping.timestamp,
+                    timestamp: now_ms(),
+                };
+                self.reply(ws, Resp::PongResp(pong)).await?;
+            }
+            Req::UpdateMetadata(update) => publish::update_own_metadata(self, update),
+            other => debug!(sid = %self.sid, "ignored signal request: {other:?}"),
+        }
+        Ok(())
+    }
+
+    async fn reply(&self, ws: &mut WebSocket, message: Resp) -> Result<(), Ending> {
+        send(ws, message).await.map_err(|_| Ending {
+            reason: LeaveReason::SignalClosed,
+            notify: false,
+            close: None,
+        })
+    }
+
+    fn trickle(&self, trickle: &proto::TrickleRequest) {
+        #[derive(serde::Deserialize)]
+        struct CandidateInit {
+            candidate: String,
+        }
+        let role = if trickle.target == proto::SignalTarget::Subscriber as i32 {
+            PeerRole::Subscriber
+        } else {
+            PeerRole::Publisher
+        };
+        match serde_json::from_str::<CandidateInit>(&trickle.candidate_init) {
+            // An empty candidate marks the end of gathering.
+            Ok(init) if init.candidate.is_empty() => {}
+            Ok(init) => {
+                let _ = self.media.remote_candidate(role, init.candidate);
+            }
+            Err(e) => debug!(sid = %self.sid, "ignored an unreadable trickle candidate: {e}"),
+        }
+    }
+
+    async fn handle_peer_event(
+        &mut self,
+        ws: &mut WebSocket,
+        event: PeerEvent,
+    ) -> Result<(), Ending> {
+        match event {
+            PeerEvent::SubscriberOffer { sdp, mid_to_track } => {
+                self.next_offer_id += 1;
+                let offer = proto::SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    id: self.next_offer_id,
+                    mid_to_track_id: mid_to_track.into_iter().collect(),
+                };
+                self.reply(ws, Resp::Offer(offer)).await?;
+            }
+            PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::TrackMediaStarted { sid } => {
+                debug!(participant = %self.sid, track = %sid, "first media packet");
+            }
+            PeerEvent::Data { reliable, payload } => data::relay(self, reliable, &payload),
+            PeerEvent::MediaDisconnected { role, reason } => {
+                info!(participant = %self.sid, ?role, "media connection lost: {reason}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the room and the media plane, records it, and closes the socket.
+    async fn finish(self, ws: &mut WebSocket, ending: Ending) {
+        let was_member = self.sig.rooms.leave(&self.room, &self.sid);
+        let stats = self.media.leave().await;
+        if ending.notify {
+            let leave = proto::LeaveRequest {
+                can_reconnect: false,
+                reason: ending.reason.to_proto() as i32,
+                action: proto::leave_request::Action::Disconnect as i32,
+                ..Default::default()
+            };
+            let _ = send(ws, Resp::Leave(leave)).await;
+        }
+        let _ = ws.send(Message::Close(ending.close)).await;
+        // An evicted duplicate was already removed from the room by its replacement, but it
+        // still left and is recorded as such.
+        let _ = was_member;
+        let _ = self.sig.events.send(SignalEvent::ParticipantLeft {
+            room_id: self.room.clone(),
+            sid: self.sid.clone(),
+            identity: self.identity.clone(),
+            reason: ending.reason,
+            stats,
+            at: SystemTime::now(),
+        });
+        info!(room = %self.room, sid = %self.sid, reason = ending.reason.as_str(), "participant left");
+        let _ = Duration::ZERO;
+    }
+}
+
+fn protocol_error(reason: &str) -> Ending {
+    // Close reasons are capped at 123 bytes by the WebSocket protocol.
+    let mut text = reason.to_owned();
+    while text.len() > 123 {
+        text.pop();
+    }
+    Ending {
+        reason: LeaveReason::ProtocolError,
+        notify: false,
+        close: Some(CloseFrame {
+            code: CLOSE_UNSUPPORTED,
+            reason: text.into(),
+        }),
+    }
+}

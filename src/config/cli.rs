@@ -1,0 +1,256 @@
+//! Command-line definition (clap derive).
+//!
+//! Value-carrying options of `serve` are kept as raw strings on purpose: they are parsed in
+//! [`super::resolve`] together with the environment and the config file, so every bad value
+//! gets the same kind of message naming where it came from (`invalid --rtc-port "x": …` vs
+//! `invalid SWITCHBOARD_RTC_PORT="x": …`). For the same reason no option uses clap's
+//! `env =` attribute or a `default_value`: an option that was not given must stay `None` so
+//! the lower-precedence sources get their turn; each option's help text names its
+//! environment variable, config file key and default instead. Pairing rules (`--api-key`
+//! needs `--api-secret`) are checked there too rather than with clap's `requires`, so they
+//! apply to the environment variables as well, with the same message.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use super::parse::parse_ttl;
+
+/// Switchboard: a self-hosted WebRTC SFU speaking LiveKit's client protocol.
+///
+/// Settings are taken from, in order of precedence: command-line options, environment
+/// variables (SWITCHBOARD_*), the TOML config file (--config or SWITCHBOARD_CONFIG), and
+/// built-in defaults. See `switchboard serve --help`.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SFU: HTTP API, WebSocket signaling and the media plane.
+    Serve(ServeArgs),
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Apply database migrations and exit.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Development mode: fall back to the well-known key "devkey"/"secret".
+    ///
+    /// If no API key is configured, the key "devkey" with secret "secret" is used, and
+    /// configured secrets may be shorter than 32 characters. Never use in production.
+    ///
+    /// Environment: SWITCHBOARD_DEV=1. Config file: dev = true.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// TOML config file with settings.
+    ///
+    /// Flags and environment variables override its settings; unknown settings in it are
+    /// an error.
+    ///
+    /// Environment: SWITCHBOARD_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the HTTP API and WebSocket signaling listen on.
+    ///
+    /// Environment: SWITCHBOARD_HTTP_ADDR. Config file: http_addr.
+    /// Default: 127.0.0.1:7880.
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+
+    /// Local IP the WebRTC media (UDP) socket binds to.
+    ///
+    /// Environment: SWITCHBOARD_RTC_IP. Config file: rtc.ip.
+    /// Default: the IP of --http-addr.
+    #[arg(long, value_name = "IP")]
+    pub rtc_ip: Option<String>,
+
+    /// UDP port for WebRTC media (0 picks a free port, for tests).
+    ///
+    /// Environment: SWITCHBOARD_RTC_PORT. Config file: rtc.port. Default: 7882.
+    #[arg(long, value_name = "PORT")]
+    pub rtc_port: Option<String>,
+
+    /// Number of media worker threads (at least 1).
+    ///
+    /// Environment: SWITCHBOARD_RTC_WORKERS. Config file: rtc.workers.
+    /// Default: the number of CPUs.
+    #[arg(long, value_name = "N")]
+    pub rtc_workers: Option<String>,
+
+    /// IP address browsers send media to (repeat for several).
+    ///
+    /// Announced to clients as ICE candidates. Required when the media socket binds to
+    /// 0.0.0.0 or ::, since clients cannot use those.
+    ///
+    /// Environment: SWITCHBOARD_NODE_IPS (comma-separated). Config file: rtc.node_ips
+    /// (an array). Default: the IP the media socket binds to.
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ips: Vec<String>,
+
+    /// Database URL (sqlite: or postgres://).
+    ///
+    /// Environment: SWITCHBOARD_DATABASE_URL. Config file: database_url.
+    /// Default: sqlite://<data-dir>/switchboard.db?mode=rwc.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for local state, such as the default SQLite database.
+    ///
+    /// Environment: SWITCHBOARD_DATA_DIR. Config file: data_dir. Default: ./data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+
+    /// API key that signs access tokens (needs --api-secret).
+    ///
+    /// Replaces the keys from the environment and config file: keys come from the
+    /// highest-precedence source that defines any.
+    ///
+    /// Environment: SWITCHBOARD_API_KEY with SWITCHBOARD_API_SECRET, and/or
+    /// SWITCHBOARD_KEYS="key1:secret1,key2:secret2". Config file: a [keys] section of
+    /// key = "secret" lines.
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Secret of --api-key, at least 32 characters unless --dev.
+    ///
+    /// Environment: SWITCHBOARD_API_SECRET.
+    #[arg(long, value_name = "SECRET")]
+    pub api_secret: Option<String>,
+
+    /// Seconds a room stays open after its last participant left.
+    ///
+    /// A duration like 5m is accepted too.
+    ///
+    /// Environment: SWITCHBOARD_EMPTY_TIMEOUT. Config file: empty_timeout. Default: 300.
+    #[arg(long, value_name = "SECS")]
+    pub empty_timeout: Option<String>,
+
+    /// Maximum participants per room (0 means unlimited).
+    ///
+    /// Environment: SWITCHBOARD_MAX_PARTICIPANTS. Config file: max_participants.
+    /// Default: 0.
+    #[arg(long, value_name = "N")]
+    pub max_participants: Option<String>,
+
+    /// WebSocket URL clients connect to, returned along with tokens.
+    ///
+    /// A ws:// or wss:// URL, e.g. the address of a TLS-terminating proxy.
+    ///
+    /// Environment: SWITCHBOARD_PUBLIC_URL. Config file: public_url.
+    /// Default: ws://<http-addr>.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// Log filter, e.g. "info,switchboard=debug" (tracing EnvFilter syntax).
+    ///
+    /// Environment: SWITCHBOARD_LOG. Config file: log. Default: info.
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an access token for a participant and print it.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Room the token grants access to.
+    #[arg(long, value_name = "ROOM")]
+    pub room: String,
+
+    /// Participant identity (unique within the room).
+    #[arg(long, value_name = "IDENTITY")]
+    pub identity: String,
+
+    /// Display name of the participant.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Participant metadata (free-form, usually JSON), visible to other participants.
+    #[arg(long, value_name = "METADATA")]
+    pub metadata: Option<String>,
+
+    /// How long the token is valid, like 6h, 30m, 90s or 1d.
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = parse_ttl)]
+    pub ttl: Duration,
+
+    /// Do not allow the participant to publish tracks.
+    #[arg(long)]
+    pub no_publish: bool,
+
+    /// Do not allow the participant to subscribe to tracks.
+    #[arg(long)]
+    pub no_subscribe: bool,
+
+    /// Grant room administration (the roomAdmin permission).
+    #[arg(long)]
+    pub admin: bool,
+
+    /// Development mode: sign with "devkey"/"secret" unless keys are configured.
+    ///
+    /// The same fallback as `serve --dev`, so the token works with a development server.
+    ///
+    /// Environment: SWITCHBOARD_DEV=1. Config file: dev = true.
+    #[arg(long)]
+    pub dev: bool,
+
+    /// TOML config file to read API keys from, as for `serve`.
+    ///
+    /// Environment: SWITCHBOARD_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// API key to sign with.
+    ///
+    /// Alone, it selects a configured key and takes its secret from the environment or
+    /// config file; with --api-secret it defines the key. Without it, the first configured
+    /// key in sorted order is used.
+    ///
+    /// Environment: SWITCHBOARD_API_KEY, SWITCHBOARD_KEYS. Config file: [keys].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+
+    /// Secret to sign with (needs --api-key).
+    ///
+    /// Environment: SWITCHBOARD_API_SECRET.
+    #[arg(long, value_name = "SECRET")]
+    pub api_secret: Option<String>,
+}
+
+#[derive(Debug, Default, Args)]
+pub struct MigrateArgs {
+    /// TOML config file to read the database settings from, as for `serve`.
+    ///
+    /// Environment: SWITCHBOARD_CONFIG.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Database URL (sqlite: or postgres://).
+    ///
+    /// Environment: SWITCHBOARD_DATABASE_URL. Config file: database_url.
+    /// Default: sqlite://<data-dir>/switchboard.db?mode=rwc, where the data directory is
+    /// SWITCHBOARD_DATA_DIR or data_dir in the config file (default ./data).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Development mode, as for `serve`.
+    ///
+    /// Accepted so the same flags work for every subcommand; migrations need no API keys
+    /// either way.
+    ///
+    /// Environment: SWITCHBOARD_DEV=1. Config file: dev = true.
+    #[arg(long)]
+    pub dev: bool,
+}

@@ -1,0 +1,241 @@
+//! Join tokens over HTTP: `POST /v1/rooms/{room_id}/tokens` for hosts' backends, and the
+//! dev-mode `POST /v1/dev/token` the demo page uses.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use switchboard_signaling::token::{self, Claims};
+
+use super::problem::Problem;
+use super::AppState;
+
+/// Longest lifetime a token minted over HTTP may ask for.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_TTL: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub token: String,
+    pub url: String,
+    pub room_id: String,
+    pub identity: String,
+}
+
+/// A room id is the LiveKit room name: a caller-chosen `[A-Za-z0-9_-]{1,64}`.
+pub fn check_room_id(room_id: &str) -> Result<(), Problem> {
+    let ok = !room_id.is_empty()
+        && room_id.len() <= 64
+        && room_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::bad_request(format!(
+            "room id {room_id:?} is not valid: use 1 to 64 letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+/// The caller's bearer token, verified against our keys.
+pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, Problem> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            Problem::unauthorized(
+                "missing Authorization header: send \"Bearer <JWT>\" signed with an API key",
+            )
+        })?;
+    let raw = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            Problem::unauthorized("the Authorization header must be \"Bearer <JWT>\"")
+        })?;
+    token::verify(raw.trim(), state.signaling.keys()).map_err(|e| {
+        if e.http_status() == 403 {
+            Problem::forbidden(e.to_string())
+        } else {
+            Problem::unauthorized(e.to_string())
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostTokenRequest {
+    identity: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    metadata: Option<String>,
+    /// Lifetime in seconds (default 6 h, at most 24 h).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    can_publish: Option<bool>,
+    #[serde(default)]
+    can_subscribe: Option<bool>,
+    #[serde(default)]
+    can_publish_data: Option<bool>,
+    /// Grant roomAdmin for this room (a host).
+    #[serde(default)]
+    admin: bool,
+}
+
+fn ttl(requested: Option<u64>) -> Result<Duration, Problem> {
+    match requested {
+        None => Ok(DEFAULT_TTL),
+        Some(0) => Err(Problem::bad_request("ttl_secs must be positive")),
+        Some(secs) if Duration::from_secs(secs) > MAX_TTL => Err(Problem::bad_request(format!(
+            "ttl_secs {secs} is longer than the maximum of {} seconds",
+            MAX_TTL.as_secs()
+        ))),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+    }
+}
+
+fn sign(state: &AppState, claims: &Claims) -> Result<String, Problem> {
+    token::issue(&claims.iss, state.signing_secret(&claims.iss)?, claims)
+        .map_err(|e| Problem::internal(format!("could not sign the token: {e}")))
+}
+
+/// `POST /v1/rooms/{room_id}/tokens`: a host's backend (bearer JWT with roomCreate, or
+/// roomAdmin for this room) asks for a join token.
+pub async fn create_for_room(
+    State(state): State<AppState>,
+    Path(room_id): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<HostTokenRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    check_room_id(&room_id)?;
+    let caller = bearer_claims(&state, &headers)?;
+    let admin_here = caller.video.room_admin && caller.video.room == room_id;
+    if !caller.video.room_create && !admin_here {
+        return Err(Problem::forbidden(format!(
+            "the caller's token grants neither roomCreate nor roomAdmin for room {room_id:?}"
+        )));
+    }
+    if request.identity.trim().is_empty() {
+        return Err(Problem::bad_request("identity must not be empty"));
+    }
+    let mut claims = Claims::for_join(
+        caller.iss.clone(),
+        request.identity.clone(),
+        room_id.clone(),
+        ttl(request.ttl_secs)?,
+    );
+    claims.name = request.name;
+    claims.metadata = request.metadata;
+    claims.video.can_publish = request.can_publish;
+    claims.video.can_subscribe = request.can_subscribe;
+    claims.video.can_publish_data = request.can_publish_data;
+    claims.video.room_admin = request.admin;
+    let token = sign(&state, &claims)?;
+    Ok(Json(TokenResponse {
+        token,
+        url: state.public_ws_url.clone(),
+        room_id,
+        identity: request.identity,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DevTokenRequest {
+    room_id: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// An identity from a display name: lowercase letters and digits, plus a random suffix so
+/// two people called "Alice" are two participants.
+fn identity_from_name(name: &str) -> String {
+    let mut base: String = name
+        .chars()
+        .filter_map(|c| {
+            if c.is_ascii_alphanumeric() {
+                Some(c.to_ascii_lowercase())
+            } else if c == ' ' || c == '-' || c == '_' {
+                Some('-')
+            } else {
+                None
+            }
+        })
+        .take(32)
+        .collect();
+    if base.trim_matches('-').is_empty() {
+        base = "guest".into();
+    }
+    let suffix: u32 = rand::rng().random_range(0x1000..0xffff);
+    format!("{}-{suffix:x}", base.trim_matches('-'))
+}
+
+/// `POST /v1/dev/token`: only in `--dev`, a join token for the demo page.
+pub async fn create_dev(
+    State(state): State<AppState>,
+    Json(request): Json<DevTokenRequest>,
+) -> Result<Json<TokenResponse>, Problem> {
+    if !state.dev {
+        return Err(Problem::not_found(
+            "dev tokens are only served with `switchboard serve --dev`; ask your backend for a token",
+        ));
+    }
+    check_room_id(&request.room_id)?;
+    let name = request.name.unwrap_or_default();
+    let identity = identity_from_name(&name);
+    let api_key = state
+        .first_key()
+        .ok_or_else(|| Problem::internal("no API key is configured"))?;
+    let mut claims = Claims::for_join(
+        api_key,
+        identity.clone(),
+        request.room_id.clone(),
+        DEFAULT_TTL,
+    );
+    if !name.trim().is_empty() {
+        claims.name = Some(name.trim().to_owned());
+    }
+    let token = sign(&state, &claims)?;
+    Ok(Json(TokenResponse {
+        token,
+        url: state.public_ws_url.clone(),
+        room_id: request.room_id,
+        identity,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_are_checked() {
+        assert!(check_room_id("standup-42_A").is_ok());
+        assert!(check_room_id("").is_err());
+        assert!(check_room_id("has space").is_err());
+        assert!(check_room_id(&"x".repeat(65)).is_err());
+        assert!(check_room_id(&"x".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn identities_from_names_are_safe_and_distinct() {
+        let a = identity_from_name("Alice Smith!");
+        let b = identity_from_name("Alice Smith!");
+        assert!(a.starts_with("alice-smith-"), "{a}");
+        assert_ne!(a, b);
+        assert!(identity_from_name("  ").starts_with("guest-"));
+    }
+
+    #[test]
+    fn ttl_limits() {
+        assert_eq!(ttl(None).unwrap(), DEFAULT_TTL);
+        assert!(ttl(Some(0)).is_err());
+        assert!(ttl(Some(MAX_TTL.as_secs() + 1)).is_err());
+        assert_eq!(ttl(Some(60)).unwrap(), Duration::from_secs(60));
+    }
+}

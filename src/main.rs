@@ -1,0 +1,78 @@
+//! The `switchboard` binary: CLI, configuration and wiring of the media plane, signaling,
+//! session store and HTTP API.
+
+mod config;
+mod http;
+mod recorder;
+mod server;
+mod store;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard_signaling::token::{self, Claims};
+
+use config::{Cli, Command, TokenCommand};
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => match config::resolve(&args, &env_var) {
+            Ok(settings) => server::serve(settings),
+            Err(e) => Err(anyhow::anyhow!("invalid configuration: {e}")),
+        },
+        Command::Token(TokenCommand::Create(args)) => create_token(&args),
+        Command::Migrate(args) => migrate(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn create_token(args: &config::TokenCreateArgs) -> anyhow::Result<()> {
+    let settings = config::resolve_token(args, &env_var)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let mut claims = Claims::for_join(
+        settings.api_key.clone(),
+        args.identity.clone(),
+        args.room.clone(),
+        args.ttl,
+    );
+    claims.name = args.name.clone();
+    claims.metadata = args.metadata.clone();
+    if args.no_publish {
+        claims.video.can_publish = Some(false);
+    }
+    if args.no_subscribe {
+        claims.video.can_subscribe = Some(false);
+    }
+    if args.admin {
+        claims.video.room_admin = true;
+        claims.video.room_create = true;
+        claims.video.room_list = true;
+    }
+    let jwt = token::issue(&settings.api_key, &settings.api_secret, &claims)?;
+    println!("{jwt}");
+    eprintln!("url: {}", settings.ws_url);
+    Ok(())
+}
+
+fn migrate(args: &config::MigrateArgs) -> anyhow::Result<()> {
+    let settings = config::resolve_migrate(args, &env_var)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        server::prepare_data_dir(&settings.database_url, &settings.data_dir)?;
+        store::migrate(&settings.database_url).await?;
+        eprintln!("migrations applied");
+        Ok(())
+    })
+}

@@ -1,0 +1,137 @@
+//! `switchboard serve`: starts the media plane, signaling, the session store and the HTTP
+//! server, and shuts them down in order on SIGINT/SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use switchboard_sfu::{Sfu, SfuConfig};
+use switchboard_signaling::{KeyStore, RoomDefaults, Signaling, SignalingConfig};
+use tokio::sync::watch;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::{recorder, store};
+
+/// How long shutdown waits for participants to be told and to go.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// SQLite does not create missing directories; the embedded default lives in `data_dir`.
+pub fn prepare_data_dir(database_url: &str, data_dir: &Path) -> anyhow::Result<()> {
+    if database_url.starts_with("sqlite:") && !database_url.contains(":memory:") {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    }
+    Ok(())
+}
+
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&settings.log).context("invalid log filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(run(settings))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    if settings.dev {
+        info!(
+            "development mode: API key \"devkey\" with secret \"secret\" is accepted; never use --dev in production"
+        );
+    }
+    prepare_data_dir(&settings.database_url, &settings.data_dir)?;
+    let store = store::open_store(&settings.database_url)
+        .await
+        .context("cannot open the session store")?;
+
+    let sfu = Sfu::start(&SfuConfig {
+        bind_ip: settings.rtc.ip,
+        port: settings.rtc.port,
+        workers: settings.rtc.workers,
+        advertise_ips: settings.rtc.advertised_ips(),
+    })
+    .context("cannot start the media plane")?;
+    let media_addrs = sfu.local_addrs();
+    let sfu = Arc::new(sfu);
+
+    let keys = KeyStore::new(settings.keys.clone());
+    let (signaling, events) = Signaling::new(
+        SignalingConfig {
+            keys,
+            rooms: RoomDefaults {
+                empty_timeout: settings.empty_timeout,
+                max_participants: settings.max_participants,
+            },
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(15),
+            node_id: format!("ND_{}", settings.http_addr.port()),
+        },
+        Arc::clone(&sfu),
+    );
+    let (stop_recorder, recorder_stop) = watch::channel(false);
+    let recorder = tokio::spawn(recorder::run(Arc::clone(&store), events, recorder_stop));
+
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let public_ws_url = match &settings.public_url {
+        Some(url) => url.clone(),
+        None if settings.http_addr.port() == 0 => format!("ws://{http_addr}"),
+        None => settings.public_ws_url(),
+    };
+    let state = AppState {
+        signaling: Arc::clone(&signaling),
+        store: Arc::clone(&store),
+        keys: Arc::new(settings.keys.clone()),
+        public_ws_url,
+        dev: settings.dev,
+    };
+    let app = http::router(state);
+    info!(%http_addr, media = ?media_addrs, "listening");
+    // Tests and scripts wait for this exact line on stdout.
+    println!("switchboard ready http://{http_addr}");
+
+    let shutdown_signaling = Arc::clone(&signaling);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!("shutting down: telling participants to leave");
+            shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
+        })
+        .await
+        .context("the HTTP server failed")?;
+
+    let _ = stop_recorder.send(true);
+    let _ = recorder.await;
+    store.close().await;
+    sfu.shutdown();
+    info!("stopped");
+    Ok(())
+}

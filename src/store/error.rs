@@ -1,0 +1,75 @@
+//! Errors of the session store.
+//!
+//! Messages are written for the person reading a log line or an API error: they name the
+//! thing that is missing or conflicting. Connection errors never repeat the database URL,
+//! because it may carry a password.
+
+use std::path::PathBuf;
+
+/// What can go wrong in a [`Store`](super::Store) call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The addressed record does not exist; `what` names it, e.g. "room `lobby`".
+    #[error("{what} not found")]
+    NotFound { what: String },
+
+    /// The write contradicts a record that already exists.
+    #[error("conflict: {what}")]
+    Conflict { what: String },
+
+    /// Any other failure reported by the database or the driver.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// Applying the versioned migrations failed (e.g. an applied migration was edited).
+    #[error("could not apply database migrations: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+
+    /// The database could not be opened or reached; `target` describes it without secrets.
+    #[error("could not open {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database URL names no backend we have.
+    #[error(
+        "unsupported database URL scheme `{scheme}`: use sqlite://PATH, sqlite::memory: \
+         or postgres://USER@HOST/DATABASE"
+    )]
+    UnsupportedUrl { scheme: String },
+
+    /// The directory for an SQLite file could not be created.
+    #[error("could not create the database directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn not_found(what: impl Into<String>) -> Self {
+        Self::NotFound { what: what.into() }
+    }
+
+    pub(crate) fn conflict(what: impl Into<String>) -> Self {
+        Self::Conflict { what: what.into() }
+    }
+
+    /// True for [`StoreError::NotFound`], so callers can map it to 404 without matching.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+
+    /// True for [`StoreError::Conflict`] (an HTTP 409).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}
+
+/// True when a statement failed because a referenced row (e.g. the room) does not exist.
+pub(crate) fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}

@@ -1,0 +1,153 @@
+// Browser end-to-end tests: unmodified livekit-client in headless Chromium, through the demo page
+// (web/index.html) served by `switchboard serve --dev`. Needs a built binary (`cargo build`).
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { AccessToken } from 'livekit-server-sdk';
+import { launchBrowser } from './support/browser.mjs';
+import { startServer } from './support/server.mjs';
+
+const JOIN_MS = 15_000;
+const MEDIA_MS = 30_000;
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+const roomId = (what) => `e2e-${what}-${randomBytes(4).toString('hex')}`;
+
+/**
+ * A test against a fresh server. `body({server, open})` opens demo pages with
+ * `open(label, queryParams)`. On failure it prints the server's stderr tail and each page's
+ * state, inbound stats and console, and saves screenshots under web/test-results/.
+ */
+function scenario(name, timeout, body) {
+  test(name, { timeout }, async () => {
+    const pages = [];
+    let server;
+    try {
+      server = await startServer();
+      const open = async (label, params) => {
+        const page = await browser.openDemo(label);
+        pages.push(page);
+        await page.open(server.url, params);
+        return page;
+      };
+      await body({ server, open });
+    } catch (err) {
+      if (!server) throw err; // could not start: the error already carries the server's output
+      const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase().slice(0, 40);
+      const report = [`\n===== diagnostics: ${name} =====`];
+      report.push(server.logTail(80));
+      for (const page of pages) report.push(await page.describe(`${slug}-${page.label}`));
+      console.error(report.join('\n'));
+      throw err;
+    } finally {
+      for (const page of pages) await page.close();
+      await server?.stop();
+    }
+  });
+}
+
+/** Alice, Bob and Carol join `room` one after another; resolves once each sees the other two. */
+async function joinThree(open, room) {
+  const people = [];
+  for (const name of ['Alice', 'Bob', 'Carol']) {
+    const page = await open(name, { room, name, autojoin: '1' });
+    await page.joined(JOIN_MS);
+    people.push(page);
+  }
+  const ids = people.map((p) => p.identity);
+  assert.equal(new Set(ids).size, 3, `identities must be distinct: ${ids}`);
+  await Promise.all(people.map((p) => p.until(
+    'sees the other two participants and their tiles',
+    (others) => others.every((id) => window.demo.room.remoteParticipants.has(id))
+      && document.querySelectorAll('#grid .tile').length === 3,
+    ids.filter((id) => id !== p.identity), JOIN_MS,
+  )));
+  return people;
+}
+
+/** Awaits all, and if any failed throws one error naming every failure. */
+async function allOk(promises) {
+  const results = await Promise.allSettled(promises);
+  const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason.message);
+  if (failed.length) throw new Error(failed.join('\n'));
+  return results.map((r) => r.value);
+}
+
+scenario('three participants decode video and receive audio from both others', 120_000, async ({ open }) => {
+  const people = await joinThree(open, roomId('media'));
+  await allOk(people.map((p) => p.mediaFrom(people.filter((o) => o !== p).map((o) => o.identity), MEDIA_MS)));
+
+  for (const p of people) {
+    const grid = await p.page.evaluate(() => ({
+      layout: document.getElementById('grid').className,
+      names: [...document.querySelectorAll('#grid .tile figcaption')].map((c) => c.textContent),
+    }));
+    assert.match(grid.layout, /\blayout-2x2\b/, `${p.label}: 3 tiles use the 2×2 layout`);
+    for (const name of ['Alice', 'Bob', 'Carol']) {
+      assert.ok(grid.names.some((n) => n.includes(name)), `${p.label}: a tile is labelled ${name}: ${grid.names}`);
+    }
+  }
+});
+
+scenario('a reliable chat message from A reaches B and C with sender identity A', 120_000, async ({ open }) => {
+  const [a, b, c] = await joinThree(open, roomId('chat'));
+  const text = `hello from Alice ${randomBytes(3).toString('hex')}`;
+  await a.page.getByLabel('Message').fill(text);
+  await a.page.getByRole('button', { name: 'Send' }).click();
+
+  for (const p of [b, c]) {
+    const msg = await p.until(`receives "${text}"`, (t) => window.demo.chat.find((m) => m.text === t), text, JOIN_MS);
+    assert.equal(msg.from, a.identity, `${p.label}: sender identity`);
+    await p.until('shows the message in the chat log', (t) => document.getElementById('chat-log').textContent.includes(t), text, 5_000);
+  }
+  await a.until('shows its own message', (t) => document.getElementById('chat-log').textContent.includes(t), text, 5_000);
+  const echoed = await a.page.evaluate((t) => window.demo.chat.some((m) => m.text === t), text);
+  assert.equal(echoed, false, 'the sender does not get its own message back');
+});
+
+scenario('when C leaves, A and B see C disappear', 120_000, async ({ open }) => {
+  const [a, b, c] = await joinThree(open, roomId('leave'));
+  await c.page.getByRole('button', { name: 'Leave' }).click();
+  await c.until('is back at the join form', () => window.demo.state === 'left'
+    && !document.getElementById('join-form').hidden && document.querySelectorAll('#grid .tile').length === 0, null, JOIN_MS);
+
+  await allOk([a, b].map((p) => p.until(
+    'no longer lists C (participant and tile gone)',
+    (gone) => !window.demo.room.remoteParticipants.has(gone)
+      && ![...document.querySelectorAll('#grid .tile')].some((t) => t.dataset.identity === gone)
+      && document.querySelectorAll('#grid .tile').length === 2,
+    c.identity, JOIN_MS,
+  )));
+});
+
+async function expectRefused(server, open, label, token, pattern) {
+  const { url } = await server.devToken(roomId('probe'), 'probe');
+  const page = await open(label, { url, token, autojoin: '1' });
+  assert.equal(await page.settled(JOIN_MS), 'failed');
+  const banner = page.page.locator('#error');
+  assert.ok(await banner.isVisible(), '#error is visible');
+  const shown = await banner.textContent();
+  assert.match(shown, pattern);
+  assert.equal(await page.page.evaluate(() => window.demo.error), shown);
+}
+
+scenario('a token signed with the wrong secret is refused with a readable message', 60_000, async ({ server, open }) => {
+  const room = roomId('badsig');
+  const at = new AccessToken('devkey', `wrong-secret-${randomBytes(16).toString('hex')}`, { identity: 'mallory', name: 'Mallory' });
+  at.addGrant({ roomJoin: true, room });
+  await expectRefused(server, open, 'Mallory', await at.toJwt(), /signature/i);
+});
+
+scenario('an expired token is refused with a readable message', 60_000, async ({ server, open }) => {
+  const room = roomId('expired');
+  // exp ten minutes ago, signed with the right dev secret
+  const at = new AccessToken('devkey', 'secret', { identity: 'late', name: 'Late', ttl: -600 });
+  at.addGrant({ roomJoin: true, room });
+  const token = await at.toJwt();
+  const { exp } = JSON.parse(Buffer.from(token.split('.')[1], 'base64url'));
+  assert.ok(exp < Date.now() / 1000 - 500, 'the test token really is expired');
+  await expectRefused(server, open, 'Late', token, /expired/i);
+});
