@@ -2,7 +2,7 @@
 // Plain script, no build step. livekit-client's UMD bundle (global `LivekitClient`) is loaded first.
 //
 // Query parameters: ?room=R&name=N&autojoin=1 (dev token from the server) or
-// ?url=WS&token=JWT&autojoin=1 (join with a given token).
+// ?url=WS&token=JWT&autojoin=1 (join with a given token); &codec=h264 picks the video codec.
 //
 // window.demo (for tests):
 //   room    the current LivekitClient.Room, or null before the first join
@@ -91,7 +91,10 @@
         ({ url, token } = dev);
         roomLabel = dev.room_id || params.room;
       }
-      room = new LK.Room({ adaptiveStream: false, dynacast: false });
+      const options = { adaptiveStream: false, dynacast: false };
+      // ?codec=h264|vp8|vp9|av1 picks the camera's codec (livekit-client falls back to VP8).
+      if (params.codec) options.publishDefaults = { videoCodec: params.codec };
+      room = new LK.Room(options);
       demo.room = room;
       wire(room);
       await room.connect(url, token);
@@ -269,8 +272,9 @@
   if (q.has('name')) els.name.value = q.get('name');
   if (!LK) showError('livekit-client did not load from /vendor/livekit-client.umd.js');
   else if (q.get('autojoin') === '1') {
-    if (q.get('url') && q.get('token')) join({ url: q.get('url'), token: q.get('token') });
-    else if (els.room.value && els.name.value) join({ room: els.room.value, name: els.name.value });
+    const codec = q.get('codec') || undefined;
+    if (q.get('url') && q.get('token')) join({ url: q.get('url'), token: q.get('token'), codec });
+    else if (els.room.value && els.name.value) join({ room: els.room.value, name: els.name.value, codec });
     else showError('autojoin needs room= and name=, or url= and token=');
   }
 })();

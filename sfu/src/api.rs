@@ -43,6 +43,9 @@ pub struct ExpectedTrack {
     /// The server-assigned `TR_…` sid.
     pub sid: String,
     pub kind: TrackKind,
+    /// The codec the client asked to publish with (`vp8`, `h264`, …), if any; the answer
+    /// puts it first so the browser sends it.
+    pub codec: Option<String>,
 }
 
 /// Traffic counters of one participant, reported when it leaves.

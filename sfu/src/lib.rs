@@ -12,6 +12,7 @@ mod media;
 mod participant;
 mod rewrite;
 mod rtc_config;
+mod sdp_order;
 mod worker;
 
 use std::hash::{Hash, Hasher};

@@ -90,6 +90,8 @@ impl Worker {
         };
         let track = InTrack {
             sid: expected.sid,
+            cid: expected.cid,
+            codec: expected.codec,
             kind,
             mid,
             muted: false,
@@ -481,7 +483,7 @@ impl Worker {
         self.scratch.clear();
         self.scratch.extend_from_slice(&track.subscribers);
         let subscribers = std::mem::take(&mut self.scratch);
-        let mut sent = 0u64;
+        let mut waiting = false;
         for &(sub, out) in &subscribers {
             let Some(subscriber) = self.parts[sub].as_mut() else {
                 continue;
@@ -494,6 +496,7 @@ impl Worker {
             };
             if out_track.waiting_keyframe {
                 if !keyframe {
+                    waiting = true;
                     continue;
                 }
                 out_track.waiting_keyframe = false;
@@ -534,11 +537,14 @@ impl Worker {
             );
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += packet.payload.len() as u64;
-            sent += 1;
             self.drain(sub, PeerRole::Subscriber);
         }
         self.scratch = subscribers;
-        let _ = sent;
+        if waiting {
+            // Keep asking (throttled) until a keyframe comes: an earlier one may have been
+            // sent before this subscriber's m-line was ready.
+            self.keyframe_queue.push((slot, index));
+        }
     }
 }
 

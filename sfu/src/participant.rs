@@ -89,6 +89,9 @@ impl Layer {
 /// A track this participant publishes.
 pub(crate) struct InTrack {
     pub sid: String,
+    /// The client's track id (msid) and the codec it asked for.
+    pub cid: String,
+    pub codec: Option<String>,
     pub kind: TrackKind,
     pub mid: Mid,
     pub muted: bool,
@@ -189,6 +192,21 @@ impl Participant {
         // A closed receiver means the signaling session is already gone; the worker cleans
         // the participant up on its Leave command.
         let _ = self.events.send(event);
+    }
+
+    /// The codec requested for the track with client id `cid`, announced or bound.
+    pub fn codec_for_cid(&self, cid: &str) -> Option<&str> {
+        self.expected
+            .iter()
+            .find(|t| t.cid == cid)
+            .and_then(|t| t.codec.as_deref())
+            .or_else(|| {
+                self.tracks
+                    .iter()
+                    .flatten()
+                    .find(|t| t.cid == cid)
+                    .and_then(|t| t.codec.as_deref())
+            })
     }
 
     pub fn track_index_by_sid(&self, sid: &str) -> Option<usize> {

@@ -82,6 +82,8 @@ pub(crate) struct Worker {
     pub scratch: Vec<(Slot, usize)>,
     /// Keyframe requests to pass to publishers after the current drain: (publisher, track).
     pub keyframe_queue: Vec<(Slot, usize)>,
+    /// The participant whose peer is being driven, so a panic can be pinned on it.
+    current: Option<Slot>,
 }
 
 impl Worker {
@@ -96,6 +98,34 @@ impl Worker {
             by_addr: HashMap::new(),
             scratch: Vec::new(),
             keyframe_queue: Vec::new(),
+            current: None,
+        }
+    }
+
+    /// Runs one step of the loop. A panic inside it is pinned on the participant being
+    /// driven at the time, which is dropped; the worker and everyone else carry on.
+    fn guarded(&mut self, step: impl FnOnce(&mut Self)) {
+        self.current = None;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self)));
+        if outcome.is_err() {
+            let culprit = self.current.take();
+            warn!(
+                worker = self.index,
+                ?culprit,
+                "a media peer panicked; dropping it"
+            );
+            self.keyframe_queue.clear();
+            if let Some(slot) = culprit {
+                if let Some(part) = self.parts[slot].as_ref() {
+                    part.emit(PeerEvent::MediaDisconnected {
+                        role: PeerRole::Publisher,
+                        reason: "internal error in the media worker".into(),
+                    });
+                }
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.remove_participant(slot);
+                }));
+            }
         }
     }
 
@@ -108,16 +138,18 @@ impl Worker {
             tokio::select! {
                 command = commands.recv() => match command {
                     None | Some(Command::Shutdown) => break,
-                    Some(command) => self.handle_command(command),
+                    Some(command) => self.guarded(|w| w.handle_command(command)),
                 },
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((len, source)) => self.handle_datagram(&buf[..len], source),
+                    Ok((len, source)) => self.guarded(|w| w.handle_datagram(&buf[..len], source)),
                     Err(e) => debug!(worker = self.index, "UDP receive failed: {e}"),
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
             }
-            self.handle_timeouts(Instant::now());
-            self.flush_keyframe_requests();
+            self.guarded(|w| {
+                w.handle_timeouts(Instant::now());
+                w.flush_keyframe_requests();
+            });
         }
         let slots: Vec<Slot> = self.by_key.values().copied().collect();
         for slot in slots {
@@ -145,6 +177,7 @@ impl Worker {
                 if peer.timeout > now {
                     continue;
                 }
+                self.current = Some(slot);
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     debug!(participant = %part.key, ?role, "timeout input failed: {e}");
                 }
@@ -186,6 +219,7 @@ impl Worker {
             debug!(%source, "no peer accepts this datagram");
             return;
         };
+        self.current = Some(slot);
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
@@ -216,6 +250,12 @@ impl Worker {
 
     /// Feeds str0m's output to the socket and to the event handlers until it asks for time.
     pub(crate) fn drain(&mut self, slot: Slot, role: PeerRole) {
+        let outer = self.current.replace(slot);
+        self.drain_peer(slot, role);
+        self.current = outer;
+    }
+
+    fn drain_peer(&mut self, slot: Slot, role: PeerRole) {
         loop {
             let Some(part) = self.parts[slot].as_mut() else {
                 return;
@@ -364,11 +404,15 @@ impl Worker {
         Ok(())
     }
 
-    fn slot_of(&self, key: &str) -> Result<Slot, SfuError> {
-        self.by_key
+    /// The slot of a participant a command is about; it becomes the one a panic is pinned on.
+    fn slot_of(&mut self, key: &str) -> Result<Slot, SfuError> {
+        let slot = self
+            .by_key
             .get(key)
             .copied()
-            .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))
+            .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
+        self.current = Some(slot);
+        Ok(slot)
     }
 
     fn publisher_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
@@ -384,7 +428,27 @@ impl Worker {
             .accept_offer(offer)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
         self.drain(slot, PeerRole::Publisher);
-        Ok(answer.to_sdp_string())
+        // The codec each announced track asked for, by the mid its msid sits on.
+        let wanted: Vec<(String, String)> = match self.parts[slot].as_ref() {
+            Some(part) => crate::sdp_order::msid_tracks(sdp)
+                .into_iter()
+                .filter_map(|(mid, cid)| Some((mid, part.codec_for_cid(&cid)?.to_owned())))
+                .collect(),
+            None => Vec::new(),
+        };
+        let answer = crate::sdp_order::order_answer(sdp, &answer.to_sdp_string(), |mid| {
+            wanted
+                .iter()
+                .find(|(m, _)| m == mid)
+                .map(|(_, c)| c.clone())
+        });
+        tracing::trace!(
+            participant = key,
+            offer = sdp,
+            answer,
+            "publisher negotiation"
+        );
+        Ok(answer)
     }
 
     fn subscriber_answer(&mut self, key: &str, sdp: &str) -> Result<(), SfuError> {

@@ -94,6 +94,7 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
         cid: request.cid.clone(),
         sid: sid.clone(),
         kind,
+        codec: (!codec.is_empty()).then(|| codec.to_ascii_lowercase()),
     });
     let published = track.clone();
     session

@@ -123,6 +123,46 @@ scenario('when C leaves, A and B see C disappear', 120_000, async ({ open }) => 
   )));
 });
 
+scenario('H.264 publishers: video is forwarded as H.264 at the highest simulcast layer', 120_000, async ({ open }) => {
+  const room = roomId('h264');
+  const people = [];
+  for (const name of ['Hana', 'Hugo']) {
+    const page = await open(name, { room, name, autojoin: '1', codec: 'h264' });
+    await page.joined(JOIN_MS);
+    people.push(page);
+  }
+  const [a, b] = people;
+  await allOk([a.mediaFrom([b.identity], MEDIA_MS), b.mediaFrom([a.identity], MEDIA_MS)]);
+  for (const [viewer, publisher] of [[a, b], [b, a]]) {
+    // The publisher sends simulcast layers (livekit-client's default); the SFU must forward the
+    // widest. Layers ramp up with the bandwidth estimate, so await agreement.
+    const widest = await publisher.page.evaluate(() => {
+      // The widest simulcast layer is the camera's capture size.
+      const cam = [...window.demo.room.localParticipant.trackPublications.values()].find((p) => p.kind === 'video');
+      return cam.track.mediaStreamTrack.getSettings().width;
+    });
+    const received = () => viewer.page.evaluate(async (from) => {
+      const pub = [...window.demo.room.remoteParticipants.get(from).trackPublications.values()].find((p) => p.kind === 'video');
+      const report = pub && pub.track && await pub.track.getRTCStatsReport();
+      let got = null;
+      report?.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          got = { width: s.frameWidth, codec: report.get(s.codecId)?.mimeType, decoded: s.framesDecoded };
+        }
+      });
+      return got;
+    }, publisher.identity);
+    const deadline = Date.now() + MEDIA_MS;
+    let seen = await received();
+    while (!(seen && seen.codec === 'video/H264' && seen.width === widest && seen.decoded > 0) && Date.now() < deadline) {
+      await viewer.page.waitForTimeout(250); // polling interval between stats reads
+      seen = await received();
+    }
+    assert.deepEqual({ codec: seen?.codec, width: seen?.width }, { codec: 'video/H264', width: widest },
+      `${viewer.label} receives ${publisher.label}'s video as H.264 at its widest layer`);
+  }
+});
+
 async function expectRefused(server, open, label, token, pattern) {
   const { url } = await server.devToken(roomId('probe'), 'probe');
   const page = await open(label, { url, token, autojoin: '1' });

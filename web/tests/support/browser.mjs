@@ -54,7 +54,7 @@ async function collectInbound() {
   const room = window.demo && window.demo.room;
   if (!room) return out;
   for (const p of room.remoteParticipants.values()) {
-    const r = { framesDecoded: 0, audioPacketsReceived: 0, tracks: [] };
+    const r = { framesDecoded: 0, audioPacketsReceived: 0, frameWidth: 0, videoCodec: '', tracks: [] };
     for (const pub of p.trackPublications.values()) {
       r.tracks.push(`${pub.source}:${pub.kind}${pub.isSubscribed ? ':subscribed' : ''}${pub.isMuted ? ':muted' : ''}`);
       if (!pub.track) continue;
@@ -62,7 +62,12 @@ async function collectInbound() {
       if (!report) continue;
       report.forEach((s) => {
         if (s.type !== 'inbound-rtp') return;
-        if (s.kind === 'video') r.framesDecoded = Math.max(r.framesDecoded, s.framesDecoded || 0);
+        if (s.kind === 'video') {
+          r.framesDecoded = Math.max(r.framesDecoded, s.framesDecoded || 0);
+          r.frameWidth = Math.max(r.frameWidth, s.frameWidth || 0);
+          const codec = s.codecId && report.get(s.codecId);
+          if (codec) r.videoCodec = codec.mimeType;
+        }
         if (s.kind === 'audio') r.audioPacketsReceived = Math.max(r.audioPacketsReceived, s.packetsReceived || 0);
       });
     }
