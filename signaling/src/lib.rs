@@ -49,6 +49,17 @@ pub struct Signaling {
     pub(crate) ping_timeout: Duration,
     pub(crate) server_version: String,
     pub(crate) node_id: String,
+    /// Session tasks still running (joined or not), so shutdown can wait for their records.
+    live_sessions: watch::Sender<usize>,
+}
+
+/// Counts a running session task from its start until it has reported its leave.
+pub(crate) struct SessionGuard(watch::Sender<usize>);
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Signaling {
@@ -70,6 +81,7 @@ impl Signaling {
             ping_timeout: config.ping_timeout,
             server_version: PROTOCOL_SERVER_VERSION.to_owned(),
             node_id: config.node_id,
+            live_sessions: watch::channel(0).0,
         };
         (Arc::new(sig), events_rx)
     }
@@ -89,11 +101,17 @@ impl Signaling {
         self.rooms.participant_count()
     }
 
+    pub(crate) fn track_session(&self) -> SessionGuard {
+        self.live_sessions.send_modify(|n| *n += 1);
+        SessionGuard(self.live_sessions.clone())
+    }
+
     /// Tells every participant the server is shutting down and waits (up to `grace`) until
-    /// their sessions have ended.
+    /// every session has ended and reported its leave on the event channel.
     pub async fn shutdown(&self, grace: Duration) {
         let _ = self.shutdown.send(true);
         self.rooms.evict_all(LeaveReason::ServerShutdown);
-        let _ = tokio::time::timeout(grace, self.rooms.wait_empty()).await;
+        let mut live = self.live_sessions.subscribe();
+        let _ = tokio::time::timeout(grace, live.wait_for(|n| *n == 0)).await;
     }
 }

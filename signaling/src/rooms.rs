@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::events::{LeaveReason, SignalEvent};
 use crate::ids;
@@ -61,7 +61,6 @@ pub(crate) struct Rooms {
     inner: Mutex<HashMap<String, RoomState>>,
     defaults: RoomDefaults,
     events: mpsc::UnboundedSender<SignalEvent>,
-    emptied: Arc<Notify>,
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -80,7 +79,6 @@ impl Rooms {
             inner: Mutex::new(HashMap::new()),
             defaults,
             events,
-            emptied: Arc::new(Notify::new()),
         }
     }
 
@@ -257,7 +255,6 @@ impl Rooms {
             let timeout = state.empty_timeout;
             let rooms = Arc::clone(self);
             let room = room.to_owned();
-            self.emptied.notify_waiters();
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
                 rooms.close_if_still_empty(&room, generation);
@@ -291,17 +288,6 @@ impl Rooms {
     /// Number of participants on this node.
     pub fn participant_count(&self) -> usize {
         self.lock().values().map(|r| r.members.len()).sum()
-    }
-
-    /// Waits until no participant is left (or the caller's timeout fires).
-    pub async fn wait_empty(&self) {
-        loop {
-            let notified = self.emptied.notified();
-            if self.participant_count() == 0 {
-                return;
-            }
-            notified.await;
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! JoinResponse to the leave.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use livekit_protocol as proto;
@@ -98,6 +98,8 @@ pub(crate) struct JoinParams {
 
 /// Runs a joined participant until it leaves. The token was verified before the upgrade.
 pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, join: JoinParams) {
+    // Dropped last, after the leave was reported: shutdown waits for it.
+    let _live = sig.track_session();
     if join.reconnect {
         // We do not resume sessions: ask the client to rejoin from scratch.
         let leave = proto::LeaveRequest {
@@ -388,7 +390,7 @@ impl Session {
 
     /// Leaves the room and the media plane, records it, and closes the socket.
     async fn finish(self, ws: &mut WebSocket, ending: Ending) {
-        let was_member = self.sig.rooms.leave(&self.room, &self.sid);
+        self.sig.rooms.leave(&self.room, &self.sid);
         let stats = self.media.leave().await;
         if ending.notify {
             let leave = proto::LeaveRequest {
@@ -400,9 +402,8 @@ impl Session {
             let _ = send(ws, Resp::Leave(leave)).await;
         }
         let _ = ws.send(Message::Close(ending.close)).await;
-        // An evicted duplicate was already removed from the room by its replacement, but it
-        // still left and is recorded as such.
-        let _ = was_member;
+        // An evicted duplicate was already removed from the room by its replacement (so
+        // `leave` found nothing), but it still left and is recorded as such.
         let _ = self.sig.events.send(SignalEvent::ParticipantLeft {
             room_id: self.room.clone(),
             sid: self.sid.clone(),
@@ -412,7 +413,6 @@ impl Session {
             at: SystemTime::now(),
         });
         info!(room = %self.room, sid = %self.sid, reason = ending.reason.as_str(), "participant left");
-        let _ = Duration::ZERO;
     }
 }
 

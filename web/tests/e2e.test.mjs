@@ -163,6 +163,33 @@ scenario('H.264 publishers: video is forwarded as H.264 at the highest simulcast
   }
 });
 
+scenario('mute and unpublish reach the other participants', 120_000, async ({ open }) => {
+  const room = roomId('unpub');
+  const a = await open('Ann', { room, name: 'Ann', autojoin: '1' });
+  await a.joined(JOIN_MS);
+  const b = await open('Ben', { room, name: 'Ben', autojoin: '1' });
+  await b.joined(JOIN_MS);
+  await b.mediaFrom([a.identity], MEDIA_MS);
+
+  await a.page.evaluate(async () => {
+    const mic = [...window.demo.room.localParticipant.trackPublications.values()].find((p) => p.kind === 'audio');
+    await mic.track.mute();
+  });
+  await b.until('sees Ann\'s microphone muted', (id) => [...window.demo.room.remoteParticipants.get(id).trackPublications.values()]
+    .some((p) => p.kind === 'audio' && p.isMuted), a.identity, JOIN_MS);
+
+  await a.page.evaluate(async () => {
+    const cam = [...window.demo.room.localParticipant.trackPublications.values()].find((p) => p.kind === 'video');
+    await window.demo.room.localParticipant.unpublishTrack(cam.track);
+  });
+  await b.until('no longer sees Ann\'s camera', (id) => {
+    const pubs = [...window.demo.room.remoteParticipants.get(id).trackPublications.values()];
+    return pubs.length === 1 && pubs[0].kind === 'audio';
+  }, a.identity, JOIN_MS);
+  // Ann herself is still in the room.
+  assert.ok(await b.page.evaluate((id) => window.demo.room.remoteParticipants.has(id), a.identity));
+});
+
 async function expectRefused(server, open, label, token, pattern) {
   const { url } = await server.devToken(roomId('probe'), 'probe');
   const page = await open(label, { url, token, autojoin: '1' });

@@ -1,0 +1,356 @@
+//! The HTTP side of signaling and the `/v1` token API against the real binary: token
+//! refusals on `/rtc/validate` and on the `/rtc` upgrade, the v1 fallback, `HEAD /`, CORS,
+//! and host / dev token minting.
+
+mod support;
+
+use reqwest::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use support::{join_claims, now_secs, rtc_url, sign, unsigned, Client, Server, DEV_SECRET};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+const ORIGIN: &str = "https://app.example.com";
+
+/// A refused token: its name, the token, the status, and a word the body must contain.
+struct Refused {
+    case: &'static str,
+    token: String,
+    status: StatusCode,
+    says: &'static str,
+}
+
+fn refused_tokens() -> Vec<Refused> {
+    let room = "refusals";
+    let mut expired = join_claims(room, "alice");
+    expired["nbf"] = json!(now_secs() - 7200);
+    expired["exp"] = json!(now_secs() - 3600);
+    let mut early = join_claims(room, "alice");
+    early["nbf"] = json!(now_secs() + 3600);
+    early["exp"] = json!(now_secs() + 7200);
+    let mut no_join = join_claims(room, "alice");
+    no_join["video"] = json!({ "room": room });
+    let mut no_room = join_claims(room, "alice");
+    no_room["video"] = json!({ "room": "", "roomJoin": true });
+    vec![
+        Refused {
+            case: "bad secret",
+            token: sign(&join_claims(room, "alice"), "not-the-secret"),
+            status: StatusCode::UNAUTHORIZED,
+            says: "signature",
+        },
+        Refused {
+            case: "expired",
+            token: sign(&expired, DEV_SECRET),
+            status: StatusCode::UNAUTHORIZED,
+            says: "expired",
+        },
+        Refused {
+            case: "nbf in the future",
+            token: sign(&early, DEV_SECRET),
+            status: StatusCode::UNAUTHORIZED,
+            says: "not valid before",
+        },
+        Refused {
+            case: "alg none",
+            token: unsigned(&join_claims(room, "alice")),
+            status: StatusCode::UNAUTHORIZED,
+            says: "none",
+        },
+        Refused {
+            case: "no roomJoin",
+            token: sign(&no_join, DEV_SECRET),
+            status: StatusCode::FORBIDDEN,
+            says: "roomJoin",
+        },
+        Refused {
+            case: "empty room",
+            token: sign(&no_room, DEV_SECRET),
+            status: StatusCode::FORBIDDEN,
+            says: "room",
+        },
+        Refused {
+            case: "no token",
+            token: String::new(),
+            status: StatusCode::UNAUTHORIZED,
+            says: "token",
+        },
+    ]
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(support::WAIT)
+        .build()
+        .expect("HTTP client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_accepts_good_tokens_and_explains_refusals() {
+    let server = Server::start();
+    let client = http();
+    let validate = format!("{}/rtc/validate", server.http);
+
+    let good = support::token("refusals", "alice", &[]);
+    let response = client
+        .get(&validate)
+        .query(&[("access_token", good.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A hand-signed token with the dev secret is as good as a CLI one.
+    let by_hand = sign(&join_claims("refusals", "bob"), DEV_SECRET);
+    let response = client
+        .get(&validate)
+        .query(&[("access_token", by_hand.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    for refused in refused_tokens() {
+        let mut request = client.get(&validate);
+        if !refused.token.is_empty() {
+            request = request.query(&[("access_token", refused.token.as_str())]);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, refused.status, "{}: body {body:?}", refused.case);
+        assert!(
+            body.contains(refused.says),
+            "{}: the body must mention {:?}: {body:?}",
+            refused.case,
+            refused.says
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_rtc_upgrade_is_refused_with_the_same_status() {
+    let server = Server::start();
+    for refused in refused_tokens() {
+        let url = rtc_url(&server.ws, &refused.token, "");
+        match Client::connect(&url).await {
+            Ok(_) => panic!("{}: the upgrade was accepted", refused.case),
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), refused.status, "{}", refused.case);
+                let body =
+                    String::from_utf8_lossy(response.body().as_deref().unwrap_or(&[])).into_owned();
+                assert!(
+                    body.contains(refused.says),
+                    "{}: the refusal body must mention {:?}: {body:?}",
+                    refused.case,
+                    refused.says
+                );
+            }
+            Err(other) => panic!("{}: expected an HTTP refusal, got {other}", refused.case),
+        }
+    }
+    // And a good token still gets in.
+    let (mut alice, _) = server.join("refusals", "alice", &[]).await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_is_refused_so_clients_fall_back_and_cors_is_open() {
+    let server = Server::start();
+    let client = http();
+    let token = support::token("fallback", "alice", &[]);
+
+    let response = client
+        .get(format!("{}/rtc/v1", server.http))
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    let response = client
+        .get(format!("{}/rtc/v1/validate", server.http))
+        .query(&[("access_token", token.as_str())])
+        .header("Origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let allowed = response
+        .headers()
+        .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+        .expect("the v1 validate 404 must carry access-control-allow-origin");
+    assert!(allowed == "*" || allowed == ORIGIN, "{allowed:?}");
+
+    // A WebSocket upgrade on /rtc/v1 is refused too.
+    let url = format!("{}/rtc/v1?access_token={token}", server.ws);
+    match Client::connect(&url).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
+        Err(other) => panic!("expected a 404 refusal, got {other}"),
+        Ok(_) => panic!("the /rtc/v1 upgrade was accepted"),
+    }
+
+    let response = client.head(&server.http).send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "HEAD / is livekit's probe"
+    );
+
+    let response = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/rtc/validate", server.http),
+        )
+        .header("Origin", ORIGIN)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "preflight: {}",
+        response.status()
+    );
+    let allowed = response
+        .headers()
+        .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+        .expect("the preflight allows the origin");
+    assert!(allowed == "*" || allowed == ORIGIN, "{allowed:?}");
+
+    // The validate answer itself is readable cross-origin.
+    let response = client
+        .get(format!("{}/rtc/validate", server.http))
+        .query(&[("access_token", token.as_str())])
+        .header("Origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+}
+
+/// Checks an RFC 9457 problem answer and returns its detail.
+async fn problem(response: reqwest::Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content type {content_type:?}"
+    );
+    let body: Value = response.json().await.expect("problem JSON");
+    assert_eq!(body["status"], status.as_u16());
+    let detail = body["detail"].as_str().expect("a detail").to_owned();
+    assert!(!detail.is_empty());
+    detail
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_mint_join_tokens_over_http() {
+    let server = Server::start();
+    let client = http();
+    let url = format!("{}/v1/rooms/class-7/tokens", server.http);
+    let body = json!({ "identity": "student-1", "name": "Student One" });
+
+    let admin = support::token("anything", "backend", &["--admin"]);
+    let response = client
+        .post(&url)
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let minted: Value = response.json().await.unwrap();
+    assert_eq!(minted["room_id"], "class-7");
+    assert_eq!(minted["identity"], "student-1");
+    let url_field = minted["url"].as_str().expect("url");
+    assert!(url_field.starts_with("ws"), "a WebSocket URL: {url_field}");
+    let token = minted["token"].as_str().expect("token").to_owned();
+    let claims = support::jwt_payload(&token);
+    assert_eq!(claims["sub"], "student-1");
+    assert_eq!(claims["video"]["room"], "class-7");
+    assert_eq!(claims["video"]["roomJoin"], true);
+
+    let response = client
+        .get(format!("{}/rtc/validate", server.http))
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "the minted token joins");
+    let (_student, join) = Client::join(&server.ws, &token).await;
+    let me = join.participant.unwrap();
+    assert_eq!(me.identity, "student-1");
+    assert_eq!(me.name, "Student One");
+
+    let response = client.post(&url).json(&body).send().await.unwrap();
+    let detail = problem(response, StatusCode::UNAUTHORIZED).await;
+    assert!(detail.contains("Authorization"), "{detail}");
+
+    let plain = support::token("class-7", "student-2", &[]);
+    let response = client
+        .post(&url)
+        .bearer_auth(&plain)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::FORBIDDEN).await;
+
+    let bad_secret = sign(&join_claims("class-7", "x"), "wrong");
+    let response = client
+        .post(&url)
+        .bearer_auth(&bad_secret)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::UNAUTHORIZED).await;
+
+    let response = client
+        .post(format!("{}/v1/rooms/bad.room/tokens", server.http))
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let detail = problem(response, StatusCode::BAD_REQUEST).await;
+    assert!(detail.contains("bad.room"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_serves_tokens_to_the_demo_page() {
+    let server = Server::start();
+    let client = http();
+    let response = client
+        .post(format!("{}/v1/dev/token", server.http))
+        .json(&json!({ "room_id": "demo", "name": "Ada Lovelace" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let minted: Value = response.json().await.unwrap();
+    assert_eq!(minted["room_id"], "demo");
+    let identity = minted["identity"].as_str().expect("identity").to_owned();
+    let token = minted["token"].as_str().expect("token").to_owned();
+
+    let (_ada, join) = Client::join(&server.ws, &token).await;
+    let me = join.participant.unwrap();
+    assert_eq!(me.identity, identity);
+    assert_eq!(me.name, "Ada Lovelace");
+    assert_eq!(join.room.unwrap().name, "demo");
+
+    let response = client
+        .post(format!("{}/v1/dev/token", server.http))
+        .json(&json!({ "room_id": "no spaces" }))
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::BAD_REQUEST).await;
+}

@@ -1,0 +1,421 @@
+//! The `/rtc` WebSocket (LiveKit v0 signaling) against the real binary: join, participant
+//! updates, ping, publishing, mute, leave, duplicate identities, resume, and broken clients.
+
+mod support;
+
+use livekit_protocol as proto;
+use proto::participant_info::State;
+use support::{assert_sid, rtc_url, state, Client, Event, Req, Resp, Server};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+fn version(text: &str) -> (u32, u32, u32) {
+    let mut parts = text.split('.').map(|p| {
+        p.parse::<u32>()
+            .unwrap_or_else(|_| panic!("server version {text:?} is not x.y.z"))
+    });
+    let v = (
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+        parts.next().unwrap_or(0),
+    );
+    assert!(
+        parts.next().is_none(),
+        "server version {text:?} is not x.y.z"
+    );
+    v
+}
+
+fn audio_track(cid: &str) -> Req {
+    Req::AddTrack(proto::AddTrackRequest {
+        cid: cid.to_owned(),
+        name: "microphone".to_owned(),
+        r#type: proto::TrackType::Audio as i32,
+        source: proto::TrackSource::Microphone as i32,
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_response_describes_participant_room_and_server() {
+    let server = Server::start();
+    let (mut alice, join) = server
+        .join("standup", "alice", &["--name", "Alice Liddell"])
+        .await;
+
+    let me = join
+        .participant
+        .as_ref()
+        .expect("participant in JoinResponse");
+    assert_sid(&me.sid, "PA_");
+    assert_eq!(me.identity, "alice");
+    assert_eq!(me.name, "Alice Liddell");
+    let permission = me.permission.as_ref().expect("permission must be present");
+    assert!(permission.can_publish, "default tokens may publish");
+    assert!(permission.can_subscribe, "default tokens may subscribe");
+    assert!(permission.can_publish_data, "publishers may send data");
+
+    let room = join.room.as_ref().expect("room in JoinResponse");
+    assert_eq!(room.name, "standup", "room name is the room id");
+    assert_sid(&room.sid, "RM_");
+    assert!(join.other_participants.is_empty(), "alone in a new room");
+
+    let info = join.server_info.as_ref().expect("server_info");
+    let v = version(&info.version);
+    assert!(
+        ((1, 8, 0)..=(1, 13, 6)).contains(&v),
+        "server_info.version {} must be within 1.8.0..=1.13.6",
+        info.version
+    );
+    assert!(
+        join.ping_interval > 0,
+        "ping_interval {}",
+        join.ping_interval
+    );
+    assert!(join.ping_timeout > 0, "ping_timeout {}", join.ping_timeout);
+    assert!(
+        join.ping_timeout > join.ping_interval,
+        "a timeout shorter than the interval would drop every client"
+    );
+    assert!(
+        !join.subscriber_primary,
+        "v0 clients start on the publisher PC"
+    );
+    alice.assert_alive().await;
+
+    // A second connection to the same room sees the same room sid.
+    let (_bob, bob_join) = server.join("standup", "bob", &["--no-publish"]).await;
+    assert_eq!(bob_join.room.as_ref().unwrap().sid, room.sid);
+    let bob = bob_join.participant.as_ref().unwrap();
+    let permission = bob.permission.as_ref().expect("permission must be present");
+    assert!(
+        !permission.can_publish,
+        "--no-publish token → can_publish false"
+    );
+    assert!(permission.can_subscribe);
+    assert_ne!(bob.sid, me.sid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn participants_see_each_other_join_and_leave() {
+    let server = Server::start();
+    let (mut alice, alice_join) = server.join("room-a", "alice", &[]).await;
+    let alice_sid = alice_join.participant.unwrap().sid;
+    let (mut bob, bob_join) = server.join("room-a", "bob", &["--name", "Bob"]).await;
+    let bob_sid = bob_join.participant.as_ref().unwrap().sid.clone();
+
+    let listed: Vec<_> = bob_join
+        .other_participants
+        .iter()
+        .map(|p| (p.sid.as_str(), p.identity.as_str()))
+        .collect();
+    assert_eq!(listed, [(alice_sid.as_str(), "alice")]);
+
+    let joined = alice
+        .expect_participant("bob's arrival", &bob_sid, |_| true)
+        .await;
+    assert_eq!(joined.identity, "bob");
+    assert_eq!(joined.name, "Bob");
+    assert!(
+        matches!(state(&joined), State::Joined | State::Active),
+        "a newcomer is JOINED or ACTIVE, not {:?}",
+        state(&joined)
+    );
+
+    bob.leave().await;
+    let left = alice
+        .expect_participant("bob's departure", &bob_sid, |p| {
+            state(p) == State::Disconnected
+        })
+        .await;
+    assert!(
+        left.version > joined.version,
+        "versions must grow: joined at {}, left at {}",
+        joined.version,
+        left.version
+    );
+    // The server ends bob's session after his leave.
+    assert!(matches!(
+        bob.next_event().await,
+        Event::Closed(_) | Event::Ended(_)
+    ));
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_and_ping_req_are_answered() {
+    let server = Server::start();
+    let (mut alice, _) = server.join("pings", "alice", &[]).await;
+    for value in [1_i64, -7, 1_700_000_000_123] {
+        alice.send(Req::Ping(value)).await;
+        let pong = alice
+            .expect("pong", |r| match r {
+                Resp::Pong(v) => Some(*v),
+                _ => None,
+            })
+            .await;
+        assert_eq!(pong, value);
+    }
+    alice
+        .send(Req::PingReq(proto::Ping {
+            timestamp: 1_234_567_890_123,
+            rtt: 42,
+        }))
+        .await;
+    let pong = alice
+        .expect("pong_resp", |r| match r {
+            Resp::PongResp(p) => Some(*p),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pong.last_ping_timestamp, 1_234_567_890_123);
+    assert!(pong.timestamp > 1_600_000_000_000, "server time in ms");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_and_muted_tracks_reach_the_other_participant() {
+    let server = Server::start();
+    let (mut alice, alice_join) = server.join("tracks", "alice", &[]).await;
+    let alice_sid = alice_join.participant.unwrap().sid;
+    let (mut bob, _) = server.join("tracks", "bob", &[]).await;
+
+    alice.send(audio_track("mic-1")).await;
+    let published = alice
+        .expect("TrackPublishedResponse", |r| match r {
+            Resp::TrackPublished(t) => Some(t.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(published.cid, "mic-1");
+    let track = published
+        .track
+        .expect("TrackInfo in TrackPublishedResponse");
+    assert_sid(&track.sid, "TR_");
+    assert_eq!(track.r#type, proto::TrackType::Audio as i32);
+    assert_eq!(track.mime_type, "audio/opus");
+    assert_eq!(
+        track.codecs.first().map(|c| c.mime_type.as_str()),
+        Some("audio/opus")
+    );
+    assert!(!track.muted);
+
+    let seen = bob
+        .expect_participant("alice's track", &alice_sid, |p| {
+            p.tracks.iter().any(|t| t.sid == track.sid)
+        })
+        .await;
+    let remote = seen.tracks.iter().find(|t| t.sid == track.sid).unwrap();
+    assert!(!remote.muted);
+    assert_eq!(remote.source, proto::TrackSource::Microphone as i32);
+
+    alice
+        .send(Req::Mute(proto::MuteTrackRequest {
+            sid: track.sid.clone(),
+            muted: true,
+        }))
+        .await;
+    let muted = bob
+        .expect("an update for alice", |r| match r {
+            Resp::Update(u) => u.participants.iter().find(|p| p.sid == alice_sid).cloned(),
+            _ => None,
+        })
+        .await;
+    let remote = muted
+        .tracks
+        .iter()
+        .find(|t| t.sid == track.sid)
+        .expect("the track is still published");
+    assert!(remote.muted, "the next update must show the track muted");
+    assert!(muted.version > seen.version);
+
+    alice
+        .send(Req::Mute(proto::MuteTrackRequest {
+            sid: track.sid.clone(),
+            muted: false,
+        }))
+        .await;
+    bob.expect_participant("the unmute", &alice_sid, |p| {
+        p.tracks.iter().any(|t| t.sid == track.sid && !t.muted)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_without_publish_permission_cannot_add_tracks() {
+    let server = Server::start();
+    let (mut viewer, join) = server.join("no-pub", "viewer", &["--no-publish"]).await;
+    assert!(!join.participant.unwrap().permission.unwrap().can_publish);
+
+    viewer.send(audio_track("mic-1")).await;
+    let refusal = viewer
+        .expect("a refusal", |r| match r {
+            Resp::RequestResponse(rr) => Some(rr.clone()),
+            Resp::TrackPublished(t) => panic!("a no-publish token published a track: {t:?}"),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        refusal.reason,
+        proto::request_response::Reason::NotAllowed as i32
+    );
+    assert!(
+        refusal.message.contains("publish"),
+        "the message says why: {:?}",
+        refusal.message
+    );
+    viewer.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unparsable_offer_closes_only_that_connection() {
+    let server = Server::start();
+    let (mut alice, _) = server.join("offers", "alice", &[]).await;
+    let (mut bob, bob_join) = server.join("offers", "bob", &[]).await;
+    let bob_sid = bob_join.participant.unwrap().sid;
+
+    bob.send(Req::Offer(proto::SessionDescription {
+        r#type: "offer".into(),
+        sdp: "this is not SDP\r\nm=nonsense\r\n".into(),
+        id: 1,
+        ..Default::default()
+    }))
+    .await;
+    let close = bob
+        .expect_close()
+        .await
+        .expect("a close frame with a reason");
+    assert!(
+        close.reason.to_lowercase().contains("offer"),
+        "the close reason mentions the offer: {:?}",
+        close.reason
+    );
+
+    alice
+        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
+        .await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_binary_frame_closes_with_1003_and_spares_the_room() {
+    let server = Server::start();
+    let (mut alice, _) = server.join("garbage", "alice", &[]).await;
+    let (mut bob, bob_join) = server.join("garbage", "bob", &[]).await;
+    let bob_sid = bob_join.participant.unwrap().sid;
+
+    // Field 1 (offer) announced with 200 bytes, followed by four: not a SignalRequest.
+    let garbage = vec![0x0a, 0xc8, 0x01, 0xde, 0xad, 0xbe, 0xef];
+    assert!(
+        <proto::SignalRequest as prost::Message>::decode(garbage.as_slice()).is_err(),
+        "the test's garbage must really be malformed"
+    );
+    bob.send_raw(Message::Binary(garbage.into())).await;
+    let close = bob.expect_close().await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Unsupported, "close code 1003");
+    assert!(
+        close.reason.contains("malformed"),
+        "the reason says the frame was malformed: {:?}",
+        close.reason
+    );
+
+    alice
+        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
+        .await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_text_frame_closes_with_a_reason_and_spares_the_room() {
+    let server = Server::start();
+    let (mut alice, _) = server.join("texts", "alice", &[]).await;
+    let (mut bob, bob_join) = server.join("texts", "bob", &[]).await;
+    let bob_sid = bob_join.participant.unwrap().sid;
+
+    bob.send_raw(Message::Text(r#"{"ping": 1}"#.into())).await;
+    let close = bob.expect_close().await.expect("a close frame");
+    assert!(!close.reason.is_empty(), "a text frame gets a close reason");
+    assert_ne!(close.code, CloseCode::Normal, "not a normal closure");
+
+    alice
+        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
+        .await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicate_identity_evicts_the_older_connection() {
+    let server = Server::start();
+    let (mut watcher, _) = server.join("dupes", "watcher", &[]).await;
+    let (mut old, old_join) = server.join("dupes", "alice", &[]).await;
+    let old_sid = old_join.participant.unwrap().sid;
+    watcher
+        .expect_participant("alice's first connection", &old_sid, |_| true)
+        .await;
+
+    let (mut new, new_join) = server.join("dupes", "alice", &[]).await;
+    let new_sid = new_join.participant.as_ref().unwrap().sid.clone();
+    assert_ne!(new_sid, old_sid);
+    assert!(
+        new_join.other_participants.iter().all(|p| p.sid != old_sid),
+        "the replaced connection must not be listed to its replacement"
+    );
+    assert!(new_join
+        .other_participants
+        .iter()
+        .any(|p| p.identity == "watcher"));
+
+    let leave = old
+        .expect("a LeaveRequest", |r| match r {
+            Resp::Leave(l) => Some(l.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        leave.reason,
+        proto::DisconnectReason::DuplicateIdentity as i32
+    );
+    assert_eq!(
+        leave.action,
+        proto::leave_request::Action::Disconnect as i32
+    );
+    assert!(matches!(
+        old.next_event().await,
+        Event::Closed(_) | Event::Ended(_)
+    ));
+
+    watcher
+        .expect_participant("the old connection gone", &old_sid, |p| {
+            state(p) == State::Disconnected
+        })
+        .await;
+    let joined = watcher
+        .expect_participant("the new connection", &new_sid, |_| true)
+        .await;
+    assert_eq!(joined.identity, "alice");
+    assert_ne!(state(&joined), State::Disconnected);
+    new.assert_alive().await;
+    watcher.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnect_is_answered_with_a_full_reconnect() {
+    let server = Server::start();
+    let token = support::token("resume", "alice", &[]);
+    let (mut first, join) = Client::join(&server.ws, &token).await;
+    let sid = join.participant.unwrap().sid;
+    first.assert_alive().await;
+
+    let url = rtc_url(&server.ws, &token, &format!("&reconnect=1&sid={sid}"));
+    let mut again = Client::connect(&url).await.expect("upgrade for the resume");
+    match again.next_event().await {
+        Event::Response(Resp::Leave(leave)) => {
+            assert_eq!(
+                leave.action,
+                proto::leave_request::Action::Reconnect as i32,
+                "a resume we cannot honour asks for a full reconnect"
+            );
+            assert!(leave.can_reconnect);
+        }
+        other => panic!("expected a LeaveRequest, got {other:?}"),
+    }
+}
