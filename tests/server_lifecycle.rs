@@ -216,3 +216,34 @@ async fn an_evicted_duplicate_is_recorded_as_such() {
     assert_eq!(rows, 2, "one row per connection, the older one kept");
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_room_is_closed_after_its_empty_timeout() {
+    let mut server = Server::start_with(&["--empty-timeout", "1s"]);
+    let (mut alice, _) = server.join("brief", "alice", &[]).await;
+    alice.leave().await;
+    closed(&mut alice).await;
+    let left = unix_millis();
+    let pool = open_db(&server).await;
+    // Await the timer's effect on the record (bounded); nothing else would change it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (status, closed_at) = loop {
+        let row = sqlx::query("SELECT status, closed_at FROM rooms WHERE room_id = 'brief'")
+            .fetch_one(&pool)
+            .await
+            .expect("the room is recorded");
+        let status: String = row.get("status");
+        if status == "closed" || Instant::now() > deadline {
+            break (status, row.get::<Option<i64>, _>("closed_at"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, "closed", "the room closes once empty for 1 s");
+    let closed_at = closed_at.expect("closed_at is set");
+    assert!(
+        closed_at >= left + 900,
+        "closed {} ms after the last leave; the timeout is 1 s",
+        closed_at - left
+    );
+    assert!(server.stop().success());
+}

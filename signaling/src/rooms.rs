@@ -300,3 +300,122 @@ fn broadcast(state: &RoomState, infos: &[proto::ParticipantInfo]) {
         let _ = member.tx.send(SessionMsg::Update(infos.to_vec()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livekit_protocol::participant_info::State;
+
+    fn info(sid: &str, identity: &str) -> proto::ParticipantInfo {
+        proto::ParticipantInfo {
+            sid: sid.into(),
+            identity: identity.into(),
+            version: 1,
+            ..Default::default()
+        }
+    }
+
+    fn rooms(timeout_secs: u64, max: u32) -> (Arc<Rooms>, mpsc::UnboundedReceiver<SignalEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let defaults = RoomDefaults {
+            empty_timeout: Duration::from_secs(timeout_secs),
+            max_participants: max,
+        };
+        (Arc::new(Rooms::new(defaults, tx)), rx)
+    }
+
+    fn finished(events: &mut mpsc::UnboundedReceiver<SignalEvent>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(event) = events.try_recv() {
+            if let SignalEvent::RoomFinished { room_id, .. } = event {
+                out.push(room_id);
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_room_closes_after_its_timeout_unless_someone_returns() {
+        let (rooms, mut events) = rooms(300, 0);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        rooms.join("a", info("PA_1", "ann"), tx.clone()).unwrap();
+        rooms.join("b", info("PA_2", "bob"), tx.clone()).unwrap();
+        assert!(rooms.leave("a", "PA_1"));
+        assert!(rooms.leave("b", "PA_2"));
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        // Someone comes back to "b" before its timeout: only "a" closes.
+        rooms.join("b", info("PA_3", "bob"), tx).unwrap();
+        tokio::time::sleep(Duration::from_secs(150)).await;
+        assert_eq!(finished(&mut events), vec!["a".to_owned()]);
+        assert_eq!(rooms.participant_count(), 1);
+        assert!(
+            !rooms.leave("a", "PA_1"),
+            "a closed room has no members left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_identity_replaces_the_older_connection() {
+        let (rooms, _events) = rooms(300, 0);
+        let (old_tx, mut old_rx) = mpsc::unbounded_channel();
+        let (other_tx, mut other_rx) = mpsc::unbounded_channel();
+        rooms.join("r", info("PA_old", "ann"), old_tx).unwrap();
+        rooms.join("r", info("PA_oth", "cat"), other_tx).unwrap();
+        let (new_tx, _new_rx) = mpsc::unbounded_channel();
+        let joined = rooms.join("r", info("PA_new", "ann"), new_tx).unwrap();
+        assert_eq!(joined.others.len(), 1, "the newcomer sees only cat");
+        let mut told_to_leave = false;
+        while let Ok(msg) = old_rx.try_recv() {
+            told_to_leave |= matches!(msg, SessionMsg::Leave(LeaveReason::DuplicateIdentity));
+        }
+        assert!(told_to_leave);
+        let mut states = Vec::new();
+        while let Ok(SessionMsg::Update(infos)) = other_rx.try_recv() {
+            states.extend(infos.into_iter().map(|i| (i.sid, i.state)));
+        }
+        assert!(states.contains(&("PA_old".into(), State::Disconnected as i32)));
+        assert!(states.iter().any(|(sid, _)| sid == "PA_new"));
+        assert!(
+            !rooms.leave("r", "PA_old"),
+            "the evicted one is already gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_room_refuses_newcomers_but_not_a_returning_identity() {
+        let (rooms, _events) = rooms(300, 1);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        rooms.join("r", info("PA_1", "ann"), tx.clone()).unwrap();
+        assert_eq!(
+            rooms.check_capacity("r", "bob"),
+            Err(JoinRefused::Full {
+                room: "r".into(),
+                max: 1
+            })
+        );
+        assert!(rooms.join("r", info("PA_2", "bob"), tx.clone()).is_err());
+        assert!(rooms.check_capacity("r", "ann").is_ok());
+        assert!(rooms.join("r", info("PA_3", "ann"), tx).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hidden_participants_are_not_announced() {
+        let (rooms, _events) = rooms(300, 0);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        rooms.join("r", info("PA_1", "ann"), tx).unwrap();
+        let mut hidden = info("PA_2", "recorder");
+        hidden.permission = Some(proto::ParticipantPermission {
+            hidden: true,
+            ..Default::default()
+        });
+        let (htx, _hrx) = mpsc::unbounded_channel();
+        let joined = rooms.join("r", hidden, htx).unwrap();
+        assert_eq!(joined.others.len(), 1);
+        assert!(
+            rx.try_recv().is_err(),
+            "ann hears nothing about the hidden one"
+        );
+        rooms.leave("r", "PA_2");
+        assert!(rx.try_recv().is_err());
+    }
+}
