@@ -1,9 +1,11 @@
 //! The `switchboard` binary: CLI, configuration and wiring of the media plane, signaling,
 //! session store and HTTP API.
 
+mod admin_cli;
 mod config;
+mod control;
+mod delivery;
 mod http;
-mod recorder;
 mod server;
 mod store;
 
@@ -19,6 +21,9 @@ fn env_var(name: &str) -> Option<String> {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for the whole process (reqwest and sqlx use rustls): aws-lc-rs,
+    // the library str0m and jsonwebtoken already use. Installing twice is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => match config::resolve(&args, &env_var) {
@@ -27,6 +32,8 @@ fn main() -> ExitCode {
         },
         Command::Token(TokenCommand::Create(args)) => create_token(&args),
         Command::Migrate(args) => migrate(&args),
+        Command::Rooms(command) => admin_cli::rooms(command),
+        Command::Sessions(command) => admin_cli::sessions(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

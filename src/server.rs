@@ -13,8 +13,13 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
+use crate::control::Control;
+use crate::delivery::{self, DeliveryConfig};
 use crate::http::{self, AppState};
-use crate::{recorder, store};
+use crate::store;
+
+/// How often rooms idle past their empty_timeout are looked for.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for participants to be told and to go.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -94,8 +99,29 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         Arc::clone(&sfu),
     );
-    let (stop_recorder, recorder_stop) = watch::channel(false);
-    let recorder = tokio::spawn(recorder::run(Arc::clone(&store), events, recorder_stop));
+    let control = Control::new(
+        Arc::clone(&store),
+        Arc::clone(&signaling),
+        settings.empty_timeout.as_secs().min(u64::from(u32::MAX)) as u32,
+        settings.max_participants,
+    );
+    control
+        .recover_after_restart()
+        .await
+        .context("cannot reconcile the records left by the previous run")?;
+    let (stop_tasks, tasks_stop) = watch::channel(false);
+    let recorder = tokio::spawn(Arc::clone(&control).run_signal_events(events, tasks_stop.clone()));
+    let maintenance = tokio::spawn(
+        Arc::clone(&control).run_maintenance(MAINTENANCE_INTERVAL, tasks_stop.clone()),
+    );
+    let delivery_config =
+        DeliveryConfig::from_settings(&settings).context("invalid event delivery settings")?;
+    let deliveries = delivery::spawn(
+        Arc::clone(&store),
+        delivery_config,
+        Arc::clone(&control.delivery_wake),
+        tasks_stop.clone(),
+    );
 
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
@@ -107,11 +133,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         None => settings.public_ws_url(),
     };
     let state = AppState {
+        control: Arc::clone(&control),
         signaling: Arc::clone(&signaling),
-        store: Arc::clone(&store),
+        sfu: Arc::clone(&sfu),
         keys: Arc::new(settings.keys.clone()),
         public_ws_url,
         dev: settings.dev,
+        guest_limiter: Arc::new(http::default_guest_limiter()),
     };
     let app = http::router(state);
     info!(%http_addr, media = ?media_addrs, "listening");
@@ -119,17 +147,25 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     println!("switchboard ready http://{http_addr}");
 
     let shutdown_signaling = Arc::clone(&signaling);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            info!("shutting down: telling participants to leave");
-            shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
-        })
-        .await
-        .context("the HTTP server failed")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        info!("shutting down: telling participants to leave");
+        shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
+    })
+    .await
+    .context("the HTTP server failed")?;
 
-    let _ = stop_recorder.send(true);
+    let _ = stop_tasks.send(true);
     let _ = recorder.await;
+    let _ = maintenance.await;
+    // The recorder's last events are in the log; delivery gets its stop grace for them.
+    for task in deliveries {
+        let _ = task.await;
+    }
     store.close().await;
     sfu.shutdown();
     info!("stopped");

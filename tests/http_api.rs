@@ -79,10 +79,7 @@ fn refused_tokens() -> Vec<Refused> {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(support::WAIT)
-        .build()
-        .expect("HTTP client")
+    support::api::http_client()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -22,7 +22,7 @@ struct ParticipantRow {
 async fn participant_row(pool: &sqlx::SqlitePool, sid: &str) -> ParticipantRow {
     let row = sqlx::query(
         "SELECT room_id, identity, joined_at, left_at, leave_reason \
-         FROM participants WHERE sid = ?",
+         FROM connections WHERE sid = ?",
     )
     .bind(sid)
     .fetch_optional(pool)
@@ -97,7 +97,7 @@ async fn joins_and_leaves_are_recorded() {
         row.joined_at
     );
     assert_eq!(row.leave_reason.as_deref(), Some("CLIENT_INITIATED"));
-    let name: String = sqlx::query_scalar("SELECT name FROM participants WHERE sid = ?")
+    let name: String = sqlx::query_scalar("SELECT name FROM connections WHERE sid = ?")
         .bind(&sid)
         .fetch_one(&pool)
         .await
@@ -209,7 +209,7 @@ async fn an_evicted_duplicate_is_recorded_as_such() {
         Some("CLIENT_INITIATED")
     );
     let rows: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM participants WHERE room_id = 'dup-records'")
+        sqlx::query_scalar("SELECT COUNT(*) FROM connections WHERE room_id = 'dup-records'")
             .fetch_one(&pool)
             .await
             .unwrap();

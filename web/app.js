@@ -10,6 +10,7 @@
 //   joined  null before the first join; then a Promise for the latest join: true once connected
 //           and camera/microphone publishing was attempted, false if joining failed (never rejects)
 //   chat    received chat messages, oldest first: {from: sender identity, name, text}
+//   transcripts  received transcription segments: {from: speaker identity, id, text, final}
 //   error   the message shown in #error, or null
 //   layoutFor(count) the grid class used for `count` tiles
 'use strict';
@@ -24,7 +25,7 @@
   };
 
   const layoutFor = (count) => (count <= 1 ? 'layout-1' : count <= 4 ? 'layout-2x2' : 'layout-3x3');
-  const demo = { room: null, state: 'idle', joined: null, chat: [], error: null, layoutFor };
+  const demo = { room: null, state: 'idle', joined: null, chat: [], transcripts: [], error: null, layoutFor };
   window.demo = demo;
 
   const LK = window.LivekitClient;
@@ -133,6 +134,14 @@
       const text = decoder.decode(payload);
       demo.chat.push({ from, name, text });
       addChatLine(name, text);
+    });
+    // Captions relayed by the server from a speech-to-text worker; final ones join the chat log.
+    room.on(E.TranscriptionReceived, (segments, participant) => {
+      const from = (participant && participant.identity) || '';
+      for (const seg of segments) {
+        demo.transcripts.push({ from, id: seg.id, text: seg.text, final: seg.final });
+        if (seg.final) addChatLine(`${(participant && participant.name) || from} (caption)`, seg.text);
+      }
     });
     room.on(E.AudioPlaybackStatusChanged, () => { els.startAudio.hidden = room.canPlaybackAudio; });
     room.on(E.Disconnected, (reason) => {

@@ -110,6 +110,11 @@ impl Sfu {
         })
     }
 
+    /// True while every media worker is running (a worker that stopped drops its queue).
+    pub fn healthy(&self) -> bool {
+        self.workers.iter().all(|w| !w.commands.is_closed())
+    }
+
     /// The UDP addresses the workers listen on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.addr).collect()

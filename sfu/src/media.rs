@@ -405,7 +405,9 @@ impl Worker {
             }
             self.drain(publisher, PeerRole::Publisher);
         }
-        self.keyframe_queue = queue;
+        // Keep the buffer for reuse, and what the drains above queued for the next round.
+        let pushed = std::mem::replace(&mut self.keyframe_queue, queue);
+        self.keyframe_queue.extend(pushed);
     }
 
     /// The hot path: one RTP packet from a publisher to every subscriber of its track.

@@ -31,23 +31,39 @@ pub(crate) fn relay(session: &Session, reliable: bool, payload: &[u8]) {
         }
     };
     let mut destinations = std::mem::take(&mut packet.destination_identities);
+    let mut destination_sids = Vec::new();
     // Clients never speak for someone else: identity and sid are the server's to set.
     packet.participant_identity = session.identity.clone();
     packet.participant_sid = session.sid.clone();
-    // The fields inside UserPacket are deprecated upstream but still read by older clients.
+    // The fields inside UserPacket are deprecated upstream but still read by older clients,
+    // and older clients address by sid.
     #[allow(deprecated)]
     if let Some(proto::data_packet::Value::User(user)) = packet.value.as_mut() {
         user.participant_identity = session.identity.clone();
         user.participant_sid = session.sid.clone();
         destinations.append(&mut user.destination_identities);
-        user.destination_sids.clear();
+        destination_sids.append(&mut user.destination_sids);
     }
     destinations.sort();
     destinations.dedup();
-    let recipients = session
-        .sig
-        .rooms
-        .sids_for(&session.room, &destinations, &session.sid);
+    let everyone = session.sig.rooms.sids_for(&session.room, &[], &session.sid);
+    let recipients: Vec<String> = if destinations.is_empty() && destination_sids.is_empty() {
+        everyone
+    } else {
+        // Addressed: only the named ones — never everyone because a name did not match.
+        let by_identity = if destinations.is_empty() {
+            Vec::new()
+        } else {
+            session
+                .sig
+                .rooms
+                .sids_for(&session.room, &destinations, &session.sid)
+        };
+        everyone
+            .into_iter()
+            .filter(|sid| by_identity.contains(sid) || destination_sids.contains(sid))
+            .collect()
+    };
     if recipients.is_empty() {
         return;
     }

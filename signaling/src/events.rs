@@ -1,6 +1,7 @@
 //! What signaling reports to the rest of the server (the session store, webhooks), as plain
 //! data. Sent in the order things happened in each room.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 pub use switchboard_sfu::ParticipantStats;
@@ -17,6 +18,8 @@ pub enum LeaveReason {
     PingTimeout,
     ProtocolError,
     JoinFailure,
+    /// The media plane lost the participant's PeerConnection.
+    MediaFailure,
 }
 
 impl LeaveReason {
@@ -32,6 +35,7 @@ impl LeaveReason {
             LeaveReason::PingTimeout => "CONNECTION_TIMEOUT",
             LeaveReason::ProtocolError => "STATE_MISMATCH",
             LeaveReason::JoinFailure => "JOIN_FAILURE",
+            LeaveReason::MediaFailure => "MEDIA_FAILURE",
         }
     }
 
@@ -47,6 +51,7 @@ impl LeaveReason {
             LeaveReason::PingTimeout => D::ConnectionTimeout,
             LeaveReason::ProtocolError => D::StateMismatch,
             LeaveReason::JoinFailure => D::JoinFailure,
+            LeaveReason::MediaFailure => D::MediaFailure,
         }
     }
 }
@@ -71,8 +76,11 @@ pub enum SignalEvent {
         identity: String,
         name: String,
         metadata: String,
-        /// The token granted roomAdmin (a host, in session terms).
-        admin: bool,
+        /// The token's participant attributes.
+        attributes: BTreeMap<String, String>,
+        /// A host, in session terms: the token grants roomAdmin for this room, or its
+        /// `role` attribute is `host`.
+        host: bool,
         at: SystemTime,
     },
     ParticipantLeft {
@@ -86,6 +94,7 @@ pub enum SignalEvent {
     TrackPublished {
         room_id: String,
         participant_sid: String,
+        identity: String,
         track_sid: String,
         kind: &'static str,
         source: String,
@@ -94,6 +103,7 @@ pub enum SignalEvent {
     TrackUnpublished {
         room_id: String,
         participant_sid: String,
+        identity: String,
         track_sid: String,
         at: SystemTime,
     },

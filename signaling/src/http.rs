@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::session::{self, JoinParams};
-use crate::token::{self, Claims};
+use crate::token::Claims;
 use crate::Signaling;
 
 type Params = Query<HashMap<String, String>>;
@@ -43,7 +43,7 @@ fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Re
             "no access_token: join with a token minted for this room".into(),
         ));
     };
-    let claims = token::verify_join(raw, &sig.keys).map_err(|e| {
+    let claims = sig.verify_join(raw).map_err(|e| {
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Refusal(status, e.to_string())
     })?;

@@ -4,11 +4,13 @@
 //! Knows nothing of SQL: what happens in rooms is reported as [`SignalEvent`]s on a channel
 //! that the server's session store consumes.
 
+mod admin;
 mod data;
 pub mod events;
 mod http;
 mod ids;
 mod publish;
+mod revocations;
 mod rooms;
 mod session;
 pub mod token;
@@ -19,6 +21,9 @@ use std::time::Duration;
 use switchboard_sfu::Sfu;
 use tokio::sync::{mpsc, watch};
 
+pub use admin::{
+    AdminError, EnsuredRoom, LiveRoom, ParticipantChange, RoomSettings, TranscriptionSegmentOut,
+};
 pub use events::{LeaveReason, SignalEvent};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
@@ -49,6 +54,8 @@ pub struct Signaling {
     pub(crate) ping_timeout: Duration,
     pub(crate) server_version: String,
     pub(crate) node_id: String,
+    /// Tokens refused since their participant was removed.
+    pub(crate) revocations: revocations::Revocations,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
 }
@@ -81,6 +88,7 @@ impl Signaling {
             ping_timeout: config.ping_timeout,
             server_version: PROTOCOL_SERVER_VERSION.to_owned(),
             node_id: config.node_id,
+            revocations: Default::default(),
             live_sessions: watch::channel(0).0,
         };
         (Arc::new(sig), events_rx)

@@ -11,6 +11,7 @@ use tracing::debug;
 use crate::events::SignalEvent;
 use crate::ids;
 use crate::session::Session;
+use crate::token::VideoGrant;
 
 /// LiveKit spells mime types as `video/VP8`, `audio/opus`.
 fn mime_type(kind: TrackKind, codec: &str) -> String {
@@ -108,6 +109,7 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
     let _ = session.sig.events.send(SignalEvent::TrackPublished {
         room_id: session.room.clone(),
         participant_sid: session.sid.clone(),
+        identity: session.identity.clone(),
         track_sid: sid,
         kind: match kind {
             TrackKind::Audio => "audio",
@@ -131,9 +133,12 @@ fn refuse(session: &Session, message: &str) -> Resp {
     })
 }
 
-/// The client muted or unmuted one of its tracks: everyone else sees the new state.
+/// The client muted or unmuted one of its tracks: the media plane follows (as LiveKit's
+/// does, so a client unmuting after an admin's mute is heard again) and everyone sees the
+/// new state.
 pub(crate) fn mute(session: &Session, request: &proto::MuteTrackRequest) {
     let (sid, muted) = (request.sid.clone(), request.muted);
+    let _ = session.media.set_track_muted(sid.clone(), muted);
     session
         .sig
         .rooms
@@ -156,6 +161,7 @@ pub(crate) fn track_unpublished(session: &Session, track_sid: &str) {
     let _ = session.sig.events.send(SignalEvent::TrackUnpublished {
         room_id: session.room.clone(),
         participant_sid: session.sid.clone(),
+        identity: session.identity.clone(),
         track_sid: track_sid.to_owned(),
         at: SystemTime::now(),
     });
@@ -179,6 +185,24 @@ pub(crate) fn update_own_metadata(session: &Session, update: proto::UpdatePartic
             }
             info.attributes.extend(update.attributes);
         });
+}
+
+/// Enforces a permission set by an admin through the grants the session checks.
+// `recorder` is deprecated upstream but still part of the permission.
+#[allow(deprecated)]
+pub(crate) fn apply_permission(grant: &mut VideoGrant, permission: &proto::ParticipantPermission) {
+    grant.can_publish = Some(permission.can_publish);
+    grant.can_subscribe = Some(permission.can_subscribe);
+    grant.can_publish_data = Some(permission.can_publish_data);
+    grant.can_update_own_metadata = Some(permission.can_update_metadata);
+    grant.can_publish_sources = permission
+        .can_publish_sources
+        .iter()
+        .filter_map(|s| proto::TrackSource::try_from(*s).ok())
+        .map(|s| s.as_str_name().to_ascii_lowercase())
+        .collect();
+    grant.hidden = permission.hidden;
+    grant.recorder = permission.recorder;
 }
 
 #[cfg(test)]

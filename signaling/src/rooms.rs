@@ -1,13 +1,16 @@
 //! The signaling view of rooms: who is in each room, what they publish, and fan-out of
 //! participant updates. Not on the media path: a mutex here costs nothing per packet.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use livekit_protocol as proto;
+use proto::signal_response::Message as Resp;
+use switchboard_sfu::ParticipantHandle;
 use tokio::sync::mpsc;
 
+use crate::admin::{AdminError, RoomSettings};
 use crate::events::{LeaveReason, SignalEvent};
 use crate::ids;
 
@@ -16,6 +19,10 @@ use crate::ids;
 pub(crate) enum SessionMsg {
     /// Participants whose state changed (full snapshots).
     Update(Vec<proto::ParticipantInfo>),
+    /// Any other signal response, sent as it is (RoomUpdate, Mute).
+    Signal(Box<Resp>),
+    /// An admin changed this participant's permissions: enforce them from now on.
+    Permission(proto::ParticipantPermission),
     /// The server ends this participant's session.
     Leave(LeaveReason),
 }
@@ -23,6 +30,8 @@ pub(crate) enum SessionMsg {
 struct Member {
     info: proto::ParticipantInfo,
     tx: mpsc::UnboundedSender<SessionMsg>,
+    /// Set once the media plane took the participant (admin mute, server-sent data).
+    media: Option<ParticipantHandle>,
 }
 
 struct RoomState {
@@ -37,6 +46,21 @@ struct RoomState {
     generation: u64,
 }
 
+impl RoomState {
+    fn member_by_identity(&self, identity: &str) -> Option<&Member> {
+        self.members.values().find(|m| m.info.identity == identity)
+    }
+
+    fn sid_of(&self, room: &str, identity: &str) -> Result<String, AdminError> {
+        self.member_by_identity(identity)
+            .map(|m| m.info.sid.clone())
+            .ok_or_else(|| AdminError::ParticipantNotFound {
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+            })
+    }
+}
+
 /// Room defaults from configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct RoomDefaults {
@@ -49,6 +73,8 @@ pub struct RoomDefaults {
 pub enum JoinRefused {
     #[error("room {room} is full ({max} participants)")]
     Full { room: String, max: u32 },
+    #[error("room {room} is being deleted; try again in a moment")]
+    Deleting { room: String },
 }
 
 pub(crate) struct Joined {
@@ -59,6 +85,9 @@ pub(crate) struct Joined {
 /// Every room this node hosts.
 pub(crate) struct Rooms {
     inner: Mutex<HashMap<String, RoomState>>,
+    /// Rooms deleted by an admin whose participants are still leaving; joins wait for the
+    /// RoomFinished so that events stay in order. Always locked after `inner`.
+    deleting: Mutex<HashSet<String>>,
     defaults: RoomDefaults,
     events: mpsc::UnboundedSender<SignalEvent>,
 }
@@ -73,10 +102,17 @@ fn unix_millis(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+fn not_found(room: &str) -> AdminError {
+    AdminError::RoomNotFound {
+        room: room.to_owned(),
+    }
+}
+
 impl Rooms {
     pub fn new(defaults: RoomDefaults, events: mpsc::UnboundedSender<SignalEvent>) -> Self {
         Self {
             inner: Mutex::new(HashMap::new()),
+            deleting: Mutex::new(HashSet::new()),
             defaults,
             events,
         }
@@ -86,6 +122,10 @@ impl Rooms {
         // A panic while holding this lock leaves plain data behind, still consistent
         // enough to serve the remaining participants.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deleting(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.deleting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn room_proto(name: &str, room: &RoomState) -> proto::Room {
@@ -107,14 +147,31 @@ impl Rooms {
         }
     }
 
+    fn new_state(&self, empty_timeout: Duration, max: u32, metadata: String) -> RoomState {
+        RoomState {
+            sid: ids::room_sid(),
+            created_at: SystemTime::now(),
+            empty_timeout,
+            max_participants: max,
+            metadata,
+            members: HashMap::new(),
+            generation: 0,
+        }
+    }
+
     /// True when a participant could join `room` right now (used before the WebSocket
     /// upgrade so a full room is refused with a readable error).
     pub fn check_capacity(&self, room: &str, identity: &str) -> Result<(), JoinRefused> {
         let rooms = self.lock();
+        if self.deleting().contains(room) {
+            return Err(JoinRefused::Deleting {
+                room: room.to_owned(),
+            });
+        }
         let Some(state) = rooms.get(room) else {
             return Ok(());
         };
-        let replacing = state.members.values().any(|m| m.info.identity == identity);
+        let replacing = state.member_by_identity(identity).is_some();
         if state.max_participants > 0
             && !replacing
             && state.members.len() as u32 >= state.max_participants
@@ -135,32 +192,31 @@ impl Rooms {
         info: proto::ParticipantInfo,
         tx: mpsc::UnboundedSender<SessionMsg>,
     ) -> Result<Joined, JoinRefused> {
-        let now = SystemTime::now();
         let mut rooms = self.lock();
+        if self.deleting().contains(room) {
+            return Err(JoinRefused::Deleting {
+                room: room.to_owned(),
+            });
+        }
         let state = rooms.entry(room.to_owned()).or_insert_with(|| {
-            let state = RoomState {
-                sid: ids::room_sid(),
-                created_at: now,
-                empty_timeout: self.defaults.empty_timeout,
-                max_participants: self.defaults.max_participants,
-                metadata: String::new(),
-                members: HashMap::new(),
-                generation: 0,
-            };
+            let defaults = self.defaults;
+            let state = self.new_state(
+                defaults.empty_timeout,
+                defaults.max_participants,
+                String::new(),
+            );
             let _ = self.events.send(SignalEvent::RoomStarted {
                 room_id: room.to_owned(),
                 sid: state.sid.clone(),
                 empty_timeout_secs: state.empty_timeout.as_secs() as u32,
                 max_participants: state.max_participants,
-                at: now,
+                at: state.created_at,
             });
             state
         });
         let duplicate = state
-            .members
-            .iter()
-            .find(|(_, m)| m.info.identity == info.identity)
-            .map(|(sid, _)| sid.clone());
+            .member_by_identity(&info.identity)
+            .map(|m| m.info.sid.clone());
         if let Some(old) = duplicate {
             if let Some(member) = state.members.remove(&old) {
                 let _ = member
@@ -190,15 +246,85 @@ impl Rooms {
         if !is_hidden(&info) {
             broadcast(state, std::slice::from_ref(&info));
         }
-        state.members.insert(info.sid.clone(), Member { info, tx });
+        let member = Member {
+            info,
+            tx,
+            media: None,
+        };
+        state.members.insert(member.info.sid.clone(), member);
         Ok(Joined {
             room: Self::room_proto(room, state),
             others,
         })
     }
 
-    /// Changes a participant's info, bumps its version and tells everyone else.
-    /// Returns the new snapshot, or `None` if it is no longer in the room.
+    /// Creates `room` with `settings` if it does not exist (emitting RoomStarted with its
+    /// sid, as a first join would) and closes it after its empty timeout unless someone joins. On an existing room,
+    /// non-zero limits and a given metadata replace the current ones (LiveKit's CreateRoom).
+    /// Returns the room and whether it was created.
+    pub fn ensure(
+        self: &Arc<Self>,
+        room: &str,
+        settings: RoomSettings,
+    ) -> Result<(proto::Room, bool), AdminError> {
+        let mut rooms = self.lock();
+        if self.deleting().contains(room) {
+            return Err(AdminError::RoomClosing {
+                room: room.to_owned(),
+            });
+        }
+        let created = !rooms.contains_key(room);
+        if created {
+            let or_default = |t: Duration| if t.is_zero() { None } else { Some(t) };
+            let timeout = or_default(settings.empty_timeout).unwrap_or(self.defaults.empty_timeout);
+            let max = match settings.max_participants {
+                0 => self.defaults.max_participants,
+                max => max,
+            };
+            let metadata = settings.metadata.clone().unwrap_or_default();
+            let state = self.new_state(timeout, max, metadata);
+            let _ = self.events.send(SignalEvent::RoomStarted {
+                room_id: room.to_owned(),
+                sid: state.sid.clone(),
+                empty_timeout_secs: timeout.as_secs() as u32,
+                max_participants: max,
+                at: state.created_at,
+            });
+            rooms.insert(room.to_owned(), state);
+        }
+        let Some(state) = rooms.get_mut(room) else {
+            return Err(not_found(room));
+        };
+        if !created {
+            if !settings.empty_timeout.is_zero() {
+                state.empty_timeout = settings.empty_timeout;
+            }
+            if settings.max_participants > 0 {
+                state.max_participants = settings.max_participants;
+            }
+            if let Some(metadata) = settings.metadata.filter(|m| *m != state.metadata) {
+                state.metadata = metadata;
+                send_room_update(room, state);
+            }
+        }
+        if state.members.is_empty() {
+            // (Re)start the close timer with the room's current timeout.
+            state.generation += 1;
+            self.schedule_close(room, state);
+        }
+        Ok((Self::room_proto(room, state), created))
+    }
+
+    /// Remembers the media handle of a member that the media plane has taken.
+    pub fn attach_media(&self, room: &str, sid: &str, media: ParticipantHandle) {
+        let mut rooms = self.lock();
+        if let Some(member) = rooms.get_mut(room).and_then(|s| s.members.get_mut(sid)) {
+            member.media = Some(media);
+        }
+    }
+
+    /// Changes a participant's info, bumps its version and tells everyone (a hidden one only
+    /// hears about itself). Returns the new snapshot, or `None` if it is no longer in the room.
     pub fn update(
         &self,
         room: &str,
@@ -211,9 +337,7 @@ impl Rooms {
         change(&mut member.info);
         member.info.version += 1;
         let info = member.info.clone();
-        if !is_hidden(&info) {
-            broadcast(state, std::slice::from_ref(&info));
-        }
+        announce(state, &info);
         Some(info)
     }
 
@@ -223,13 +347,7 @@ impl Rooms {
         let Some(state) = rooms.get(room) else {
             return Vec::new();
         };
-        state
-            .members
-            .values()
-            .filter(|m| m.info.sid != exclude)
-            .filter(|m| identities.is_empty() || identities.contains(&m.info.identity))
-            .map(|m| m.info.sid.clone())
-            .collect()
+        recipients(state, identities, exclude)
     }
 
     /// Removes a participant if it is still a member; tells the others it disconnected and
@@ -240,10 +358,26 @@ impl Rooms {
         let Some(state) = rooms.get_mut(room) else {
             return false;
         };
+        self.drop_member(room, state, sid, None)
+    }
+
+    /// Takes `sid` out of `state`: its session is told to leave when `reason` is given,
+    /// the others see it disconnected, and an emptied room starts its close timer.
+    fn drop_member(
+        self: &Arc<Self>,
+        room: &str,
+        state: &mut RoomState,
+        sid: &str,
+        reason: Option<LeaveReason>,
+    ) -> bool {
         let Some(member) = state.members.remove(sid) else {
             return false;
         };
         let mut gone = member.info;
+        if let Some(reason) = reason {
+            let _ = member.tx.send(SessionMsg::Leave(reason));
+            gone.disconnect_reason = reason.to_proto() as i32;
+        }
         gone.state = proto::participant_info::State::Disconnected as i32;
         gone.version += 1;
         if !is_hidden(&gone) {
@@ -251,23 +385,27 @@ impl Rooms {
         }
         if state.members.is_empty() {
             state.generation += 1;
-            let generation = state.generation;
-            let timeout = state.empty_timeout;
-            let rooms = Arc::clone(self);
-            let room = room.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep(timeout).await;
-                rooms.close_if_still_empty(&room, generation);
-            });
+            self.schedule_close(room, state);
         }
         true
     }
 
-    fn close_if_still_empty(&self, room: &str, generation: u64) {
+    fn schedule_close(self: &Arc<Self>, room: &str, state: &RoomState) {
+        let (sid, generation, timeout) = (state.sid.clone(), state.generation, state.empty_timeout);
+        let rooms = Arc::clone(self);
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            rooms.close_if_still_empty(&room, &sid, generation);
+        });
+    }
+
+    fn close_if_still_empty(&self, room: &str, sid: &str, generation: u64) {
         let mut rooms = self.lock();
+        // The sid tells a recreated room of the same name from the one this timer was for.
         let still_empty = rooms
             .get(room)
-            .is_some_and(|s| s.members.is_empty() && s.generation == generation);
+            .is_some_and(|s| s.members.is_empty() && s.sid == sid && s.generation == generation);
         if still_empty {
             rooms.remove(room);
             let _ = self.events.send(SignalEvent::RoomFinished {
@@ -295,127 +433,46 @@ fn is_hidden(info: &proto::ParticipantInfo) -> bool {
     info.permission.as_ref().is_some_and(|p| p.hidden)
 }
 
+fn recipients(state: &RoomState, identities: &[String], exclude: &str) -> Vec<String> {
+    state
+        .members
+        .values()
+        .filter(|m| m.info.sid != exclude)
+        .filter(|m| identities.is_empty() || identities.contains(&m.info.identity))
+        .map(|m| m.info.sid.clone())
+        .collect()
+}
+
 fn broadcast(state: &RoomState, infos: &[proto::ParticipantInfo]) {
     for member in state.members.values() {
         let _ = member.tx.send(SessionMsg::Update(infos.to_vec()));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use livekit_protocol::participant_info::State;
-
-    fn info(sid: &str, identity: &str) -> proto::ParticipantInfo {
-        proto::ParticipantInfo {
-            sid: sid.into(),
-            identity: identity.into(),
-            version: 1,
-            ..Default::default()
-        }
-    }
-
-    fn rooms(timeout_secs: u64, max: u32) -> (Arc<Rooms>, mpsc::UnboundedReceiver<SignalEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let defaults = RoomDefaults {
-            empty_timeout: Duration::from_secs(timeout_secs),
-            max_participants: max,
-        };
-        (Arc::new(Rooms::new(defaults, tx)), rx)
-    }
-
-    fn finished(events: &mut mpsc::UnboundedReceiver<SignalEvent>) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Ok(event) = events.try_recv() {
-            if let SignalEvent::RoomFinished { room_id, .. } = event {
-                out.push(room_id);
-            }
-        }
-        out
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn an_empty_room_closes_after_its_timeout_unless_someone_returns() {
-        let (rooms, mut events) = rooms(300, 0);
-        let (tx, _rx) = mpsc::unbounded_channel();
-        rooms.join("a", info("PA_1", "ann"), tx.clone()).unwrap();
-        rooms.join("b", info("PA_2", "bob"), tx.clone()).unwrap();
-        assert!(rooms.leave("a", "PA_1"));
-        assert!(rooms.leave("b", "PA_2"));
-        tokio::time::sleep(Duration::from_secs(200)).await;
-        // Someone comes back to "b" before its timeout: only "a" closes.
-        rooms.join("b", info("PA_3", "bob"), tx).unwrap();
-        tokio::time::sleep(Duration::from_secs(150)).await;
-        assert_eq!(finished(&mut events), vec!["a".to_owned()]);
-        assert_eq!(rooms.participant_count(), 1);
-        assert!(
-            !rooms.leave("a", "PA_1"),
-            "a closed room has no members left"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_duplicate_identity_replaces_the_older_connection() {
-        let (rooms, _events) = rooms(300, 0);
-        let (old_tx, mut old_rx) = mpsc::unbounded_channel();
-        let (other_tx, mut other_rx) = mpsc::unbounded_channel();
-        rooms.join("r", info("PA_old", "ann"), old_tx).unwrap();
-        rooms.join("r", info("PA_oth", "cat"), other_tx).unwrap();
-        let (new_tx, _new_rx) = mpsc::unbounded_channel();
-        let joined = rooms.join("r", info("PA_new", "ann"), new_tx).unwrap();
-        assert_eq!(joined.others.len(), 1, "the newcomer sees only cat");
-        let mut told_to_leave = false;
-        while let Ok(msg) = old_rx.try_recv() {
-            told_to_leave |= matches!(msg, SessionMsg::Leave(LeaveReason::DuplicateIdentity));
-        }
-        assert!(told_to_leave);
-        let mut states = Vec::new();
-        while let Ok(SessionMsg::Update(infos)) = other_rx.try_recv() {
-            states.extend(infos.into_iter().map(|i| (i.sid, i.state)));
-        }
-        assert!(states.contains(&("PA_old".into(), State::Disconnected as i32)));
-        assert!(states.iter().any(|(sid, _)| sid == "PA_new"));
-        assert!(
-            !rooms.leave("r", "PA_old"),
-            "the evicted one is already gone"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_full_room_refuses_newcomers_but_not_a_returning_identity() {
-        let (rooms, _events) = rooms(300, 1);
-        let (tx, _rx) = mpsc::unbounded_channel();
-        rooms.join("r", info("PA_1", "ann"), tx.clone()).unwrap();
-        assert_eq!(
-            rooms.check_capacity("r", "bob"),
-            Err(JoinRefused::Full {
-                room: "r".into(),
-                max: 1
-            })
-        );
-        assert!(rooms.join("r", info("PA_2", "bob"), tx.clone()).is_err());
-        assert!(rooms.check_capacity("r", "ann").is_ok());
-        assert!(rooms.join("r", info("PA_3", "ann"), tx).is_ok());
-    }
-
-    #[tokio::test]
-    async fn hidden_participants_are_not_announced() {
-        let (rooms, _events) = rooms(300, 0);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        rooms.join("r", info("PA_1", "ann"), tx).unwrap();
-        let mut hidden = info("PA_2", "recorder");
-        hidden.permission = Some(proto::ParticipantPermission {
-            hidden: true,
-            ..Default::default()
-        });
-        let (htx, _hrx) = mpsc::unbounded_channel();
-        let joined = rooms.join("r", hidden, htx).unwrap();
-        assert_eq!(joined.others.len(), 1);
-        assert!(
-            rx.try_recv().is_err(),
-            "ann hears nothing about the hidden one"
-        );
-        rooms.leave("r", "PA_2");
-        assert!(rx.try_recv().is_err());
+/// Tells the room about a changed participant: everyone, or only itself when it is hidden
+/// (as LiveKit does).
+fn announce(state: &RoomState, info: &proto::ParticipantInfo) {
+    if !is_hidden(info) {
+        broadcast(state, std::slice::from_ref(info));
+    } else if let Some(member) = state.members.get(&info.sid) {
+        let _ = member.tx.send(SessionMsg::Update(vec![info.clone()]));
     }
 }
+
+fn send_room_update(room: &str, state: &RoomState) -> proto::Room {
+    let info = Rooms::room_proto(room, state);
+    for member in state.members.values() {
+        let update = proto::RoomUpdate {
+            room: Some(info.clone()),
+        };
+        let _ = member
+            .tx
+            .send(SessionMsg::Signal(Box::new(Resp::RoomUpdate(update))));
+    }
+    info
+}
+
+mod admin;
+
+#[cfg(test)]
+mod tests;

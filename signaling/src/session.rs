@@ -145,13 +145,17 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
             return;
         }
     };
+    sig.rooms.attach_media(&room, &sid, media.clone());
+    let attributes = claims.attributes.clone().unwrap_or_default();
+    let host = claims.video.room_admin || attributes.get("role").is_some_and(|r| r == "host");
     let _ = sig.events.send(SignalEvent::ParticipantJoined {
         room_id: room.clone(),
         sid: sid.clone(),
         identity: claims.sub.clone(),
         name: info.name.clone(),
         metadata: info.metadata.clone(),
-        admin: claims.video.room_admin,
+        attributes,
+        host,
         at: SystemTime::now(),
     });
     info!(%room, %sid, identity = %claims.sub, "participant joined");
@@ -222,6 +226,14 @@ impl Session {
                         if send(ws, Resp::Update(update)).await.is_err() {
                             return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
                         }
+                    }
+                    SessionMsg::Signal(response) => {
+                        if send(ws, *response).await.is_err() {
+                            return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
+                        }
+                    }
+                    SessionMsg::Permission(permission) => {
+                        publish::apply_permission(&mut self.claims.video, &permission);
                     }
                     SessionMsg::Leave(reason) => {
                         return Ending { reason, notify: true, close: None };
@@ -379,10 +391,28 @@ impl Session {
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
             PeerEvent::TrackMediaStarted { sid } => {
                 debug!(participant = %self.sid, track = %sid, "first media packet");
+                // A mute that came before the media plane bound the track (published muted,
+                // or muted by an admin right away) did not reach it: apply it now.
+                let muted = self
+                    .sig
+                    .rooms
+                    .participant(&self.room, &self.identity)
+                    .is_some_and(|p| p.tracks.iter().any(|t| t.sid == sid && t.muted));
+                if muted {
+                    let _ = self.media.set_track_muted(sid, true);
+                }
             }
             PeerEvent::Data { reliable, payload } => data::relay(self, reliable, &payload),
             PeerEvent::MediaDisconnected { role, reason } => {
+                // The media plane dropped this participant's peer (a fatal DTLS/ICE error, or
+                // a fault isolated to it): without media the session is hollow, so end it and
+                // let the client rejoin.
                 info!(participant = %self.sid, ?role, "media connection lost: {reason}");
+                return Err(Ending {
+                    reason: LeaveReason::MediaFailure,
+                    notify: true,
+                    close: None,
+                });
             }
         }
         Ok(())
@@ -393,10 +423,15 @@ impl Session {
         self.sig.rooms.leave(&self.room, &self.sid);
         let stats = self.media.leave().await;
         if ending.notify {
+            let reconnect = ending.reason == LeaveReason::MediaFailure;
             let leave = proto::LeaveRequest {
-                can_reconnect: false,
+                can_reconnect: reconnect,
                 reason: ending.reason.to_proto() as i32,
-                action: proto::leave_request::Action::Disconnect as i32,
+                action: if reconnect {
+                    proto::leave_request::Action::Reconnect as i32
+                } else {
+                    proto::leave_request::Action::Disconnect as i32
+                },
                 ..Default::default()
             };
             let _ = send(ws, Resp::Leave(leave)).await;

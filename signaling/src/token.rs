@@ -197,6 +197,9 @@ pub enum TokenError {
     MissingRoom,
     #[error("token has no identity (sub is empty)")]
     MissingIdentity,
+    /// The identity was removed from the room after this token was issued.
+    #[error("you were removed from room {room}; ask for a new token")]
+    Revoked { room: String },
     /// Only from [`issue`]: the claims or key cannot make a valid token.
     #[error("cannot issue token: {0}")]
     Issue(String),
@@ -214,9 +217,10 @@ impl TokenError {
             | TokenError::MissingExpiry
             | TokenError::Expired { .. }
             | TokenError::NotYetValid { .. } => 401,
-            TokenError::MissingRoomJoin | TokenError::MissingRoom | TokenError::MissingIdentity => {
-                403
-            }
+            TokenError::MissingRoomJoin
+            | TokenError::MissingRoom
+            | TokenError::MissingIdentity
+            | TokenError::Revoked { .. } => 403,
             TokenError::Issue(_) => 500,
         }
     }

@@ -29,6 +29,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// `Command` is parsed once at start and moved into its handler: boxing the large `serve`
+// arguments would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SFU: HTTP API, WebSocket signaling and the media plane.
@@ -38,6 +41,12 @@ pub enum Command {
     Token(TokenCommand),
     /// Apply database migrations and exit.
     Migrate(MigrateArgs),
+    /// Manage rooms on a running server.
+    #[command(subcommand)]
+    Rooms(crate::admin_cli::RoomsCommand),
+    /// Manage broadcast sessions on a running server.
+    #[command(subcommand)]
+    Sessions(crate::admin_cli::SessionsCommand),
 }
 
 #[derive(Debug, Default, Args)]
@@ -156,6 +165,47 @@ pub struct ServeArgs {
     /// Environment: SWITCHBOARD_LOG. Config file: log. Default: info.
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+
+    /// URL to POST LiveKit-format webhooks to (repeat for several).
+    ///
+    /// Every event (room, participant, track, session and egress changes) is sent to each
+    /// URL in order, signed as LiveKit signs webhooks, and retried until it is accepted.
+    ///
+    /// Environment: SWITCHBOARD_WEBHOOK_URLS (comma-separated). Config file: webhooks.urls
+    /// (an array). Default: none.
+    #[arg(long = "webhook-url", value_name = "URL")]
+    pub webhook_urls: Vec<String>,
+
+    /// API key whose secret signs webhooks (one of the configured keys).
+    ///
+    /// Receivers verify webhooks with this key and its secret.
+    ///
+    /// Environment: SWITCHBOARD_WEBHOOK_API_KEY. Config file: webhooks.api_key.
+    /// Default: the first configured key in sorted order.
+    #[arg(long, value_name = "KEY")]
+    pub webhook_api_key: Option<String>,
+
+    /// NATS server to publish every event to, like nats://127.0.0.1:4222.
+    ///
+    /// Several servers of one cluster may be given comma-separated.
+    ///
+    /// Environment: SWITCHBOARD_NATS_URL. Config file: nats.url. Default: none (no NATS).
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// Subject prefix of published events: each goes to <prefix>.<event>.
+    ///
+    /// Environment: SWITCHBOARD_NATS_SUBJECT_PREFIX. Config file: nats.subject_prefix.
+    /// Default: switchboard.events.
+    #[arg(long, value_name = "SUBJECT")]
+    pub nats_subject_prefix: Option<String>,
+
+    /// Subject that session state changes are also published to, as stream status messages.
+    ///
+    /// Environment: SWITCHBOARD_NATS_SESSION_SUBJECT. Config file: nats.session_subject.
+    /// Default: events.raw.stream.status.
+    #[arg(long, value_name = "SUBJECT")]
+    pub nats_session_subject: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,8 @@
 mod cli;
 #[cfg(test)]
 mod cli_tests;
+#[cfg(test)]
+mod delivery_tests;
 mod error;
 mod keys;
 mod parse;
@@ -35,6 +37,7 @@ pub use cli::{Cli, Command, MigrateArgs, ServeArgs, TokenCommand, TokenCreateArg
 pub use error::{ConfigError, Origin};
 #[allow(unused_imports)]
 pub use keys::{DEV_KEY, DEV_SECRET, MIN_SECRET_CHARS};
+pub(crate) use parse::redact_url;
 #[allow(unused_imports)]
 pub use parse::{parse_duration, parse_ttl, DurationError};
 
@@ -45,6 +48,10 @@ pub const DEFAULT_RTC_PORT: u16 = 7882;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_LOG: &str = "info";
+pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "switchboard.events";
+/// The subject of stream status messages in the deployment this project grew out of
+/// (seed 000), so its consumers work unchanged.
+pub const DEFAULT_NATS_SESSION_SUBJECT: &str = "events.raw.stream.status";
 
 /// Resolved settings of `switchboard serve`.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,6 +76,51 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// Log filter in `tracing_subscriber::EnvFilter` syntax (already validated).
     pub log: String,
+    /// Where events are POSTed as LiveKit webhooks.
+    pub webhooks: WebhookSettings,
+    /// Where events are published, if NATS is configured.
+    pub nats: Option<NatsSettings>,
+}
+
+/// Webhook delivery.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Endpoints, each an http(s) URL, no duplicates; empty = no webhooks.
+    pub urls: Vec<String>,
+    /// The API key that signs webhooks: always one of [`Settings::keys`].
+    pub api_key: String,
+}
+
+/// URLs may carry credentials (`https://user:pass@…`), so they are redacted.
+impl fmt::Debug for WebhookSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let urls: Vec<String> = self.urls.iter().map(|url| parse::redact_url(url)).collect();
+        f.debug_struct("WebhookSettings")
+            .field("urls", &urls)
+            .field("api_key", &self.api_key)
+            .finish()
+    }
+}
+
+/// Event publishing to NATS.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// Server URL(s), comma-separated, as async-nats accepts them.
+    pub url: String,
+    /// Every event goes to `<subject_prefix>.<event>`.
+    pub subject_prefix: String,
+    /// Session state changes also go here, as stream status messages.
+    pub session_subject: String,
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &parse::redact_url(&self.url))
+            .field("subject_prefix", &self.subject_prefix)
+            .field("session_subject", &self.session_subject)
+            .finish()
+    }
 }
 
 /// Settings of the WebRTC media plane.
@@ -122,6 +174,8 @@ impl fmt::Debug for Settings {
             .field("max_participants", &self.max_participants)
             .field("public_url", &self.public_url)
             .field("log", &self.log)
+            .field("webhooks", &self.webhooks)
+            .field("nats", &self.nats)
             .finish()
     }
 }
@@ -167,7 +221,7 @@ pub fn resolve(
     let rtc = rtc_settings(&src, args, http_addr)?;
     let (data_dir, database_url) =
         database(&src, args.data_dir.as_deref(), args.database_url.as_deref())?;
-    let keys = keys::resolve(
+    let keys: BTreeMap<String, String> = keys::resolve(
         &src,
         dev,
         args.api_key.as_deref(),
@@ -176,6 +230,8 @@ pub fn resolve(
     .into_iter()
     .map(|(key, (secret, _origin))| (key, secret))
     .collect();
+    let webhooks = webhook_settings(&src, args, &keys)?;
+    let nats = nats_settings(&src, args)?;
     let empty_timeout = src
         .get(
             args.empty_timeout.as_deref(),
@@ -210,7 +266,89 @@ pub fn resolve(
         max_participants,
         public_url,
         log,
+        webhooks,
+        nats,
     })
+}
+
+/// Looks a setting up and parses it like [`Sources::get`], but shows the value with any
+/// URL password redacted: these values may hold credentials and errors end up in logs.
+fn get_redacted<T>(
+    src: &Sources<'_>,
+    flag: Option<&str>,
+    setting: &sources::Setting,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(raw) = src.lookup(flag, setting) else {
+        return Ok(None);
+    };
+    parse(&raw.value)
+        .map(Some)
+        .map_err(|reason| ConfigError::Invalid {
+            origin: raw.origin.clone(),
+            shown: format!("{:?}", parse::redact_url(&raw.value)),
+            reason,
+        })
+}
+
+fn webhook_settings(
+    src: &Sources<'_>,
+    args: &ServeArgs,
+    keys: &BTreeMap<String, String>,
+) -> Result<WebhookSettings, ConfigError> {
+    // Repeated `--webhook-url` flags form one value that replaces the env/file list, as
+    // `--node-ip` does.
+    let url_flags = (!args.webhook_urls.is_empty()).then(|| args.webhook_urls.join(","));
+    let urls = get_redacted(
+        src,
+        url_flags.as_deref(),
+        &sources::WEBHOOK_URLS,
+        parse::webhook_urls,
+    )?
+    .unwrap_or_default();
+    // Checked even without URLs, so a typo fails at start rather than when a URL is added.
+    let api_key = match src.lookup(args.webhook_api_key.as_deref(), &sources::WEBHOOK_API_KEY) {
+        Some(raw) if keys.contains_key(&raw.value) => raw.value,
+        Some(raw) => {
+            let known = keys.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(raw.invalid(format!(
+                "not a configured API key (configured keys: {known})"
+            )));
+        }
+        // `keys::resolve` never returns an empty set; an empty name would then fail in
+        // delivery with a clear message rather than panic here.
+        None => keys.keys().next().cloned().unwrap_or_default(),
+    };
+    Ok(WebhookSettings { urls, api_key })
+}
+
+fn nats_settings(src: &Sources<'_>, args: &ServeArgs) -> Result<Option<NatsSettings>, ConfigError> {
+    let url = get_redacted(
+        src,
+        args.nats_url.as_deref(),
+        &sources::NATS_URL,
+        parse::nats_url,
+    )?;
+    // Validated even without a URL, like the webhook key.
+    let subject_prefix = src
+        .get(
+            args.nats_subject_prefix.as_deref(),
+            &sources::NATS_SUBJECT_PREFIX,
+            parse::nats_subject,
+        )?
+        .unwrap_or_else(|| DEFAULT_NATS_SUBJECT_PREFIX.to_owned());
+    let session_subject = src
+        .get(
+            args.nats_session_subject.as_deref(),
+            &sources::NATS_SESSION_SUBJECT,
+            parse::nats_subject,
+        )?
+        .unwrap_or_else(|| DEFAULT_NATS_SESSION_SUBJECT.to_owned());
+    Ok(url.map(|url| NatsSettings {
+        url,
+        subject_prefix,
+        session_subject,
+    }))
 }
 
 fn rtc_settings(

@@ -250,7 +250,7 @@ pub(super) fn sqlite_url_for_dir(data_dir: &str) -> String {
 
 /// Hides the password of `scheme://user:password@host/…` in error messages, which may end
 /// up in logs.
-pub(super) fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -265,4 +265,72 @@ pub(super) fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Webhook endpoints: absolute http(s) URLs, duplicates dropped (each URL is one delivery
+/// sink, and a URL listed twice would get every event twice). Comma-separated in the
+/// environment, so a URL containing a comma can only be given by flag or in the file.
+pub(super) fn webhook_urls(input: &str) -> Result<Vec<String>, String> {
+    let mut urls: Vec<String> = Vec::new();
+    for item in input.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let shown = redact_url(item);
+        let url = reqwest::Url::parse(item).map_err(|err| {
+            format!("\"{shown}\" is not a URL like https://hooks.example.com/lk: {err}")
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+            return Err(format!(
+                "\"{shown}\" is not an http:// or https:// URL like https://hooks.example.com/lk"
+            ));
+        }
+        if !urls.iter().any(|known| known == item) {
+            urls.push(item.to_owned());
+        }
+    }
+    if urls.is_empty() {
+        return Err("expected at least one URL".to_owned());
+    }
+    Ok(urls)
+}
+
+/// NATS servers: one URL, or several of one cluster comma-separated, each as the client
+/// accepts them (nats://, tls://, ws://, wss://, or a bare host:port).
+pub(super) fn nats_url(input: &str) -> Result<String, String> {
+    let servers: Vec<&str> = input
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() {
+        return Err("expected a NATS server URL like nats://127.0.0.1:4222".to_owned());
+    }
+    for server in &servers {
+        server.parse::<async_nats::ServerAddr>().map_err(|err| {
+            format!(
+                "\"{}\" is not a NATS server URL like nats://127.0.0.1:4222: {err}",
+                redact_url(server)
+            )
+        })?;
+    }
+    Ok(servers.join(","))
+}
+
+/// A NATS subject to publish to (or a prefix of one): dot-separated tokens, none empty, no
+/// whitespace and no wildcards (`*`, `>`), which are only meaningful when subscribing.
+pub(super) fn nats_subject(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Err("expected a subject like switchboard.events".to_owned());
+    }
+    if input
+        .chars()
+        .any(|c| c.is_whitespace() || c == '*' || c == '>')
+    {
+        return Err("a subject must not contain whitespace or the wildcards * and >".to_owned());
+    }
+    if input.split('.').any(str::is_empty) {
+        return Err(
+            "a subject is dot-separated words like switchboard.events, with no empty word"
+                .to_owned(),
+        );
+    }
+    Ok(input.to_owned())
 }

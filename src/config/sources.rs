@@ -53,14 +53,23 @@ settings! {
         "max_participants", Int;
     PUBLIC_URL = "--public-url", "SWITCHBOARD_PUBLIC_URL", "public_url", Str;
     LOG = "--log", "SWITCHBOARD_LOG", "log", Str;
+    WEBHOOK_URLS = "--webhook-url", "SWITCHBOARD_WEBHOOK_URLS", "webhooks.urls", StrList;
+    WEBHOOK_API_KEY = "--webhook-api-key", "SWITCHBOARD_WEBHOOK_API_KEY", "webhooks.api_key",
+        Str;
+    NATS_URL = "--nats-url", "SWITCHBOARD_NATS_URL", "nats.url", Str;
+    NATS_SUBJECT_PREFIX = "--nats-subject-prefix", "SWITCHBOARD_NATS_SUBJECT_PREFIX",
+        "nats.subject_prefix", Str;
+    NATS_SESSION_SUBJECT = "--nats-session-subject", "SWITCHBOARD_NATS_SESSION_SUBJECT",
+        "nats.session_subject", Str;
 }
 
 pub(super) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
 pub(super) const ENV_KEYS: &str = "SWITCHBOARD_KEYS";
 pub(super) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
 pub(super) const ENV_API_SECRET: &str = "SWITCHBOARD_API_SECRET";
-/// TOML sections holding settings; `[keys]` maps free-form key names to secrets.
-const SECTION_RTC: &str = "rtc";
+/// TOML sections holding settings (`[rtc]` holds `rtc.*`, and so on); `[keys]` maps free-form
+/// key names to secrets.
+const SECTIONS: &[&str] = &["rtc", "webhooks", "nats"];
 const SECTION_KEYS: &str = "keys";
 
 /// A value not yet parsed, with where it came from.
@@ -122,10 +131,9 @@ impl FileLayer {
         };
         for (name, value) in &table {
             match name.as_str() {
-                SECTION_RTC => {
-                    let section = layer.section(name, value)?;
-                    for (sub, value) in section {
-                        layer.setting(&format!("{SECTION_RTC}.{sub}"), value)?;
+                section if SECTIONS.contains(&section) => {
+                    for (sub, value) in layer.section(name, value)? {
+                        layer.setting(&format!("{section}.{sub}"), value)?;
                     }
                 }
                 SECTION_KEYS => {
@@ -232,7 +240,8 @@ impl FileLayer {
             .map(|s| s.key.to_owned())
             .collect();
         if prefix.is_empty() {
-            known.extend([format!("[{SECTION_RTC}]"), format!("[{SECTION_KEYS}]")]);
+            known.extend(SECTIONS.iter().map(|section| format!("[{section}]")));
+            known.push(format!("[{SECTION_KEYS}]"));
         }
         ConfigError::UnknownSetting {
             path: self.path.clone(),

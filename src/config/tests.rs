@@ -32,7 +32,7 @@ pub(super) fn parse(args: &[&str]) -> Command {
     Cli::try_parse_from(argv).expect("arguments parse").command
 }
 
-fn serve(args: &[&str]) -> ServeArgs {
+pub(super) fn serve(args: &[&str]) -> ServeArgs {
     let mut argv = vec!["serve"];
     argv.extend(args);
     match parse(&argv) {
@@ -51,14 +51,14 @@ pub(super) fn path_str(file: &NamedTempFile) -> &str {
     file.path().to_str().expect("temp path is UTF-8")
 }
 
-fn err(args: &ServeArgs, env: &impl Fn(&str) -> Option<String>) -> String {
+pub(super) fn err(args: &ServeArgs, env: &impl Fn(&str) -> Option<String>) -> String {
     match resolve(args, env) {
         Ok(settings) => panic!("expected an error, got {settings:?}"),
         Err(err) => err.to_string(),
     }
 }
 
-fn ok(args: &ServeArgs, env: &impl Fn(&str) -> Option<String>) -> Settings {
+pub(super) fn ok(args: &ServeArgs, env: &impl Fn(&str) -> Option<String>) -> Settings {
     resolve(args, env).unwrap_or_else(|err| panic!("unexpected error: {err}"))
 }
 

@@ -1,33 +1,45 @@
 //! The HTTP server: LiveKit signaling, the `/v1` API, health checks and the demo page, with
 //! CORS open so browser apps on other origins can connect.
 
+mod api_json;
+mod auth;
+mod guests;
+mod livekit_json;
 mod problem;
+mod rooms;
+mod sessions;
 mod tokens;
+mod twirp;
 mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use switchboard_sfu::Sfu;
 use switchboard_signaling::Signaling;
 use tower_http::cors::CorsLayer;
 
-use crate::store::Store;
+use crate::control::Control;
+pub use guests::GuestLimiter;
 pub use problem::Problem;
 
 /// What every HTTP handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub control: Arc<Control>,
     pub signaling: Arc<Signaling>,
-    pub store: Arc<dyn Store>,
+    pub sfu: Arc<Sfu>,
     /// API key → secret, for signing tokens.
     pub keys: Arc<BTreeMap<String, String>>,
     pub public_ws_url: String,
     pub dev: bool,
+    pub guest_limiter: Arc<GuestLimiter>,
 }
 
 impl AppState {
@@ -43,18 +55,32 @@ impl AppState {
     }
 }
 
+/// Guest tokens: at most this many per client address per minute.
+pub fn default_guest_limiter() -> GuestLimiter {
+    GuestLimiter::new(20, Duration::from_secs(60))
+}
+
+/// The process is up.
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// The store answers and every media worker is running.
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    match state.store.health().await {
+    if !state.sfu.healthy() {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a media worker has stopped; see the server log",
+        )
+        .into_response();
+    }
+    match state.control.store.health().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the session store ({}) is not reachable: {e}",
-                state.store.backend()
+                state.control.store.backend()
             ),
         )
         .into_response(),
@@ -62,22 +88,76 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn not_found() -> Problem {
-    Problem::not_found("no such endpoint")
+    Problem::not_found("no such endpoint; the API is described at /v1/openapi.json")
 }
 
-async fn participants_count(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "participants": state.signaling.participant_count() }))
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}; the API is described at /v1/openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
 }
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+        .route(
+            "/v1/rooms/{room_id}",
+            get(rooms::get).patch(rooms::update).delete(rooms::delete),
+        )
+        .route("/v1/rooms/{room_id}/participants", get(rooms::participants))
+        .route(
+            "/v1/rooms/{room_id}/participants/{identity}",
+            axum::routing::delete(rooms::remove_participant).patch(rooms::update_participant),
+        )
+        .route(
+            "/v1/rooms/{room_id}/participants/{identity}/tracks/{track_sid}/mute",
+            post(rooms::mute_track),
+        )
         .route("/v1/rooms/{room_id}/tokens", post(tokens::create_for_room))
+        .route("/v1/rooms/{room_id}/guest-token", get(guests::guest_token))
+        .route("/v1/rooms/{room_id}/events", get(sessions::events))
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route("/v1/sessions/{session_id}", get(sessions::get))
+        .route("/v1/sessions/{session_id}/live", post(sessions::live))
+        .route("/v1/sessions/{session_id}/end", post(sessions::end))
+        .route("/v1/sessions/{session_id}/cancel", post(sessions::cancel))
+        .route(
+            "/v1/sessions/{session_id}/participants",
+            get(sessions::participants),
+        )
+        .route(
+            "/v1/sessions/{session_id}/transcripts",
+            post(sessions::add_transcript).get(sessions::transcripts),
+        )
+        .route("/v1/egress", get(sessions::list_egress))
+        .route("/v1/egress/{egress_id}", get(sessions::get_egress))
+        .route(
+            "/v1/egress/{egress_id}/status",
+            post(sessions::egress_status),
+        )
+        .route("/v1/audit", get(sessions::audit))
         .route("/v1/dev/token", post(tokens::create_dev))
-        .route("/v1/node", get(participants_count))
+        .route(
+            "/twirp/livekit.RoomService/{method}",
+            post(twirp::room_service),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(web::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
     state
         .signaling

@@ -4,14 +4,16 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::Json;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use switchboard_signaling::token::{self, Claims};
 
+use super::api_json::ApiJson;
+use super::auth::{Caller, Need};
 use super::problem::Problem;
 use super::AppState;
+use crate::control::check_room_id;
 
 /// Longest lifetime a token minted over HTTP may ask for.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -23,47 +25,6 @@ pub struct TokenResponse {
     pub url: String,
     pub room_id: String,
     pub identity: String,
-}
-
-/// A room id is the LiveKit room name: a caller-chosen `[A-Za-z0-9_-]{1,64}`.
-pub fn check_room_id(room_id: &str) -> Result<(), Problem> {
-    let ok = !room_id.is_empty()
-        && room_id.len() <= 64
-        && room_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Problem::bad_request(format!(
-            "room id {room_id:?} is not valid: use 1 to 64 letters, digits, '_' or '-'"
-        )))
-    }
-}
-
-/// The caller's bearer token, verified against our keys.
-pub fn bearer_claims(state: &AppState, headers: &HeaderMap) -> Result<Claims, Problem> {
-    let value = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            Problem::unauthorized(
-                "missing Authorization header: send \"Bearer <JWT>\" signed with an API key",
-            )
-        })?;
-    let raw = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .ok_or_else(|| {
-            Problem::unauthorized("the Authorization header must be \"Bearer <JWT>\"")
-        })?;
-    token::verify(raw.trim(), state.signaling.keys()).map_err(|e| {
-        if e.http_status() == 403 {
-            Problem::forbidden(e.to_string())
-        } else {
-            Problem::unauthorized(e.to_string())
-        }
-    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,43 +67,48 @@ fn sign(state: &AppState, claims: &Claims) -> Result<String, Problem> {
 }
 
 /// `POST /v1/rooms/{room_id}/tokens`: a host's backend (bearer JWT with roomCreate, or
-/// roomAdmin for this room) asks for a join token.
+/// roomAdmin for this room) asks for a join token. With roomCreate the room is created on
+/// demand, so it exists before the token is returned (seed 002).
 pub async fn create_for_room(
     State(state): State<AppState>,
+    caller: Caller,
     Path(room_id): Path<String>,
-    headers: HeaderMap,
-    Json(request): Json<HostTokenRequest>,
+    ApiJson(request): ApiJson<HostTokenRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    check_room_id(&room_id)?;
-    let caller = bearer_claims(&state, &headers)?;
-    let admin_here = caller.video.room_admin && caller.video.room == room_id;
-    if !caller.video.room_create && !admin_here {
-        return Err(Problem::forbidden(format!(
-            "the caller's token grants neither roomCreate nor roomAdmin for room {room_id:?}"
-        )));
+    let target = format!("{room_id}/{}", request.identity);
+    let result: Result<_, Problem> = async {
+        check_room_id(&room_id)?;
+        caller.require(Need::Admin(&room_id))?;
+        if request.identity.trim().is_empty() {
+            return Err(Problem::bad_request("identity must not be empty"));
+        }
+        if caller.claims.video.room_create {
+            state.control.ensure_room(&room_id).await?;
+        }
+        let mut claims = Claims::for_join(
+            caller.claims.iss.clone(),
+            request.identity.clone(),
+            room_id.clone(),
+            ttl(request.ttl_secs)?,
+        );
+        claims.name = request.name;
+        claims.metadata = request.metadata;
+        claims.video.can_publish = request.can_publish;
+        claims.video.can_subscribe = request.can_subscribe;
+        claims.video.can_publish_data = request.can_publish_data;
+        claims.video.room_admin = request.admin;
+        let token = sign(&state, &claims)?;
+        Ok(Json(TokenResponse {
+            token,
+            url: state.public_ws_url.clone(),
+            room_id,
+            identity: request.identity,
+        }))
     }
-    if request.identity.trim().is_empty() {
-        return Err(Problem::bad_request("identity must not be empty"));
-    }
-    let mut claims = Claims::for_join(
-        caller.iss.clone(),
-        request.identity.clone(),
-        room_id.clone(),
-        ttl(request.ttl_secs)?,
-    );
-    claims.name = request.name;
-    claims.metadata = request.metadata;
-    claims.video.can_publish = request.can_publish;
-    claims.video.can_subscribe = request.can_subscribe;
-    claims.video.can_publish_data = request.can_publish_data;
-    claims.video.room_admin = request.admin;
-    let token = sign(&state, &claims)?;
-    Ok(Json(TokenResponse {
-        token,
-        url: state.public_ws_url.clone(),
-        room_id,
-        identity: request.identity,
-    }))
+    .await;
+    state
+        .audited(&caller, "token.create", &target, result)
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,7 +144,7 @@ fn identity_from_name(name: &str) -> String {
 /// `POST /v1/dev/token`: only in `--dev`, a join token for the demo page.
 pub async fn create_dev(
     State(state): State<AppState>,
-    Json(request): Json<DevTokenRequest>,
+    ApiJson(request): ApiJson<DevTokenRequest>,
 ) -> Result<Json<TokenResponse>, Problem> {
     if !state.dev {
         return Err(Problem::not_found(
@@ -212,15 +178,6 @@ pub async fn create_dev(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn room_ids_are_checked() {
-        assert!(check_room_id("standup-42_A").is_ok());
-        assert!(check_room_id("").is_err());
-        assert!(check_room_id("has space").is_err());
-        assert!(check_room_id(&"x".repeat(65)).is_err());
-        assert!(check_room_id(&"x".repeat(64)).is_ok());
-    }
 
     #[test]
     fn identities_from_names_are_safe_and_distinct() {

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use super::SessionState;
+
 /// What can go wrong in a [`Store`](super::Store) call.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -16,6 +18,18 @@ pub enum StoreError {
     /// The write contradicts a record that already exists.
     #[error("conflict: {what}")]
     Conflict { what: String },
+
+    /// The room exists but is closed, so it cannot take the change (an HTTP 412).
+    #[error("room `{room_id}` is not active")]
+    RoomNotActive { room_id: String },
+
+    /// A compare-and-set transition found the session in another state than expected (an
+    /// HTTP 409 that reports the current state).
+    #[error("session `{session_id}` is {current}, not in the expected state")]
+    StateConflict {
+        session_id: String,
+        current: SessionState,
+    },
 
     /// Any other failure reported by the database or the driver.
     #[error("database error: {0}")]
@@ -67,6 +81,11 @@ impl StoreError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
     }
+}
+
+/// True when a statement failed on a unique index (e.g. a second open session in a room).
+pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// True when a statement failed because a referenced row (e.g. the room) does not exist.

@@ -1,6 +1,7 @@
-// The read side (get/list) is served by the /v1 rooms API that issue 3 adds.
+// Part of the API (e.g. get_participant, the pools) has no caller in the server yet.
 #![allow(dead_code)]
-//! Session store: the durable record of rooms and participant connections.
+//! Session store: the durable record of rooms, sessions, participants, egress and the
+//! event log.
 //!
 //! One [`Store`] trait with two implementations that behave the same (a conformance test
 //! suite in `src/store/tests/` runs every test against both):
@@ -10,10 +11,11 @@
 //! Both apply the versioned migrations in `migrations/<dialect>/` when they open, so a
 //! fresh database is usable at once and `switchboard migrate` is the same code path.
 //!
-//! The trait grows with issue 3 (sessions, egress, the event log); new methods go here and in
-//! both implementations, and new tables go into a new numbered migration per dialect.
+//! New methods go here and in both implementations, and new tables go into a new numbered
+//! migration per dialect.
 
 mod error;
+mod outbox;
 mod postgres;
 mod records;
 mod sqlite;
@@ -28,18 +30,28 @@ use chrono::{DateTime, Utc};
 
 pub use error::StoreError;
 pub use postgres::PostgresStore;
-// Part of the store's API for its callers; unused until the server is wired to it.
+// Part of the store's API for its callers (control, HTTP, delivery), some not wired yet.
 #[allow(unused_imports)]
 pub use records::{
-    NewRoom, ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole,
-    ParticipantSummary, RoomRecord, RoomStatus,
+    kinds, AuditEntry, AuditRecord, EgressRecord, EgressStatus, EgressUpdate, EventRecord,
+    NewEgress, NewRoom, NewSession, ParticipantJoin, ParticipantLeave, ParticipantRecord,
+    ParticipantRole, ParticipantSummary, Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
+    SessionParticipantRecord, SessionRecord, SessionState, TrackEvent, TranscriptRecord,
+    TranscriptSegment,
 };
 pub use sqlite::SqliteStore;
 
 /// The session store. Every method is one atomic change or one consistent read.
 ///
+/// Transactional outbox: every method that changes room or session state appends the
+/// event(s) recording the change to the event log in the same transaction, numbered per room
+/// by `seq` (1, 2, 3 … without gaps) and globally by `id`. A method that fails writes no
+/// event. (Audit entries, transcripts, revocations and delivery cursors are not room state
+/// and have no event kind, so they write none.)
+///
 /// Writes are idempotent where the SFU may repeat them (a room started twice, a join retried
 /// with the same sid, a second leave), because its events can be replayed after errors.
+/// The contract is `docs/design/session-store-api.md`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which backend this is ("sqlite" or "postgres"), for logs and `/readyz`.
@@ -51,14 +63,37 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the connection pool, waiting for running queries. Later calls fail.
     async fn close(&self);
 
-    /// Records that a room started: inserts it, or marks an existing one active again with
-    /// the new sid, limits and `last_active_at`. `created_at` is set only on first insert;
-    /// `name`/`metadata` of `None` keep the stored values. Calling it twice is harmless.
+    // ---- rooms ----
+
+    /// Creates a room through the API, or returns the existing one unchanged (created =
+    /// false). A closed room of that id is reopened (active, closed_at NULL, no sid, settings
+    /// from the spec; created_at kept) — created = true. Event: room_created when created.
+    async fn create_room(&self, spec: &RoomSpec) -> Result<(RoomRecord, bool), StoreError>;
+
+    /// Records that a room started (the SFU's first join): inserts it, or marks an existing
+    /// one active again with the new sid, limits and `last_active_at`. `created_at` is set
+    /// only on first insert; `name`/`metadata` of `None` keep the stored values. Event:
+    /// room_started whenever the stored room changed, so an identical repeat is harmless.
     async fn room_started(&self, room: &NewRoom) -> Result<RoomRecord, StoreError>;
 
-    /// Marks a room closed at `at`. NotFound for an unknown room; closing a closed room keeps
-    /// the first `closed_at`.
-    async fn room_finished(&self, room_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Changes the given settings. Event: room_updated. NotFound for an unknown room.
+    async fn update_room(
+        &self,
+        room_id: &str,
+        update: &RoomUpdate,
+    ) -> Result<RoomRecord, StoreError>;
+
+    /// Closes a room at `at`: its open connections leave with `reason_for_open`
+    /// (participant_left each), its open session ends (IDLE/READY/PUBLISHING → CANCELLED,
+    /// LIVE → ENDING → STOPPED, ENDING → STOPPED, session_state_changed per step with reason
+    /// `reason_for_open`), then room_finished. NotFound for an unknown room; closing a closed
+    /// room is a no-op (no events, the first `closed_at` stays).
+    async fn room_finished(
+        &self,
+        room_id: &str,
+        at: DateTime<Utc>,
+        reason_for_open: &str,
+    ) -> Result<(), StoreError>;
 
     /// One room, or NotFound.
     async fn get_room(&self, room_id: &str) -> Result<RoomRecord, StoreError>;
@@ -66,27 +101,183 @@ pub trait Store: Send + Sync + 'static {
     /// Rooms ordered by `created_at` (then `room_id`), optionally only those in `status`.
     async fn list_rooms(&self, status: Option<RoomStatus>) -> Result<Vec<RoomRecord>, StoreError>;
 
-    /// Records a participant connection and bumps the room's `last_active_at`.
-    /// NotFound when the room was never started. Retrying with the same sid, room and
-    /// identity returns the stored row; the same sid for another room or identity is a
-    /// Conflict. A rejoin (new sid, same identity) adds a row and keeps the old one.
+    /// Active rooms with no open connection whose `last_active_at` is more than their own
+    /// `empty_timeout_secs` before `now`, ordered like `list_rooms`.
+    async fn idle_rooms(&self, now: DateTime<Utc>) -> Result<Vec<RoomRecord>, StoreError>;
+
+    // ---- sessions ----
+
+    /// Creates a session. NotFound: unknown room; RoomNotActive: room closed;
+    /// Conflict: the room already has an open session (or the session id is taken). Every
+    /// open connection of the room becomes a participant of the new session. Event:
+    /// session_state_changed {from: null, to: state}.
+    async fn create_session(&self, s: &NewSession) -> Result<SessionRecord, StoreError>;
+
+    /// One session, or NotFound.
+    async fn get_session(&self, session_id: &str) -> Result<SessionRecord, StoreError>;
+
+    /// The room's sessions, newest first. NotFound for an unknown room.
+    async fn list_sessions(&self, room_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// The room's open session, if any. NotFound for an unknown room.
+    async fn open_session(&self, room_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Compare-and-set: moves the session from `from` to `to` only if it is still in `from`,
+    /// bumping version and updated_at (ended_at set for STOPPED/CANCELLED, cleared
+    /// otherwise). StateConflict{current} when it is not in `from`; NotFound for an unknown
+    /// session; Conflict if `to` is open while another session of the room is. Legality of
+    /// the move is the caller's business. Event: session_state_changed {from, to, reason}.
+    /// Two concurrent calls with the same `from` never both succeed.
+    async fn transition_session(
+        &self,
+        session_id: &str,
+        from: SessionState,
+        to: SessionState,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<SessionRecord, StoreError>;
+
+    // ---- participants ----
+
+    /// Records a connection and bumps the room's `last_active_at`; when `session_id` is Some,
+    /// upserts that session's participant (first join sets joined_at; a rejoin keeps it,
+    /// takes the new sid, clears left_at/leave_reason, counts the connection and updates
+    /// name/role/metadata). Event: participant_joined. NotFound: unknown room or session;
+    /// Conflict: the session belongs to another room. Retrying with the same sid, room and
+    /// identity returns the stored row (no event); the same sid for another room or identity
+    /// is a Conflict. A rejoin (new sid, same identity) adds a connection row.
     async fn participant_joined(
         &self,
         p: &ParticipantJoin,
     ) -> Result<ParticipantRecord, StoreError>;
 
-    /// Records that a connection left, with its reason and traffic summary, and bumps the
-    /// room's `last_active_at`. NotFound for an unknown sid. A second leave for the same sid
-    /// is ignored: the first reason is the true one (e.g. DUPLICATE_IDENTITY before the
-    /// socket's SIGNAL_CLOSED).
+    /// Closes a connection (reason, summary, room `last_active_at`) and every session
+    /// participant whose current sid is this one (left_at, leave_reason), adding the summary
+    /// to their totals (bytes/packets summed, rtt_ms = latest measured). The connection's own
+    /// session participant gets the summary too when a rejoin already replaced it as the
+    /// current sid (it stays present), so totals cover every connection. Event:
+    /// participant_left, with the connection's session. NotFound for an unknown sid.
+    /// A second leave is ignored: the first reason is the true one.
     async fn participant_left(&self, sid: &str, left: &ParticipantLeave) -> Result<(), StoreError>;
 
-    /// One participant connection by sid, or NotFound.
+    /// One connection by sid, or NotFound.
     async fn get_participant(&self, sid: &str) -> Result<ParticipantRecord, StoreError>;
 
     /// All connections ever made to a room, ordered by `joined_at` (then sid).
     /// NotFound when the room does not exist; an empty list when nobody joined yet.
     async fn list_participants(&self, room_id: &str) -> Result<Vec<ParticipantRecord>, StoreError>;
+
+    /// A session's participants ordered by joined_at, identity. NotFound: unknown session.
+    async fn list_session_participants(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<SessionParticipantRecord>, StoreError>;
+
+    /// Connections of the room that are still open, ordered by joined_at (then sid).
+    /// NotFound for an unknown room.
+    async fn open_connections(&self, room_id: &str) -> Result<Vec<ParticipantRecord>, StoreError>;
+
+    // ---- tracks ----
+
+    /// Appends track_published / track_unpublished (no table). NotFound for an unknown room.
+    async fn record_track(&self, t: &TrackEvent) -> Result<(), StoreError>;
+
+    // ---- egress ----
+
+    /// Records a requested egress, status starting. NotFound: unknown room or session.
+    /// Event: egress_started.
+    async fn create_egress(&self, e: &NewEgress) -> Result<EgressRecord, StoreError>;
+
+    /// Applies a status report (no compare). Conflict once the egress is complete/failed.
+    /// Event: egress_updated, or egress_ended for complete/failed.
+    async fn update_egress(
+        &self,
+        egress_id: &str,
+        u: &EgressUpdate,
+    ) -> Result<EgressRecord, StoreError>;
+
+    /// One egress, or NotFound.
+    async fn get_egress(&self, egress_id: &str) -> Result<EgressRecord, StoreError>;
+
+    /// Egress records, filtered by room and/or session, newest first.
+    async fn list_egress(
+        &self,
+        room_id: Option<&str>,
+        session_id: Option<&str>,
+    ) -> Result<Vec<EgressRecord>, StoreError>;
+
+    // ---- event log ----
+
+    /// Replay of one room: seq > after_seq, ascending, at most `limit`. NotFound for an
+    /// unknown room.
+    async fn list_events(
+        &self,
+        room_id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Delivery: every room, id > after_id, ascending, at most `limit`.
+    async fn events_after(&self, after_id: i64, limit: u32)
+        -> Result<Vec<EventRecord>, StoreError>;
+
+    /// The last event id a sink has delivered; 0 when unknown.
+    async fn delivery_cursor(&self, sink: &str) -> Result<i64, StoreError>;
+
+    /// Remembers (durably) the last event id a sink has delivered.
+    async fn set_delivery_cursor(&self, sink: &str, event_id: i64) -> Result<(), StoreError>;
+
+    // ---- audit log ----
+
+    /// Appends an audit entry and returns it with its id.
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError>;
+
+    /// Audit entries newest first (by id), at most `limit`, only ids below `before_id`.
+    async fn list_audit(
+        &self,
+        limit: u32,
+        before_id: Option<i64>,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
+
+    // ---- transcripts ----
+
+    /// Upserts by (session_id, segment_id): an interim segment is updated in place until a
+    /// final one arrives; once final, interim updates are ignored (the stored record comes
+    /// back with changed = false) and a later final replaces it. NotFound: unknown session.
+    async fn upsert_transcript(
+        &self,
+        t: &TranscriptSegment,
+    ) -> Result<(TranscriptRecord, bool), StoreError>;
+
+    /// A session's segments ordered by start_ms, then segment_id. NotFound: unknown session.
+    async fn list_transcripts(&self, session_id: &str)
+        -> Result<Vec<TranscriptRecord>, StoreError>;
+
+    // ---- removed identities ----
+
+    /// Remembers that tokens for (room_id, identity) issued at or before `at` are refused
+    /// (a later revocation moves `at` forward, never back).
+    async fn revoke_identity(
+        &self,
+        room_id: &str,
+        identity: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Revocations newer than `since` as (room_id, identity, at), oldest first.
+    async fn list_revocations(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError>;
+
+    // ---- crash recovery ----
+
+    /// Run once at start, before serving; one transaction per room, with events: open
+    /// connections (and their session participants) leave at `at` with "server_restart";
+    /// sessions PUBLISHING → CANCELLED, LIVE → ENDING → STOPPED, ENDING → STOPPED (reason
+    /// "server_restart"); egress starting/active/ending → failed with "server restarted
+    /// during egress". Rooms stay active.
+    async fn reconcile_after_restart(&self, at: DateTime<Utc>) -> Result<Reconciled, StoreError>;
 }
 
 /// The backend a database URL selects.

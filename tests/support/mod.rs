@@ -7,6 +7,8 @@
 // Each test file compiles this module separately and uses a different part of it.
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -201,62 +203,47 @@ impl Server {
     /// Starts the server with extra `serve` arguments and waits for its ready line.
     pub fn start_with(extra: &[&str]) -> Server {
         let data_dir = tempfile::tempdir().expect("temporary data dir");
-        let mut cmd = command();
-        cmd.args([
-            "serve",
-            "--dev",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--rtc-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(data_dir.path())
-        .args(extra)
-        .env(
-            "SWITCHBOARD_LOG",
-            "info,switchboard=debug,switchboard_signaling=debug",
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn switchboard serve");
-        let stderr = collect(child.stderr.take().expect("stderr"));
-        let stdout = child.stdout.take().expect("stdout");
-        let (line_tx, line_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(line) => {
-                        if line_tx.send(line).is_err() {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        });
-        let mut server = Server {
+        let (child, stderr, addr) = spawn_serve(data_dir.path(), extra);
+        Server {
             child: Some(child),
-            http: String::new(),
-            ws: String::new(),
+            http: format!("http://{addr}"),
+            ws: format!("ws://{addr}"),
             data_dir,
             stderr,
-        };
-        let line = match line_rx.recv_timeout(READY_WAIT) {
-            Ok(line) => line,
-            Err(e) => panic!(
-                "no ready line from switchboard serve ({e}); stderr:\n{}",
-                server.stderr_text()
-            ),
-        };
-        let addr = line
-            .strip_prefix("switchboard ready http://")
-            .unwrap_or_else(|| panic!("unexpected first stdout line: {line:?}"));
-        server.http = format!("http://{addr}");
-        server.ws = format!("ws://{addr}");
-        server
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no leaves recorded: a crash) and waits
+    /// for it to be gone.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), "KILL");
+        let status = child.wait().expect("wait for the killed server");
+        assert!(
+            !status.success(),
+            "a SIGKILLed server cannot exit cleanly: {status}"
+        );
+    }
+
+    /// Starts the binary again on the same data directory (after [`Server::kill9`] or
+    /// [`Server::stop`]), on new ports; `http`/`ws` point at the new process.
+    pub fn restart(&mut self, extra: &[&str]) {
+        assert!(
+            self.child.is_none(),
+            "stop or kill the server before restarting it"
+        );
+        let (child, stderr, addr) = spawn_serve(self.data_dir.path(), extra);
+        // Keep the previous run's log in front, for failure reports.
+        let previous = self.stderr_text();
+        stderr
+            .0
+            .lock()
+            .unwrap()
+            .insert_str(0, &format!("{previous}--- restarted ---\n"));
+        self.child = Some(child);
+        self.http = format!("http://{addr}");
+        self.ws = format!("ws://{addr}");
+        self.stderr = stderr;
     }
 
     pub fn pid(&self) -> u32 {
@@ -324,6 +311,70 @@ impl Drop for Server {
             eprintln!("--- switchboard stderr ---\n{}", self.stderr_text());
         }
     }
+}
+
+/// Runs `switchboard serve --dev` on free ports with `data_dir`; returns the child, its
+/// collected stderr and the `host:port` of its ready line.
+fn spawn_serve(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> (Child, (Collected, mpsc::Receiver<()>), String) {
+    let mut cmd = command();
+    cmd.args([
+        "serve",
+        "--dev",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--rtc-port",
+        "0",
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .args(extra)
+    .env(
+        "SWITCHBOARD_LOG",
+        "info,switchboard=debug,switchboard_signaling=debug",
+    )
+    .env("NO_COLOR", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn switchboard serve");
+    let stderr = collect(child.stderr.take().expect("stderr"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (line_tx, line_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(line) => {
+                    if line_tx.send(line).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let line = match line_rx.recv_timeout(READY_WAIT) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "no ready line from switchboard serve ({e}); stderr:\n{}",
+                wait_collected(&stderr)
+            )
+        }
+    };
+    let addr = match line.strip_prefix("switchboard ready http://") {
+        Some(addr) => addr.to_owned(),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first stdout line: {line:?}")
+        }
+    };
+    (child, stderr, addr)
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

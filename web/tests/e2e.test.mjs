@@ -190,6 +190,35 @@ scenario('mute and unpublish reach the other participants', 120_000, async ({ op
   assert.ok(await b.page.evaluate((id) => window.demo.room.remoteParticipants.has(id), a.identity));
 });
 
+scenario('a transcript posted to the API reaches livekit-client as TranscriptionReceived', 120_000, async ({ server, open }) => {
+  const room = roomId('captions');
+  const admin = new AccessToken('devkey', 'secret', { identity: 'backend' });
+  admin.addGrant({ roomCreate: true, roomList: true, roomAdmin: true, room });
+  const auth = { authorization: `Bearer ${await admin.toJwt()}`, 'content-type': 'application/json' };
+  const api = async (path, body) => {
+    const resp = await fetch(`${server.url}${path}`, { method: 'POST', headers: auth, body: JSON.stringify(body) });
+    const json = await resp.json();
+    assert.ok(resp.ok, `${path}: ${resp.status} ${JSON.stringify(json)}`);
+    return json;
+  };
+  await api('/v1/rooms', { room_id: room });
+  const { session } = await api('/v1/sessions', { room_id: room });
+  const speaker = await open('Sam', { room, name: 'Sam', autojoin: '1' });
+  await speaker.joined(JOIN_MS);
+  const listener = await open('Lea', { room, name: 'Lea', autojoin: '1' });
+  await listener.joined(JOIN_MS);
+  await listener.mediaFrom([speaker.identity], MEDIA_MS);
+
+  const text = `hello everyone ${randomBytes(3).toString('hex')}`;
+  await api(`/v1/sessions/${session.session_id}/transcripts`, {
+    segment_id: 'utt-1', participant_identity: speaker.identity, text, final: true, start_ms: 0, end_ms: 1500,
+  });
+  const got = await listener.until('receives the caption', (t) => window.demo.transcripts.find((s) => s.text === t), text, JOIN_MS);
+  assert.equal(got.from, speaker.identity, 'the caption is attributed to the speaker');
+  assert.equal(got.final, true);
+  assert.equal(got.id, 'utt-1');
+});
+
 async function expectRefused(server, open, label, token, pattern) {
   const { url } = await server.devToken(roomId('probe'), 'probe');
   const page = await open(label, { url, token, autojoin: '1' });

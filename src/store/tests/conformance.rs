@@ -3,81 +3,10 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
-use crate::store::{
-    NewRoom, ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole,
-    ParticipantSummary, RoomRecord, RoomStatus, Store, StoreError,
-};
-
-/// A fixed instant plus `secs`, with millisecond precision (what the stores keep).
-fn t(secs: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(1_700_000_000_000 + secs * 1000).expect("in range")
-}
-
-fn new_room(room_id: &str, sid: &str, at: DateTime<Utc>) -> NewRoom {
-    NewRoom {
-        room_id: room_id.to_owned(),
-        sid: sid.to_owned(),
-        name: None,
-        metadata: None,
-        empty_timeout_secs: 300,
-        max_participants: 0,
-        started_at: at,
-    }
-}
-
-fn join(room_id: &str, sid: &str, identity: &str, at: DateTime<Utc>) -> ParticipantJoin {
-    ParticipantJoin {
-        room_id: room_id.to_owned(),
-        sid: sid.to_owned(),
-        identity: identity.to_owned(),
-        name: format!("{identity} (display)"),
-        role: None,
-        metadata: None,
-        joined_at: at,
-    }
-}
-
-fn leave(at: DateTime<Utc>, reason: &str) -> ParticipantLeave {
-    ParticipantLeave {
-        left_at: at,
-        reason: reason.to_owned(),
-        summary: ParticipantSummary {
-            bytes_in: 1_234_567,
-            bytes_out: 7_654_321,
-            packets_in: 1_000,
-            packets_out: 2_000,
-            packets_lost: 7,
-            rtt_ms: Some(42),
-        },
-    }
-}
-
-async fn start(store: &dyn Store, room_id: &str) -> RoomRecord {
-    store
-        .room_started(&new_room(room_id, &format!("RM_{room_id}"), t(0)))
-        .await
-        .expect("room_started")
-}
-
-fn sids(records: &[ParticipantRecord]) -> Vec<&str> {
-    records.iter().map(|p| p.sid.as_str()).collect()
-}
-
-fn room_ids(records: &[RoomRecord]) -> Vec<&str> {
-    records.iter().map(|r| r.room_id.as_str()).collect()
-}
-
-fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, mentions: &str) {
-    match result {
-        Err(e @ StoreError::NotFound { .. }) => assert!(
-            e.to_string().contains(mentions),
-            "NotFound message `{e}` should mention `{mentions}`"
-        ),
-        other => panic!("expected NotFound for {mentions}, got {other:?}"),
-    }
-}
+use super::fixtures::{assert_not_found, join, leave, new_room, room_ids, sids, start, t};
+use crate::store::{ParticipantRecord, ParticipantRole, RoomRecord, RoomStatus, Store, StoreError};
 
 pub async fn health_answers(store: Arc<dyn Store>) {
     store.health().await.expect("health");
@@ -91,7 +20,7 @@ pub async fn room_started_inserts_an_active_room(store: Arc<dyn Store>) {
     let record = store.room_started(&room).await.expect("room_started");
     let expected = RoomRecord {
         room_id: "lobby".to_owned(),
-        sid: "RM_one".to_owned(),
+        sid: Some("RM_one".to_owned()),
         name: Some("The Lobby".to_owned()),
         metadata: Some(r#"{"topic":"hello"}"#.to_owned()),
         status: RoomStatus::Active,
@@ -100,6 +29,8 @@ pub async fn room_started_inserts_an_active_room(store: Arc<dyn Store>) {
         closed_at: None,
         empty_timeout_secs: 300,
         max_participants: 10,
+        channel_id: None,
+        guest_access: false,
     };
     assert_eq!(record, expected);
     assert_eq!(store.get_room("lobby").await.expect("get_room"), expected);
@@ -144,13 +75,16 @@ pub async fn room_status_transitions(store: Arc<dyn Store>) {
         .room_started(&new_room("lobby", "RM_one", t(0)))
         .await
         .expect("start");
-    store.room_finished("lobby", t(10)).await.expect("finish");
+    store
+        .room_finished("lobby", t(10), "ROOM_CLOSED")
+        .await
+        .expect("finish");
 
     let closed = store.get_room("lobby").await.expect("get closed");
     assert_eq!(closed.status, RoomStatus::Closed);
     assert_eq!(closed.closed_at, Some(t(10)));
     assert_eq!(closed.last_active_at, t(10));
-    assert_eq!(closed.sid, "RM_one");
+    assert_eq!(closed.sid.as_deref(), Some("RM_one"));
 
     // A closed room that gets a new first join becomes active again as a new incarnation.
     let reopened = store
@@ -159,7 +93,7 @@ pub async fn room_status_transitions(store: Arc<dyn Store>) {
         .expect("restart");
     assert_eq!(reopened.status, RoomStatus::Active);
     assert_eq!(reopened.closed_at, None);
-    assert_eq!(reopened.sid, "RM_two");
+    assert_eq!(reopened.sid.as_deref(), Some("RM_two"));
     assert_eq!(
         reopened.created_at,
         t(0),
@@ -171,9 +105,12 @@ pub async fn room_status_transitions(store: Arc<dyn Store>) {
 
 pub async fn room_finished_twice_keeps_the_first_close(store: Arc<dyn Store>) {
     start(&*store, "lobby").await;
-    store.room_finished("lobby", t(10)).await.expect("finish");
     store
-        .room_finished("lobby", t(30))
+        .room_finished("lobby", t(10), "ROOM_CLOSED")
+        .await
+        .expect("finish");
+    store
+        .room_finished("lobby", t(30), "ROOM_CLOSED")
         .await
         .expect("finish again");
     let room = store.get_room("lobby").await.expect("get");
@@ -182,7 +119,10 @@ pub async fn room_finished_twice_keeps_the_first_close(store: Arc<dyn Store>) {
 }
 
 pub async fn room_finished_of_unknown_room_is_not_found(store: Arc<dyn Store>) {
-    assert_not_found(store.room_finished("nowhere", t(1)).await, "room `nowhere`");
+    assert_not_found(
+        store.room_finished("nowhere", t(1), "ROOM_CLOSED").await,
+        "room `nowhere`",
+    );
 }
 
 pub async fn get_room_of_unknown_room_is_not_found(store: Arc<dyn Store>) {
@@ -197,7 +137,10 @@ pub async fn list_rooms_filters_by_status_and_orders_by_creation(store: Arc<dyn 
             .await
             .expect("start");
     }
-    store.room_finished("b", t(5)).await.expect("finish b");
+    store
+        .room_finished("b", t(5), "ROOM_CLOSED")
+        .await
+        .expect("finish b");
 
     let all = store.list_rooms(None).await.expect("all");
     assert_eq!(room_ids(&all), ["B", "a", "b", "c"]);

@@ -1,0 +1,46 @@
+//! What can go wrong in session control, phrased for the person calling the API.
+
+use crate::store::{SessionState, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    /// The room exists but is closed (412, seed 000).
+    #[error("room {room_id} is not active")]
+    RoomNotActive { room_id: String },
+    #[error("{0}")]
+    Conflict(String),
+    /// The requested transition does not exist from the session's current state.
+    #[error("session {session_id} is {current}: cannot {requested}")]
+    IllegalTransition {
+        session_id: String,
+        current: SessionState,
+        requested: &'static str,
+    },
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the session store failed: {0}")]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what } => ControlError::NotFound(format!("{what} not found")),
+            StoreError::Conflict { what } => ControlError::Conflict(what),
+            StoreError::RoomNotActive { room_id } => ControlError::RoomNotActive { room_id },
+            StoreError::StateConflict {
+                session_id,
+                current,
+            } => ControlError::IllegalTransition {
+                session_id,
+                current,
+                requested: "change it concurrently",
+            },
+            other => ControlError::Store(other),
+        }
+    }
+}

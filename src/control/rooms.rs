@@ -1,0 +1,231 @@
+//! Rooms through the API: create, update, delete, and the admin operations on the people in
+//! them. The record is written first, then the live room is told.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_signaling::{ParticipantChange, RoomSettings};
+use tracing::info;
+
+use super::{new_id, now, Control, ControlError};
+use crate::store::{NewRoom, RoomRecord, RoomSpec, RoomUpdate};
+
+/// The body of `POST /v1/rooms`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomOptions {
+    /// A caller-chosen id (`[A-Za-z0-9_-]{1,64}`); `ro_<ULID>` when absent.
+    #[serde(default)]
+    pub room_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<String>,
+    #[serde(default)]
+    pub empty_timeout_secs: Option<u32>,
+    #[serde(default)]
+    pub max_participants: Option<u32>,
+    #[serde(default)]
+    pub channel_id: Option<String>,
+    #[serde(default)]
+    pub guest_access: bool,
+}
+
+/// A room id is the LiveKit room name: `[A-Za-z0-9_-]{1,64}`.
+pub fn check_room_id(room_id: &str) -> Result<(), ControlError> {
+    let ok = !room_id.is_empty()
+        && room_id.len() <= 64
+        && room_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::BadRequest(format!(
+            "room id {room_id:?} is not valid: use 1 to 64 letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+impl Control {
+    /// Makes a recorded room known to signaling, so its limits apply from the first join and
+    /// it closes after its empty timeout if nobody comes. When that opened it, the record
+    /// gets its `RM_` sid now (signaling's RoomStarted for it then changes nothing), so the
+    /// caller sees the room as it is.
+    async fn open_live(&self, room: RoomRecord) -> Result<RoomRecord, ControlError> {
+        let ensured = self
+            .signaling
+            .ensure_room(
+                &room.room_id,
+                RoomSettings {
+                    empty_timeout: Duration::from_secs(u64::from(room.empty_timeout_secs)),
+                    max_participants: room.max_participants,
+                    metadata: room.metadata.clone(),
+                },
+            )
+            .map_err(|e| ControlError::Conflict(e.to_string()))?;
+        if !ensured.created && room.sid.is_some() {
+            return Ok(room);
+        }
+        let started = self
+            .store
+            .room_started(&NewRoom {
+                room_id: room.room_id.clone(),
+                sid: ensured.room.sid.clone(),
+                name: None,
+                metadata: None,
+                empty_timeout_secs: room.empty_timeout_secs,
+                max_participants: room.max_participants,
+                started_at: now(),
+            })
+            .await?;
+        self.written();
+        Ok(started)
+    }
+
+    /// Creates a room (or returns the existing one, `created = false`) and makes it known to
+    /// signaling, so its limits apply from the first join.
+    pub async fn create_room(
+        &self,
+        options: RoomOptions,
+    ) -> Result<(RoomRecord, bool), ControlError> {
+        let room_id = options.room_id.clone().unwrap_or_else(|| new_id("ro"));
+        check_room_id(&room_id)?;
+        if let Some(channel) = &options.channel_id {
+            let ulid = channel.strip_prefix("ch_").map(ulid::Ulid::from_string);
+            if !matches!(ulid, Some(Ok(_))) {
+                return Err(ControlError::BadRequest(format!(
+                    "channel id {channel:?} is not valid: expected ch_<ULID>"
+                )));
+            }
+        }
+        let spec = RoomSpec {
+            room_id,
+            name: options.name,
+            metadata: options.metadata,
+            empty_timeout_secs: options
+                .empty_timeout_secs
+                .unwrap_or(self.default_empty_timeout_secs),
+            max_participants: options
+                .max_participants
+                .unwrap_or(self.default_max_participants),
+            channel_id: options.channel_id,
+            guest_access: options.guest_access,
+            at: now(),
+        };
+        let (room, created) = self.store.create_room(&spec).await?;
+        self.written();
+        let room = self.open_live(room).await?;
+        Ok((room, created))
+    }
+
+    /// A host's backend asked for a token for `room_id`: the room exists (and is active)
+    /// before the token is returned (seed 002's lazy creation).
+    pub async fn ensure_room(&self, room_id: &str) -> Result<RoomRecord, ControlError> {
+        let existing = self.store.get_room(room_id).await;
+        match existing {
+            Ok(room) if room.status == crate::store::RoomStatus::Active => {
+                self.open_live(room).await
+            }
+            Ok(_) | Err(_) => {
+                let (room, _) = self
+                    .create_room(RoomOptions {
+                        room_id: Some(room_id.to_owned()),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(room)
+            }
+        }
+    }
+
+    /// Updates a room's record and tells the people in it about new metadata.
+    pub async fn update_room(
+        &self,
+        room_id: &str,
+        update: RoomUpdate,
+    ) -> Result<RoomRecord, ControlError> {
+        let metadata = update.metadata.clone();
+        let room = self.store.update_room(room_id, &update).await?;
+        self.written();
+        if let Some(metadata) = metadata {
+            // Not live on this node (nobody joined yet): the record is all there is.
+            let _ = self.signaling.update_room_metadata(room_id, metadata);
+        }
+        Ok(room)
+    }
+
+    /// Closes a room: everyone in it is told to leave (ROOM_DELETED) and its open session
+    /// ends.
+    pub async fn delete_room(&self, room_id: &str) -> Result<(), ControlError> {
+        let room = self.store.get_room(room_id).await?;
+        // Not open on this node: only the record needs closing.
+        let _ = self.signaling.delete_room(room_id).await;
+        self.close_open_session(&room.room_id, "room deleted")
+            .await?;
+        self.store
+            .room_finished(&room.room_id, now(), "ROOM_DELETED")
+            .await?;
+        self.written();
+        info!(room_id, "room deleted");
+        Ok(())
+    }
+
+    /// Removes a participant; its current token can no longer join this room.
+    pub async fn remove_participant(
+        &self,
+        room_id: &str,
+        identity: &str,
+    ) -> Result<(), ControlError> {
+        let revoked_at = self
+            .signaling
+            .remove_participant(room_id, identity)
+            .map_err(|e| ControlError::NotFound(e.to_string()))?;
+        let revoked_at = chrono::DateTime::<chrono::Utc>::from_timestamp(revoked_at as i64, 0)
+            .unwrap_or_else(now);
+        self.store
+            .revoke_identity(room_id, identity, revoked_at)
+            .await?;
+        Ok(())
+    }
+
+    /// Mutes or unmutes a published track of a participant.
+    pub fn mute_track(
+        &self,
+        room_id: &str,
+        identity: &str,
+        track_sid: &str,
+        muted: bool,
+    ) -> Result<livekit_protocol::TrackInfo, ControlError> {
+        self.signaling
+            .mute_track(room_id, identity, track_sid, muted)
+            .map_err(|e| ControlError::NotFound(e.to_string()))
+    }
+
+    /// Changes a live participant's metadata, name, attributes or permissions.
+    pub fn update_participant(
+        &self,
+        room_id: &str,
+        identity: &str,
+        change: ParticipantChange,
+    ) -> Result<livekit_protocol::ParticipantInfo, ControlError> {
+        self.signaling
+            .update_participant(room_id, identity, change)
+            .map_err(|e| ControlError::NotFound(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_ids_are_checked() {
+        assert!(check_room_id("standup-42_A").is_ok());
+        assert!(check_room_id("").is_err());
+        assert!(check_room_id("has space").is_err());
+        assert!(check_room_id(&"x".repeat(65)).is_err());
+        assert!(check_room_id(&"x".repeat(64)).is_ok());
+        assert!(check_room_id(&new_id("ro")).is_ok());
+    }
+}

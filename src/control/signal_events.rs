@@ -1,0 +1,246 @@
+//! Turning what signaling reports into records, in order, and moving sessions along when a
+//! host joins.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use switchboard_signaling::SignalEvent;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::state::Trigger;
+use super::{new_id, Control, ControlError};
+use crate::store::{
+    NewRoom, NewSession, ParticipantJoin, ParticipantLeave, ParticipantRole, ParticipantSummary,
+    SessionState, TrackEvent,
+};
+
+/// A failed write is retried this many times before it is logged and skipped, so a database
+/// hiccup never stalls signaling.
+const ATTEMPTS: u32 = 3;
+
+fn utc(at: SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(at)
+}
+
+impl Control {
+    /// Records one signaling event.
+    pub async fn apply_signal_event(&self, event: &SignalEvent) -> Result<(), ControlError> {
+        match event {
+            SignalEvent::RoomStarted {
+                room_id,
+                sid,
+                empty_timeout_secs,
+                max_participants,
+                at,
+            } => {
+                self.store
+                    .room_started(&NewRoom {
+                        room_id: room_id.clone(),
+                        sid: sid.clone(),
+                        name: None,
+                        metadata: None,
+                        empty_timeout_secs: *empty_timeout_secs,
+                        max_participants: *max_participants,
+                        started_at: utc(*at),
+                    })
+                    .await?;
+            }
+            SignalEvent::RoomFinished { room_id, at } => {
+                self.close_open_session(room_id, "room closed").await?;
+                self.store
+                    .room_finished(room_id, utc(*at), "ROOM_CLOSED")
+                    .await?;
+            }
+            SignalEvent::ParticipantJoined {
+                room_id,
+                sid,
+                identity,
+                name,
+                metadata,
+                host,
+                at,
+                ..
+            } => {
+                let at = utc(*at);
+                let session_id = if *host {
+                    Some(self.host_joined(room_id, identity, at).await?)
+                } else {
+                    self.store
+                        .open_session(room_id)
+                        .await?
+                        .map(|s| s.session_id)
+                };
+                self.store
+                    .participant_joined(&ParticipantJoin {
+                        room_id: room_id.clone(),
+                        session_id,
+                        sid: sid.clone(),
+                        identity: identity.clone(),
+                        name: name.clone(),
+                        role: Some(if *host {
+                            ParticipantRole::Host
+                        } else {
+                            ParticipantRole::Guest
+                        }),
+                        metadata: (!metadata.is_empty()).then(|| metadata.clone()),
+                        joined_at: at,
+                    })
+                    .await?;
+            }
+            SignalEvent::ParticipantLeft {
+                sid,
+                reason,
+                stats,
+                at,
+                ..
+            } => {
+                self.store
+                    .participant_left(
+                        sid,
+                        &ParticipantLeave {
+                            left_at: utc(*at),
+                            reason: reason.as_str().to_owned(),
+                            summary: ParticipantSummary {
+                                bytes_in: stats.bytes_in,
+                                bytes_out: stats.bytes_out,
+                                packets_in: stats.packets_in,
+                                packets_out: stats.packets_out,
+                                packets_lost: stats.packets_lost,
+                                rtt_ms: stats.rtt_ms,
+                            },
+                        },
+                    )
+                    .await?;
+            }
+            SignalEvent::TrackPublished {
+                room_id,
+                participant_sid,
+                identity,
+                track_sid,
+                kind,
+                source,
+                at,
+            } => {
+                self.store
+                    .record_track(&TrackEvent {
+                        room_id: room_id.clone(),
+                        participant_sid: participant_sid.clone(),
+                        identity: identity.clone(),
+                        track_sid: track_sid.clone(),
+                        kind: (*kind).to_owned(),
+                        source: source.clone(),
+                        published: true,
+                        at: utc(*at),
+                    })
+                    .await?;
+            }
+            SignalEvent::TrackUnpublished {
+                room_id,
+                participant_sid,
+                identity,
+                track_sid,
+                at,
+            } => {
+                self.store
+                    .record_track(&TrackEvent {
+                        room_id: room_id.clone(),
+                        participant_sid: participant_sid.clone(),
+                        identity: identity.clone(),
+                        track_sid: track_sid.clone(),
+                        kind: String::new(),
+                        source: String::new(),
+                        published: false,
+                        at: utc(*at),
+                    })
+                    .await?;
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+        self.written();
+        Ok(())
+    }
+
+    /// A host joined: the room's open session becomes READY, or a READY session is created
+    /// for it. Returns the session the host joins.
+    async fn host_joined(
+        &self,
+        room_id: &str,
+        identity: &str,
+        at: DateTime<Utc>,
+    ) -> Result<String, ControlError> {
+        // Two hosts joining at once race to create the session; the loser finds it.
+        for _ in 0..3 {
+            match self.store.open_session(room_id).await? {
+                Some(session) if session.state == SessionState::Idle => {
+                    match self
+                        .transition(&session.session_id, Trigger::HostJoined, "host joined", at)
+                        .await
+                    {
+                        Ok(_) | Err(ControlError::IllegalTransition { .. }) => {
+                            return Ok(session.session_id)
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Some(session) => return Ok(session.session_id),
+                None => {
+                    let created = self
+                        .store
+                        .create_session(&NewSession {
+                            session_id: new_id("se"),
+                            room_id: room_id.to_owned(),
+                            channel_id: None,
+                            owner_identity: Some(identity.to_owned()),
+                            state: SessionState::Ready,
+                            at,
+                        })
+                        .await;
+                    match created {
+                        Ok(session) => return Ok(session.session_id),
+                        Err(e) if e.is_conflict() => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(ControlError::Conflict(format!(
+            "room {room_id}: could not settle its open session"
+        )))
+    }
+
+    async fn apply_with_retry(&self, event: &SignalEvent) {
+        for attempt in 1..=ATTEMPTS {
+            match self.apply_signal_event(event).await {
+                Ok(()) => return,
+                Err(e) if attempt < ATTEMPTS => {
+                    debug!(attempt, "recording failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(e) => warn!(?event, "could not record an event: {e}"),
+            }
+        }
+    }
+
+    /// Records signaling events until `stop` turns true, then records whatever is queued.
+    pub async fn run_signal_events(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<SignalEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.apply_with_retry(&event).await,
+                    None => return,
+                },
+                _ = stop.changed() => break,
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            self.apply_with_retry(&event).await;
+        }
+    }
+}

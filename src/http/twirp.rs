@@ -1,0 +1,344 @@
+//! LiveKit's Twirp `RoomService` at `/twirp/livekit.RoomService/{Method}`, so
+//! `livekit-server-sdk`'s `RoomServiceClient` manages our rooms unchanged. Requests and
+//! responses are protojson (`application/json`) or protobuf (`application/protobuf`), errors
+//! Twirp's `{code, msg}`. Every call goes through the same [`Control`] as `/v1`.
+//!
+//! [`Control`]: crate::control::Control
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use livekit_protocol as proto;
+use prost::Message;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use switchboard_signaling::ParticipantChange;
+
+use super::auth::{Caller, Need};
+use super::problem::Problem;
+use super::AppState;
+use crate::control::{now, ControlError, RoomOptions};
+use crate::store::{RoomRecord, RoomStatus, RoomUpdate};
+
+/// A Twirp error: `{code, msg}` with the status Twirp assigns to the code.
+pub struct TwirpError {
+    code: &'static str,
+    msg: String,
+}
+
+impl TwirpError {
+    fn new(code: &'static str, msg: impl Into<String>) -> Self {
+        Self {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<Problem> for TwirpError {
+    fn from(p: Problem) -> Self {
+        let code = match p.status {
+            400 => "invalid_argument",
+            401 => "unauthenticated",
+            403 => "permission_denied",
+            404 => "not_found",
+            409 => "already_exists",
+            412 => "failed_precondition",
+            429 => "resource_exhausted",
+            _ => "internal",
+        };
+        TwirpError::new(code, p.detail)
+    }
+}
+
+impl From<ControlError> for TwirpError {
+    fn from(e: ControlError) -> Self {
+        Problem::from(e).into()
+    }
+}
+
+impl IntoResponse for TwirpError {
+    fn into_response(self) -> Response {
+        let status = match self.code {
+            "invalid_argument" => StatusCode::BAD_REQUEST,
+            "unauthenticated" => StatusCode::UNAUTHORIZED,
+            "permission_denied" => StatusCode::FORBIDDEN,
+            "not_found" | "bad_route" => StatusCode::NOT_FOUND,
+            "already_exists" => StatusCode::CONFLICT,
+            "failed_precondition" => StatusCode::PRECONDITION_FAILED,
+            "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = serde_json::json!({ "code": self.code, "msg": self.msg });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// How the client encoded its request; the response uses the same.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Protobuf,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" => Ok(Encoding::Json),
+        "application/protobuf" | "application/x-protobuf" => Ok(Encoding::Protobuf),
+        other => Err(TwirpError::new(
+            "bad_route",
+            format!(
+                "unsupported Content-Type {other:?}: use application/json or application/protobuf"
+            ),
+        )),
+    }
+}
+
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, TwirpError> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice(body).map_err(|e| {
+            TwirpError::new("malformed", format!("the JSON request is not valid: {e}"))
+        }),
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            TwirpError::new(
+                "malformed",
+                format!("the protobuf request is not valid: {e}"),
+            )
+        }),
+    }
+}
+
+fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+    match encoding {
+        Encoding::Json => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(value).unwrap_or_default(),
+        )
+            .into_response(),
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/protobuf")],
+            value.encode_to_vec(),
+        )
+            .into_response(),
+    }
+}
+
+/// A stored room as LiveKit's `Room`, with live numbers when it is open on this node.
+fn room_proto(state: &AppState, room: &RoomRecord) -> proto::Room {
+    let live = state.signaling.live_room(&room.room_id);
+    proto::Room {
+        sid: live
+            .as_ref()
+            .map(|l| l.sid.clone())
+            .or_else(|| room.sid.clone())
+            .unwrap_or_default(),
+        name: room.room_id.clone(),
+        empty_timeout: room.empty_timeout_secs,
+        max_participants: room.max_participants,
+        creation_time: room.created_at.timestamp(),
+        creation_time_ms: room.created_at.timestamp_millis(),
+        metadata: room.metadata.clone().unwrap_or_default(),
+        num_participants: live.as_ref().map_or(0, |l| l.num_participants),
+        num_publishers: live.as_ref().map_or(0, |l| l.num_publishers),
+        ..Default::default()
+    }
+}
+
+fn participant_of(
+    state: &AppState,
+    room: &str,
+    identity: &str,
+) -> Result<proto::ParticipantInfo, TwirpError> {
+    state.signaling.participant(room, identity).ok_or_else(|| {
+        TwirpError::new(
+            "not_found",
+            format!("nobody with identity {identity:?} is connected to room {room:?}"),
+        )
+    })
+}
+
+pub async fn room_service(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    caller: Result<Caller, Problem>,
+    body: Bytes,
+) -> Result<Response, TwirpError> {
+    let encoding = encoding(&headers)?;
+    let caller = caller?;
+    let e = encoding;
+    match method.as_str() {
+        "CreateRoom" => {
+            let req: proto::CreateRoomRequest = decode(e, &body)?;
+            caller.require(Need::Create)?;
+            let options = RoomOptions {
+                room_id: Some(req.name.clone()),
+                metadata: (!req.metadata.is_empty()).then_some(req.metadata),
+                empty_timeout_secs: (req.empty_timeout > 0).then_some(req.empty_timeout),
+                max_participants: (req.max_participants > 0).then_some(req.max_participants),
+                ..Default::default()
+            };
+            let result = state
+                .control
+                .create_room(options)
+                .await
+                .map_err(Problem::from);
+            let (room, _) = state
+                .audited(&caller, "twirp.CreateRoom", &req.name, result)
+                .await?;
+            Ok(encode(e, &room_proto(&state, &room)))
+        }
+        "ListRooms" => {
+            let req: proto::ListRoomsRequest = decode(e, &body)?;
+            caller.require(Need::List)?;
+            let rooms = state
+                .control
+                .store
+                .list_rooms(Some(RoomStatus::Active))
+                .await
+                .map_err(ControlError::from)?;
+            let rooms = rooms
+                .iter()
+                .filter(|r| req.names.is_empty() || req.names.contains(&r.room_id))
+                .map(|r| room_proto(&state, r))
+                .collect();
+            Ok(encode(e, &proto::ListRoomsResponse { rooms }))
+        }
+        "DeleteRoom" => {
+            let req: proto::DeleteRoomRequest = decode(e, &body)?;
+            caller.require(Need::Create)?;
+            let result = state
+                .control
+                .delete_room(&req.room)
+                .await
+                .map_err(Problem::from);
+            state
+                .audited(&caller, "twirp.DeleteRoom", &req.room, result)
+                .await?;
+            Ok(encode(e, &proto::DeleteRoomResponse {}))
+        }
+        "ListParticipants" => {
+            let req: proto::ListParticipantsRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let participants = state.signaling.participants(&req.room).unwrap_or_default();
+            Ok(encode(e, &proto::ListParticipantsResponse { participants }))
+        }
+        "GetParticipant" => {
+            let req: proto::RoomParticipantIdentity = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            Ok(encode(
+                e,
+                &participant_of(&state, &req.room, &req.identity)?,
+            ))
+        }
+        "RemoveParticipant" => {
+            let req: proto::RoomParticipantIdentity = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let target = format!("{}/{}", req.room, req.identity);
+            let result = state
+                .control
+                .remove_participant(&req.room, &req.identity)
+                .await
+                .map_err(Problem::from);
+            state
+                .audited(&caller, "twirp.RemoveParticipant", &target, result)
+                .await?;
+            Ok(encode(e, &proto::RemoveParticipantResponse {}))
+        }
+        "MutePublishedTrack" => {
+            let req: proto::MuteRoomTrackRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let target = format!("{}/{}/{}", req.room, req.identity, req.track_sid);
+            let result = state
+                .control
+                .mute_track(&req.room, &req.identity, &req.track_sid, req.muted)
+                .map_err(Problem::from);
+            let track = state
+                .audited(&caller, "twirp.MutePublishedTrack", &target, result)
+                .await?;
+            Ok(encode(
+                e,
+                &proto::MuteRoomTrackResponse { track: Some(track) },
+            ))
+        }
+        "UpdateParticipant" => {
+            let req: proto::UpdateParticipantRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let target = format!("{}/{}", req.room, req.identity);
+            let change = ParticipantChange {
+                metadata: (!req.metadata.is_empty()).then_some(req.metadata),
+                name: (!req.name.is_empty()).then_some(req.name),
+                attributes: (!req.attributes.is_empty()).then_some(req.attributes),
+                permission: req.permission,
+            };
+            let result = state
+                .control
+                .update_participant(&req.room, &req.identity, change)
+                .map_err(Problem::from);
+            let info = state
+                .audited(&caller, "twirp.UpdateParticipant", &target, result)
+                .await?;
+            Ok(encode(e, &info))
+        }
+        "UpdateRoomMetadata" => {
+            let req: proto::UpdateRoomMetadataRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let update = RoomUpdate {
+                metadata: Some(req.metadata),
+                name: None,
+                guest_access: None,
+                max_participants: None,
+                at: now(),
+            };
+            let result = state
+                .control
+                .update_room(&req.room, update)
+                .await
+                .map_err(Problem::from);
+            let room = state
+                .audited(&caller, "twirp.UpdateRoomMetadata", &req.room, result)
+                .await?;
+            Ok(encode(e, &room_proto(&state, &room)))
+        }
+        // destination_sids is deprecated upstream, but older server SDKs still address by sid.
+        #[allow(deprecated)]
+        "SendData" => {
+            let req: proto::SendDataRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let reliable = req.kind != proto::data_packet::Kind::Lossy as i32;
+            let addressed =
+                !req.destination_sids.is_empty() || !req.destination_identities.is_empty();
+            let mut destinations = req.destination_identities;
+            if !req.destination_sids.is_empty() {
+                let live = state.signaling.participants(&req.room).unwrap_or_default();
+                destinations.extend(
+                    live.into_iter()
+                        .filter(|p| req.destination_sids.contains(&p.sid))
+                        .map(|p| p.identity),
+                );
+            }
+            if addressed && destinations.is_empty() {
+                // Addressed only to sids that are not here: nobody receives it (never everyone).
+                return Ok(encode(e, &proto::SendDataResponse {}));
+            }
+            state
+                .signaling
+                .send_data(&req.room, req.data, reliable, req.topic, destinations)
+                .map_err(|err| TwirpError::new("not_found", err.to_string()))?;
+            Ok(encode(e, &proto::SendDataResponse {}))
+        }
+        other => Err(TwirpError::new(
+            "bad_route",
+            format!("RoomService has no method {other:?}"),
+        )),
+    }
+}
