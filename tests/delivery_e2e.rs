@@ -97,7 +97,7 @@ async fn a_broadcast_reaches_webhooks_and_nats_in_order() {
     let status_subject = format!("{prefix}.status");
     let nats = async_nats::connect("127.0.0.1:4222")
         .await
-        .expect("NATS must run at 127.0.0.1:4222 (see TESTING.md)");
+        .expect("NATS must run at 127.0.0.1:4222 (start it as README.md says)");
     let mut all = nats.subscribe(format!("{prefix}.>")).await.unwrap();
     // The server must know about the subscription before anything is published.
     nats.flush().await.unwrap();

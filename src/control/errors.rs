@@ -44,3 +44,17 @@ impl From<StoreError> for ControlError {
         }
     }
 }
+
+impl From<switchboard_signaling::AdminError> for ControlError {
+    fn from(e: switchboard_signaling::AdminError) -> Self {
+        use switchboard_signaling::AdminError as A;
+        let detail = e.to_string();
+        match e {
+            A::RoomNotFound { .. } | A::ParticipantNotFound { .. } | A::TrackNotFound { .. } => {
+                ControlError::NotFound(detail)
+            }
+            A::RoomClosing { .. } => ControlError::Conflict(detail),
+            A::PayloadTooLarge { .. } => ControlError::BadRequest(detail),
+        }
+    }
+}

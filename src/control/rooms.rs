@@ -8,7 +8,10 @@ use switchboard_signaling::{ParticipantChange, RoomSettings};
 use tracing::info;
 
 use super::{new_id, now, Control, ControlError};
-use crate::store::{NewRoom, RoomRecord, RoomSpec, RoomUpdate};
+use crate::store::{NewRoom, RoomRecord, RoomSpec, RoomStatus, RoomUpdate};
+
+/// How long a deleted room may take to be recorded closed by the signaling event loop.
+const DELETE_SETTLE: Duration = Duration::from_secs(5);
 
 /// The body of `POST /v1/rooms`.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -63,7 +66,7 @@ impl Control {
                     metadata: room.metadata.clone(),
                 },
             )
-            .map_err(|e| ControlError::Conflict(e.to_string()))?;
+            .map_err(ControlError::from)?;
         if !ensured.created && room.sid.is_some() {
             return Ok(room);
         }
@@ -76,7 +79,10 @@ impl Control {
                 metadata: None,
                 empty_timeout_secs: room.empty_timeout_secs,
                 max_participants: room.max_participants,
-                started_at: now(),
+                // The time signaling opened it, so its own RoomStarted for this room writes
+                // exactly this again and the store records no second event.
+                started_at: chrono::DateTime::from_timestamp_millis(ensured.room.creation_time_ms)
+                    .unwrap_or_else(now),
             })
             .await?;
         self.written();
@@ -124,9 +130,8 @@ impl Control {
     pub async fn ensure_room(&self, room_id: &str) -> Result<RoomRecord, ControlError> {
         let existing = self.store.get_room(room_id).await;
         match existing {
-            Ok(room) if room.status == crate::store::RoomStatus::Active => {
-                self.open_live(room).await
-            }
+            Ok(room) if room.status == RoomStatus::Active => self.open_live(room).await,
+            Err(e) if !e.is_not_found() => Err(e.into()),
             Ok(_) | Err(_) => {
                 let (room, _) = self
                     .create_room(RoomOptions {
@@ -146,11 +151,15 @@ impl Control {
         update: RoomUpdate,
     ) -> Result<RoomRecord, ControlError> {
         let metadata = update.metadata.clone();
+        let limit = update.max_participants;
         let room = self.store.update_room(room_id, &update).await?;
         self.written();
         if let Some(metadata) = metadata {
             // Not live on this node (nobody joined yet): the record is all there is.
             let _ = self.signaling.update_room_metadata(room_id, metadata);
+        }
+        if limit.is_some() && self.signaling.live_room(room_id).is_some() {
+            self.open_live(room.clone()).await?;
         }
         Ok(room)
     }
@@ -159,8 +168,20 @@ impl Control {
     /// ends.
     pub async fn delete_room(&self, room_id: &str) -> Result<(), ControlError> {
         let room = self.store.get_room(room_id).await?;
-        // Not open on this node: only the record needs closing.
-        let _ = self.signaling.delete_room(room_id).await;
+        if self.signaling.delete_room(room_id).await.is_ok() {
+            // Signaling reported every leave and then RoomFinished, in that order, to the
+            // event loop, which records them in that order: wait for it to get there, so the
+            // log keeps the true order and the caller sees the room closed.
+            let deadline = tokio::time::Instant::now() + DELETE_SETTLE;
+            while tokio::time::Instant::now() < deadline {
+                if self.store.get_room(room_id).await?.status == RoomStatus::Closed {
+                    info!(room_id, "room deleted");
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Not open on this node (or the event loop is stuck): close the record here.
         self.close_open_session(&room.room_id, "room deleted")
             .await?;
         self.store
@@ -180,7 +201,7 @@ impl Control {
         let revoked_at = self
             .signaling
             .remove_participant(room_id, identity)
-            .map_err(|e| ControlError::NotFound(e.to_string()))?;
+            .map_err(ControlError::from)?;
         let revoked_at = chrono::DateTime::<chrono::Utc>::from_timestamp(revoked_at as i64, 0)
             .unwrap_or_else(now);
         self.store
@@ -199,7 +220,7 @@ impl Control {
     ) -> Result<livekit_protocol::TrackInfo, ControlError> {
         self.signaling
             .mute_track(room_id, identity, track_sid, muted)
-            .map_err(|e| ControlError::NotFound(e.to_string()))
+            .map_err(ControlError::from)
     }
 
     /// Changes a live participant's metadata, name, attributes or permissions.
@@ -211,7 +232,7 @@ impl Control {
     ) -> Result<livekit_protocol::ParticipantInfo, ControlError> {
         self.signaling
             .update_participant(room_id, identity, change)
-            .map_err(|e| ControlError::NotFound(e.to_string()))
+            .map_err(ControlError::from)
     }
 }
 

@@ -307,9 +307,10 @@ impl Control {
                     .await?;
             }
             (EgressStatus::Complete | EgressStatus::Failed, state) if state.is_open() => {
-                let reason = match &report.error {
-                    Some(error) => format!("egress failed: {error}"),
-                    None => "egress complete".to_owned(),
+                let reason = match (egress.status, &report.error) {
+                    (EgressStatus::Failed, Some(error)) => format!("egress failed: {error}"),
+                    (EgressStatus::Failed, None) => "egress failed".to_owned(),
+                    _ => "egress complete".to_owned(),
                 };
                 let mut current = state;
                 for &trigger in state::closing_triggers(state) {

@@ -35,6 +35,11 @@ impl Control {
                 max_participants,
                 at,
             } => {
+                // A room opened through the API was recorded with this sid already.
+                let known = self.store.get_room(room_id).await.ok();
+                if known.is_some_and(|r| r.sid.as_deref() == Some(sid.as_str())) {
+                    return Ok(());
+                }
                 self.store
                     .room_started(&NewRoom {
                         room_id: room_id.clone(),

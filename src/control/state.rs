@@ -129,6 +129,21 @@ mod tests {
         assert_eq!(next(Publishing, Trigger::EndRequested), None);
     }
 
+    /// The store closes sessions on its own inside a transaction (room close, crash
+    /// recovery); its steps must be exactly the ones this state machine allows.
+    #[test]
+    fn the_stores_closing_steps_follow_this_state_machine() {
+        for from in ALL {
+            let mut state = from;
+            let mut path = Vec::new();
+            for &trigger in closing_triggers(from) {
+                state = next(state, trigger).expect("each closing step is legal");
+                path.push(state);
+            }
+            assert_eq!(path, from.closing_steps(), "closing {from:?}");
+        }
+    }
+
     #[test]
     fn closing_triggers_end_in_a_terminal_state() {
         for from in ALL {

@@ -10,10 +10,6 @@
 //! does not hold up the others. When caught up a sink sleeps until a writer wakes it (the
 //! `wake` notify) or a poll tick, and every sink stops promptly when `stop` turns true.
 
-// `serve` starts delivery through `spawn`; until src/server.rs is wired to it, only the tests
-// use this module.
-#![allow(dead_code)]
-
 mod livekit;
 mod nats;
 mod webhook;
@@ -124,11 +120,6 @@ impl DeliveryConfig {
             nats: settings.nats.clone(),
             ..DeliveryConfig::default()
         })
-    }
-
-    /// Whether there is nothing to deliver to.
-    pub fn is_empty(&self) -> bool {
-        self.webhook_urls.is_empty() && self.nats.is_none()
     }
 }
 

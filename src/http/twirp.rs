@@ -61,7 +61,7 @@ impl From<ControlError> for TwirpError {
 impl IntoResponse for TwirpError {
     fn into_response(self) -> Response {
         let status = match self.code {
-            "invalid_argument" => StatusCode::BAD_REQUEST,
+            "invalid_argument" | "malformed" => StatusCode::BAD_REQUEST,
             "unauthenticated" => StatusCode::UNAUTHORIZED,
             "permission_denied" => StatusCode::FORBIDDEN,
             "not_found" | "bad_route" => StatusCode::NOT_FOUND,
@@ -333,7 +333,7 @@ pub async fn room_service(
             state
                 .signaling
                 .send_data(&req.room, req.data, reliable, req.topic, destinations)
-                .map_err(|err| TwirpError::new("not_found", err.to_string()))?;
+                .map_err(|err| TwirpError::from(ControlError::from(err)))?;
             Ok(encode(e, &proto::SendDataResponse {}))
         }
         other => Err(TwirpError::new(
