@@ -6,6 +6,7 @@ mod config;
 mod control;
 mod delivery;
 mod http;
+mod loadtest;
 mod server;
 mod store;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::Rooms(command) => admin_cli::rooms(command),
         Command::Sessions(command) => admin_cli::sessions(command),
+        Command::Loadtest(args) => loadtest::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

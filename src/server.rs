@@ -71,6 +71,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
     prepare_data_dir(&settings.database_url, &settings.data_dir)?;
+    // Before the media plane: its workers take their metric handles when they start.
+    http::metrics::install().context("cannot install the metrics recorder")?;
     let store = store::open_store(&settings.database_url)
         .await
         .context("cannot open the session store")?;

@@ -71,6 +71,9 @@ pub enum PeerEvent {
     },
     /// The first RTP packet of an announced track arrived.
     TrackMediaStarted { sid: String },
+    /// The first RTP packet was forwarded to this participant (its join is complete as far
+    /// as media goes; signaling measures join latency up to here).
+    FirstMediaSent,
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
     /// A data-channel message from this participant, to be checked and relayed by signaling.

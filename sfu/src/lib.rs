@@ -7,12 +7,18 @@
 //! through [`ParticipantHandle`] and listens to [`PeerEvent`]s.
 
 mod api;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 mod codec;
+mod commands;
 mod media;
+mod metrics;
 mod participant;
 mod rewrite;
 mod rtc_config;
 mod sdp_order;
+mod timers;
 mod worker;
 
 use std::hash::{Hash, Hasher};

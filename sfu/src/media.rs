@@ -55,12 +55,19 @@ impl Worker {
                 }
             }
             (PeerRole::Subscriber, Event::KeyframeRequest(request)) => {
+                self.metrics.keyframe_request_received(request.kind);
                 self.keyframe_requested(slot, request.mid);
             }
             (_, Event::PeerStats(stats)) => {
                 if let (Some(part), Some(rtt)) = (self.parts[slot].as_mut(), stats.rtt) {
                     part.stats.rtt_ms = Some(rtt.as_millis().min(u128::from(u32::MAX)) as u32);
                 }
+            }
+            (PeerRole::Subscriber, Event::MediaEgressStats(stats)) => {
+                self.egress_stats(slot, &stats);
+            }
+            (PeerRole::Publisher, Event::MediaIngressStats(stats)) => {
+                self.ingress_stats(slot, &stats);
             }
             _ => {}
         }
@@ -256,7 +263,7 @@ impl Worker {
             return;
         };
         part.stats.packets_lost += track.layers.iter().map(Layer::lost).sum::<u64>();
-        part.ssrc_tracks.retain(|_, i| *i != index);
+        part.ssrc_tracks.retain(|(_, i)| *i != index);
         part.emit(PeerEvent::TrackUnpublished { sid: track.sid });
         for (sub, out) in track.subscribers {
             self.source_gone(sub, out);
@@ -401,6 +408,7 @@ impl Worker {
             for rid in rids {
                 if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
                     stream.request_keyframe(KeyframeRequestKind::Pli);
+                    self.metrics.keyframe_request_sent();
                 }
             }
             self.drain(publisher, PeerRole::Publisher);
@@ -419,8 +427,10 @@ impl Worker {
         };
         part.stats.packets_in += 1;
         part.stats.bytes_in += packet.payload.len() as u64;
-        let index = match part.ssrc_tracks.get(&ssrc) {
-            Some(&index) => index,
+        self.metrics.rtp_in += 1;
+        self.metrics.rtp_in_bytes += packet.payload.len() as u64;
+        let index = match part.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
+            Some(&(_, index)) => index,
             None => {
                 let Some((mid, rid)) = part
                     .publisher
@@ -434,7 +444,7 @@ impl Worker {
                 let Some(index) = part.track_index_by_mid(mid) else {
                     return;
                 };
-                part.ssrc_tracks.insert(ssrc, index);
+                part.ssrc_tracks.push((ssrc, index));
                 if let Some(track) = part.tracks[index].as_mut() {
                     track
                         .layers
@@ -539,7 +549,15 @@ impl Worker {
             );
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += packet.payload.len() as u64;
-            self.drain(sub, PeerRole::Subscriber);
+            self.metrics.forwarded += 1;
+            self.metrics.forwarded_bytes += packet.payload.len() as u64;
+            if !subscriber.first_media_sent {
+                subscriber.first_media_sent = true;
+                subscriber.emit(PeerEvent::FirstMediaSent);
+            }
+            // str0m sends a written packet at the peer's next timeout (the pacer snapshots
+            // queues there): draining now would only hear "wake me now", so schedule that.
+            self.timers.set(sub, PeerRole::Subscriber, now);
         }
         self.scratch = subscribers;
         if waiting {

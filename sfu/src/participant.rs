@@ -1,7 +1,6 @@
 //! What a media worker knows about one participant: its two peers, the tracks it publishes
 //! and the tracks it receives.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -20,20 +19,19 @@ use crate::rewrite::Rewriter;
 /// to the old occupant has been removed.
 pub(crate) type Slot = usize;
 
-/// One str0m peer connection and the deadline it asked to be woken at.
+/// One str0m peer connection. The deadline it asked to be woken at lives in the worker's
+/// timer heap.
 pub(crate) struct Peer {
     pub rtc: Rtc,
-    pub timeout: Instant,
     /// Remote addresses seen for this peer, so the worker's demultiplexer can forget them.
     pub addrs: Vec<SocketAddr>,
     pub disconnected_reported: bool,
 }
 
 impl Peer {
-    pub fn new(rtc: Rtc, now: Instant) -> Self {
+    pub fn new(rtc: Rtc) -> Self {
         Self {
             rtc,
-            timeout: now,
             addrs: Vec::new(),
             disconnected_reported: false,
         }
@@ -171,13 +169,19 @@ pub(crate) struct Participant {
     pub expected: Vec<ExpectedTrack>,
     /// Published tracks; `None` slots keep indices held by subscribers stable.
     pub tracks: Vec<Option<InTrack>>,
-    /// SSRC → index into `tracks`, learned from the first packet of each stream.
-    pub ssrc_tracks: HashMap<u32, usize>,
+    /// (SSRC, index into `tracks`), learned from the first packet of each stream. A few
+    /// entries (tracks × simulcast layers): a scan beats hashing on every packet.
+    pub ssrc_tracks: Vec<(u32, usize)>,
     /// Received tracks; `None` slots keep indices held by publishers stable.
     pub out: Vec<Option<OutTrack>>,
     pub pending_offer: Option<SdpPendingOffer>,
     pub channels: DataChannels,
     pub stats: ParticipantStats,
+    /// Whether [`PeerEvent::FirstMediaSent`] was emitted.
+    pub first_media_sent: bool,
+    /// Cumulative counters of each stream at its last stats report, to report differences:
+    /// (role, mid, rid, NACKs, packets lost as reported by the receiver).
+    pub stream_totals: Vec<(PeerRole, Mid, Option<Rid>, u64, u64)>,
 }
 
 impl Participant {
@@ -230,6 +234,36 @@ impl Participant {
             self.out.push(Some(track));
             self.out.len() - 1
         }
+    }
+
+    /// Records a stream's cumulative (NACKs, lost) and returns the growth since its last
+    /// report. Counters that went back (a restarted stream) count from zero again.
+    pub fn stream_delta(
+        &mut self,
+        role: PeerRole,
+        mid: Mid,
+        rid: Option<Rid>,
+        nacks: u64,
+        lost: u64,
+    ) -> (u64, u64) {
+        let entry = match self
+            .stream_totals
+            .iter_mut()
+            .find(|e| e.0 == role && e.1 == mid && e.2 == rid)
+        {
+            Some(entry) => entry,
+            None => {
+                self.stream_totals.push((role, mid, rid, 0, 0));
+                let last = self.stream_totals.len() - 1;
+                &mut self.stream_totals[last]
+            }
+        };
+        let grow = |old: &mut u64, new: u64| {
+            let delta = if new >= *old { new - *old } else { new };
+            *old = new;
+            delta
+        };
+        (grow(&mut entry.3, nacks), grow(&mut entry.4, lost))
     }
 
     pub fn is_subscribed_to(&self, publisher: Slot, track: usize) -> bool {

@@ -44,6 +44,12 @@ impl Rewriter {
         Some((out_seq, out_ts))
     }
 
+    /// Makes the next packet continue right after the last one sent, whatever its own
+    /// number (after a mute, so the subscriber sees no gap to NACK).
+    pub(crate) fn resync(&mut self) {
+        self.source = None;
+    }
+
     fn switch_to(&mut self, ssrc: u32, seq: u64, ts: u32, arrival: Instant, clock_rate: u32) {
         // The first packet out is number 1, so the SRTP rollover counter starts at 0 as the
         // receiver expects; later sources continue right after the last packet sent.

@@ -62,6 +62,8 @@ async fn rtc(
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
+    // Join latency is measured from here: the token is verified and the room has room.
+    let verified_at = std::time::Instant::now();
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => {
@@ -78,6 +80,7 @@ async fn rtc(
         reconnect: params
             .get("reconnect")
             .is_some_and(|v| v == "1" || v == "true"),
+        verified_at,
     };
     upgrade
         .max_message_size(1 << 20)

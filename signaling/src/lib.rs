@@ -5,6 +5,9 @@
 //! that the server's session store consumes.
 
 mod admin;
+#[cfg(any(test, feature = "bench"))]
+#[doc(hidden)]
+pub mod bench;
 mod data;
 pub mod events;
 mod http;

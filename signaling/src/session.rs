@@ -38,6 +38,9 @@ pub(crate) struct Session {
     pub media: ParticipantHandle,
     next_offer_id: u32,
     last_heard: Instant,
+    verified_at: Instant,
+    /// A media packet of ours reached the server (for the join latency, once).
+    published_media: bool,
 }
 
 fn now_ms() -> i64 {
@@ -94,6 +97,15 @@ async fn send(ws: &mut WebSocket, message: Resp) -> Result<(), axum::Error> {
 pub(crate) struct JoinParams {
     pub auto_subscribe: bool,
     pub reconnect: bool,
+    /// When the token was verified: the start of the join latency ops see.
+    pub verified_at: Instant,
+}
+
+/// Records one stage of a join in `switchboard_join_latency_seconds`, measured from the
+/// token's verification.
+fn join_latency(stage: &'static str, verified_at: Instant) {
+    metrics::histogram!("switchboard_join_latency_seconds", "stage" => stage)
+        .record(verified_at.elapsed().as_secs_f64());
 }
 
 /// Runs a joined participant until it leaves. The token was verified before the upgrade.
@@ -168,6 +180,8 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
         media,
         next_offer_id: 0,
         last_heard: Instant::now(),
+        verified_at: join.verified_at,
+        published_media: false,
     };
     let response = proto::JoinResponse {
         room: Some(joined.room),
@@ -193,6 +207,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
             close: None,
         }
     } else {
+        join_latency("join_response", join.verified_at);
         session.serve(&mut ws, &mut room_rx, &mut peer_events).await
     };
     session.finish(&mut ws, ending).await;
@@ -389,8 +404,13 @@ impl Session {
                 self.reply(ws, Resp::Offer(offer)).await?;
             }
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::FirstMediaSent => join_latency("first_media_received", self.verified_at),
             PeerEvent::TrackMediaStarted { sid } => {
                 debug!(participant = %self.sid, track = %sid, "first media packet");
+                if !self.published_media {
+                    self.published_media = true;
+                    join_latency("first_media_published", self.verified_at);
+                }
                 // A mute that came before the media plane bound the track (published muted,
                 // or muted by an admin right away) did not reach it: apply it now.
                 let muted = self

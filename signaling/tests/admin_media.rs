@@ -75,6 +75,9 @@ async fn muting_a_track_stops_its_media_and_tells_its_publisher_and_everyone() {
 
     // livekit-client acknowledges with its own MuteTrackRequest; then the admin unmutes.
     ann.send(Req::Mute(mute)).await;
+    // Its session handles frames in order: a ping answered means the acknowledgement was
+    // applied, so it cannot land after the unmute and mute the track again.
+    ann.assert_alive().await;
     server
         .sig
         .mute_track("studio", "ann", &track, false)

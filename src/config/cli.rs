@@ -47,6 +47,8 @@ pub enum Command {
     /// Manage broadcast sessions on a running server.
     #[command(subcommand)]
     Sessions(crate::admin_cli::SessionsCommand),
+    /// Drive real WebRTC clients against a server and report delivery, latency and cost.
+    Loadtest(crate::loadtest::LoadtestArgs),
 }
 
 #[derive(Debug, Default, Args)]

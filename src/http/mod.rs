@@ -5,6 +5,7 @@ mod api_json;
 mod auth;
 mod guests;
 mod livekit_json;
+pub mod metrics;
 mod problem;
 mod rooms;
 mod sessions;
@@ -155,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

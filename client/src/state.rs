@@ -1,0 +1,351 @@
+//! What the media loop knows about each participant — its two PeerConnections, the tracks
+//! it receives (publishing is in `publish.rs`) — and how it reacts to str0m.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use livekit_protocol as proto;
+use prost::Message as _;
+use str0m::change::{SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::media::MediaKind;
+use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::{Event, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::driver::Loop;
+use crate::media::read_stamp;
+use crate::publish::Source;
+use crate::{ClientError, DriverStats, ParticipantEvent, TrackKind, TrackStats};
+
+/// A client peer in RTP mode (we write and read packets, never frames) with the codecs the
+/// synthetic media uses. Full ICE: the server is ICE-lite, so we are the controlling agent.
+pub(crate) fn new_rtc(now: Instant) -> Rtc {
+    Rtc::builder()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .set_stats_interval(None)
+        .build(now)
+}
+
+/// Which of LiveKit's two v0 PeerConnections a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Publisher,
+    Subscriber,
+}
+
+pub(crate) struct PeerSlot {
+    pub part: usize,
+    pub role: Role,
+    /// Distinguishes this occupant of the slot from earlier ones in stale timers.
+    pub gen: u64,
+    pub rtc: Rtc,
+    pub socket: Arc<UdpSocket>,
+    pub local: SocketAddr,
+    /// The deadline str0m last asked for (the one armed in the heap).
+    pub timeout: Instant,
+    pub connected: bool,
+}
+
+/// Reception of one incoming stream (one SSRC of the subscriber PC).
+pub(crate) struct TrackRx {
+    track_sid: String,
+    video: bool,
+    packets: u64,
+    bytes: u64,
+    first_seq: u64,
+    max_seq: u64,
+    first_packet: Option<Duration>,
+}
+
+impl TrackRx {
+    fn lost(&self) -> u64 {
+        if self.packets == 0 {
+            return 0;
+        }
+        (self.max_seq - self.first_seq + 1).saturating_sub(self.packets)
+    }
+}
+
+pub(crate) struct Part {
+    pub(crate) gen: u64,
+    pub(crate) events: mpsc::UnboundedSender<ParticipantEvent>,
+    pub(crate) started: Instant,
+    pub(crate) bind: IpAddr,
+    pub(crate) publisher: Option<usize>,
+    pub(crate) subscriber: Option<usize>,
+    pub(crate) sources: Vec<Source>,
+    pub(crate) ready: Option<oneshot::Sender<Result<(), ClientError>>>,
+    pub(crate) wanted_channels: usize,
+    pub(crate) labels: HashMap<ChannelId, String>,
+    pub(crate) pending: Option<SdpPendingOffer>,
+    pub(crate) mid_to_track: HashMap<String, String>,
+    pub(crate) received: Vec<TrackRx>,
+    pub(crate) by_ssrc: HashMap<Ssrc, usize>,
+    pub(crate) packets_sent: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) connected: Option<Duration>,
+    pub(crate) first_media: Option<Duration>,
+    pub(crate) closed_reported: bool,
+}
+
+impl Part {
+    pub fn new(
+        gen: u64,
+        events: mpsc::UnboundedSender<ParticipantEvent>,
+        started: Instant,
+        bind: IpAddr,
+    ) -> Self {
+        Self {
+            gen,
+            events,
+            started,
+            bind,
+            publisher: None,
+            subscriber: None,
+            sources: Vec::new(),
+            ready: None,
+            wanted_channels: 0,
+            labels: HashMap::new(),
+            pending: None,
+            mid_to_track: HashMap::new(),
+            received: Vec::new(),
+            by_ssrc: HashMap::new(),
+            packets_sent: 0,
+            bytes_sent: 0,
+            connected: None,
+            first_media: None,
+            closed_reported: false,
+        }
+    }
+
+    pub(crate) fn emit(&self, event: ParticipantEvent) {
+        // Nobody listening is fine: the load tester drops the receivers it does not need.
+        let _ = self.events.send(event);
+    }
+}
+
+pub(crate) fn rtc_error(what: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Rtc(format!("{what}: {e}"))
+}
+
+impl Loop {
+    pub(crate) fn part_index(&self, id: u64) -> Result<usize, ClientError> {
+        self.by_id.get(&id).copied().ok_or(ClientError::DriverGone)
+    }
+
+    /// Answers a server offer on the subscriber PC, creating the PC at the first one.
+    pub fn subscriber_offer(
+        &mut self,
+        id: u64,
+        sdp: &str,
+        mid_to_track: HashMap<String, String>,
+    ) -> Result<String, ClientError> {
+        let index = self.part_index(id)?;
+        let (existing, bind) = match self.parts.get(index) {
+            Some(Some(part)) => (part.subscriber, part.bind),
+            _ => return Err(ClientError::DriverGone),
+        };
+        let peer = match existing {
+            Some(peer) => peer,
+            None => self.new_peer(index, Role::Subscriber, bind)?,
+        };
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| rtc_error("bad offer", e))?;
+        let slot = self
+            .peers
+            .get_mut(peer)
+            .and_then(Option::as_mut)
+            .ok_or(ClientError::DriverGone)?;
+        let answer = slot
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| rtc_error("offer refused", e))?;
+        if let Some(Some(part)) = self.parts.get_mut(index) {
+            part.subscriber = Some(peer);
+            part.mid_to_track.extend(mid_to_track);
+        }
+        self.drive(peer);
+        Ok(answer.to_sdp_string())
+    }
+
+    pub fn stats_of(&self, index: usize) -> Option<DriverStats> {
+        let part = self.parts.get(index)?.as_ref()?;
+        Some(DriverStats {
+            tracks: part
+                .received
+                .iter()
+                .map(|rx| TrackStats {
+                    track_sid: rx.track_sid.clone(),
+                    kind: if rx.video {
+                        TrackKind::Video
+                    } else {
+                        TrackKind::Audio
+                    },
+                    packets: rx.packets,
+                    bytes: rx.bytes,
+                    lost: rx.lost(),
+                    first_packet: rx.first_packet,
+                })
+                .collect(),
+            packets_sent: part.packets_sent,
+            bytes_sent: part.bytes_sent,
+            connected: part.connected,
+            first_media: part.first_media,
+        })
+    }
+
+    pub fn peer_closed(&mut self, part: usize, role: Role, reason: &str) {
+        if let Some(Some(p)) = self.parts.get_mut(part) {
+            if let Some(ready) = p.ready.take() {
+                let _ = ready.send(Err(ClientError::Rtc(reason.to_owned())));
+            }
+            if !p.closed_reported {
+                p.closed_reported = true;
+                p.emit(ParticipantEvent::MediaDisconnected {
+                    publisher: role == Role::Publisher,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+        // Park the peer: its slot stays until the participant is removed.
+        let index = match role {
+            Role::Publisher => self.parts.get(part).and_then(|p| p.as_ref()?.publisher),
+            Role::Subscriber => self.parts.get(part).and_then(|p| p.as_ref()?.subscriber),
+        };
+        if let Some(Some(peer)) = index.and_then(|i| self.peers.get_mut(i)) {
+            peer.timeout = Instant::now() + Duration::from_secs(3600 * 24);
+        }
+    }
+
+    pub fn on_event(&mut self, part_index: usize, role: Role, peer: usize, event: Event) {
+        match event {
+            Event::RtpPacket(packet) if role == Role::Subscriber => {
+                self.on_rtp(part_index, peer, packet)
+            }
+            Event::Connected => {
+                if let Some(Some(slot)) = self.peers.get_mut(peer) {
+                    slot.connected = true;
+                }
+                if role == Role::Publisher {
+                    self.start_sources(part_index);
+                    self.check_ready(part_index);
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Some(Some(part)) = self.parts.get_mut(part_index) {
+                    part.labels.insert(id, label);
+                }
+                self.check_ready(part_index);
+            }
+            Event::ChannelData(data) => {
+                if let Some(Some(part)) = self.parts.get(part_index) {
+                    let label = part.labels.get(&data.id).cloned().unwrap_or_default();
+                    match proto::DataPacket::decode(data.data.as_slice()) {
+                        Ok(packet) => part.emit(ParticipantEvent::Data {
+                            label,
+                            packet: Box::new(packet),
+                        }),
+                        Err(e) => tracing::debug!("undecodable data packet: {e}"),
+                    }
+                }
+            }
+            Event::KeyframeRequest(request) if role == Role::Publisher => {
+                if let Some(Some(part)) = self.parts.get_mut(part_index) {
+                    for source in &mut part.sources {
+                        source.keyframe_requested(request.mid, request.rid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn check_ready(&mut self, index: usize) {
+        let Some(Some(part)) = self.parts.get_mut(index) else {
+            return;
+        };
+        let connected = part
+            .publisher
+            .and_then(|p| self.peers.get(p))
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.connected);
+        if connected && part.labels.len() >= part.wanted_channels {
+            if let Some(ready) = part.ready.take() {
+                part.connected = Some(part.started.elapsed());
+                let _ = ready.send(Ok(()));
+            }
+        }
+    }
+
+    /// Counts an RTP packet on the subscriber PC: per stream, sequence gaps, first packet,
+    /// and the latency from its stamp.
+    fn on_rtp(&mut self, index: usize, peer: usize, packet: RtpPacket) {
+        let arrival = packet.timestamp;
+        let Some(Some(part)) = self.parts.get_mut(index) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let rx_index = match part.by_ssrc.get(&ssrc) {
+            Some(&i) => i,
+            None => {
+                let Some(Some(slot)) = self.peers.get_mut(peer) else {
+                    return;
+                };
+                let Some(mid) = slot.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) else {
+                    return;
+                };
+                let video = slot
+                    .rtc
+                    .media(mid)
+                    .is_some_and(|m| m.kind() == MediaKind::Video);
+                let track_sid = part
+                    .mid_to_track
+                    .get(&mid.to_string())
+                    .cloned()
+                    .unwrap_or_default();
+                part.received.push(TrackRx {
+                    track_sid,
+                    video,
+                    packets: 0,
+                    bytes: 0,
+                    first_seq: *packet.seq_no,
+                    max_seq: *packet.seq_no,
+                    first_packet: None,
+                });
+                part.by_ssrc.insert(ssrc, part.received.len() - 1);
+                part.received.len() - 1
+            }
+        };
+        let rx = &mut part.received[rx_index];
+        let seq = *packet.seq_no;
+        rx.packets += 1;
+        rx.bytes += packet.payload.len() as u64;
+        rx.first_seq = rx.first_seq.min(seq);
+        rx.max_seq = rx.max_seq.max(seq);
+        let video = rx.video;
+        if rx.first_packet.is_none() {
+            let after = arrival.saturating_duration_since(part.started);
+            rx.first_packet = Some(after);
+            part.first_media.get_or_insert(after);
+            let track_sid = rx.track_sid.clone();
+            part.emit(ParticipantEvent::FirstPacket { track_sid, after });
+        }
+        self.counters
+            .packets_received
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(packet.payload.len() as u64, Ordering::Relaxed);
+        if let Some(stamp) = read_stamp(video, &packet.payload) {
+            self.record_latency(arrival, stamp);
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! What a worker does with the commands signaling sends: joins and leaves, offers and
+//! answers, trickled candidates, announced tracks, mutes and data messages.
+
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::Candidate;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuError};
+use crate::participant::{DataChannels, Participant, Peer, Slot};
+use crate::rtc_config::new_rtc;
+use crate::worker::Worker;
+
+impl Worker {
+    pub(crate) fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                participant,
+                room,
+                options,
+                events,
+                reply,
+            } => {
+                let _ = reply.send(self.join(participant, room, options, events));
+            }
+            Command::PublisherOffer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.publisher_offer(&participant, &sdp));
+            }
+            Command::SubscriberAnswer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.subscriber_answer(&participant, &sdp));
+            }
+            Command::RemoteCandidate {
+                participant,
+                role,
+                candidate,
+            } => self.remote_candidate(&participant, role, &candidate),
+            Command::ExpectTrack { participant, track } => self.expect_track(&participant, track),
+            Command::SetTrackMuted {
+                participant,
+                sid,
+                muted,
+            } => self.set_track_muted(&participant, &sid, muted),
+            Command::Subscribe {
+                participant,
+                track_sids,
+                subscribe,
+            } => self.set_subscriptions(&participant, &track_sids, subscribe),
+            Command::SendData {
+                to,
+                reliable,
+                payload,
+            } => self.send_data(&to, reliable, &payload),
+            Command::Leave { participant, reply } => {
+                let stats = match self.by_key.get(&participant).copied() {
+                    Some(slot) => self.remove_participant(slot),
+                    None => Default::default(),
+                };
+                let _ = reply.send(stats);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn join(
+        &mut self,
+        key: String,
+        room: String,
+        options: JoinOptions,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    ) -> Result<(), SfuError> {
+        if self.by_key.contains_key(&key) {
+            return Err(SfuError::DuplicateParticipant(key));
+        }
+        let now = Instant::now();
+        let mut publisher = Peer::new(new_rtc(now));
+        let mut subscriber = Peer::new(new_rtc(now));
+        for addr in &self.advertise {
+            let candidate = Candidate::host(*addr, "udp")
+                .map_err(|e| SfuError::Config(format!("bad host candidate {addr}: {e}")))?;
+            publisher.rtc.add_local_candidate(candidate.clone());
+            subscriber.rtc.add_local_candidate(candidate);
+        }
+        let participant = Participant {
+            key: key.clone(),
+            room: room.clone(),
+            options,
+            events,
+            publisher,
+            subscriber,
+            expected: Vec::new(),
+            tracks: Vec::new(),
+            ssrc_tracks: Vec::new(),
+            out: Vec::new(),
+            pending_offer: None,
+            channels: DataChannels::default(),
+            stats: Default::default(),
+            first_media_sent: false,
+            stream_totals: Vec::new(),
+        };
+        let slot = match self.parts.iter().position(Option::is_none) {
+            Some(slot) => {
+                self.parts[slot] = Some(participant);
+                slot
+            }
+            None => {
+                self.parts.push(Some(participant));
+                self.parts.len() - 1
+            }
+        };
+        self.by_key.insert(key, slot);
+        // Both peers get their first timeout on this loop turn.
+        self.timers.set(slot, PeerRole::Publisher, now);
+        self.timers.set(slot, PeerRole::Subscriber, now);
+        let members = self.rooms.entry(room).or_default();
+        let others: Vec<Slot> = members.clone();
+        members.push(slot);
+        if options.auto_subscribe && options.can_subscribe {
+            for publisher in others {
+                self.subscribe_all_of(slot, publisher);
+            }
+            self.negotiate(slot);
+        }
+        Ok(())
+    }
+
+    /// The slot of a participant a command is about; it becomes the one a panic is pinned on.
+    fn slot_of(&mut self, key: &str) -> Result<Slot, SfuError> {
+        let slot = self
+            .by_key
+            .get(key)
+            .copied()
+            .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
+        self.current = Some(slot);
+        Ok(slot)
+    }
+
+    pub(crate) fn publisher_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
+        let slot = self.slot_of(key)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return Err(SfuError::UnknownParticipant(key.to_owned()));
+        };
+        let answer = part
+            .publisher
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.drain(slot, PeerRole::Publisher);
+        // The codec each announced track asked for, by the mid its msid sits on.
+        let wanted: Vec<(String, String)> = match self.parts[slot].as_ref() {
+            Some(part) => crate::sdp_order::msid_tracks(sdp)
+                .into_iter()
+                .filter_map(|(mid, cid)| Some((mid, part.codec_for_cid(&cid)?.to_owned())))
+                .collect(),
+            None => Vec::new(),
+        };
+        let answer = crate::sdp_order::order_answer(sdp, &answer.to_sdp_string(), |mid| {
+            wanted
+                .iter()
+                .find(|(m, _)| m == mid)
+                .map(|(_, c)| c.clone())
+        });
+        tracing::trace!(
+            participant = key,
+            offer = sdp,
+            answer,
+            "publisher negotiation"
+        );
+        Ok(answer)
+    }
+
+    pub(crate) fn subscriber_answer(&mut self, key: &str, sdp: &str) -> Result<(), SfuError> {
+        let slot = self.slot_of(key)?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return Err(SfuError::UnknownParticipant(key.to_owned()));
+        };
+        let pending = part.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
+        part.subscriber
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        self.drain(slot, PeerRole::Subscriber);
+        self.answer_applied(slot);
+        Ok(())
+    }
+
+    fn remote_candidate(&mut self, key: &str, role: PeerRole, candidate: &str) {
+        let Ok(slot) = self.slot_of(key) else {
+            return;
+        };
+        let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        match Candidate::from_sdp_string(line) {
+            Ok(candidate) => {
+                if let Some(part) = self.parts[slot].as_mut() {
+                    part.peer_mut(role).rtc.add_remote_candidate(candidate);
+                    self.drain(slot, role);
+                }
+            }
+            Err(e) => debug!(participant = key, "ignored a remote candidate: {e}"),
+        }
+    }
+
+    fn expect_track(&mut self, key: &str, track: ExpectedTrack) {
+        if let Ok(slot) = self.slot_of(key) {
+            if let Some(part) = self.parts[slot].as_mut() {
+                part.expected.retain(|t| t.cid != track.cid);
+                part.expected.push(track);
+            }
+        }
+    }
+
+    fn set_track_muted(&mut self, key: &str, sid: &str, muted: bool) {
+        let Ok(slot) = self.slot_of(key) else {
+            return;
+        };
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let Some(index) = part.track_index_by_sid(sid) else {
+            return;
+        };
+        let Some(track) = part.tracks[index].as_mut() else {
+            return;
+        };
+        track.muted = muted;
+        if muted {
+            return;
+        }
+        // Resuming video needs a fresh keyframe at every subscriber, and every subscriber's
+        // numbering continues where it stopped instead of jumping over the muted stretch.
+        self.keyframe_queue.push((slot, index));
+        let subscribers = track.subscribers.clone();
+        for (sub, out) in subscribers {
+            if let Some(Some(out_track)) = self.parts[sub].as_mut().map(|p| p.out.get_mut(out)) {
+                if let Some(out_track) = out_track.as_mut() {
+                    out_track.rewriter.resync();
+                }
+            }
+        }
+    }
+
+    fn send_data(&mut self, to: &[String], reliable: bool, payload: &[u8]) {
+        for key in to {
+            let Ok(slot) = self.slot_of(key) else {
+                continue;
+            };
+            let Some(part) = self.parts[slot].as_mut() else {
+                continue;
+            };
+            let channel = if reliable {
+                part.channels.reliable
+            } else {
+                part.channels.lossy.or(part.channels.reliable)
+            };
+            let Some(channel) = channel else {
+                debug!(participant = %key, "no data channel open yet; message dropped");
+                continue;
+            };
+            if let Some(mut channel) = part.publisher.rtc.channel(channel) {
+                match channel.write(true, payload) {
+                    Ok(true) => {}
+                    Ok(false) => debug!(participant = %key, "data channel full; message dropped"),
+                    Err(e) => debug!(participant = %key, "data channel write failed: {e}"),
+                }
+            }
+            self.drain(slot, PeerRole::Publisher);
+        }
+    }
+
+    /// Removes a participant and every reference other participants hold to it.
+    pub(crate) fn remove_participant(&mut self, slot: Slot) -> crate::ParticipantStats {
+        let Some(mut part) = self.parts[slot].take() else {
+            return Default::default();
+        };
+        self.by_key.remove(&part.key);
+        self.timers.clear(slot, PeerRole::Publisher);
+        self.timers.clear(slot, PeerRole::Subscriber);
+        for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
+            self.by_addr.remove(addr);
+        }
+        if let Some(members) = self.rooms.get_mut(&part.room) {
+            members.retain(|s| *s != slot);
+            if members.is_empty() {
+                self.rooms.remove(&part.room);
+            }
+        }
+        // Its published tracks disappear at every subscriber.
+        for track in part.tracks.iter().flatten() {
+            for &(sub, out) in &track.subscribers {
+                self.source_gone(sub, out);
+            }
+        }
+        // Its subscriptions no longer hold places at the publishers.
+        for out in part.out.iter().flatten() {
+            if let Some((publisher, track)) = out.source {
+                if let Some(Some(track)) = self.parts[publisher]
+                    .as_mut()
+                    .map(|p| p.tracks.get_mut(track).and_then(Option::as_mut))
+                {
+                    track.subscribers.retain(|(s, _)| *s != slot);
+                }
+            }
+        }
+        let mut touched: Vec<Slot> = self.rooms.get(&part.room).cloned().unwrap_or_default();
+        touched.retain(|s| *s != slot);
+        for sub in touched {
+            self.negotiate(sub);
+        }
+        part.publisher.rtc.disconnect();
+        part.subscriber.rtc.disconnect();
+        part.stats.packets_lost += part
+            .tracks
+            .iter()
+            .flatten()
+            .flat_map(|t| &t.layers)
+            .map(crate::participant::Layer::lost)
+            .sum::<u64>();
+        part.stats
+    }
+}

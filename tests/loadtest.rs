@@ -1,0 +1,149 @@
+//! `switchboard loadtest` against a server it starts itself: every expected track arrives,
+//! nothing is lost on loopback, the numbers are sane, and the JSON report has the
+//! documented schema (docs/loadtest.md). Nothing here asserts on speed.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn field<'a>(report: &'a Value, path: &str) -> &'a Value {
+    let mut value = report;
+    for key in path.split('.') {
+        value = value
+            .get(key)
+            .unwrap_or_else(|| panic!("the report has no {path} (missing {key}): {report:#}"));
+    }
+    value
+}
+
+fn number(report: &Value, path: &str) -> f64 {
+    field(report, path)
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {report:#}"))
+}
+
+#[test]
+fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let json = dir.path().join("report.json");
+    let mut cmd = support::command();
+    cmd.args([
+        "loadtest",
+        "--start-server",
+        "--rooms",
+        "2",
+        "--video-publishers",
+        "1",
+        "--audio-publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--preset",
+        "low",
+        "--duration",
+        "3s",
+        "--join-rate",
+        "20",
+        "--threads",
+        "2",
+        "--quiet",
+        "--json",
+    ])
+    .arg(&json);
+    let (status, stdout, stderr) = support::run_with_timeout(cmd, Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "loadtest failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for row in [
+        "tracks received / expected",
+        "latency p50/p99/p99.9",
+        "efficiency",
+    ] {
+        assert!(
+            stdout.contains(row),
+            "no {row:?} row in the table:\n{stdout}"
+        );
+    }
+    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(field(&report, "schema"), "switchboard-loadtest/1");
+
+    // 2 rooms × (2 publishers + 2 subscribers).
+    assert_eq!(number(&report, "scenario.participants"), 8.0);
+    assert_eq!(number(&report, "join.joined"), 8.0, "{report:#}");
+    assert_eq!(number(&report, "join.failed"), 0.0);
+    // Each subscriber gets both tracks, each publisher the other's: 2 × (2×2 + 2×1).
+    assert_eq!(number(&report, "tracks.expected"), 12.0);
+    assert_eq!(
+        number(&report, "tracks.received"),
+        number(&report, "tracks.expected"),
+        "{report:#}"
+    );
+    // Everyone in these rooms receives something, so everyone has a first-media time.
+    assert_eq!(
+        number(&report, "join.first_media_ms.count"),
+        8.0,
+        "{report:#}"
+    );
+    assert_eq!(number(&report, "join.without_media"), 0.0);
+    let first_media = number(&report, "join.first_media_ms.p50");
+    assert!(first_media > 0.0, "{report:#}");
+    assert!(number(&report, "join.signal_ms.p99") > 0.0);
+    assert_eq!(number(&report, "join.connected_ms.count"), 8.0);
+
+    assert!(number(&report, "delivery.packets") > 0.0, "{report:#}");
+    assert!(number(&report, "delivery.packets_per_s") > 0.0);
+    assert!(number(&report, "delivery.mbit_per_s") > 0.0);
+    assert_eq!(
+        number(&report, "delivery.lost"),
+        0.0,
+        "loss on loopback: {report:#}"
+    );
+    assert_eq!(number(&report, "delivery.loss_ratio"), 0.0);
+
+    let p50 = number(&report, "latency_ms.p50");
+    assert!(
+        p50 > 0.0 && p50 < 1000.0,
+        "latency p50 {p50} ms: {report:#}"
+    );
+    for q in ["p99", "p999", "max"] {
+        assert!(number(&report, &format!("latency_ms.{q}")) >= p50);
+    }
+    assert!(number(&report, "latency_ms.samples") > 0.0);
+
+    // The tester started the server, so it knows what the server cost.
+    assert!(number(&report, "server.pid") > 0.0);
+    assert!(number(&report, "server.cpu_s") >= 0.0);
+    assert_eq!(
+        number(&report, "server.forwarded_packets"),
+        number(&report, "delivery.packets")
+    );
+    assert!(number(&report, "server.rss_kib") > 0.0);
+    assert!(
+        number(&report, "server.rss_half.participants")
+            < number(&report, "server.rss_all.participants")
+    );
+    assert!(
+        field(&report, "server.forwarded_packets_metrics").is_number()
+            || field(&report, "server.forwarded_packets_metrics").is_null()
+    );
+    assert!(field(&report, "server")
+        .get("rss_per_participant_kib")
+        .is_some());
+    assert!(field(&report, "server")
+        .get("cpu_us_per_forwarded_packet")
+        .is_some());
+
+    let floor = number(&report, "floor.floor_us");
+    let sendto = number(&report, "floor.sendto_us");
+    let gcm = number(&report, "floor.srtp_aes128_gcm_us");
+    let cm = number(&report, "floor.srtp_aes128_cm_sha1_80_us");
+    assert!(sendto > 0.0 && gcm > 0.0 && cm > 0.0);
+    assert!((floor - sendto - gcm.min(cm)).abs() < 1e-6, "{report:#}");
+    assert!(field(&report, "floor.srtp_cheaper").is_string());
+    assert!(field(&report, "efficiency").is_number() || field(&report, "efficiency").is_null());
+    assert_eq!(field(&report, "errors"), &Value::Array(Vec::new()));
+}
