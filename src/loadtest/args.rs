@@ -69,6 +69,11 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub audio_publishers: u32,
 
+    /// Video publishers also publish an audio track (a camera and a microphone, as in a
+    /// call).
+    #[arg(long)]
+    pub video_with_audio: bool,
+
     /// Participants per room that only subscribe.
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub subscribers: u32,

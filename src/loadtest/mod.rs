@@ -218,6 +218,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         audio: AudioConfig {
             bitrate_bps: args.audio_bitrate,
         },
+        video_with_audio: args.video_with_audio,
         seed: args.seed,
     });
 
@@ -284,8 +285,14 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
 
     // Let every expected track start flowing before the window opens.
     let p = u64::from(args.video_publishers + args.audio_publishers);
-    let expected =
-        u64::from(args.rooms) * (u64::from(args.subscribers) * p + p * p.saturating_sub(1));
+    // Tracks per room; every participant receives all of them but its own.
+    let t = u64::from(args.video_publishers) * (1 + u64::from(args.video_with_audio))
+        + u64::from(args.audio_publishers);
+    let expected = if p == 0 {
+        0
+    } else {
+        u64::from(args.rooms) * t * (u64::from(args.subscribers) + p - 1)
+    };
     let warmup_end = Instant::now() + WARMUP_LIMIT;
     loop {
         let (participants, _) = snapshot_all(&workers, false).await?;

@@ -38,6 +38,8 @@ pub struct Shared {
     pub api_secret: String,
     pub video: VideoConfig,
     pub audio: AudioConfig,
+    /// Video publishers publish audio too.
+    pub video_with_audio: bool,
     pub seed: u64,
 }
 
@@ -228,7 +230,9 @@ async fn join(plan: &Plan, shared: &Shared, driver: Driver) -> anyhow::Result<Pa
     let options = JoinOptions {
         driver: Some(driver),
         video: (plan.role == Role::VideoPublisher).then(|| shared.video.clone()),
-        audio: (plan.role == Role::AudioPublisher).then_some(shared.audio),
+        audio: (plan.role == Role::AudioPublisher
+            || (plan.role == Role::VideoPublisher && shared.video_with_audio))
+            .then_some(shared.audio),
         seed: shared
             .seed
             .wrapping_mul(1_000_003)
