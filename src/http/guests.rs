@@ -76,12 +76,7 @@ pub async fn guest_token(
         }
         .into());
     }
-    let room = state
-        .control
-        .store
-        .get_room(&room_id)
-        .await
-        .map_err(ControlError::from)?;
+    let room = state.control.store.get_room(&room_id).await?;
     if room.status != RoomStatus::Active {
         return Err(ControlError::RoomNotActive { room_id }.into());
     }

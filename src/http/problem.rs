@@ -107,3 +107,9 @@ impl From<crate::control::ControlError> for Problem {
         }
     }
 }
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Self {
+        crate::control::ControlError::from(e).into()
+    }
+}

@@ -68,12 +68,7 @@ pub async fn list(
             ))
         })?),
     };
-    let rooms = state
-        .control
-        .store
-        .list_rooms(status)
-        .await
-        .map_err(crate::control::ControlError::from)?;
+    let rooms = state.control.store.list_rooms(status).await?;
     let rooms: Vec<Value> = rooms.iter().map(|r| room_json(&state, r)).collect();
     Ok(Json(json!({ "rooms": rooms })))
 }
@@ -84,12 +79,7 @@ pub async fn get(
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     caller.require(Need::Read(&room_id))?;
-    let room = state
-        .control
-        .store
-        .get_room(&room_id)
-        .await
-        .map_err(crate::control::ControlError::from)?;
+    let room = state.control.store.get_room(&room_id).await?;
     Ok(Json(json!({ "room": room_json(&state, &room) })))
 }
 
@@ -158,12 +148,7 @@ pub async fn participants(
     Path(room_id): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     caller.require(Need::Read(&room_id))?;
-    state
-        .control
-        .store
-        .get_room(&room_id)
-        .await
-        .map_err(crate::control::ControlError::from)?;
+    state.control.store.get_room(&room_id).await?;
     let live = state.signaling.participants(&room_id).unwrap_or_default();
     let list: Vec<Value> = live.iter().map(super::livekit_json::participant).collect();
     Ok(Json(json!({ "participants": list })))

@@ -10,7 +10,7 @@ use super::api_json::{ApiJson, ApiQuery};
 use super::auth::{Caller, Need};
 use super::problem::Problem;
 use super::AppState;
-use crate::control::{ControlError, EgressReport, LiveOptions, TranscriptInput};
+use crate::control::{EgressReport, LiveOptions, TranscriptInput};
 use crate::store::SessionRecord;
 
 /// Most events one replay request returns.
@@ -25,12 +25,7 @@ pub struct CreateSession {
 }
 
 async fn session_for(state: &AppState, session_id: &str) -> Result<SessionRecord, Problem> {
-    Ok(state
-        .control
-        .store
-        .get_session(session_id)
-        .await
-        .map_err(ControlError::from)?)
+    Ok(state.control.store.get_session(session_id).await?)
 }
 
 /// `POST /v1/sessions` (seed 000): 404 unknown room, 412 room not active.
@@ -80,18 +75,8 @@ pub async fn list(
         ));
     };
     caller.require(Need::Read(&room_id))?;
-    state
-        .control
-        .store
-        .get_room(&room_id)
-        .await
-        .map_err(ControlError::from)?;
-    let sessions = state
-        .control
-        .store
-        .list_sessions(&room_id)
-        .await
-        .map_err(ControlError::from)?;
+    state.control.store.get_room(&room_id).await?;
+    let sessions = state.control.store.list_sessions(&room_id).await?;
     Ok(Json(json!({ "sessions": sessions })))
 }
 
@@ -182,8 +167,7 @@ pub async fn participants(
         .control
         .store
         .list_session_participants(&session_id)
-        .await
-        .map_err(ControlError::from)?;
+        .await?;
     Ok(Json(json!({ "participants": list })))
 }
 
@@ -211,18 +195,12 @@ pub async fn events(
     if after < 0 {
         return Err(Problem::bad_request("after must not be negative"));
     }
-    state
-        .control
-        .store
-        .get_room(&room_id)
-        .await
-        .map_err(ControlError::from)?;
+    state.control.store.get_room(&room_id).await?;
     let events = state
         .control
         .store
         .list_events(&room_id, after, limit)
-        .await
-        .map_err(ControlError::from)?;
+        .await?;
     let next = events.last().map_or(after, |e| e.seq);
     Ok(Json(json!({ "events": events, "next_after": next })))
 }
@@ -246,12 +224,7 @@ pub async fn transcripts(
 ) -> Result<Json<Value>, Problem> {
     let session = session_for(&state, &session_id).await?;
     caller.require(Need::Member(&session.room_id))?;
-    let segments = state
-        .control
-        .store
-        .list_transcripts(&session_id)
-        .await
-        .map_err(ControlError::from)?;
+    let segments = state.control.store.list_transcripts(&session_id).await?;
     Ok(Json(json!({ "segments": segments })))
 }
 
@@ -278,8 +251,7 @@ pub async fn list_egress(
         .control
         .store
         .list_egress(query.room_id.as_deref(), query.session_id.as_deref())
-        .await
-        .map_err(ControlError::from)?;
+        .await?;
     Ok(Json(json!({ "egress": list })))
 }
 
@@ -288,12 +260,7 @@ pub async fn get_egress(
     caller: Caller,
     Path(egress_id): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    let egress = state
-        .control
-        .store
-        .get_egress(&egress_id)
-        .await
-        .map_err(ControlError::from)?;
+    let egress = state.control.store.get_egress(&egress_id).await?;
     caller.require(Need::Read(&egress.room_id))?;
     Ok(Json(json!({ "egress": egress })))
 }
@@ -306,12 +273,7 @@ pub async fn egress_status(
     ApiJson(report): ApiJson<EgressReport>,
 ) -> Result<Json<Value>, Problem> {
     let result: Result<_, Problem> = async {
-        let egress = state
-            .control
-            .store
-            .get_egress(&egress_id)
-            .await
-            .map_err(ControlError::from)?;
+        let egress = state.control.store.get_egress(&egress_id).await?;
         caller.require(Need::Record(&egress.room_id))?;
         let egress = state.control.egress_reported(&egress_id, report).await?;
         Ok(Json(json!({ "egress": egress })))
@@ -336,11 +298,6 @@ pub async fn audit(
 ) -> Result<Json<Value>, Problem> {
     caller.require(Need::List)?;
     let limit = query.limit.unwrap_or(100).clamp(1, MAX_EVENTS);
-    let entries = state
-        .control
-        .store
-        .list_audit(limit, query.before)
-        .await
-        .map_err(ControlError::from)?;
+    let entries = state.control.store.list_audit(limit, query.before).await?;
     Ok(Json(json!({ "entries": entries })))
 }

@@ -52,6 +52,12 @@ impl From<Problem> for TwirpError {
     }
 }
 
+impl From<crate::store::StoreError> for TwirpError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Problem::from(e).into()
+    }
+}
+
 impl From<ControlError> for TwirpError {
     fn from(e: ControlError) -> Self {
         Problem::from(e).into()
@@ -204,8 +210,7 @@ pub async fn room_service(
                 .control
                 .store
                 .list_rooms(Some(RoomStatus::Active))
-                .await
-                .map_err(ControlError::from)?;
+                .await?;
             let rooms = rooms
                 .iter()
                 .filter(|r| req.names.is_empty() || req.names.contains(&r.room_id))
