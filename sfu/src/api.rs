@@ -97,6 +97,8 @@ pub enum SfuError {
     DuplicateParticipant(String),
     #[error("no answer was pending on the subscriber connection")]
     NoPendingOffer,
+    #[error("track {0} is not published in this room")]
+    UnknownTrack(String),
     #[error("the media worker has stopped")]
     WorkerGone,
     #[error("cannot bind the media socket {addr}: {reason}")]
@@ -112,6 +114,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T, SfuError>>;
 pub(crate) enum Command {
     Join {
         participant: String,
+        identity: String,
         room: String,
         options: JoinOptions,
         events: mpsc::UnboundedSender<PeerEvent>,
@@ -154,6 +157,20 @@ pub(crate) enum Command {
     Leave {
         participant: String,
         reply: oneshot::Sender<ParticipantStats>,
+    },
+    Tap {
+        tap: u64,
+        room: String,
+        scope: crate::tap::TapScope,
+        sender: crate::tap::TapSender,
+        reply: Reply<()>,
+    },
+    Untap {
+        tap: u64,
+    },
+    TapKeyframe {
+        tap: u64,
+        track: u32,
     },
     Shutdown,
 }

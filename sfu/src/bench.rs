@@ -119,6 +119,7 @@ impl ForwardRig {
             let (reply, _answer) = oneshot::channel();
             worker.handle_command(Command::Join {
                 participant: key.to_owned(),
+                identity: key.to_owned(),
                 room: room.to_owned(),
                 options: JoinOptions {
                     auto_subscribe: true,

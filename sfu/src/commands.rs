@@ -18,12 +18,13 @@ impl Worker {
         match command {
             Command::Join {
                 participant,
+                identity,
                 room,
                 options,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(participant, room, options, events));
+                let _ = reply.send(self.join(participant, identity, room, options, events));
             }
             Command::PublisherOffer {
                 participant,
@@ -67,6 +68,17 @@ impl Worker {
                 };
                 let _ = reply.send(stats);
             }
+            Command::Tap {
+                tap,
+                room,
+                scope,
+                sender,
+                reply,
+            } => {
+                let _ = reply.send(self.add_tap(tap, room, scope, sender));
+            }
+            Command::Untap { tap } => self.taps.retain(|t| t.id != tap),
+            Command::TapKeyframe { tap, track } => self.tap_keyframe(tap, track),
             Command::Shutdown => {}
         }
     }
@@ -74,6 +86,7 @@ impl Worker {
     fn join(
         &mut self,
         key: String,
+        identity: String,
         room: String,
         options: JoinOptions,
         events: mpsc::UnboundedSender<PeerEvent>,
@@ -92,6 +105,7 @@ impl Worker {
         }
         let participant = Participant {
             key: key.clone(),
+            identity,
             room: room.clone(),
             options,
             events,
@@ -298,7 +312,10 @@ impl Worker {
                 self.rooms.remove(&part.room);
             }
         }
-        // Its published tracks disappear at every subscriber.
+        // Its published tracks disappear at every subscriber and tap.
+        for index in 0..part.tracks.len() {
+            self.tap_track_ended(slot, index);
+        }
         for track in part.tracks.iter().flatten() {
             for &(sub, out) in &track.subscribers {
                 self.source_gone(sub, out);

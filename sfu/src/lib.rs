@@ -18,11 +18,14 @@ mod participant;
 mod rewrite;
 mod rtc_config;
 mod sdp_order;
+mod tap;
+mod tap_forward;
 mod timers;
 mod worker;
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -31,6 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 use api::Command;
 pub use api::{
     ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind,
+};
+pub use tap::{
+    SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
 };
 
 /// How the media plane listens.
@@ -66,6 +72,7 @@ struct WorkerHandle {
 pub struct Sfu {
     workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    next_tap: AtomicU64,
 }
 
 impl Sfu {
@@ -113,6 +120,7 @@ impl Sfu {
         Ok(Sfu {
             workers,
             threads: Mutex::new(threads),
+            next_tap: AtomicU64::new(1),
         })
     }
 
@@ -139,6 +147,7 @@ impl Sfu {
         &self,
         room: &str,
         participant: &str,
+        identity: &str,
         options: JoinOptions,
     ) -> Result<(ParticipantHandle, mpsc::UnboundedReceiver<PeerEvent>), SfuError> {
         let worker = self.worker_for(room);
@@ -148,6 +157,7 @@ impl Sfu {
             .commands
             .send(Command::Join {
                 participant: participant.to_owned(),
+                identity: identity.to_owned(),
                 room: room.to_owned(),
                 options,
                 events: events_tx,
@@ -162,6 +172,32 @@ impl Sfu {
             },
             events_rx,
         ))
+    }
+
+    /// Starts receiving a room's media in process (egress). Fails with
+    /// [`SfuError::UnknownTrack`] when a single track is asked for and the room does not
+    /// publish it. Keyframes of the tapped video tracks are requested at once.
+    pub async fn tap(
+        &self,
+        room: &str,
+        scope: TapScope,
+    ) -> Result<(TapHandle, TapReceiver), SfuError> {
+        let worker = self.worker_for(room);
+        let id = self.next_tap.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = tap::channel();
+        let (reply, answer) = oneshot::channel();
+        worker
+            .commands
+            .send(Command::Tap {
+                tap: id,
+                room: room.to_owned(),
+                scope,
+                sender,
+                reply,
+            })
+            .map_err(|_| SfuError::WorkerGone)?;
+        answer.await.map_err(|_| SfuError::WorkerGone)??;
+        Ok((TapHandle::new(id, worker.commands.clone()), receiver))
     }
 
     /// Stops every worker and waits for the threads to end. Calling it again is harmless.

@@ -265,6 +265,7 @@ impl Worker {
         part.stats.packets_lost += track.layers.iter().map(Layer::lost).sum::<u64>();
         part.ssrc_tracks.retain(|(_, i)| *i != index);
         part.emit(PeerEvent::TrackUnpublished { sid: track.sid });
+        self.tap_track_ended(slot, index);
         for (sub, out) in track.subscribers {
             self.source_gone(sub, out);
             self.negotiate(sub);
@@ -560,6 +561,9 @@ impl Worker {
             self.timers.set(sub, PeerRole::Subscriber, now);
         }
         self.scratch = subscribers;
+        if !self.taps.is_empty() {
+            self.tap_packet(slot, index, &packet, params);
+        }
         if waiting {
             // Keep asking (throttled) until a keyframe comes: an earlier one may have been
             // sent before this subscriber's m-line was ready.

@@ -161,6 +161,7 @@ pub(crate) struct DataChannels {
 
 pub(crate) struct Participant {
     pub key: String,
+    pub identity: String,
     pub room: String,
     pub options: JoinOptions,
     pub events: mpsc::UnboundedSender<PeerEvent>,

@@ -50,6 +50,17 @@ impl Rewriter {
         self.source = None;
     }
 
+    /// Maps an RTP time of the current source into the outgoing numbering (for the
+    /// source's sender reports).
+    pub(crate) fn map_timestamp(&self, ts: u32) -> u32 {
+        ts.wrapping_add(self.ts_offset)
+    }
+
+    /// The source the numbering currently follows.
+    pub(crate) fn source(&self) -> Option<u32> {
+        self.source
+    }
+
     fn switch_to(&mut self, ssrc: u32, seq: u64, ts: u32, arrival: Instant, clock_rate: u32) {
         // The first packet out is number 1, so the SRTP rollover counter starts at 0 as the
         // receiver expects; later sources continue right after the last packet sent.

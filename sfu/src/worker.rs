@@ -107,6 +107,8 @@ pub(crate) struct Worker {
     pub(crate) metrics: WorkerMetrics,
     /// Commands waiting in the queue, as last seen by the loop.
     queue_depth: usize,
+    /// In-process consumers of rooms' media (egress); usually none.
+    pub(crate) taps: Vec<crate::tap::Tap>,
 }
 
 impl Worker {
@@ -130,6 +132,7 @@ impl Worker {
             due: Vec::new(),
             metrics: WorkerMetrics::new(index),
             queue_depth: 0,
+            taps: Vec::new(),
         }
     }
 

@@ -144,7 +144,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
         can_subscribe: claims.video.can_subscribe(),
         can_publish: claims.video.can_publish(),
     };
-    let (media, mut peer_events) = match sig.sfu.join(&room, &sid, options).await {
+    let (media, mut peer_events) = match sig.sfu.join(&room, &sid, &claims.sub, options).await {
         Ok(joined) => joined,
         Err(e) => {
             warn!(%room, %sid, "media plane refused the participant: {e}");
