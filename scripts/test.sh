@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs Switchboard's whole test suite on a fresh machine: installs what the browser tests
 # need (Debian's Chromium, the npm packages in web/), builds, then runs the Rust tests
-# (unit, protocol, store conformance against SQLite and the PostgreSQL at 127.0.0.1:5432)
-# and the browser end-to-end tests.
+# (unit, protocol, store conformance against SQLite and the PostgreSQL at 127.0.0.1:5432,
+# egress formats checked with ffmpeg) and the browser end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,10 +10,14 @@ as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "== installing Debian's Chromium for the browser tests"
+# Debian's Chromium for the browser tests; ffmpeg (ffprobe) reads what egress records.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 echo "== installing npm packages (web/)"

@@ -13,13 +13,16 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
-use crate::control::Control;
+use crate::control::{Control, EgressRuntime};
 use crate::delivery::{self, DeliveryConfig};
 use crate::http::{self, AppState};
 use crate::store;
 
 /// How often rooms idle past their empty_timeout are looked for.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for recordings to finalize their files.
+const EGRESS_GRACE: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for participants to be told and to go.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -106,6 +109,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&signaling),
         settings.empty_timeout.as_secs().min(u64::from(u32::MAX)) as u32,
         settings.max_participants,
+        EgressRuntime::new(Arc::clone(&sfu), settings.egress_dir.clone()),
     );
     control
         .recover_after_restart()
@@ -113,6 +117,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("cannot reconcile the records left by the previous run")?;
     let (stop_tasks, tasks_stop) = watch::channel(false);
     let recorder = tokio::spawn(Arc::clone(&control).run_signal_events(events, tasks_stop.clone()));
+    let egress_events = tokio::spawn(Arc::clone(&control).run_egress_events(tasks_stop.clone()));
     let maintenance = tokio::spawn(
         Arc::clone(&control).run_maintenance(MAINTENANCE_INTERVAL, tasks_stop.clone()),
     );
@@ -161,8 +166,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     .await
     .context("the HTTP server failed")?;
 
+    // Recordings are finalized and recorded as complete before the event loops stop.
+    control.stop_all_egress(EGRESS_GRACE).await;
     let _ = stop_tasks.send(true);
     let _ = recorder.await;
+    let _ = egress_events.await;
     let _ = maintenance.await;
     // The recorder's last events are in the log; delivery gets its stop grace for them.
     for task in deliveries {

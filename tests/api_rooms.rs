@@ -366,7 +366,10 @@ async fn deleting_a_room_stops_its_live_session() {
     let open = api.open_session_reaches("doomed-live", "READY").await;
     let live_id = open["session_id"].as_str().unwrap().to_owned();
     let live = api
-        .post_empty(&format!("/v1/sessions/{live_id}/live"))
+        .post(
+            &format!("/v1/sessions/{live_id}/live"),
+            &json!({ "external": true }),
+        )
         .await;
     let egress_id = live.expect(StatusCode::OK)["egress"]["egress_id"]
         .as_str()

@@ -34,7 +34,10 @@ async fn go_live(server: &Server, api: &Api) -> (String, String, Vec<Client>) {
     })
     .await;
     let live = api
-        .post_empty(&format!("/v1/sessions/{session_id}/live"))
+        .post(
+            &format!("/v1/sessions/{session_id}/live"),
+            &json!({ "external": true }),
+        )
         .await;
     let egress_id = id(&live.expect(StatusCode::OK)["egress"], "egress_id");
     api.post(

@@ -121,6 +121,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
 
+    /// Directory recordings (egress files and RTP egress SDP documents) are written to.
+    ///
+    /// API requests may name a subdirectory of it, never a path outside it.
+    ///
+    /// Environment: SWITCHBOARD_EGRESS_DIR. Config file: egress.directory.
+    /// Default: <data-dir>/egress.
+    #[arg(long, value_name = "DIR")]
+    pub egress_dir: Option<String>,
+
     /// API key that signs access tokens (needs --api-secret).
     ///
     /// Replaces the keys from the environment and config file: keys come from the

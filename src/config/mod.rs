@@ -66,6 +66,8 @@ pub struct Settings {
     /// Directory for local state; the default SQLite database lives here. Not created
     /// here: resolving settings has no side effects.
     pub data_dir: PathBuf,
+    /// Where recordings go (egress); not created here either.
+    pub egress_dir: PathBuf,
     /// API key -> secret; never empty.
     pub keys: BTreeMap<String, String>,
     /// How long a room stays open after its last participant left.
@@ -169,6 +171,7 @@ impl fmt::Debug for Settings {
             .field("rtc", &self.rtc)
             .field("database_url", &parse::redact_url(&self.database_url))
             .field("data_dir", &self.data_dir)
+            .field("egress_dir", &self.egress_dir)
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
             .field("empty_timeout", &self.empty_timeout)
             .field("max_participants", &self.max_participants)
@@ -221,6 +224,15 @@ pub fn resolve(
     let rtc = rtc_settings(&src, args, http_addr)?;
     let (data_dir, database_url) =
         database(&src, args.data_dir.as_deref(), args.database_url.as_deref())?;
+    let egress_dir = src
+        .get(args.egress_dir.as_deref(), &sources::EGRESS_DIR, |dir| {
+            if dir.is_empty() {
+                Err("expected a directory path".to_owned())
+            } else {
+                Ok(PathBuf::from(dir))
+            }
+        })?
+        .unwrap_or_else(|| data_dir.join("egress"));
     let keys: BTreeMap<String, String> = keys::resolve(
         &src,
         dev,
@@ -261,6 +273,7 @@ pub fn resolve(
         rtc,
         database_url,
         data_dir,
+        egress_dir,
         keys,
         empty_timeout,
         max_participants,

@@ -48,6 +48,7 @@ settings! {
     NODE_IPS = "--node-ip", "SWITCHBOARD_NODE_IPS", "rtc.node_ips", StrList;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;
     DATA_DIR = "--data-dir", "SWITCHBOARD_DATA_DIR", "data_dir", Str;
+    EGRESS_DIR = "--egress-dir", "SWITCHBOARD_EGRESS_DIR", "egress.directory", Str;
     EMPTY_TIMEOUT = "--empty-timeout", "SWITCHBOARD_EMPTY_TIMEOUT", "empty_timeout", IntOrStr;
     MAX_PARTICIPANTS = "--max-participants", "SWITCHBOARD_MAX_PARTICIPANTS",
         "max_participants", Int;
@@ -69,7 +70,7 @@ pub(super) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
 pub(super) const ENV_API_SECRET: &str = "SWITCHBOARD_API_SECRET";
 /// TOML sections holding settings (`[rtc]` holds `rtc.*`, and so on); `[keys]` maps free-form
 /// key names to secrets.
-const SECTIONS: &[&str] = &["rtc", "webhooks", "nats"];
+const SECTIONS: &[&str] = &["rtc", "webhooks", "nats", "egress"];
 const SECTION_KEYS: &str = "keys";
 
 /// A value not yet parsed, with where it came from.

@@ -6,6 +6,7 @@
 //! their state machine ([`state`]). The HTTP API calls the same `Control` for admin
 //! operations, so every path that changes a session goes through one place.
 
+mod egress;
 mod errors;
 mod maintenance;
 mod rooms;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use switchboard_signaling::Signaling;
 use tokio::sync::Notify;
 
+pub use egress::{EgressRequest, EgressRuntime, OutputRequest};
 pub use errors::ControlError;
 pub use rooms::{check_room_id, RoomOptions};
 pub use sessions::{EgressReport, LiveOptions, TranscriptInput};
@@ -43,6 +45,8 @@ pub struct Control {
     /// Room defaults for rooms created through the API.
     pub default_empty_timeout_secs: u32,
     pub default_max_participants: u32,
+    /// Recordings and restreams running in this process.
+    pub egress: EgressRuntime,
 }
 
 impl Control {
@@ -51,6 +55,7 @@ impl Control {
         signaling: Arc<Signaling>,
         default_empty_timeout_secs: u32,
         default_max_participants: u32,
+        egress: EgressRuntime,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -58,6 +63,7 @@ impl Control {
             delivery_wake: Arc::new(Notify::new()),
             default_empty_timeout_secs,
             default_max_participants,
+            egress,
         })
     }
 

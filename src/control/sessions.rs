@@ -13,11 +13,18 @@ use crate::store::{
     SessionRecord, SessionState, TranscriptRecord, TranscriptSegment,
 };
 
-/// Options of `POST /v1/sessions/{id}/live`: what the room egress writes.
+/// Options of `POST /v1/sessions/{id}/live`: where the room egress writes.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveOptions {
-    /// Free-form description of the output (file path, RTP target, …), stored on the egress.
+    /// The room recording goes to this subdirectory of the server's egress directory.
+    #[serde(default)]
+    pub directory: Option<String>,
+    /// An egress worker outside this process records the session and reports through
+    /// `POST /v1/egress/{id}/status`; nothing is recorded here.
+    #[serde(default)]
+    pub external: bool,
+    /// External egress only: a free-form description of its output, stored on the egress.
     #[serde(default)]
     pub output: Option<serde_json::Value>,
 }
@@ -119,11 +126,23 @@ impl Control {
                 }
             }
             if let Some(egress) = self.running_egress(&session.session_id).await? {
-                let update = EgressUpdate {
-                    status: EgressStatus::Failed,
-                    error: Some(format!("{reason} while recording")),
-                    output: None,
-                    at,
+                // A recording in this process is stopped: it finalizes its file and
+                // reports complete; anything else has nobody left to end it.
+                let running_here = self.stop_runner(&egress.egress_id);
+                let update = if running_here {
+                    EgressUpdate {
+                        status: EgressStatus::Ending,
+                        error: None,
+                        output: None,
+                        at,
+                    }
+                } else {
+                    EgressUpdate {
+                        status: EgressStatus::Failed,
+                        error: Some(format!("{reason} while recording")),
+                        output: None,
+                        at,
+                    }
                 };
                 match self.store.update_egress(&egress.egress_id, &update).await {
                     // Ended meanwhile by the other path: nothing left to do.
@@ -185,23 +204,49 @@ impl Control {
         options: LiveOptions,
     ) -> Result<(SessionRecord, EgressRecord), ControlError> {
         let at = now();
+        if !options.external && options.output.is_some() {
+            return Err(ControlError::BadRequest(
+                "`output` describes an external egress (with \"external\": true); the built-in recorder takes `directory`".into(),
+            ));
+        }
+        if !options.external {
+            // A bad directory is the caller's mistake: refuse before the session moves.
+            self.egress.check_directory(options.directory.as_deref())?;
+        }
         let session = self
             .transition(session_id, Trigger::LiveRequested, "live requested", at)
             .await?;
-        let egress = self
-            .store
-            .create_egress(&NewEgress {
-                egress_id: new_id("eg"),
-                session_id: Some(session_id.to_owned()),
+        let egress = if options.external {
+            let created = self
+                .store
+                .create_egress(&NewEgress {
+                    egress_id: new_id("eg"),
+                    session_id: Some(session_id.to_owned()),
+                    room_id: session.room_id.clone(),
+                    kind: "room".into(),
+                    output: options.output.unwrap_or(serde_json::Value::Null),
+                    at,
+                })
+                .await;
+            self.written();
+            created.map_err(ControlError::from)
+        } else {
+            let request = super::EgressRequest {
                 room_id: session.room_id.clone(),
-                kind: "room".into(),
-                output: options.output.unwrap_or(serde_json::Value::Null),
-                at,
-            })
-            .await;
-        self.written();
+                track_sid: None,
+                output: super::OutputRequest::File {
+                    directory: options.directory,
+                },
+            };
+            self.start_egress(request, Some(session_id.to_owned()))
+                .await
+        };
         match egress {
-            Ok(egress) => Ok((session, egress)),
+            Ok(egress) => {
+                // A failed start closed the session already; show it as it is now.
+                let session = self.store.get_session(session_id).await?;
+                Ok((session, egress))
+            }
             Err(e) => {
                 // Without an egress record the session can never go live: undo the step.
                 let _ = self
@@ -212,7 +257,7 @@ impl Control {
                         now(),
                     )
                     .await;
-                Err(e.into())
+                Err(e)
             }
         }
     }
@@ -248,6 +293,8 @@ impl Control {
                     .await?;
                 self.written();
             }
+            // The recorder finalizes its file and reports complete: then STOPPED.
+            self.stop_runner(&egress.egress_id);
         }
         Ok(session)
     }
@@ -271,6 +318,7 @@ impl Control {
                 )
                 .await?;
             self.written();
+            self.stop_runner(&egress.egress_id);
         }
         Ok(session)
     }

@@ -3,6 +3,7 @@
 
 mod api_json;
 mod auth;
+mod egress;
 mod guests;
 mod livekit_json;
 pub mod metrics;
@@ -11,6 +12,7 @@ mod rooms;
 mod sessions;
 mod tokens;
 mod twirp;
+mod twirp_egress;
 mod web;
 
 use std::collections::BTreeMap;
@@ -142,17 +144,19 @@ pub fn router(state: AppState) -> Router {
             "/v1/sessions/{session_id}/transcripts",
             post(sessions::add_transcript).get(sessions::transcripts),
         )
-        .route("/v1/egress", get(sessions::list_egress))
-        .route("/v1/egress/{egress_id}", get(sessions::get_egress))
-        .route(
-            "/v1/egress/{egress_id}/status",
-            post(sessions::egress_status),
-        )
+        .route("/v1/egress", post(egress::create).get(egress::list))
+        .route("/v1/egress/{egress_id}", get(egress::get))
+        .route("/v1/egress/{egress_id}/stop", post(egress::stop))
+        .route("/v1/egress/{egress_id}/status", post(egress::status))
         .route("/v1/audit", get(sessions::audit))
         .route("/v1/dev/token", post(tokens::create_dev))
         .route(
             "/twirp/livekit.RoomService/{method}",
             post(twirp::room_service),
+        )
+        .route(
+            "/twirp/livekit.Egress/{method}",
+            post(twirp_egress::egress_service),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

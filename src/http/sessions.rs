@@ -1,4 +1,4 @@
-//! `/v1/sessions`, egress records, the event log and transcripts.
+//! `/v1/sessions`, the event log, transcripts and the audit log.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -10,7 +10,7 @@ use super::api_json::{ApiJson, ApiQuery};
 use super::auth::{Caller, Need};
 use super::problem::Problem;
 use super::AppState;
-use crate::control::{EgressReport, LiveOptions, TranscriptInput};
+use crate::control::{LiveOptions, TranscriptInput};
 use crate::store::SessionRecord;
 
 /// Most events one replay request returns.
@@ -24,7 +24,10 @@ pub struct CreateSession {
     owner_identity: Option<String>,
 }
 
-async fn session_for(state: &AppState, session_id: &str) -> Result<SessionRecord, Problem> {
+pub(super) async fn session_for(
+    state: &AppState,
+    session_id: &str,
+) -> Result<SessionRecord, Problem> {
     Ok(state.control.store.get_session(session_id).await?)
 }
 
@@ -226,62 +229,6 @@ pub async fn transcripts(
     caller.require(Need::Member(&session.room_id))?;
     let segments = state.control.store.list_transcripts(&session_id).await?;
     Ok(Json(json!({ "segments": segments })))
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EgressQuery {
-    room_id: Option<String>,
-    session_id: Option<String>,
-}
-
-pub async fn list_egress(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<EgressQuery>,
-) -> Result<Json<Value>, Problem> {
-    match (&query.room_id, &query.session_id) {
-        (Some(room), _) => caller.require(Need::Read(room))?,
-        (None, Some(session_id)) => {
-            let session = session_for(&state, session_id).await?;
-            caller.require(Need::Read(&session.room_id))?;
-        }
-        (None, None) => caller.require(Need::List)?,
-    }
-    let list = state
-        .control
-        .store
-        .list_egress(query.room_id.as_deref(), query.session_id.as_deref())
-        .await?;
-    Ok(Json(json!({ "egress": list })))
-}
-
-pub async fn get_egress(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(egress_id): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    let egress = state.control.store.get_egress(&egress_id).await?;
-    caller.require(Need::Read(&egress.room_id))?;
-    Ok(Json(json!({ "egress": egress })))
-}
-
-/// `POST /v1/egress/{id}/status`: an egress worker reports progress; the session follows.
-pub async fn egress_status(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(egress_id): Path<String>,
-    ApiJson(report): ApiJson<EgressReport>,
-) -> Result<Json<Value>, Problem> {
-    let result: Result<_, Problem> = async {
-        let egress = state.control.store.get_egress(&egress_id).await?;
-        caller.require(Need::Record(&egress.room_id))?;
-        let egress = state.control.egress_reported(&egress_id, report).await?;
-        Ok(Json(json!({ "egress": egress })))
-    }
-    .await;
-    state
-        .audited(&caller, "egress.status", &egress_id, result)
-        .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,7 +28,7 @@ pub struct TwirpError {
 }
 
 impl TwirpError {
-    fn new(code: &'static str, msg: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, msg: impl Into<String>) -> Self {
         Self {
             code,
             msg: msg.into(),
@@ -74,6 +74,7 @@ impl IntoResponse for TwirpError {
             "already_exists" => StatusCode::CONFLICT,
             "failed_precondition" => StatusCode::PRECONDITION_FAILED,
             "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
+            "unimplemented" => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({ "code": self.code, "msg": self.msg });
@@ -83,12 +84,12 @@ impl IntoResponse for TwirpError {
 
 /// How the client encoded its request; the response uses the same.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(super) enum Encoding {
     Json,
     Protobuf,
 }
 
-fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
+pub(super) fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -106,7 +107,7 @@ fn encoding(headers: &HeaderMap) -> Result<Encoding, TwirpError> {
     }
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(
+pub(super) fn decode<T: Message + Default + DeserializeOwned>(
     encoding: Encoding,
     body: &[u8],
 ) -> Result<T, TwirpError> {
@@ -123,7 +124,7 @@ fn decode<T: Message + Default + DeserializeOwned>(
     }
 }
 
-fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+pub(super) fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
     match encoding {
         Encoding::Json => (
             [(header::CONTENT_TYPE, "application/json")],

@@ -443,11 +443,16 @@ pub fn is_ulid_id(value: &str, prefix: &str) -> bool {
 }
 
 /// `POST /v1/sessions/{id}/{step}` expecting 200; returns the body.
+/// `live` goes live with an external egress, whose status the test reports by hand.
 pub async fn step(api: &Api, session_id: &str, step: &str) -> Value {
-    api.post_empty(&format!("/v1/sessions/{session_id}/{step}"))
-        .await
-        .expect(StatusCode::OK)
-        .clone()
+    let path = format!("/v1/sessions/{session_id}/{step}");
+    let reply = if step == "live" {
+        api.post(&path, &serde_json::json!({ "external": true }))
+            .await
+    } else {
+        api.post_empty(&path).await
+    };
+    reply.expect(StatusCode::OK).clone()
 }
 
 /// `POST /v1/egress/{id}/status` expecting 200; returns the egress.

@@ -25,13 +25,14 @@ function keep(lines, line) {
  * prints `switchboard ready http://127.0.0.1:<port>`. Rejects with the reason and the stderr tail
  * if the binary is missing, exits first, or is not ready within `readyTimeoutMs`.
  */
-export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [] } = {}) {
+export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dataDir: reuse = null } = {}) {
   const bin = switchboardBinary();
   if (!existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build\` in ${REPO_ROOT} first `
       + '(or point SWITCHBOARD_BIN at a built binary)');
   }
-  const dataDir = await mkdtemp(join(tmpdir(), 'switchboard-e2e-'));
+  // A caller that passes its own data dir (a restart after a crash) keeps it afterwards.
+  const dataDir = reuse ?? await mkdtemp(join(tmpdir(), 'switchboard-e2e-'));
   const args = ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-port', '0', '--data-dir', dataDir, ...extraArgs];
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -85,7 +86,12 @@ export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [] } = 
         clearTimeout(timer);
         await exited;
       }
-      await rm(dataDir, { recursive: true, force: true });
+      if (!reuse) await rm(dataDir, { recursive: true, force: true });
+    },
+    /** SIGKILL, as a crash: nothing gets to clean up. The data dir stays. */
+    async kill() {
+      if (!exit && proc.pid !== undefined) proc.kill('SIGKILL');
+      await exited;
     },
   };
 
