@@ -353,3 +353,42 @@ test('a server killed mid-recording leaves a playable file, and the egress is fa
     await rm(dataDir, { recursive: true, force: true });
   }
 });
+
+test('a full disk fails the recording with the OS error and ends its session', { timeout: 120_000 }, async () => {
+  // A 512 KiB tmpfs as the egress directory fills within seconds of video.
+  const mnt = await mkdtemp(join(tmpdir(), 'switchboard-full-'));
+  try {
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', mnt]);
+  } catch (e) {
+    throw new Error(`this test mounts a small tmpfs to fill the disk and needs root: ${e.stderr || e.message}`);
+  }
+  try {
+    await withServer({ extraArgs: ['--egress-dir', mnt] }, async (server, pages) => {
+      const room = roomId('full');
+      const host = new AccessToken('devkey', 'secret', { identity: 'hana', name: 'Hana' });
+      host.addGrant({ room, roomJoin: true, roomAdmin: true, canPublish: true, canSubscribe: true });
+      pages.push(await publisher(server, room, 'Hana', { url: server.url.replace(/^http/, 'ws'), token: await host.toJwt() }));
+      const http = api(server, await adminToken(room));
+      let sessionId;
+      const deadline = Date.now() + 10_000;
+      while (!sessionId && Date.now() < deadline) {
+        const list = (await http.get(`/v1/sessions?room_id=${room}`)).body?.sessions ?? [];
+        sessionId = list.find((s) => s.state === 'READY')?.session_id;
+        if (!sessionId) await delay(100);
+      }
+      assert.ok(sessionId, 'a READY session for the host');
+      const live = await http.post(`/v1/sessions/${sessionId}/live`);
+      assert.equal(live.status, 200, live.text);
+      const id = live.body.egress.egress_id;
+      const failed = await http.egressUntil(id, 'failed', (e) => e.status === 'failed' || e.status === 'complete', 60_000);
+      assert.equal(failed.status, 'failed', JSON.stringify(failed));
+      assert.match(failed.error, /No space left on device/);
+      assert.ok(failed.output.result.packets > 0, 'it recorded until the disk was full');
+      const session = (await http.get(`/v1/sessions/${sessionId}`)).body.session;
+      assert.ok(['STOPPED', 'CANCELLED'].includes(session.state), `the session ended: ${session.state}`);
+    });
+  } finally {
+    await run('umount', [mnt]).catch(() => {});
+    await rm(mnt, { recursive: true, force: true });
+  }
+});
