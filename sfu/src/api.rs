@@ -158,6 +158,22 @@ pub(crate) enum Command {
         participant: String,
         reply: oneshot::Sender<ParticipantStats>,
     },
+    ViewerOffer {
+        participant: String,
+        sdp: String,
+        reply: Reply<String>,
+    },
+    View {
+        participant: String,
+        publisher: Option<String>,
+    },
+    IceRestart {
+        participant: String,
+        role: PeerRole,
+        ufrag: String,
+        pwd: String,
+        reply: Reply<(String, String)>,
+    },
     Tap {
         tap: u64,
         room: String,

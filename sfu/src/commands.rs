@@ -68,6 +68,26 @@ impl Worker {
                 };
                 let _ = reply.send(stats);
             }
+            Command::ViewerOffer {
+                participant,
+                sdp,
+                reply,
+            } => {
+                let _ = reply.send(self.viewer_offer(&participant, &sdp));
+            }
+            Command::View {
+                participant,
+                publisher,
+            } => self.view(&participant, publisher),
+            Command::IceRestart {
+                participant,
+                role,
+                ufrag,
+                pwd,
+                reply,
+            } => {
+                let _ = reply.send(self.ice_restart(&participant, role, &ufrag, &pwd));
+            }
             Command::Tap {
                 tap,
                 room,
@@ -106,6 +126,7 @@ impl Worker {
         let participant = Participant {
             key: key.clone(),
             identity,
+            viewing: None,
             room: room.clone(),
             options,
             events,

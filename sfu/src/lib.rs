@@ -21,6 +21,7 @@ mod sdp_order;
 mod tap;
 mod tap_forward;
 mod timers;
+mod viewer;
 mod worker;
 
 use std::hash::{Hash, Hasher};
@@ -312,6 +313,45 @@ impl ParticipantHandle {
             reliable,
             payload,
         })
+    }
+
+    /// A viewer's (WHEP) offer of receive-only m-lines, accepted on the subscriber PC; the
+    /// answer's m-lines carry the publisher chosen with [`ParticipantHandle::view`].
+    pub async fn viewer_offer(&self, sdp: String) -> Result<String, SfuError> {
+        let participant = self.participant.clone();
+        self.ask(|reply| Command::ViewerOffer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await
+    }
+
+    /// Chooses whose first audio and video track a viewer receives (a publisher's
+    /// participant key), switching cleanly from the previous one; `None` for silence.
+    pub fn view(&self, publisher: Option<String>) -> Result<(), SfuError> {
+        self.send(Command::View {
+            participant: self.participant.clone(),
+            publisher,
+        })
+    }
+
+    /// ICE restart: the client's new ufrag and password in, ours out.
+    pub async fn ice_restart(
+        &self,
+        role: PeerRole,
+        ufrag: String,
+        pwd: String,
+    ) -> Result<(String, String), SfuError> {
+        let participant = self.participant.clone();
+        self.ask(|reply| Command::IceRestart {
+            participant,
+            role,
+            ufrag,
+            pwd,
+            reply,
+        })
+        .await
     }
 
     /// Removes the participant from the media plane and returns its traffic counters.

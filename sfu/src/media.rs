@@ -86,7 +86,14 @@ impl Worker {
         };
         let msid_track = media.track_id().to_owned();
         let media_kind = media.kind();
-        let Some(pos) = part.expected.iter().position(|t| t.cid == msid_track) else {
+        // Clients announce by msid track id; WHIP publishers, whose offers may carry no msid,
+        // are announced by mid.
+        let mid_name = mid.to_string();
+        let Some(pos) = part
+            .expected
+            .iter()
+            .position(|t| t.cid == msid_track || t.cid == mid_name)
+        else {
             debug!(participant = %part.key, %mid, msid_track, "media without an announced track");
             return;
         };
@@ -121,6 +128,7 @@ impl Worker {
         };
         let room = part.room.clone();
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        self.viewers_follow(slot);
         for sub in members {
             if sub == slot {
                 continue;
@@ -168,6 +176,7 @@ impl Worker {
             pt_map: Vec::new(),
             rewriter: Rewriter::default(),
             waiting_keyframe: kind == TrackKind::Video,
+            fixed: false,
         });
         if let Some(Some(track)) = self.parts[publisher]
             .as_mut()
@@ -244,6 +253,11 @@ impl Worker {
             return;
         };
         track.source = None;
+        if track.fixed {
+            // Switched to another source later, without renegotiating.
+            track.waiting_keyframe = track.kind == TrackKind::Video;
+            return;
+        }
         match track.state {
             OutState::ToOpen => *slot = None,
             OutState::Open(mid) | OutState::Negotiating(mid) => track.state = OutState::ToStop(mid),
@@ -270,6 +284,7 @@ impl Worker {
             self.source_gone(sub, out);
             self.negotiate(sub);
         }
+        self.viewers_follow(slot);
     }
 
     /// Sends the next offer on `slot`'s subscriber PC if anything changed and no offer is

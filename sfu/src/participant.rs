@@ -141,6 +141,9 @@ pub(crate) struct OutTrack {
     pub rewriter: Rewriter,
     /// Video starts on a keyframe: until one arrives nothing is forwarded.
     pub waiting_keyframe: bool,
+    /// An m-line the client offered (a WHEP viewer): it stays open whatever its source
+    /// does, and the source is switched under it instead of renegotiating.
+    pub fixed: bool,
 }
 
 impl OutTrack {
@@ -162,6 +165,9 @@ pub(crate) struct DataChannels {
 pub(crate) struct Participant {
     pub key: String,
     pub identity: String,
+    /// A viewer's chosen publisher (its key): its fixed m-lines carry that publisher's
+    /// first audio and first video track.
+    pub viewing: Option<String>,
     pub room: String,
     pub options: JoinOptions,
     pub events: mpsc::UnboundedSender<PeerEvent>,

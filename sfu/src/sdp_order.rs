@@ -42,6 +42,14 @@ fn sections(sdp: &str) -> Vec<Section<'_>> {
     out
 }
 
+/// The mid of each m-line of an offer, in order.
+pub(crate) fn mids(offer: &str) -> Vec<String> {
+    sections(offer)
+        .into_iter()
+        .filter_map(|s| Some(s.mid?.to_owned()))
+        .collect()
+}
+
 /// The msid track id of each m-line of an offer, by mid.
 pub(crate) fn msid_tracks(offer: &str) -> Vec<(String, String)> {
     sections(offer)

@@ -17,6 +17,7 @@ mod revocations;
 mod rooms;
 mod session;
 pub mod token;
+mod whip;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct Signaling {
     pub(crate) revocations: revocations::Revocations,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
+    /// WHIP and WHEP sessions, by resource id.
+    pub(crate) whip: whip::Resources,
 }
 
 /// Counts a running session task from its start until it has reported its leave.
@@ -93,13 +96,15 @@ impl Signaling {
             node_id: config.node_id,
             revocations: Default::default(),
             live_sessions: watch::channel(0).0,
+            whip: Default::default(),
         };
         (Arc::new(sig), events_rx)
     }
 
-    /// Routes `/rtc`, `/rtc/validate` and the refused `/rtc/v1` paths.
+    /// Routes `/rtc`, `/rtc/validate`, the refused `/rtc/v1` paths, and WHIP/WHEP
+    /// (`/whip`, `/whep` and their session resources).
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        http::router(Arc::clone(self))
+        http::router(Arc::clone(self)).merge(whip::router(Arc::clone(self)))
     }
 
     /// The API keys tokens are checked against.

@@ -32,6 +32,8 @@ struct Member {
     tx: mpsc::UnboundedSender<SessionMsg>,
     /// Set once the media plane took the participant (admin mute, server-sent data).
     media: Option<ParticipantHandle>,
+    /// The room's host (roomAdmin or role=host): the main publisher WHEP viewers watch.
+    host: bool,
 }
 
 struct RoomState {
@@ -250,6 +252,7 @@ impl Rooms {
             info,
             tx,
             media: None,
+            host: false,
         };
         state.members.insert(member.info.sid.clone(), member);
         Ok(Joined {
@@ -339,6 +342,33 @@ impl Rooms {
         let info = member.info.clone();
         announce(state, &info);
         Some(info)
+    }
+
+    /// Marks a member as the room's host.
+    pub fn mark_host(&self, room: &str, sid: &str) {
+        let mut rooms = self.lock();
+        if let Some(member) = rooms.get_mut(room).and_then(|s| s.members.get_mut(sid)) {
+            member.host = true;
+        }
+    }
+
+    /// The publisher a viewer watches: `preferred` (an identity) when it is in the room,
+    /// else the host if it publishes, else the earliest publisher to have joined. Returns
+    /// its sid.
+    pub fn main_publisher(&self, room: &str, preferred: Option<&str>) -> Option<String> {
+        let rooms = self.lock();
+        let state = rooms.get(room)?;
+        if let Some(identity) = preferred {
+            return state
+                .member_by_identity(identity)
+                .map(|m| m.info.sid.clone());
+        }
+        state
+            .members
+            .values()
+            .filter(|m| !m.info.tracks.is_empty())
+            .min_by_key(|m| (!m.host, m.info.joined_at_ms, m.info.sid.clone()))
+            .map(|m| m.info.sid.clone())
     }
 
     /// Resolves identities to sids of current members (for addressed data messages).

@@ -160,6 +160,9 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
     sig.rooms.attach_media(&room, &sid, media.clone());
     let attributes = claims.attributes.clone().unwrap_or_default();
     let host = claims.video.room_admin || attributes.get("role").is_some_and(|r| r == "host");
+    if host {
+        sig.rooms.mark_host(&room, &sid);
+    }
     let _ = sig.events.send(SignalEvent::ParticipantJoined {
         room_id: room.clone(),
         sid: sid.clone(),

@@ -111,6 +111,36 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
+/// The CORS layer answers every `OPTIONS` itself; on WHIP/WHEP paths the answer also says
+/// what they accept (RFC 9725 §4.1: `Accept-Post` on the endpoint, `Accept-Patch` on a
+/// session), as 204.
+async fn whip_options(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let options = request.method() == axum::http::Method::OPTIONS;
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    if !options || !response.status().is_success() {
+        return response;
+    }
+    let accept = match path.as_str() {
+        "/whip" | "/whep" => Some(("accept-post", "application/sdp")),
+        p if p.starts_with("/whip/") || p.starts_with("/whep/") => {
+            Some(("accept-patch", "application/trickle-ice-sdpfrag"))
+        }
+        _ => None,
+    };
+    if let Some((name, value)) = accept {
+        response.headers_mut().insert(
+            axum::http::HeaderName::from_static(name),
+            axum::http::HeaderValue::from_static(value),
+        );
+        *response.status_mut() = axum::http::StatusCode::NO_CONTENT;
+    }
+    response
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi))
@@ -169,5 +199,14 @@ pub fn router(state: AppState) -> Router {
         .signaling
         .router()
         .merge(api)
-        .layer(CorsLayer::very_permissive())
+        // Browser WHIP/WHEP players read these from the answers of other origins.
+        .layer(CorsLayer::very_permissive().expose_headers([
+            axum::http::header::LOCATION,
+            axum::http::header::ETAG,
+            axum::http::header::LINK,
+            axum::http::HeaderName::from_static("accept-patch"),
+            axum::http::HeaderName::from_static("accept-post"),
+        ]))
+        // Outside the CORS layer, which answers OPTIONS before anything inside it runs.
+        .layer(axum::middleware::from_fn(whip_options))
 }

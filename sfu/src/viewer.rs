@@ -1,0 +1,224 @@
+//! Viewers (WHEP): the client offers receive-only m-lines on the subscriber PC, and the
+//! worker fills them with one publisher's first audio and first video track, switching
+//! sources under the same m-lines (keyframe requested, numbering continuous) when that
+//! publisher's tracks change or another publisher is chosen.
+
+use str0m::change::SdpOffer;
+use str0m::media::MediaKind;
+
+use crate::api::{PeerRole, SfuError, TrackKind};
+use crate::participant::{OutState, OutTrack, Slot};
+use crate::rewrite::Rewriter;
+use crate::worker::Worker;
+
+/// A viewer's fixed m-line: (index into its `out`, kind, current source).
+type FixedLine = (usize, TrackKind, Option<(Slot, usize)>);
+
+impl Worker {
+    /// Accepts a viewer's offer on its subscriber PC; every m-line we send on becomes a
+    /// fixed out-track, filled from the viewed publisher.
+    pub(crate) fn viewer_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
+        let slot = *self
+            .by_key
+            .get(key)
+            .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
+        self.current = Some(slot);
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return Err(SfuError::UnknownParticipant(key.to_owned()));
+        };
+        if part.out.iter().flatten().any(|o| o.fixed) {
+            return Err(SfuError::Negotiation(
+                "this viewer already negotiated its m-lines".into(),
+            ));
+        }
+        let answer = part
+            .subscriber
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        let sending: Vec<(str0m::media::Mid, TrackKind)> = crate::sdp_order::mids(sdp)
+            .into_iter()
+            .filter_map(|mid| {
+                let mid = str0m::media::Mid::from(mid.as_str());
+                let media = part.subscriber.rtc.media(mid)?;
+                if !media.direction().is_sending() {
+                    return None;
+                }
+                let kind = match media.kind() {
+                    MediaKind::Audio => TrackKind::Audio,
+                    MediaKind::Video => TrackKind::Video,
+                };
+                Some((mid, kind))
+            })
+            .collect();
+        if sending.is_empty() {
+            return Err(SfuError::Negotiation(
+                "the offer has no audio or video m-line to receive on".into(),
+            ));
+        }
+        for (mid, kind) in sending {
+            let ssrc = part
+                .subscriber
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc());
+            part.add_out(OutTrack {
+                track_sid: String::new(),
+                publisher_key: String::new(),
+                source: None,
+                kind,
+                state: OutState::Open(mid),
+                ssrc,
+                pt_map: Vec::new(),
+                rewriter: Rewriter::default(),
+                waiting_keyframe: kind == TrackKind::Video,
+                fixed: true,
+            });
+        }
+        let answer = answer.to_sdp_string();
+        self.drain(slot, PeerRole::Subscriber);
+        self.attach_viewer(slot);
+        Ok(answer)
+    }
+
+    /// Chooses the publisher (by key) a viewer receives; `None` leaves its m-lines silent.
+    pub(crate) fn view(&mut self, key: &str, publisher: Option<String>) {
+        let Some(&slot) = self.by_key.get(key) else {
+            return;
+        };
+        if let Some(part) = self.parts[slot].as_mut() {
+            part.viewing = publisher;
+        }
+        self.attach_viewer(slot);
+    }
+
+    /// Every viewer of `publisher` re-evaluates its sources (a track came or went).
+    pub(crate) fn viewers_follow(&mut self, publisher: Slot) {
+        let Some(key) = self.parts[publisher].as_ref().map(|p| p.key.clone()) else {
+            return;
+        };
+        let viewers: Vec<Slot> = self
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.as_ref()
+                    .is_some_and(|p| p.viewing.as_deref() == Some(&key))
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for viewer in viewers {
+            self.attach_viewer(viewer);
+        }
+    }
+
+    /// Points each fixed m-line of `viewer` at the viewed publisher's first track of its
+    /// kind, if it is not there already.
+    fn attach_viewer(&mut self, viewer: Slot) {
+        let Some(part) = self.parts[viewer].as_ref() else {
+            return;
+        };
+        let publisher = part
+            .viewing
+            .as_ref()
+            .and_then(|key| self.by_key.get(key))
+            .copied()
+            .filter(|p| *p != viewer);
+        let fixed: Vec<FixedLine> = part
+            .out
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| {
+                o.as_ref()
+                    .filter(|o| o.fixed)
+                    .map(|o| (i, o.kind, o.source))
+            })
+            .collect();
+        let mut taken: Vec<(Slot, usize)> = Vec::new();
+        for (out, kind, current) in fixed {
+            let wanted = publisher.and_then(|p| {
+                self.parts[p].as_ref().and_then(|pp| {
+                    pp.tracks
+                        .iter()
+                        .enumerate()
+                        .find(|(i, t)| {
+                            t.as_ref().is_some_and(|t| t.kind == kind) && !taken.contains(&(p, *i))
+                        })
+                        .map(|(i, _)| (p, i))
+                })
+            });
+            if let Some(w) = wanted {
+                taken.push(w);
+            }
+            if wanted == current {
+                continue;
+            }
+            if let Some((old, index)) = current {
+                if let Some(Some(track)) = self.parts[old]
+                    .as_mut()
+                    .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
+                {
+                    track.subscribers.retain(|&(s, o)| (s, o) != (viewer, out));
+                }
+            }
+            let (sid, publisher_key) = match wanted {
+                Some((p, i)) => match self.parts[p].as_mut() {
+                    Some(pp) => {
+                        let key = pp.key.clone();
+                        match pp.tracks.get_mut(i).and_then(Option::as_mut) {
+                            Some(track) => {
+                                track.subscribers.push((viewer, out));
+                                (track.sid.clone(), key)
+                            }
+                            None => (String::new(), String::new()),
+                        }
+                    }
+                    None => (String::new(), String::new()),
+                },
+                None => (String::new(), String::new()),
+            };
+            if let Some(Some(Some(o))) = self.parts[viewer].as_mut().map(|p| p.out.get_mut(out)) {
+                o.source = wanted;
+                o.track_sid = sid;
+                o.publisher_key = publisher_key;
+                // The new source starts on a keyframe; the rewriter keeps numbering going.
+                o.waiting_keyframe = o.kind == TrackKind::Video;
+                o.pt_map.clear();
+            }
+            if let (Some(source), TrackKind::Video) = (wanted, kind) {
+                self.keyframe_queue.push(source);
+            }
+        }
+        self.flush_keyframe_requests();
+    }
+
+    /// ICE restart (WHIP/WHEP PATCH): takes the client's new credentials and returns ours.
+    pub(crate) fn ice_restart(
+        &mut self,
+        key: &str,
+        role: PeerRole,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<(String, String), SfuError> {
+        let slot = *self
+            .by_key
+            .get(key)
+            .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return Err(SfuError::UnknownParticipant(key.to_owned()));
+        };
+        let rtc = &mut part.peer_mut(role).rtc;
+        let local = str0m::IceCreds::new();
+        let mut api = rtc.direct_api();
+        api.set_remote_ice_credentials(str0m::IceCreds {
+            ufrag: ufrag.to_owned(),
+            pass: pwd.to_owned(),
+        });
+        api.set_local_ice_credentials(local.clone());
+        self.drain(slot, role);
+        Ok((local.ufrag, local.pass))
+    }
+}

@@ -1,0 +1,413 @@
+//! WHIP (RFC 9725) and WHEP: publishing and watching with plain HTTP signaling, with the
+//! same room tokens as the LiveKit protocol. A WHIP publisher is an ordinary participant of
+//! its room (others see it join and subscribe to its tracks); a WHEP viewer is a hidden
+//! participant whose receive-only m-lines carry one publisher's audio and video.
+//!
+//! `POST /whip` and `POST /whep` create a session resource (`Location: /whip/{id}`);
+//! `PATCH` on it trickles candidates or restarts ICE; `DELETE` ends it.
+
+mod problem;
+mod resource;
+mod sdp;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use switchboard_sfu::{JoinOptions, PeerRole, SfuError};
+
+use crate::rooms::JoinRefused;
+use crate::token::Claims;
+use crate::Signaling;
+pub(crate) use problem::Problem;
+use resource::{Kind, Resource};
+
+/// The session resources of this node, by id.
+#[derive(Default)]
+pub(crate) struct Resources(Mutex<HashMap<String, Arc<Resource>>>);
+
+impl Resources {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Resource>>> {
+        // A panic while holding the lock leaves a plain map: still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, kind: Kind, id: &str) -> Option<Arc<Resource>> {
+        self.lock().get(id).filter(|r| r.kind == kind).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// Seconds a client is asked to wait before retrying a full room.
+const FULL_RETRY_AFTER_SECS: u64 = 5;
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "missing token",
+                "send the room token as `Authorization: Bearer <JWT>`",
+            )
+        })
+}
+
+/// Verifies the bearer token as a join token for its room.
+fn authenticate(sig: &Signaling, headers: &HeaderMap) -> Result<Claims, Problem> {
+    let raw = bearer(headers)?;
+    sig.verify_join(raw).map_err(|e| {
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+        Problem::new(status, "token refused", e.to_string())
+    })
+}
+
+fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), Problem> {
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = given.split(';').next().unwrap_or_default().trim();
+    if essence.eq_ignore_ascii_case(wanted) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type",
+            format!("expected Content-Type {wanted}, got {given:?}"),
+        ))
+    }
+}
+
+fn body_text(body: &Bytes) -> Result<&str, Problem> {
+    std::str::from_utf8(body).map_err(|_| Problem::bad_request("the body is not UTF-8 text"))
+}
+
+/// Checks an offer for what this endpoint needs: at least one m-line in the right
+/// direction with a codec we forward.
+fn check_offer(sdp_text: &str, kind: Kind) -> Result<sdp::Offer, Problem> {
+    let offer = sdp::inspect(sdp_text).map_err(Problem::bad_request)?;
+    let (wanted, verb) = match kind {
+        Kind::Publish => (
+            offer.media.iter().filter(|m| m.sends()).collect::<Vec<_>>(),
+            "send",
+        ),
+        Kind::Play => (
+            offer.media.iter().filter(|m| m.receives()).collect(),
+            "receive",
+        ),
+    };
+    if wanted.is_empty() {
+        return Err(Problem::bad_request(format!(
+            "no audio or video m-line of the offer is set to {verb} (a={verb}only or a=sendrecv)"
+        )));
+    }
+    if wanted.iter().all(|m| m.supported_codec().is_none()) {
+        let offered: Vec<&str> = wanted
+            .iter()
+            .flat_map(|m| m.codecs.iter().map(String::as_str))
+            .filter(|c| !matches!(*c, "rtx" | "red" | "ulpfec" | "flexfec-03"))
+            .collect();
+        return Err(Problem::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "no supported codec",
+            format!(
+                "none of the offered codecs ({}) can be forwarded; supported: {}",
+                offered.join(", "),
+                sdp::accepted_codecs()
+            ),
+        ));
+    }
+    Ok(offer)
+}
+
+/// A media-plane error of an offer as the client should see it.
+fn negotiation_problem(e: SfuError) -> Problem {
+    match e {
+        SfuError::BadSdp(reason) => {
+            Problem::bad_request(format!("the SDP offer could not be parsed: {reason}"))
+        }
+        SfuError::Negotiation(reason) => {
+            Problem::bad_request(format!("the offer could not be answered: {reason}"))
+        }
+        other => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "media server unavailable",
+            other.to_string(),
+        ),
+    }
+}
+
+fn created(kind: Kind, resource: &Resource, answer: String) -> Response {
+    let location = format!("/{}/{}", kind.path(), resource.id);
+    let mut response = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/sdp")],
+        answer,
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        headers.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&resource.etag()) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    response
+}
+
+async fn start(
+    sig: Arc<Signaling>,
+    kind: Kind,
+    headers: HeaderMap,
+    preferred: Option<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let claims = authenticate(&sig, &headers)?;
+    let allowed = match kind {
+        Kind::Publish => claims.video.can_publish(),
+        Kind::Play => claims.video.can_subscribe(),
+    };
+    if !allowed {
+        let grant = match kind {
+            Kind::Publish => "canPublish",
+            Kind::Play => "canSubscribe",
+        };
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "grant missing",
+            format!(
+                "the token does not grant {grant} in room {:?}",
+                claims.video.room
+            ),
+        ));
+    }
+    require_content_type(&headers, "application/sdp")?;
+    let sdp_text = body_text(&body)?;
+    let offer = check_offer(sdp_text, kind)?;
+    if let Err(refused) = sig.rooms.check_capacity(&claims.video.room, &claims.sub) {
+        return Err(room_refusal(refused));
+    }
+    let options = match kind {
+        Kind::Publish => JoinOptions {
+            auto_subscribe: false,
+            can_subscribe: false,
+            can_publish: true,
+        },
+        Kind::Play => JoinOptions {
+            auto_subscribe: false,
+            can_subscribe: true,
+            can_publish: false,
+        },
+    };
+    let (resource, answer) =
+        resource::open(&sig, kind, claims, options, &offer, sdp_text, preferred).await?;
+    let response = created(kind, &resource, answer);
+    sig.whip.lock().insert(resource.id.clone(), resource);
+    Ok(response)
+}
+
+fn room_refusal(refused: JoinRefused) -> Problem {
+    let mut problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "room unavailable",
+        refused.to_string(),
+    );
+    problem.retry_after = Some(FULL_RETRY_AFTER_SECS);
+    problem
+}
+
+async fn whip_post(State(sig): State<Arc<Signaling>>, headers: HeaderMap, body: Bytes) -> Response {
+    start(sig, Kind::Publish, headers, None, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn whep_post(
+    State(sig): State<Arc<Signaling>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let preferred = query.get("participant").filter(|p| !p.is_empty()).cloned();
+    start(sig, Kind::Play, headers, preferred, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The resource a PATCH or DELETE names, if the caller's token is for it.
+fn owned(
+    sig: &Signaling,
+    kind: Kind,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<Resource>, Problem> {
+    let claims = authenticate(sig, headers)?;
+    let resource = sig.whip.get(kind, id).ok_or_else(|| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "no such session",
+            format!("{} session {id} does not exist (or has ended)", kind.name()),
+        )
+    })?;
+    if claims.video.room != resource.room || claims.sub != resource.identity {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "not your session",
+            "the token is for another participant than the one that created this session",
+        ));
+    }
+    Ok(resource)
+}
+
+async fn patch(
+    sig: Arc<Signaling>,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let resource = owned(&sig, kind, &id, &headers)?;
+    require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
+    if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        if wanted.trim() != "*" && wanted.trim() != resource.etag() {
+            return Err(Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "stale session",
+                format!(
+                    "If-Match {wanted} does not match the session's ETag {}",
+                    resource.etag()
+                ),
+            ));
+        }
+    }
+    let frag = sdp::parse_sdpfrag(body_text(&body)?).map_err(Problem::bad_request)?;
+    let role = match kind {
+        Kind::Publish => PeerRole::Publisher,
+        Kind::Play => PeerRole::Subscriber,
+    };
+    let restart = match (&frag.ice_ufrag, &frag.ice_pwd) {
+        (Some(ufrag), Some(pwd)) if *ufrag != resource.remote_ufrag() => Some((ufrag, pwd)),
+        _ => None,
+    };
+    let answer = match restart {
+        Some((ufrag, pwd)) => {
+            let (local_ufrag, local_pwd) = resource
+                .media
+                .ice_restart(role, ufrag.clone(), pwd.clone())
+                .await
+                .map_err(negotiation_problem)?;
+            resource.restarted(ufrag);
+            Some(format!(
+                "a=ice-ufrag:{local_ufrag}\r\na=ice-pwd:{local_pwd}\r\n"
+            ))
+        }
+        None => None,
+    };
+    for candidate in frag.candidates {
+        let _ = resource.media.remote_candidate(role, candidate);
+    }
+    let mut response = match answer {
+        Some(frag) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+            frag,
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&resource.etag()) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+async fn delete(
+    sig: Arc<Signaling>,
+    kind: Kind,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let resource = owned(&sig, kind, &id, &headers)?;
+    sig.whip.remove(&id);
+    resource.end().await;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn whip_patch(
+    State(sig): State<Arc<Signaling>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    patch(sig, Kind::Publish, id, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn whep_patch(
+    State(sig): State<Arc<Signaling>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    patch(sig, Kind::Play, id, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn whip_delete(
+    State(sig): State<Arc<Signaling>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    delete(sig, Kind::Publish, id, headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn whep_delete(
+    State(sig): State<Arc<Signaling>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    delete(sig, Kind::Play, id, headers)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+pub(crate) fn router(sig: Arc<Signaling>) -> Router {
+    Router::new()
+        // OPTIONS (CORS preflights and capability queries) is answered by the server's
+        // CORS layer, which adds Accept-Post/Accept-Patch on these paths.
+        .route("/whip", post(whip_post))
+        .route(
+            "/whip/{id}",
+            axum::routing::patch(whip_patch).delete(whip_delete),
+        )
+        .route("/whep", post(whep_post))
+        .route(
+            "/whep/{id}",
+            axum::routing::patch(whep_patch).delete(whep_delete),
+        )
+        .with_state(sig)
+}
