@@ -101,6 +101,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(15),
             node_id: format!("ND_{}", settings.http_addr.port()),
+            ice_servers: settings.rtc.ice_servers.clone(),
         },
         Arc::clone(&sfu),
     );

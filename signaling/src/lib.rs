@@ -45,6 +45,41 @@ pub struct SignalingConfig {
     pub ping_timeout: Duration,
     /// Identifies this node in ServerInfo.
     pub node_id: String,
+    /// STUN/TURN servers clients are told about (JoinResponse, WHIP/WHEP `Link` headers).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server for clients.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:…`, `turn:…` or `turns:…` URL.
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+/// Settings are logged: the credential never is.
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl IceServer {
+    /// The WHIP/WHEP `Link` header value for this server (RFC 9725 §4.6).
+    pub fn link_header(&self) -> String {
+        let mut link = format!("<{}>; rel=\"ice-server\"", self.url);
+        if let (Some(user), Some(credential)) = (&self.username, &self.credential) {
+            link.push_str(&format!(
+                "; username=\"{user}\"; credential=\"{credential}\"; credential-type=\"password\""
+            ));
+        }
+        link
+    }
 }
 
 /// Shared state of every signaling session on this node.
@@ -58,6 +93,7 @@ pub struct Signaling {
     pub(crate) ping_timeout: Duration,
     pub(crate) server_version: String,
     pub(crate) node_id: String,
+    pub(crate) ice_servers: Vec<IceServer>,
     /// Tokens refused since their participant was removed.
     pub(crate) revocations: revocations::Revocations,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
@@ -94,6 +130,7 @@ impl Signaling {
             ping_timeout: config.ping_timeout,
             server_version: PROTOCOL_SERVER_VERSION.to_owned(),
             node_id: config.node_id,
+            ice_servers: config.ice_servers,
             revocations: Default::default(),
             live_sessions: watch::channel(0).0,
             whip: Default::default(),

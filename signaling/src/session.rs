@@ -192,6 +192,15 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
         other_participants: joined.others,
         server_version: sig.server_version.clone(),
         subscriber_primary: false,
+        ice_servers: sig
+            .ice_servers
+            .iter()
+            .map(|server| proto::IceServer {
+                urls: vec![server.url.clone()],
+                username: server.username.clone().unwrap_or_default(),
+                credential: server.credential.clone().unwrap_or_default(),
+            })
+            .collect(),
         ping_interval: sig.ping_interval.as_secs() as i32,
         ping_timeout: sig.ping_timeout.as_secs() as i32,
         server_info: Some(proto::ServerInfo {

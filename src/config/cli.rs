@@ -108,6 +108,17 @@ pub struct ServeArgs {
     #[arg(long = "node-ip", value_name = "IP")]
     pub node_ips: Vec<String>,
 
+    /// STUN or TURN server clients may use (repeat for several).
+    ///
+    /// `stun:host:port`, or `USERNAME:CREDENTIAL@turn:host:port?transport=udp` for a TURN
+    /// server with a static credential. Sent in LiveKit JoinResponses and as `Link`
+    /// headers of WHIP/WHEP answers.
+    ///
+    /// Environment: SWITCHBOARD_ICE_SERVERS (comma-separated). Config file:
+    /// rtc.ice_servers (an array). Default: none (clients reach the server directly).
+    #[arg(long = "ice-server", value_name = "[USER:CREDENTIAL@]URL")]
+    pub ice_servers: Vec<String>,
+
     /// Database URL (sqlite: or postgres://).
     ///
     /// Environment: SWITCHBOARD_DATABASE_URL. Config file: database_url.

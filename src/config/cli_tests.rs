@@ -68,7 +68,7 @@ fn config_help_documents_every_option() {
     }
     // A guard that the loop saw the subcommands (by name, so commands added elsewhere,
     // such as `rooms`, do not change these counts).
-    assert_eq!(checked.get("serve"), Some(&21), "{checked:?}");
+    assert_eq!(checked.get("serve"), Some(&22), "{checked:?}");
     assert_eq!(checked.get("token create"), Some(&12), "{checked:?}");
     assert_eq!(checked.get("migrate"), Some(&3), "{checked:?}");
 
@@ -85,6 +85,7 @@ fn config_help_documents_every_option() {
         "SWITCHBOARD_RTC_PORT",
         "SWITCHBOARD_RTC_WORKERS",
         "SWITCHBOARD_NODE_IPS",
+        "SWITCHBOARD_ICE_SERVERS",
         "SWITCHBOARD_DATABASE_URL",
         "SWITCHBOARD_DATA_DIR",
         "SWITCHBOARD_EGRESS_DIR",

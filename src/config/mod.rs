@@ -137,6 +137,8 @@ pub struct RtcSettings {
     /// IPs announced to browsers as ICE candidates; empty = announce `ip`. Never contains
     /// a wildcard address, and is non-empty whenever `ip` is a wildcard.
     pub node_ips: Vec<IpAddr>,
+    /// STUN/TURN servers announced to clients.
+    pub ice_servers: Vec<switchboard_signaling::IceServer>,
 }
 
 impl RtcSettings {
@@ -395,11 +397,20 @@ fn rtc_settings(
     if ip.is_unspecified() && node_ips.is_empty() {
         return Err(ConfigError::NodeIpsRequired { ip });
     }
+    let ice_flags = (!args.ice_servers.is_empty()).then(|| args.ice_servers.join(","));
+    let ice_servers = get_redacted(
+        src,
+        ice_flags.as_deref(),
+        &sources::ICE_SERVERS,
+        parse::ice_servers,
+    )?
+    .unwrap_or_default();
     Ok(RtcSettings {
         ip,
         port,
         workers,
         node_ips,
+        ice_servers,
     })
 }
 

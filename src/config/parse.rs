@@ -130,6 +130,53 @@ pub(super) fn node_ips(input: &str) -> Result<Vec<IpAddr>, String> {
     Ok(ips)
 }
 
+/// `URL` or `USERNAME:CREDENTIAL@URL`, comma-separated; URLs are `stun:`, `turn:` or
+/// `turns:` (RFC 7064/7065).
+pub(super) fn ice_servers(input: &str) -> Result<Vec<switchboard_signaling::IceServer>, String> {
+    let mut servers = Vec::new();
+    for item in input.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (auth, url) = match item.rsplit_once('@') {
+            Some((auth, url)) if is_ice_url(url) => (Some(auth), url),
+            _ => (None, item),
+        };
+        if !is_ice_url(url) {
+            return Err(format!(
+                "\"{item}\" is not a stun:, turn: or turns: URL (optionally USERNAME:CREDENTIAL@ first)"
+            ));
+        }
+        let (username, credential) = match auth {
+            None => (None, None),
+            Some(auth) => match auth.split_once(':') {
+                Some((user, credential)) if !user.is_empty() && !credential.is_empty() => {
+                    (Some(user.to_owned()), Some(credential.to_owned()))
+                }
+                _ => {
+                    return Err(format!(
+                        "the credentials of \"{url}\" must be USERNAME:CREDENTIAL"
+                    ))
+                }
+            },
+        };
+        if url.starts_with("turn") && username.is_none() {
+            return Err(format!(
+                "the TURN server \"{url}\" needs USERNAME:CREDENTIAL@ in front"
+            ));
+        }
+        servers.push(switchboard_signaling::IceServer {
+            url: url.to_owned(),
+            username,
+            credential,
+        });
+    }
+    Ok(servers)
+}
+
+fn is_ice_url(url: &str) -> bool {
+    ["stun:", "turn:", "turns:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme) && url.len() > scheme.len())
+}
+
 pub(super) fn bool(input: &str) -> Result<bool, String> {
     match input.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),

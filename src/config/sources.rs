@@ -46,6 +46,7 @@ settings! {
     RTC_PORT = "--rtc-port", "SWITCHBOARD_RTC_PORT", "rtc.port", Int;
     RTC_WORKERS = "--rtc-workers", "SWITCHBOARD_RTC_WORKERS", "rtc.workers", Int;
     NODE_IPS = "--node-ip", "SWITCHBOARD_NODE_IPS", "rtc.node_ips", StrList;
+    ICE_SERVERS = "--ice-server", "SWITCHBOARD_ICE_SERVERS", "rtc.ice_servers", StrList;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;
     DATA_DIR = "--data-dir", "SWITCHBOARD_DATA_DIR", "data_dir", Str;
     EGRESS_DIR = "--egress-dir", "SWITCHBOARD_EGRESS_DIR", "egress.directory", Str;

@@ -538,3 +538,33 @@ fn config_key_list_errors() {
     let message = err(&serve(&["--dev", "--config", path_str(&file)]), &no_env);
     assert!(message.contains("must not contain"), "{message}");
 }
+
+#[test]
+fn ice_servers_take_optional_credentials_and_refuse_anything_else() {
+    let servers = super::parse::ice_servers(
+        "stun:stun.example.net:3478, alice:s3cret@turn:turn.example.net:3478?transport=udp",
+    )
+    .expect("two servers");
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[0].url, "stun:stun.example.net:3478");
+    assert_eq!(servers[0].username, None);
+    assert_eq!(servers[1].url, "turn:turn.example.net:3478?transport=udp");
+    assert_eq!(servers[1].username.as_deref(), Some("alice"));
+    assert_eq!(servers[1].credential.as_deref(), Some("s3cret"));
+    assert!(
+        !format!("{:?}", servers[1]).contains("s3cret"),
+        "credentials stay out of logs"
+    );
+    for bad in [
+        "http://x",
+        "turn:turn.example.net",
+        "bob@turn:t.example",
+        "stun:",
+    ] {
+        let err = super::parse::ice_servers(bad).expect_err(bad);
+        assert!(
+            err.contains("stun:") || err.contains("USERNAME:CREDENTIAL"),
+            "{bad}: {err}"
+        );
+    }
+}

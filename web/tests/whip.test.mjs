@@ -80,7 +80,9 @@ async function whipInPage(page, server, { kind, bearer, query = '' }) {
       body: pc.localDescription.sdp,
     });
     const text = await resp.text();
-    const out = { status: resp.status, location: resp.headers.get('location'), etag: resp.headers.get('etag') };
+    const out = {
+      status: resp.status, location: resp.headers.get('location'), etag: resp.headers.get('etag'), link: resp.headers.get('link'),
+    };
     if (resp.status !== 201) return { ...out, error: text };
     await pc.setRemoteDescription({ type: 'answer', sdp: text });
     return { ...out, answer: text };
@@ -278,13 +280,23 @@ test('trickle and ICE restart PATCHes, and every refusal over real HTTP', { time
   assert.match(exposed.toLowerCase(), /etag/);
 }));
 
-test('a full room answers 503 with Retry-After', { timeout: 60_000 }, () => withServer(async (server, open) => {
+test('configured ICE servers are announced as Link headers; a full room answers 503 with Retry-After', { timeout: 60_000 }, () => withServer(async (server, open) => {
   const room = roomId('full');
   const first = await open('first');
   const ok = await whipInPage(first, server, { kind: 'whip', bearer: await token(room, 'one') });
   assert.equal(ok.status, 201, ok.error);
+  assert.equal(ok.link, '<stun:stun.example.net:3478>; rel="ice-server", '
+    + '<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="user"; credential="pw"; credential-type="password"');
   const second = await open('second');
   const full = await whipInPage(second, server, { kind: 'whip', bearer: await token(room, 'two') });
   assert.equal(full.status, 503, full.error);
   assert.match(full.error, /full/);
-}, { extraArgs: ['--max-participants', '1'] }));
+  const direct = await http(server, 'POST', '/whip', {
+    bearer: await token(room, 'three'), type: 'application/sdp', body: (await first.page.evaluate(() => window.whipPc.localDescription.sdp)),
+  });
+  assert.equal(direct.status, 503);
+  assert.equal(direct.headers.get('retry-after'), '5');
+}, {
+  extraArgs: ['--max-participants', '1', '--ice-server', 'stun:stun.example.net:3478',
+    '--ice-server', 'user:pw@turn:turn.example.net:3478?transport=udp'],
+}));

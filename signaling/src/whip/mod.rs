@@ -153,7 +153,7 @@ fn negotiation_problem(e: SfuError) -> Problem {
     }
 }
 
-fn created(kind: Kind, resource: &Resource, answer: String) -> Response {
+fn created(sig: &Signaling, kind: Kind, resource: &Resource, answer: String) -> Response {
     let location = format!("/{}/{}", kind.path(), resource.id);
     let mut response = (
         StatusCode::CREATED,
@@ -172,6 +172,11 @@ fn created(kind: Kind, resource: &Resource, answer: String) -> Response {
         "accept-patch",
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
+    for server in &sig.ice_servers {
+        if let Ok(v) = HeaderValue::from_str(&server.link_header()) {
+            headers.append(header::LINK, v);
+        }
+    }
     response
 }
 
@@ -221,7 +226,7 @@ async fn start(
     };
     let (resource, answer) =
         resource::open(&sig, kind, claims, options, &offer, sdp_text, preferred).await?;
-    let response = created(kind, &resource, answer);
+    let response = created(&sig, kind, &resource, answer);
     sig.whip.lock().insert(resource.id.clone(), resource);
     Ok(response)
 }

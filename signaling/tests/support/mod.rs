@@ -50,6 +50,7 @@ impl Server {
     pub async fn start() -> Server {
         let sfu = Arc::new(Sfu::start(&SfuConfig::default()).expect("start the media plane"));
         let config = SignalingConfig {
+            ice_servers: Vec::new(),
             keys: KeyStore::new([(KEY.to_owned(), SECRET.to_owned())]),
             rooms: RoomDefaults {
                 empty_timeout: Duration::from_secs(300),
