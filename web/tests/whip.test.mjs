@@ -48,14 +48,22 @@ async function withServer(body, options = {}) {
  * microphone (WHIP) or receiving (WHEP), offer sent once ICE gathering completed. Resolves to
  * {status, location, etag, answer, error}; the connection stays in `window.whipPc`.
  */
-async function whipInPage(page, server, { kind, bearer, query = '' }) {
+async function whipInPage(page, server, { kind, bearer, query = '', h264 = false }) {
   await page.page.goto(`${server.url}/healthz`);
-  return page.page.evaluate(async ({ kind, bearer, query }) => {
+  return page.page.evaluate(async ({ kind, bearer, query, h264 }) => {
     const pc = new RTCPeerConnection();
     window.whipPc = pc;
     if (kind === 'whip') {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
-      for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: 'sendonly' });
+      for (const track of stream.getTracks()) {
+        const transceiver = pc.addTransceiver(track, { direction: 'sendonly' });
+        if (h264 && track.kind === 'video') {
+          // Only what OBS offers by default: H.264 constrained baseline, packetization-mode 1.
+          const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264'
+            && /packetization-mode=1/.test(c.sdpFmtpLine) && /profile-level-id=42e01f/.test(c.sdpFmtpLine));
+          transceiver.setCodecPreferences(codecs);
+        }
+      }
     } else {
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
@@ -86,7 +94,7 @@ async function whipInPage(page, server, { kind, bearer, query = '' }) {
     if (resp.status !== 201) return { ...out, error: text };
     await pc.setRemoteDescription({ type: 'answer', sdp: text });
     return { ...out, answer: text };
-  }, { kind, bearer, query });
+  }, { kind, bearer, query, h264 });
 }
 
 async function http(server, method, path, { bearer, type, body, headers = {} } = {}) {
@@ -168,6 +176,24 @@ test('a browser publishes with plain WebRTC over WHIP; a livekit-client particip
   const again = await http(server, 'DELETE', result.location, { bearer: await token(room, 'obs-like') });
   assert.equal(again.status, 404);
   assert.equal(again.headers.get('content-type'), 'application/problem+json');
+}));
+
+test('an H.264-only WHIP publisher (as OBS sends) reaches a livekit-client subscriber as H.264, and a WHEP player', { timeout: 90_000 }, () => withServer(async (server, open) => {
+  const room = roomId('h264');
+  const whip = await open('whip-h264');
+  const result = await whipInPage(whip, server, { kind: 'whip', bearer: await token(room, 'encoder'), h264: true });
+  assert.equal(result.status, 201, result.error);
+  assert.match(result.answer, /a=rtpmap:\d+ H264\/90000/);
+  assert.doesNotMatch(result.answer, /VP8/);
+  const viewer = await open('Viewer');
+  await viewer.open(server.url, { url: server.url.replace(/^http/, 'ws'), token: await token(room, 'viewer'), autojoin: '1' });
+  await viewer.joined(JOIN_MS);
+  const stats = await viewer.mediaFrom(['encoder'], 30_000);
+  assert.equal(stats.encoder.videoCodec, 'video/H264', JSON.stringify(stats));
+  const player = await open('whep-h264');
+  const played = await whipInPage(player, server, { kind: 'whep', bearer: await token(room, 'watcher', { canPublish: false }) });
+  assert.equal(played.status, 201, played.error);
+  await player.until('a WHEP player decodes the H.264 publisher', () => window.whepFrames().then((s) => s.frames >= 20), undefined, 30_000);
 }));
 
 test('a browser watches over WHEP while livekit-client publishes, and follows the next publisher', { timeout: 120_000 }, () => withServer(async (server, open) => {
