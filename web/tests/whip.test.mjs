@@ -48,9 +48,9 @@ async function withServer(body, options = {}) {
  * microphone (WHIP) or receiving (WHEP), offer sent once ICE gathering completed. Resolves to
  * {status, location, etag, answer, error}; the connection stays in `window.whipPc`.
  */
-async function whipInPage(page, server, { kind, bearer, query = '', h264 = false }) {
+async function whipInPage(page, server, { kind, bearer, query = '', h264 = false, codec = null }) {
   await page.page.goto(`${server.url}/healthz`);
-  return page.page.evaluate(async ({ kind, bearer, query, h264 }) => {
+  return page.page.evaluate(async ({ kind, bearer, query, h264, codec }) => {
     const pc = new RTCPeerConnection();
     window.whipPc = pc;
     if (kind === 'whip') {
@@ -62,6 +62,9 @@ async function whipInPage(page, server, { kind, bearer, query = '', h264 = false
           const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264'
             && /packetization-mode=1/.test(c.sdpFmtpLine) && /profile-level-id=42e01f/.test(c.sdpFmtpLine));
           transceiver.setCodecPreferences(codecs);
+        } else if (codec && track.kind === 'video') {
+          transceiver.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs
+            .filter((c) => c.mimeType === `video/${codec}`));
         }
       }
     } else {
@@ -94,7 +97,7 @@ async function whipInPage(page, server, { kind, bearer, query = '', h264 = false
     if (resp.status !== 201) return { ...out, error: text };
     await pc.setRemoteDescription({ type: 'answer', sdp: text });
     return { ...out, answer: text };
-  }, { kind, bearer, query, h264 });
+  }, { kind, bearer, query, h264, codec });
 }
 
 async function http(server, method, path, { bearer, type, body, headers = {} } = {}) {
@@ -195,6 +198,20 @@ test('an H.264-only WHIP publisher (as OBS sends) reaches a livekit-client subsc
   assert.equal(played.status, 201, played.error);
   await player.until('a WHEP player decodes the H.264 publisher', () => window.whepFrames().then((s) => s.frames >= 20), undefined, 30_000);
 }));
+
+for (const codec of ['VP9', 'AV1']) {
+  test(`${codec} from a WHIP publisher passes through to a livekit-client subscriber`, { timeout: 90_000 }, () => withServer(async (server, open) => {
+    const room = roomId(codec.toLowerCase());
+    const whip = await open(`whip-${codec}`);
+    const result = await whipInPage(whip, server, { kind: 'whip', bearer: await token(room, 'encoder'), codec });
+    assert.equal(result.status, 201, result.error);
+    const viewer = await open('Viewer');
+    await viewer.open(server.url, { url: server.url.replace(/^http/, 'ws'), token: await token(room, 'viewer'), autojoin: '1' });
+    await viewer.joined(JOIN_MS);
+    const stats = await viewer.mediaFrom(['encoder'], 30_000);
+    assert.equal(stats.encoder.videoCodec, `video/${codec}`, JSON.stringify(stats));
+  }));
+}
 
 test('a browser watches over WHEP while livekit-client publishes, and follows the next publisher', { timeout: 120_000 }, () => withServer(async (server, open) => {
   const room = roomId('play');
