@@ -312,14 +312,7 @@ impl FileRecorder {
             let Some(track) = self.tracks.get_mut(&id) else {
                 return Ok(());
             };
-            let mut released = Vec::new();
-            if flush {
-                released.extend(track.jitter.flush());
-            }
-            while let Some(r) = track.jitter.pop(now) {
-                released.push(r);
-            }
-            for r in released {
+            for r in track.jitter.release(now, flush) {
                 match r {
                     Released::Packet(p) => {
                         frames.extend(track.depacketizer.push(&p));

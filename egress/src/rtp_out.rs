@@ -127,14 +127,7 @@ impl RtpSender {
 
     /// Sends what the jitter buffer lets go; everything when `flush`.
     pub fn release(&mut self, now: Instant, flush: bool) -> Result<(), EgressError> {
-        let mut released = Vec::new();
-        if flush {
-            released.extend(self.jitter.flush());
-        }
-        while let Some(r) = self.jitter.pop(now) {
-            released.push(r);
-        }
-        for r in released {
+        for r in self.jitter.release(now, flush) {
             match r {
                 Released::Packet(p) => self.send(&p)?,
                 Released::Lost { count, .. } => {

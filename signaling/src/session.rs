@@ -83,6 +83,33 @@ pub(crate) fn participant_info(sid: &str, claims: &Claims) -> proto::Participant
     }
 }
 
+/// A participant the media plane took: its handle is kept for admin operations, a host is
+/// marked (WHEP viewers watch it), and the join is reported.
+pub(crate) fn media_joined(
+    sig: &Signaling,
+    room: &str,
+    info: &proto::ParticipantInfo,
+    claims: &Claims,
+    media: &ParticipantHandle,
+) {
+    sig.rooms.attach_media(room, &info.sid, media.clone());
+    let attributes = claims.attributes.clone().unwrap_or_default();
+    let host = claims.video.room_admin || attributes.get("role").is_some_and(|r| r == "host");
+    if host {
+        sig.rooms.mark_host(room, &info.sid);
+    }
+    let _ = sig.events.send(SignalEvent::ParticipantJoined {
+        room_id: room.to_owned(),
+        sid: info.sid.clone(),
+        identity: claims.sub.clone(),
+        name: info.name.clone(),
+        metadata: info.metadata.clone(),
+        attributes,
+        host,
+        at: SystemTime::now(),
+    });
+}
+
 /// Encodes and sends one SignalResponse.
 async fn send(ws: &mut WebSocket, message: Resp) -> Result<(), axum::Error> {
     let response = proto::SignalResponse {
@@ -157,22 +184,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
             return;
         }
     };
-    sig.rooms.attach_media(&room, &sid, media.clone());
-    let attributes = claims.attributes.clone().unwrap_or_default();
-    let host = claims.video.room_admin || attributes.get("role").is_some_and(|r| r == "host");
-    if host {
-        sig.rooms.mark_host(&room, &sid);
-    }
-    let _ = sig.events.send(SignalEvent::ParticipantJoined {
-        room_id: room.clone(),
-        sid: sid.clone(),
-        identity: claims.sub.clone(),
-        name: info.name.clone(),
-        metadata: info.metadata.clone(),
-        attributes,
-        host,
-        at: SystemTime::now(),
-    });
+    media_joined(&sig, &room, &info, &claims, &media);
     info!(%room, %sid, identity = %claims.sub, "participant joined");
     let mut session = Session {
         sig: Arc::clone(&sig),

@@ -110,6 +110,16 @@ impl JitterBuffer {
         self.packets.values().map(|&(_, arrived)| arrived).min()
     }
 
+    /// Everything `pop` would release now, in order; with `flush`, everything held (the end
+    /// of the stream).
+    pub fn release(&mut self, now: Instant, flush: bool) -> Vec<Released> {
+        let mut out = if flush { self.flush() } else { Vec::new() };
+        while let Some(released) = self.pop(now) {
+            out.push(released);
+        }
+        out
+    }
+
     /// Releases everything held, gaps included, at the end of the stream.
     pub fn flush(&mut self) -> Vec<Released> {
         let mut out = Vec::with_capacity(self.packets.len());

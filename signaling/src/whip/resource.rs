@@ -13,7 +13,7 @@ use super::sdp::Offer;
 use super::{negotiation_problem, room_refusal, Problem};
 use crate::events::{LeaveReason, SignalEvent};
 use crate::rooms::SessionMsg;
-use crate::session::participant_info;
+use crate::session::{media_joined, participant_info};
 use crate::token::Claims;
 use crate::{ids, Signaling};
 
@@ -132,22 +132,7 @@ pub(crate) async fn open(
             return Err(negotiation_problem(e));
         }
     };
-    sig.rooms.attach_media(&room, &sid, media.clone());
-    let attributes = claims.attributes.clone().unwrap_or_default();
-    let host = claims.video.room_admin || attributes.get("role").is_some_and(|r| r == "host");
-    if host {
-        sig.rooms.mark_host(&room, &sid);
-    }
-    let _ = sig.events.send(SignalEvent::ParticipantJoined {
-        room_id: room.clone(),
-        sid: sid.clone(),
-        identity: claims.sub.clone(),
-        name: info.name.clone(),
-        metadata: info.metadata.clone(),
-        attributes,
-        host,
-        at: SystemTime::now(),
-    });
+    media_joined(sig, &room, &info, &claims, &media);
     let answer = match kind {
         Kind::Publish => {
             announce_tracks(sig, &room, &sid, &claims.sub, &media, offer);
