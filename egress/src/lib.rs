@@ -1,6 +1,6 @@
 //! Switchboard's egress: the RTP of published tracks, as the media plane's taps hand it
-//! over, written to files without transcoding (Opus and VP8/VP9 → WebM, H.264 →
-//! Matroska) or restreamed as plain RTP with an SDP document.
+//! over, written to files without transcoding (a room → WebM/Matroska; one track: Opus →
+//! Ogg, VP8/VP9 → WebM, H.264 → Matroska) or restreamed as plain RTP with an SDP document.
 //!
 //! The crate knows nothing of HTTP or SQL: an egress is started with an [`EgressSpec`] and
 //! a tap of the media plane, and reports what happens as [`EgressEvent`]s.
@@ -8,6 +8,7 @@
 pub mod media;
 mod naming;
 mod recorder;
+mod recorder_ogg;
 mod rtp_out;
 mod runner;
 mod timeline;

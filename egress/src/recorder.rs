@@ -130,8 +130,8 @@ pub(crate) struct Counters {
 
 /// Records the tracks of a room (or one track) into files under `dir`.
 pub(crate) struct FileRecorder {
-    dir: PathBuf,
-    stem: String,
+    pub dir: PathBuf,
+    pub stem: String,
     tracks: HashMap<u32, Track>,
     timeline: Timeline,
     part: Option<Part>,

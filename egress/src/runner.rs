@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::recorder::{check_writable, codec_of, Counters, FileRecorder};
+use crate::recorder_ogg::OggRecorder;
 use crate::rtp_out::{sdp_document, RtpSender};
 use crate::{naming, EgressError, EgressEvent, EgressSpec, EgressSummary, Output};
 
@@ -119,6 +120,8 @@ struct RtpOut {
 
 enum Sink {
     File(FileRecorder),
+    /// A track egress of an Opus track (decided when the track starts).
+    Ogg(OggRecorder),
     Rtp(RtpOut),
 }
 
@@ -126,6 +129,7 @@ impl Sink {
     fn wrote_media(&self) -> bool {
         match self {
             Sink::File(recorder) => recorder.wrote_media,
+            Sink::Ogg(recorder) => recorder.wrote_media,
             Sink::Rtp(out) => out.sender.as_ref().is_some_and(|s| s.sent_any),
         }
     }
@@ -167,7 +171,7 @@ impl Run {
                 self.active_sent = true;
                 let sdp = match &self.sink {
                     Sink::Rtp(out) => out.sdp.clone(),
-                    Sink::File(_) => None,
+                    Sink::File(_) | Sink::Ogg(_) => None,
                 };
                 let _ = self.events.send(EgressEvent::Active {
                     egress_id: self.spec.egress_id.clone(),
@@ -182,6 +186,19 @@ impl Run {
     fn event(&mut self, event: TapEvent) -> Result<bool, EgressError> {
         let now = Instant::now();
         match (&mut self.sink, event) {
+            (Sink::File(recorder), TapEvent::TrackStarted(track))
+                if self.spec.track_sid.is_some() && track.codec.name == "opus" =>
+            {
+                let ogg = OggRecorder::new(&recorder.dir, &recorder.stem, track);
+                self.sink = Sink::Ogg(ogg);
+                Ok(true)
+            }
+            (Sink::Ogg(recorder), TapEvent::Rtp { packet, .. }) => {
+                recorder.packet(packet, now)?;
+                Ok(true)
+            }
+            (Sink::Ogg(_), TapEvent::TrackEnded { .. }) => Ok(false),
+            (Sink::Ogg(_), TapEvent::TrackStarted(_)) => Ok(true),
             (Sink::File(recorder), TapEvent::TrackStarted(track)) => {
                 if let Err(e) = recorder.track_started(track) {
                     // A room records what it can; a single track that cannot be recorded
@@ -221,6 +238,10 @@ impl Run {
         let now = Instant::now();
         let wanted = match &mut self.sink {
             Sink::File(recorder) => recorder.tick(now)?,
+            Sink::Ogg(recorder) => {
+                recorder.tick(now)?;
+                Vec::new()
+            }
             Sink::Rtp(out) => {
                 let mut wanted = Vec::new();
                 if let (Some(sender), Some(track)) = (out.sender.as_mut(), out.track) {
@@ -260,6 +281,20 @@ impl Run {
                     error = Some(match (&self.spec.track_sid, had_tracks) {
                         (Some(sid), _) => EgressError::TrackGone(sid.clone()),
                         (None, _) => EgressError::NoMedia,
+                    });
+                }
+            }
+            Sink::Ogg(recorder) => {
+                let (files, c, failed) = recorder.finish(now);
+                summary.files = files;
+                counters = c;
+                if let Some(e) = failed {
+                    error.get_or_insert(e);
+                }
+                if summary.files.is_empty() && error.is_none() {
+                    error = Some(match &self.spec.track_sid {
+                        Some(sid) => EgressError::TrackGone(sid.clone()),
+                        None => EgressError::NoMedia,
                     });
                 }
             }

@@ -246,7 +246,7 @@ test('a publisher who leaves and rejoins continues in the same room file; a newc
   assert.ok(Number(probe.format.duration) >= 6, `main part lasts ${probe.format.duration} s`);
 }));
 
-test('a track egress writes an H.264 camera track to Matroska without transcoding', { timeout: 120_000 }, () => withServer({}, async (server, pages) => {
+test('track egress writes an H.264 camera track to Matroska and a microphone to Ogg Opus, without transcoding', { timeout: 120_000 }, () => withServer({}, async (server, pages) => {
   const room = roomId('h264');
   const page = await publisher(server, room, 'Hiro', { codec: 'h264' });
   pages.push(page);
@@ -267,6 +267,25 @@ test('a track egress writes an H.264 camera track to Matroska without transcodin
   const probe = await ffprobe(file.path);
   assert.deepEqual(probe.streams.map((s) => s.codec_name), ['h264']);
   assert.deepEqual(await decodeAll(file.path), { code: 0, stderr: '' });
+
+  // The microphone alone: Ogg Opus.
+  const micSid = await page.page.evaluate(() => [...window.demo.room.localParticipant.trackPublications.values()]
+    .find((p) => p.kind === 'audio').trackSid);
+  const mic = await http.post('/v1/egress', { room_id: room, track_sid: micSid });
+  assert.equal(mic.status, 201, mic.text);
+  const micId = mic.body.egress.egress_id;
+  await http.egressUntil(micId, 'active', (e) => e.status === 'active');
+  await delay(3_000);
+  await http.post(`/v1/egress/${micId}/stop`);
+  const micDone = await http.egressUntil(micId, 'complete', (e) => e.status === 'complete' || e.status === 'failed');
+  assert.equal(micDone.status, 'complete', JSON.stringify(micDone));
+  const [ogg] = micDone.output.result.files;
+  assert.match(ogg.path, /\.ogg$/);
+  const oggProbe = await ffprobe(ogg.path);
+  assert.equal(oggProbe.format.format_name, 'ogg');
+  assert.deepEqual(oggProbe.streams.map((s) => s.codec_name), ['opus']);
+  assert.ok(Number(oggProbe.format.duration) > 2, `Ogg lasts ${oggProbe.format.duration} s`);
+  assert.deepEqual(await decodeAll(ogg.path), { code: 0, stderr: '' });
 
   // A track that does not exist is refused.
   const missing = await http.post('/v1/egress', { room_id: room, track_sid: 'TR_nope' });
