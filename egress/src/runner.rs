@@ -121,7 +121,7 @@ struct RtpOut {
 enum Sink {
     File(FileRecorder),
     /// A track egress of an Opus track (decided when the track starts).
-    Ogg(OggRecorder),
+    Ogg(Box<OggRecorder>),
     Rtp(RtpOut),
 }
 
@@ -190,7 +190,7 @@ impl Run {
                 if self.spec.track_sid.is_some() && track.codec.name == "opus" =>
             {
                 let ogg = OggRecorder::new(&recorder.dir, &recorder.stem, track);
-                self.sink = Sink::Ogg(ogg);
+                self.sink = Sink::Ogg(Box::new(ogg));
                 Ok(true)
             }
             (Sink::Ogg(recorder), TapEvent::Rtp { packet, .. }) => {
@@ -285,7 +285,7 @@ impl Run {
                 }
             }
             Sink::Ogg(recorder) => {
-                let (files, c, failed) = recorder.finish(now);
+                let (files, c, failed) = (*recorder).finish(now);
                 summary.files = files;
                 counters = c;
                 if let Some(e) = failed {
