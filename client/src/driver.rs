@@ -327,10 +327,7 @@ impl Loop {
                     }
                     return;
                 }
-                Ok(Output::Transmit(t)) => {
-                    // UDP is lossy: a full socket buffer costs this datagram only.
-                    let _ = peer.socket.try_send_to(&t.contents, t.destination);
-                }
+                Ok(Output::Transmit(t)) => peer.transmit(&t.contents, t.destination),
                 Ok(Output::Event(event)) => {
                     let (part, role) = (peer.part, peer.role);
                     self.on_event(part, role, index, event);
@@ -356,6 +353,8 @@ impl Loop {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))?;
         std_socket.set_nonblocking(true)?;
         let local = std_socket.local_addr()?;
+        // Sends go through a duplicate of the descriptor: see `PeerSlot::transmit`.
+        let sender = std_socket.try_clone()?;
         let socket = Arc::new(UdpSocket::from_std(std_socket)?);
         let mut rtc = crate::state::new_rtc(Instant::now());
         let candidate = str0m::Candidate::host(local, "udp")
@@ -368,6 +367,7 @@ impl Loop {
             gen,
             rtc,
             socket: Arc::clone(&socket),
+            sender,
             local,
             timeout: Instant::now(),
             connected: false,
@@ -396,9 +396,7 @@ impl Loop {
             peer.rtc.disconnect();
             while let Ok(output) = peer.rtc.poll_output() {
                 match output {
-                    Output::Transmit(t) => {
-                        let _ = peer.socket.try_send_to(&t.contents, t.destination);
-                    }
+                    Output::Transmit(t) => peer.transmit(&t.contents, t.destination),
                     Output::Timeout(_) => break,
                     Output::Event(_) => {}
                 }

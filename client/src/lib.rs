@@ -38,7 +38,9 @@ pub use driver::{new_latency_histogram, CounterSnapshot, Driver};
 pub use hdrhistogram::Histogram;
 pub use livekit_protocol as proto;
 pub use media::{epoch, read_stamp, stamp_of, AudioConfig, VideoConfig, MAX_PAYLOAD};
-pub use participant::{JoinOptions, JoinTimings, Participant, ParticipantStats, PublishedTrack};
+pub use participant::{
+    JoinOptions, JoinTimings, Participant, ParticipantStats, PublishedTrack, SubscriberTimings,
+};
 
 /// Kind of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,4 +137,5 @@ pub(crate) struct DriverStats {
     pub bytes_sent: u64,
     pub connected: Option<Duration>,
     pub first_media: Option<Duration>,
+    pub subscriber: SubscriberTimings,
 }

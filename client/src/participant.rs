@@ -66,6 +66,19 @@ pub struct JoinTimings {
     pub connected: Option<Duration>,
     /// The first media packet arrived on the subscriber PC.
     pub first_media: Option<Duration>,
+    /// The subscriber PC's steps, for breaking `first_media` down.
+    pub subscriber: SubscriberTimings,
+}
+
+/// When the subscriber PeerConnection got through each step, from the start of the join.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberTimings {
+    /// The server's first offer reached the media loop (and was answered).
+    pub offer: Option<Duration>,
+    /// ICE found a working, nominated pair (str0m's ICE state became connected).
+    pub ice: Option<Duration>,
+    /// DTLS finished and SRTP keys exist (str0m's `Connected`).
+    pub connected: Option<Duration>,
 }
 
 /// Everything measured about one participant.
@@ -321,6 +334,7 @@ impl Participant {
                 signaled: self.signaled,
                 connected: stats.connected,
                 first_media: stats.first_media,
+                subscriber: stats.subscriber,
             },
             tracks: stats.tracks,
             packets_sent: stats.packets_sent,

@@ -13,7 +13,7 @@ use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::MediaKind;
 use str0m::rtp::{RtpPacket, Ssrc};
-use str0m::{Event, Rtc};
+use str0m::{Event, IceConnectionState, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,11 +47,26 @@ pub(crate) struct PeerSlot {
     /// Distinguishes this occupant of the slot from earlier ones in stale timers.
     pub gen: u64,
     pub rtc: Rtc,
+    /// Reads (readiness comes from the runtime).
     pub socket: Arc<UdpSocket>,
+    /// Writes: the same socket, non-blocking, outside the runtime. tokio's `try_send_to`
+    /// refuses (`WouldBlock`) until the reactor has seen the socket writable, which it has
+    /// not in the loop turn that created the socket; the subscriber PC sends its first ICE
+    /// check in exactly that turn, and losing it cost a 250 ms STUN retransmit per join.
+    pub sender: std::net::UdpSocket,
     pub local: SocketAddr,
     /// The deadline str0m last asked for (the one armed in the heap).
     pub timeout: Instant,
     pub connected: bool,
+}
+
+impl PeerSlot {
+    /// Sends one datagram now. UDP is lossy: a full socket buffer costs this datagram only.
+    pub fn transmit(&self, contents: &[u8], destination: SocketAddr) {
+        if let Err(e) = self.sender.send_to(contents, destination) {
+            tracing::debug!("dropped an outgoing datagram to {destination}: {e}");
+        }
+    }
 }
 
 /// Reception of one incoming stream (one SSRC of the subscriber PC).
@@ -93,6 +108,7 @@ pub(crate) struct Part {
     pub(crate) bytes_sent: u64,
     pub(crate) connected: Option<Duration>,
     pub(crate) first_media: Option<Duration>,
+    pub(crate) subscriber_steps: crate::SubscriberTimings,
     pub(crate) closed_reported: bool,
 }
 
@@ -122,6 +138,7 @@ impl Part {
             bytes_sent: 0,
             connected: None,
             first_media: None,
+            subscriber_steps: crate::SubscriberTimings::default(),
             closed_reported: false,
         }
     }
@@ -171,6 +188,8 @@ impl Loop {
         if let Some(Some(part)) = self.parts.get_mut(index) {
             part.subscriber = Some(peer);
             part.mid_to_track.extend(mid_to_track);
+            let at = part.started.elapsed();
+            part.subscriber_steps.offer.get_or_insert(at);
         }
         self.drive(peer);
         Ok(answer.to_sdp_string())
@@ -199,6 +218,7 @@ impl Loop {
             bytes_sent: part.bytes_sent,
             connected: part.connected,
             first_media: part.first_media,
+            subscriber: part.subscriber_steps,
         })
     }
 
@@ -230,9 +250,26 @@ impl Loop {
             Event::RtpPacket(packet) if role == Role::Subscriber => {
                 self.on_rtp(part_index, peer, packet)
             }
+            Event::IceConnectionStateChange(state) => {
+                let up = matches!(
+                    state,
+                    IceConnectionState::Connected | IceConnectionState::Completed
+                );
+                if let (true, Role::Subscriber, Some(Some(part))) =
+                    (up, role, self.parts.get_mut(part_index))
+                {
+                    let at = part.started.elapsed();
+                    part.subscriber_steps.ice.get_or_insert(at);
+                }
+            }
             Event::Connected => {
                 if let Some(Some(slot)) = self.peers.get_mut(peer) {
                     slot.connected = true;
+                }
+                if let (Role::Subscriber, Some(Some(part))) = (role, self.parts.get_mut(part_index))
+                {
+                    let at = part.started.elapsed();
+                    part.subscriber_steps.connected.get_or_insert(at);
                 }
                 if role == Role::Publisher {
                     self.start_sources(part_index);

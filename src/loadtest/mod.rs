@@ -27,6 +27,7 @@ use workers::{Plan, Role, Shared, Worker};
 const WARMUP_LIMIT: Duration = Duration::from_secs(10);
 
 pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
+    init_log()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,6 +40,50 @@ pub fn run(args: LoadtestArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The tester logs nothing unless `SWITCHBOARD_LOADTEST_LOG` holds a filter (e.g.
+/// `is=debug,str0m=debug` to follow the clients' ICE): the log then goes to stderr. The
+/// variable is not passed to a started server (no `SWITCHBOARD_*` variable is).
+fn init_log() -> anyhow::Result<()> {
+    let Ok(filter) = std::env::var("SWITCHBOARD_LOADTEST_LOG") else {
+        return Ok(());
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .context("invalid SWITCHBOARD_LOADTEST_LOG filter")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// Each step of the subscriber PeerConnection from the one before, per participant.
+fn subscriber_steps(stats: &[(usize, ParticipantStats)]) -> report::SubscriberSteps {
+    let step = |from: fn(&ParticipantStats) -> Option<Duration>,
+                to: fn(&ParticipantStats) -> Option<Duration>| {
+        Percentiles::of(
+            stats
+                .iter()
+                .filter_map(|(_, s)| {
+                    let (a, b) = (from(s)?, to(s)?);
+                    Some(b.saturating_sub(a).as_secs_f64() * 1000.0)
+                })
+                .collect(),
+        )
+    };
+    report::SubscriberSteps {
+        offer_ms: step(|_| Some(Duration::ZERO), |s| s.timings.subscriber.offer),
+        offer_to_ice_ms: step(|s| s.timings.subscriber.offer, |s| s.timings.subscriber.ice),
+        ice_to_dtls_ms: step(
+            |s| s.timings.subscriber.ice,
+            |s| s.timings.subscriber.connected,
+        ),
+        dtls_to_media_ms: step(
+            |s| s.timings.subscriber.connected,
+            |s| s.timings.first_media,
+        ),
+    }
 }
 
 /// A progress line on stderr: rewritten in place on a terminal, every few seconds otherwise.
@@ -394,6 +439,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
                 .collect(),
         ),
         first_media_ms: Percentiles::of(first_media),
+        subscriber_steps: subscriber_steps(&end_stats),
     };
     let server_cost = match (pid, cpu_start, cpu_end, rss_end) {
         (Some(pid), Some(a), Some(b), Some(rss_kib)) => {

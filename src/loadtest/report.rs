@@ -91,6 +91,22 @@ pub struct JoinSummary {
     pub first_media_ms: Percentiles,
     /// Participants that should receive media but got none.
     pub without_media: usize,
+    /// `first_media_ms` broken down along the subscriber PeerConnection.
+    pub subscriber_steps: SubscriberSteps,
+}
+
+/// The subscriber PeerConnection's steps, each from the previous one, per participant that
+/// got that far.
+#[derive(Debug, Serialize)]
+pub struct SubscriberSteps {
+    /// Token minted → the server's first subscriber offer reached the media loop.
+    pub offer_ms: Percentiles,
+    /// Offer → ICE connected (a nominated pair; our answer went out just after the offer).
+    pub offer_to_ice_ms: Percentiles,
+    /// ICE connected → DTLS done (str0m's `Connected`).
+    pub ice_to_dtls_ms: Percentiles,
+    /// DTLS done → first RTP packet.
+    pub dtls_to_media_ms: Percentiles,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -279,6 +295,21 @@ impl Report {
                 ms(j.first_media_ms.p99),
                 ms(j.first_media_ms.max),
                 j.without_media
+            ),
+        );
+        let steps = &j.subscriber_steps;
+        row(
+            "  sub offer / +ICE / +DTLS / +RTP",
+            format!(
+                "p50 {} / {} / {} / {}; p99 {} / {} / {} / {}",
+                ms(steps.offer_ms.p50),
+                ms(steps.offer_to_ice_ms.p50),
+                ms(steps.ice_to_dtls_ms.p50),
+                ms(steps.dtls_to_media_ms.p50),
+                ms(steps.offer_ms.p99),
+                ms(steps.offer_to_ice_ms.p99),
+                ms(steps.ice_to_dtls_ms.p99),
+                ms(steps.dtls_to_media_ms.p99),
             ),
         );
         row(
