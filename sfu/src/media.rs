@@ -18,8 +18,12 @@ use crate::worker::Worker;
 /// A layer that sent nothing for this long is considered stopped (the publisher's
 /// bandwidth estimate dropped it, or the camera went away).
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
-/// At most one keyframe request per track per this interval reaches the publisher.
+/// A keyframe request the publisher has not answered yet blocks further ones for this long
+/// (its keyframe may still be on the way; after that it was lost, ask again).
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
+/// Once answered, the next request may follow this soon: subscribers joining one after the
+/// other then wait for at most this plus one frame, not for the full throttle.
+const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Worker {
     pub(crate) fn handle_event(&mut self, slot: Slot, role: PeerRole, event: Event) {
@@ -115,6 +119,7 @@ impl Worker {
             payloads: Vec::new(),
             subscribers: Vec::new(),
             last_keyframe_request: None,
+            last_keyframe: None,
         };
         let index = match part.tracks.iter().position(Option::is_none) {
             Some(i) => {
@@ -409,11 +414,12 @@ impl Worker {
             let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            if track.kind != TrackKind::Video
-                || track
-                    .last_keyframe_request
-                    .is_some_and(|at| now.duration_since(at) < KEYFRAME_THROTTLE)
-            {
+            let throttled = track.last_keyframe_request.is_some_and(|at| {
+                let since = now.duration_since(at);
+                let answered = track.last_keyframe.is_some_and(|k| k >= at);
+                since < KEYFRAME_MIN_INTERVAL || (!answered && since < KEYFRAME_THROTTLE)
+            });
+            if track.kind != TrackKind::Video || throttled {
                 continue;
             }
             track.last_keyframe_request = Some(now);
@@ -498,6 +504,9 @@ impl Worker {
         };
         let is_video = track.kind == TrackKind::Video;
         let keyframe = is_video && starts_keyframe(codec, &packet.payload);
+        if keyframe {
+            track.last_keyframe = Some(now);
+        }
         if !select_layer(track, ssrc, *packet.seq_no, now, keyframe) {
             if track.selected.is_none() || keyframe_needed(track, now) {
                 self.keyframe_queue.push((slot, index));

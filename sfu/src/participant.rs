@@ -102,6 +102,8 @@ pub(crate) struct InTrack {
     /// (subscriber slot, index into that subscriber's `out`).
     pub subscribers: Vec<(Slot, usize)>,
     pub last_keyframe_request: Option<Instant>,
+    /// When the publisher last sent a keyframe (its first packet) on this track.
+    pub last_keyframe: Option<Instant>,
 }
 
 impl InTrack {
