@@ -48,15 +48,17 @@ async function withServer(body, options = {}) {
  * microphone (WHIP) or receiving (WHEP), offer sent once ICE gathering completed. Resolves to
  * {status, location, etag, answer, error}; the connection stays in `window.whipPc`.
  */
-async function whipInPage(page, server, { kind, bearer, query = '', h264 = false, codec = null }) {
+async function whipInPage(page, server, { kind, bearer, query = '', h264 = false, codec = null, width = 640 }) {
   await page.page.goto(`${server.url}/healthz`);
-  return page.page.evaluate(async ({ kind, bearer, query, h264, codec }) => {
+  return page.page.evaluate(async ({ kind, bearer, query, h264, codec, width }) => {
     const pc = new RTCPeerConnection();
     window.whipPc = pc;
     if (kind === 'whip') {
       const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
       for (const track of stream.getTracks()) {
-        const transceiver = pc.addTransceiver(track, { direction: 'sendonly' });
+        const transceiver = track.kind === 'video'
+          ? pc.addTransceiver(track, { direction: 'sendonly', sendEncodings: [{ scaleResolutionDownBy: 640 / width }] })
+          : pc.addTransceiver(track, { direction: 'sendonly' });
         if (h264 && track.kind === 'video') {
           // Only what OBS offers by default: H.264 constrained baseline, packetization-mode 1.
           const codecs = RTCRtpSender.getCapabilities('video').codecs.filter((c) => c.mimeType === 'video/H264'
@@ -71,12 +73,12 @@ async function whipInPage(page, server, { kind, bearer, query = '', h264 = false
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
       window.whepFrames = () => pc.getStats().then((stats) => {
-        let frames = 0; let audio = 0;
+        let frames = 0; let audio = 0; let width = 0;
         stats.forEach((s) => {
-          if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+          if (s.type === 'inbound-rtp' && s.kind === 'video') { frames += s.framesDecoded || 0; width = s.frameWidth || width; }
           if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.packetsReceived || 0;
         });
-        return { frames, audio };
+        return { frames, audio, width };
       });
     }
     await pc.setLocalDescription(await pc.createOffer());
@@ -97,8 +99,25 @@ async function whipInPage(page, server, { kind, bearer, query = '', h264 = false
     if (resp.status !== 201) return { ...out, error: text };
     await pc.setRemoteDescription({ type: 'answer', sdp: text });
     return { ...out, answer: text };
-  }, { kind, bearer, query, h264, codec });
+  }, { kind, bearer, query, h264, codec, width });
 }
+
+/**
+ * Evaluates `fn(arg)` in the page, awaiting its promise, until `check(value)` holds; returns
+ * that value. (DemoPage.until suits synchronous predicates only: a promise is truthy.)
+ */
+async function pollPage(page, what, fn, arg, check, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    last = await page.page.evaluate(fn, arg);
+    if (check(last)) return last;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`${page.label}: ${what} — not within ${timeoutMs / 1000}s; last: ${JSON.stringify(last)}`);
+}
+
+const whepStats = () => window.whepFrames();
 
 async function http(server, method, path, { bearer, type, body, headers = {} } = {}) {
   const resp = await fetch(`${server.url}${path}`, {
@@ -161,9 +180,9 @@ test('a browser publishes with plain WebRTC over WHIP; a livekit-client particip
   assert.notEqual(restarted.etag, result.etag);
   const framesNow = (await viewer.inbound())['obs-like'].framesDecoded;
   // The transport runs on the new credentials (not the old pair kept alive).
-  await whip.until('the transport is connected with the new ICE credentials', (ufrag) => window.whipPc.getStats()
+  await pollPage(whip, 'the transport is connected with the new ICE credentials', (ufrag) => window.whipPc.getStats()
     .then((stats) => [...stats.values()].some((s) => s.type === 'transport'
-      && s.iceLocalUsernameFragment === ufrag && s.iceState === 'connected')), restarted.ufrag, 10_000);
+      && s.iceLocalUsernameFragment === ufrag && s.iceState === 'connected')), restarted.ufrag, (ok) => ok, 10_000);
   const deadline = Date.now() + 10_000;
   let framesLater = framesNow;
   while (framesLater < framesNow + 60 && Date.now() < deadline) {
@@ -196,7 +215,7 @@ test('an H.264-only WHIP publisher (as OBS sends) reaches a livekit-client subsc
   const player = await open('whep-h264');
   const played = await whipInPage(player, server, { kind: 'whep', bearer: await token(room, 'watcher', { canPublish: false }) });
   assert.equal(played.status, 201, played.error);
-  await player.until('a WHEP player decodes the H.264 publisher', () => window.whepFrames().then((s) => s.frames >= 20), undefined, 30_000);
+  await pollPage(player, 'a WHEP player decodes the H.264 publisher', whepStats, undefined, (s) => s.frames >= 20);
 }));
 
 for (const codec of ['VP9', 'AV1']) {
@@ -225,7 +244,7 @@ test('a browser watches over WHEP while livekit-client publishes, and follows th
   const result = await whipInPage(player, server, { kind: 'whep', bearer: await token(room, 'watcher', { canPublish: false }) });
   assert.equal(result.status, 201, result.error);
   assert.match(result.location, /^\/whep\/\S+$/);
-  const framesAtLeast = async (n, what) => player.until(what, (min) => window.whepFrames().then((s) => s.frames >= min && s.audio > 0), n, 30_000);
+  const framesAtLeast = async (n, what) => pollPage(player, what, whepStats, undefined, (s) => s.frames >= n && s.audio > 0);
   await framesAtLeast(20, 'decodes Alice\'s video and receives her audio');
 
   // The viewer is hidden: Alice does not see it.
@@ -247,6 +266,39 @@ test('a browser watches over WHEP while livekit-client publishes, and follows th
   await bob.open(server.url, { url: ws, token: await token(room, 'bob'), autojoin: '1' });
   await bob.joined(JOIN_MS);
   await framesAtLeast(still + 30, 'decodes again once Bob publishes, on the same m-lines');
+}));
+
+test('WHEP plays the host by default, or ?participant=; viewers are hidden but listed and recorded', { timeout: 90_000 }, () => withServer(async (server, open) => {
+  const room = roomId('pick');
+  // Alice publishes first (small picture), then the host Hana (larger picture).
+  const alice = await whipInPage(await open('alice'), server, { kind: 'whip', bearer: await token(room, 'alice'), width: 320 });
+  assert.equal(alice.status, 201, alice.error);
+  const hana = await whipInPage(await open('hana'), server, {
+    kind: 'whip', bearer: await token(room, 'hana', { roomAdmin: true }), width: 640,
+  });
+  assert.equal(hana.status, 201, hana.error);
+  const watch = async (label, query) => {
+    const page = await open(label);
+    const played = await whipInPage(page, server, { kind: 'whep', bearer: await token(room, label, { canPublish: false }), query });
+    assert.equal(played.status, 201, played.error);
+    return (await pollPage(page, `${label} decodes video`, whepStats, undefined, (s) => s.frames >= 10 && s.width > 0)).width;
+  };
+  assert.equal(await watch('default-viewer', ''), 640, 'the host is the main publisher');
+  assert.equal(await watch('alice-fan', '?participant=alice'), 320, '?participant= picks Alice');
+
+  const admin = new AccessToken('devkey', 'secret', { identity: 'ops' });
+  admin.addGrant({ room, roomAdmin: true, roomList: true });
+  const bearer = await admin.toJwt();
+  const listed = await http(server, 'GET', `/v1/rooms/${room}/participants`, { bearer });
+  assert.equal(listed.status, 200, listed.text);
+  const people = Object.fromEntries(listed.json().participants.map((p) => [p.identity, p]));
+  assert.equal(people['default-viewer']?.permission?.hidden, true, JSON.stringify(people['default-viewer']));
+  assert.equal(people.alice?.kind, 'INGRESS', JSON.stringify(people.alice));
+  assert.ok(!people.alice?.permission?.hidden);
+  // Recorded like any participant: their joins are in the room's event log.
+  const events = await http(server, 'GET', `/v1/rooms/${room}/events?limit=1000`, { bearer });
+  const joined = events.json().events.filter((e) => e.kind === 'participant_joined').map((e) => e.payload.participant?.identity);
+  for (const who of ['alice', 'hana', 'default-viewer', 'alice-fan']) assert.ok(joined.includes(who), `${who} in ${joined}`);
 }));
 
 test('trickle and ICE restart PATCHes, and every refusal over real HTTP', { timeout: 90_000 }, () => withServer(async (server, open) => {
