@@ -116,7 +116,10 @@ export class DemoPage {
     return this.identity;
   }
 
-  /** Polls `fn(arg)` in the page until it returns truthy; the error names `what`. */
+  /**
+   * Polls `fn(arg)` in the page until it returns truthy; the error names `what`. `fn` must be
+   * synchronous: a returned promise is itself truthy, so an async check would pass at once.
+   */
   async until(what, fn, arg, timeoutMs = 20_000) {
     try {
       const handle = await this.page.waitForFunction(fn, arg, { timeout: timeoutMs, polling: 100 });
