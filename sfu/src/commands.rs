@@ -10,7 +10,7 @@ use tracing::debug;
 
 use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuError};
 use crate::participant::{DataChannels, Participant, Peer, Slot};
-use crate::rtc_config::new_rtc;
+use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
 use crate::worker::Worker;
 
 impl Worker {
@@ -115,8 +115,8 @@ impl Worker {
             return Err(SfuError::DuplicateParticipant(key));
         }
         let now = Instant::now();
-        let mut publisher = Peer::new(new_rtc(now));
-        let mut subscriber = Peer::new(new_rtc(now));
+        let mut publisher = Peer::new(new_publisher_rtc(now));
+        let mut subscriber = Peer::new(new_subscriber_rtc(now));
         for addr in &self.advertise {
             let candidate = Candidate::host(*addr, "udp")
                 .map_err(|e| SfuError::Config(format!("bad host candidate {addr}: {e}")))?;

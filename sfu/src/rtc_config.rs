@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::Rtc;
 
 /// Installs the crypto backend chosen at compile time (aws-lc-rs) as the process default.
@@ -10,10 +11,32 @@ pub(crate) fn install_crypto() {
     str0m::crypto::from_feature_flags().install_process_default();
 }
 
+/// The publisher PC of a participant: it receives the client's media.
+pub(crate) fn new_publisher_rtc(now: Instant) -> Rtc {
+    new_rtc(now, ExtensionMap::standard())
+}
+
+/// The subscriber PC of a participant (or a WHEP viewer): it only sends media.
+///
+/// It negotiates no transport-wide congestion control extension. That extension only feeds
+/// a sender's bandwidth estimator, and these peers run none (no `enable_bwe`), yet str0m
+/// keeps a 1000-entry send record for it per peer (~90 KB once full, a sixth of what a
+/// video subscriber cost) and the client sends feedback every ~100 ms that we decrypt and
+/// throw away. Publisher PCs keep it: the client's own estimator needs our feedback.
+pub(crate) fn new_subscriber_rtc(now: Instant) -> Rtc {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in ExtensionMap::standard().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    new_rtc(now, exts)
+}
+
 /// A peer in RTP mode (packets forwarded as packets), ICE-lite (the server is never the
 /// controlling agent), with the codecs browsers offer. RED is left off so that audio is
 /// forwarded as plain Opus to every subscriber.
-pub(crate) fn new_rtc(now: Instant) -> Rtc {
+fn new_rtc(now: Instant, exts: ExtensionMap) -> Rtc {
     Rtc::builder()
         .set_rtp_mode(true)
         .set_ice_lite(true)
@@ -23,10 +46,14 @@ pub(crate) fn new_rtc(now: Instant) -> Rtc {
         .enable_h264(true)
         .enable_vp9(true)
         .enable_av1(true)
+        .set_extension_map(exts)
         .set_stats_interval(Some(Duration::from_secs(5)))
-        // The video send buffer is also the retransmission history. str0m's default of 1000
-        // packets is ~4 s of 2.5 Mbit/s video per subscriber stream (the largest part of a
-        // participant's memory); 500 (~1.8 s) still covers many round trips of NACKs.
-        .set_send_buffer_video(500)
+        // The video send buffer is also the retransmission history, and each entry is a
+        // ~430-byte packet record (the payload itself is shared between subscribers). 300
+        // packets are ~1.1 s of 2.5 Mbit/s video (~130 KB per subscriber stream) and up to
+        // 3 s (str0m's age limit) of lower rates: like libwebrtc's senders, which keep at
+        // least one second, it covers several NACK round trips. (str0m's default of 1000 was
+        // ~430 KB per subscriber stream.)
+        .set_send_buffer_video(300)
         .build(now)
 }

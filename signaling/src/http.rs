@@ -84,6 +84,10 @@ async fn rtc(
     };
     upgrade
         .max_message_size(1 << 20)
+        // Signaling frames are small; tungstenite's default 128 KiB read buffer, resident
+        // for every connection, was half of an idle participant's memory. It grows for a
+        // large frame when needed.
+        .read_buffer_size(8 * 1024)
         .on_upgrade(move |socket| session::run(sig, socket, claims, join))
 }
 

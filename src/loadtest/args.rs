@@ -114,7 +114,7 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Threads running participants [default: half the CPUs, at least one].
+    /// Threads running participants [default: one per CPU].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 
