@@ -42,15 +42,15 @@ struct SinkState {
 struct RigSink(Rc<SinkState>);
 
 impl DatagramSink for RigSink {
-    fn send(&mut self, data: &[u8], to: SocketAddr) {
+    fn send(&mut self, data: Vec<u8>, to: SocketAddr) {
         let state = &self.0;
         state.packets.set(state.packets.get() + 1);
         state.bytes.set(state.bytes.get() + data.len() as u64);
-        if is_rtp(data) {
+        if is_rtp(&data) {
             state.rtp.set(state.rtp.get() + 1);
         }
         if state.capture.get() {
-            state.captured.borrow_mut().push((to, data.to_vec()));
+            state.captured.borrow_mut().push((to, data));
         }
     }
 }

@@ -18,6 +18,8 @@ mod participant;
 mod rewrite;
 mod rtc_config;
 mod sdp_order;
+#[cfg(target_os = "linux")]
+mod sendmmsg;
 mod tap;
 mod tap_forward;
 mod timers;

@@ -21,17 +21,68 @@ use crate::timers::Timers;
 
 /// Where a worker's outgoing datagrams go: its UDP socket in production, a counter in the
 /// benches (so forwarding can be measured in process, without sockets).
+///
+/// A sink may hold datagrams back until [`DatagramSink::flush`], which the loop calls at the
+/// end of every turn; it must keep their order.
 pub(crate) trait DatagramSink {
-    fn send(&mut self, data: &[u8], to: SocketAddr);
+    /// Takes the datagram's buffer (str0m's own allocation), so queueing it copies nothing.
+    fn send(&mut self, data: Vec<u8>, to: SocketAddr);
+
+    /// Sends whatever `send` held back.
+    fn flush(&mut self) {}
 }
 
-/// The production sink: the worker's own UDP socket.
-struct UdpSink(std::sync::Arc<UdpSocket>);
+/// The production sink: the worker's own UDP socket. The datagrams of a loop turn (a fan-out
+/// is one per subscriber) are queued and handed to the kernel in batches (`sendmmsg` on Linux)
+/// when the turn ends or a batch is full, instead of one syscall each.
+struct UdpSink {
+    socket: std::sync::Arc<UdpSocket>,
+    queue: Vec<(Vec<u8>, SocketAddr)>,
+}
+
+#[cfg(target_os = "linux")]
+const SEND_BATCH: usize = crate::sendmmsg::MAX_BATCH;
+#[cfg(not(target_os = "linux"))]
+const SEND_BATCH: usize = 64;
+
+impl UdpSink {
+    fn new(socket: std::sync::Arc<UdpSocket>) -> Self {
+        Self {
+            socket,
+            queue: Vec::with_capacity(SEND_BATCH),
+        }
+    }
+}
 
 impl DatagramSink for UdpSink {
-    fn send(&mut self, data: &[u8], to: SocketAddr) {
-        // UDP is lossy anyway: a full socket buffer drops this datagram only.
-        let _ = self.0.try_send_to(data, to);
+    fn send(&mut self, data: Vec<u8>, to: SocketAddr) {
+        self.queue.push((data, to));
+        // A full batch goes now: waiting for the end of a long turn would only add latency.
+        if self.queue.len() >= SEND_BATCH {
+            self.flush();
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn flush(&mut self) {
+        use std::os::fd::AsRawFd;
+        if self.queue.is_empty() {
+            return;
+        }
+        // Straight to the descriptor, not through tokio's readiness (which may answer
+        // `WouldBlock` without trying): the socket is non-blocking and nothing waits on its
+        // writability. Refused datagrams are dropped, as before (UDP is lossy); no metric
+        // counts them.
+        let _dropped = crate::sendmmsg::send_all(self.socket.as_raw_fd(), &self.queue);
+        self.queue.clear();
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn flush(&mut self) {
+        for (data, to) in self.queue.drain(..) {
+            // UDP is lossy anyway: a full socket buffer drops this datagram only.
+            let _ = self.socket.try_send_to(&data, to);
+        }
     }
 }
 
@@ -80,7 +131,7 @@ pub(crate) fn run(
                 return;
             }
         };
-        let sink = Box::new(UdpSink(std::sync::Arc::clone(&socket)));
+        let sink = Box::new(UdpSink::new(std::sync::Arc::clone(&socket)));
         let mut worker = Worker::new(index, sink, advertise);
         worker.run(&socket, commands).await;
     });
@@ -197,19 +248,23 @@ impl Worker {
         for slot in slots {
             self.remove_participant(slot);
         }
+        // Whatever closing the peers wrote (alerts, BYEs) leaves before the socket does.
+        self.sink.flush();
         // A stopped worker no longer holds anyone.
         self.metrics
             .flush(Instant::now(), 0, &Population::default());
         info!(worker = self.index, "media worker stopped");
     }
 
-    /// The end of every loop turn: due timeouts, then queued keyframe requests.
+    /// The end of every loop turn: due timeouts, then queued keyframe requests, then the
+    /// turn's datagrams go out.
     pub(crate) fn after_wake(&mut self) {
         let now = Instant::now();
         self.guarded(|w| {
             w.handle_timeouts(now);
             w.flush_keyframe_requests();
         });
+        self.sink.flush();
         if self.metrics.due(now) {
             let population = self.population();
             self.metrics.flush(now, self.queue_depth, &population);
@@ -364,7 +419,7 @@ impl Worker {
                 }
                 Ok(Output::Transmit(t)) => {
                     self.metrics.datagram_out(&t.contents);
-                    self.sink.send(&t.contents, t.destination);
+                    self.sink.send(t.contents.into(), t.destination);
                 }
                 Ok(Output::Event(event)) => self.handle_event(slot, role, event),
                 Err(e) => {
