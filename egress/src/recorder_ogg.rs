@@ -12,7 +12,7 @@ use crate::media::depacketize::Depacketizer;
 use crate::media::jitter::{JitterBuffer, Released};
 use crate::media::ogg::OggOpusWriter;
 use crate::media::{Codec, RtpPacketIn};
-use crate::recorder::{Counters, Finished};
+use crate::recorder::{write_error, Counters, Finished};
 use crate::timeline::Unwrapper;
 use crate::{EgressError, FileSummary, TrackSummary};
 
@@ -28,13 +28,6 @@ pub(crate) struct OggRecorder {
     first: Option<i64>,
     pub counters: Counters,
     pub wrote_media: bool,
-}
-
-fn write_error(path: &Path, e: impl std::fmt::Display) -> EgressError {
-    EgressError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
 }
 
 impl OggRecorder {
@@ -54,15 +47,7 @@ impl OggRecorder {
 
     pub fn packet(&mut self, packet: TapPacket, now: Instant) -> Result<(), EgressError> {
         self.counters.packets += 1;
-        self.jitter.push(
-            RtpPacketIn {
-                seq: packet.seq,
-                timestamp: packet.timestamp,
-                marker: packet.marker,
-                payload: packet.payload.to_vec(),
-            },
-            now,
-        );
+        self.jitter.push(RtpPacketIn::from(&packet), now);
         self.drain(now, false)
     }
 

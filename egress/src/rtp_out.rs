@@ -113,15 +113,7 @@ impl RtpSender {
 
     pub fn packet(&mut self, packet: TapPacket, now: Instant) -> Result<(), EgressError> {
         self.counters.packets += 1;
-        self.jitter.push(
-            RtpPacketIn {
-                seq: packet.seq,
-                timestamp: packet.timestamp,
-                marker: packet.marker,
-                payload: packet.payload.to_vec(),
-            },
-            now,
-        );
+        self.jitter.push(RtpPacketIn::from(&packet), now);
         self.release(now, false)
     }
 

@@ -21,6 +21,18 @@ pub struct RtpPacketIn {
     pub payload: Vec<u8>,
 }
 
+/// The media plane's packet, copied off the worker's shared buffer on the egress thread.
+impl From<&switchboard_sfu::TapPacket> for RtpPacketIn {
+    fn from(packet: &switchboard_sfu::TapPacket) -> Self {
+        Self {
+            seq: packet.seq,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+            payload: packet.payload.to_vec(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Opus,

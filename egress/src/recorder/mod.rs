@@ -144,7 +144,7 @@ pub(crate) struct FileRecorder {
     pub wrote_media: bool,
 }
 
-fn write_error(path: &Path, e: impl std::fmt::Display) -> EgressError {
+pub(crate) fn write_error(path: &Path, e: impl std::fmt::Display) -> EgressError {
     EgressError::Write {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -217,15 +217,7 @@ impl FileRecorder {
             packet.sender_clock,
             (now, SystemTime::now()),
         );
-        track.jitter.push(
-            RtpPacketIn {
-                seq: packet.seq,
-                timestamp: packet.timestamp,
-                marker: packet.marker,
-                payload: packet.payload.to_vec(),
-            },
-            now,
-        );
+        track.jitter.push(RtpPacketIn::from(&packet), now);
         self.drain_track(id, now, false)
     }
 
