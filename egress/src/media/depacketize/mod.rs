@@ -171,10 +171,15 @@ impl Depacketizer {
         self.waiting_for_keyframe = self.codec.is_video();
     }
 
-    /// The end of the stream: the frame in progress, if it is whole, or one still queued.
+    /// The end of the stream: a frame still queued. A video frame in progress never got
+    /// its marker, so its last packets are missing (the publisher left mid-frame): it is
+    /// dropped, since a truncated frame is undecodable. (Opus frames are one packet each and
+    /// never wait here.)
     pub fn flush(&mut self) -> Option<Frame> {
-        if self.current.is_some() {
-            self.complete();
+        if self.current.take().is_some() {
+            self.assembler_mut().reset();
+            self.damaged = false;
+            self.stats.dropped_frames += 1;
         }
         self.ready.pop_front()
     }

@@ -195,4 +195,16 @@ mod tests {
         assert_eq!(frame.timestamp, 6000);
         assert!(d.flush().is_none());
     }
+
+    #[test]
+    fn a_frame_cut_off_by_the_end_of_the_stream_is_dropped() {
+        let mut d = Depacketizer::new(Codec::Vp8);
+        let key = keyframe();
+        let mut p1 = vec![0x90, 0x80, 0x05];
+        p1.extend_from_slice(&key[..12]);
+        // The publisher left before the frame's last packet (with the marker) arrived.
+        assert!(d.push(&packet(1, 3000, false, &p1)).is_none());
+        assert!(d.flush().is_none(), "a truncated frame is undecodable");
+        assert_eq!(d.stats().dropped_frames, 1);
+    }
 }
