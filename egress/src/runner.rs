@@ -268,35 +268,19 @@ impl Run {
             ..Default::default()
         };
         let counters: Counters;
+        let file_sink = !matches!(self.sink, Sink::Rtp(_));
         match self.sink {
             Sink::File(recorder) => {
-                let had_tracks = recorder.has_tracks();
                 let (files, c, failed) = recorder.finish(now);
-                summary.files = files;
                 counters = c;
-                if let Some(e) = failed {
-                    error.get_or_insert(e);
-                }
-                if summary.files.is_empty() && error.is_none() {
-                    error = Some(match (&self.spec.track_sid, had_tracks) {
-                        (Some(sid), _) => EgressError::TrackGone(sid.clone()),
-                        (None, _) => EgressError::NoMedia,
-                    });
-                }
+                error = error.or(failed);
+                summary.files = files;
             }
             Sink::Ogg(recorder) => {
                 let (files, c, failed) = (*recorder).finish(now);
-                summary.files = files;
                 counters = c;
-                if let Some(e) = failed {
-                    error.get_or_insert(e);
-                }
-                if summary.files.is_empty() && error.is_none() {
-                    error = Some(match &self.spec.track_sid {
-                        Some(sid) => EgressError::TrackGone(sid.clone()),
-                        None => EgressError::NoMedia,
-                    });
-                }
+                error = error.or(failed);
+                summary.files = files;
             }
             Sink::Rtp(mut out) => {
                 counters = match out.sender.as_mut() {
@@ -317,6 +301,12 @@ impl Run {
                     });
                 }
             }
+        }
+        if file_sink && summary.files.is_empty() && error.is_none() {
+            error = Some(match &self.spec.track_sid {
+                Some(sid) => EgressError::TrackGone(sid.clone()),
+                None => EgressError::NoMedia,
+            });
         }
         summary.packets = counters.packets;
         summary.packets_lost = counters.packets_lost;

@@ -234,11 +234,6 @@ impl FileRecorder {
         Ok(())
     }
 
-    /// Whether any track was ever started.
-    pub fn has_tracks(&self) -> bool {
-        !self.tracks.is_empty() || !self.files.is_empty() || self.part.is_some()
-    }
-
     /// Time-driven work: released packets, a part's header, keyframe requests. Returns
     /// the tracks a keyframe should be requested for.
     pub fn tick(&mut self, now: Instant) -> Result<Vec<u32>, EgressError> {
