@@ -14,6 +14,10 @@ as_root() {
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+# OpenSSL's headers and pkg-config: the `openssl` crate (WHIP/WHEP peers' DTLS) builds on them.
+for pkg in libssl-dev pkg-config; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq

@@ -33,6 +33,19 @@ pub struct JoinOptions {
     pub can_subscribe: bool,
     /// The participant may send media.
     pub can_publish: bool,
+    /// Which DTLS certificates the participant's peers accept from the other side.
+    pub dtls: DtlsPeers,
+}
+
+/// The certificates a participant's DTLS accepts from its peer, and so which DTLS stack runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtlsPeers {
+    /// ECDSA only (str0m's own DTLS): what browsers and libwebrtc present; the leanest.
+    #[default]
+    Ecdsa,
+    /// ECDSA or RSA (OpenSSL's DTLS, ~160 KiB more per peer): for tools without an SDK —
+    /// GStreamer, encoders — that present RSA certificates.
+    EcdsaOrRsa,
 }
 
 /// A track the client announced (LiveKit `AddTrackRequest`) before offering it.

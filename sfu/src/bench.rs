@@ -20,7 +20,7 @@ use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, TrackKind};
+use crate::api::{Command, DtlsPeers, ExpectedTrack, JoinOptions, PeerEvent, TrackKind};
 use crate::worker::{DatagramSink, Worker};
 
 /// How long connecting the rig may take before it gives up.
@@ -125,6 +125,7 @@ impl ForwardRig {
                     auto_subscribe: true,
                     can_subscribe: true,
                     can_publish: true,
+                    dtls: DtlsPeers::Ecdsa,
                 },
                 events: tx,
                 reply,

@@ -115,8 +115,8 @@ impl Worker {
             return Err(SfuError::DuplicateParticipant(key));
         }
         let now = Instant::now();
-        let mut publisher = Peer::new(new_publisher_rtc(now));
-        let mut subscriber = Peer::new(new_subscriber_rtc(now));
+        let mut publisher = Peer::new(new_publisher_rtc(now, options.dtls));
+        let mut subscriber = Peer::new(new_subscriber_rtc(now, options.dtls));
         for addr in &self.advertise {
             let candidate = Candidate::host(*addr, "udp")
                 .map_err(|e| SfuError::Config(format!("bad host candidate {addr}: {e}")))?;

@@ -12,6 +12,7 @@ mod api;
 pub mod bench;
 mod codec;
 mod commands;
+mod dtls_openssl;
 mod media;
 mod metrics;
 mod participant;
@@ -36,7 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use api::Command;
 pub use api::{
-    ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind,
+    DtlsPeers, ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, SfuError,
+    TrackKind,
 };
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use str0m::rtp::{Extension, ExtensionMap};
-use str0m::Rtc;
+use str0m::{Rtc, RtcConfig};
+
+use crate::api::DtlsPeers;
 
 /// Installs the crypto backend chosen at compile time (aws-lc-rs) as the process default.
 /// Calling it again is harmless.
@@ -12,8 +14,8 @@ pub(crate) fn install_crypto() {
 }
 
 /// The publisher PC of a participant: it receives the client's media.
-pub(crate) fn new_publisher_rtc(now: Instant) -> Rtc {
-    new_rtc(now, ExtensionMap::standard())
+pub(crate) fn new_publisher_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
+    new_rtc(now, ExtensionMap::standard(), dtls)
 }
 
 /// The subscriber PC of a participant (or a WHEP viewer): it only sends media.
@@ -23,21 +25,27 @@ pub(crate) fn new_publisher_rtc(now: Instant) -> Rtc {
 /// keeps a 1000-entry send record for it per peer (~90 KB once full, a sixth of what a
 /// video subscriber cost) and the client sends feedback every ~100 ms that we decrypt and
 /// throw away. Publisher PCs keep it: the client's own estimator needs our feedback.
-pub(crate) fn new_subscriber_rtc(now: Instant) -> Rtc {
+pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
         if *ext != Extension::TransportSequenceNumber {
             exts.set(id, ext.clone());
         }
     }
-    new_rtc(now, exts)
+    new_rtc(now, exts, dtls)
 }
 
 /// A peer in RTP mode (packets forwarded as packets), ICE-lite (the server is never the
 /// controlling agent), with the codecs browsers offer. RED is left off so that audio is
 /// forwarded as plain Opus to every subscriber.
-fn new_rtc(now: Instant, exts: ExtensionMap) -> Rtc {
-    Rtc::builder()
+fn new_rtc(now: Instant, exts: ExtensionMap, dtls: DtlsPeers) -> Rtc {
+    let builder = match dtls {
+        DtlsPeers::Ecdsa => Rtc::builder(),
+        DtlsPeers::EcdsaOrRsa => {
+            RtcConfig::new().set_crypto_provider(crate::dtls_openssl::provider())
+        }
+    };
+    builder
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .clear_codecs()

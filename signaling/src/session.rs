@@ -170,6 +170,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
         auto_subscribe: join.auto_subscribe,
         can_subscribe: claims.video.can_subscribe(),
         can_publish: claims.video.can_publish(),
+        dtls: switchboard_sfu::DtlsPeers::Ecdsa,
     };
     let (media, mut peer_events) = match sig.sfu.join(&room, &sid, &claims.sub, options).await {
         Ok(joined) => joined,

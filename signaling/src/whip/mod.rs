@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use switchboard_sfu::{JoinOptions, PeerRole, SfuError};
+use switchboard_sfu::{DtlsPeers, JoinOptions, PeerRole, SfuError};
 
 use crate::rooms::JoinRefused;
 use crate::token::Claims;
@@ -217,11 +217,13 @@ async fn start(
             auto_subscribe: false,
             can_subscribe: false,
             can_publish: true,
+            dtls: DtlsPeers::EcdsaOrRsa,
         },
         Kind::Play => JoinOptions {
             auto_subscribe: false,
             can_subscribe: true,
             can_publish: false,
+            dtls: DtlsPeers::EcdsaOrRsa,
         },
     };
     let (resource, answer) =
