@@ -159,6 +159,12 @@ pub(crate) enum Timer {
         source: usize,
         gen: u64,
     },
+    /// A paced source may release more packets.
+    Pace {
+        part: usize,
+        source: usize,
+        gen: u64,
+    },
 }
 
 /// Yields a peer's key each time its socket has something to read. Holds the socket
@@ -259,6 +265,7 @@ impl Loop {
                     }
                 }
                 Timer::Source { part, source, gen } => self.send_frame(part, source, gen, at, now),
+                Timer::Pace { part, source, gen } => self.pace(part, source, gen, at, now),
             }
         }
     }

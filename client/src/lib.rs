@@ -27,6 +27,7 @@
 
 mod driver;
 mod media;
+mod pacer;
 mod participant;
 mod publish;
 mod signal;
@@ -38,6 +39,7 @@ pub use driver::{new_latency_histogram, CounterSnapshot, Driver};
 pub use hdrhistogram::Histogram;
 pub use livekit_protocol as proto;
 pub use media::{epoch, read_stamp, stamp_of, AudioConfig, VideoConfig, MAX_PAYLOAD};
+pub use pacer::DEFAULT_PACING_FACTOR;
 pub use participant::{
     JoinOptions, JoinTimings, Participant, ParticipantStats, PublishedTrack, SubscriberTimings,
 };

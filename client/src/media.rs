@@ -58,6 +58,9 @@ pub struct VideoConfig {
     pub height: u32,
     /// Publish three layers with rids q/h/f (1/4, 1/2 and full resolution) instead of one.
     pub simulcast: bool,
+    /// Packets leave at this multiple of a layer's bitrate (libwebrtc's pacer: 2.5); 0 sends
+    /// each frame as one burst.
+    pub pacing_factor: f64,
 }
 
 impl Default for VideoConfig {
@@ -69,6 +72,7 @@ impl Default for VideoConfig {
             width: 1280,
             height: 720,
             simulcast: false,
+            pacing_factor: crate::pacer::DEFAULT_PACING_FACTOR,
         }
     }
 }
@@ -138,6 +142,23 @@ fn filler(rng: &mut StdRng) -> Vec<u8> {
 fn push_stamp(payload: &mut Vec<u8>, at: Instant) {
     payload.extend_from_slice(&STAMP_MAGIC);
     payload.extend_from_slice(&stamp_of(at).to_be_bytes());
+}
+
+/// Rewrites the send time of a stamped payload: a paced packet leaves after its frame was
+/// made, and latency counts from when it leaves.
+pub(crate) fn restamp(payload: &mut [u8], at: Instant) {
+    // The stamp follows the payload descriptor and, on a frame's first packet, the frame
+    // header: within the first few dozen bytes.
+    let window = &payload[..payload.len().min(32)];
+    if let Some(pos) = window
+        .windows(STAMP_MAGIC.len())
+        .position(|w| w == STAMP_MAGIC)
+    {
+        let start = pos + STAMP_MAGIC.len();
+        if let Some(slot) = payload.get_mut(start..start + 8) {
+            slot.copy_from_slice(&stamp_of(at).to_be_bytes());
+        }
+    }
 }
 
 /// Fills `payload` up to `len` bytes from `filler`.

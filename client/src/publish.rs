@@ -15,7 +15,8 @@ use str0m::rtp::RtpWrite;
 use tokio::sync::oneshot;
 
 use crate::driver::{Loop, Timer};
-use crate::media::{AudioEncoder, VideoEncoder};
+use crate::media::{restamp, AudioEncoder, Frame, VideoEncoder};
+use crate::pacer::Pacer;
 use crate::state::{rtc_error, Role};
 use crate::{ClientError, TrackSpec};
 
@@ -34,6 +35,10 @@ pub(crate) struct Source {
     /// Offset of the first frame after connecting, so publishers do not send in lockstep.
     phase: Duration,
     next_at: Instant,
+    /// Video only, unless pacing is off.
+    pacer: Option<Pacer>,
+    /// The pace timer armed, if any.
+    pace_armed: Option<Instant>,
 }
 
 impl Source {
@@ -119,6 +124,8 @@ impl Loop {
                             pt: None,
                             phase,
                             next_at: Instant::now(),
+                            pacer: Pacer::new(bitrate, config.pacing_factor),
+                            pace_armed: None,
                         });
                     }
                 }
@@ -139,6 +146,9 @@ impl Loop {
                         pt: None,
                         phase,
                         next_at: Instant::now(),
+                        // An audio frame is one small packet: browsers do not pace it either.
+                        pacer: None,
+                        pace_armed: None,
                     });
                 }
             }
@@ -295,6 +305,18 @@ impl Loop {
             Encoder::Video(v) => v.next_frame(now),
             Encoder::Audio(a) => a.next_frame(now),
         };
+        if let Some(pacer) = src.pacer.as_mut() {
+            let Frame {
+                rtp_time,
+                first_seq,
+                packets,
+            } = frame;
+            for (i, packet) in packets.into_iter().enumerate() {
+                pacer.push(first_seq + i as u64, rtp_time, packet);
+            }
+            self.pace(index, source, gen, now, now);
+            return;
+        }
         let nackable = src.is_video();
         let mut api = peer.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(src.mid, src.rid) else {
@@ -311,12 +333,96 @@ impl Loop {
                     .nackable(nackable),
             );
         }
-        part.packets_sent += count;
-        part.bytes_sent += bytes;
+        self.count_sent(index, count, bytes);
+        self.drive(peer_index);
+    }
+
+    /// Sends what a source's pacer releases by `now` and arms its next turn. Called when a
+    /// frame is queued (`at == now`) and by the source's pace timer.
+    pub(crate) fn pace(
+        &mut self,
+        index: usize,
+        source: usize,
+        gen: u64,
+        at: Instant,
+        now: Instant,
+    ) {
+        let Some(Some(part)) = self.parts.get_mut(index) else {
+            return;
+        };
+        if part.gen != gen {
+            return;
+        }
+        let Some(src) = part.sources.get_mut(source) else {
+            return;
+        };
+        if at != now && src.pace_armed != Some(at) {
+            return; // a timer superseded by an earlier one
+        }
+        if src.pace_armed == Some(at) {
+            src.pace_armed = None;
+        }
+        let (Some(pacer), Some(pt)) = (src.pacer.as_mut(), src.pt) else {
+            return;
+        };
+        let released = pacer.release(now);
+        let next = pacer.next_due();
+        if let Some(next) = next {
+            if src.pace_armed.is_none_or(|armed| next < armed) {
+                src.pace_armed = Some(next);
+                self.timers.push(Reverse((
+                    next,
+                    Timer::Pace {
+                        part: index,
+                        source,
+                        gen,
+                    },
+                )));
+            }
+        }
+        if released.is_empty() {
+            return;
+        }
+        let (mid, rid) = (src.mid, src.rid);
+        let Some(peer_index) = part.publisher else {
+            return;
+        };
+        let Some(Some(peer)) = self.peers.get_mut(peer_index) else {
+            return;
+        };
+        let mut api = peer.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
+            return;
+        };
+        let count = released.len() as u64;
+        let mut bytes = 0;
+        for mut queued in released {
+            bytes += queued.packet.payload.len() as u64;
+            restamp(&mut queued.packet.payload, now);
+            stream.write_rtp(
+                RtpWrite::new(
+                    pt,
+                    queued.seq.into(),
+                    queued.rtp_time,
+                    now,
+                    queued.packet.payload,
+                )
+                .marker(queued.packet.marker)
+                .nackable(true),
+            );
+        }
+        self.count_sent(index, count, bytes);
+        self.drive(peer_index);
+    }
+
+    fn count_sent(&mut self, index: usize, count: u64, bytes: u64) {
+        if let Some(Some(part)) = self.parts.get_mut(index) {
+            part.packets_sent += count;
+            part.bytes_sent += bytes;
+        }
         self.counters
             .packets_sent
             .fetch_add(count, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
-        self.drive(peer_index);
     }
 }

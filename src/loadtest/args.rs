@@ -110,6 +110,11 @@ pub struct LoadtestArgs {
     #[arg(long)]
     pub simulcast: bool,
 
+    /// Video packets leave at this multiple of the bitrate, as libwebrtc's pacer sends them;
+    /// 0 sends each frame as one burst (a stress case no browser causes).
+    #[arg(long, default_value_t = switchboard_client::DEFAULT_PACING_FACTOR, value_name = "FACTOR")]
+    pub pacing: f64,
+
     /// Seed of the synthetic media (frame sizes, phases) and of nothing else.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -132,6 +132,7 @@ fn video_config(args: &LoadtestArgs) -> VideoConfig {
         width,
         height,
         simulcast: args.simulcast,
+        pacing_factor: args.pacing.max(0.0),
     }
 }
 
@@ -495,6 +496,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             width: video.width,
             height: video.height,
             simulcast: video.simulcast,
+            pacing_factor: video.pacing_factor,
             keyframe_interval_s: video.keyframe_interval.as_secs_f64(),
             audio_bitrate_bps: args.audio_bitrate,
             seed: args.seed,

@@ -43,6 +43,8 @@ pub struct Scenario {
     pub width: u32,
     pub height: u32,
     pub simulcast: bool,
+    /// Video packets leave at this multiple of the bitrate; 0 = each frame as one burst.
+    pub pacing_factor: f64,
     pub keyframe_interval_s: f64,
     pub audio_bitrate_bps: u32,
     pub seed: u64,
@@ -249,12 +251,17 @@ impl Report {
         let mut row = |k: &str, v: String| rows.push((k.to_owned(), v));
         let video = if s.video_publishers > 0 {
             format!(
-                "{:.2} Mbit/s {} fps {}x{}{}",
+                "{:.2} Mbit/s {} fps {}x{}{}, {}",
                 f64::from(s.video_bitrate_bps) / 1e6,
                 s.fps,
                 s.width,
                 s.height,
-                if s.simulcast { " simulcast q/h/f" } else { "" }
+                if s.simulcast { " simulcast q/h/f" } else { "" },
+                if s.pacing_factor > 0.0 {
+                    format!("paced at {}× the bitrate", s.pacing_factor)
+                } else {
+                    "frames sent as bursts (no pacing)".to_owned()
+                }
             )
         } else {
             "none".into()
