@@ -146,6 +146,9 @@ impl Driver {
     }
 }
 
+/// Receive buffer each client socket asks for.
+const PEER_RECV_BUFFER: usize = 1024 * 1024;
+
 /// What a deadline in the heap is for. Entries are never removed early: one whose peer or
 /// source changed (generation, or a different deadline) is skipped when it comes up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -359,6 +362,11 @@ impl Loop {
     ) -> Result<usize, ClientError> {
         let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))?;
         std_socket.set_nonblocking(true)?;
+        // A thread serves many peers; while it works on one (a renegotiation in a big room),
+        // the others' datagrams wait in their sockets. The default buffer (~90 datagrams)
+        // overflowed in S4 and lost DTLS and SCTP flights (retransmitted a second later).
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&std_socket).set_recv_buffer_size(PEER_RECV_BUFFER);
         let local = std_socket.local_addr()?;
         // Sends go through a duplicate of the descriptor: see `PeerSlot::transmit`.
         let sender = std_socket.try_clone()?;

@@ -80,6 +80,39 @@ pub struct Sfu {
     next_tap: AtomicU64,
 }
 
+/// What a worker socket asks the kernel for, each way.
+///
+/// One socket carries every peer of the worker's rooms. The kernel's default (~208 KiB on
+/// Linux, about 90 full-size datagrams once its per-packet overhead is counted) fills in a
+/// few tens of milliseconds when a loop turn runs long — a join renegotiating a big room —
+/// and the kernel then drops datagrams of every participant of the worker. 4 MiB rides out
+/// ~1.5 s of such stalls at S1 rates. Linux caps the request at `net.core.rmem_max` /
+/// `wmem_max`; what we got is logged so ops can raise those.
+const WORKER_SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn size_socket_buffers(socket: &std::net::UdpSocket, addr: SocketAddr) {
+    let sock = socket2::SockRef::from(socket);
+    if let Err(e) = sock.set_recv_buffer_size(WORKER_SOCKET_BUFFER) {
+        tracing::warn!(%addr, "cannot size the receive buffer: {e}");
+    }
+    if let Err(e) = sock.set_send_buffer_size(WORKER_SOCKET_BUFFER) {
+        tracing::warn!(%addr, "cannot size the send buffer: {e}");
+    }
+    let recv = sock.recv_buffer_size().unwrap_or(0);
+    let send = sock.send_buffer_size().unwrap_or(0);
+    // Linux reports twice what it grants for bookkeeping; anything under the request means
+    // the sysctl capped it.
+    if recv < WORKER_SOCKET_BUFFER || send < WORKER_SOCKET_BUFFER {
+        tracing::info!(
+            %addr, recv, send,
+            "media socket buffers are smaller than {WORKER_SOCKET_BUFFER} bytes; raise \
+             net.core.rmem_max and net.core.wmem_max for fewer drops under load"
+        );
+    } else {
+        tracing::debug!(%addr, recv, send, "media socket buffers");
+    }
+}
+
 impl Sfu {
     /// Binds every worker's socket and starts the worker threads.
     pub fn start(config: &SfuConfig) -> Result<Sfu, SfuError> {
@@ -113,6 +146,7 @@ impl Sfu {
                 addr: bind.to_string(),
                 reason: e.to_string(),
             })?;
+            size_socket_buffers(&socket, addr);
             let (tx, rx) = mpsc::unbounded_channel();
             let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
             let thread = std::thread::Builder::new()
