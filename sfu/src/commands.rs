@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::Candidate;
+use str0m::{Candidate, Input};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -12,6 +12,10 @@ use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuEr
 use crate::participant::{DataChannels, Participant, Peer, Slot};
 use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
 use crate::worker::Worker;
+
+/// How many parked connectivity checks an applied answer answers at once: a client sends one
+/// per candidate pair, and retransmits them.
+const PARKED_CHECKS_TO_ANSWER: usize = 4;
 
 impl Worker {
     pub(crate) fn handle_command(&mut self, command: Command) {
@@ -228,6 +232,22 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+        // The client's first connectivity checks often beat its answer here (they go out as
+        // soon as it answered; the answer still crosses signaling). str0m parks them until
+        // it knows the remote credentials and answers them on its next timeout, which may be
+        // far off: the client would retransmit after 250 ms instead. Run the timeout now,
+        // once per check it may have parked (one per call).
+        let now = Instant::now();
+        for _ in 0..PARKED_CHECKS_TO_ANSWER {
+            if part
+                .subscriber
+                .rtc
+                .handle_input(Input::Timeout(now))
+                .is_err()
+            {
+                break;
+            }
+        }
         self.drain(slot, PeerRole::Subscriber);
         self.answer_applied(slot);
         Ok(())
