@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use crate::driver::{Loop, Timer};
 use crate::media::{restamp, AudioEncoder, Frame, VideoEncoder};
 use crate::pacer::Pacer;
-use crate::state::{rtc_error, Role};
+use crate::state::{rtc_error, Part, Role};
 use crate::{ClientError, TrackSpec};
 
 enum Encoder {
@@ -244,12 +244,9 @@ impl Loop {
 
     /// A source's frame is due: packetize it into its stream and arm the next one.
     pub fn send_frame(&mut self, index: usize, source: usize, gen: u64, at: Instant, now: Instant) {
-        let Some(Some(part)) = self.parts.get_mut(index) else {
+        let Some(part) = part_of_gen(&mut self.parts, index, gen) else {
             return;
         };
-        if part.gen != gen {
-            return;
-        }
         let Some(src) = part.sources.get_mut(source) else {
             return;
         };
@@ -347,12 +344,9 @@ impl Loop {
         at: Instant,
         now: Instant,
     ) {
-        let Some(Some(part)) = self.parts.get_mut(index) else {
+        let Some(part) = part_of_gen(&mut self.parts, index, gen) else {
             return;
         };
-        if part.gen != gen {
-            return;
-        }
         let Some(src) = part.sources.get_mut(source) else {
             return;
         };
@@ -424,5 +418,13 @@ impl Loop {
             .packets_sent
             .fetch_add(count, Ordering::Relaxed);
         self.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// The participant at `index`, unless it left and the slot now holds another.
+fn part_of_gen(parts: &mut [Option<Part>], index: usize, gen: u64) -> Option<&mut Part> {
+    match parts.get_mut(index) {
+        Some(Some(part)) if part.gen == gen => Some(part),
+        _ => None,
     }
 }

@@ -320,8 +320,12 @@ impl OpensslDtls {
 
 impl DtlsInstance for OpensslDtls {
     fn set_active(&mut self, active: bool) {
-        self.active = Some(active);
         let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        // The role is fixed once the handshake has started; a second call changes nothing.
+        if !matches!(inner.phase, Phase::Unstarted(_)) {
+            return;
+        }
+        self.active = Some(active);
         if let Phase::Unstarted(mut ssl) = std::mem::replace(&mut inner.phase, Phase::Switching) {
             if active {
                 ssl.set_connect_state();

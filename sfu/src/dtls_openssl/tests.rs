@@ -124,6 +124,17 @@ fn exchange_into(
     panic!("the handshake did not settle in 50 rounds");
 }
 
+/// Starts both sides in their roles and exchanges until the handshake settles.
+fn connect(
+    mut client: Box<dyn DtlsInstance>,
+    mut server: Box<dyn DtlsInstance>,
+) -> (Box<dyn DtlsInstance>, Box<dyn DtlsInstance>, Seen, Seen) {
+    client.set_active(true);
+    server.set_active(false);
+    let (c, s) = exchange(client.as_mut(), server.as_mut());
+    (client, server, c, s)
+}
+
 fn assert_handshake(c: &Seen, s: &Seen, client_cert: &DtlsCert, server_cert: &DtlsCert) {
     assert!(c.connected && s.connected, "both sides connected");
     assert_eq!(s.peer_cert.as_deref(), Some(&client_cert.certificate[..]));
@@ -147,11 +158,7 @@ fn assert_handshake(c: &Seen, s: &Seen, client_cert: &DtlsCert, server_cert: &Dt
 #[test]
 fn an_rsa_client_handshakes_with_our_ecdsa_server() {
     let (client_cert, server_cert) = (rsa_certificate(), ecdsa_certificate());
-    let mut client = openssl_dtls(&client_cert);
-    let mut server = openssl_dtls(&server_cert);
-    client.set_active(true);
-    server.set_active(false);
-    let (c, s) = exchange(client.as_mut(), server.as_mut());
+    let (_client, server, c, s) = connect(openssl_dtls(&client_cert), openssl_dtls(&server_cert));
     assert_handshake(&c, &s, &client_cert, &server_cert);
     assert!(server.protocol_version().is_some());
 }
@@ -160,30 +167,23 @@ fn an_rsa_client_handshakes_with_our_ecdsa_server() {
 fn a_dimpl_client_handshakes_with_the_openssl_server_and_back() {
     // str0m's own DTLS on one side, as a browser-like ECDSA peer; both roles.
     let (a_cert, b_cert) = (ecdsa_certificate(), ecdsa_certificate());
-    let mut client = dimpl_dtls(&a_cert);
-    let mut server = openssl_dtls(&b_cert);
-    client.set_active(true);
-    server.set_active(false);
-    let (c, s) = exchange(client.as_mut(), server.as_mut());
+    let (.., c, s) = connect(dimpl_dtls(&a_cert), openssl_dtls(&b_cert));
     assert_handshake(&c, &s, &a_cert, &b_cert);
-
-    let mut client = openssl_dtls(&a_cert);
-    let mut server = dimpl_dtls(&b_cert);
-    client.set_active(true);
-    server.set_active(false);
-    let (c, s) = exchange(client.as_mut(), server.as_mut());
+    let (.., c, s) = connect(openssl_dtls(&a_cert), dimpl_dtls(&b_cert));
     assert_handshake(&c, &s, &a_cert, &b_cert);
 }
 
 #[test]
 fn application_data_flows_and_close_notify_reaches_the_peer() {
     let (client_cert, server_cert) = (rsa_certificate(), ecdsa_certificate());
-    let mut client = openssl_dtls(&client_cert);
-    let mut server = openssl_dtls(&server_cert);
-    client.set_active(true);
-    server.set_active(false);
-    assert_eq!(client.send_application_data(b"early").expect("no error"), 0);
-    let (mut c, mut s) = exchange(client.as_mut(), server.as_mut());
+    let mut early = openssl_dtls(&client_cert);
+    early.set_active(true);
+    assert_eq!(
+        early.send_application_data(b"early").expect("no error"),
+        0,
+        "nothing is accepted before the handshake"
+    );
+    let (mut client, mut server, mut c, mut s) = connect(early, openssl_dtls(&server_cert));
     assert!(c.connected && s.connected);
 
     let accepted = client.send_application_data(b"sctp").expect("write");
@@ -220,7 +220,10 @@ fn stray_records_are_ignored_and_a_broken_handshake_fails_only_its_peer() {
     let mut server = openssl_dtls(&ecdsa_certificate());
     server.set_active(false);
     let broken = [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3];
-    if server.handle_packet(&broken).is_err() {
-        assert!(server.is_closing() || server.is_closed());
-    }
+    assert!(server.handle_packet(&broken).is_err());
+    assert!(server.is_closing(), "an alert is on its way out");
+    let alert = poll(server.as_mut(), &mut Seen::default());
+    assert_eq!(alert.len(), 1);
+    assert_eq!(alert[0][0], 21, "a DTLS alert record");
+    assert!(server.is_closed());
 }
