@@ -15,6 +15,7 @@
 //! migration per dialect.
 
 mod error;
+mod forward;
 mod outbox;
 mod postgres;
 mod records;

@@ -11,10 +11,12 @@ mod resource;
 mod sdp;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -243,22 +245,19 @@ fn room_refusal(refused: JoinRefused) -> Problem {
     problem
 }
 
-async fn whip_post(State(sig): State<Arc<Signaling>>, headers: HeaderMap, body: Bytes) -> Response {
-    start(sig, Kind::Publish, headers, None, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn whep_post(
+/// `POST /whip` or `POST /whep[?participant=IDENTITY]`.
+async fn post_offer(
     State(sig): State<Arc<Signaling>>,
+    kind: Kind,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let preferred = query.get("participant").filter(|p| !p.is_empty()).cloned();
-    start(sig, Kind::Play, headers, preferred, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, Problem> {
+    let preferred = match kind {
+        Kind::Play => query.get("participant").filter(|p| !p.is_empty()).cloned(),
+        Kind::Publish => None,
+    };
+    start(sig, kind, headers, preferred, body).await
 }
 
 /// The resource a PATCH or DELETE names, if the caller's token is for it.
@@ -286,10 +285,11 @@ fn owned(
     Ok(resource)
 }
 
+/// `PATCH /whip/{id}` or `/whep/{id}`: trickled candidates or an ICE restart.
 async fn patch(
-    sig: Arc<Signaling>,
+    State(sig): State<Arc<Signaling>>,
     kind: Kind,
-    id: String,
+    Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
@@ -348,10 +348,11 @@ async fn patch(
     Ok(response)
 }
 
+/// `DELETE /whip/{id}` or `/whep/{id}`: the session ends.
 async fn delete(
-    sig: Arc<Signaling>,
+    State(sig): State<Arc<Signaling>>,
     kind: Kind,
-    id: String,
+    Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let resource = owned(&sig, kind, &id, &headers)?;
@@ -360,61 +361,27 @@ async fn delete(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn whip_patch(
-    State(sig): State<Arc<Signaling>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    patch(sig, Kind::Publish, id, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
+/// Which protocol a request speaks, from the path it came in on: one set of handlers
+/// serves both.
+impl<S: Send + Sync> FromRequestParts<S> for Kind {
+    type Rejection = Infallible;
 
-async fn whep_patch(
-    State(sig): State<Arc<Signaling>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    patch(sig, Kind::Play, id, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn whip_delete(
-    State(sig): State<Arc<Signaling>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    delete(sig, Kind::Publish, id, headers)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn whep_delete(
-    State(sig): State<Arc<Signaling>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    delete(sig, Kind::Play, id, headers)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(if parts.uri.path().starts_with("/whep") {
+            Kind::Play
+        } else {
+            Kind::Publish
+        })
+    }
 }
 
 pub(crate) fn router(sig: Arc<Signaling>) -> Router {
     Router::new()
         // OPTIONS (CORS preflights and capability queries) is answered by the server's
         // CORS layer, which adds Accept-Post/Accept-Patch on these paths.
-        .route("/whip", post(whip_post))
-        .route(
-            "/whip/{id}",
-            axum::routing::patch(whip_patch).delete(whip_delete),
-        )
-        .route("/whep", post(whep_post))
-        .route(
-            "/whep/{id}",
-            axum::routing::patch(whep_patch).delete(whep_delete),
-        )
+        .route("/whip", post(post_offer))
+        .route("/whip/{id}", axum::routing::patch(patch).delete(delete))
+        .route("/whep", post(post_offer))
+        .route("/whep/{id}", axum::routing::patch(patch).delete(delete))
         .with_state(sig)
 }
