@@ -365,12 +365,16 @@ impl Worker {
             match out.state {
                 OutState::Negotiating(mid) => {
                     out.state = OutState::Open(mid);
-                    out.ssrc = part
-                        .subscriber
-                        .rtc
-                        .direct_api()
-                        .stream_tx_by_mid(mid, None)
-                        .map(|s| s.ssrc());
+                    let mut api = part.subscriber.rtc.direct_api();
+                    let stream = api.stream_tx_by_mid(mid, None);
+                    out.ssrc = stream.as_ref().map(|s| s.ssrc());
+                    if let (Some(stream), TrackKind::Audio) = (stream, out.kind) {
+                        // Audio is forwarded without retransmissions (browsers do not NACK
+                        // Opus), so str0m's retransmission history and the send-rate records
+                        // behind its retransmission cap would only cost memory: ~3 KiB per
+                        // audio stream, 30 KiB for a subscriber of ten speakers.
+                        stream.set_rtx_cache(0, Duration::ZERO, None);
+                    }
                     if let (Some(source), TrackKind::Video) = (out.source, out.kind) {
                         opened.push(source);
                     }
