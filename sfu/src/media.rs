@@ -15,6 +15,17 @@ use crate::participant::{InTrack, Layer, OutState, OutTrack, Slot};
 use crate::rewrite::Rewriter;
 use crate::worker::Worker;
 
+/// A video subscriber stream keeps what it sent for retransmission for one second (what
+/// libwebrtc senders keep at least: several NACK round trips), up to this many packets
+/// (~1.1 s of 2.5 Mbit/s). Each record is ~430 bytes (the payload itself is shared), so the
+/// age limit matters below the cap: at 1 Mbit/s a subscriber keeps ~110 records instead of
+/// the 300 that str0m's default 3 s would fill.
+const VIDEO_HISTORY_PACKETS: usize = 300;
+const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
+/// Retransmitted bytes may be at most this share of the bytes sent (str0m's default): a
+/// subscriber's NACKs cannot make the worker resend its whole history again and again.
+const RETRANSMIT_RATIO_CAP: f32 = 0.15;
+
 /// A layer that sent nothing for this long is considered stopped (the publisher's
 /// bandwidth estimate dropped it, or the camera went away).
 const LAYER_IDLE: Duration = Duration::from_millis(1500);
@@ -368,12 +379,20 @@ impl Worker {
                     let mut api = part.subscriber.rtc.direct_api();
                     let stream = api.stream_tx_by_mid(mid, None);
                     out.ssrc = stream.as_ref().map(|s| s.ssrc());
-                    if let (Some(stream), TrackKind::Audio) = (stream, out.kind) {
+                    match (stream, out.kind) {
                         // Audio is forwarded without retransmissions (browsers do not NACK
                         // Opus), so str0m's retransmission history and the send-rate records
                         // behind its retransmission cap would only cost memory: ~3 KiB per
                         // audio stream, 30 KiB for a subscriber of ten speakers.
-                        stream.set_rtx_cache(0, Duration::ZERO, None);
+                        (Some(stream), TrackKind::Audio) => {
+                            stream.set_rtx_cache(0, Duration::ZERO, None)
+                        }
+                        (Some(stream), TrackKind::Video) => stream.set_rtx_cache(
+                            VIDEO_HISTORY_PACKETS,
+                            VIDEO_HISTORY_AGE,
+                            Some(RETRANSMIT_RATIO_CAP),
+                        ),
+                        (None, _) => {}
                     }
                     if let (Some(source), TrackKind::Video) = (out.source, out.kind) {
                         opened.push(source);

@@ -58,10 +58,9 @@ fn new_rtc(now: Instant, exts: ExtensionMap, dtls: DtlsPeers) -> Rtc {
         .set_stats_interval(Some(Duration::from_secs(5)))
         // The video send buffer is also the retransmission history, and each entry is a
         // ~430-byte packet record (the payload itself is shared between subscribers). 300
-        // packets are ~1.1 s of 2.5 Mbit/s video (~130 KB per subscriber stream) and up to
-        // 3 s (str0m's age limit) of lower rates: like libwebrtc's senders, which keep at
-        // least one second, it covers several NACK round trips. (str0m's default of 1000 was
-        // ~430 KB per subscriber stream.)
+        // packets are ~1.1 s of 2.5 Mbit/s video (~130 KB per subscriber stream); subscriber
+        // streams also get a one-second age limit when they open (`media.rs`,
+        // `VIDEO_HISTORY_AGE`). (str0m's default of 1000 was ~430 KB per subscriber stream.)
         .set_send_buffer_video(300)
         .build(now)
 }
