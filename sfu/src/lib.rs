@@ -21,6 +21,7 @@ mod rtc_config;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
+mod subscriptions;
 mod tap;
 mod tap_forward;
 mod timers;

@@ -1,30 +1,17 @@
 //! What a worker does with its peers' events: binding published tracks, forwarding RTP to
-//! subscribers, keyframe requests, and renegotiating subscriber PCs.
+//! subscribers and keyframe requests. Subscriptions and renegotiation: `subscriptions.rs`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
 use str0m::rtp::{RtpPacket, RtpWrite};
 use str0m::Event;
 use tracing::debug;
 
 use crate::api::{PeerEvent, PeerRole, TrackKind};
 use crate::codec::starts_keyframe;
-use crate::participant::{InTrack, Layer, OutState, OutTrack, Slot};
-use crate::rewrite::Rewriter;
+use crate::participant::{InTrack, Layer, Slot};
 use crate::worker::Worker;
-
-/// A video subscriber stream keeps what it sent for retransmission for one second (what
-/// libwebrtc senders keep at least: several NACK round trips), up to this many packets
-/// (~1.1 s of 2.5 Mbit/s). Each record is ~430 bytes (the payload itself is shared), so the
-/// age limit matters below the cap: at 1 Mbit/s a subscriber keeps ~110 records instead of
-/// the 300 that str0m's default 3 s would fill.
-const VIDEO_HISTORY_PACKETS: usize = 300;
-const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
-/// Retransmitted bytes may be at most this share of the bytes sent (str0m's default): a
-/// subscriber's NACKs cannot make the worker resend its whole history again and again.
-const RETRANSMIT_RATIO_CAP: f32 = 0.15;
 
 /// A layer that sent nothing for this long is considered stopped (the publisher's
 /// bandwidth estimate dropped it, or the camera went away).
@@ -159,128 +146,6 @@ impl Worker {
         }
     }
 
-    /// Subscribes `sub` to every track `publisher` has.
-    pub(crate) fn subscribe_all_of(&mut self, sub: Slot, publisher: Slot) {
-        let count = self.parts[publisher].as_ref().map_or(0, |p| p.tracks.len());
-        for track in 0..count {
-            self.subscribe(sub, publisher, track);
-        }
-    }
-
-    /// Adds an out-track at `sub` for track `index` of `publisher`, unless already there.
-    fn subscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
-        let Some(source) = self.parts[publisher].as_ref() else {
-            return;
-        };
-        let Some(track) = source.tracks.get(index).and_then(Option::as_ref) else {
-            return;
-        };
-        let (track_sid, kind, publisher_key) = (track.sid.clone(), track.kind, source.key.clone());
-        let Some(subscriber) = self.parts[sub].as_mut() else {
-            return;
-        };
-        if subscriber.is_subscribed_to(publisher, index) {
-            return;
-        }
-        let out = subscriber.add_out(OutTrack {
-            track_sid,
-            publisher_key,
-            source: Some((publisher, index)),
-            kind,
-            state: OutState::ToOpen,
-            ssrc: None,
-            pt_map: Vec::new(),
-            rewriter: Rewriter::default(),
-            waiting_keyframe: kind == TrackKind::Video,
-            fixed: false,
-        });
-        if let Some(Some(track)) = self.parts[publisher]
-            .as_mut()
-            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
-        {
-            track.subscribers.push((sub, out));
-        }
-    }
-
-    /// Subscribes to or unsubscribes from tracks of the same room by sid (UpdateSubscription).
-    pub(crate) fn set_subscriptions(&mut self, key: &str, sids: &[String], subscribe: bool) {
-        let Some(&slot) = self.by_key.get(key) else {
-            return;
-        };
-        let Some(room) = self.parts[slot].as_ref().map(|p| p.room.clone()) else {
-            return;
-        };
-        let members = self.rooms.get(&room).cloned().unwrap_or_default();
-        for sid in sids {
-            for &publisher in &members {
-                let found = self.parts[publisher]
-                    .as_ref()
-                    .and_then(|p| p.track_index_by_sid(sid));
-                let Some(index) = found else {
-                    continue;
-                };
-                if subscribe {
-                    if publisher != slot {
-                        self.subscribe(slot, publisher, index);
-                    }
-                } else {
-                    self.unsubscribe(slot, publisher, index);
-                }
-            }
-        }
-        self.negotiate(slot);
-    }
-
-    fn unsubscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
-        let Some(part) = self.parts[sub].as_ref() else {
-            return;
-        };
-        let outs: Vec<usize> = part
-            .out
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| {
-                o.as_ref()
-                    .is_some_and(|o| o.source == Some((publisher, index)))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if let Some(Some(track)) = self.parts[publisher]
-            .as_mut()
-            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
-        {
-            track.subscribers.retain(|(s, _)| *s != sub);
-        }
-        for out in outs {
-            self.source_gone(sub, out);
-        }
-    }
-
-    /// The source of out-track `out` at `sub` is gone: stop its m-line (or forget it if it
-    /// was never offered). The caller renegotiates.
-    pub(crate) fn source_gone(&mut self, sub: Slot, out: usize) {
-        let Some(part) = self.parts[sub].as_mut() else {
-            return;
-        };
-        let Some(slot) = part.out.get_mut(out) else {
-            return;
-        };
-        let Some(track) = slot.as_mut() else {
-            return;
-        };
-        track.source = None;
-        if track.fixed {
-            // Switched to another source later, without renegotiating.
-            track.waiting_keyframe = track.kind == TrackKind::Video;
-            return;
-        }
-        match track.state {
-            OutState::ToOpen => *slot = None,
-            OutState::Open(mid) | OutState::Negotiating(mid) => track.state = OutState::ToStop(mid),
-            OutState::ToStop(_) | OutState::NegotiatingStop(_) => {}
-        }
-    }
-
     /// The client stopped sending on a publisher m-line.
     fn unpublish_mid(&mut self, slot: Slot, mid: Mid) {
         let Some(part) = self.parts[slot].as_mut() else {
@@ -301,111 +166,6 @@ impl Worker {
             self.negotiate(sub);
         }
         self.viewers_follow(slot);
-    }
-
-    /// Sends the next offer on `slot`'s subscriber PC if anything changed and no offer is
-    /// outstanding (one offer at a time; the answer triggers the next round).
-    pub(crate) fn negotiate(&mut self, slot: Slot) {
-        let Some(part) = self.parts[slot].as_mut() else {
-            return;
-        };
-        if part.pending_offer.is_some() || !part.options.can_subscribe {
-            return;
-        }
-        let mut change = part.subscriber.rtc.sdp_api();
-        for out in part.out.iter_mut().flatten() {
-            match out.state {
-                OutState::ToOpen => {
-                    let kind = match out.kind {
-                        TrackKind::Audio => MediaKind::Audio,
-                        TrackKind::Video => MediaKind::Video,
-                    };
-                    // livekit-client matches incoming media by msid "PA_…|TR_…" / "TR_…".
-                    let stream_id = format!("{}|{}", out.publisher_key, out.track_sid);
-                    let mid = change.add_media(
-                        kind,
-                        Direction::SendOnly,
-                        Some(stream_id),
-                        Some(out.track_sid.clone()),
-                        None,
-                    );
-                    out.state = OutState::Negotiating(mid);
-                }
-                OutState::ToStop(mid) => {
-                    change.stop_media(mid);
-                    out.state = OutState::NegotiatingStop(mid);
-                }
-                _ => {}
-            }
-        }
-        if !change.has_changes() {
-            return;
-        }
-        let Some((offer, pending)) = change.apply() else {
-            return;
-        };
-        part.pending_offer = Some(pending);
-        let mid_to_track: BTreeMap<String, String> = part
-            .out
-            .iter()
-            .flatten()
-            .filter_map(|o| match o.state {
-                OutState::Negotiating(mid) | OutState::Open(mid) => {
-                    Some((mid.to_string(), o.track_sid.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        part.emit(PeerEvent::SubscriberOffer {
-            sdp: offer.to_sdp_string(),
-            mid_to_track,
-        });
-        self.drain(slot, PeerRole::Subscriber);
-    }
-
-    /// The subscriber accepted our offer: offered m-lines are open, stopped ones are free.
-    pub(crate) fn answer_applied(&mut self, slot: Slot) {
-        let mut opened = Vec::new();
-        let Some(part) = self.parts[slot].as_mut() else {
-            return;
-        };
-        for entry in part.out.iter_mut() {
-            let Some(out) = entry.as_mut() else {
-                continue;
-            };
-            match out.state {
-                OutState::Negotiating(mid) => {
-                    out.state = OutState::Open(mid);
-                    let mut api = part.subscriber.rtc.direct_api();
-                    let stream = api.stream_tx_by_mid(mid, None);
-                    out.ssrc = stream.as_ref().map(|s| s.ssrc());
-                    match (stream, out.kind) {
-                        // Audio is forwarded without retransmissions (browsers do not NACK
-                        // Opus), so str0m's retransmission history and the send-rate records
-                        // behind its retransmission cap would only cost memory: ~3 KiB per
-                        // audio stream, 30 KiB for a subscriber of ten speakers.
-                        (Some(stream), TrackKind::Audio) => {
-                            stream.set_rtx_cache(0, Duration::ZERO, None)
-                        }
-                        (Some(stream), TrackKind::Video) => stream.set_rtx_cache(
-                            VIDEO_HISTORY_PACKETS,
-                            VIDEO_HISTORY_AGE,
-                            Some(RETRANSMIT_RATIO_CAP),
-                        ),
-                        (None, _) => {}
-                    }
-                    if let (Some(source), TrackKind::Video) = (out.source, out.kind) {
-                        opened.push(source);
-                    }
-                }
-                OutState::NegotiatingStop(_) => *entry = None,
-                _ => {}
-            }
-        }
-        // A new video subscriber needs a keyframe to start decoding.
-        self.keyframe_queue.extend(opened);
-        // Changes that arrived while the offer was out go in the next one.
-        self.negotiate(slot);
     }
 
     fn keyframe_requested(&mut self, sub: Slot, mid: Mid) {
