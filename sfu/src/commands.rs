@@ -13,10 +13,6 @@ use crate::participant::{DataChannels, Participant, Peer, Slot};
 use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
 use crate::worker::Worker;
 
-/// How many parked connectivity checks an applied answer answers at once: a client sends one
-/// per candidate pair, and retransmits them.
-const PARKED_CHECKS_TO_ANSWER: usize = 4;
-
 impl Worker {
     pub(crate) fn handle_command(&mut self, command: Command) {
         match command {
@@ -232,21 +228,20 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| SfuError::Negotiation(e.to_string()))?;
-        // The client's first connectivity checks often beat its answer here (they go out as
-        // soon as it answered; the answer still crosses signaling). str0m parks them until
-        // it knows the remote credentials and answers them on its next timeout, which may be
-        // far off: the client would retransmit after 250 ms instead. Run the timeout now,
-        // once per check it may have parked (one per call).
-        let now = Instant::now();
-        for _ in 0..PARKED_CHECKS_TO_ANSWER {
-            if part
-                .subscriber
-                .rtc
-                .handle_input(Input::Timeout(now))
-                .is_err()
-            {
-                break;
-            }
+        // The client's first connectivity check often beats its answer here (it goes out as
+        // soon as the client answered; the answer still crosses signaling). str0m parks such
+        // checks until it knows the remote credentials and answers one per timeout, the next
+        // one due a pacing interval (50 ms) later. Running the timeout now answers the first
+        // check at once; any further parked ones follow on str0m's own schedule.
+        if let Err(e) = part
+            .subscriber
+            .rtc
+            .handle_input(Input::Timeout(Instant::now()))
+        {
+            debug!(
+                participant = key,
+                "subscriber timeout after the answer: {e}"
+            );
         }
         self.drain(slot, PeerRole::Subscriber);
         self.answer_applied(slot);

@@ -257,7 +257,9 @@ impl Inner {
         let Phase::Connected(stream) = &mut self.phase else {
             return Ok(());
         };
-        let mut buf = vec![0u8; 16 * 1024];
+        // One record's plaintext at most (DTLS caps it at 16 KiB); on the stack, no
+        // allocation per record.
+        let mut buf = [0u8; 16 * 1024];
         loop {
             match stream.ssl_read(&mut buf) {
                 Ok(n) => self.events.push_back(Event::Data(buf[..n].to_vec())),
