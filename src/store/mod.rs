@@ -11,14 +11,17 @@
 //! Both apply the versioned migrations in `migrations/<dialect>/` when they open, so a
 //! fresh database is usable at once and `switchboard migrate` is the same code path.
 //!
-//! New methods go here and in both implementations, and new tables go into a new numbered
-//! migration per dialect.
+//! New methods go here and in both implementations (written once in `shared/` when the two
+//! dialects differ only in spelling), and new tables go into a new numbered migration per
+//! dialect.
 
 mod error;
 mod forward;
 mod outbox;
-mod postgres;
 mod records;
+#[macro_use]
+mod shared;
+mod postgres;
 mod sqlite;
 
 #[cfg(test)]

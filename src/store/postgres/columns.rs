@@ -5,9 +5,16 @@
 //! milliseconds: written with `ts!("$n")` and read as `FLOOR(EXTRACT(EPOCH FROM col) *
 //! 1000)`. Both are exact for millisecond values. JSONB crosses as text.
 
+/// The n-th bound parameter, for queries shared with SQLite (`store/shared/`).
+macro_rules! param {
+    ($n:literal) => {
+        concat!("$", $n)
+    };
+}
+
 /// A bound unix-millisecond parameter as TIMESTAMPTZ.
 macro_rules! ts {
-    ($param:literal) => {
+    ($param:expr) => {
         concat!(
             "(TIMESTAMPTZ 'epoch' + ",
             $param,

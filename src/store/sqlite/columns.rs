@@ -1,6 +1,20 @@
 //! Column lists shared by SELECT and RETURNING clauses. Macros, because `concat!` needs
 //! literals; every list matches a row struct in `records`.
 
+/// The n-th bound parameter, for queries shared with PostgreSQL (`store/shared/`).
+macro_rules! param {
+    ($n:literal) => {
+        concat!("?", $n)
+    };
+}
+
+/// A bound unix-millisecond parameter: SQLite stores timestamps as those integers.
+macro_rules! ts {
+    ($param:expr) => {
+        $param
+    };
+}
+
 macro_rules! room_columns {
     () => {
         "room_id, sid, name, metadata, status, created_at, last_active_at, closed_at, \
