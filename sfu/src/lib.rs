@@ -148,6 +148,13 @@ impl Sfu {
                 reason: e.to_string(),
             })?;
             size_socket_buffers(&socket, addr);
+            #[cfg(target_os = "linux")]
+            if addr.is_ipv4() {
+                use std::os::fd::AsRawFd;
+                if let Err(e) = sendmmsg::set_dont_fragment(socket.as_raw_fd()) {
+                    tracing::warn!(%addr, "cannot set Don't Fragment on the media socket: {e}");
+                }
+            }
             let (tx, rx) = mpsc::unbounded_channel();
             let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
             let thread = std::thread::Builder::new()

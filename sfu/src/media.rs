@@ -365,7 +365,7 @@ impl Worker {
             }
             // str0m sends a written packet at the peer's next timeout (the pacer snapshots
             // queues there): draining now would only hear "wake me now", so schedule that.
-            self.timers.set(sub, PeerRole::Subscriber, now);
+            self.timers.wake(sub, PeerRole::Subscriber);
         }
         self.scratch = subscribers;
         if !self.taps.is_empty() {

@@ -324,17 +324,16 @@ impl Worker {
 
     /// The earliest deadline any peer asked for, at most half a second away.
     pub(crate) fn next_deadline(&self) -> Instant {
-        let cap = Instant::now() + Duration::from_millis(500);
-        self.timers.next().map_or(cap, |at| at.min(cap))
+        let now = Instant::now();
+        let cap = now + Duration::from_millis(500);
+        self.timers.next(now).map_or(cap, |at| at.min(cap))
     }
 
     /// Wakes every peer whose deadline has passed, once: a peer that asks again for a time
     /// already past is woken on the next turn.
     fn handle_timeouts(&mut self, now: Instant) {
         self.due.clear();
-        while let Some(peer) = self.timers.pop_due(now) {
-            self.due.push(peer);
-        }
+        self.timers.take_due(now, &mut self.due);
         for index in 0..self.due.len() {
             let (slot, role) = self.due[index];
             let Some(part) = self.parts[slot].as_mut() else {
