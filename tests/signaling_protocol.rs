@@ -3,9 +3,14 @@
 
 mod support;
 
+// The str0m WebRTC peer of signaling's tests; it speaks through this harness's `Client`.
+#[allow(dead_code)]
+#[path = "../signaling/tests/support/peer.rs"]
+mod peer;
+
 use livekit_protocol as proto;
 use proto::participant_info::State;
-use support::{assert_sid, rtc_url, state, Client, Event, Req, Resp, Server};
+use support::{assert_sid, rtc_url, state, Client, Event, Req, Resp, Server, WAIT};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -238,6 +243,48 @@ async fn published_and_muted_tracks_reach_the_other_participant() {
         p.tracks.iter().any(|t| t.sid == track.sid && !t.muted)
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publishers_audio_and_video_reach_a_subscriber_in_one_offer() {
+    let server = Server::start();
+    let (mut bob, _) = server.join("one-offer", "bob", &[]).await;
+    let (mut alice, _) = server.join("one-offer", "alice", &[]).await;
+    alice.send(audio_track("mic-1")).await;
+    alice
+        .send(Req::AddTrack(proto::AddTrackRequest {
+            cid: "cam-1".to_owned(),
+            name: "camera".to_owned(),
+            r#type: proto::TrackType::Video as i32,
+            source: proto::TrackSource::Camera as i32,
+            width: 640,
+            height: 360,
+            ..Default::default()
+        }))
+        .await;
+    for _ in 0..2 {
+        alice
+            .expect("TrackPublishedResponse", |r| match r {
+                Resp::TrackPublished(_) => Some(()),
+                _ => None,
+            })
+            .await;
+    }
+    let _alice_media = alice
+        .connect_publisher_with_video(Some("mic-1"), Some("cam-1"))
+        .await;
+
+    // Both m-lines came in one answer, so bob gets both tracks in his first offer: one SDP
+    // round trip per publish, not one per track.
+    let offer = bob
+        .expect("bob's subscriber offer", |r| match r {
+            Resp::Offer(o) => Some(o.sdp.clone()),
+            _ => None,
+        })
+        .await;
+    let audio = offer.lines().filter(|l| l.starts_with("m=audio")).count();
+    let video = offer.lines().filter(|l| l.starts_with("m=video")).count();
+    assert_eq!((audio, video), (1, 1), "bob's first offer:\n{offer}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

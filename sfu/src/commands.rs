@@ -339,6 +339,7 @@ impl Worker {
         self.by_key.remove(&part.key);
         self.timers.clear(slot, PeerRole::Publisher);
         self.timers.clear(slot, PeerRole::Subscriber);
+        self.renegotiate.retain(|(s, _)| *s != slot);
         for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
             self.by_addr.remove(addr);
         }
@@ -371,7 +372,7 @@ impl Worker {
         let mut touched: Vec<Slot> = self.rooms.get(&part.room).cloned().unwrap_or_default();
         touched.retain(|s| *s != slot);
         for sub in touched {
-            self.negotiate(sub);
+            self.renegotiate_later(sub);
         }
         part.publisher.rtc.disconnect();
         part.subscriber.rtc.disconnect();

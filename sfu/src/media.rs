@@ -141,7 +141,7 @@ impl Worker {
                 .is_some_and(|p| p.options.auto_subscribe && p.options.can_subscribe);
             if auto {
                 self.subscribe(sub, slot, index);
-                self.negotiate(sub);
+                self.renegotiate_later(sub);
             }
         }
     }
@@ -163,7 +163,7 @@ impl Worker {
         self.tap_track_ended(slot, index);
         for (sub, out) in track.subscribers {
             self.source_gone(sub, out);
-            self.negotiate(sub);
+            self.renegotiate_later(sub);
         }
         self.viewers_follow(slot);
     }

@@ -3,7 +3,7 @@
 //! offer is out go in the next one).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use str0m::media::{Direction, MediaKind};
 
@@ -19,6 +19,10 @@ use crate::worker::Worker;
 /// the 300 that str0m's default 3 s would fill.
 const VIDEO_HISTORY_PACKETS: usize = 300;
 const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
+/// How long a subscriber PC's track changes wait to be offered together: a room's joins at
+/// 20 per second reach each member in one offer per ~3 joins instead of one per join.
+/// LiveKit's server waits as long; a joining participant's own first offer does not wait.
+const RENEGOTIATION_DELAY: Duration = Duration::from_millis(150);
 /// Retransmitted bytes may be at most this share of the bytes sent (str0m's default): a
 /// subscriber's NACKs cannot make the worker resend its whole history again and again.
 const RETRANSMIT_RATIO_CAP: f32 = 0.15;
@@ -144,6 +148,34 @@ impl Worker {
             OutState::Open(mid) | OutState::Negotiating(mid) => track.state = OutState::ToStop(mid),
             OutState::ToStop(_) | OutState::NegotiatingStop(_) => {}
         }
+    }
+
+    /// Renegotiates `slot`'s subscriber PC [`RENEGOTIATION_DELAY`] from now, once for every
+    /// change made until then. A publisher's offer brings its audio and video m-lines in one
+    /// answer, and in a room where everyone publishes each join changes every member's
+    /// tracks: negotiating at each change sent every member one offer per track and per
+    /// join (one at a time, each waiting for the client's answer), and the SDP work of
+    /// those round trips, on the worker that also forwards the room's media, was what made
+    /// joins slow while others joined.
+    pub(crate) fn renegotiate_later(&mut self, slot: Slot) {
+        if !self.renegotiate.iter().any(|(s, _)| *s == slot) {
+            self.renegotiate
+                .push((slot, Instant::now() + RENEGOTIATION_DELAY));
+        }
+    }
+
+    /// The renegotiations due at `now`. One at a time off the list, so a peer that panics
+    /// leaves the others queued for the next turn.
+    pub(crate) fn renegotiate_due(&mut self, now: Instant) {
+        while let Some(index) = self.renegotiate.iter().position(|(_, at)| *at <= now) {
+            let (slot, _) = self.renegotiate.swap_remove(index);
+            self.negotiate(slot);
+        }
+    }
+
+    /// When the next renegotiation is due.
+    pub(crate) fn next_renegotiation(&self) -> Option<Instant> {
+        self.renegotiate.iter().map(|(_, at)| *at).min()
     }
 
     /// Sends the next offer on `slot`'s subscriber PC if anything changed and no offer is

@@ -159,6 +159,8 @@ pub(crate) struct Worker {
     pub(crate) timers: Timers,
     /// Peers being woken in this turn (reused buffer).
     due: Vec<(Slot, PeerRole)>,
+    /// Subscriber PCs to renegotiate, and when (`renegotiate_later`).
+    pub(crate) renegotiate: Vec<(Slot, Instant)>,
     pub(crate) metrics: WorkerMetrics,
     /// Commands waiting in the queue, as last seen by the loop.
     queue_depth: usize,
@@ -185,6 +187,7 @@ impl Worker {
             current: None,
             timers: Timers::default(),
             due: Vec::new(),
+            renegotiate: Vec::new(),
             metrics: WorkerMetrics::new(index),
             queue_depth: 0,
             taps: Vec::new(),
@@ -282,10 +285,11 @@ impl Worker {
         }
     }
 
-    /// The end of every loop turn: due timeouts, then queued keyframe requests, then the
-    /// turn's datagrams go out.
+    /// The end of every loop turn: due renegotiations, due timeouts, then queued keyframe
+    /// requests, then the turn's datagrams go out.
     pub(crate) fn after_wake(&mut self) {
         let now = Instant::now();
+        self.guarded(|w| w.renegotiate_due(now));
         self.guarded(|w| {
             w.handle_timeouts(now);
             w.flush_keyframe_requests();
@@ -322,11 +326,14 @@ impl Worker {
         self.after_wake();
     }
 
-    /// The earliest deadline any peer asked for, at most half a second away.
+    /// The earliest deadline any peer or renegotiation asked for, at most half a second away.
     pub(crate) fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let cap = now + Duration::from_millis(500);
-        self.timers.next(now).map_or(cap, |at| at.min(cap))
+        [self.timers.next(now), self.next_renegotiation()]
+            .into_iter()
+            .flatten()
+            .fold(cap, Instant::min)
     }
 
     /// Wakes every peer whose deadline has passed, once: a peer that asks again for a time

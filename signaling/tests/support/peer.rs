@@ -92,8 +92,27 @@ impl Client {
     /// Like [`Client::open_data`], and with `audio_cid` also sends an Opus track (announced
     /// before with AddTrackRequest under that cid) every 20 ms until the peer is dropped.
     pub async fn connect_publisher(&mut self, audio_cid: Option<&str>) -> DataPeer {
+        self.connect_publisher_with_video(audio_cid, None).await
+    }
+
+    /// Like [`Client::connect_publisher`], with also a VP8 m-line under `video_cid` in the
+    /// same offer (on which nothing is sent).
+    pub async fn connect_publisher_with_video(
+        &mut self,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+    ) -> DataPeer {
         let (mut rtc, socket, local) = new_peer().await;
         let mut api = rtc.sdp_api();
+        if let Some(cid) = video_cid {
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(format!("stream-{cid}")),
+                Some(cid.to_owned()),
+                None,
+            );
+        }
         let audio = audio_cid.map(|cid| {
             let stream = format!("stream-{cid}");
             let mid = api.add_media(
