@@ -41,6 +41,18 @@ fn audio_track(cid: &str) -> Req {
     })
 }
 
+fn video_track(cid: &str) -> Req {
+    Req::AddTrack(proto::AddTrackRequest {
+        cid: cid.to_owned(),
+        name: "camera".to_owned(),
+        r#type: proto::TrackType::Video as i32,
+        source: proto::TrackSource::Camera as i32,
+        width: 640,
+        height: 360,
+        ..Default::default()
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn join_response_describes_participant_room_and_server() {
     let server = Server::start();
@@ -251,17 +263,7 @@ async fn a_publishers_audio_and_video_reach_a_subscriber_in_one_offer() {
     let (mut bob, _) = server.join("one-offer", "bob", &[]).await;
     let (mut alice, _) = server.join("one-offer", "alice", &[]).await;
     alice.send(audio_track("mic-1")).await;
-    alice
-        .send(Req::AddTrack(proto::AddTrackRequest {
-            cid: "cam-1".to_owned(),
-            name: "camera".to_owned(),
-            r#type: proto::TrackType::Video as i32,
-            source: proto::TrackSource::Camera as i32,
-            width: 640,
-            height: 360,
-            ..Default::default()
-        }))
-        .await;
+    alice.send(video_track("cam-1")).await;
     for _ in 0..2 {
         alice
             .expect("TrackPublishedResponse", |r| match r {

@@ -137,6 +137,7 @@ impl Worker {
             ssrc_tracks: Vec::new(),
             out: Vec::new(),
             pending_offer: None,
+            last_offer: None,
             channels: DataChannels::default(),
             stats: Default::default(),
             first_media_sent: false,

@@ -184,6 +184,9 @@ pub(crate) struct Participant {
     /// Received tracks; `None` slots keep indices held by publishers stable.
     pub out: Vec<Option<OutTrack>>,
     pub pending_offer: Option<SdpPendingOffer>,
+    /// When the last subscriber offer went out (renegotiations are spaced by
+    /// `RENEGOTIATION_INTERVAL`).
+    pub last_offer: Option<Instant>,
     pub channels: DataChannels,
     pub stats: ParticipantStats,
     /// Whether [`PeerEvent::FirstMediaSent`] was emitted.

@@ -19,10 +19,13 @@ use crate::worker::Worker;
 /// the 300 that str0m's default 3 s would fill.
 const VIDEO_HISTORY_PACKETS: usize = 300;
 const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
-/// How long a subscriber PC's track changes wait to be offered together: a room's joins at
-/// 20 per second reach each member in one offer per ~3 joins instead of one per join.
-/// LiveKit's server waits as long; a joining participant's own first offer does not wait.
-const RENEGOTIATION_DELAY: Duration = Duration::from_millis(150);
+/// At most one subscriber offer per this interval on a PC: the first change is offered at
+/// the end of its loop turn, later ones wait for the interval since the last offer and go
+/// together. A room's joins at 20 per second reach each member in one offer per ~3 joins
+/// instead of one per join, while a lone change (a publisher's first tracks, a subscriber
+/// that joined just before them) waits for nothing. LiveKit's server spaces offers by as
+/// much (it delays every one).
+const RENEGOTIATION_INTERVAL: Duration = Duration::from_millis(150);
 /// Retransmitted bytes may be at most this share of the bytes sent (str0m's default): a
 /// subscriber's NACKs cannot make the worker resend its whole history again and again.
 const RETRANSMIT_RATIO_CAP: f32 = 0.15;
@@ -150,18 +153,24 @@ impl Worker {
         }
     }
 
-    /// Renegotiates `slot`'s subscriber PC [`RENEGOTIATION_DELAY`] from now, once for every
-    /// change made until then. A publisher's offer brings its audio and video m-lines in one
-    /// answer, and in a room where everyone publishes each join changes every member's
+    /// Renegotiates `slot`'s subscriber PC at the end of this turn, or once
+    /// [`RENEGOTIATION_INTERVAL`] has passed since its last offer; one offer carries every
+    /// change made until then. A publisher's offer brings its audio and video m-lines in
+    /// one answer, and in a room where everyone publishes each join changes every member's
     /// tracks: negotiating at each change sent every member one offer per track and per
     /// join (one at a time, each waiting for the client's answer), and the SDP work of
     /// those round trips, on the worker that also forwards the room's media, was what made
     /// joins slow while others joined.
     pub(crate) fn renegotiate_later(&mut self, slot: Slot) {
-        if !self.renegotiate.iter().any(|(s, _)| *s == slot) {
-            self.renegotiate
-                .push((slot, Instant::now() + RENEGOTIATION_DELAY));
+        if self.renegotiate.iter().any(|(s, _)| *s == slot) {
+            return;
         }
+        let now = Instant::now();
+        let at = self.parts[slot]
+            .as_ref()
+            .and_then(|p| p.last_offer)
+            .map_or(now, |last| (last + RENEGOTIATION_INTERVAL).max(now));
+        self.renegotiate.push((slot, at));
     }
 
     /// The renegotiations due at `now`. One at a time off the list, so a peer that panics
@@ -220,6 +229,7 @@ impl Worker {
             return;
         };
         part.pending_offer = Some(pending);
+        part.last_offer = Some(Instant::now());
         let mid_to_track: BTreeMap<String, String> = part
             .out
             .iter()
@@ -280,6 +290,14 @@ impl Worker {
         // A new video subscriber needs a keyframe to start decoding.
         self.keyframe_queue.extend(opened);
         // Changes that arrived while the offer was out go in the next one.
-        self.negotiate(slot);
+        let waiting = self.parts[slot].as_ref().is_some_and(|p| {
+            p.out
+                .iter()
+                .flatten()
+                .any(|o| matches!(o.state, OutState::ToOpen | OutState::ToStop(_)))
+        });
+        if waiting {
+            self.renegotiate_later(slot);
+        }
     }
 }
