@@ -16,10 +16,9 @@ use std::os::fd::RawFd;
 /// Without DF the kernel must give every datagram sent from an unconnected socket an IP
 /// identification from a shared table of counters (`__ip_select_ident`: a SipHash of the
 /// addresses and an atomic add per datagram, 1–2 % of a fanning-out worker's CPU in `perf`);
-/// with DF the id is zero. Media
-/// datagrams stay near 1,200 bytes (browsers packetize to that, str0m to 1,150), under any
-/// real path's MTU, so nothing we send needs fragmenting (a path narrower than that would
-/// drop such a datagram instead of splitting it).
+/// with DF the id is zero. Media datagrams stay near 1,200 bytes (browsers packetize to
+/// that, str0m to 1,150), under any real path's MTU, so nothing we send needs fragmenting
+/// (a path narrower than that would drop such a datagram instead of splitting it).
 pub(crate) fn set_dont_fragment(fd: RawFd) -> io::Result<()> {
     let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
     // SAFETY: the option value is a c_int that lives across the call, and its size is passed.
