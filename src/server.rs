@@ -9,7 +9,7 @@ use anyhow::Context;
 use switchboard_sfu::{Sfu, SfuConfig};
 use switchboard_signaling::{KeyStore, RoomDefaults, Signaling, SignalingConfig};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
@@ -135,6 +135,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
     let http_addr = listener.local_addr()?;
+    let listener = without_nagle(listener);
     let public_ws_url = match &settings.public_url {
         Some(url) => url.clone(),
         None if settings.http_addr.port() == 0 => format!("ws://{http_addr}"),
@@ -181,4 +182,42 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     sfu.shutdown();
     info!("stopped");
     Ok(())
+}
+
+/// Accepts connections with Nagle's algorithm off. Signaling is small messages in both
+/// directions (a JoinResponse then a ParticipantUpdate, an answer then a trickle candidate):
+/// with Nagle on, a message written while the previous one is unacknowledged waits for the
+/// peer's delayed ACK, 40 ms on Linux, and joins stalled on it.
+fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(set_nodelay)
+}
+
+fn set_nodelay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        warn!("cannot turn Nagle's algorithm off on a connection: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    use super::without_nagle;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nagle_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = without_nagle(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, peer) = listener.accept().await;
+        assert_eq!(peer, client.local_addr().unwrap());
+        assert!(
+            accepted.nodelay().unwrap(),
+            "the server side must not delay small writes"
+        );
+    }
 }

@@ -70,7 +70,9 @@ pub(crate) fn rtc_url(url: &str, token: &str, auto_subscribe: bool) -> Result<St
 
 /// Opens the WebSocket and reads the JoinResponse, which must come first.
 pub(crate) async fn connect(url: &str) -> Result<(Ws, proto::JoinResponse), ClientError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+    // Nagle's algorithm off (`true`): small signaling messages must not wait for the
+    // server's delayed ACK, as browsers' sockets do not.
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| match e {
             tungstenite::Error::Http(response) => ClientError::Refused {
