@@ -103,8 +103,10 @@ impl Driver {
     /// Starts a media loop on the current tokio runtime. On a current-thread runtime every
     /// participant given to it runs on that one thread.
     pub fn spawn() -> Driver {
-        // str0m needs a process-wide crypto provider; installing it again is harmless.
+        // str0m needs a process-wide crypto provider; installing it again is harmless. The
+        // shared DTLS set-up is made here, not in the first participant's join.
         str0m::crypto::from_feature_flags().install_process_default();
+        switchboard_dtls::prepare();
         let (commands, rx) = mpsc::unbounded_channel();
         let counters = Arc::new(Counters::default());
         let media = Loop::new(Arc::clone(&counters));

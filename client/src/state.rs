@@ -24,8 +24,10 @@ use crate::{ClientError, DriverStats, ParticipantEvent, TrackKind, TrackStats};
 
 /// A client peer in RTP mode (we write and read packets, never frames) with the codecs the
 /// synthetic media uses. Full ICE: the server is ICE-lite, so we are the controlling agent.
+/// DTLS set up once per process (`switchboard-dtls`), so a peer costs microseconds to make.
 pub(crate) fn new_rtc(now: Instant) -> Rtc {
-    Rtc::builder()
+    str0m::RtcConfig::new()
+        .set_crypto_provider(switchboard_dtls::provider())
         .set_rtp_mode(true)
         .clear_codecs()
         .enable_opus(true, false)

@@ -7,10 +7,12 @@ use str0m::{Rtc, RtcConfig};
 
 use crate::api::DtlsPeers;
 
-/// Installs the crypto backend chosen at compile time (aws-lc-rs) as the process default.
-/// Calling it again is harmless.
+/// Installs the crypto backend chosen at compile time (aws-lc-rs) as the process default,
+/// and makes the DTLS certificate and configuration of LiveKit-protocol peers now rather
+/// than at the first join. Calling it again is harmless.
 pub(crate) fn install_crypto() {
     str0m::crypto::from_feature_flags().install_process_default();
+    switchboard_dtls::prepare();
 }
 
 /// The publisher PC of a participant: it receives the client's media.
@@ -40,7 +42,7 @@ pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
 /// forwarded as plain Opus to every subscriber.
 fn new_rtc(now: Instant, exts: ExtensionMap, dtls: DtlsPeers) -> Rtc {
     let builder = match dtls {
-        DtlsPeers::Ecdsa => Rtc::builder(),
+        DtlsPeers::Ecdsa => RtcConfig::new().set_crypto_provider(switchboard_dtls::provider()),
         DtlsPeers::EcdsaOrRsa => {
             RtcConfig::new().set_crypto_provider(crate::dtls_openssl::provider())
         }
