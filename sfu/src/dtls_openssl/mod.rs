@@ -59,8 +59,9 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 struct OpensslDtlsProvider;
 
 impl DtlsProvider for OpensslDtlsProvider {
+    /// The process's one certificate, as LiveKit-protocol peers present (`switchboard-dtls`).
     fn generate_certificate(&self) -> Option<DtlsCert> {
-        str0m::crypto::from_feature_flags()
+        switchboard_dtls::provider()
             .dtls_provider
             .generate_certificate()
     }
