@@ -6,9 +6,9 @@
 //! both peers of every join, and in the load tester for each of its peers. It also makes a
 //! new self-signed certificate per `Rtc` (~40 µs). Here the validated `Config` and one ECDSA
 //! certificate serve every peer of the process: pass [`provider`] to
-//! `RtcConfig::set_crypto_provider`. One
-//! certificate for all peers is what mediasoup does too: peers check it only against the
-//! fingerprint in our SDP, and each handshake still has its own ephemeral ECDHE keys.
+//! `RtcConfig::set_crypto_provider`. One certificate for all peers is what mediasoup does
+//! too: peers check it only against the fingerprint in our SDP, and each handshake still has
+//! its own ephemeral ECDHE keys.
 //!
 //! The handshake itself is dimpl's, configured as str0m's provider configures it (no server
 //! cookie: ICE already proved the peer's address).
