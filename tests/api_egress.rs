@@ -96,6 +96,8 @@ async fn stopping_twice_is_harmless_and_an_egress_without_media_fails_clearly() 
     let server = Server::start();
     let api = Api::new(&server.http, Some(&admin_token("quiet", "ops")));
     let (_host, _) = Client::join(&server.ws, &host_token("quiet", "hana")).await;
+    // The egress record refers to the room's, which the join records just after it.
+    api.room_recorded("quiet").await;
     let started = api.post("/v1/egress", &json!({ "room_id": "quiet" })).await;
     let egress_id = id(&started.expect(StatusCode::CREATED)["egress"], "egress_id");
     let first = api

@@ -413,13 +413,7 @@ async fn a_removed_participant_cannot_come_back_with_its_token() {
     let token = guest_token("club", "mallory");
     let (mut mallory, _) = Client::join(&server.ws, &token).await;
     let (_other, _) = Client::join(&server.ws, &guest_token("club", "olga")).await;
-    support::api::eventually("the club to be recorded", || async {
-        let reply = api.get("/v1/rooms/club").await;
-        (reply.status == StatusCode::OK)
-            .then_some(())
-            .ok_or(reply.text)
-    })
-    .await;
+    api.room_recorded("club").await;
 
     api.as_caller(Some(&host_token("elsewhere", "eve")))
         .delete("/v1/rooms/club/participants/mallory")
@@ -503,7 +497,8 @@ async fn muting_a_track_reaches_its_publisher() {
         .await;
     assert_eq!(request.sid, track.sid);
     assert!(request.muted);
-    let room = room_of(api.get("/v1/rooms/radio").await.expect(StatusCode::OK));
+    // The room was opened by alice's join, and is recorded just after it.
+    let room = api.room_recorded("radio").await;
     assert_eq!(
         room["participants"][0]["tracks"][0]["muted"], true,
         "{room}"

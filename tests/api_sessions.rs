@@ -282,13 +282,7 @@ async fn a_host_joining_a_room_without_a_session_gets_a_ready_one() {
     let (server, api) = setup();
     // A guest alone opens nothing.
     let (_guest, _) = Client::join(&server.ws, &guest_token("walk-in", "gus")).await;
-    eventually("the walk-in room to be recorded", || async {
-        let reply = api.get("/v1/rooms/walk-in").await;
-        (reply.status == StatusCode::OK)
-            .then_some(())
-            .ok_or(reply.text)
-    })
-    .await;
+    api.room_recorded("walk-in").await;
     // The host joins: a READY session owned by the host, with the guest attached.
     let (_host, _) = Client::join(&server.ws, &host_token("walk-in", "hugo")).await;
     let session = api.open_session_reaches("walk-in", "READY").await;

@@ -339,6 +339,18 @@ impl Api {
             .clone()
     }
 
+    /// Waits until the room is recorded (a join records the room it opens asynchronously,
+    /// just after the join); returns `GET /v1/rooms/{room_id}`'s room.
+    pub async fn room_recorded(&self, room_id: &str) -> Value {
+        eventually(&format!("room {room_id} to be recorded"), || async {
+            let reply = self.get(&format!("/v1/rooms/{room_id}")).await;
+            (reply.status == StatusCode::OK)
+                .then(|| reply.body["room"].clone())
+                .ok_or(reply.text)
+        })
+        .await
+    }
+
     /// Waits until the room has an open session in `state`; returns it.
     pub async fn open_session_reaches(&self, room_id: &str, state: &str) -> Value {
         eventually(&format!("an open {state} session in {room_id}"), || async {
