@@ -70,8 +70,8 @@ pub(crate) fn rtc_url(url: &str, token: &str, auto_subscribe: bool) -> Result<St
 
 /// Opens the WebSocket and reads the JoinResponse, which must come first.
 pub(crate) async fn connect(url: &str) -> Result<(Ws, proto::JoinResponse), ClientError> {
-    // Nagle's algorithm off (`true`): small signaling messages must not wait for the
-    // server's delayed ACK, as browsers' sockets do not.
+    // Nagle's algorithm off (`true`), as browsers have it: a small signaling message must
+    // not wait for the server to acknowledge the one before it.
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| match e {
