@@ -1,6 +1,6 @@
 //! Signaling fan-out of participant updates: the cost of one join into a room of 50 and of
-//! 500 participants — the room registry telling every member, and every session encoding
-//! what it sends (the newcomer's JoinResponse lists all members). The newcomer leaves
+//! 500 participants — the room registry telling every member (one update, encoded once and
+//! shared) and the newcomer's JoinResponse, which lists all members. The newcomer leaves
 //! again between iterations, untimed. A join must cost O(members), not O(members²): the
 //! messages and bytes per join are printed before the timings (and checked by the unit test
 //! in signaling/src/bench.rs).

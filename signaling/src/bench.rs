@@ -96,15 +96,13 @@ impl FanoutRoom {
         };
         for session in &mut self.sessions {
             while let Ok(message) = session.try_recv() {
-                let response = match message {
-                    SessionMsg::Update(participants) => {
-                        Resp::Update(proto::ParticipantUpdate { participants })
-                    }
-                    SessionMsg::Signal(response) => *response,
+                let bytes = match message {
+                    SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => frame.len() as u64,
+                    SessionMsg::Signal(response) => encoded(*response),
                     SessionMsg::Permission(_) | SessionMsg::Leave(_) => continue,
                 };
                 cost.messages += 1;
-                cost.bytes += encoded(response);
+                cost.bytes += bytes;
             }
         }
         cost

@@ -10,6 +10,7 @@ mod admin;
 pub mod bench;
 mod data;
 pub mod events;
+mod frame;
 mod http;
 mod ids;
 mod publish;

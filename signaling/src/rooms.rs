@@ -12,14 +12,18 @@ use tokio::sync::mpsc;
 
 use crate::admin::{AdminError, RoomSettings};
 use crate::events::{LeaveReason, SignalEvent};
+use crate::frame::SharedFrame;
 use crate::ids;
 
 /// A message from the room to one participant's session task.
 #[derive(Debug, Clone)]
 pub(crate) enum SessionMsg {
-    /// Participants whose state changed (full snapshots).
-    Update(Vec<proto::ParticipantInfo>),
-    /// Any other signal response, sent as it is (RoomUpdate, Mute).
+    /// Participants whose state changed (full snapshots): a ParticipantUpdate encoded once
+    /// for every member it goes to.
+    Update(SharedFrame),
+    /// Another response encoded once for every member it goes to (RoomUpdate).
+    Broadcast(SharedFrame),
+    /// A response for this session only, sent as it is (Mute).
     Signal(Box<Resp>),
     /// An admin changed this participant's permissions: enforce them from now on.
     Permission(proto::ParticipantPermission),
@@ -474,9 +478,14 @@ fn recipients(state: &RoomState, identities: &[String], exclude: &str) -> Vec<St
 }
 
 fn broadcast(state: &RoomState, infos: &[proto::ParticipantInfo]) {
+    let frame = update_frame(infos.to_vec());
     for member in state.members.values() {
-        let _ = member.tx.send(SessionMsg::Update(infos.to_vec()));
+        let _ = member.tx.send(SessionMsg::Update(frame.clone()));
     }
+}
+
+fn update_frame(participants: Vec<proto::ParticipantInfo>) -> SharedFrame {
+    SharedFrame::encode(Resp::Update(proto::ParticipantUpdate { participants }))
 }
 
 /// Tells the room about a changed participant: everyone, or only itself when it is hidden
@@ -485,19 +494,19 @@ fn announce(state: &RoomState, info: &proto::ParticipantInfo) {
     if !is_hidden(info) {
         broadcast(state, std::slice::from_ref(info));
     } else if let Some(member) = state.members.get(&info.sid) {
-        let _ = member.tx.send(SessionMsg::Update(vec![info.clone()]));
+        let _ = member
+            .tx
+            .send(SessionMsg::Update(update_frame(vec![info.clone()])));
     }
 }
 
 fn send_room_update(room: &str, state: &RoomState) -> proto::Room {
     let info = Rooms::room_proto(room, state);
+    let frame = SharedFrame::encode(Resp::RoomUpdate(proto::RoomUpdate {
+        room: Some(info.clone()),
+    }));
     for member in state.members.values() {
-        let update = proto::RoomUpdate {
-            room: Some(info.clone()),
-        };
-        let _ = member
-            .tx
-            .send(SessionMsg::Signal(Box::new(Resp::RoomUpdate(update))));
+        let _ = member.tx.send(SessionMsg::Broadcast(frame.clone()));
     }
     info
 }

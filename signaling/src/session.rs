@@ -261,9 +261,8 @@ impl Session {
                     }
                 }
                 Some(msg) = room_rx.recv() => match msg {
-                    SessionMsg::Update(participants) => {
-                        let update = proto::ParticipantUpdate { participants };
-                        if send(ws, Resp::Update(update)).await.is_err() {
+                    SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => {
+                        if ws.send(Message::Binary(frame.bytes())).await.is_err() {
                             return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
                         }
                     }

@@ -66,8 +66,11 @@ async fn a_duplicate_identity_replaces_the_older_connection() {
     }
     assert!(told_to_leave);
     let mut states = Vec::new();
-    while let Ok(SessionMsg::Update(infos)) = other_rx.try_recv() {
-        states.extend(infos.into_iter().map(|i| (i.sid, i.state)));
+    while let Ok(SessionMsg::Update(frame)) = other_rx.try_recv() {
+        let Resp::Update(update) = frame.decode() else {
+            panic!("an Update frame holds a ParticipantUpdate");
+        };
+        states.extend(update.participants.into_iter().map(|i| (i.sid, i.state)));
     }
     assert!(states.contains(&("PA_old".into(), State::Disconnected as i32)));
     assert!(states.iter().any(|(sid, _)| sid == "PA_new"));
