@@ -1,8 +1,9 @@
 //! A signal response encoded once and shared by every session it goes to.
 //!
 //! A change in a room of N members used to be cloned N times and encoded by each of the N
-//! session tasks; encoded once, each session only writes the same bytes (a reference count,
-//! no copy: the WebSocket message takes `Bytes`).
+//! session tasks; encoded once, each session hands the same bytes to its WebSocket (a
+//! reference count: the message takes `Bytes`; the WebSocket still copies them into its
+//! write buffer).
 
 use bytes::Bytes;
 use livekit_protocol as proto;

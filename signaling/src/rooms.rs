@@ -478,6 +478,10 @@ fn recipients(state: &RoomState, identities: &[String], exclude: &str) -> Vec<St
 }
 
 fn broadcast(state: &RoomState, infos: &[proto::ParticipantInfo]) {
+    // The first join and the last leave tell nobody: no need to encode for them.
+    if state.members.is_empty() {
+        return;
+    }
     let frame = update_frame(infos.to_vec());
     for member in state.members.values() {
         let _ = member.tx.send(SessionMsg::Update(frame.clone()));
@@ -502,6 +506,9 @@ fn announce(state: &RoomState, info: &proto::ParticipantInfo) {
 
 fn send_room_update(room: &str, state: &RoomState) -> proto::Room {
     let info = Rooms::room_proto(room, state);
+    if state.members.is_empty() {
+        return info;
+    }
     let frame = SharedFrame::encode(Resp::RoomUpdate(proto::RoomUpdate {
         room: Some(info.clone()),
     }));
