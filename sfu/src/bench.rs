@@ -402,4 +402,74 @@ mod tests {
             assert_eq!(client.rtp_received - before, 5);
         }
     }
+
+    /// Deterministic noise for the hostile datagrams (xorshift; the values only need to
+    /// be arbitrary, not random).
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.max(1);
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hostile_datagrams_are_dropped_and_cost_no_one_their_media() {
+        let mut rig = ForwardRig::new(3, 0).expect("the rig connects");
+        let valid = rig.prepare(4);
+        let mut tampered = valid[0].clone();
+        let middle = tampered.len() / 2;
+        tampered[middle] ^= 0xff; // the SRTP tag no longer matches
+        let mut rtp_header = vec![0x80, 96, 0, 1, 0, 0, 0, 1];
+        rtp_header.extend_from_slice(&valid[0][8..12]); // the publisher's own SSRC
+        let mut stun = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
+        stun.extend(noise(3, 20));
+        let mut handshake = vec![22, 0xfe, 0xfd];
+        handshake.extend(noise(4, 60));
+        let mut app_data = vec![23, 0xfe, 0xfd];
+        app_data.extend(noise(5, 60));
+        let mut rtcp = vec![0x80, 200, 0, 6];
+        rtcp.extend(noise(6, 24));
+        let hostile: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![0x80],
+            rtp_header,
+            tampered,
+            valid[1][..valid[1].len() / 2].to_vec(),
+            rtcp,
+            stun,
+            handshake,
+            app_data,
+            noise(7, 1500),
+            noise(8, 2048),
+        ];
+        let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000);
+        let sources = [rig.publisher.addr, rig.subscribers[0].addr, stranger];
+        let sent_before = rig.sent_rtp();
+        for datagram in &hostile {
+            for source in sources {
+                rig.worker.datagram_turn(datagram, source);
+            }
+        }
+        assert_eq!(rig.sent_rtp(), sent_before, "nothing hostile is forwarded");
+
+        let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
+        rig.sink.capture.set(true);
+        for datagram in &valid {
+            rig.forward(datagram);
+        }
+        rig.pump();
+        assert_eq!(rig.sent_rtp() - sent_before, 4 * 3);
+        for (client, before) in rig.subscribers.iter().zip(received) {
+            assert_eq!(
+                client.rtp_received - before,
+                4,
+                "every subscriber still gets and decrypts the publisher's media"
+            );
+        }
+    }
 }
