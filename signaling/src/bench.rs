@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livekit_protocol as proto;
-use prost::Message as _;
 use proto::signal_response::Message as Resp;
 use tokio::sync::mpsc;
 
 use crate::events::SignalEvent;
+use crate::frame::SharedFrame;
 use crate::rooms::{Rooms, SessionMsg};
 use crate::RoomDefaults;
 
@@ -47,10 +47,7 @@ fn info(n: usize) -> proto::ParticipantInfo {
 }
 
 fn encoded(message: Resp) -> u64 {
-    let response = proto::SignalResponse {
-        message: Some(message),
-    };
-    response.encode_to_vec().len() as u64
+    SharedFrame::encode(message).len() as u64
 }
 
 /// A room of `participants` members, and a newcomer that joins and leaves.

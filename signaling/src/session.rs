@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::events::{LeaveReason, SignalEvent};
+use crate::frame::SharedFrame;
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::{data, ids, publish, Signaling};
@@ -112,10 +113,7 @@ pub(crate) fn media_joined(
 
 /// Encodes and sends one SignalResponse.
 async fn send(ws: &mut WebSocket, message: Resp) -> Result<(), axum::Error> {
-    let response = proto::SignalResponse {
-        message: Some(message),
-    };
-    ws.send(Message::Binary(response.encode_to_vec().into()))
+    ws.send(Message::Binary(SharedFrame::encode(message).bytes()))
         .await
 }
 
