@@ -152,6 +152,64 @@ async fn the_rtc_upgrade_is_refused_with_the_same_status() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_good_token_without_a_websocket_handshake_is_told_what_is_missing() {
+    let server = Server::start();
+    let token = support::token("handshake", "alice", &[]);
+    let url = format!("{}/rtc", server.http);
+    let client = support::api::http_client();
+
+    // A plain GET (a person pasting the URL into a browser).
+    let response = client
+        .get(&url)
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("WebSocket upgrade") && body.contains("Upgrade: websocket"),
+        "{body:?}"
+    );
+
+    // A handshake of another WebSocket version: 426 naming the one spoken here.
+    let response = client
+        .get(&url)
+        .query(&[("access_token", token.as_str())])
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "8")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(response.headers()["sec-websocket-version"], "13");
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("Sec-WebSocket-Version must be 13"),
+        "{body:?}"
+    );
+
+    // No key.
+    let response = client
+        .get(&url)
+        .query(&[("access_token", token.as_str())])
+        .header("Connection", "keep-alive, Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.text().await.unwrap().contains("Sec-WebSocket-Key"));
+
+    // The same token then joins: nothing was used up by the refusals.
+    let (mut alice, _) = Client::join(&server.ws, &token).await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn v1_is_refused_so_clients_fall_back_and_cors_is_open() {
     let server = Server::start();
     let client = http();

@@ -159,6 +159,53 @@ async fn participants_see_each_other_join_and_leave() {
     alice.assert_alive().await;
 }
 
+/// Metadata of `len` bytes that a truncated or misassembled message would not reproduce.
+fn long_metadata(who: &str, len: usize) -> String {
+    let mut text = format!("{who}:");
+    let mut i = 0u32;
+    while text.len() < len {
+        text.push_str(&format!("{i:05},"));
+        i += 1;
+    }
+    text.truncate(len);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_larger_than_a_frame_arrive_whole() {
+    // The server sends messages over 4 KiB in fragments (signaling/src/websocket.rs); the
+    // JoinResponse and the ParticipantUpdate here are 10–20 KiB.
+    let server = Server::start();
+    let alice_metadata = long_metadata("alice", 12_000);
+    let (mut alice, _) = server
+        .join("big", "alice", &["--metadata", &alice_metadata])
+        .await;
+    let bob_metadata = long_metadata("bob", 9_000);
+    let (mut bob, bob_join) = server
+        .join("big", "bob", &["--metadata", &bob_metadata])
+        .await;
+
+    let listed: Vec<_> = bob_join
+        .other_participants
+        .iter()
+        .map(|p| (p.identity.as_str(), p.metadata.as_str()))
+        .collect();
+    assert_eq!(listed, [("alice", alice_metadata.as_str())]);
+    assert_eq!(
+        bob_join.participant.as_ref().map(|p| p.metadata.as_str()),
+        Some(bob_metadata.as_str())
+    );
+
+    let bob_sid = bob_join.participant.as_ref().unwrap().sid.clone();
+    let seen = alice
+        .expect_participant("bob's arrival", &bob_sid, |_| true)
+        .await;
+    assert_eq!(seen.metadata, bob_metadata);
+    // Small messages still flow both ways after the fragmented ones.
+    alice.assert_alive().await;
+    bob.assert_alive().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn ping_and_ping_req_are_answered() {
     let server = Server::start();

@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +12,7 @@ use axum::Router;
 
 use crate::session::{self, JoinParams};
 use crate::token::Claims;
+use crate::websocket::{self, SignalSocket};
 use crate::Signaling;
 
 type Params = Query<HashMap<String, String>>;
@@ -56,7 +56,7 @@ fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Re
 async fn rtc(
     State(sig): State<Arc<Signaling>>,
     Query(params): Params,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
     let claims = match admit(&sig, &params) {
         Ok(claims) => claims,
@@ -64,14 +64,9 @@ async fn rtc(
     };
     // Join latency is measured from here: the token is verified and the room has room.
     let verified_at = std::time::Instant::now();
-    let upgrade = match upgrade {
-        Ok(upgrade) => upgrade,
-        Err(rejection) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("/rtc expects a WebSocket upgrade: {rejection}"),
-            )
-        }
+    let accepted = match websocket::accept(request) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal.into_response(),
     };
     let join = JoinParams {
         auto_subscribe: params
@@ -82,13 +77,14 @@ async fn rtc(
             .is_some_and(|v| v == "1" || v == "true"),
         verified_at,
     };
-    upgrade
-        .max_message_size(1 << 20)
-        // Signaling frames are small; tungstenite's default 128 KiB read buffer, resident
-        // for every connection, was half of an idle participant's memory. It grows for a
-        // large frame when needed.
-        .read_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| session::run(sig, socket, claims, join))
+    let upgrade = accepted.upgrade;
+    tokio::spawn(async move {
+        match SignalSocket::upgraded(upgrade).await {
+            Ok(socket) => session::run(sig, socket, claims, join).await,
+            Err(e) => tracing::debug!("the /rtc connection closed during the upgrade: {e}"),
+        }
+    });
+    accepted.response
 }
 
 async fn validate(State(sig): State<Arc<Signaling>>, Query(params): Params) -> Response {

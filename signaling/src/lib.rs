@@ -18,6 +18,7 @@ mod revocations;
 mod rooms;
 mod session;
 pub mod token;
+mod websocket;
 mod whip;
 
 use std::sync::Arc;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use livekit_protocol as proto;
 use prost::Message as _;
 use proto::signal_request::Message as Req;
@@ -17,6 +16,7 @@ use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
+use crate::websocket::{CloseFrame, Message, SignalSocket};
 use crate::{data, ids, publish, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
@@ -112,9 +112,8 @@ pub(crate) fn media_joined(
 }
 
 /// Encodes and sends one SignalResponse.
-async fn send(ws: &mut WebSocket, message: Resp) -> Result<(), axum::Error> {
-    ws.send(Message::Binary(SharedFrame::encode(message).bytes()))
-        .await
+async fn send(ws: &mut SignalSocket, message: Resp) -> Result<(), crate::websocket::Error> {
+    ws.send(SharedFrame::encode(message).bytes()).await
 }
 
 /// Options from the `/rtc` query string.
@@ -134,7 +133,12 @@ fn join_latency(stage: &'static str, verified_at: Instant) {
 }
 
 /// Runs a joined participant until it leaves. The token was verified before the upgrade.
-pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, join: JoinParams) {
+pub(crate) async fn run(
+    sig: Arc<Signaling>,
+    mut ws: SignalSocket,
+    claims: Claims,
+    join: JoinParams,
+) {
     // Dropped last, after the leave was reported: shutdown waits for it.
     let _live = sig.track_session();
     if join.reconnect {
@@ -146,7 +150,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
             ..Default::default()
         };
         let _ = send(&mut ws, Resp::Leave(leave)).await;
-        let _ = ws.send(Message::Close(None)).await;
+        ws.close(None).await;
         return;
     }
     let room = claims.video.room.clone();
@@ -157,10 +161,10 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
         Ok(joined) => joined,
         Err(refused) => {
             let frame = CloseFrame {
-                code: 1008,
+                code: 1008.into(),
                 reason: refused.to_string().into(),
             };
-            let _ = ws.send(Message::Close(Some(frame))).await;
+            ws.close(Some(frame)).await;
             return;
         }
     };
@@ -176,10 +180,10 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
             warn!(%room, %sid, "media plane refused the participant: {e}");
             sig.rooms.leave(&room, &sid);
             let frame = CloseFrame {
-                code: 1011,
+                code: 1011.into(),
                 reason: "the media server could not take this participant".into(),
             };
-            let _ = ws.send(Message::Close(Some(frame))).await;
+            ws.close(Some(frame)).await;
             return;
         }
     };
@@ -239,7 +243,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, mut ws: WebSocket, claims: Claims, 
 impl Session {
     async fn serve(
         &mut self,
-        ws: &mut WebSocket,
+        ws: &mut SignalSocket,
         room_rx: &mut mpsc::UnboundedReceiver<SessionMsg>,
         peer_events: &mut mpsc::UnboundedReceiver<PeerEvent>,
     ) -> Ending {
@@ -260,7 +264,7 @@ impl Session {
                 }
                 Some(msg) = room_rx.recv() => match msg {
                     SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => {
-                        if ws.send(Message::Binary(frame.bytes())).await.is_err() {
+                        if ws.send(frame.bytes()).await.is_err() {
                             return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
                         }
                     }
@@ -288,14 +292,14 @@ impl Session {
                     return Ending {
                         reason: LeaveReason::PingTimeout,
                         notify: true,
-                        close: Some(CloseFrame { code: 1000, reason: "no ping from the client within ping_timeout".into() }),
+                        close: Some(CloseFrame { code: 1000.into(), reason: "no ping from the client within ping_timeout".into() }),
                     };
                 }
             }
         }
     }
 
-    async fn handle_frame(&mut self, ws: &mut WebSocket, frame: Message) -> Option<Ending> {
+    async fn handle_frame(&mut self, ws: &mut SignalSocket, frame: Message) -> Option<Ending> {
         let bytes = match frame {
             Message::Binary(bytes) => bytes,
             Message::Close(_) => {
@@ -305,7 +309,8 @@ impl Session {
                     close: None,
                 })
             }
-            Message::Ping(_) | Message::Pong(_) => return None,
+            // Raw frames are only ever sent; tungstenite reads whole messages.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             Message::Text(_) => {
                 return Some(protocol_error(
                     "text frames are not supported: send binary protobuf SignalRequest frames",
@@ -325,7 +330,7 @@ impl Session {
         self.handle_request(ws, message).await.err()
     }
 
-    async fn handle_request(&mut self, ws: &mut WebSocket, message: Req) -> Result<(), Ending> {
+    async fn handle_request(&mut self, ws: &mut SignalSocket, message: Req) -> Result<(), Ending> {
         match message {
             Req::Offer(offer) => match self.media.publisher_offer(offer.sdp).await {
                 Ok(sdp) => {
@@ -381,7 +386,7 @@ impl Session {
         Ok(())
     }
 
-    async fn reply(&self, ws: &mut WebSocket, message: Resp) -> Result<(), Ending> {
+    async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
         send(ws, message).await.map_err(|_| Ending {
             reason: LeaveReason::SignalClosed,
             notify: false,
@@ -411,7 +416,7 @@ impl Session {
 
     async fn handle_peer_event(
         &mut self,
-        ws: &mut WebSocket,
+        ws: &mut SignalSocket,
         event: PeerEvent,
     ) -> Result<(), Ending> {
         match event {
@@ -461,7 +466,7 @@ impl Session {
     }
 
     /// Leaves the room and the media plane, records it, and closes the socket.
-    async fn finish(self, ws: &mut WebSocket, ending: Ending) {
+    async fn finish(self, ws: &mut SignalSocket, ending: Ending) {
         self.sig.rooms.leave(&self.room, &self.sid);
         let stats = self.media.leave().await;
         if ending.notify {
@@ -478,7 +483,7 @@ impl Session {
             };
             let _ = send(ws, Resp::Leave(leave)).await;
         }
-        let _ = ws.send(Message::Close(ending.close)).await;
+        ws.close(ending.close).await;
         // An evicted duplicate was already removed from the room by its replacement (so
         // `leave` found nothing), but it still left and is recorded as such.
         let _ = self.sig.events.send(SignalEvent::ParticipantLeft {
@@ -503,7 +508,7 @@ fn protocol_error(reason: &str) -> Ending {
         reason: LeaveReason::ProtocolError,
         notify: false,
         close: Some(CloseFrame {
-            code: CLOSE_UNSUPPORTED,
+            code: CLOSE_UNSUPPORTED.into(),
             reason: text.into(),
         }),
     }

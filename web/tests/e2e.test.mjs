@@ -247,3 +247,27 @@ scenario('an expired token is refused with a readable message', 60_000, async ({
   assert.ok(exp < Date.now() / 1000 - 500, 'the test token really is expired');
   await expectRefused(server, open, 'Late', token, /expired/i);
 });
+
+scenario('messages over a WebSocket frame (a 12 KB JoinResponse, a 9 KB update) reach livekit-client whole', 60_000, async ({ server, open }) => {
+  // The server sends messages above 4 KiB as several frames (signaling/src/websocket.rs).
+  const room = roomId('fragments');
+  const metadata = (who, len) => `${who}:${randomBytes(len).toString('base64')}`.slice(0, len);
+  const join = async (identity, meta) => {
+    const at = new AccessToken('devkey', 'secret', { identity, name: identity, metadata: meta });
+    at.addGrant({ roomJoin: true, room });
+    const { url } = await server.devToken(room, `probe-${identity}`);
+    const page = await open(identity, { url, token: await at.toJwt(), autojoin: '1' });
+    await page.joined(JOIN_MS);
+    return page;
+  };
+  const aliceMeta = metadata('alice', 12_000);
+  const bobMeta = metadata('bob', 9_000);
+  const alice = await join('alice', aliceMeta);
+  const bob = await join('bob', bobMeta);
+
+  // Bob learnt Alice's metadata from his JoinResponse; Alice learns Bob's from an update.
+  const seen = (page, other) => page.until(`sees ${other}'s metadata`, (id) => window.demo.room.remoteParticipants.get(id)?.metadata, other, JOIN_MS);
+  assert.equal(await seen(bob, 'alice'), aliceMeta);
+  assert.equal(await seen(alice, 'bob'), bobMeta);
+  assert.equal(await bob.page.evaluate(() => window.demo.room.localParticipant.metadata), bobMeta);
+});
