@@ -155,54 +155,54 @@ async fn the_rtc_upgrade_is_refused_with_the_same_status() {
 async fn a_good_token_without_a_websocket_handshake_is_told_what_is_missing() {
     let server = Server::start();
     let token = support::token("handshake", "alice", &[]);
-    let url = format!("{}/rtc", server.http);
-    let client = support::api::http_client();
+    // GET /rtc with a good token and `headers`: the status, the headers and the body.
+    let get = |headers: &'static [(&'static str, &'static str)]| {
+        let request = support::api::http_client()
+            .get(format!("{}/rtc", server.http))
+            .query(&[("access_token", token.as_str())]);
+        async move {
+            let mut request = request;
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            (status, headers, response.text().await.unwrap())
+        }
+    };
 
     // A plain GET (a person pasting the URL into a browser).
-    let response = client
-        .get(&url)
-        .query(&[("access_token", token.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    let body = response.text().await.unwrap();
+    let (status, _, body) = get(&[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
         body.contains("WebSocket upgrade") && body.contains("Upgrade: websocket"),
         "{body:?}"
     );
 
     // A handshake of another WebSocket version: 426 naming the one spoken here.
-    let response = client
-        .get(&url)
-        .query(&[("access_token", token.as_str())])
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "8")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
-    assert_eq!(response.headers()["sec-websocket-version"], "13");
-    let body = response.text().await.unwrap();
+    let (status, headers, body) = get(&[
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "8"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(headers["sec-websocket-version"], "13");
     assert!(
         body.contains("Sec-WebSocket-Version must be 13"),
         "{body:?}"
     );
 
     // No key.
-    let response = client
-        .get(&url)
-        .query(&[("access_token", token.as_str())])
-        .header("Connection", "keep-alive, Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    assert!(response.text().await.unwrap().contains("Sec-WebSocket-Key"));
+    let (status, _, body) = get(&[
+        ("Connection", "keep-alive, Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Version", "13"),
+    ])
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("Sec-WebSocket-Key"), "{body:?}");
 
     // The same token then joins: nothing was used up by the refusals.
     let (mut alice, _) = Client::join(&server.ws, &token).await;
