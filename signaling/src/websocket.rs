@@ -101,7 +101,7 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 }
 
 /// Checks the RFC 6455 handshake of `request` and prepares the switch.
-pub(crate) fn accept(request: Request) -> Result<Accepted, NotWebSocket> {
+pub(crate) fn accept(mut request: Request) -> Result<Accepted, NotWebSocket> {
     if request.method() != Method::GET {
         return Err(NotWebSocket::Method(request.method().clone()));
     }
@@ -121,7 +121,6 @@ pub(crate) fn accept(request: Request) -> Result<Accepted, NotWebSocket> {
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or(NotWebSocket::NoKey)?;
     let accept_key = derive_accept_key(key.as_bytes());
-    let mut request = request;
     let upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
