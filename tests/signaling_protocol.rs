@@ -421,6 +421,36 @@ async fn a_malformed_binary_frame_closes_with_1003_and_spares_the_room() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_message_over_one_mib_closes_with_1009_and_spares_the_room() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+    let server = Server::start();
+    let (mut alice, _) = server.join("oversize", "alice", &[]).await;
+    let (mut bob, bob_join) = server.join("oversize", "bob", &[]).await;
+    let bob_sid = bob_join.participant.unwrap().sid;
+
+    // Two fragments of 600 KiB: each frame is acceptable, the message they make is not.
+    let part = vec![0u8; 600 * 1024];
+    let first = Frame::message(part.clone(), OpCode::Data(Data::Binary), false);
+    let second = Frame::message(part, OpCode::Data(Data::Continue), true);
+    bob.send_raw(Message::Frame(first)).await;
+    bob.send_raw(Message::Frame(second)).await;
+    let close = bob.expect_close().await.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Size, "close code 1009");
+    assert!(
+        close.reason.contains("larger than"),
+        "the reason says the message was too large: {:?}",
+        close.reason
+    );
+
+    alice
+        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
+        .await;
+    alice.assert_alive().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_text_frame_closes_with_a_reason_and_spares_the_room() {
     let server = Server::start();
     let (mut alice, _) = server.join("texts", "alice", &[]).await;

@@ -16,11 +16,13 @@ use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
-use crate::websocket::{CloseFrame, Message, SignalSocket};
+use crate::websocket::{self, CloseFrame, Message, SignalSocket};
 use crate::{data, ids, publish, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
 const CLOSE_UNSUPPORTED: u16 = 1003;
+/// Close code for a message over the size limit (RFC 6455 "message too big").
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// How a session ended, and whether the client must be told.
 struct Ending {
@@ -255,6 +257,9 @@ impl Session {
                 frame = ws.recv() => {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
+                        Some(Err(e)) if websocket::is_too_big(&e) => {
+                            return protocol_error(CLOSE_TOO_BIG, &format!("a message larger than {} bytes was sent; signaling messages are far smaller", websocket::MAX_MESSAGE));
+                        }
                         Some(Err(_)) | None => return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None },
                     };
                     self.last_heard = Instant::now();
@@ -313,6 +318,7 @@ impl Session {
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             Message::Text(_) => {
                 return Some(protocol_error(
+                    CLOSE_UNSUPPORTED,
                     "text frames are not supported: send binary protobuf SignalRequest frames",
                 ))
             }
@@ -320,10 +326,10 @@ impl Session {
         let request = match proto::SignalRequest::decode(bytes.as_ref()) {
             Ok(request) => request,
             Err(e) => {
-                return Some(protocol_error(&format!(
-                    "malformed SignalRequest frame ({} bytes): {e}",
-                    bytes.len()
-                )))
+                return Some(protocol_error(
+                    CLOSE_UNSUPPORTED,
+                    &format!("malformed SignalRequest frame ({} bytes): {e}", bytes.len()),
+                ))
             }
         };
         let message = request.message?;
@@ -342,11 +348,19 @@ impl Session {
                     };
                     self.reply(ws, Resp::Answer(answer)).await?;
                 }
-                Err(e) => return Err(protocol_error(&format!("publisher offer refused: {e}"))),
+                Err(e) => {
+                    return Err(protocol_error(
+                        CLOSE_UNSUPPORTED,
+                        &format!("publisher offer refused: {e}"),
+                    ))
+                }
             },
             Req::Answer(answer) => {
                 if let Err(e) = self.media.subscriber_answer(answer.sdp).await {
-                    return Err(protocol_error(&format!("subscriber answer refused: {e}")));
+                    return Err(protocol_error(
+                        CLOSE_UNSUPPORTED,
+                        &format!("subscriber answer refused: {e}"),
+                    ));
                 }
             }
             Req::Trickle(trickle) => self.trickle(&trickle),
@@ -498,7 +512,7 @@ impl Session {
     }
 }
 
-fn protocol_error(reason: &str) -> Ending {
+fn protocol_error(code: u16, reason: &str) -> Ending {
     // Close reasons are capped at 123 bytes by the WebSocket protocol.
     let mut text = reason.to_owned();
     while text.len() > 123 {
@@ -508,7 +522,7 @@ fn protocol_error(reason: &str) -> Ending {
         reason: LeaveReason::ProtocolError,
         notify: false,
         close: Some(CloseFrame {
-            code: CLOSE_UNSUPPORTED.into(),
+            code: code.into(),
             reason: text.into(),
         }),
     }

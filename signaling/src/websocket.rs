@@ -29,7 +29,7 @@ pub(crate) use tokio_tungstenite::tungstenite::{Error, Message};
 pub(crate) const FRAGMENT: usize = 4 * 1024;
 
 /// Largest message accepted from a client (an SDP offer of a big room is tens of KB).
-const MAX_MESSAGE: usize = 1 << 20;
+pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 
 /// Socket settings. Signaling frames are small: tungstenite's default 128 KiB read buffer,
 /// resident for every connection, was half of an idle participant's memory; it grows for a
@@ -41,6 +41,11 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// Whether reading failed because the client sent a message or frame over [`MAX_MESSAGE`].
+pub(crate) fn is_too_big(error: &Error) -> bool {
+    matches!(error, Error::Capacity(_))
 }
 
 /// A request that asked for a WebSocket, accepted: the `101 Switching Protocols` to return
