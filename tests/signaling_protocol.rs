@@ -11,7 +11,9 @@ mod peer;
 use livekit_protocol as proto;
 use proto::participant_info::State;
 use support::{assert_sid, rtc_url, state, Client, Event, Req, Resp, Server, WAIT};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 fn version(text: &str) -> (u32, u32, u32) {
@@ -392,80 +394,66 @@ async fn an_unparsable_offer_closes_only_that_connection() {
     alice.assert_alive().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_binary_frame_closes_with_1003_and_spares_the_room() {
+/// Bob sends `frames` into a room he shares with Alice. Returns the close frame Bob got,
+/// after checking that Alice saw him leave and is still served.
+async fn bad_input_closes_only_the_sender(room: &str, frames: Vec<Message>) -> CloseFrame {
     let server = Server::start();
-    let (mut alice, _) = server.join("garbage", "alice", &[]).await;
-    let (mut bob, bob_join) = server.join("garbage", "bob", &[]).await;
+    let (mut alice, _) = server.join(room, "alice", &[]).await;
+    let (mut bob, bob_join) = server.join(room, "bob", &[]).await;
     let bob_sid = bob_join.participant.unwrap().sid;
 
+    for frame in frames {
+        bob.send_raw(frame).await;
+    }
+    let close = bob.expect_close().await.expect("a close frame");
+
+    alice
+        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
+        .await;
+    alice.assert_alive().await;
+    close
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_binary_frame_closes_with_1003_and_spares_the_room() {
     // Field 1 (offer) announced with 200 bytes, followed by four: not a SignalRequest.
     let garbage = vec![0x0a, 0xc8, 0x01, 0xde, 0xad, 0xbe, 0xef];
     assert!(
         <proto::SignalRequest as prost::Message>::decode(garbage.as_slice()).is_err(),
         "the test's garbage must really be malformed"
     );
-    bob.send_raw(Message::Binary(garbage.into())).await;
-    let close = bob.expect_close().await.expect("a close frame");
+    let close =
+        bad_input_closes_only_the_sender("garbage", vec![Message::Binary(garbage.into())]).await;
     assert_eq!(close.code, CloseCode::Unsupported, "close code 1003");
     assert!(
         close.reason.contains("malformed"),
         "the reason says the frame was malformed: {:?}",
         close.reason
     );
-
-    alice
-        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
-        .await;
-    alice.assert_alive().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_over_one_mib_closes_with_1009_and_spares_the_room() {
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
-
-    let server = Server::start();
-    let (mut alice, _) = server.join("oversize", "alice", &[]).await;
-    let (mut bob, bob_join) = server.join("oversize", "bob", &[]).await;
-    let bob_sid = bob_join.participant.unwrap().sid;
-
     // Two fragments of 600 KiB: each frame is acceptable, the message they make is not.
     let part = vec![0u8; 600 * 1024];
     let first = Frame::message(part.clone(), OpCode::Data(Data::Binary), false);
     let second = Frame::message(part, OpCode::Data(Data::Continue), true);
-    bob.send_raw(Message::Frame(first)).await;
-    bob.send_raw(Message::Frame(second)).await;
-    let close = bob.expect_close().await.expect("a close frame");
+    let frames = vec![Message::Frame(first), Message::Frame(second)];
+    let close = bad_input_closes_only_the_sender("oversize", frames).await;
     assert_eq!(close.code, CloseCode::Size, "close code 1009");
     assert!(
         close.reason.contains("larger than"),
         "the reason says the message was too large: {:?}",
         close.reason
     );
-
-    alice
-        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
-        .await;
-    alice.assert_alive().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_text_frame_closes_with_a_reason_and_spares_the_room() {
-    let server = Server::start();
-    let (mut alice, _) = server.join("texts", "alice", &[]).await;
-    let (mut bob, bob_join) = server.join("texts", "bob", &[]).await;
-    let bob_sid = bob_join.participant.unwrap().sid;
-
-    bob.send_raw(Message::Text(r#"{"ping": 1}"#.into())).await;
-    let close = bob.expect_close().await.expect("a close frame");
+    let text = Message::Text(r#"{"ping": 1}"#.into());
+    let close = bad_input_closes_only_the_sender("texts", vec![text]).await;
     assert!(!close.reason.is_empty(), "a text frame gets a close reason");
     assert_ne!(close.code, CloseCode::Normal, "not a normal closure");
-
-    alice
-        .expect_participant("bob leaving", &bob_sid, |p| state(p) == State::Disconnected)
-        .await;
-    alice.assert_alive().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
