@@ -32,6 +32,17 @@ struct Ending {
     close: Option<CloseFrame>,
 }
 
+impl Ending {
+    /// The client closed the socket or it failed: nothing more can be sent.
+    fn signal_closed() -> Self {
+        Ending {
+            reason: LeaveReason::SignalClosed,
+            notify: false,
+            close: None,
+        }
+    }
+}
+
 pub(crate) struct Session {
     pub sig: Arc<Signaling>,
     pub room: String,
@@ -230,11 +241,7 @@ pub(crate) async fn run(
         ..Default::default()
     };
     let ending = if send(&mut ws, Resp::Join(response)).await.is_err() {
-        Ending {
-            reason: LeaveReason::SignalClosed,
-            notify: false,
-            close: None,
-        }
+        Ending::signal_closed()
     } else {
         join_latency("join_response", join.verified_at);
         session.serve(&mut ws, &mut room_rx, &mut peer_events).await
@@ -260,7 +267,7 @@ impl Session {
                         Some(Err(e)) if websocket::is_too_big(&e) => {
                             return protocol_error(CLOSE_TOO_BIG, &format!("a message larger than {} bytes was sent; signaling messages are far smaller", websocket::MAX_MESSAGE));
                         }
-                        Some(Err(_)) | None => return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None },
+                        Some(Err(_)) | None => return Ending::signal_closed(),
                     };
                     self.last_heard = Instant::now();
                     if let Some(ending) = self.handle_frame(ws, frame).await {
@@ -270,12 +277,12 @@ impl Session {
                 Some(msg) = room_rx.recv() => match msg {
                     SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => {
                         if ws.send(frame.bytes()).await.is_err() {
-                            return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
+                            return Ending::signal_closed();
                         }
                     }
                     SessionMsg::Signal(response) => {
                         if send(ws, *response).await.is_err() {
-                            return Ending { reason: LeaveReason::SignalClosed, notify: false, close: None };
+                            return Ending::signal_closed();
                         }
                     }
                     SessionMsg::Permission(permission) => {
@@ -307,13 +314,7 @@ impl Session {
     async fn handle_frame(&mut self, ws: &mut SignalSocket, frame: Message) -> Option<Ending> {
         let bytes = match frame {
             Message::Binary(bytes) => bytes,
-            Message::Close(_) => {
-                return Some(Ending {
-                    reason: LeaveReason::SignalClosed,
-                    notify: false,
-                    close: None,
-                })
-            }
+            Message::Close(_) => return Some(Ending::signal_closed()),
             // Raw frames are only ever sent; tungstenite reads whole messages.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             Message::Text(_) => {
@@ -401,11 +402,7 @@ impl Session {
     }
 
     async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
-        send(ws, message).await.map_err(|_| Ending {
-            reason: LeaveReason::SignalClosed,
-            notify: false,
-            close: None,
-        })
+        send(ws, message).await.map_err(|_| Ending::signal_closed())
     }
 
     fn trickle(&self, trickle: &proto::TrickleRequest) {
