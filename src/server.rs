@@ -80,11 +80,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot open the session store")?;
 
+    let test_drop_video_every = test_drop_video_every()?;
     let sfu = Sfu::start(&SfuConfig {
         bind_ip: settings.rtc.ip,
         port: settings.rtc.port,
         workers: settings.rtc.workers,
         advertise_ips: settings.rtc.advertised_ips(),
+        test_drop_video_every,
     })
     .context("cannot start the media plane")?;
     let media_addrs = sfu.local_addrs();
@@ -200,6 +202,24 @@ fn set_nodelay(stream: &mut tokio::net::TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         warn!("cannot turn Nagle's algorithm off on a connection: {e}");
     }
+}
+
+/// The retransmission tests' hook (`SWITCHBOARD_TEST_DROP_VIDEO_EVERY=N`, docs/configuration.md):
+/// the media plane withholds the first send of every Nth forwarded video packet, as a lossy
+/// downlink would, so a browser's NACKs and our resends can be tested on loopback.
+fn test_drop_video_every() -> anyhow::Result<Option<std::num::NonZeroU64>> {
+    const NAME: &str = "SWITCHBOARD_TEST_DROP_VIDEO_EVERY";
+    let Ok(value) = std::env::var(NAME) else {
+        return Ok(None);
+    };
+    let every = value
+        .parse::<std::num::NonZeroU64>()
+        .with_context(|| format!("{NAME}={value:?} is not a whole number above 0"))?;
+    tracing::warn!(
+        every = every.get(),
+        "{NAME} is set: every {every}th forwarded video packet is held back (a test hook)"
+    );
+    Ok(Some(every))
 }
 
 #[cfg(test)]

@@ -76,6 +76,16 @@ fn a_bad_rtc_port_env_var_is_named() {
 }
 
 #[test]
+fn a_bad_test_drop_hook_is_named() {
+    let out = serve(
+        &["--dev", "--rtc-port", "0"],
+        &[("SWITCHBOARD_TEST_DROP_VIDEO_EVERY", "0")],
+    );
+    let stderr = assert_refused(&out, "SWITCHBOARD_TEST_DROP_VIDEO_EVERY");
+    assert!(stderr.contains("\"0\""), "the bad value is shown: {stderr}");
+}
+
+#[test]
 fn a_bad_flag_is_blamed_even_with_a_good_env_var() {
     // Flags take precedence over the environment: the bad flag is the one named.
     let out = serve(

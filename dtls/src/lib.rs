@@ -13,12 +13,14 @@
 //! The handshake itself is dimpl's, configured as str0m's provider configures it (no server
 //! cookie: ICE already proved the peer's address).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion,
+    SrtpProfile,
 };
 use str0m::crypto::{CryptoError, CryptoProvider};
 
@@ -43,6 +45,46 @@ pub fn prepare() {
             .set_crypto_provider(provider())
             .build(Instant::now()),
     );
+}
+
+/// The SRTP keying material a handshake exported (RFC 5764 §4.2), as str0m receives it.
+///
+/// The media plane encrypts forwarded RTP itself (`sfu/src/rtp_out/`), so it needs the keys
+/// str0m derives its own SRTP context from. str0m keeps them private; our DTLS instances see
+/// them pass and leave a copy here.
+pub struct ExportedKeys {
+    /// client write key | server write key | client salt | server salt.
+    pub material: Vec<u8>,
+    pub profile: SrtpProfile,
+    /// Whether this side is the DTLS client: its write key is the first half.
+    pub active: bool,
+}
+
+impl std::fmt::Debug for ExportedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key bytes themselves.
+        f.debug_struct("ExportedKeys")
+            .field("profile", &self.profile)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// Keys the last handshake driven on this thread exported, until someone takes them.
+    /// A str0m peer is driven on one thread at a time, and str0m hands the keys over while
+    /// its owner polls it: the owner takes them right after the poll that produced them.
+    static EXPORTED: RefCell<Option<ExportedKeys>> = const { RefCell::new(None) };
+}
+
+/// Leaves keys for [`take_exported_keys`] (called by the DTLS instances of this process).
+pub fn record_exported_keys(keys: ExportedKeys) {
+    EXPORTED.with(|slot| *slot.borrow_mut() = Some(keys));
+}
+
+/// The keys of the handshake that completed on this thread since the last call, if any.
+pub fn take_exported_keys() -> Option<ExportedKeys> {
+    EXPORTED.with(|slot| slot.borrow_mut().take())
 }
 
 #[derive(Debug)]
@@ -125,7 +167,15 @@ impl DtlsInstance for DimplInstance {
     }
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
-        self.0.poll_output(buf)
+        let output = self.0.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &output {
+            record_exported_keys(ExportedKeys {
+                material: material.to_vec(),
+                profile: *profile,
+                active: self.0.is_active(),
+            });
+        }
+        output
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {

@@ -390,6 +390,17 @@ mod tests {
             rig.forward(&datagram);
         }
         assert_eq!(rig.sent_rtp() - before, 30);
+        let direct = rig
+            .worker
+            .parts
+            .iter()
+            .flatten()
+            .filter(|p| p.subscriber.direct.is_some());
+        assert_eq!(
+            direct.count(),
+            3,
+            "every connected subscriber peer sends on our path"
+        );
         // Delivered to the client peers, those packets decrypt as RTP.
         let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
         let datagrams = rig.prepare(5);
@@ -401,6 +412,43 @@ mod tests {
         for (client, before) in rig.subscribers.iter().zip(received) {
             assert_eq!(client.rtp_received - before, 5);
         }
+    }
+
+    #[test]
+    fn a_packet_lost_on_the_way_is_resent_when_the_subscriber_nacks_it() {
+        let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
+        let datagrams = rig.prepare(8);
+        let received = rig.subscribers[0].rtp_received;
+        let sent = rig.sent_rtp();
+        rig.sink.capture.set(true);
+        for datagram in &datagrams {
+            rig.forward(datagram);
+        }
+        // The network loses the fourth forwarded packet.
+        {
+            let mut captured = rig.sink.captured.borrow_mut();
+            let lost = captured
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, data))| is_rtp(data))
+                .nth(3)
+                .map(|(index, _)| index)
+                .expect("eight packets were forwarded");
+            captured.remove(lost);
+        }
+        // The subscriber notices the gap and sends a NACK on its own timer; keep the peers
+        // talking until the packet arrives or it clearly never will.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rig.subscribers[0].rtp_received - received < 8 && Instant::now() < deadline {
+            rig.pump();
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            rig.subscribers[0].rtp_received - received,
+            8,
+            "the lost packet came"
+        );
+        assert!(rig.sent_rtp() - sent > 8, "it came as a retransmission");
     }
 
     /// Deterministic noise for the hostile datagrams (xorshift; the values only need to

@@ -18,6 +18,7 @@ mod metrics;
 mod participant;
 mod rewrite;
 mod rtc_config;
+mod rtp_out;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
@@ -56,6 +57,10 @@ pub struct SfuConfig {
     pub workers: usize,
     /// Addresses advertised as host candidates when `bind_ip` is unspecified.
     pub advertise_ips: Vec<IpAddr>,
+    /// For tests of retransmission only: withhold the first send of every Nth forwarded
+    /// video packet (it still goes into the history, so a NACK brings it). `None` in
+    /// production.
+    pub test_drop_video_every: Option<std::num::NonZeroU64>,
 }
 
 impl Default for SfuConfig {
@@ -65,6 +70,7 @@ impl Default for SfuConfig {
             port: 0,
             workers: 1,
             advertise_ips: Vec::new(),
+            test_drop_video_every: None,
         }
     }
 }
@@ -157,9 +163,10 @@ impl Sfu {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
+            let drop_every = config.test_drop_video_every;
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || worker::run(index, socket, advertise, rx))
+                .spawn(move || worker::run(index, socket, advertise, drop_every, rx))
                 .map_err(|e| SfuError::Config(format!("cannot start a media worker: {e}")))?;
             workers.push(WorkerHandle { commands: tx, addr });
             threads.push(thread);

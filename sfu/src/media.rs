@@ -4,13 +4,15 @@
 use std::time::{Duration, Instant};
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
-use str0m::rtp::{RtpPacket, RtpWrite};
-use str0m::Event;
+use str0m::rtp::rtcp::{Nack, Rtcp};
+use str0m::rtp::{RawPacket, RtpPacket, RtpWrite};
+use str0m::{Event, Input};
 use tracing::debug;
 
 use crate::api::{PeerEvent, PeerRole, TrackKind};
 use crate::codec::starts_keyframe;
 use crate::participant::{InTrack, Layer, Slot};
+use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
 use crate::worker::Worker;
 
 /// A layer that sent nothing for this long is considered stopped (the publisher's
@@ -53,6 +55,23 @@ impl Worker {
                             reliable,
                             payload: data.data,
                         });
+                    }
+                }
+            }
+            (PeerRole::Subscriber, Event::RawPacket(raw)) => {
+                if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
+                    self.answer_nack(slot, &nack);
+                }
+            }
+            (PeerRole::Subscriber, Event::IceConnectionStateChange(state))
+                if state.is_connected() =>
+            {
+                // After an ICE restart the peer may be at a new address, which our send path
+                // learns from str0m's next datagram to it: let each stream's next packet be
+                // str0m's.
+                if let Some(part) = self.parts[slot].as_mut() {
+                    for out in part.out.iter_mut().flatten() {
+                        out.send.str0m_written = None;
                     }
                 }
             }
@@ -346,15 +365,42 @@ impl Worker {
             ) else {
                 continue;
             };
-            let mut api = subscriber.subscriber.rtc.direct_api();
-            let Some(stream) = api.stream_tx(&ssrc_out) else {
-                continue;
-            };
-            stream.write_rtp(
-                RtpWrite::new(pt_out, seq.into(), ts, now, packet.payload.clone())
-                    .marker(packet.header.marker)
-                    .nackable(is_video),
-            );
+            let peer = &mut subscriber.subscriber;
+            match (&peer.direct, peer.media_to) {
+                (Some(direct), Some(to)) if !out_track.send.str0m_due(now) => {
+                    let rtp = RtpOut {
+                        ssrc: *ssrc_out,
+                        pt: *pt_out,
+                        marker: packet.header.marker,
+                        seq,
+                        timestamp: ts,
+                        payload: &packet.payload,
+                    };
+                    let datagram = direct.packet(self.sink.buffer(), &rtp);
+                    self.metrics.datagram_out(&datagram);
+                    let withheld =
+                        is_video && self.test_drop.as_mut().is_some_and(DropEvery::this_one);
+                    if !withheld {
+                        self.sink.send(datagram, to);
+                    }
+                    out_track.send.sent(&rtp, &packet.payload, now, is_video);
+                }
+                _ => {
+                    let mut api = peer.rtc.direct_api();
+                    let Some(stream) = api.stream_tx(&ssrc_out) else {
+                        continue;
+                    };
+                    stream.write_rtp(
+                        RtpWrite::new(pt_out, seq.into(), ts, now, packet.payload.clone())
+                            .marker(packet.header.marker)
+                            .nackable(is_video),
+                    );
+                    out_track.send.str0m_written = Some(now);
+                    // Sent now, not at the turn's end, so it leaves in order with the
+                    // packets our own path sends right away.
+                    self.str0m_now.push(sub);
+                }
+            }
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += packet.payload.len() as u64;
             self.metrics.forwarded += 1;
@@ -363,11 +409,9 @@ impl Worker {
                 subscriber.first_media_sent = true;
                 subscriber.emit(PeerEvent::FirstMediaSent);
             }
-            // str0m sends a written packet at the peer's next timeout (the pacer snapshots
-            // queues there): draining now would only hear "wake me now", so schedule that.
-            self.timers.wake(sub, PeerRole::Subscriber);
         }
         self.scratch = subscribers;
+        self.send_str0m_written();
         if !self.taps.is_empty() {
             self.tap_packet(slot, index, &packet, params);
         }
@@ -376,6 +420,66 @@ impl Worker {
             // sent before this subscriber's m-line was ready.
             self.keyframe_queue.push((slot, index));
         }
+    }
+
+    /// Has the subscriber peers str0m was given a packet for send it now. str0m sends a
+    /// written packet only when woken (its pacer looks at queues then), which costs a pass
+    /// over all of the peer's streams; our own send path makes that rare (`rtp_out`).
+    fn send_str0m_written(&mut self) {
+        if self.str0m_now.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let subscribers = std::mem::take(&mut self.str0m_now);
+        for &sub in &subscribers {
+            let Some(part) = self.parts[sub].as_mut() else {
+                continue;
+            };
+            if let Err(e) = part.subscriber.rtc.handle_input(Input::Timeout(now)) {
+                debug!(participant = %part.key, "timeout input failed: {e}");
+            }
+            self.drain(sub, PeerRole::Subscriber);
+        }
+        self.str0m_now = subscribers;
+        self.str0m_now.clear();
+    }
+
+    /// Answers a subscriber's NACK from what our own send path sent (str0m answers for the
+    /// packets it sent itself), within the stream's retransmission allowance.
+    pub(crate) fn answer_nack(&mut self, slot: Slot, nack: &Nack) {
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let peer = &part.subscriber;
+        let (Some(direct), Some(to)) = (&peer.direct, peer.media_to) else {
+            return;
+        };
+        let ssrc = *nack.ssrc;
+        let Some(out) = part
+            .out
+            .iter_mut()
+            .flatten()
+            .find(|o| o.ssrc.is_some_and(|s| *s == ssrc))
+        else {
+            return;
+        };
+        let seqs = nack
+            .reports
+            .iter()
+            .flat_map(|e| rtp_out::nacked(e.pid, e.blp));
+        let (sink, metrics) = (&mut self.sink, &mut self.metrics);
+        let StreamSend {
+            history, allowance, ..
+        } = &mut out.send;
+        history.find(ssrc, seqs, Instant::now(), |rtp| {
+            if !allowance.take(rtp.payload.len()) {
+                return;
+            }
+            let datagram = direct.packet(sink.buffer(), rtp);
+            metrics.datagram_out(&datagram);
+            metrics.retransmitted += 1;
+            sink.send(datagram, to);
+        });
     }
 }
 

@@ -99,6 +99,8 @@ pub(crate) struct WorkerMetrics {
     /// RTP packets written to subscribers, and their payload bytes.
     pub forwarded: u64,
     pub forwarded_bytes: u64,
+    /// Packets sent again from our own send path's history, answering NACKs.
+    pub retransmitted: u64,
     /// Datagrams and bytes on the wire, by [`Wire`] kind.
     pub udp_in: [u64; 5],
     pub udp_in_bytes: [u64; 5],
@@ -109,6 +111,7 @@ pub(crate) struct WorkerMetrics {
     c_rtp_in_bytes: Local,
     c_forwarded: Local,
     c_forwarded_bytes: Local,
+    c_retransmitted: Local,
     c_udp_in: [Local; 5],
     c_udp_in_bytes: [Local; 5],
     c_udp_out: [Local; 5],
@@ -143,6 +146,7 @@ impl WorkerMetrics {
             rtp_in_bytes: 0,
             forwarded: 0,
             forwarded_bytes: 0,
+            retransmitted: 0,
             udp_in: [0; 5],
             udp_in_bytes: [0; 5],
             udp_out: [0; 5],
@@ -152,6 +156,7 @@ impl WorkerMetrics {
             c_rtp_in_bytes: Local::new(counter!("switchboard_rtp_bytes_received_total")),
             c_forwarded: Local::new(counter!("switchboard_packets_forwarded_total")),
             c_forwarded_bytes: Local::new(counter!("switchboard_bytes_forwarded_total")),
+            c_retransmitted: Local::new(counter!("switchboard_packets_retransmitted_total")),
             c_udp_in: by_wire("switchboard_udp_packets_total", "in"),
             c_udp_in_bytes: by_wire("switchboard_udp_bytes_total", "in"),
             c_udp_out: by_wire("switchboard_udp_packets_total", "out"),
@@ -250,6 +255,7 @@ impl WorkerMetrics {
             (&mut self.c_rtp_in_bytes, &mut self.rtp_in_bytes),
             (&mut self.c_forwarded, &mut self.forwarded),
             (&mut self.c_forwarded_bytes, &mut self.forwarded_bytes),
+            (&mut self.c_retransmitted, &mut self.retransmitted),
         ] {
             local.value = std::mem::take(value);
             local.flush();

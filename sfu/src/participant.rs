@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::api::{ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, TrackKind};
 use crate::rewrite::Rewriter;
+use crate::rtp_out::{DirectSend, StreamSend};
 
 /// Index of a participant slot in its worker. Slots are reused only after every reference
 /// to the old occupant has been removed.
@@ -23,15 +24,32 @@ pub(crate) type Slot = usize;
 /// timer heap.
 pub(crate) struct Peer {
     pub rtc: Rtc,
+    /// The send path for forwarded RTP that bypasses str0m (subscriber peers, once DTLS
+    /// has exported keys); `None` sends through str0m.
+    pub direct: Option<DirectSend>,
+    /// Where str0m last sent this peer DTLS, RTP or RTCP: where our own packets go too.
+    pub media_to: Option<SocketAddr>,
     /// Remote addresses seen for this peer, so the worker's demultiplexer can forget them.
     pub addrs: Vec<SocketAddr>,
     pub disconnected_reported: bool,
 }
 
 impl Peer {
+    /// Starts the send path that bypasses str0m with the keys its handshake exported.
+    pub fn start_direct_send(
+        &mut self,
+        keys: &switchboard_dtls::ExportedKeys,
+    ) -> Result<(), crate::rtp_out::srtp::KeysError> {
+        let srtp = crate::rtp_out::srtp::SrtpSender::new(keys)?;
+        self.direct = Some(DirectSend::new(srtp));
+        Ok(())
+    }
+
     pub fn new(rtc: Rtc) -> Self {
         Self {
             rtc,
+            direct: None,
+            media_to: None,
             addrs: Vec::new(),
             disconnected_reported: false,
         }
@@ -141,6 +159,8 @@ pub(crate) struct OutTrack {
     pub ssrc: Option<Ssrc>,
     pub pt_map: Vec<(Pt, Pt)>,
     pub rewriter: Rewriter,
+    /// Our own send path's state for this stream (history for NACKs).
+    pub send: StreamSend,
     /// Video starts on a keyframe: until one arrives nothing is forwarded.
     pub waiting_keyframe: bool,
     /// An m-line the client offered (a WHEP viewer): it stays open whatever its source

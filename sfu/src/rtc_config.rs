@@ -17,7 +17,7 @@ pub(crate) fn install_crypto() {
 
 /// The publisher PC of a participant: it receives the client's media.
 pub(crate) fn new_publisher_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
-    new_rtc(now, ExtensionMap::standard(), dtls)
+    new_rtc(ExtensionMap::standard(), dtls).build(now)
 }
 
 /// The subscriber PC of a participant (or a WHEP viewer): it only sends media.
@@ -27,6 +27,9 @@ pub(crate) fn new_publisher_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
 /// keeps a 1000-entry send record for it per peer (~90 KB once full, a sixth of what a
 /// video subscriber cost) and the client sends feedback every ~100 ms that we decrypt and
 /// throw away. Publisher PCs keep it: the client's own estimator needs our feedback.
+///
+/// It hands us the RTCP it receives (str0m's "raw packets"): most forwarded packets leave
+/// through our own send path (`rtp_out`), so the NACKs for them are ours to answer.
 pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
@@ -34,13 +37,13 @@ pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
             exts.set(id, ext.clone());
         }
     }
-    new_rtc(now, exts, dtls)
+    new_rtc(exts, dtls).enable_raw_packets(true).build(now)
 }
 
 /// A peer in RTP mode (packets forwarded as packets), ICE-lite (the server is never the
 /// controlling agent), with the codecs browsers offer. RED is left off so that audio is
 /// forwarded as plain Opus to every subscriber.
-fn new_rtc(now: Instant, exts: ExtensionMap, dtls: DtlsPeers) -> Rtc {
+fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
     let builder = match dtls {
         DtlsPeers::Ecdsa => RtcConfig::new().set_crypto_provider(switchboard_dtls::provider()),
         DtlsPeers::EcdsaOrRsa => {
@@ -64,5 +67,4 @@ fn new_rtc(now: Instant, exts: ExtensionMap, dtls: DtlsPeers) -> Rtc {
         // streams also get a one-second age limit when they open (`media.rs`,
         // `VIDEO_HISTORY_AGE`). (str0m's default of 1000 was ~430 KB per subscriber stream.)
         .set_send_buffer_video(300)
-        .build(now)
 }

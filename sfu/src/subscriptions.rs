@@ -12,12 +12,11 @@ use crate::participant::{OutState, OutTrack, Slot};
 use crate::rewrite::Rewriter;
 use crate::worker::Worker;
 
-/// A video subscriber stream keeps what it sent for retransmission for one second (what
-/// libwebrtc senders keep at least: several NACK round trips), up to this many packets
-/// (~1.1 s of 2.5 Mbit/s). Each record is ~430 bytes (the payload itself is shared), so the
-/// age limit matters below the cap: at 1 Mbit/s a subscriber keeps ~110 records instead of
-/// the 300 that str0m's default 3 s would fill.
-const VIDEO_HISTORY_PACKETS: usize = 300;
+/// str0m's retransmission cache of a video subscriber stream. It only holds the packets
+/// str0m sends itself (every packet before the peer's keys exist, then one per
+/// `rtp_out::STR0M_REFRESH`); our own send path keeps its own history (`rtp_out::History`).
+/// One second, what libwebrtc senders keep at least (several NACK round trips).
+const VIDEO_HISTORY_PACKETS: usize = 16;
 const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
 /// At most one subscriber offer per this interval on a PC: the first change is offered at
 /// the end of its loop turn, later ones wait for the interval since the last offer and go
@@ -26,8 +25,9 @@ const VIDEO_HISTORY_AGE: Duration = Duration::from_secs(1);
 /// that joined just before them) waits for nothing. LiveKit's server spaces offers by as
 /// much (it delays every one).
 const RENEGOTIATION_INTERVAL: Duration = Duration::from_millis(150);
-/// Retransmitted bytes may be at most this share of the bytes sent (str0m's default): a
-/// subscriber's NACKs cannot make the worker resend its whole history again and again.
+/// Retransmitted bytes may be at most this share of the bytes sent (str0m's default; our
+/// own path has the same cap, `rtp_out::RESEND_SHARE_PERCENT`): a subscriber's NACKs cannot
+/// make the worker resend its whole history again and again.
 const RETRANSMIT_RATIO_CAP: f32 = 0.15;
 
 impl Worker {
@@ -63,6 +63,7 @@ impl Worker {
             ssrc: None,
             pt_map: Vec::new(),
             rewriter: Rewriter::default(),
+            send: crate::rtp_out::StreamSend::default(),
             waiting_keyframe: kind == TrackKind::Video,
             fixed: false,
         });

@@ -5,11 +5,6 @@
 //! cost O(peers); with the heap a turn costs O(log peers) per peer that is actually due.
 //! The heap is indexed by peer (`pos`), so a peer's deadline is moved in place: there is
 //! exactly one entry per scheduled peer and no stale entries to skip or compact.
-//!
-//! Forwarding asks for a subscriber to be woken on the current turn once per packet and
-//! subscriber (str0m sends a written packet at the peer's next timeout). Those requests go
-//! to a plain list instead of the heap: moving a hundred entries to the top of the heap per
-//! packet, only to pop them again at the end of the turn, was 3 % of a busy worker's CPU.
 
 use std::time::Instant;
 
@@ -43,10 +38,6 @@ pub(crate) struct Timers {
     heap: Vec<(Instant, usize)>,
     /// Peer key → its index in `heap`, or [`ABSENT`].
     pos: Vec<usize>,
-    /// Peers asked to be woken on this turn ([`Timers::wake`]), each once.
-    woken: Vec<usize>,
-    /// Peer key → whether it is in `woken`.
-    is_woken: Vec<bool>,
 }
 
 impl Timers {
@@ -73,21 +64,9 @@ impl Timers {
         }
     }
 
-    /// Asks for a peer to be woken on this turn, whatever its deadline. Its deadline stays
-    /// where it is until the peer, once woken, sets a new one.
-    pub fn wake(&mut self, slot: Slot, role: PeerRole) {
-        let key = key(slot, role);
-        self.make_room(key);
-        if !self.is_woken[key] {
-            self.is_woken[key] = true;
-            self.woken.push(key);
-        }
-    }
-
     fn make_room(&mut self, key: usize) {
         if key >= self.pos.len() {
             self.pos.resize(key + 1, ABSENT);
-            self.is_woken.resize(key + 1, false);
         }
     }
 
@@ -102,30 +81,20 @@ impl Timers {
         }
     }
 
-    /// The earliest deadline, if any peer has one (a peer asked to be woken is due now).
-    pub fn next(&self, now: Instant) -> Option<Instant> {
-        if !self.woken.is_empty() {
-            return Some(now);
-        }
+    /// The earliest deadline, if any peer has one.
+    pub fn next(&self) -> Option<Instant> {
         self.heap.first().map(|(at, _)| *at)
     }
 
-    /// Moves every peer due at `now` into `due`, each once: those asked for with
-    /// [`Timers::wake`], then those whose deadline has passed, earliest first. A due peer has
-    /// no deadline until it sets a new one.
+    /// Moves every peer whose deadline has passed at `now` into `due`, earliest first. A due
+    /// peer has no deadline until it sets a new one.
     pub fn take_due(&mut self, now: Instant, due: &mut Vec<(Slot, PeerRole)>) {
-        due.extend(self.woken.iter().map(|&key| unkey(key)));
         while let Some(&(at, key)) = self.heap.first() {
             if at > now {
                 break;
             }
             self.remove_at(0);
-            if !self.is_woken[key] {
-                due.push(unkey(key));
-            }
-        }
-        for key in self.woken.drain(..) {
-            self.is_woken[key] = false;
+            due.push(unkey(key));
         }
     }
 
@@ -209,7 +178,7 @@ mod tests {
         timers.set(2, PeerRole::Publisher, ms(5));
         timers.set(0, PeerRole::Publisher, ms(50));
         assert_eq!(timers.len(), 4);
-        assert_eq!(timers.next(t0), Some(ms(5)));
+        assert_eq!(timers.next(), Some(ms(5)));
         timers.clear(1, PeerRole::Subscriber);
         timers.clear(1, PeerRole::Subscriber);
         timers.clear(40, PeerRole::Publisher);
@@ -219,47 +188,9 @@ mod tests {
             vec![(2, PeerRole::Publisher), (3, PeerRole::Subscriber)]
         );
         assert_eq!(due(&mut timers, ms(35)), vec![]);
-        assert_eq!(timers.next(ms(35)), Some(ms(50)));
+        assert_eq!(timers.next(), Some(ms(50)));
         assert_eq!(due(&mut timers, ms(50)), vec![(0, PeerRole::Publisher)]);
-        assert_eq!(timers.next(ms(50)), None);
-    }
-
-    #[test]
-    fn a_woken_peer_is_due_now_once_and_keeps_its_deadline_until_it_sets_one() {
-        let t0 = Instant::now();
-        let ms = |n| t0 + Duration::from_millis(n);
-        let mut timers = Timers::default();
-        timers.set(1, PeerRole::Subscriber, ms(20));
-        timers.set(2, PeerRole::Subscriber, ms(3));
-        assert_eq!(timers.next(t0), Some(ms(3)));
-        timers.wake(1, PeerRole::Subscriber);
-        timers.wake(1, PeerRole::Subscriber);
-        timers.wake(2, PeerRole::Subscriber);
-        timers.wake(7, PeerRole::Publisher);
-        assert_eq!(
-            timers.next(t0),
-            Some(t0),
-            "a woken peer makes the turn due now"
-        );
-        // Peer 2 is both woken and past its deadline: it is taken once.
-        assert_eq!(
-            due(&mut timers, ms(5)),
-            vec![
-                (1, PeerRole::Subscriber),
-                (2, PeerRole::Subscriber),
-                (7, PeerRole::Publisher)
-            ]
-        );
-        // Peer 1 was woken early; its deadline stands until it sets a new one.
-        assert_eq!(timers.next(ms(5)), Some(ms(20)));
-        assert_eq!(due(&mut timers, ms(5)), vec![]);
-        timers.set(1, PeerRole::Subscriber, ms(30));
-        assert_eq!(due(&mut timers, ms(25)), vec![]);
-        assert_eq!(due(&mut timers, ms(30)), vec![(1, PeerRole::Subscriber)]);
-        // Woken again after being taken: due again.
-        timers.wake(2, PeerRole::Subscriber);
-        assert_eq!(due(&mut timers, ms(31)), vec![(2, PeerRole::Subscriber)]);
-        assert_eq!(timers.next(ms(31)), None);
+        assert_eq!(timers.next(), None);
     }
 
     #[test]
@@ -267,7 +198,6 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         let mut reference: Vec<Option<Instant>> = vec![None; 64];
-        let mut woken = [false; 64];
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = || {
             seed ^= seed << 13;
@@ -283,22 +213,14 @@ mod tests {
                     timers.clear(slot, role);
                     reference[key] = None;
                 }
-                2 => {
-                    timers.wake(slot, role);
-                    woken[key] = true;
-                }
                 _ => {
                     let at = t0 + Duration::from_micros(next() % 1000);
                     timers.set(slot, role, at);
                     reference[key] = Some(at);
                 }
             }
-            let expected = if woken.iter().any(|w| *w) {
-                Some(t0)
-            } else {
-                reference.iter().flatten().min().copied()
-            };
-            assert_eq!(timers.next(t0), expected);
+            let expected = reference.iter().flatten().min().copied();
+            assert_eq!(timers.next(), expected);
         }
         let now = t0 + Duration::from_micros(500);
         let mut taken: Vec<usize> = due(&mut timers, now)
@@ -306,7 +228,7 @@ mod tests {
             .map(|(slot, role)| key(slot, role))
             .collect();
         let mut expected: Vec<usize> = (0..64)
-            .filter(|k| woken[*k] || reference[*k].is_some_and(|at| at <= now))
+            .filter(|k| reference[*k].is_some_and(|at| at <= now))
             .collect();
         let count = taken.len();
         taken.sort_unstable();

@@ -74,6 +74,7 @@ impl Worker {
                 ssrc,
                 pt_map: Vec::new(),
                 rewriter: Rewriter::default(),
+                send: crate::rtp_out::StreamSend::default(),
                 waiting_keyframe: kind == TrackKind::Video,
                 fixed: true,
             });

@@ -32,6 +32,11 @@ pub(crate) trait DatagramSink {
     /// Takes the datagram's buffer (str0m's own allocation), so queueing it copies nothing.
     fn send(&mut self, data: Vec<u8>, to: SocketAddr);
 
+    /// An empty buffer for a datagram of our own: one already sent, when the sink keeps them.
+    fn buffer(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+
     /// Sends whatever `send` held back.
     fn flush(&mut self) {}
 }
@@ -42,7 +47,13 @@ pub(crate) trait DatagramSink {
 struct UdpSink {
     socket: std::sync::Arc<UdpSocket>,
     queue: Vec<(Vec<u8>, SocketAddr)>,
+    /// Buffers of sent datagrams, reused for the next ones: a fan-out would otherwise
+    /// allocate and free one buffer per subscriber per packet.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare buffers a sink keeps (two full batches, ~330 KB at most).
+const SPARE_BUFFERS: usize = 2 * SEND_BATCH;
 
 #[cfg(target_os = "linux")]
 const SEND_BATCH: usize = crate::sendmmsg::MAX_BATCH;
@@ -54,7 +65,20 @@ impl UdpSink {
         Self {
             socket,
             queue: Vec::with_capacity(SEND_BATCH),
+            spare: Vec::with_capacity(SPARE_BUFFERS),
         }
+    }
+
+    /// Empties the queue after a send, keeping its buffers for reuse.
+    fn recycle(&mut self) {
+        for (mut data, _) in self.queue.drain(..) {
+            if self.spare.len() == SPARE_BUFFERS {
+                break;
+            }
+            data.clear();
+            self.spare.push(data);
+        }
+        self.queue.clear();
     }
 }
 
@@ -65,6 +89,10 @@ impl DatagramSink for UdpSink {
         if self.queue.len() >= SEND_BATCH {
             self.flush();
         }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
     }
 
     #[cfg(target_os = "linux")]
@@ -78,15 +106,16 @@ impl DatagramSink for UdpSink {
         // writability. Refused datagrams are dropped, as before (UDP is lossy); no metric
         // counts them.
         let _dropped = crate::sendmmsg::send_all(self.socket.as_raw_fd(), &self.queue);
-        self.queue.clear();
+        self.recycle();
     }
 
     #[cfg(not(target_os = "linux"))]
     fn flush(&mut self) {
-        for (data, to) in self.queue.drain(..) {
+        for (data, to) in &self.queue {
             // UDP is lossy anyway: a full socket buffer drops this datagram only.
-            let _ = self.socket.try_send_to(&data, to);
+            let _ = self.socket.try_send_to(data, *to);
         }
+        self.recycle();
     }
 }
 
@@ -112,6 +141,7 @@ pub(crate) fn run(
     index: usize,
     socket: std::net::UdpSocket,
     advertise: Vec<SocketAddr>,
+    test_drop_video_every: Option<std::num::NonZeroU64>,
     commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -137,6 +167,7 @@ pub(crate) fn run(
         };
         let sink = Box::new(UdpSink::new(std::sync::Arc::clone(&socket)));
         let mut worker = Worker::new(index, sink, advertise);
+        worker.test_drop = test_drop_video_every.map(crate::rtp_out::DropEvery::new);
         worker.run(&socket, commands).await;
     });
 }
@@ -151,6 +182,8 @@ pub(crate) struct Worker {
     pub by_addr: HashMap<SocketAddr, (Slot, PeerRole)>,
     /// Reused buffer of (subscriber, out index) pairs while forwarding one packet.
     pub scratch: Vec<(Slot, usize)>,
+    /// Subscriber peers str0m was handed a forwarded packet for, to send it right away.
+    pub(crate) str0m_now: Vec<Slot>,
     /// Keyframe requests to pass to publishers after the current drain: (publisher, track).
     pub keyframe_queue: Vec<(Slot, usize)>,
     /// The participant whose peer is being driven, so a panic can be pinned on it.
@@ -166,6 +199,9 @@ pub(crate) struct Worker {
     queue_depth: usize,
     /// In-process consumers of rooms' media (egress); usually none.
     pub(crate) taps: Vec<crate::tap::Tap>,
+    /// Tests of retransmission only (`SfuConfig::test_drop_video_every`); `None` in
+    /// production.
+    pub(crate) test_drop: Option<crate::rtp_out::DropEvery>,
 }
 
 impl Worker {
@@ -183,6 +219,7 @@ impl Worker {
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             scratch: Vec::new(),
+            str0m_now: Vec::new(),
             keyframe_queue: Vec::new(),
             current: None,
             timers: Timers::default(),
@@ -191,6 +228,7 @@ impl Worker {
             metrics: WorkerMetrics::new(index),
             queue_depth: 0,
             taps: Vec::new(),
+            test_drop: None,
         }
     }
 
@@ -267,11 +305,9 @@ impl Worker {
     }
 
     /// Takes in the datagrams already waiting on the socket, up to a batch, before the turn's
-    /// timeouts run. Every forwarded packet asks for its subscriber peers to be woken, and
-    /// waking a peer costs str0m a pass over all of that peer's streams: a subscriber of 24
-    /// publishers woken once per turn instead of once per packet is where a busy room's CPU
-    /// goes. An idle socket ends the batch at once, so a lightly loaded worker sends every
-    /// packet on the turn it arrived, as before; a loaded one spends less per packet.
+    /// timeouts run and its datagrams are sent: a loaded worker hands the kernel one
+    /// `sendmmsg` per batch instead of one per packet. An idle socket ends the batch at once,
+    /// so a lightly loaded worker sends every packet on the turn it arrived.
     fn receive_waiting(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         for _ in 1..RECEIVE_BATCH {
             match socket.try_recv_from(buf) {
@@ -330,7 +366,7 @@ impl Worker {
     pub(crate) fn next_deadline(&self) -> Instant {
         let now = Instant::now();
         let cap = now + Duration::from_millis(500);
-        [self.timers.next(now), self.next_renegotiation()]
+        [self.timers.next(), self.next_renegotiation()]
             .into_iter()
             .flatten()
             .fold(cap, Instant::min)
@@ -444,12 +480,26 @@ impl Worker {
                 }
                 return;
             }
-            match peer.rtc.poll_output() {
+            let output = peer.rtc.poll_output();
+            // A handshake that completed in this poll left its keys on this thread: a
+            // subscriber peer's become its own send path; a publisher's are not needed.
+            if let Some(keys) = switchboard_dtls::take_exported_keys() {
+                if role == PeerRole::Subscriber {
+                    if let Err(e) = peer.start_direct_send(&keys) {
+                        // str0m's path still works, only slower.
+                        warn!(worker = self.index, slot, "forwarding through str0m: {e}");
+                    }
+                }
+            }
+            match output {
                 Ok(Output::Timeout(at)) => {
                     self.timers.set(slot, role, at);
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    if crate::rtp_out::goes_to_media_address(&t.contents) {
+                        peer.media_to = Some(t.destination);
+                    }
                     self.metrics.datagram_out(&t.contents);
                     self.sink.send(t.contents.into(), t.destination);
                 }

@@ -117,6 +117,40 @@ async function pollPage(page, what, fn, arg, check, timeoutMs = 30_000) {
   throw new Error(`${page.label}: ${what} — not within ${timeoutMs / 1000}s; last: ${JSON.stringify(last)}`);
 }
 
+/**
+ * ICE restart of `window.whipPc` as a WHIP/WHEP client does it: a new offer's credentials in a
+ * PATCH, ours back in the answer fragment. Resolves to {status, frag, etag, ufrag}.
+ */
+function restartIce(page, { location, etag, bearer }) {
+  return page.page.evaluate(async ({ location, etag, bearer }) => {
+    const pc = window.whipPc;
+    pc.restartIce();
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const ufrag = /a=ice-ufrag:(\S+)/.exec(offer.sdp)[1];
+    const pwd = /a=ice-pwd:(\S+)/.exec(offer.sdp)[1];
+    const resp = await fetch(location, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/trickle-ice-sdpfrag', 'if-match': etag },
+      body: `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\na=mid:0\r\n`,
+    });
+    const frag = await resp.text();
+    if (resp.status !== 200) return { status: resp.status, frag };
+    const newUfrag = /a=ice-ufrag:(\S+)/.exec(frag)[1];
+    const newPwd = /a=ice-pwd:(\S+)/.exec(frag)[1];
+    const answer = pc.currentRemoteDescription.sdp
+      .replace(/a=ice-ufrag:\S+/g, `a=ice-ufrag:${newUfrag}`)
+      .replace(/a=ice-pwd:\S+/g, `a=ice-pwd:${newPwd}`);
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return { status: resp.status, frag, etag: resp.headers.get('etag'), ufrag };
+  }, { location, etag, bearer });
+}
+
+/** In the page: whether `window.whipPc`'s transport is connected with local ufrag `ufrag`. */
+const onNewCredentials = (ufrag) => window.whipPc.getStats()
+  .then((stats) => [...stats.values()].some((s) => s.type === 'transport'
+    && s.iceLocalUsernameFragment === ufrag && s.iceState === 'connected'));
+
 const whepStats = () => window.whepFrames();
 
 async function http(server, method, path, { bearer, type, body, headers = {} } = {}) {
@@ -154,35 +188,12 @@ test('a browser publishes with plain WebRTC over WHIP; a livekit-client particip
   // ICE restart as a WHIP client does it: a new offer's credentials in a PATCH, ours back in
   // the answer fragment; media keeps flowing over the restarted connection.
   const bearer = await token(room, 'obs-like');
-  const restarted = await whip.page.evaluate(async ({ location, etag, bearer }) => {
-    const pc = window.whipPc;
-    pc.restartIce();
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
-    const ufrag = /a=ice-ufrag:(\S+)/.exec(offer.sdp)[1];
-    const pwd = /a=ice-pwd:(\S+)/.exec(offer.sdp)[1];
-    const resp = await fetch(location, {
-      method: 'PATCH',
-      headers: { authorization: `Bearer ${bearer}`, 'content-type': 'application/trickle-ice-sdpfrag', 'if-match': etag },
-      body: `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\na=mid:0\r\n`,
-    });
-    const frag = await resp.text();
-    if (resp.status !== 200) return { status: resp.status, frag };
-    const newUfrag = /a=ice-ufrag:(\S+)/.exec(frag)[1];
-    const newPwd = /a=ice-pwd:(\S+)/.exec(frag)[1];
-    const answer = pc.currentRemoteDescription.sdp
-      .replace(/a=ice-ufrag:\S+/g, `a=ice-ufrag:${newUfrag}`)
-      .replace(/a=ice-pwd:\S+/g, `a=ice-pwd:${newPwd}`);
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-    return { status: resp.status, frag, etag: resp.headers.get('etag'), ufrag };
-  }, { location: result.location, etag: result.etag, bearer });
+  const restarted = await restartIce(whip, { location: result.location, etag: result.etag, bearer });
   assert.equal(restarted.status, 200, restarted.frag);
   assert.notEqual(restarted.etag, result.etag);
   const framesNow = (await viewer.inbound())['obs-like'].framesDecoded;
   // The transport runs on the new credentials (not the old pair kept alive).
-  await pollPage(whip, 'the transport is connected with the new ICE credentials', (ufrag) => window.whipPc.getStats()
-    .then((stats) => [...stats.values()].some((s) => s.type === 'transport'
-      && s.iceLocalUsernameFragment === ufrag && s.iceState === 'connected')), restarted.ufrag, (ok) => ok, 10_000);
+  await pollPage(whip, 'the transport is connected with the new ICE credentials', onNewCredentials, restarted.ufrag, (ok) => ok, 10_000);
   const deadline = Date.now() + 10_000;
   let framesLater = framesNow;
   while (framesLater < framesNow + 60 && Date.now() < deadline) {
@@ -246,6 +257,16 @@ test('a browser watches over WHEP while livekit-client publishes, and follows th
   assert.match(result.location, /^\/whep\/\S+$/);
   const framesAtLeast = async (n, what) => pollPage(player, what, whepStats, undefined, (s) => s.frames >= n && s.audio > 0);
   await framesAtLeast(20, 'decodes Alice\'s video and receives her audio');
+
+  // An ICE restart of the player (new credentials, new candidates): the server's media follows
+  // it to the new connection.
+  const restarted = await restartIce(player, {
+    location: result.location, etag: result.etag, bearer: await token(room, 'watcher', { canPublish: false }),
+  });
+  assert.equal(restarted.status, 200, restarted.frag);
+  await pollPage(player, 'the transport is connected with the new ICE credentials', onNewCredentials, restarted.ufrag, (ok) => ok, 10_000);
+  const atRestart = (await player.page.evaluate(() => window.whepFrames())).frames;
+  await framesAtLeast(atRestart + 60, 'keeps decoding after the ICE restart');
 
   // The viewer is hidden: Alice does not see it.
   const others = await alice.page.evaluate(() => [...window.demo.room.remoteParticipants.keys()]);

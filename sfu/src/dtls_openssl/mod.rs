@@ -387,7 +387,15 @@ impl DtlsInstance for OpensslDtls {
                 buf[..data.len()].copy_from_slice(&data);
                 DtlsOutput::ApplicationData(&buf[..data.len()])
             }
-            Some(Event::Keying(material, profile)) => DtlsOutput::KeyingMaterial(material, profile),
+            Some(Event::Keying(material, profile)) => {
+                // The media plane encrypts forwarded RTP with these keys itself.
+                switchboard_dtls::record_exported_keys(switchboard_dtls::ExportedKeys {
+                    material: material.to_vec(),
+                    profile,
+                    active: self.active.unwrap_or(false),
+                });
+                DtlsOutput::KeyingMaterial(material, profile)
+            }
             Some(Event::Connected) => DtlsOutput::Connected,
             Some(Event::CloseNotify) => DtlsOutput::CloseNotify,
             None => {

@@ -25,7 +25,7 @@ function keep(lines, line) {
  * prints `switchboard ready http://127.0.0.1:<port>`. Rejects with the reason and the stderr tail
  * if the binary is missing, exits first, or is not ready within `readyTimeoutMs`.
  */
-export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dataDir: reuse = null } = {}) {
+export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dataDir: reuse = null, env = {} } = {}) {
   const bin = switchboardBinary();
   if (!existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build\` in ${REPO_ROOT} first `
@@ -36,7 +36,7 @@ export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dat
   const args = ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-port', '0', '--data-dir', dataDir, ...extraArgs];
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { RUST_BACKTRACE: '1', ...process.env },
+    env: { RUST_BACKTRACE: '1', ...process.env, ...env },
   });
   const stdout = [];
   const stderr = [];

@@ -1,0 +1,361 @@
+//! The media plane's own send path for forwarded RTP.
+//!
+//! str0m sends a written packet only when its peer is next woken, and waking a peer costs a
+//! pass over every stream it has (pacer, reports, NACK and keyframe state): per forwarded
+//! packet, that pass and str0m's per-packet bookkeeping were most of a worker's CPU. Here a
+//! subscriber's forwarded packet is built, encrypted with the keys its DTLS handshake
+//! exported ([`srtp`]) and queued for the socket on the spot, and NACKs are answered from
+//! a small history of what was sent ([`History`]).
+//!
+//! str0m keeps everything else: ICE, DTLS, SDP, the streams it declared (their SSRCs are
+//! ours), incoming RTCP (receiver reports, PLI, FIR, NACK statistics) and outgoing RTCP. Its
+//! sender reports map RTP time to wallclock from the last packet written through it, so one
+//! packet per stream every [`STR0M_REFRESH`] still goes through str0m's path (see `media.rs`).
+
+pub(crate) mod srtp;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use srtp::SrtpSender;
+
+/// How often a forwarded stream sends one packet through str0m, so the sender reports str0m
+/// writes for it keep a current RTP-time ↔ wallclock mapping (what receivers synchronise
+/// audio with video by). str0m reports every second for video, every five for audio.
+pub(crate) const STR0M_REFRESH: Duration = Duration::from_millis(500);
+
+/// A video stream keeps what it sent in the last [`HISTORY_AGE`] for retransmission, in a
+/// ring that starts at [`HISTORY_MIN`] entries and doubles while it would drop packets
+/// younger than that, up to [`HISTORY_MAX`] (2.5 Mbit/s video needs 512). Entries are a
+/// few dozen bytes: the payload is shared with every other subscriber of the track.
+const HISTORY_AGE: Duration = Duration::from_secs(1);
+const HISTORY_MIN: usize = 32;
+const HISTORY_MAX: usize = 1024;
+
+/// A subscriber peer's own send path, ready once its DTLS handshake exported keys.
+pub(crate) struct DirectSend {
+    srtp: SrtpSender,
+}
+
+/// The fields of an RTP packet the forwarder chooses.
+pub(crate) struct RtpOut<'a> {
+    pub ssrc: u32,
+    pub pt: u8,
+    pub marker: bool,
+    /// Extended sequence number (rollover counter × 65536 + sequence number).
+    pub seq: u64,
+    pub timestamp: u32,
+    pub payload: &'a [u8],
+}
+
+/// Bytes of the RTP header we write: no CSRCs and no header extensions (the SSRCs are
+/// signalled in the SDP, so receivers need no MID to bind them).
+const HEADER: usize = 12;
+
+impl DirectSend {
+    pub(crate) fn new(srtp: SrtpSender) -> Self {
+        Self { srtp }
+    }
+
+    /// The SRTP packet for `rtp`, ready for the socket, written into `packet` (an empty
+    /// buffer, reused when the sink keeps sent ones).
+    pub(crate) fn packet(&self, mut packet: Vec<u8>, rtp: &RtpOut<'_>) -> Vec<u8> {
+        packet.reserve(HEADER + rtp.payload.len() + self.srtp.overhead());
+        packet.push(0x80); // version 2, no padding, no extension, no CSRC
+        packet.push(u8::from(rtp.marker) << 7 | (rtp.pt & 0x7f));
+        packet.extend_from_slice(&(rtp.seq as u16).to_be_bytes());
+        packet.extend_from_slice(&rtp.timestamp.to_be_bytes());
+        packet.extend_from_slice(&rtp.ssrc.to_be_bytes());
+        packet.extend_from_slice(rtp.payload);
+        // The SRTP index is 48 bits; the rewriter numbers every stream from 1, far below.
+        self.srtp
+            .protect(&mut packet, HEADER, rtp.ssrc, rtp.seq & 0xffff_ffff_ffff);
+        packet
+    }
+}
+
+/// Whether str0m's datagram goes to the peer's media address: DTLS, RTP and RTCP go to the
+/// nominated ICE pair, STUN answers wherever their check came from. Our own packets go where
+/// the last of the former went.
+pub(crate) fn goes_to_media_address(datagram: &[u8]) -> bool {
+    // RFC 7983: 0–3 is STUN, 20–63 DTLS, 128–191 RTP/RTCP.
+    datagram.first().is_some_and(|b| *b >= 20)
+}
+
+/// A test hook (`SfuConfig::test_drop_video_every`): the first send of every Nth forwarded
+/// video packet is held back, as a lossy downlink would drop it.
+pub(crate) struct DropEvery {
+    every: std::num::NonZeroU64,
+    counted: u64,
+}
+
+impl DropEvery {
+    pub(crate) fn new(every: std::num::NonZeroU64) -> Self {
+        Self { every, counted: 0 }
+    }
+
+    /// Counts a packet; true when it is the one to hold back.
+    pub(crate) fn this_one(&mut self) -> bool {
+        self.counted += 1;
+        self.counted.is_multiple_of(self.every.get())
+    }
+}
+
+/// Retransmissions may cost at most this share of the bytes a stream sent (str0m's own cap
+/// is the same): a subscriber that NACKs everything, again and again, gets little more
+/// than the stream itself. Unused allowance is kept up to [`RESEND_ALLOWANCE_MAX`].
+pub(crate) const RESEND_SHARE_PERCENT: usize = 15;
+const RESEND_ALLOWANCE_MAX: usize = 256 * 1024;
+
+/// What the send path keeps per forwarded stream.
+#[derive(Default)]
+pub(crate) struct StreamSend {
+    pub history: History,
+    pub allowance: ResendAllowance,
+    /// When a packet of this stream last went through str0m (see [`STR0M_REFRESH`]).
+    pub str0m_written: Option<Instant>,
+}
+
+/// Bytes of retransmission a stream may still send.
+#[derive(Default)]
+pub(crate) struct ResendAllowance(usize);
+
+impl ResendAllowance {
+    fn earn(&mut self, sent: usize) {
+        self.0 = (self.0 + sent * RESEND_SHARE_PERCENT / 100).min(RESEND_ALLOWANCE_MAX);
+    }
+
+    /// Takes the allowance for resending `bytes`, if there is enough left.
+    pub(crate) fn take(&mut self, bytes: usize) -> bool {
+        match self.0.checked_sub(bytes) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl StreamSend {
+    /// Records a packet sent on our path (video packets are kept for retransmission).
+    pub(crate) fn sent(&mut self, rtp: &RtpOut<'_>, payload: &Arc<[u8]>, at: Instant, keep: bool) {
+        self.allowance.earn(rtp.payload.len());
+        if keep {
+            self.history.record(rtp, payload, at);
+        }
+    }
+
+    /// Whether the next packet must go through str0m to refresh its sender reports.
+    pub(crate) fn str0m_due(&self, now: Instant) -> bool {
+        self.str0m_written
+            .is_none_or(|at| now.saturating_duration_since(at) >= STR0M_REFRESH)
+    }
+}
+
+/// One sent packet, kept to answer a NACK for it.
+struct Sent {
+    seq: u64,
+    timestamp: u32,
+    pt: u8,
+    marker: bool,
+    payload: Arc<[u8]>,
+    at: Instant,
+}
+
+/// The recently sent packets of one video stream, by sequence number.
+#[derive(Default)]
+pub(crate) struct History {
+    /// Allocated at the first packet (audio streams never keep one).
+    slots: Vec<Option<Sent>>,
+}
+
+impl History {
+    pub(crate) fn record(&mut self, rtp: &RtpOut<'_>, payload: &Arc<[u8]>, at: Instant) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(HISTORY_MIN, || None);
+        }
+        let len = self.slots.len();
+        let evicts_young = self.slots[rtp.seq as usize % len]
+            .as_ref()
+            .is_some_and(|old| at.saturating_duration_since(old.at) < HISTORY_AGE);
+        if evicts_young && len < HISTORY_MAX {
+            self.grow();
+        }
+        let len = self.slots.len();
+        self.slots[rtp.seq as usize % len] = Some(Sent {
+            seq: rtp.seq,
+            timestamp: rtp.timestamp,
+            pt: rtp.pt,
+            marker: rtp.marker,
+            payload: Arc::clone(payload),
+            at,
+        });
+    }
+
+    fn grow(&mut self) {
+        let mut slots: Vec<Option<Sent>> = Vec::new();
+        slots.resize_with(self.slots.len() * 2, || None);
+        let len = slots.len();
+        for sent in self.slots.drain(..).flatten() {
+            let index = sent.seq as usize % len;
+            slots[index] = Some(sent);
+        }
+        self.slots = slots;
+    }
+
+    /// Calls `resend` with each packet of `seqs` (16-bit sequence numbers, as NACKs carry
+    /// them) still held and younger than [`HISTORY_AGE`].
+    pub(crate) fn find(
+        &self,
+        ssrc: u32,
+        seqs: impl Iterator<Item = u16>,
+        now: Instant,
+        mut resend: impl FnMut(&RtpOut<'_>),
+    ) {
+        if self.slots.is_empty() {
+            return;
+        }
+        for seq in seqs {
+            // The ring's length is a power of two at most 65536, so the 16-bit number
+            // finds the slot its extended number went to.
+            let Some(sent) = &self.slots[usize::from(seq) % self.slots.len()] else {
+                continue;
+            };
+            if sent.seq as u16 != seq || now.saturating_duration_since(sent.at) > HISTORY_AGE {
+                continue;
+            }
+            resend(&RtpOut {
+                ssrc,
+                pt: sent.pt,
+                marker: sent.marker,
+                seq: sent.seq,
+                timestamp: sent.timestamp,
+                payload: &sent.payload,
+            });
+        }
+    }
+}
+
+/// The sequence numbers a generic NACK entry names (RFC 4585 §6.2.1): `pid`, and each
+/// following packet whose bit is set in `blp`.
+pub(crate) fn nacked(pid: u16, blp: u16) -> impl Iterator<Item = u16> {
+    std::iter::once(pid).chain(
+        (0..16u16)
+            .filter(move |bit| blp & (1 << bit) != 0)
+            .map(move |bit| pid.wrapping_add(bit + 1)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_answers_do_not_move_the_media_address() {
+        assert!(!goes_to_media_address(&[0x01, 0x01, 0x00, 0x00])); // binding success
+        assert!(!goes_to_media_address(&[]));
+        assert!(goes_to_media_address(&[22, 0xfe, 0xfd])); // DTLS handshake
+        assert!(goes_to_media_address(&[0x80, 96])); // RTP
+        assert!(goes_to_media_address(&[0x81, 200])); // RTCP sender report
+    }
+
+    #[test]
+    fn the_test_hook_holds_back_every_nth_packet() {
+        let mut drop = DropEvery::new(std::num::NonZeroU64::new(3).unwrap());
+        let held: Vec<bool> = (0..7).map(|_| drop.this_one()).collect();
+        assert_eq!(held, [false, false, true, false, false, true, false]);
+    }
+
+    #[test]
+    fn a_nack_entry_names_its_packet_and_the_bits_after_it() {
+        assert_eq!(nacked(10, 0).collect::<Vec<_>>(), [10]);
+        assert_eq!(nacked(10, 0b101).collect::<Vec<_>>(), [10, 11, 13]);
+        assert_eq!(nacked(65535, 1).collect::<Vec<_>>(), [65535, 0]);
+    }
+
+    #[test]
+    fn the_history_answers_recent_packets_only() {
+        let mut history = History::default();
+        let payload: Arc<[u8]> = Arc::from(&[1u8, 2, 3][..]);
+        let start = Instant::now();
+        let rtp = |seq| RtpOut {
+            ssrc: 7,
+            pt: 96,
+            marker: false,
+            seq,
+            timestamp: 90,
+            payload: &[],
+        };
+        let at = |ms| start + Duration::from_millis(ms);
+        history.record(&rtp(70_000), &payload, at(0));
+        history.record(&rtp(70_001), &payload, at(800));
+        // 70_032 lands in the slot of 70_000, which is old enough to give up.
+        history.record(&rtp(70_032), &payload, at(1100));
+        assert_eq!(history.slots.len(), HISTORY_MIN);
+        let mut found = Vec::new();
+        let wanted = [70_000u64 as u16, 70_001u64 as u16, 70_032u64 as u16, 5];
+        history.find(7, wanted.into_iter(), at(1500), |r| {
+            assert_eq!((r.ssrc, r.payload.len()), (7, 3));
+            found.push(r.seq);
+        });
+        assert_eq!(found, [70_001, 70_032]);
+        // Later, 70_001 is too old to be worth resending.
+        found.clear();
+        history.find(7, wanted.into_iter(), at(1850), |r| found.push(r.seq));
+        assert_eq!(found, [70_032]);
+    }
+
+    #[test]
+    fn resends_cost_at_most_a_share_of_what_was_sent() {
+        let mut stream = StreamSend::default();
+        let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
+        let rtp = |seq| RtpOut {
+            ssrc: 1,
+            pt: 96,
+            marker: false,
+            seq,
+            timestamp: 0,
+            payload: &payload,
+        };
+        let now = Instant::now();
+        for seq in 0..20 {
+            stream.sent(&rtp(seq), &payload, now, true);
+        }
+        // 20 packets of 1000 bytes earn 3000 bytes of resends: three packets, not a fourth.
+        assert!((0..3).all(|_| stream.allowance.take(1000)));
+        assert!(!stream.allowance.take(1000));
+        stream.sent(&rtp(20), &payload, now, true);
+        assert!(
+            !stream.allowance.take(1000),
+            "150 bytes more are not a packet"
+        );
+        assert!(stream.allowance.take(150));
+    }
+
+    #[test]
+    fn the_history_grows_to_hold_a_second_of_a_fast_stream() {
+        let mut history = History::default();
+        let payload: Arc<[u8]> = Arc::from(&[0u8][..]);
+        let start = Instant::now();
+        // 300 packets a second for two seconds, numbers wrapping past 65535.
+        for i in 0..600u64 {
+            let rtp = RtpOut {
+                ssrc: 1,
+                pt: 96,
+                marker: false,
+                seq: 65_400 + i,
+                timestamp: 0,
+                payload: &[],
+            };
+            history.record(&rtp, &payload, start + Duration::from_micros(i * 3333));
+        }
+        assert_eq!(history.slots.len(), 512);
+        let now = start + Duration::from_micros(599 * 3333);
+        // Every packet of the last second is still there, by its 16-bit number.
+        let last_second = (300..600u64).map(|i| (65_400 + i) as u16);
+        let mut found = 0;
+        history.find(1, last_second, now, |_| found += 1);
+        assert_eq!(found, 300);
+    }
+}
