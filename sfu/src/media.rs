@@ -333,6 +333,13 @@ impl Worker {
             let (Some(_), Some(ssrc_out)) = (out_track.open_mid(), out_track.ssrc) else {
                 continue;
             };
+            let peer = &subscriber.subscriber;
+            if peer.direct.is_none() && !peer.rtc.is_connected() {
+                // Nothing can leave before DTLS is up. str0m would queue the packet and send
+                // it once connected, after the packets our own path sends from that moment,
+                // and a receiver drops a packet that late.
+                continue;
+            }
             if out_track.waiting_keyframe {
                 if !keyframe {
                     waiting = true;
