@@ -71,14 +71,12 @@ impl UdpSink {
 
     /// Empties the queue after a send, keeping its buffers for reuse.
     fn recycle(&mut self) {
-        for (mut data, _) in self.queue.drain(..) {
-            if self.spare.len() == SPARE_BUFFERS {
-                break;
-            }
-            data.clear();
-            self.spare.push(data);
-        }
-        self.queue.clear();
+        let room = SPARE_BUFFERS.saturating_sub(self.spare.len());
+        self.spare
+            .extend(self.queue.drain(..).take(room).map(|(mut data, _)| {
+                data.clear();
+                data
+            }));
     }
 }
 
