@@ -228,6 +228,14 @@ pub struct ServeArgs {
     /// Default: events.raw.stream.status.
     #[arg(long, value_name = "SUBJECT")]
     pub nats_session_subject: Option<String>,
+
+    /// Sets one resource limit, like max_tracks_per_participant=8 (repeat for several).
+    ///
+    /// docs/configuration.md lists every limit and its default.
+    ///
+    /// Environment: SWITCHBOARD_LIMIT_<NAME>. Config file: a [limits] section.
+    #[arg(long = "limit", value_name = "NAME=VALUE")]
+    pub limits: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -68,7 +68,7 @@ fn config_help_documents_every_option() {
     }
     // A guard that the loop saw the subcommands (by name, so commands added elsewhere,
     // such as `rooms`, do not change these counts).
-    assert_eq!(checked.get("serve"), Some(&22), "{checked:?}");
+    assert_eq!(checked.get("serve"), Some(&23), "{checked:?}");
     assert_eq!(checked.get("token create"), Some(&12), "{checked:?}");
     assert_eq!(checked.get("migrate"), Some(&3), "{checked:?}");
 
@@ -98,6 +98,7 @@ fn config_help_documents_every_option() {
         "SWITCHBOARD_LOG",
         "SWITCHBOARD_WEBHOOK_URLS",
         "SWITCHBOARD_WEBHOOK_API_KEY",
+        "SWITCHBOARD_LIMIT_<NAME>",
         "SWITCHBOARD_NATS_URL",
         "SWITCHBOARD_NATS_SUBJECT_PREFIX",
         "SWITCHBOARD_NATS_SESSION_SUBJECT",

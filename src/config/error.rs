@@ -12,7 +12,7 @@ pub enum Origin {
     /// A command-line option, e.g. `--http-addr`.
     Flag(&'static str),
     /// An environment variable, e.g. `SWITCHBOARD_HTTP_ADDR`.
-    Env(&'static str),
+    Env(std::borrow::Cow<'static, str>),
     /// A key of the TOML config file, e.g. `rtc.port` (`keys.<name>` for API keys).
     File { path: PathBuf, key: String },
 }

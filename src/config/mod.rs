@@ -20,6 +20,7 @@ mod cli_tests;
 mod delivery_tests;
 mod error;
 mod keys;
+mod limits;
 mod parse;
 mod sources;
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use cli::{Cli, Command, MigrateArgs, ServeArgs, TokenCommand, TokenCreateArg
 pub use error::{ConfigError, Origin};
 #[allow(unused_imports)]
 pub use keys::{DEV_KEY, DEV_SECRET, MIN_SECRET_CHARS};
+pub use limits::Limits;
 pub(crate) use parse::redact_url;
 #[allow(unused_imports)]
 pub use parse::{parse_duration, parse_ttl, DurationError};
@@ -82,6 +84,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// Where events are published, if NATS is configured.
     pub nats: Option<NatsSettings>,
+    /// Every resource limit (`[limits]`, `--limit`, `SWITCHBOARD_LIMIT_*`).
+    pub limits: Limits,
 }
 
 /// Webhook delivery.
@@ -181,6 +185,7 @@ impl fmt::Debug for Settings {
             .field("log", &self.log)
             .field("webhooks", &self.webhooks)
             .field("nats", &self.nats)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -268,6 +273,7 @@ pub fn resolve(
     let log = src
         .get(args.log.as_deref(), &sources::LOG, parse::log_filter)?
         .unwrap_or_else(|| DEFAULT_LOG.to_owned());
+    let limits = limits::resolve(&src, &args.limits)?;
 
     Ok(Settings {
         dev,
@@ -283,6 +289,7 @@ pub fn resolve(
         log,
         webhooks,
         nats,
+        limits,
     })
 }
 

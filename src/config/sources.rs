@@ -73,6 +73,7 @@ pub(super) const ENV_API_SECRET: &str = "SWITCHBOARD_API_SECRET";
 /// key names to secrets.
 const SECTIONS: &[&str] = &["rtc", "webhooks", "nats", "egress"];
 const SECTION_KEYS: &str = "keys";
+const SECTION_LIMITS: &str = "limits";
 
 /// A value not yet parsed, with where it came from.
 #[derive(Debug, Clone)]
@@ -85,7 +86,7 @@ pub(super) struct Raw {
 }
 
 impl Raw {
-    fn typed(value: String, origin: Origin) -> Self {
+    pub(super) fn typed(value: String, origin: Origin) -> Self {
         Raw {
             shown: format!("{value:?}"),
             value,
@@ -109,6 +110,8 @@ pub(super) struct FileLayer {
     values: BTreeMap<&'static str, Raw>,
     /// `[keys]` entries, already checked for well-formed names and non-empty secrets.
     pub keys: Vec<(String, String)>,
+    /// `[limits]` entries by name, checked against the table in `limits.rs` when resolved.
+    pub limits: BTreeMap<String, Raw>,
 }
 
 impl FileLayer {
@@ -141,6 +144,11 @@ impl FileLayer {
                 SECTION_KEYS => {
                     for (key, secret) in layer.section(name, value)? {
                         layer.api_key(key, secret)?;
+                    }
+                }
+                SECTION_LIMITS => {
+                    for (key, value) in layer.section(name, value)? {
+                        layer.limit(key, value)?;
                     }
                 }
                 _ => layer.setting(name, value)?,
@@ -208,6 +216,29 @@ impl FileLayer {
         Ok(())
     }
 
+    /// A `[limits]` entry: a number, or a string like "64KiB" or "30s".
+    fn limit(&mut self, name: &str, value: &toml::Value) -> Result<(), ConfigError> {
+        let key = format!("{SECTION_LIMITS}.{name}");
+        let raw = match value {
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::String(s) => s.trim().to_owned(),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin(&key),
+                    shown: value.to_string(),
+                    reason: "expected a number or a string like \"64KiB\" or \"30s\"".to_owned(),
+                })
+            }
+        };
+        let raw = Raw {
+            value: raw,
+            shown: value.to_string(),
+            origin: self.origin(&key),
+        };
+        self.limits.insert(name.to_owned(), raw);
+        Ok(())
+    }
+
     fn api_key(&mut self, key: &str, secret: &toml::Value) -> Result<(), ConfigError> {
         let origin = self.origin(&format!("{SECTION_KEYS}.{key}"));
         let invalid = |reason: String| ConfigError::Invalid {
@@ -244,6 +275,7 @@ impl FileLayer {
         if prefix.is_empty() {
             known.extend(SECTIONS.iter().map(|section| format!("[{section}]")));
             known.push(format!("[{SECTION_KEYS}]"));
+            known.push(format!("[{SECTION_LIMITS}]"));
         }
         ConfigError::UnknownSetting {
             path: self.path.clone(),
@@ -276,12 +308,17 @@ impl<'a> Sources<'a> {
         Ok(sources)
     }
 
+    /// The environment lookup, for settings whose names are not fixed (`limits.rs`).
+    pub fn env_fn(&self) -> &dyn Fn(&str) -> Option<String> {
+        self.env
+    }
+
     /// An environment variable, trimmed. Empty counts as unset, as `FOO=` in a compose file
     /// or an env file usually means "not configured".
     pub fn env(&self, name: &'static str) -> Option<Raw> {
         let value = (self.env)(name)?;
         let value = value.trim();
-        (!value.is_empty()).then(|| Raw::typed(value.to_owned(), Origin::Env(name)))
+        (!value.is_empty()).then(|| Raw::typed(value.to_owned(), Origin::Env(name.into())))
     }
 
     /// The highest-precedence raw value of a setting.

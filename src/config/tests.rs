@@ -568,3 +568,51 @@ fn ice_servers_take_optional_credentials_and_refuse_anything_else() {
         );
     }
 }
+
+#[test]
+fn limits_take_flag_over_env_over_file_and_name_unknown_ones() {
+    let file = toml_file("[limits]\nhttp_request_body_bytes = \"2KiB\"\n");
+    let from_file = resolve(&serve(&["--dev", "--config", path_str(&file)]), &no_env)
+        .expect("file limit resolves");
+    assert_eq!(from_file.limits.http_request_body_bytes, 2048);
+    let env = env(&[("SWITCHBOARD_LIMIT_HTTP_REQUEST_BODY_BYTES", "3KiB")]);
+    let from_env =
+        resolve(&serve(&["--dev", "--config", path_str(&file)]), &env).expect("env limit");
+    assert_eq!(from_env.limits.http_request_body_bytes, 3072);
+    let args = serve(&[
+        "--dev",
+        "--config",
+        path_str(&file),
+        "--limit",
+        "http_request_body_bytes=4096",
+    ]);
+    assert_eq!(
+        resolve(&args, &env)
+            .expect("flag limit")
+            .limits
+            .http_request_body_bytes,
+        4096
+    );
+    let defaults = resolve(&serve(&["--dev"]), &no_env).expect("defaults");
+    assert_eq!(defaults.limits, Limits::default());
+
+    let unknown = err(&serve(&["--dev", "--limit", "max_unicorns=3"]), &no_env);
+    assert!(unknown.contains("max_unicorns"), "{unknown}");
+    assert!(unknown.contains("http_request_body_bytes"), "{unknown}");
+    let bad = err(
+        &serve(&["--dev", "--limit", "http_request_body_bytes=0"]),
+        &no_env,
+    );
+    assert!(bad.contains("above 0"), "{bad}");
+    let no_equals = err(
+        &serve(&["--dev", "--limit", "http_request_body_bytes"]),
+        &no_env,
+    );
+    assert!(no_equals.contains("NAME=VALUE"), "{no_equals}");
+    let bad_file = toml_file("[limits]\nmax_unicorns = 3\n");
+    let msg = err(&serve(&["--dev", "--config", path_str(&bad_file)]), &no_env);
+    assert!(
+        msg.contains("max_unicorns") && msg.contains("config file"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,168 @@
+//! Resource limits: one table of every bound a client can run into, each with a production
+//! default. A limit is set as `--limit NAME=VALUE` (repeatable), `SWITCHBOARD_LIMIT_<NAME>`
+//! or `[limits] NAME = VALUE` in the config file, with the usual precedence. Adding a limit is
+//! one line in [`limits!`]; docs/configuration.md lists them all.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::error::{ConfigError, Origin};
+use super::parse;
+use super::sources::{Raw, Sources};
+
+/// A count of things (tracks, connections, rooms); at least 1.
+pub(super) fn count(input: &str) -> Result<u32, String> {
+    match input.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number from 1 to {}", u32::MAX)),
+    }
+}
+
+/// A size in bytes; at least 1. Suffixes `KiB` and `MiB` are accepted (`64KiB`).
+pub(super) fn bytes(input: &str) -> Result<usize, String> {
+    let err = || "expected a size in bytes above 0, like 65536 or 64KiB".to_owned();
+    let (digits, unit) = match input.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => input.split_at(at),
+        None => (input, ""),
+    };
+    let n: usize = digits.parse().map_err(|_| err())?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return Err(err()),
+    };
+    match n.checked_mul(scale) {
+        Some(v) if v >= 1 => Ok(v),
+        _ => Err(err()),
+    }
+}
+
+/// A duration above zero: seconds, or `500ms`, `30s`, `5m`.
+pub(super) fn duration(input: &str) -> Result<Duration, String> {
+    match parse::secs_or_duration(input) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("expected a duration above zero".to_owned()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A rate per minute; at least 1.
+pub(super) fn per_minute(input: &str) -> Result<u32, String> {
+    count(input)
+}
+
+macro_rules! limits {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty = $default:expr, $parse:path; )*) => {
+        /// Every configurable resource limit (see docs/configuration.md, "Limits").
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Limits {
+            $( $(#[doc = $doc])* pub $name: $ty, )*
+        }
+
+        impl Default for Limits {
+            fn default() -> Self {
+                Limits { $( $name: $default, )* }
+            }
+        }
+
+        /// Every limit's name, as written after `--limit` and in `[limits]`.
+        pub(super) const LIMIT_NAMES: &[&str] = &[$( stringify!($name) ),*];
+
+        impl Limits {
+            /// Parses and sets one limit; `None` if no limit has that name.
+            fn set(&mut self, name: &str, value: &str) -> Option<Result<(), String>> {
+                match name {
+                    $( stringify!($name) => Some($parse(value).map(|v| self.$name = v)), )*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+limits! {
+    /// Largest HTTP request body (`/v1`, Twirp, WHIP/WHEP offers); a larger one gets 413.
+    http_request_body_bytes: usize = 1024 * 1024, bytes;
+}
+
+fn env_name(name: &str) -> String {
+    format!("SWITCHBOARD_LIMIT_{}", name.to_ascii_uppercase())
+}
+
+fn unknown(origin: Origin, shown: String, name: &str) -> ConfigError {
+    ConfigError::Invalid {
+        origin,
+        shown,
+        reason: format!(
+            "no limit is called {name:?}; the limits are: {}",
+            LIMIT_NAMES.join(", ")
+        ),
+    }
+}
+
+/// Resolves every limit: `--limit` flags beat `SWITCHBOARD_LIMIT_*`, which beats `[limits]`.
+pub(super) fn resolve(src: &Sources<'_>, flags: &[String]) -> Result<Limits, ConfigError> {
+    let mut chosen: BTreeMap<&'static str, Raw> = BTreeMap::new();
+    if let Some(file) = &src.file {
+        for (name, raw) in &file.limits {
+            let Some(known) = LIMIT_NAMES.iter().find(|n| *n == name) else {
+                return Err(unknown(raw.origin.clone(), raw.shown.clone(), name));
+            };
+            chosen.insert(known, raw.clone());
+        }
+    }
+    for name in LIMIT_NAMES {
+        let env = env_name(name);
+        if let Some(value) = (src.env_fn())(&env) {
+            let value = value.trim().to_owned();
+            if !value.is_empty() {
+                let origin = Origin::Env(env.into());
+                chosen.insert(name, Raw::typed(value, origin));
+            }
+        }
+    }
+    for flag in flags {
+        let origin = Origin::Flag("--limit");
+        let Some((name, value)) = flag.split_once('=') else {
+            return Err(ConfigError::Invalid {
+                origin,
+                shown: format!("{flag:?}"),
+                reason: "expected NAME=VALUE, like max_tracks_per_participant=8".to_owned(),
+            });
+        };
+        let name = name.trim();
+        let Some(known) = LIMIT_NAMES.iter().find(|n| **n == name) else {
+            return Err(unknown(origin, format!("{flag:?}"), name));
+        };
+        chosen.insert(known, Raw::typed(value.trim().to_owned(), origin));
+    }
+    let mut limits = Limits::default();
+    for (name, raw) in chosen {
+        match limits.set(name, &raw.value) {
+            Some(Ok(())) => {}
+            Some(Err(reason)) => return Err(raw.invalid(format!("limit {name}: {reason}"))),
+            // Every name in `chosen` came from LIMIT_NAMES.
+            None => return Err(unknown(raw.origin.clone(), raw.shown.clone(), name)),
+        }
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_units_and_refuse_zero() {
+        assert_eq!(bytes("65536"), Ok(65536));
+        assert_eq!(bytes("64KiB"), Ok(65536));
+        assert_eq!(bytes("2MiB"), Ok(2 * 1024 * 1024));
+        assert!(bytes("0").is_err());
+        assert!(bytes("12 parsecs").is_err());
+        assert!(count("0").is_err());
+        assert_eq!(count("8"), Ok(8));
+        assert!(duration("0").is_err());
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+    }
+}
