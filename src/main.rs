@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use switchboard_signaling::token::{self, Claims};
+use switchboard_signaling::NameRules;
 
 use config::{Cli, Command, TokenCommand};
 
@@ -49,6 +50,13 @@ fn main() -> ExitCode {
 fn create_token(args: &config::TokenCreateArgs) -> anyhow::Result<()> {
     let settings = config::resolve_token(args, &env_var)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    // The rule the server applies to the token, so a token it would refuse is never made.
+    let names = NameRules {
+        max_room_name_bytes: settings.limits.max_room_name_bytes,
+        max_identity_bytes: settings.limits.max_participant_identity_bytes,
+    };
+    names.check_room(&args.room)?;
+    names.check_identity(&args.identity)?;
     let mut claims = Claims::for_join(
         settings.api_key.clone(),
         args.identity.clone(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_sfu::{Sfu, SfuConfig};
-use switchboard_signaling::{KeyStore, RoomDefaults, Signaling, SignalingConfig};
+use switchboard_signaling::{KeyStore, NameRules, RoomDefaults, Signaling, SignalingConfig};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -104,6 +104,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             ping_timeout: Duration::from_secs(15),
             node_id: format!("ND_{}", settings.http_addr.port()),
             ice_servers: settings.rtc.ice_servers.clone(),
+            names: NameRules {
+                max_room_name_bytes: settings.limits.max_room_name_bytes,
+                max_identity_bytes: settings.limits.max_participant_identity_bytes,
+            },
         },
         Arc::clone(&sfu),
     );
@@ -112,7 +116,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&signaling),
         settings.empty_timeout.as_secs().min(u64::from(u32::MAX)) as u32,
         settings.max_participants,
-        EgressRuntime::new(Arc::clone(&sfu), settings.egress_dir.clone()),
+        EgressRuntime::new(
+            Arc::clone(&sfu),
+            settings.egress_dir.clone(),
+            settings.limits.max_egress as usize,
+        ),
     );
     control
         .recover_after_restart()

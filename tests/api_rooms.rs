@@ -87,7 +87,7 @@ async fn rooms_are_created_and_refused_with_reasons() {
     for bad in ["bad.room", "has space", "ü", &"x".repeat(65), ""] {
         api.post("/v1/rooms", &json!({ "room_id": bad }))
             .await
-            .problem_saying(StatusCode::BAD_REQUEST, &["room id"]);
+            .problem_saying(StatusCode::BAD_REQUEST, &["room name", "is not valid"]);
     }
     api.post(
         "/v1/rooms",

@@ -7,6 +7,7 @@
 
 pub mod media;
 mod naming;
+mod outdir;
 mod recorder;
 mod recorder_ogg;
 mod rtp_out;
@@ -21,7 +22,7 @@ use switchboard_sfu::TrackKind;
 
 pub use naming::file_stem;
 pub use rtp_out::sdp_document;
-pub use runner::{start, RunningEgress};
+pub use runner::{start, EgressSlot, EgressSlots, RunningEgress};
 
 /// What an egress records and where it goes.
 #[derive(Debug, Clone)]
@@ -37,10 +38,11 @@ pub struct EgressSpec {
 /// Where an egress writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Files in this directory (created when missing).
-    File { dir: PathBuf },
+    /// Files in `root/subdir` (created when missing). `subdir` is walked without following
+    /// symbolic links, so the files stay below `root`.
+    File { root: PathBuf, subdir: PathBuf },
     /// Plain RTP of one track to `target`; the SDP document describing it is written in
-    /// `sdp_dir` and reported.
+    /// `sdp_dir` (the egress root) and reported.
     Rtp {
         target: SocketAddr,
         sdp_dir: PathBuf,

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use switchboard_sfu::{TapPacket, TapTrack};
@@ -12,6 +12,7 @@ use crate::media::depacketize::Depacketizer;
 use crate::media::jitter::{JitterBuffer, Released};
 use crate::media::ogg::OggOpusWriter;
 use crate::media::{Codec, RtpPacketIn};
+use crate::outdir::OutDir;
 use crate::recorder::{write_error, Counters, Finished};
 use crate::timeline::Unwrapper;
 use crate::{EgressError, FileSummary, TrackSummary};
@@ -19,6 +20,7 @@ use crate::{EgressError, FileSummary, TrackSummary};
 const JITTER: Duration = Duration::from_millis(100);
 
 pub(crate) struct OggRecorder {
+    dir: OutDir,
     path: PathBuf,
     track: TapTrack,
     jitter: JitterBuffer,
@@ -31,9 +33,10 @@ pub(crate) struct OggRecorder {
 }
 
 impl OggRecorder {
-    pub fn new(dir: &Path, stem: &str, track: TapTrack) -> Self {
+    pub fn new(dir: &OutDir, stem: &str, track: TapTrack) -> Self {
         Self {
-            path: dir.join(format!("{stem}.ogg")),
+            dir: dir.clone(),
+            path: dir.path().join(format!("{stem}.ogg")),
             track,
             jitter: JitterBuffer::new(JITTER, 256),
             depacketizer: Depacketizer::new(Codec::Opus),
@@ -72,7 +75,11 @@ impl OggRecorder {
             // Opus in WebRTC runs on a 48 kHz clock, the granule position's clock too.
             let granule = u64::try_from(ext - first).unwrap_or(0);
             if self.writer.is_none() {
-                let file = File::create(&self.path).map_err(|e| write_error(&self.path, e))?;
+                let name = self.path.file_name().unwrap_or_default();
+                let file = self
+                    .dir
+                    .create(name)
+                    .map_err(|e| write_error(&self.path, e))?;
                 let channels = self.track.codec.channels.unwrap_or(2);
                 let serial = self.track.id ^ 0x5357_4244;
                 let writer = OggOpusWriter::new(BufWriter::new(file), channels, serial)

@@ -1,22 +1,63 @@
 //! The life of one egress: a thread that takes the tap's packets, drives the recorder or
 //! the RTP sender, and reports `Active` and `Ended`.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchboard_sfu::{TapEvent, TapHandle, TapReceiver, TapTrack};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::warn;
 
-use crate::recorder::{check_writable, codec_of, Counters, FileRecorder};
+use crate::outdir::OutDir;
+use crate::recorder::{codec_of, Counters, FileRecorder};
 use crate::recorder_ogg::OggRecorder;
 use crate::rtp_out::{sdp_document, RtpSender};
 use crate::{naming, EgressError, EgressEvent, EgressSpec, EgressSummary, Output};
 
 /// How often buffered packets are released and keyframe needs looked at.
 const TICK: Duration = Duration::from_millis(40);
+
+/// The node's egress capacity: at most `max` egress run at once, each on one thread, so
+/// egress threads are bounded too. A slot is taken before anything of an egress exists (no
+/// record, no tap, no directory) and given back when its thread has finished its work.
+#[derive(Debug, Clone)]
+pub struct EgressSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+/// One egress's share of [`EgressSlots`], held by its thread.
+#[derive(Debug)]
+pub struct EgressSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl EgressSlots {
+    pub fn new(max: usize) -> Self {
+        EgressSlots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A slot, or `None` when `max` egress are running.
+    pub fn try_take(&self) -> Option<EgressSlot> {
+        Arc::clone(&self.free)
+            .try_acquire_owned()
+            .ok()
+            .map(EgressSlot)
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.max - self.free.available_permits()
+    }
+}
 
 /// A started egress. Dropping it does not stop it; [`RunningEgress::stop`] does.
 pub struct RunningEgress {
@@ -42,28 +83,33 @@ impl RunningEgress {
     }
 }
 
-/// Starts an egress on its own thread. A bad output (unwritable directory, RTP for a whole
-/// room) fails here, before anything runs.
+/// Starts an egress on its own thread, which holds `slot` until it is done. A bad output
+/// (unwritable directory, a link below the egress root, RTP for a whole room) fails here,
+/// before anything runs.
 pub fn start(
     spec: EgressSpec,
+    slot: EgressSlot,
     tap: TapHandle,
     receiver: TapReceiver,
     events: mpsc::UnboundedSender<EgressEvent>,
 ) -> Result<RunningEgress, EgressError> {
     let stem = naming::file_stem(&spec.room, spec.session_id.as_deref(), &spec.egress_id);
     let sink = match &spec.output {
-        Output::File { dir } => {
-            check_writable(dir)?;
-            Sink::File(FileRecorder::new(dir.clone(), stem))
+        Output::File { root, subdir } => {
+            let dir = OutDir::open(root, subdir)?;
+            dir.probe(&spec.egress_id)?;
+            Sink::File(FileRecorder::new(dir, stem))
         }
         Output::Rtp { target, sdp_dir } => {
             if spec.track_sid.is_none() {
                 return Err(EgressError::RtpNeedsTrack);
             }
-            check_writable(sdp_dir)?;
+            let dir = OutDir::open(sdp_dir, Path::new(""))?;
+            dir.probe(&spec.egress_id)?;
             Sink::Rtp(RtpOut {
                 target: *target,
-                sdp_path: sdp_dir.join(format!("{stem}.sdp")),
+                sdp_name: format!("{stem}.sdp"),
+                dir,
                 title: format!("Switchboard egress {}", spec.egress_id),
                 sender: None,
                 track: None,
@@ -99,6 +145,9 @@ pub fn start(
                 active_sent: false,
             };
             runtime.block_on(run.run(stop_rx));
+            drop(runtime);
+            // Last: the slot frees only when this egress's work is over.
+            drop(slot);
         })
         .map_err(|e| EgressError::Thread(e.to_string()))?;
     Ok(RunningEgress {
@@ -111,7 +160,8 @@ pub fn start(
 /// The RTP sender of an RTP egress, made when its track's codec is known.
 struct RtpOut {
     target: SocketAddr,
-    sdp_path: PathBuf,
+    dir: OutDir,
+    sdp_name: String,
     title: String,
     sender: Option<RtpSender>,
     track: Option<u32>,
@@ -336,10 +386,16 @@ fn rtp_started(out: &mut RtpOut, track: &TapTrack) -> Result<(), EgressError> {
         });
     }
     let sdp = sdp_document(out.target, track.kind, &track.codec, &out.title);
-    std::fs::write(&out.sdp_path, &sdp).map_err(|e| EgressError::Write {
-        path: out.sdp_path.display().to_string(),
+    let sdp_path: PathBuf = out.dir.path().join(&out.sdp_name);
+    let write_error = |e: std::io::Error| EgressError::Write {
+        path: sdp_path.display().to_string(),
         reason: e.to_string(),
-    })?;
+    };
+    let mut file = out
+        .dir
+        .create(OsStr::new(&out.sdp_name))
+        .map_err(write_error)?;
+    std::io::Write::write_all(&mut file, sdp.as_bytes()).map_err(write_error)?;
     // Any SSRC will do; deriving it from the track keeps restarts distinguishable.
     let ssrc = track
         .track_sid

@@ -14,6 +14,7 @@ use prost::Message as _;
 
 use crate::data::MAX_DATA_PACKET;
 use crate::events::LeaveReason;
+use crate::names::NameRules;
 use crate::token::{self, Claims, TokenError};
 use crate::Signaling;
 
@@ -209,15 +210,47 @@ impl Signaling {
         self.revocations.revoke(room_id, identity, at_unix_secs);
     }
 
-    /// Verifies a join token exactly as `/rtc` does: signature, expiry, grants, revocations.
-    pub fn verify_join(&self, raw_token: &str) -> Result<Claims, TokenError> {
-        let claims = token::verify_join(raw_token, &self.keys)?;
+    /// The one check of a token for every surface (`/rtc`, `/rtc/validate`, WHIP/WHEP, the
+    /// `/v1` API, Twirp): signature, time, the naming rule for its room and identity, and the
+    /// revocations. Grants are the caller's to check ([`Signaling::verify_join`] for joins).
+    ///
+    /// A revoked token is refused as a whole, whatever it is used for: its `room` and `sub`
+    /// say whose it is. Tokens bound to no room or no identity (a backend's `roomCreate` or
+    /// `roomList` token) are never revoked by removing a participant.
+    pub fn verify(&self, raw_token: &str) -> Result<Claims, TokenError> {
+        let claims = token::verify(raw_token, &self.keys)?;
+        if !claims.video.room.is_empty() {
+            self.names.check_room(&claims.video.room)?;
+        }
+        if !claims.sub.is_empty() {
+            self.names.check_identity(&claims.sub)?;
+        }
         if self.revocations.refuses(&claims) {
             return Err(TokenError::Revoked {
                 room: claims.video.room,
             });
         }
         Ok(claims)
+    }
+
+    /// [`Signaling::verify`], then the grants a join needs: `roomJoin`, a room, an identity.
+    pub fn verify_join(&self, raw_token: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify(raw_token)?;
+        if !claims.video.room_join {
+            return Err(TokenError::MissingRoomJoin);
+        }
+        if claims.video.room.is_empty() {
+            return Err(TokenError::MissingRoom);
+        }
+        if claims.sub.is_empty() {
+            return Err(TokenError::MissingIdentity);
+        }
+        Ok(claims)
+    }
+
+    /// The naming rule for room names and identities, with this node's limits.
+    pub fn names(&self) -> NameRules {
+        self.names
     }
 
     /// Mutes or unmutes a published track from the server: the media plane stops (resumes)

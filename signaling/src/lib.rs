@@ -13,6 +13,7 @@ pub mod events;
 mod frame;
 mod http;
 mod ids;
+pub mod names;
 mod publish;
 mod revocations;
 mod rooms;
@@ -31,6 +32,7 @@ pub use admin::{
     AdminError, EnsuredRoom, LiveRoom, ParticipantChange, RoomSettings, TranscriptionSegmentOut,
 };
 pub use events::{LeaveReason, SignalEvent};
+pub use names::{NameError, NameRules};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
 
@@ -49,6 +51,8 @@ pub struct SignalingConfig {
     pub node_id: String,
     /// STUN/TURN servers clients are told about (JoinResponse, WHIP/WHEP `Link` headers).
     pub ice_servers: Vec<IceServer>,
+    /// Longest room names and identities accepted (names.rs has the rule).
+    pub names: NameRules,
 }
 
 /// A STUN or TURN server for clients.
@@ -98,6 +102,7 @@ pub struct Signaling {
     pub(crate) ice_servers: Vec<IceServer>,
     /// Tokens refused since their participant was removed.
     pub(crate) revocations: revocations::Revocations,
+    pub(crate) names: NameRules,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
     /// WHIP and WHEP sessions, by resource id.
@@ -134,6 +139,7 @@ impl Signaling {
             node_id: config.node_id,
             ice_servers: config.ice_servers,
             revocations: Default::default(),
+            names: config.names,
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
         };

@@ -133,6 +133,8 @@ impl Claims {
             sub: identity.into(),
             exp: now.saturating_add(ttl.as_secs()),
             nbf: Some(now),
+            // Revocations compare against the issue time (see revocations.rs).
+            iat: Some(now),
             video: VideoGrant {
                 room: room.into(),
                 room_join: true,
@@ -200,6 +202,9 @@ pub enum TokenError {
     /// The identity was removed from the room after this token was issued.
     #[error("you were removed from room {room}; ask for a new token")]
     Revoked { room: String },
+    /// The token's room name or identity breaks the naming rule (names.rs).
+    #[error("{0} (in the token)")]
+    BadName(#[from] crate::names::NameError),
     /// Only from [`issue`]: the claims or key cannot make a valid token.
     #[error("cannot issue token: {0}")]
     Issue(String),
@@ -221,6 +226,7 @@ impl TokenError {
             | TokenError::MissingRoom
             | TokenError::MissingIdentity
             | TokenError::Revoked { .. } => 403,
+            TokenError::BadName(_) => 400,
             TokenError::Issue(_) => 500,
         }
     }
@@ -267,7 +273,8 @@ struct RawHeader {
 }
 
 /// Checks algorithm, API key, signature, `exp` and `nbf` (each with [`LEEWAY_SECS`]).
-/// Grants are not checked; see [`verify_join`].
+/// Grants are not checked; see [`verify_join`]. This is the token's own validity only: every
+/// server surface goes through `Signaling::verify`, which adds names and revocations.
 pub fn verify(token: &str, keys: &KeyStore) -> Result<Claims, TokenError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(_signature), None) =
@@ -327,6 +334,8 @@ pub fn verify(token: &str, keys: &KeyStore) -> Result<Claims, TokenError> {
 }
 
 /// [`verify`], then the checks for joining a room: `roomJoin`, a room and an identity.
+/// Server surfaces use `Signaling::verify_join` instead, which adds the naming rule and the
+/// revocations.
 pub fn verify_join(token: &str, keys: &KeyStore) -> Result<Claims, TokenError> {
     let claims = verify(token, keys)?;
     if !claims.video.room_join {

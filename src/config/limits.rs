@@ -84,6 +84,15 @@ macro_rules! limits {
 limits! {
     /// Largest HTTP request body (`/v1`, Twirp, WHIP/WHEP offers); a larger one gets 413.
     http_request_body_bytes: usize = 1024 * 1024, bytes;
+    /// Longest participant identity (the token's `sub`, API paths and bodies, minted tokens);
+    /// the characters allowed are fixed (signaling/src/names.rs).
+    max_participant_identity_bytes: usize = 256, bytes;
+    /// Longest room name, wherever one enters (token, `/v1`, Twirp, minting); the characters
+    /// are `[A-Za-z0-9_-]` (signaling/src/names.rs).
+    max_room_name_bytes: usize = 64, bytes;
+    /// Egress (recordings, restreams) running at once on this node; one more is refused
+    /// with 503. Each runs on a thread of its own, so this also bounds egress threads.
+    max_egress: u32 = 32, count;
 }
 
 fn env_name(name: &str) -> String {

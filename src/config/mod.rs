@@ -457,6 +457,8 @@ pub struct TokenSettings {
     pub api_secret: String,
     /// The WebSocket URL to print next to the token, as `serve` would return it.
     pub ws_url: String,
+    /// The limits `serve` would apply (file and environment), for the naming rule.
+    pub limits: Limits,
 }
 
 impl fmt::Debug for TokenSettings {
@@ -505,7 +507,9 @@ pub fn resolve_token(
             derived_ws_url(http_addr, &node_ips)
         }
     };
+    let limits = limits::resolve(&src, &[])?;
     Ok(TokenSettings {
+        limits,
         dev,
         api_key,
         api_secret,

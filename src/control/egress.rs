@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchboard_egress::{EgressEvent, EgressSpec, Output, RunningEgress};
+use switchboard_egress::{EgressEvent, EgressSlots, EgressSpec, Output, RunningEgress};
 use switchboard_sfu::{Sfu, SfuError, TapScope};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -55,6 +55,8 @@ pub struct EgressRequest {
 pub struct EgressRuntime {
     sfu: Arc<Sfu>,
     root: PathBuf,
+    /// At most `max_egress` run at once (one thread each).
+    slots: EgressSlots,
     running: Mutex<HashMap<String, RunningEgress>>,
     events: mpsc::UnboundedSender<EgressEvent>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<EgressEvent>>>,
@@ -63,11 +65,12 @@ pub struct EgressRuntime {
 }
 
 impl EgressRuntime {
-    pub fn new(sfu: Arc<Sfu>, root: PathBuf) -> Self {
+    pub fn new(sfu: Arc<Sfu>, root: PathBuf, max_egress: usize) -> Self {
         let (events, receiver) = mpsc::unbounded_channel();
         Self {
             sfu,
             root,
+            slots: EgressSlots::new(max_egress),
             running: Mutex::new(HashMap::new()),
             events,
             receiver: Mutex::new(Some(receiver)),
@@ -85,26 +88,35 @@ impl EgressRuntime {
         self.directory(requested).map(drop)
     }
 
-    /// Resolves a requested subdirectory inside the egress root; `..` and absolute paths
-    /// are refused so an API caller cannot write elsewhere on the server.
+    /// A requested subdirectory, relative to the egress root; `..` and absolute paths are
+    /// refused so an API caller cannot write elsewhere on the server, and control characters
+    /// so it cannot forge a log line. (Links below the root are refused when the egress
+    /// opens it: switchboard-egress walks it without following them.)
     fn directory(&self, requested: Option<&str>) -> Result<PathBuf, ControlError> {
         let Some(requested) = requested.filter(|d| !d.is_empty()) else {
-            return Ok(self.root.clone());
+            return Ok(PathBuf::new());
         };
+        if requested.chars().any(char::is_control) {
+            return Err(ControlError::BadRequest(format!(
+                "output directory {requested:?} contains control characters"
+            )));
+        }
         let path = Path::new(requested);
         if !path.components().all(|c| matches!(c, Component::Normal(_))) {
             return Err(ControlError::BadRequest(format!(
                 "output directory {requested:?} must be a relative path inside the server's egress directory, without `..`"
             )));
         }
-        Ok(self.root.join(path))
+        Ok(path.to_path_buf())
     }
 }
 
 /// The stored description of an output, plus what the egress reported.
 fn output_json(output: &Output, track_sid: Option<&str>) -> Value {
     match output {
-        Output::File { dir } => json!({ "type": "file", "directory": dir, "track_sid": track_sid }),
+        Output::File { root, subdir } => {
+            json!({ "type": "file", "directory": root.join(subdir), "track_sid": track_sid })
+        }
         Output::Rtp { target, .. } => {
             json!({ "type": "rtp", "target": target.to_string(), "track_sid": track_sid })
         }
@@ -129,9 +141,24 @@ impl Control {
         session_id: Option<String>,
     ) -> Result<EgressRecord, ControlError> {
         let runtime = &self.egress;
+        self.check_room_id(&request.room_id)?;
+        if let OutputRequest::File { directory } = &request.output {
+            runtime.check_directory(directory.as_deref())?;
+        }
+        // Before anything of the egress exists (tap, record, directory), so a refused one
+        // leaves nothing behind.
+        let slot = runtime.slots.try_take().ok_or_else(|| ControlError::Busy {
+            detail: format!(
+                "this node is already running its maximum of {} egress (limit max_egress); \
+                 stop one or retry later",
+                runtime.slots.max()
+            ),
+            retry_after_secs: 10,
+        })?;
         let output = match &request.output {
             OutputRequest::File { directory } => Output::File {
-                dir: runtime.directory(directory.as_deref())?,
+                root: runtime.root.clone(),
+                subdir: runtime.directory(directory.as_deref())?,
             },
             OutputRequest::Rtp { host, port } => {
                 if request.track_sid.is_none() {
@@ -187,7 +214,7 @@ impl Control {
             track_sid: request.track_sid.clone(),
             output,
         };
-        match switchboard_egress::start(spec, tap, receiver, runtime.events.clone()) {
+        match switchboard_egress::start(spec, slot, tap, receiver, runtime.events.clone()) {
             Ok(running) => {
                 info!(%egress_id, room = %request.room_id, kind, "egress started");
                 runtime.running().insert(egress_id, running);
@@ -325,10 +352,9 @@ impl Control {
                     error: error.map(|e| e.to_string()),
                     output,
                 };
-                if let Some(running) = self.egress.running().remove(&egress_id) {
-                    // The thread is on its way out after sending Ended.
-                    std::thread::spawn(move || running.join());
-                }
+                // The thread is on its way out after sending Ended: dropping its handle
+                // detaches it (no thread is spent waiting for it).
+                drop(self.egress.running().remove(&egress_id));
                 (egress_id, report)
             }
         };

@@ -22,6 +22,12 @@ pub enum ControlError {
     },
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A node-wide capacity is used up (503 with Retry-After).
+    #[error("{detail}")]
+    Busy {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("the session store failed: {0}")]
     Store(StoreError),
 }

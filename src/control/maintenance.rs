@@ -13,6 +13,13 @@ use crate::store::Reconciled;
 /// Revocations older than this cannot matter: no token we mint lives that long.
 const REVOCATION_HORIZON: chrono::Duration = chrono::Duration::days(30);
 
+/// How often revocations recorded by other nodes sharing the database are picked up.
+const REVOCATION_POLL: Duration = Duration::from_secs(5);
+
+/// Re-read this much before the newest revocation seen, so one committed late with an
+/// earlier time is not missed (applying one twice changes nothing).
+const REVOCATION_OVERLAP: chrono::Duration = chrono::Duration::seconds(30);
+
 impl Control {
     /// Run once at start, before serving: participants the crash left "joined" are closed,
     /// stuck sessions and egress move on, and removed identities stay removed.
@@ -61,18 +68,43 @@ impl Control {
         Ok(closed)
     }
 
-    /// Sweeps every `interval` until `stop` turns true.
+    /// Applies revocations other nodes recorded since `since` (a removal there must refuse
+    /// the token here too); returns the newest time seen.
+    pub async fn refresh_revocations(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<chrono::DateTime<chrono::Utc>, ControlError> {
+        let mut newest = since;
+        for (room_id, identity, revoked_at) in self.store.list_revocations(since).await? {
+            self.signaling
+                .revoke(&room_id, &identity, revoked_at.timestamp().max(0) as u64);
+            newest = newest.max(revoked_at);
+        }
+        Ok(newest)
+    }
+
+    /// Sweeps idle rooms every `interval` and picks up other nodes' revocations every few
+    /// seconds, until `stop` turns true.
     pub async fn run_maintenance(
         self: Arc<Self>,
         interval: Duration,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut ticker = tokio::time::interval(interval);
+        let mut revocations = tokio::time::interval(REVOCATION_POLL);
+        // recover_after_restart loaded everything older.
+        let mut newest = now() - REVOCATION_OVERLAP;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
                     if let Err(e) = self.sweep_idle_rooms().await {
                         warn!("idle-room sweep failed: {e}");
+                    }
+                }
+                _ = revocations.tick() => {
+                    match self.refresh_revocations(newest - REVOCATION_OVERLAP).await {
+                        Ok(seen) => newest = newest.max(seen),
+                        Err(e) => warn!("reading revocations failed: {e}"),
                     }
                 }
                 _ = stop.changed() => return,

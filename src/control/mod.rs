@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 pub use egress::{EgressRequest, EgressRuntime, OutputRequest};
 pub use errors::ControlError;
-pub use rooms::{check_room_id, RoomOptions};
+pub use rooms::RoomOptions;
 pub use sessions::{EgressReport, LiveOptions, TranscriptInput};
 
 use crate::store::Store;

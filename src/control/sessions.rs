@@ -163,6 +163,9 @@ impl Control {
         room_id: &str,
         owner_identity: Option<String>,
     ) -> Result<SessionRecord, ControlError> {
+        if let Some(owner) = &owner_identity {
+            self.check_identity(owner)?;
+        }
         let room = self.store.get_room(room_id).await?;
         if room.status != crate::store::RoomStatus::Active {
             return Err(ControlError::RoomNotActive {
@@ -424,6 +427,7 @@ impl Control {
                 "segment_id and participant_identity must not be empty".into(),
             ));
         }
+        self.check_identity(&input.participant_identity)?;
         if input.start_ms < 0 || input.end_ms < input.start_ms {
             return Err(ControlError::BadRequest(format!(
                 "start_ms {} and end_ms {} must satisfy 0 <= start_ms <= end_ms",

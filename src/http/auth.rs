@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
-use switchboard_signaling::token::{self, Claims};
+use switchboard_signaling::token::Claims;
+use switchboard_signaling::NameRules;
 use tracing::warn;
 
 use super::problem::Problem;
@@ -22,6 +23,8 @@ use crate::store::AuditEntry;
 pub struct Caller {
     pub claims: Claims,
     pub remote: Option<SocketAddr>,
+    /// The naming rule every room an operation names is checked against.
+    names: NameRules,
 }
 
 /// What an operation needs from the caller's token.
@@ -41,13 +44,31 @@ pub enum Need<'a> {
     Member(&'a str),
 }
 
+impl<'a> Need<'a> {
+    fn room(self) -> Option<&'a str> {
+        match self {
+            Need::Create | Need::List => None,
+            Need::Read(room) | Need::Admin(room) | Need::Record(room) | Need::Member(room) => {
+                Some(room)
+            }
+        }
+    }
+}
+
 impl Caller {
     fn admin_of(&self, room: &str) -> bool {
         self.claims.video.room_admin && self.claims.video.room == room
     }
 
-    /// Checks a grant; the refusal says which grant was missing.
+    /// Checks a grant; the refusal says which grant was missing. A room the operation names
+    /// (a path, a body, a Twirp request) must follow the naming rule first: 400 otherwise,
+    /// so every room-scoped operation of `/v1` and Twirp checks it here.
     pub fn require(&self, need: Need<'_>) -> Result<(), Problem> {
+        if let Some(room) = need.room() {
+            self.names
+                .check_room(room)
+                .map_err(|e| Problem::bad_request(e.to_string()))?;
+        }
         let v = &self.claims.video;
         let (ok, wanted) = match need {
             Need::Create => (v.room_create, "roomCreate".to_owned()),
@@ -117,14 +138,21 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 Problem::unauthorized("the Authorization header must be \"Bearer <JWT>\"")
             })?;
-        let claims = token::verify(raw.trim(), state.signaling.keys()).map_err(|e| {
-            if e.http_status() == 403 {
-                Problem::forbidden(e.to_string())
-            } else {
-                Problem::unauthorized(e.to_string())
-            }
-        })?;
-        Ok(Caller { claims, remote })
+        // The same check as /rtc and WHIP: signature, time, names and revocations, so a
+        // removed host's token stops working here too.
+        let claims = state
+            .signaling
+            .verify(raw.trim())
+            .map_err(|e| match e.http_status() {
+                400 => Problem::bad_request(e.to_string()),
+                403 => Problem::forbidden(e.to_string()),
+                _ => Problem::unauthorized(e.to_string()),
+            })?;
+        Ok(Caller {
+            claims,
+            remote,
+            names: state.signaling.names(),
+        })
     }
 }
 

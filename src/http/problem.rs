@@ -11,7 +11,7 @@ pub struct Problem {
     title: &'static str,
     pub status: u16,
     pub detail: String,
-    /// Seconds to wait before retrying (429); sent as the Retry-After header.
+    /// Seconds to wait before retrying (429, 503); sent as the Retry-After header.
     #[serde(skip)]
     retry_after: Option<u64>,
     /// Extension members (RFC 9457 §3.2), e.g. a session's `current_state` on a 409.
@@ -43,6 +43,13 @@ impl Problem {
 
     pub fn too_many(detail: impl Into<String>, retry_after_secs: u64) -> Self {
         let mut p = Self::new(StatusCode::TOO_MANY_REQUESTS, detail);
+        p.retry_after = Some(retry_after_secs);
+        p
+    }
+
+    /// 503 with Retry-After: the node is at a capacity limit, not the caller at a quota.
+    pub fn unavailable(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut p = Self::new(StatusCode::SERVICE_UNAVAILABLE, detail);
         p.retry_after = Some(retry_after_secs);
         p
     }
@@ -100,6 +107,9 @@ impl From<crate::control::ControlError> for Problem {
             }
             E::Conflict(_) => Problem::conflict(detail),
             E::RateLimited { retry_after_secs } => Problem::too_many(detail, retry_after_secs),
+            E::Busy {
+                retry_after_secs, ..
+            } => Problem::unavailable(detail, retry_after_secs),
             E::Store(_) => {
                 tracing::error!("store failure behind an API call: {detail}");
                 Problem::internal("the session store failed; the error is in the server log")

@@ -13,7 +13,6 @@ use super::api_json::ApiJson;
 use super::auth::{Caller, Need};
 use super::problem::Problem;
 use super::AppState;
-use crate::control::check_room_id;
 
 /// Longest lifetime a token minted over HTTP may ask for.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -77,11 +76,8 @@ pub async fn create_for_room(
 ) -> Result<Json<TokenResponse>, Problem> {
     let target = format!("{room_id}/{}", request.identity);
     let result: Result<_, Problem> = async {
-        check_room_id(&room_id)?;
         caller.require(Need::Admin(&room_id))?;
-        if request.identity.trim().is_empty() {
-            return Err(Problem::bad_request("identity must not be empty"));
-        }
+        state.control.check_identity(&request.identity)?;
         if caller.claims.video.room_create {
             state.control.ensure_room(&room_id).await?;
         }
@@ -151,7 +147,7 @@ pub async fn create_dev(
             "dev tokens are only served with `switchboard serve --dev`; ask your backend for a token",
         ));
     }
-    check_room_id(&request.room_id)?;
+    state.control.check_room_id(&request.room_id)?;
     let name = request.name.unwrap_or_default();
     let identity = identity_from_name(&name);
     let api_key = state

@@ -46,6 +46,7 @@ impl From<Problem> for TwirpError {
             409 => "already_exists",
             412 => "failed_precondition",
             429 => "resource_exhausted",
+            503 => "unavailable",
             _ => "internal",
         };
         TwirpError::new(code, p.detail)
@@ -75,6 +76,7 @@ impl IntoResponse for TwirpError {
             "failed_precondition" => StatusCode::PRECONDITION_FAILED,
             "resource_exhausted" => StatusCode::TOO_MANY_REQUESTS,
             "unimplemented" => StatusCode::NOT_IMPLEMENTED,
+            "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = serde_json::json!({ "code": self.code, "msg": self.msg });

@@ -23,6 +23,7 @@ use crate::media::depacketize::{Depacketizer, Frame};
 use crate::media::jitter::{JitterBuffer, Released};
 use crate::media::mkv::MkvWriter;
 use crate::media::{Codec, RtpPacketIn};
+use crate::outdir::OutDir;
 use crate::timeline::{Timeline, TrackClock};
 use crate::{EgressError, FileSummary};
 
@@ -132,7 +133,7 @@ pub(crate) struct Counters {
 
 /// Records the tracks of a room (or one track) into files under `dir`.
 pub(crate) struct FileRecorder {
-    pub dir: PathBuf,
+    pub dir: OutDir,
     pub stem: String,
     tracks: HashMap<u32, Track>,
     timeline: Timeline,
@@ -151,22 +152,8 @@ pub(crate) fn write_error(path: &Path, e: impl std::fmt::Display) -> EgressError
     }
 }
 
-/// Creates the directory and checks a file can be created in it, so a bad path fails the
-/// egress at once rather than when the first frame comes.
-pub(crate) fn check_writable(dir: &Path) -> Result<(), EgressError> {
-    let unwritable = |e: std::io::Error| EgressError::Unwritable {
-        path: dir.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(unwritable)?;
-    let probe = dir.join(format!(".switchboard-probe-{}", std::process::id()));
-    File::create(&probe).map_err(unwritable)?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
-}
-
 impl FileRecorder {
-    pub fn new(dir: PathBuf, stem: String) -> Self {
+    pub fn new(dir: OutDir, stem: String) -> Self {
         Self {
             dir,
             stem,
@@ -342,7 +329,7 @@ impl FileRecorder {
                 n => format!("{}--part{n}", self.stem),
             };
             self.part = Some(Part {
-                path: self.dir.join(name),
+                path: self.dir.path().join(name),
                 state: PartState::Gathering {
                     started: now,
                     deadline: now + GATHER_TIMEOUT,

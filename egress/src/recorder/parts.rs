@@ -3,7 +3,6 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::fs::File;
 use std::io::BufWriter;
 use std::time::Instant;
 
@@ -114,7 +113,8 @@ impl FileRecorder {
         };
         part.path.set_extension(extension);
         let path = part.path.clone();
-        let file = File::create(&path).map_err(|e| write_error(&path, e))?;
+        let name = path.file_name().unwrap_or_default();
+        let file = self.dir.create(name).map_err(|e| write_error(&path, e))?;
         let writer = MkvWriter::new(BufWriter::new(file), doc_type, &specs)
             .map_err(|e| write_error(&path, e))?;
         info!(path = %path.display(), tracks = specs.len(), "recording");

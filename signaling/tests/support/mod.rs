@@ -60,6 +60,7 @@ impl Server {
             // Test clients do not ping unless asked to.
             ping_timeout: Duration::from_secs(120),
             node_id: "admin-test".into(),
+            names: Default::default(),
         };
         let (sig, events) = Signaling::new(config, Arc::clone(&sfu));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
