@@ -300,10 +300,11 @@ async fn an_egress_flood_beyond_max_egress_is_refused_and_threads_stay_bounded()
             reply.headers
         );
     }
-    assert_eq!(started.len(), MAX, "exactly max_egress start");
     let peak = peak.load(Ordering::Relaxed);
+    eprintln!("threads: {baseline} before, {peak} at most during {FLOOD} egress starts");
+    assert_eq!(started.len(), MAX, "exactly max_egress start");
     assert!(
-        peak <= baseline + MAX as u32 + 8,
+        peak <= baseline + MAX as u32 + 12,
         "threads went from {baseline} to {peak} for {FLOOD} egress starts (max_egress {MAX})"
     );
     // A directory for each started egress only.
