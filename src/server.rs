@@ -87,6 +87,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         workers: settings.rtc.workers,
         advertise_ips: settings.rtc.advertised_ips(),
         test_drop_video_every,
+        ice_connect_timeout: settings.limits.ice_connect_timeout,
+        peer_departure_timeout: settings.limits.peer_departure_timeout,
+        max_media_sections: settings.limits.max_media_sections as usize,
     })
     .context("cannot start the media plane")?;
     let media_addrs = sfu.local_addrs();

@@ -93,13 +93,42 @@ pub enum PeerEvent {
     Data { reliable: bool, payload: Vec<u8> },
     /// ICE or DTLS failed or timed out on one of the participant's PeerConnections.
     MediaDisconnected { role: PeerRole, reason: String },
+    /// No PeerConnection of the participant connected within `ice_connect_timeout` of its
+    /// join, or none has been connected for `peer_departure_timeout`: its media is gone and
+    /// the participant should be ended (sent once).
+    MediaTimedOut { cause: MediaTimeout },
+}
+
+/// Which liveness deadline a participant missed ([`PeerEvent::MediaTimedOut`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaTimeout {
+    /// No PeerConnection finished ICE and DTLS within `ice_connect_timeout` of the join.
+    NeverConnected,
+    /// It was connected, then had no PeerConnection up for `peer_departure_timeout`.
+    Departed,
+}
+
+impl MediaTimeout {
+    /// Said in logs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            MediaTimeout::NeverConnected => "no media connection within ice_connect_timeout",
+            MediaTimeout::Departed => "media connection lost for peer_departure_timeout",
+        }
+    }
 }
 
 /// Errors the media plane reports back to a command.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SfuError {
+    /// The text is not SDP str0m can read. The reason names the line and what was found
+    /// there, never parser internals.
     #[error("the SDP could not be parsed: {0}")]
     BadSdp(String),
+    /// An offer or answer with more m-lines than `max_media_sections` allows, refused
+    /// before it is parsed.
+    #[error("the SDP has {sent} media sections (m-lines); at most {limit} are accepted")]
+    TooManyMediaSections { sent: usize, limit: usize },
     #[error("the offer was refused: {0}")]
     Negotiation(String),
     #[error("the ICE candidate could not be parsed: {0}")]

@@ -11,6 +11,7 @@ use tracing::debug;
 use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuError};
 use crate::participant::{DataChannels, Participant, Peer, Slot};
 use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
+use crate::sdp_guard;
 use crate::worker::Worker;
 
 impl Worker {
@@ -142,6 +143,8 @@ impl Worker {
             stats: Default::default(),
             first_media_sent: false,
             stream_totals: Vec::new(),
+            liveness: crate::liveness::Liveness::new(now),
+            offered_sections: 0,
         };
         let slot = match self.parts.iter().position(Option::is_none) {
             Some(slot) => {
@@ -182,7 +185,8 @@ impl Worker {
 
     pub(crate) fn publisher_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
         let slot = self.slot_of(key)?;
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        sdp_guard::check_sections(sdp, self.limits.max_media_sections)?;
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
@@ -191,7 +195,7 @@ impl Worker {
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         self.drain(slot, PeerRole::Publisher);
         // The codec each announced track asked for, by the mid its msid sits on.
         let wanted: Vec<(String, String)> = match self.parts[slot].as_ref() {
@@ -218,8 +222,10 @@ impl Worker {
 
     pub(crate) fn subscriber_answer(&mut self, key: &str, sdp: &str) -> Result<(), SfuError> {
         let slot = self.slot_of(key)?;
+        let offered = self.parts[slot].as_ref().map_or(0, |p| p.offered_sections);
+        sdp_guard::check_sections(sdp, self.limits.max_media_sections.max(offered))?;
         let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
@@ -228,7 +234,7 @@ impl Worker {
             .rtc
             .sdp_api()
             .accept_answer(pending, answer)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such
         // checks until it knows the remote credentials and answers one per timeout, the next

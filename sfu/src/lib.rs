@@ -13,12 +13,14 @@ pub mod bench;
 mod codec;
 mod commands;
 mod dtls_openssl;
+mod liveness;
 mod media;
 mod metrics;
 mod participant;
 mod rewrite;
 mod rtc_config;
 mod rtp_out;
+mod sdp_guard;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
@@ -39,8 +41,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use api::Command;
 pub use api::{
-    DtlsPeers, ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, SfuError,
-    TrackKind,
+    DtlsPeers, ExpectedTrack, JoinOptions, MediaTimeout, ParticipantStats, PeerEvent, PeerRole,
+    SfuError, TrackKind,
 };
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
@@ -61,6 +63,15 @@ pub struct SfuConfig {
     /// video packet (it still goes into the history, so a NACK brings it). `None` in
     /// production.
     pub test_drop_video_every: Option<std::num::NonZeroU64>,
+    /// A participant none of whose PeerConnections finished ICE and DTLS this long after
+    /// its join is ended ([`PeerEvent::MediaTimedOut`]).
+    pub ice_connect_timeout: std::time::Duration,
+    /// A participant that was connected and has had no PeerConnection up for this long is
+    /// ended ([`PeerEvent::MediaTimedOut`]).
+    pub peer_departure_timeout: std::time::Duration,
+    /// Most m-lines accepted in a client's offer (or in an answer, beyond what our offer
+    /// had), counted before the SDP is parsed.
+    pub max_media_sections: usize,
 }
 
 impl Default for SfuConfig {
@@ -71,9 +82,15 @@ impl Default for SfuConfig {
             workers: 1,
             advertise_ips: Vec::new(),
             test_drop_video_every: None,
+            ice_connect_timeout: liveness::LivenessLimits::default().connect,
+            peer_departure_timeout: liveness::LivenessLimits::default().departure,
+            max_media_sections: DEFAULT_MAX_MEDIA_SECTIONS,
         }
     }
 }
+
+/// `max_media_sections` unless configured (docs/configuration.md says why 32).
+pub const DEFAULT_MAX_MEDIA_SECTIONS: usize = 32;
 
 struct WorkerHandle {
     commands: mpsc::UnboundedSender<Command>,
@@ -85,6 +102,7 @@ pub struct Sfu {
     workers: Vec<WorkerHandle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_tap: AtomicU64,
+    max_media_sections: usize,
 }
 
 /// What a worker socket asks the kernel for, each way.
@@ -164,9 +182,16 @@ impl Sfu {
             let (tx, rx) = mpsc::unbounded_channel();
             let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
             let drop_every = config.test_drop_video_every;
+            let limits = worker::WorkerLimits {
+                liveness: liveness::LivenessLimits {
+                    connect: config.ice_connect_timeout,
+                    departure: config.peer_departure_timeout,
+                },
+                max_media_sections: config.max_media_sections,
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || worker::run(index, socket, advertise, drop_every, rx))
+                .spawn(move || worker::run(index, socket, advertise, drop_every, limits, rx))
                 .map_err(|e| SfuError::Config(format!("cannot start a media worker: {e}")))?;
             workers.push(WorkerHandle { commands: tx, addr });
             threads.push(thread);
@@ -175,7 +200,14 @@ impl Sfu {
             workers,
             threads: Mutex::new(threads),
             next_tap: AtomicU64::new(1),
+            max_media_sections: config.max_media_sections,
         })
+    }
+
+    /// The most m-lines a client's SDP may carry (`max_media_sections`), for callers that
+    /// check an offer before handing it over (WHIP/WHEP).
+    pub fn max_media_sections(&self) -> usize {
+        self.max_media_sections
     }
 
     /// True while every media worker is running (a worker that stopped drops its queue).

@@ -214,6 +214,11 @@ pub(crate) struct Participant {
     /// Cumulative counters of each stream at its last stats report, to report differences:
     /// (role, mid, rid, NACKs, packets lost as reported by the receiver).
     pub stream_totals: Vec<(PeerRole, Mid, Option<Rid>, u64, u64)>,
+    /// Whether its media is alive, and since when it is not (`liveness.rs`).
+    pub liveness: crate::liveness::Liveness,
+    /// m-lines in the last subscriber offer: its answer may carry as many, even beyond
+    /// `max_media_sections` (a big room's subscriber has one per track it receives).
+    pub offered_sections: usize,
 }
 
 impl Participant {

@@ -242,10 +242,9 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        part.emit(PeerEvent::SubscriberOffer {
-            sdp: offer.to_sdp_string(),
-            mid_to_track,
-        });
+        let sdp = offer.to_sdp_string();
+        part.offered_sections = crate::sdp_guard::media_sections(&sdp);
+        part.emit(PeerEvent::SubscriberOffer { sdp, mid_to_track });
         self.drain(slot, PeerRole::Subscriber);
     }
 

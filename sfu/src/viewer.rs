@@ -23,7 +23,9 @@ impl Worker {
             .get(key)
             .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
         self.current = Some(slot);
-        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        crate::sdp_guard::check_sections(sdp, self.limits.max_media_sections)?;
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| crate::sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
@@ -37,7 +39,7 @@ impl Worker {
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::Negotiation(e.to_string()))?;
+            .map_err(|e| crate::sdp_guard::negotiation_error(sdp, &e))?;
         let sending: Vec<(str0m::media::Mid, TrackKind)> = crate::sdp_order::mids(sdp)
             .into_iter()
             .filter_map(|mid| {

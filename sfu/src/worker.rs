@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Command, PeerEvent, PeerRole};
+use crate::liveness::LivenessLimits;
 use crate::metrics::{Population, WorkerMetrics};
 use crate::participant::{OutState, Participant, Slot};
 use crate::timers::Timers;
@@ -22,6 +23,27 @@ use crate::timers::Timers;
 /// At most this many datagrams are taken in per loop turn (one woken by the socket plus
 /// those already waiting), so timeouts and commands still run between batches.
 const RECEIVE_BATCH: usize = 32;
+
+/// How often the worker looks for participants past a liveness deadline. The deadlines are
+/// tens of seconds, so a quarter second late is nothing; checking every turn would cost a
+/// pass over every participant per packet.
+const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The configured bounds a worker enforces on its participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WorkerLimits {
+    pub liveness: LivenessLimits,
+    pub max_media_sections: usize,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        Self {
+            liveness: LivenessLimits::default(),
+            max_media_sections: crate::DEFAULT_MAX_MEDIA_SECTIONS,
+        }
+    }
+}
 
 /// Where a worker's outgoing datagrams go: its UDP socket in production, a counter in the
 /// benches (so forwarding can be measured in process, without sockets).
@@ -140,6 +162,7 @@ pub(crate) fn run(
     socket: std::net::UdpSocket,
     advertise: Vec<SocketAddr>,
     test_drop_video_every: Option<std::num::NonZeroU64>,
+    limits: WorkerLimits,
     commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -165,6 +188,7 @@ pub(crate) fn run(
         };
         let sink = Box::new(UdpSink::new(std::sync::Arc::clone(&socket)));
         let mut worker = Worker::new(index, sink, advertise);
+        worker.limits = limits;
         worker.test_drop = test_drop_video_every.map(crate::rtp_out::DropEvery::new);
         worker.run(&socket, commands).await;
     });
@@ -200,6 +224,9 @@ pub(crate) struct Worker {
     /// Tests of retransmission only (`SfuConfig::test_drop_video_every`); `None` in
     /// production.
     pub(crate) test_drop: Option<crate::rtp_out::DropEvery>,
+    pub(crate) limits: WorkerLimits,
+    /// When participants' liveness deadlines are next looked at.
+    next_liveness_check: Instant,
 }
 
 impl Worker {
@@ -227,6 +254,8 @@ impl Worker {
             queue_depth: 0,
             taps: Vec::new(),
             test_drop: None,
+            limits: WorkerLimits::default(),
+            next_liveness_check: Instant::now(),
         }
     }
 
@@ -328,10 +357,43 @@ impl Worker {
             w.handle_timeouts(now);
             w.flush_keyframe_requests();
         });
+        if now >= self.next_liveness_check {
+            self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL;
+            self.check_liveness(now);
+        }
         self.sink.flush();
         if self.metrics.due(now) {
             let population = self.population();
             self.metrics.flush(now, self.queue_depth, &population);
+        }
+    }
+
+    /// Tells signaling about every participant whose media missed a liveness deadline
+    /// (`liveness.rs`); signaling ends it, and its leave removes it from the worker.
+    pub(crate) fn check_liveness(&mut self, now: Instant) {
+        let limits = self.limits.liveness;
+        for part in self.parts.iter_mut().flatten() {
+            if let Some(cause) = part.liveness.check(now, &limits) {
+                info!(
+                    worker = self.index,
+                    participant = %part.key,
+                    "ending a participant: {}",
+                    cause.describe()
+                );
+                part.emit(PeerEvent::MediaTimedOut { cause });
+            }
+        }
+    }
+
+    /// Feeds the transport events of a peer to its participant's liveness.
+    fn observe_liveness(part: &mut Participant, role: PeerRole, event: &str0m::Event) {
+        match event {
+            str0m::Event::IceConnectionStateChange(state) => {
+                part.liveness
+                    .ice_changed(role, state.is_connected(), Instant::now());
+            }
+            str0m::Event::Connected => part.liveness.dtls_connected(role, Instant::now()),
+            _ => {}
         }
     }
 
@@ -501,7 +563,10 @@ impl Worker {
                     self.metrics.datagram_out(&t.contents);
                     self.sink.send(t.contents.into(), t.destination);
                 }
-                Ok(Output::Event(event)) => self.handle_event(slot, role, event),
+                Ok(Output::Event(event)) => {
+                    Self::observe_liveness(part, role, &event);
+                    self.handle_event(slot, role, event);
+                }
                 Err(e) => {
                     peer.rtc.disconnect();
                     warn!(participant = %part.key, ?role, "peer failed: {e}");

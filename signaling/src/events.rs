@@ -20,10 +20,24 @@ pub enum LeaveReason {
     JoinFailure,
     /// The media plane lost the participant's PeerConnection.
     MediaFailure,
+    /// No PeerConnection of the participant connected within `ice_connect_timeout`.
+    MediaConnectTimeout,
+    /// The participant's media was connected, then down for `peer_departure_timeout`.
+    MediaDepartureTimeout,
+}
+
+impl From<switchboard_sfu::MediaTimeout> for LeaveReason {
+    fn from(cause: switchboard_sfu::MediaTimeout) -> Self {
+        match cause {
+            switchboard_sfu::MediaTimeout::NeverConnected => LeaveReason::MediaConnectTimeout,
+            switchboard_sfu::MediaTimeout::Departed => LeaveReason::MediaDepartureTimeout,
+        }
+    }
 }
 
 impl LeaveReason {
-    /// The name stored in records and webhooks, as LiveKit spells it.
+    /// The name stored in records and webhooks: LiveKit's spelling, or, for reasons LiveKit
+    /// has no name for, our own in lower case.
     pub fn as_str(self) -> &'static str {
         match self {
             LeaveReason::ClientInitiated => "CLIENT_INITIATED",
@@ -36,6 +50,8 @@ impl LeaveReason {
             LeaveReason::ProtocolError => "STATE_MISMATCH",
             LeaveReason::JoinFailure => "JOIN_FAILURE",
             LeaveReason::MediaFailure => "MEDIA_FAILURE",
+            LeaveReason::MediaConnectTimeout => "media_connect_timeout",
+            LeaveReason::MediaDepartureTimeout => "media_departure_timeout",
         }
     }
 
@@ -52,6 +68,9 @@ impl LeaveReason {
             LeaveReason::ProtocolError => D::StateMismatch,
             LeaveReason::JoinFailure => D::JoinFailure,
             LeaveReason::MediaFailure => D::MediaFailure,
+            LeaveReason::MediaConnectTimeout | LeaveReason::MediaDepartureTimeout => {
+                D::ConnectionTimeout
+            }
         }
     }
 }

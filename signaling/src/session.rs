@@ -472,6 +472,16 @@ impl Session {
                     close: None,
                 });
             }
+            PeerEvent::MediaTimedOut { cause } => {
+                // Its media never connected, or has been gone for the departure timeout
+                // (sfu/src/liveness.rs): a signaling-only ghost; told CONNECTION_TIMEOUT.
+                info!(participant = %self.sid, "media timed out: {}", cause.describe());
+                return Err(Ending {
+                    reason: LeaveReason::from(cause),
+                    notify: true,
+                    close: None,
+                });
+            }
         }
         Ok(())
     }

@@ -84,6 +84,16 @@ macro_rules! limits {
 limits! {
     /// Largest HTTP request body (`/v1`, Twirp, WHIP/WHEP offers); a larger one gets 413.
     http_request_body_bytes: usize = 1024 * 1024, bytes;
+    /// How long after its join a participant's media (WHIP, WHEP, or a LiveKit client's
+    /// PeerConnections) may take to connect (ICE and DTLS); then it is ended (leave reason
+    /// `media_connect_timeout`).
+    ice_connect_timeout: Duration = Duration::from_secs(30), duration;
+    /// How long a participant whose media was connected may have none connected (ICE
+    /// disconnected) before it is ended (leave reason `media_departure_timeout`).
+    peer_departure_timeout: Duration = Duration::from_secs(20), duration;
+    /// Most m-lines in a WHIP/WHEP offer or a LiveKit publisher offer (a subscriber answer
+    /// may also have as many as our offer had); more are refused (400) before parsing.
+    max_media_sections: u32 = 32, count;
     /// Longest participant identity (the token's `sub`, API paths and bodies, minted tokens);
     /// the characters allowed are fixed (signaling/src/names.rs).
     max_participant_identity_bytes: usize = 256, bytes;

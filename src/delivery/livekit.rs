@@ -115,12 +115,18 @@ fn participant(v: &Value, left: bool) -> lk::ParticipantInfo {
         info.joined_at_ms = joined.timestamp_millis();
     }
     if left {
-        // Our leave reasons are LiveKit's DisconnectReason names, except our own
-        // (e.g. "server_restart"), which stay UNKNOWN_REASON here.
+        // Our leave reasons are LiveKit's DisconnectReason names, except our own: the media
+        // timeouts are LiveKit's CONNECTION_TIMEOUT; others ("server_restart") stay
+        // UNKNOWN_REASON here.
         info.disconnect_reason = v
             .get("leave_reason")
             .and_then(Value::as_str)
-            .and_then(lk::DisconnectReason::from_str_name)
+            .and_then(|name| match name {
+                "media_connect_timeout" | "media_departure_timeout" => {
+                    Some(lk::DisconnectReason::ConnectionTimeout)
+                }
+                other => lk::DisconnectReason::from_str_name(other),
+            })
             .map_or(0, |reason| reason as i32);
     }
     info

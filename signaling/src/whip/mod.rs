@@ -100,6 +100,19 @@ fn body_text(body: &Bytes) -> Result<&str, Problem> {
     std::str::from_utf8(body).map_err(|_| Problem::bad_request("the body is not UTF-8 text"))
 }
 
+/// Refuses an offer with more m-lines than `max_media_sections` before anything reads it
+/// further (the media plane checks again; this answers before the room is joined).
+fn check_media_sections(sdp_text: &str, limit: usize) -> Result<(), Problem> {
+    let sent = sdp::media_sections(sdp_text);
+    if sent > limit {
+        return Err(negotiation_problem(SfuError::TooManyMediaSections {
+            sent,
+            limit,
+        }));
+    }
+    Ok(())
+}
+
 /// Checks an offer for what this endpoint needs: at least one m-line in the right
 /// direction with a codec we forward.
 fn check_offer(sdp_text: &str, kind: Kind) -> Result<sdp::Offer, Problem> {
@@ -147,6 +160,10 @@ fn negotiation_problem(e: SfuError) -> Problem {
         SfuError::Negotiation(reason) => {
             Problem::bad_request(format!("the offer could not be answered: {reason}"))
         }
+        SfuError::TooManyMediaSections { sent, limit } => Problem::bad_request(format!(
+            "the offer has {sent} media sections (m-lines); at most {limit} are accepted \
+             (max_media_sections)"
+        )),
         other => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "media server unavailable",
@@ -210,6 +227,7 @@ async fn start(
     }
     require_content_type(&headers, "application/sdp")?;
     let sdp_text = body_text(&body)?;
+    check_media_sections(sdp_text, sig.sfu.max_media_sections())?;
     let offer = check_offer(sdp_text, kind)?;
     if let Err(refused) = sig.rooms.check_capacity(&claims.video.room, &claims.sub) {
         return Err(room_refusal(refused));

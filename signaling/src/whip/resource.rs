@@ -309,6 +309,12 @@ impl Task {
                         info!(id = %self.resource.id, "media connection lost: {reason}");
                         break LeaveReason::MediaFailure;
                     }
+                    // No client holds a WHIP/WHEP session open but its media: without it
+                    // the session is a ghost in its room, so it ends (a later DELETE: 404).
+                    PeerEvent::MediaTimedOut { cause } => {
+                        info!(id = %self.resource.id, "{}", cause.describe());
+                        break LeaveReason::from(cause);
+                    }
                     _ => {}
                 },
                 else => break LeaveReason::SignalClosed,
@@ -326,8 +332,13 @@ impl Task {
             stats,
             at: SystemTime::now(),
         });
-        if reason == LeaveReason::MediaFailure {
-            warn!(%room, id = %self.resource.id, "{} session ended: no media connection", self.resource.kind.name());
+        if matches!(
+            reason,
+            LeaveReason::MediaFailure
+                | LeaveReason::MediaConnectTimeout
+                | LeaveReason::MediaDepartureTimeout
+        ) {
+            warn!(%room, id = %self.resource.id, reason = reason.as_str(), "{} session ended: no media connection", self.resource.kind.name());
         } else {
             info!(%room, id = %self.resource.id, reason = reason.as_str(), "{} session ended", self.resource.kind.name());
         }

@@ -53,6 +53,14 @@ impl OfferMedia {
     }
 }
 
+/// The m-lines of an SDP, counted without reading anything else (bounded before parsing:
+/// `max_media_sections`).
+pub(crate) fn media_sections(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|line| line.trim_start().starts_with("m="))
+        .count()
+}
+
 /// What an offer says that WHIP/WHEP check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Offer {
@@ -176,7 +184,9 @@ pub(crate) fn parse_sdpfrag(body: &str) -> Result<SdpFrag, String> {
             if line.starts_with("m=") || line.len() > 1 && line.as_bytes()[1] == b'=' {
                 continue;
             }
-            return Err(format!("not an SDP line: {line:?}"));
+            // Quoted back short: the body can be as long as the request body limit.
+            let start: String = line.chars().take(40).collect();
+            return Err(format!("not an SDP line: {start:?}"));
         };
         if let Some(ufrag) = attr.strip_prefix("ice-ufrag:") {
             frag.ice_ufrag = Some(ufrag.trim().to_owned());
