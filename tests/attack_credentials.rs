@@ -569,3 +569,101 @@ async fn a_symlink_inside_the_egress_directory_is_not_followed() {
         "nothing was created through the link"
     );
 }
+
+/// A database of this test's own on the shared PostgreSQL (never its other data), dropped
+/// at the end, also when the test fails.
+struct OwnDatabase {
+    name: String,
+    url: String,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+impl OwnDatabase {
+    async fn create() -> OwnDatabase {
+        use sqlx::Connection as _;
+        let admin_url = postgres_admin_url();
+        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin_url}: {e}"));
+        let name = format!("revoke_{}", ulid::Ulid::new().to_string().to_lowercase());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test's database");
+        let _ = admin.close().await;
+        let mut url = reqwest::Url::parse(&admin_url).expect("a URL");
+        url.set_path(&format!("/{name}"));
+        OwnDatabase {
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async {
+                use sqlx::Connection as _;
+                let mut admin =
+                    sqlx::postgres::PgConnection::connect(&postgres_admin_url()).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map(drop)
+            })
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removal_on_one_node_revokes_the_token_on_another_sharing_the_database() {
+    let db = OwnDatabase::create().await;
+    let node_a = Server::start_with(&["--database-url", &db.url]);
+    let node_b = Server::start_with(&["--database-url", &db.url]);
+    let operator = admin_token("stage", "ops");
+    let host = host_token("stage", "hana");
+    let (mut client, _) = Client::join(&node_a.ws, &host).await;
+    let (status, text) = validate(&node_b, &host).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "node B accepts the token at first: {text}"
+    );
+
+    Api::new(&node_a.http, Some(&operator))
+        .delete("/v1/rooms/stage/participants/hana")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    client.expect_close().await;
+
+    // Node B never saw the removal; it reads it from the database (every 5 s). Polled
+    // gently: /rtc has a per-address request limit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (status, text) = validate(&node_b, &host).await;
+        if status == StatusCode::FORBIDDEN && text.contains("removed from room stage") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B still answers {status} {text} 15 s after the removal on node A"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Api::new(&node_b.http, Some(&host))
+        .patch("/v1/rooms/stage", &json!({ "metadata": "taken over" }))
+        .await
+        .problem_saying(StatusCode::FORBIDDEN, &["removed from room stage"]);
+}
