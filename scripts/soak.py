@@ -162,7 +162,11 @@ def main():
     base = f'http://127.0.0.1:{http_port}'
     server = subprocess.Popen(
         [args.bin, 'serve', '--dev', '--http-addr', f'127.0.0.1:{http_port}', '--rtc-port', str(rtc_port),
-         '--rtc-workers', '1', '--data-dir', data, '--empty-timeout', '1', '--log', 'warn'],
+         '--rtc-workers', '1', '--data-dir', data, '--empty-timeout', '1', '--log', 'warn',
+         # Every client of the soak comes from 127.0.0.1; the per-address request rates meant
+         # for one real client would refuse its churn.
+         '--limit', 'rtc_requests_per_minute=1000000', '--limit', 'whip_requests_per_minute=1000000',
+         '--limit', 'api_requests_per_minute=1000000'],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, 'server.log'), 'w'))
     samples = []
     try:

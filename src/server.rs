@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_sfu::{Sfu, SfuConfig};
-use switchboard_signaling::{KeyStore, NameRules, RoomDefaults, Signaling, SignalingConfig};
+use switchboard_signaling::{
+    KeyStore, NameRules, RoomDefaults, SessionLimits, Signaling, SignalingConfig,
+};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Settings;
@@ -37,6 +39,7 @@ pub fn prepare_data_dir(database_url: &str, data_dir: &Path) -> anyhow::Result<(
 }
 
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    settings.check_dev_exposure()?;
     let filter = EnvFilter::try_new(&settings.log).context("invalid log filter")?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -111,9 +114,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 max_room_name_bytes: settings.limits.max_room_name_bytes,
                 max_identity_bytes: settings.limits.max_participant_identity_bytes,
             },
+            limits: session_limits(&settings.limits),
         },
         Arc::clone(&sfu),
     );
+    signaling.set_max_rooms(settings.limits.max_rooms);
     let control = Control::new(
         Arc::clone(&store),
         Arc::clone(&signaling),
@@ -130,7 +135,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .context("cannot reconcile the records left by the previous run")?;
     let (stop_tasks, tasks_stop) = watch::channel(false);
-    let recorder = tokio::spawn(Arc::clone(&control).run_signal_events(events, tasks_stop.clone()));
+    let recorder = tokio::spawn(Arc::clone(&control).run_signal_events(
+        events,
+        settings.limits.recorder_queue_bytes,
+        tasks_stop.clone(),
+    ));
     let egress_events = tokio::spawn(Arc::clone(&control).run_egress_events(tasks_stop.clone()));
     let maintenance = tokio::spawn(
         Arc::clone(&control).run_maintenance(MAINTENANCE_INTERVAL, tasks_stop.clone()),
@@ -148,7 +157,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let listener = without_nagle(listener);
     let public_ws_url = match &settings.public_url {
         Some(url) => url.clone(),
         None if settings.http_addr.port() == 0 => format!("ws://{http_addr}"),
@@ -162,6 +170,18 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         public_ws_url,
         dev: settings.dev,
         guest_limiter: Arc::new(http::default_guest_limiter()),
+        cors: Arc::new(http::CorsPolicy::new(
+            settings.dev,
+            settings.cors_origins.as_ref(),
+            &own_origins(http_addr, &settings),
+        )),
+        guard: http::Guard::new(http::GuardLimits {
+            rtc_per_minute: settings.limits.rtc_requests_per_minute,
+            whip_per_minute: settings.limits.whip_requests_per_minute,
+            api_per_minute: settings.limits.api_requests_per_minute,
+            body_bytes: settings.limits.http_request_body_bytes,
+            body_timeout: settings.limits.http_body_timeout,
+        }),
     };
     let app = http::router(state);
     info!(%http_addr, media = ?media_addrs, "listening");
@@ -169,17 +189,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     println!("switchboard ready http://{http_addr}");
 
     let shutdown_signaling = Arc::clone(&signaling);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let serve_limits = http::ServeLimits {
+        header_timeout: settings.limits.http_header_timeout,
+        idle_timeout: settings.limits.http_idle_timeout,
+        header_bytes: settings.limits.http_header_bytes,
+        max_connections: settings.limits.http_max_connections,
+        connections_per_address: settings.limits.http_connections_per_address,
+    };
+    http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
         info!("shutting down: telling participants to leave");
         shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
     })
-    .await
-    .context("the HTTP server failed")?;
+    .await;
 
     // Recordings are finalized and recorded as complete before the event loops stop.
     control.stop_all_egress(EGRESS_GRACE).await;
@@ -197,22 +219,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Accepts connections with Nagle's algorithm off. Signaling is small messages in both
-/// directions (a JoinResponse then a ParticipantUpdate, an answer then a trickle candidate):
-/// with Nagle on, a message written while the previous one is unacknowledged waits for the
-/// peer's ACK (a round trip, or a delayed ACK's up to 40 ms on Linux). On loopback, where
-/// Linux acknowledges at once, it made no measurable difference.
-fn without_nagle(
-    listener: tokio::net::TcpListener,
-) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
-    use axum::serve::ListenerExt;
-    listener.tap_io(set_nodelay)
-}
-
-fn set_nodelay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        warn!("cannot turn Nagle's algorithm off on a connection: {e}");
+/// The origins pages served by this server have: the bound address, the configured HTTP
+/// address and the public URL's host (ws→http, wss→https).
+fn own_origins(bound: std::net::SocketAddr, settings: &Settings) -> Vec<String> {
+    let mut origins = vec![
+        format!("http://{bound}"),
+        format!("http://{}", settings.http_addr),
+    ];
+    let public = settings.public_ws_url();
+    if let Some(rest) = public.strip_prefix("wss://") {
+        origins.push(format!(
+            "https://{}",
+            rest.split('/').next().unwrap_or(rest)
+        ));
+    } else if let Some(rest) = public.strip_prefix("ws://") {
+        origins.push(format!("http://{}", rest.split('/').next().unwrap_or(rest)));
     }
+    origins
 }
 
 /// The retransmission tests' hook (`SWITCHBOARD_TEST_DROP_VIDEO_EVERY=N`, docs/configuration.md):
@@ -233,23 +256,20 @@ fn test_drop_video_every() -> anyhow::Result<Option<std::num::NonZeroU64>> {
     Ok(Some(every))
 }
 
-#[cfg(test)]
-mod tests {
-    use axum::serve::Listener;
-
-    use super::without_nagle;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nagle_off() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut listener = without_nagle(listener);
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (accepted, peer) = listener.accept().await;
-        assert_eq!(peer, client.local_addr().unwrap());
-        assert!(
-            accepted.nodelay().unwrap(),
-            "the server side must not delay small writes"
-        );
+/// The participant limits of the `[limits]` table, as signaling enforces them.
+fn session_limits(limits: &crate::config::Limits) -> SessionLimits {
+    SessionLimits {
+        max_tracks: limits.max_tracks_per_participant,
+        max_metadata_bytes: limits.max_participant_metadata_bytes,
+        max_attributes: limits.max_participant_attributes,
+        max_attributes_bytes: limits.max_participant_attributes_bytes,
+        max_name_bytes: limits.max_participant_name_bytes,
+        max_room_metadata_bytes: limits.max_room_metadata_bytes,
+        max_data_packet_bytes: limits.max_data_packet_bytes,
+        data_packets_per_second: limits.data_packets_per_second,
+        data_bytes_per_second: limits.data_bytes_per_second,
+        signal_requests_per_second: limits.signal_requests_per_second,
+        signal_queue_bytes: limits.signal_queue_bytes,
+        signal_write_timeout: limits.signal_write_timeout,
     }
 }

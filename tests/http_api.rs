@@ -210,8 +210,8 @@ async fn a_good_token_without_a_websocket_handshake_is_told_what_is_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn v1_is_refused_so_clients_fall_back_and_cors_is_open() {
-    let server = Server::start();
+async fn v1_is_refused_so_clients_fall_back_and_cors_answers_listed_origins() {
+    let server = Server::start_with(&["--cors-origin", ORIGIN]);
     let client = http();
     let token = support::token("fallback", "alice", &[]);
 

@@ -114,6 +114,8 @@ pub enum AdminError {
     },
     #[error("room {room:?} is being deleted; try again in a moment")]
     RoomClosing { room: String },
+    #[error("this server has its maximum of {max} rooms open (max_rooms); try again later")]
+    TooManyRooms { max: u32 },
     #[error("the data packet is {size} bytes; at most {max} can be sent")]
     PayloadTooLarge { size: usize, max: usize },
 }
@@ -130,6 +132,22 @@ impl Signaling {
     ) -> Result<EnsuredRoom, AdminError> {
         let (room, created) = self.rooms.ensure(room_id, settings)?;
         Ok(EnsuredRoom { room, created })
+    }
+
+    /// Rooms this node may have open at once (`max_rooms`); 0 = no limit. A join, WHIP
+    /// publish or admin call that would open one more is refused.
+    pub fn set_max_rooms(&self, max: u32) {
+        self.rooms.set_max_rooms(max);
+    }
+
+    /// Refused when `room_id` is not open and the node has `max_rooms` open: checked before
+    /// a room's record is written, so a refused creation leaves nothing behind.
+    pub fn check_room_limit(&self, room_id: &str) -> Result<(), AdminError> {
+        self.rooms
+            .check_room_limit(room_id)
+            .map_err(|_| AdminError::TooManyRooms {
+                max: self.rooms.max_rooms(),
+            })
     }
 
     /// Every room open on this node, by name.

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::rooms::JoinRefused;
 use crate::session::{self, JoinParams};
 use crate::token::Claims;
 use crate::websocket::{self, SignalSocket};
@@ -49,7 +50,13 @@ fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Re
     })?;
     sig.rooms
         .check_capacity(&claims.video.room, &claims.sub)
-        .map_err(|e| Refusal(StatusCode::FORBIDDEN, e.to_string()))?;
+        .map_err(|e| {
+            let status = match &e {
+                JoinRefused::TooManyRooms { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::FORBIDDEN,
+            };
+            Refusal(status, e.to_string())
+        })?;
     Ok(claims)
 }
 

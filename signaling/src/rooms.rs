@@ -2,6 +2,7 @@
 //! participant updates. Not on the media path: a mutex here costs nothing per packet.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -81,6 +82,8 @@ pub enum JoinRefused {
     Full { room: String, max: u32 },
     #[error("room {room} is being deleted; try again in a moment")]
     Deleting { room: String },
+    #[error("this server has its maximum of {max} rooms open (max_rooms); try again later")]
+    TooManyRooms { max: u32 },
 }
 
 pub(crate) struct Joined {
@@ -96,6 +99,8 @@ pub(crate) struct Rooms {
     deleting: Mutex<HashSet<String>>,
     defaults: RoomDefaults,
     events: mpsc::UnboundedSender<SignalEvent>,
+    /// Rooms this node may have open at once; 0 = no limit (set by the binary).
+    max_rooms: AtomicU32,
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
@@ -121,6 +126,30 @@ impl Rooms {
             deleting: Mutex::new(HashSet::new()),
             defaults,
             events,
+            max_rooms: AtomicU32::new(0),
+        }
+    }
+
+    pub fn set_max_rooms(&self, max: u32) {
+        self.max_rooms.store(max, Ordering::Relaxed);
+    }
+
+    pub fn max_rooms(&self) -> u32 {
+        self.max_rooms.load(Ordering::Relaxed)
+    }
+
+    /// `Some(max)` when opening `room` would pass `max_rooms` (it is not open yet and the
+    /// node is full).
+    fn over_room_limit(&self, rooms: &HashMap<String, RoomState>, room: &str) -> Option<u32> {
+        let max = self.max_rooms.load(Ordering::Relaxed);
+        (max > 0 && !rooms.contains_key(room) && rooms.len() >= max as usize).then_some(max)
+    }
+
+    /// Would `room` open (or is it open already)?
+    pub fn check_room_limit(&self, room: &str) -> Result<(), JoinRefused> {
+        match self.over_room_limit(&self.lock(), room) {
+            Some(max) => Err(JoinRefused::TooManyRooms { max }),
+            None => Ok(()),
         }
     }
 
@@ -174,6 +203,9 @@ impl Rooms {
                 room: room.to_owned(),
             });
         }
+        if let Some(max) = self.over_room_limit(&rooms, room) {
+            return Err(JoinRefused::TooManyRooms { max });
+        }
         let Some(state) = rooms.get(room) else {
             return Ok(());
         };
@@ -203,6 +235,9 @@ impl Rooms {
             return Err(JoinRefused::Deleting {
                 room: room.to_owned(),
             });
+        }
+        if let Some(max) = self.over_room_limit(&rooms, room) {
+            return Err(JoinRefused::TooManyRooms { max });
         }
         let state = rooms.entry(room.to_owned()).or_insert_with(|| {
             let defaults = self.defaults;
@@ -279,6 +314,9 @@ impl Rooms {
             return Err(AdminError::RoomClosing {
                 room: room.to_owned(),
             });
+        }
+        if let Some(max) = self.over_room_limit(&rooms, room) {
+            return Err(AdminError::TooManyRooms { max });
         }
         let created = !rooms.contains_key(room);
         if created {

@@ -71,6 +71,28 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Let --dev listen on a non-loopback address.
+    ///
+    /// Without it, --dev refuses an http_addr or rtc.ip other machines can reach, since a
+    /// development server hands admin tokens to anyone who can reach it.
+    ///
+    /// Environment: SWITCHBOARD_DEV_ALLOW_PUBLIC=1. Config file: dev_allow_public = true.
+    #[arg(long)]
+    pub dev_allow_public: bool,
+
+    /// Browser origin allowed to call the API, like https://app.example.com (repeat for
+    /// several), or * for any origin.
+    ///
+    /// Credentials mode is never allowed (every endpoint takes a bearer token). In
+    /// development mode the server's own and loopback origins are always allowed;
+    /// /v1/dev/token accepts only those and the origins listed here, never *.
+    ///
+    /// Environment: SWITCHBOARD_CORS_ORIGINS (comma-separated). Config file: cors_origins
+    /// (an array). Default: * in production; the server's own and loopback origins with
+    /// --dev.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
     /// Address the HTTP API and WebSocket signaling listen on.
     ///
     /// Environment: SWITCHBOARD_HTTP_ADDR. Config file: http_addr.

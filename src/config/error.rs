@@ -100,6 +100,15 @@ pub enum ConfigError {
         second: Origin,
     },
 
+    /// `--dev` on an address other machines can reach, without `--dev-allow-public`.
+    #[error(
+        "--dev refuses to listen on {setting} {ip}: development mode hands admin tokens to \
+         anyone who can reach it (the well-known key, /v1/dev/token). Use a loopback address \
+         (127.0.0.1), configure real keys without --dev, or add --dev-allow-public \
+         (SWITCHBOARD_DEV_ALLOW_PUBLIC=1, dev_allow_public = true) if you mean it"
+    )]
+    DevNotLoopback { setting: &'static str, ip: IpAddr },
+
     /// `token create --api-key K` where K is not among the configured keys.
     #[error("API key \"{key}\" (from --api-key) is not configured; configured keys: {known}")]
     UnknownKey { key: String, known: String },

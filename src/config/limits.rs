@@ -47,6 +47,15 @@ pub(super) fn duration(input: &str) -> Result<Duration, String> {
     }
 }
 
+/// The largest request head: at least 8 KiB (the HTTP library's own floor, room for a join
+/// token in a URL).
+pub(super) fn header_bytes(input: &str) -> Result<usize, String> {
+    match bytes(input)? {
+        n if n >= 8192 => Ok(n),
+        _ => Err("expected at least 8KiB".to_owned()),
+    }
+}
+
 /// A rate per minute; at least 1.
 pub(super) fn per_minute(input: &str) -> Result<u32, String> {
     count(input)
@@ -94,6 +103,44 @@ limits! {
     /// Most m-lines in a WHIP/WHEP offer or a LiveKit publisher offer (a subscriber answer
     /// may also have as many as our offer had); more are refused (400) before parsing.
     max_media_sections: u32 = 32, count;
+    /// How long a client may take to send a request's head (line and headers), counted from
+    /// its first byte; the connection is closed when it runs out (slowloris).
+    http_header_timeout: Duration = Duration::from_secs(10), duration;
+    /// How long a client may take to send a whole request body; 408 when it runs out.
+    http_body_timeout: Duration = Duration::from_secs(30), duration;
+    /// How long a connection may sit with no request in progress (before its first request
+    /// or between keep-alive requests) before it is closed. Upgraded WebSockets are exempt.
+    http_idle_timeout: Duration = Duration::from_secs(60), duration;
+    /// Largest request head (line and headers); a larger one is refused with 431.
+    http_header_bytes: usize = 64 * 1024, header_bytes;
+    /// Open HTTP connections (WebSockets included) from one client address (an IPv6 /64);
+    /// more are closed at accept.
+    http_connections_per_address: u32 = 256, count;
+    /// Open HTTP connections (WebSockets included) on this node; more are closed at accept.
+    /// Lowered at start to fit the process's open-file limit.
+    http_max_connections: u32 = 10_000, count;
+    /// `/rtc` and `/rtc/validate` requests per client address per minute; then 429.
+    rtc_requests_per_minute: u32 = 120, per_minute;
+    /// `/whip` and `/whep` requests (offers, trickle, deletes) per client address per minute.
+    whip_requests_per_minute: u32 = 300, per_minute;
+    /// `/v1` and `/twirp` requests per client address per minute.
+    api_requests_per_minute: u32 = 1200, per_minute;
+    /// Rooms open on this node at once; creating one more is refused (503).
+    max_rooms: u32 = 10_000, count;
+    /// Signaling events held in memory while the database is unreachable or slow (joins,
+    /// leaves, tracks waiting to be recorded); newer ones are dropped when it is full.
+    recorder_queue_bytes: usize = 16 * 1024 * 1024, bytes;
+    /// Tracks one participant may have announced (AddTrackRequest), bound or still pending;
+    /// one more is refused with RequestResponse LIMIT_EXCEEDED.
+    max_tracks_per_participant: u32 = 8, count;
+    /// Largest participant metadata (token, UpdateParticipantMetadata, admin update).
+    max_participant_metadata_bytes: usize = 64 * 1024, bytes;
+    /// Most participant attributes (keys) one participant may have.
+    max_participant_attributes: u32 = 64, count;
+    /// Largest total of a participant's attribute keys and values.
+    max_participant_attributes_bytes: usize = 16 * 1024, bytes;
+    /// Longest participant name.
+    max_participant_name_bytes: usize = 256, bytes;
     /// Longest participant identity (the token's `sub`, API paths and bodies, minted tokens);
     /// the characters allowed are fixed (signaling/src/names.rs).
     max_participant_identity_bytes: usize = 256, bytes;
@@ -103,6 +150,25 @@ limits! {
     /// Egress (recordings, restreams) running at once on this node; one more is refused
     /// with 503. Each runs on a thread of its own, so this also bounds egress threads.
     max_egress: u32 = 32, count;
+    /// Largest room metadata (admin update, room creation).
+    max_room_metadata_bytes: usize = 64 * 1024, bytes;
+    /// Largest DataPacket a participant may send; a larger one is dropped.
+    max_data_packet_bytes: usize = 64 * 1024, bytes;
+    /// DataPackets per second one participant may send (bursts up to one second's worth);
+    /// more are dropped.
+    data_packets_per_second: u32 = 200, count;
+    /// DataPacket bytes per second one participant may send (bursts up to one second's
+    /// worth); more are dropped.
+    data_bytes_per_second: usize = 2 * 1024 * 1024, bytes;
+    /// Signaling requests per second one participant may send (bursts up to four seconds'
+    /// worth); a client over it is disconnected (close 1008).
+    signal_requests_per_second: u32 = 50, count;
+    /// Signaling output waiting for one participant's socket; a client further behind is
+    /// disconnected (leave reason `signal_backpressure`).
+    signal_queue_bytes: usize = 4 * 1024 * 1024, bytes;
+    /// How long one signaling message may take to be written to a client's socket before
+    /// the client is disconnected (leave reason `signal_backpressure`).
+    signal_write_timeout: Duration = Duration::from_secs(10), duration;
 }
 
 fn env_name(name: &str) -> String {

@@ -19,6 +19,7 @@ mod cli_tests;
 #[cfg(test)]
 mod delivery_tests;
 mod error;
+mod exposure;
 mod keys;
 mod limits;
 mod parse;
@@ -36,6 +37,7 @@ use std::time::Duration;
 pub use cli::{Cli, Command, MigrateArgs, ServeArgs, TokenCommand, TokenCreateArgs};
 #[allow(unused_imports)] // part of the module's API, used by tests
 pub use error::{ConfigError, Origin};
+pub use exposure::{is_loopback_origin, normalize_origin, CorsOrigins};
 #[allow(unused_imports)]
 pub use keys::{DEV_KEY, DEV_SECRET, MIN_SECRET_CHARS};
 pub use limits::Limits;
@@ -86,6 +88,11 @@ pub struct Settings {
     pub nats: Option<NatsSettings>,
     /// Every resource limit (`[limits]`, `--limit`, `SWITCHBOARD_LIMIT_*`).
     pub limits: Limits,
+    /// `--dev` may listen on a non-loopback address.
+    pub dev_allow_public: bool,
+    /// Browser origins allowed by CORS; `None` = the default of the mode (see
+    /// [`CorsOrigins`]).
+    pub cors_origins: Option<CorsOrigins>,
 }
 
 /// Webhook delivery.
@@ -157,6 +164,11 @@ impl RtcSettings {
 }
 
 impl Settings {
+    /// Refuses `--dev` on a non-loopback address unless `dev_allow_public` is set.
+    pub fn check_dev_exposure(&self) -> Result<(), ConfigError> {
+        exposure::check_dev_exposure(self.dev, self.dev_allow_public, self.http_addr, self.rtc.ip)
+    }
+
     /// The WebSocket URL clients should connect to: `public_url` if configured, else
     /// `ws://` + the HTTP address (with a wildcard listen address replaced by a node IP,
     /// or loopback, since `ws://0.0.0.0:…` is not something a client can connect to).
@@ -186,6 +198,8 @@ impl fmt::Debug for Settings {
             .field("webhooks", &self.webhooks)
             .field("nats", &self.nats)
             .field("limits", &self.limits)
+            .field("dev_allow_public", &self.dev_allow_public)
+            .field("cors_origins", &self.cors_origins)
             .finish()
     }
 }
@@ -274,6 +288,19 @@ pub fn resolve(
         .get(args.log.as_deref(), &sources::LOG, parse::log_filter)?
         .unwrap_or_else(|| DEFAULT_LOG.to_owned());
     let limits = limits::resolve(&src, &args.limits)?;
+    let dev_allow_public = src
+        .get(
+            args.dev_allow_public.then_some("true"),
+            &sources::DEV_ALLOW_PUBLIC,
+            parse::bool,
+        )?
+        .unwrap_or(false);
+    let cors_flags = (!args.cors_origins.is_empty()).then(|| args.cors_origins.join(","));
+    let cors_origins = src.get(
+        cors_flags.as_deref(),
+        &sources::CORS_ORIGINS,
+        exposure::cors_origins,
+    )?;
 
     Ok(Settings {
         dev,
@@ -290,6 +317,8 @@ pub fn resolve(
         webhooks,
         nats,
         limits,
+        dev_allow_public,
+        cors_origins,
     })
 }
 

@@ -41,6 +41,9 @@ macro_rules! settings {
 
 settings! {
     DEV = "--dev", "SWITCHBOARD_DEV", "dev", Bool;
+    DEV_ALLOW_PUBLIC = "--dev-allow-public", "SWITCHBOARD_DEV_ALLOW_PUBLIC", "dev_allow_public",
+        Bool;
+    CORS_ORIGINS = "--cors-origin", "SWITCHBOARD_CORS_ORIGINS", "cors_origins", StrList;
     HTTP_ADDR = "--http-addr", "SWITCHBOARD_HTTP_ADDR", "http_addr", Str;
     RTC_IP = "--rtc-ip", "SWITCHBOARD_RTC_IP", "rtc.ip", Str;
     RTC_PORT = "--rtc-port", "SWITCHBOARD_RTC_PORT", "rtc.port", Int;

@@ -60,6 +60,10 @@ impl From<switchboard_signaling::AdminError> for ControlError {
                 ControlError::NotFound(detail)
             }
             A::RoomClosing { .. } => ControlError::Conflict(detail),
+            A::TooManyRooms { .. } => ControlError::Busy {
+                detail,
+                retry_after_secs: 30,
+            },
             A::PayloadTooLarge { .. } => ControlError::BadRequest(detail),
         }
     }

@@ -105,6 +105,8 @@ impl Control {
                 )));
             }
         }
+        // Before the record is written, so a refused room leaves none behind.
+        self.signaling.check_room_limit(&room_id)?;
         let spec = RoomSpec {
             room_id,
             name: options.name,

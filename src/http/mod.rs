@@ -1,14 +1,20 @@
 //! The HTTP server: LiveKit signaling, the `/v1` API, health checks and the demo page, with
-//! CORS open so browser apps on other origins can connect.
+//! CORS for the configured browser origins (cors.rs) and per-address bounds (guard.rs,
+//! serve.rs).
 
 mod api_json;
 mod auth;
+mod conn;
+mod cors;
 mod egress;
+mod guard;
 mod guests;
 mod livekit_json;
 pub mod metrics;
+mod paging;
 mod problem;
 mod rooms;
+mod serve;
 mod sessions;
 mod tokens;
 mod twirp;
@@ -26,11 +32,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use switchboard_sfu::Sfu;
 use switchboard_signaling::Signaling;
-use tower_http::cors::CorsLayer;
 
 use crate::control::Control;
+pub use cors::CorsPolicy;
+pub use guard::{Guard, GuardLimits};
 pub use guests::GuestLimiter;
 pub use problem::Problem;
+pub use serve::{serve, ServeLimits};
 
 /// What every HTTP handler can reach.
 #[derive(Clone)]
@@ -43,6 +51,10 @@ pub struct AppState {
     pub public_ws_url: String,
     pub dev: bool,
     pub guest_limiter: Arc<GuestLimiter>,
+    /// Which browser origins may read responses and mint development tokens.
+    pub cors: Arc<CorsPolicy>,
+    /// Per-address request rates and request bodies.
+    pub guard: Arc<Guard>,
 }
 
 impl AppState {
@@ -179,7 +191,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/egress/{egress_id}/stop", post(egress::stop))
         .route("/v1/egress/{egress_id}/status", post(egress::status))
         .route("/v1/audit", get(sessions::audit))
-        .route("/v1/dev/token", post(tokens::create_dev))
+        .route(
+            "/v1/dev/token",
+            post(tokens::create_dev).layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state.cors),
+                cors::dev_token_origin,
+            )),
+        )
         .route(
             "/twirp/livekit.RoomService/{method}",
             post(twirp::room_service),
@@ -199,14 +217,15 @@ pub fn router(state: AppState) -> Router {
         .signaling
         .router()
         .merge(api)
-        // Browser WHIP/WHEP players read these from the answers of other origins.
-        .layer(CorsLayer::very_permissive().expose_headers([
-            axum::http::header::LOCATION,
-            axum::http::header::ETAG,
-            axum::http::header::LINK,
-            axum::http::HeaderName::from_static("accept-patch"),
-            axum::http::HeaderName::from_static("accept-post"),
-        ]))
+        // The guard reads bodies under http_request_body_bytes itself, with a problem
+        // document when one is too large; axum's own 2 MB default would only get in the way.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        // Inside CORS, so a page can read a 429 or 413 (the CORS layer adds its headers).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.guard),
+            guard::guard,
+        ))
+        .layer(state.cors.layer())
         // Outside the CORS layer, which answers OPTIONS before anything inside it runs.
         .layer(axum::middleware::from_fn(whip_options))
 }

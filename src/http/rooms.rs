@@ -10,6 +10,7 @@ use switchboard_signaling::ParticipantChange;
 
 use super::api_json::{ApiJson, ApiQuery};
 use super::auth::{Caller, Need};
+use super::paging::{self, PageQuery};
 use super::problem::Problem;
 use super::AppState;
 use crate::control::{now, RoomOptions};
@@ -52,6 +53,8 @@ pub async fn create(
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    limit: Option<u32>,
+    page_token: Option<String>,
 }
 
 pub async fn list(
@@ -68,9 +71,41 @@ pub async fn list(
             ))
         })?),
     };
-    let rooms = state.control.store.list_rooms(status).await?;
+    let page = PageQuery {
+        limit: query.limit,
+        page_token: query.page_token,
+    };
+    let limit = page.limit()?;
+    let after = match page.position()? {
+        Some(position) => {
+            let (ms, room_id) = paging::parse_room_position(&position)?;
+            let at = chrono::DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| Problem::bad_request("page_token is not valid"))?;
+            Some((at, room_id))
+        }
+        None => None,
+    };
+    // One more than the page, to know whether another page follows.
+    let mut rooms = state
+        .control
+        .store
+        .list_rooms_page(status, after, limit + 1)
+        .await?;
+    let next_page_token = if rooms.len() > limit as usize {
+        rooms.truncate(limit as usize);
+        rooms.last().map(|last| {
+            paging::token(&paging::room_position(
+                last.created_at.timestamp_millis(),
+                &last.room_id,
+            ))
+        })
+    } else {
+        None
+    };
     let rooms: Vec<Value> = rooms.iter().map(|r| room_json(&state, r)).collect();
-    Ok(Json(json!({ "rooms": rooms })))
+    Ok(Json(
+        json!({ "rooms": rooms, "next_page_token": next_page_token }),
+    ))
 }
 
 pub async fn get(
@@ -141,17 +176,34 @@ pub async fn delete(
         .await
 }
 
-/// Seed 003's "operators": who is in the room now.
+/// Seed 003's "operators": who is in the room now, by identity, a page at a time.
 pub async fn participants(
     State(state): State<AppState>,
     caller: Caller,
     Path(room_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
     caller.require(Need::Read(&room_id))?;
+    let limit = page.limit()? as usize;
+    let after = page.position()?;
     state.control.store.get_room(&room_id).await?;
-    let live = state.signaling.participants(&room_id).unwrap_or_default();
-    let list: Vec<Value> = live.iter().map(super::livekit_json::participant).collect();
-    Ok(Json(json!({ "participants": list })))
+    let mut live = state.signaling.participants(&room_id).unwrap_or_default();
+    live.sort_by(|a, b| a.identity.cmp(&b.identity));
+    let start = match &after {
+        Some(after) => live.partition_point(|p| p.identity.as_str() <= after.as_str()),
+        None => 0,
+    };
+    let page_items = &live[start..live.len().min(start + limit)];
+    let next_page_token = (start + limit < live.len())
+        .then(|| page_items.last().map(|p| paging::token(&p.identity)))
+        .flatten();
+    let list: Vec<Value> = page_items
+        .iter()
+        .map(super::livekit_json::participant)
+        .collect();
+    Ok(Json(
+        json!({ "participants": list, "next_page_token": next_page_token }),
+    ))
 }
 
 pub async fn remove_participant(

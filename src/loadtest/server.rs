@@ -52,6 +52,18 @@ impl StartedServer {
             ])
             .arg("--data-dir")
             .arg(&data_dir)
+            // Every simulated client comes from 127.0.0.1: the per-address bounds meant for
+            // one real client would stop the load at its first few hundred participants.
+            .args([
+                "--limit",
+                "http_connections_per_address=1000000",
+                "--limit",
+                "rtc_requests_per_minute=1000000",
+                "--limit",
+                "api_requests_per_minute=1000000",
+                "--limit",
+                "whip_requests_per_minute=1000000",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

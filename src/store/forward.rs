@@ -56,6 +56,15 @@ macro_rules! forward_store_to_impls {
                 self.list_rooms_impl(status).await
             }
 
+            async fn list_rooms_page(
+                &self,
+                status: Option<RoomStatus>,
+                after: Option<(DateTime<Utc>, String)>,
+                limit: u32,
+            ) -> Result<Vec<RoomRecord>, StoreError> {
+                self.list_rooms_page_impl(status, after, limit).await
+            }
+
             async fn idle_rooms(&self, now: DateTime<Utc>) -> Result<Vec<RoomRecord>, StoreError> {
                 self.idle_rooms_impl(now).await
             }

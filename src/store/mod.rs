@@ -105,6 +105,15 @@ pub trait Store: Send + Sync + 'static {
     /// Rooms ordered by `created_at` (then `room_id`), optionally only those in `status`.
     async fn list_rooms(&self, status: Option<RoomStatus>) -> Result<Vec<RoomRecord>, StoreError>;
 
+    /// One page of [`Store::list_rooms`], in the same order: at most `limit` rooms after
+    /// `after`, the `(created_at, room_id)` of the previous page's last room.
+    async fn list_rooms_page(
+        &self,
+        status: Option<RoomStatus>,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> Result<Vec<RoomRecord>, StoreError>;
+
     /// Active rooms with no open connection whose `last_active_at` is more than their own
     /// `empty_timeout_secs` before `now`, ordered like `list_rooms`.
     async fn idle_rooms(&self, now: DateTime<Utc>) -> Result<Vec<RoomRecord>, StoreError>;

@@ -394,7 +394,7 @@ test('trickle and ICE restart PATCHes, and every refusal over real HTTP', { time
   const exposed = (await post('/whip', { headers: { origin: 'https://player.example' } })).headers.get('access-control-expose-headers') ?? '';
   assert.match(exposed.toLowerCase(), /location/);
   assert.match(exposed.toLowerCase(), /etag/);
-}));
+}, { extraArgs: ['--cors-origin', 'https://player.example'] }));
 
 test('configured ICE servers are announced as Link headers; a full room answers 503 with Retry-After', { timeout: 60_000 }, () => withServer(async (server, open) => {
   const room = roomId('full');

@@ -217,6 +217,34 @@ impl PostgresStore {
         Ok(all(rows)?)
     }
 
+    pub(super) async fn list_rooms_page_impl(
+        &self,
+        status: Option<RoomStatus>,
+        after: Option<(DateTime<Utc>, String)>,
+        limit: u32,
+    ) -> Result<Vec<RoomRecord>, StoreError> {
+        let (after_at, after_id) = match after {
+            Some((at, id)) => (Some(to_millis(at)), Some(id)),
+            None => (None, None),
+        };
+        let rows: Vec<RoomRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            room_columns!(),
+            " FROM rooms WHERE ($1::TEXT IS NULL OR status = $1) \
+               AND ($2::BIGINT IS NULL OR (created_at, room_id COLLATE \"C\") > (",
+            ts!("$2::BIGINT"),
+            ", $3::TEXT COLLATE \"C\")) \
+             ORDER BY created_at, room_id COLLATE \"C\" LIMIT $4"
+        ))
+        .bind(status.map(RoomStatus::as_str))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(all(rows)?)
+    }
+
     pub(super) async fn idle_rooms_impl(
         &self,
         now: DateTime<Utc>,
