@@ -420,6 +420,10 @@ async fn bad_room_names_and_identities_are_refused_at_every_entry_with_the_same_
     api.post("/v1/egress", &json!({ "room_id": BAD_ROOM }))
         .await
         .problem_saying(StatusCode::BAD_REQUEST, &[&expected_room]);
+    Api::new(&server.http, None)
+        .get(&format!("/v1/rooms/{encoded}/guest-token"))
+        .await
+        .problem_saying(StatusCode::BAD_REQUEST, &[&expected_room]);
     let identity_words = ["identity", "is not valid", "20480 bytes"];
     api.post("/v1/rooms", &json!({ "room_id": "stage" }))
         .await

@@ -76,6 +76,7 @@ pub async fn guest_token(
         }
         .into());
     }
+    state.control.check_room_id(&room_id)?;
     let room = state.control.store.get_room(&room_id).await?;
     if room.status != RoomStatus::Active {
         return Err(ControlError::RoomNotActive { room_id }.into());
