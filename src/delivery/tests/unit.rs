@@ -99,6 +99,21 @@ fn webhook_body_is_livekit_protojson_with_our_fields() {
         })
     );
 
+    // Our own media timeouts are LiveKit's CONNECTION_TIMEOUT in a webhook.
+    for ours in ["media_connect_timeout", "media_departure_timeout"] {
+        let timed_out = event(
+            3,
+            "participant_left",
+            json!({"participant": {"sid": "PA_2", "identity": "ghost", "leave_reason": ours}}),
+        );
+        let body: Value =
+            serde_json::from_slice(&livekit::webhook_body(&timed_out).unwrap()).unwrap();
+        assert_eq!(
+            body["participant"]["disconnectReason"], "CONNECTION_TIMEOUT",
+            "{ours}"
+        );
+    }
+
     let mut session = event(
         4,
         "session_state_changed",
