@@ -32,6 +32,13 @@ pub enum ControlError {
     Store(StoreError),
 }
 
+impl ControlError {
+    /// True when the database was unreachable (see [`StoreError::is_unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, ControlError::Store(e) if e.is_unavailable())
+    }
+}
+
 impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         match e {

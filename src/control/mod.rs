@@ -9,6 +9,7 @@
 mod egress;
 mod errors;
 mod maintenance;
+mod recorder;
 mod rooms;
 mod sessions;
 mod signal_events;

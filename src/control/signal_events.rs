@@ -1,13 +1,10 @@
-//! Turning what signaling reports into records, in order, and moving sessions along when a
-//! host joins.
+//! Turning what signaling reports into records and moving sessions along when a host joins.
+//! The recorder (`recorder.rs`) calls this for each event, in order.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use switchboard_signaling::SignalEvent;
-use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
 
 use super::state::Trigger;
 use super::{new_id, Control, ControlError};
@@ -15,10 +12,6 @@ use crate::store::{
     NewRoom, NewSession, ParticipantJoin, ParticipantLeave, ParticipantRole, ParticipantSummary,
     SessionState, TrackEvent,
 };
-
-/// A failed write is retried this many times before it is logged and skipped, so a database
-/// hiccup never stalls signaling.
-const ATTEMPTS: u32 = 3;
 
 fn utc(at: SystemTime) -> DateTime<Utc> {
     DateTime::<Utc>::from(at)
@@ -214,38 +207,5 @@ impl Control {
         Err(ControlError::Conflict(format!(
             "room {room_id}: could not settle its open session"
         )))
-    }
-
-    async fn apply_with_retry(&self, event: &SignalEvent) {
-        for attempt in 1..=ATTEMPTS {
-            match self.apply_signal_event(event).await {
-                Ok(()) => return,
-                Err(e) if attempt < ATTEMPTS => {
-                    debug!(attempt, "recording failed, retrying: {e}");
-                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-                }
-                Err(e) => warn!(?event, "could not record an event: {e}"),
-            }
-        }
-    }
-
-    /// Records signaling events until `stop` turns true, then records whatever is queued.
-    pub async fn run_signal_events(
-        self: Arc<Self>,
-        mut events: mpsc::UnboundedReceiver<SignalEvent>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                event = events.recv() => match event {
-                    Some(event) => self.apply_with_retry(&event).await,
-                    None => return,
-                },
-                _ = stop.changed() => break,
-            }
-        }
-        while let Ok(event) = events.try_recv() {
-            self.apply_with_retry(&event).await;
-        }
     }
 }

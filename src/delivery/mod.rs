@@ -274,11 +274,13 @@ async fn run_sink<S: Sink>(
                 failures += 1;
                 let delay = config.retry.delay(failures);
                 warn!(sink = %shown, retry_in = ?delay, error = %chain(&err), "cannot read the event log");
-                if or_stop(&mut stop, tokio::time::sleep(delay))
-                    .await
-                    .is_none()
-                {
-                    return;
+                // A write that succeeds means the database is back: read again at once
+                // instead of sleeping out a backoff that grew during the outage.
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return,
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
                 continue;
             }

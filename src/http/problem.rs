@@ -110,6 +110,13 @@ impl From<crate::control::ControlError> for Problem {
             E::Busy {
                 retry_after_secs, ..
             } => Problem::unavailable(detail, retry_after_secs),
+            E::Store(ref store) if store.is_unavailable() => {
+                tracing::warn!("the session store is unreachable behind an API call: {detail}");
+                Problem::unavailable(
+                    "the session store (database) is unreachable; retry shortly",
+                    5,
+                )
+            }
             E::Store(_) => {
                 tracing::error!("store failure behind an API call: {detail}");
                 Problem::internal("the session store failed; the error is in the server log")

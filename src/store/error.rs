@@ -35,6 +35,11 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 
+    /// The database is unreachable: it did not answer in time, or it failed to moments ago
+    /// (see `breaker.rs`).
+    #[error("the database is unreachable: {reason}")]
+    Unavailable { reason: String },
+
     /// Applying the versioned migrations failed (e.g. an applied migration was edited).
     #[error("could not apply database migrations: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
@@ -80,6 +85,36 @@ impl StoreError {
     /// True for [`StoreError::Conflict`] (an HTTP 409).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
+    }
+
+    /// True when the database could not be reached or dropped the connection (it is down,
+    /// restarting, or out of connections): the same call is worth repeating later, unlike a
+    /// write the database refused. The recorder retries these until the database is back;
+    /// the API answers them with 503.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Database(error) | Self::Connect { source: error, .. } => is_unavailable(error),
+            Self::Unavailable { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// See [`StoreError::is_unavailable`].
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exceptions; 57P01-03: the server is shutting down or
+        // starting; 53300: too many connections.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 

@@ -12,8 +12,19 @@ macro_rules! forward_store_to_impls {
             }
 
             async fn health(&self) -> Result<(), StoreError> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
+                // A readiness probe gives up after a second or so; a database that is down
+                // must make it answer 503, not time out waiting for a connection.
+                let waited = $crate::store::HEALTH_TIMEOUT;
+                let query = sqlx::query("SELECT 1").execute(&self.pool);
+                self.guarded(async {
+                    match tokio::time::timeout(waited, query).await {
+                        Ok(done) => done.map(drop).map_err(StoreError::from),
+                        Err(_) => Err(StoreError::Unavailable {
+                            reason: format!("no answer within {} ms", waited.as_millis()),
+                        }),
+                    }
+                })
+                .await
             }
 
             async fn close(&self) {
@@ -21,11 +32,11 @@ macro_rules! forward_store_to_impls {
             }
 
             async fn create_room(&self, spec: &RoomSpec) -> Result<(RoomRecord, bool), StoreError> {
-                self.create_room_impl(spec).await
+                self.guarded(self.create_room_impl(spec)).await
             }
 
             async fn room_started(&self, room: &NewRoom) -> Result<RoomRecord, StoreError> {
-                self.room_started_impl(room).await
+                self.guarded(self.room_started_impl(room)).await
             }
 
             async fn update_room(
@@ -33,7 +44,7 @@ macro_rules! forward_store_to_impls {
                 room_id: &str,
                 update: &RoomUpdate,
             ) -> Result<RoomRecord, StoreError> {
-                self.update_room_impl(room_id, update).await
+                self.guarded(self.update_room_impl(room_id, update)).await
             }
 
             async fn room_finished(
@@ -42,18 +53,19 @@ macro_rules! forward_store_to_impls {
                 at: DateTime<Utc>,
                 reason_for_open: &str,
             ) -> Result<(), StoreError> {
-                self.room_finished_impl(room_id, at, reason_for_open).await
+                self.guarded(self.room_finished_impl(room_id, at, reason_for_open))
+                    .await
             }
 
             async fn get_room(&self, room_id: &str) -> Result<RoomRecord, StoreError> {
-                self.get_room_impl(room_id).await
+                self.guarded(self.get_room_impl(room_id)).await
             }
 
             async fn list_rooms(
                 &self,
                 status: Option<RoomStatus>,
             ) -> Result<Vec<RoomRecord>, StoreError> {
-                self.list_rooms_impl(status).await
+                self.guarded(self.list_rooms_impl(status)).await
             }
 
             async fn list_rooms_page(
@@ -62,30 +74,31 @@ macro_rules! forward_store_to_impls {
                 after: Option<(DateTime<Utc>, String)>,
                 limit: u32,
             ) -> Result<Vec<RoomRecord>, StoreError> {
-                self.list_rooms_page_impl(status, after, limit).await
+                self.guarded(self.list_rooms_page_impl(status, after, limit))
+                    .await
             }
 
             async fn idle_rooms(&self, now: DateTime<Utc>) -> Result<Vec<RoomRecord>, StoreError> {
-                self.idle_rooms_impl(now).await
+                self.guarded(self.idle_rooms_impl(now)).await
             }
 
             async fn create_session(&self, s: &NewSession) -> Result<SessionRecord, StoreError> {
-                self.create_session_impl(s).await
+                self.guarded(self.create_session_impl(s)).await
             }
 
             async fn get_session(&self, session_id: &str) -> Result<SessionRecord, StoreError> {
-                self.get_session_impl(session_id).await
+                self.guarded(self.get_session_impl(session_id)).await
             }
 
             async fn list_sessions(&self, room_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
-                self.list_sessions_impl(room_id).await
+                self.guarded(self.list_sessions_impl(room_id)).await
             }
 
             async fn open_session(
                 &self,
                 room_id: &str,
             ) -> Result<Option<SessionRecord>, StoreError> {
-                self.open_session_impl(room_id).await
+                self.guarded(self.open_session_impl(room_id)).await
             }
 
             async fn transition_session(
@@ -96,7 +109,7 @@ macro_rules! forward_store_to_impls {
                 reason: &str,
                 at: DateTime<Utc>,
             ) -> Result<SessionRecord, StoreError> {
-                self.transition_session_impl(session_id, from, to, reason, at)
+                self.guarded(self.transition_session_impl(session_id, from, to, reason, at))
                     .await
             }
 
@@ -104,7 +117,7 @@ macro_rules! forward_store_to_impls {
                 &self,
                 p: &ParticipantJoin,
             ) -> Result<ParticipantRecord, StoreError> {
-                self.participant_joined_impl(p).await
+                self.guarded(self.participant_joined_impl(p)).await
             }
 
             async fn participant_left(
@@ -112,40 +125,41 @@ macro_rules! forward_store_to_impls {
                 sid: &str,
                 left: &ParticipantLeave,
             ) -> Result<(), StoreError> {
-                self.participant_left_impl(sid, left).await
+                self.guarded(self.participant_left_impl(sid, left)).await
             }
 
             async fn get_participant(&self, sid: &str) -> Result<ParticipantRecord, StoreError> {
-                self.get_participant_impl(sid).await
+                self.guarded(self.get_participant_impl(sid)).await
             }
 
             async fn list_participants(
                 &self,
                 room_id: &str,
             ) -> Result<Vec<ParticipantRecord>, StoreError> {
-                self.list_participants_impl(room_id).await
+                self.guarded(self.list_participants_impl(room_id)).await
             }
 
             async fn list_session_participants(
                 &self,
                 session_id: &str,
             ) -> Result<Vec<SessionParticipantRecord>, StoreError> {
-                self.list_session_participants_impl(session_id).await
+                self.guarded(self.list_session_participants_impl(session_id))
+                    .await
             }
 
             async fn open_connections(
                 &self,
                 room_id: &str,
             ) -> Result<Vec<ParticipantRecord>, StoreError> {
-                self.open_connections_impl(room_id).await
+                self.guarded(self.open_connections_impl(room_id)).await
             }
 
             async fn record_track(&self, t: &TrackEvent) -> Result<(), StoreError> {
-                self.record_track_impl(t).await
+                self.guarded(self.record_track_impl(t)).await
             }
 
             async fn create_egress(&self, e: &NewEgress) -> Result<EgressRecord, StoreError> {
-                self.create_egress_impl(e).await
+                self.guarded(self.create_egress_impl(e)).await
             }
 
             async fn update_egress(
@@ -153,11 +167,11 @@ macro_rules! forward_store_to_impls {
                 egress_id: &str,
                 u: &EgressUpdate,
             ) -> Result<EgressRecord, StoreError> {
-                self.update_egress_impl(egress_id, u).await
+                self.guarded(self.update_egress_impl(egress_id, u)).await
             }
 
             async fn get_egress(&self, egress_id: &str) -> Result<EgressRecord, StoreError> {
-                self.get_egress_impl(egress_id).await
+                self.guarded(self.get_egress_impl(egress_id)).await
             }
 
             async fn list_egress(
@@ -165,7 +179,8 @@ macro_rules! forward_store_to_impls {
                 room_id: Option<&str>,
                 session_id: Option<&str>,
             ) -> Result<Vec<EgressRecord>, StoreError> {
-                self.list_egress_impl(room_id, session_id).await
+                self.guarded(self.list_egress_impl(room_id, session_id))
+                    .await
             }
 
             async fn list_events(
@@ -174,7 +189,8 @@ macro_rules! forward_store_to_impls {
                 after_seq: i64,
                 limit: u32,
             ) -> Result<Vec<EventRecord>, StoreError> {
-                self.list_events_impl(room_id, after_seq, limit).await
+                self.guarded(self.list_events_impl(room_id, after_seq, limit))
+                    .await
             }
 
             async fn events_after(
@@ -182,11 +198,11 @@ macro_rules! forward_store_to_impls {
                 after_id: i64,
                 limit: u32,
             ) -> Result<Vec<EventRecord>, StoreError> {
-                self.events_after_impl(after_id, limit).await
+                self.guarded(self.events_after_impl(after_id, limit)).await
             }
 
             async fn delivery_cursor(&self, sink: &str) -> Result<i64, StoreError> {
-                self.delivery_cursor_impl(sink).await
+                self.guarded(self.delivery_cursor_impl(sink)).await
             }
 
             async fn set_delivery_cursor(
@@ -194,11 +210,12 @@ macro_rules! forward_store_to_impls {
                 sink: &str,
                 event_id: i64,
             ) -> Result<(), StoreError> {
-                self.set_delivery_cursor_impl(sink, event_id).await
+                self.guarded(self.set_delivery_cursor_impl(sink, event_id))
+                    .await
             }
 
             async fn record_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
-                self.record_audit_impl(entry).await
+                self.guarded(self.record_audit_impl(entry)).await
             }
 
             async fn list_audit(
@@ -206,21 +223,21 @@ macro_rules! forward_store_to_impls {
                 limit: u32,
                 before_id: Option<i64>,
             ) -> Result<Vec<AuditRecord>, StoreError> {
-                self.list_audit_impl(limit, before_id).await
+                self.guarded(self.list_audit_impl(limit, before_id)).await
             }
 
             async fn upsert_transcript(
                 &self,
                 t: &TranscriptSegment,
             ) -> Result<(TranscriptRecord, bool), StoreError> {
-                self.upsert_transcript_impl(t).await
+                self.guarded(self.upsert_transcript_impl(t)).await
             }
 
             async fn list_transcripts(
                 &self,
                 session_id: &str,
             ) -> Result<Vec<TranscriptRecord>, StoreError> {
-                self.list_transcripts_impl(session_id).await
+                self.guarded(self.list_transcripts_impl(session_id)).await
             }
 
             async fn revoke_identity(
@@ -229,21 +246,22 @@ macro_rules! forward_store_to_impls {
                 identity: &str,
                 at: DateTime<Utc>,
             ) -> Result<(), StoreError> {
-                self.revoke_identity_impl(room_id, identity, at).await
+                self.guarded(self.revoke_identity_impl(room_id, identity, at))
+                    .await
             }
 
             async fn list_revocations(
                 &self,
                 since: DateTime<Utc>,
             ) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError> {
-                self.list_revocations_impl(since).await
+                self.guarded(self.list_revocations_impl(since)).await
             }
 
             async fn reconcile_after_restart(
                 &self,
                 at: DateTime<Utc>,
             ) -> Result<Reconciled, StoreError> {
-                self.reconcile_after_restart_impl(at).await
+                self.guarded(self.reconcile_after_restart_impl(at)).await
             }
         }
     };

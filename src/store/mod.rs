@@ -15,6 +15,7 @@
 //! dialects differ only in spelling), and new tables go into a new numbered migration per
 //! dialect.
 
+mod breaker;
 mod error;
 mod forward;
 mod outbox;
@@ -316,6 +317,9 @@ fn backend_for(database_url: &str) -> Result<Backend, StoreError> {
         }),
     }
 }
+
+/// How long [`Store::health`] waits for the database before calling it unavailable.
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
 
 /// Opens the store a URL names (`sqlite:…`, `postgres://…` or `postgresql://…`) and brings
 /// its schema up to date.

@@ -25,6 +25,7 @@ mod sessions;
 mod tx;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,18 +40,23 @@ use super::{
     RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store,
     StoreError, TrackEvent, TranscriptRecord, TranscriptSegment,
 };
+use crate::store::breaker::Breaker;
 use crate::store::forward::forward_store_to_impls;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
 const POOL_SIZE: u32 = 10;
 /// Bounds how long a call waits for a connection when the server is unreachable or busy.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// While the database is down every call that needs it fails after this long (the API with
+/// 503), so it is short: a healthy pool of 10 hands out a connection in milliseconds.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// [`Store`] on a PostgreSQL database.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Fails calls at once while the database is unreachable (`breaker.rs`).
+    breaker: Arc<Breaker>,
 }
 
 impl PostgresStore {
@@ -62,7 +68,10 @@ impl PostgresStore {
         })?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // After an outage the idle connections are dead: each is pinged when handed out
+            // and replaced if it fails, so the first calls after it do not fail on them.
+            .test_before_acquire(true);
         Self::connect_with(options, pool).await
     }
 
@@ -77,7 +86,10 @@ impl PostgresStore {
             .await
             .map_err(|source| StoreError::Connect { target, source })?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            breaker: Arc::default(),
+        })
     }
 
     /// The connection pool, for code that needs PostgreSQL directly (diagnostics, tests).
@@ -98,6 +110,14 @@ fn describe(options: &PgConnectOptions) -> String {
 }
 
 impl PostgresStore {
+    /// Runs one store call through the breaker.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.breaker.call(call).await
+    }
+
     /// A write transaction (READ COMMITTED; writers serialise on their room's row lock).
     async fn write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin().await?)

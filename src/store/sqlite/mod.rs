@@ -137,4 +137,15 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs one store call. A file on the local disk has no outage to fail fast through,
+    /// unlike PostgreSQL's server (`breaker.rs`).
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        call.await
+    }
+}
+
 forward_store_to_impls!(SqliteStore, "sqlite");
