@@ -473,21 +473,21 @@ async fn bad_room_names_and_identities_are_refused_at_every_entry_with_the_same_
             "{method}: {reply}"
         );
     }
-    let (status, reply) = twirp(
-        &server,
-        &operator,
-        "livekit.RoomService/RemoveParticipant",
-        &json!({ "room": "stage", "identity": long_identity }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
-    assert!(
-        reply["msg"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("20480 bytes"),
-        "{reply}"
-    );
+    for method in ["RemoveParticipant", "GetParticipant", "UpdateParticipant"] {
+        let (status, reply) = twirp(
+            &server,
+            &operator,
+            &format!("livekit.RoomService/{method}"),
+            &json!({ "room": "stage", "identity": long_identity }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method}: {reply}");
+        let msg = reply["msg"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("20480 bytes") && msg.len() < 400,
+            "{method}: {reply}"
+        );
+    }
 
     // The CLI will not mint what the server refuses.
     let mut cmd = support::command();

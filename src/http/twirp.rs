@@ -167,6 +167,8 @@ fn participant_of(
     room: &str,
     identity: &str,
 ) -> Result<proto::ParticipantInfo, TwirpError> {
+    // Checked, not only looked up: the refusal would otherwise echo whatever was sent.
+    state.control.check_identity(identity)?;
     state.signaling.participant(room, identity).ok_or_else(|| {
         TwirpError::new(
             "not_found",
