@@ -1,6 +1,13 @@
 //! Tokens revoked by removing a participant: (room, identity) → the time before which (and
-//! at which) that identity's tokens for the room no longer join. In memory; the server
-//! persists the times and loads them back at start.
+//! at which) that identity's tokens for the room are refused, on every surface
+//! (`Signaling::verify`). In memory; the server stores the times, loads them back at start
+//! and reads those other nodes recorded every few seconds (src/control/maintenance.rs).
+//!
+//! "Revoked at second X" refuses tokens issued at or before X: the same second too, since
+//! `iat` has one-second resolution and a token minted in the removal's second may predate it.
+//! A token without `iat` is dated by its `nbf`; one with neither cannot be dated and stays
+//! refused (the tokens Switchboard mints carry both). Tokens with no room or no identity are
+//! never matched.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
