@@ -16,7 +16,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::api::{MediaTimeout, PeerRole};
+use tracing::info;
+
+use crate::api::{MediaTimeout, PeerEvent, PeerRole};
+use crate::participant::Participant;
+use crate::worker::Worker;
 
 /// The two deadlines (`ice_connect_timeout`, `peer_departure_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +138,37 @@ impl Liveness {
     }
 }
 
+impl Worker {
+    /// Tells signaling about every participant whose media missed a liveness deadline
+    /// (`liveness.rs`); signaling ends it, and its leave removes it from the worker.
+    pub(crate) fn check_liveness(&mut self, now: Instant) {
+        let limits = self.limits.liveness;
+        for part in self.parts.iter_mut().flatten() {
+            if let Some(cause) = part.liveness.check(now, &limits) {
+                info!(
+                    worker = self.index,
+                    participant = %part.key,
+                    "ending a participant: {}",
+                    cause.describe()
+                );
+                part.emit(PeerEvent::MediaTimedOut { cause });
+            }
+        }
+    }
+
+    /// Feeds the transport events of a peer to its participant's liveness.
+    pub(crate) fn observe_liveness(part: &mut Participant, role: PeerRole, event: &str0m::Event) {
+        match event {
+            str0m::Event::IceConnectionStateChange(state) => {
+                part.liveness
+                    .ice_changed(role, state.is_connected(), Instant::now());
+            }
+            str0m::Event::Connected => part.liveness.dtls_connected(role, Instant::now()),
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,45 +271,19 @@ mod tests {
 /// once, at the deadline the worker is configured with, and not before.
 #[cfg(test)]
 mod worker_tests {
-    use std::net::SocketAddr;
-
-    use tokio::sync::{mpsc, oneshot};
-
     use super::*;
-    use crate::api::{Command, DtlsPeers, JoinOptions, PeerEvent};
-    use crate::worker::{DatagramSink, Worker};
-
-    struct NullSink;
-
-    impl DatagramSink for NullSink {
-        fn send(&mut self, _data: Vec<u8>, _to: SocketAddr) {}
-    }
+    use crate::api::PeerEvent;
+    use crate::worker::testing;
 
     #[test]
     fn the_worker_reports_a_participant_that_never_connected_at_its_deadline() {
-        let server: SocketAddr = "127.0.0.1:7882".parse().unwrap();
-        let mut worker = Worker::new(0, Box::new(NullSink), vec![server]);
+        let mut worker = testing::worker();
         worker.limits.liveness = LivenessLimits {
             connect: Duration::from_secs(3),
             departure: Duration::from_secs(2),
         };
-        let (events, mut received) = mpsc::unbounded_channel();
-        let (reply, joined) = oneshot::channel();
         let before = Instant::now();
-        worker.handle_command(Command::Join {
-            participant: "PA_ghost".into(),
-            identity: "ghost".into(),
-            room: "r".into(),
-            options: JoinOptions {
-                auto_subscribe: false,
-                can_subscribe: true,
-                can_publish: true,
-                dtls: DtlsPeers::Ecdsa,
-            },
-            events,
-            reply,
-        });
-        joined.blocking_recv().unwrap().unwrap();
+        let mut received = testing::join(&mut worker, "PA_ghost");
         let after = Instant::now();
         worker.check_liveness(before + Duration::from_millis(2900));
         assert!(received.try_recv().is_err(), "reported before its deadline");

@@ -143,3 +143,45 @@ mod tests {
         assert_eq!(check_sections("v=0\r\nm=audio 9 X 0\r\n", 1), Ok(()));
     }
 }
+
+/// The bound as a worker applies it to each kind of client SDP.
+#[cfg(test)]
+mod worker_tests {
+    use super::*;
+    use crate::worker::testing;
+
+    fn lines(n: usize) -> String {
+        format!("v=0\r\n{}", "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".repeat(n))
+    }
+
+    #[test]
+    fn offers_and_answers_over_the_bound_are_refused_before_parsing() {
+        let mut worker = testing::worker();
+        worker.limits.max_media_sections = 4;
+        let _events = testing::join(&mut worker, "PA_a");
+        let too_many = SfuError::TooManyMediaSections { sent: 5, limit: 4 };
+        assert_eq!(
+            worker.publisher_offer("PA_a", &lines(5)),
+            Err(too_many.clone())
+        );
+        assert_eq!(
+            worker.viewer_offer("PA_a", &lines(5)),
+            Err(too_many.clone())
+        );
+        assert_eq!(worker.subscriber_answer("PA_a", &lines(5)), Err(too_many));
+        // An answer to an offer of 6 m-lines may have 6.
+        if let Some(part) = worker.parts[0].as_mut() {
+            part.offered_sections = 6;
+        }
+        let answer = worker.subscriber_answer("PA_a", &lines(6));
+        assert!(
+            !matches!(answer, Err(SfuError::TooManyMediaSections { .. })),
+            "{answer:?}"
+        );
+        // Under the bound, the parser runs (and says what is wrong with this SDP).
+        assert!(matches!(
+            worker.publisher_offer("PA_a", &lines(4)),
+            Err(SfuError::BadSdp(_))
+        ));
+    }
+}

@@ -368,35 +368,6 @@ impl Worker {
         }
     }
 
-    /// Tells signaling about every participant whose media missed a liveness deadline
-    /// (`liveness.rs`); signaling ends it, and its leave removes it from the worker.
-    pub(crate) fn check_liveness(&mut self, now: Instant) {
-        let limits = self.limits.liveness;
-        for part in self.parts.iter_mut().flatten() {
-            if let Some(cause) = part.liveness.check(now, &limits) {
-                info!(
-                    worker = self.index,
-                    participant = %part.key,
-                    "ending a participant: {}",
-                    cause.describe()
-                );
-                part.emit(PeerEvent::MediaTimedOut { cause });
-            }
-        }
-    }
-
-    /// Feeds the transport events of a peer to its participant's liveness.
-    fn observe_liveness(part: &mut Participant, role: PeerRole, event: &str0m::Event) {
-        match event {
-            str0m::Event::IceConnectionStateChange(state) => {
-                part.liveness
-                    .ice_changed(role, state.is_connected(), Instant::now());
-            }
-            str0m::Event::Connected => part.liveness.dtls_connected(role, Instant::now()),
-            _ => {}
-        }
-    }
-
     /// What the gauges report, counted every flush (cheap at that rate, and never drifts
     /// the way increments on every state change could).
     fn population(&self) -> Population {
@@ -575,3 +546,8 @@ impl Worker {
         }
     }
 }
+
+/// A worker in memory for unit tests.
+#[cfg(test)]
+#[path = "worker_testing.rs"]
+pub(crate) mod testing;
