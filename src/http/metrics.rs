@@ -20,6 +20,8 @@
 //! | `switchboard_media_worker_lag_seconds{worker}` | histogram | how late a worker's loop woke after its deadline |
 //! | `switchboard_media_worker_queue_depth{worker}` | gauge | commands waiting in the worker's queue |
 //! | `switchboard_media_worker_participants{worker}` | gauge | participants on that worker |
+//! | `switchboard_recorder_queue_depth` | gauge | signaling events waiting to be recorded (grows while the database is unreachable) |
+//! | `switchboard_recorder_events_dropped_total` | counter | events dropped because the recorder's queue was full (`recorder_queue_bytes`) |
 //!
 //! Media counters are kept per worker and flushed every 100 ms, so a scrape lags by that.
 
