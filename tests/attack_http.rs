@@ -446,6 +446,24 @@ async fn a_body_over_the_limit_gets_413_naming_it() {
         .problem(StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_refused() {
+    let server = Server::start_with(&["--limit", "http_header_bytes=8KiB"]);
+    let mut stream = connect_from(&server, "127.0.0.1").await;
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "z".repeat(20 * 1024)
+    );
+    // The server may close before taking all of it; what it answered is what counts.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let seen = read_until_closed(&mut stream, WAIT)
+        .await
+        .expect("the connection is closed");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text:?}");
+    assert_eq!(healthz_from(&server, "127.0.0.1").await, StatusCode::OK);
+}
+
 async fn with_origin(
     server: &Server,
     method: Method,

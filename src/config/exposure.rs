@@ -184,6 +184,55 @@ mod tests {
     }
 
     #[test]
+    fn cors_origins_and_dev_allow_public_resolve_from_every_source() {
+        use crate::config::tests::{env, err, no_env, ok, path_str, serve, toml_file};
+        let defaults = ok(&serve(&["--dev"]), &no_env);
+        assert_eq!(defaults.cors_origins, None);
+        assert!(!defaults.dev_allow_public);
+        let file =
+            toml_file("cors_origins = [\"https://file.example\"]\ndev_allow_public = true\n");
+        let from_file = ok(&serve(&["--dev", "--config", path_str(&file)]), &no_env);
+        assert_eq!(
+            from_file.cors_origins,
+            Some(CorsOrigins::List(vec!["https://file.example".into()]))
+        );
+        assert!(from_file.dev_allow_public);
+        let vars = env(&[
+            (
+                "SWITCHBOARD_CORS_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
+            ("SWITCHBOARD_DEV_ALLOW_PUBLIC", "1"),
+        ]);
+        let from_env = ok(&serve(&["--dev", "--config", path_str(&file)]), &vars);
+        assert_eq!(
+            from_env.cors_origins,
+            Some(CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "https://b.example".into()
+            ]))
+        );
+        let args = serve(&[
+            "--dev",
+            "--cors-origin",
+            "*",
+            "--dev-allow-public",
+            "--http-addr",
+            "0.0.0.0:7880",
+            "--node-ip",
+            "192.0.2.1",
+        ]);
+        let from_flags = ok(&args, &vars);
+        assert_eq!(from_flags.cors_origins, Some(CorsOrigins::Any));
+        assert!(from_flags.check_dev_exposure().is_ok());
+        let bad = err(&serve(&["--dev", "--cors-origin", "app.example"]), &no_env);
+        assert!(
+            bad.contains("--cors-origin") && bad.contains("not an origin"),
+            "{bad}"
+        );
+    }
+
+    #[test]
     fn dev_mode_stays_on_loopback_unless_allowed() {
         let lo: SocketAddr = "127.0.0.1:7880".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:7880".parse().unwrap();
