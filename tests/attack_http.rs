@@ -249,6 +249,30 @@ async fn a_connection_flood_from_one_address_is_capped_and_others_are_served() {
     .await;
 }
 
+/// The observed attack with the production defaults: 1,100 idle connections from one
+/// address took every descriptor and /healthz stopped answering.
+#[tokio::test]
+async fn eleven_hundred_idle_connections_from_one_address_leave_the_node_serving() {
+    let server = Server::start();
+    let baseline = open_fds(&server);
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        flood.push(connect_from(&server, "127.0.0.1").await);
+    }
+    // Wait until the refused ones are closed: then the server holds only the admitted.
+    let mut open = 0;
+    for stream in &mut flood {
+        if read_until_closed(stream, Duration::from_millis(20)).await.is_none() {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 256, "http_connections_per_address (256) are kept, the rest closed");
+    let held = open_fds(&server) - baseline;
+    assert!(held <= 260, "the flood holds {held} descriptors");
+    assert_eq!(healthz_from(&server, OTHER_CLIENT).await, StatusCode::OK);
+    eprintln!("1,100 connections from one address: {open} kept open, {held} descriptors held");
+}
+
 #[tokio::test]
 async fn the_node_wide_connection_cap_holds_across_addresses() {
     let server = Server::start_with(&[
