@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime};
 use livekit_protocol as proto;
 use prost::Message as _;
 
-use crate::data::MAX_DATA_PACKET;
 use crate::events::LeaveReason;
+use crate::limits::TooLarge;
 use crate::names::NameRules;
 use crate::token::{self, Claims, TokenError};
 use crate::Signaling;
@@ -118,6 +118,11 @@ pub enum AdminError {
     TooManyRooms { max: u32 },
     #[error("the data packet is {size} bytes; at most {max} can be sent")]
     PayloadTooLarge { size: usize, max: usize },
+    #[error("the room metadata is {size} bytes; at most {max} are allowed")]
+    RoomMetadataTooLarge { size: usize, max: usize },
+    /// A participant's metadata, name or attributes over their limits.
+    #[error(transparent)]
+    ParticipantTooLarge(#[from] TooLarge),
 }
 
 impl Signaling {
@@ -130,6 +135,9 @@ impl Signaling {
         room_id: &str,
         settings: RoomSettings,
     ) -> Result<EnsuredRoom, AdminError> {
+        if let Some(metadata) = &settings.metadata {
+            self.check_room_metadata(metadata)?;
+        }
         let (room, created) = self.rooms.ensure(room_id, settings)?;
         Ok(EnsuredRoom { room, created })
     }
@@ -175,7 +183,21 @@ impl Signaling {
         room_id: &str,
         metadata: String,
     ) -> Result<proto::Room, AdminError> {
+        self.check_room_metadata(&metadata)?;
         self.rooms.set_metadata(room_id, metadata)
+    }
+
+    /// Refuses room metadata over `max_room_metadata_bytes` (for callers that record it
+    /// before it reaches the live room).
+    pub fn check_room_metadata(&self, metadata: &str) -> Result<(), AdminError> {
+        let max = self.limits.max_room_metadata_bytes;
+        if metadata.len() > max {
+            return Err(AdminError::RoomMetadataTooLarge {
+                size: metadata.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 
     /// Closes the room now: every participant gets LeaveRequest{ROOM_DELETED, DISCONNECT}.
@@ -292,7 +314,7 @@ impl Signaling {
         identity: &str,
         change: ParticipantChange,
     ) -> Result<proto::ParticipantInfo, AdminError> {
-        self.rooms.change(room_id, identity, change)
+        self.rooms.change(room_id, identity, change, &self.limits)
     }
 
     /// Sends a user DataPacket from the server (no sender identity) to everyone in the room,
@@ -373,10 +395,11 @@ impl Signaling {
         packet: &proto::DataPacket,
     ) -> Result<(), AdminError> {
         let bytes = packet.encode_to_vec();
-        if bytes.len() > MAX_DATA_PACKET {
+        let max = self.limits.max_data_packet_bytes;
+        if bytes.len() > max {
             return Err(AdminError::PayloadTooLarge {
                 size: bytes.len(),
-                max: MAX_DATA_PACKET,
+                max,
             });
         }
         // Nobody has reached the media plane yet: nobody could receive it.

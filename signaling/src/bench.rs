@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::events::SignalEvent;
 use crate::frame::SharedFrame;
+use crate::outbox::{self, Inbox};
 use crate::rooms::{Rooms, SessionMsg};
 use crate::RoomDefaults;
 
@@ -53,8 +54,8 @@ fn encoded(message: Resp) -> u64 {
 /// A room of `participants` members, and a newcomer that joins and leaves.
 pub struct FanoutRoom {
     rooms: Arc<Rooms>,
-    sessions: Vec<mpsc::UnboundedReceiver<SessionMsg>>,
-    newcomer: Option<(String, mpsc::UnboundedReceiver<SessionMsg>)>,
+    sessions: Vec<Inbox>,
+    newcomer: Option<(String, Inbox)>,
     next: usize,
     _events: mpsc::UnboundedReceiver<SignalEvent>,
 }
@@ -69,7 +70,7 @@ impl FanoutRoom {
         let rooms = Arc::new(Rooms::new(defaults, events_tx));
         let mut sessions = Vec::with_capacity(participants);
         for n in 0..participants {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = outbox::channel(usize::MAX);
             if rooms.join(ROOM, info(n), tx).is_ok() {
                 sessions.push(rx);
             }
@@ -110,7 +111,7 @@ impl FanoutRoom {
     pub fn join_one(&mut self) -> JoinCost {
         let me = info(self.next);
         self.next += 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outbox::channel(usize::MAX);
         let Ok(joined) = self.rooms.join(ROOM, me.clone(), tx) else {
             return self.drain();
         };

@@ -2,6 +2,7 @@
 //! the server stamps the sender and picks the recipients.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use livekit_protocol as proto;
 use prost::Message as _;
@@ -9,14 +10,29 @@ use tracing::debug;
 
 use crate::session::Session;
 
-/// Largest DataPacket the server relays. livekit-client caps payloads at 64,000 bytes;
+/// The default of `max_data_packet_bytes`. livekit-client caps payloads at 64,000 bytes;
 /// the rest is room for the envelope.
 pub const MAX_DATA_PACKET: usize = 65_536;
 
-/// Checks, stamps and forwards one DataPacket sent by `session`'s participant.
-pub(crate) fn relay(session: &Session, reliable: bool, payload: &[u8]) {
-    if payload.len() > MAX_DATA_PACKET {
-        debug!(participant = %session.sid, len = payload.len(), "data packet too large; dropped");
+/// Checks, stamps and forwards one DataPacket sent by `session`'s participant. A packet
+/// over `max_data_packet_bytes`, or beyond the participant's data rate, is dropped: a data
+/// channel has no way to refuse one, and every packet relayed is multiplied by the room.
+pub(crate) fn relay(session: &mut Session, reliable: bool, payload: &[u8]) {
+    let max = session.sig.limits.max_data_packet_bytes;
+    if payload.len() > max {
+        debug!(participant = %session.sid, len = payload.len(), max, "data packet too large; dropped");
+        metrics::counter!("switchboard_data_dropped_total", "why" => "size").increment(1);
+        return;
+    }
+    let now = Instant::now();
+    if !session.data_packets.take(1.0, now) {
+        metrics::counter!("switchboard_data_dropped_total", "why" => "rate").increment(1);
+        debug!(participant = %session.sid, "over data_packets_per_second; packet dropped");
+        return;
+    }
+    if !session.data_bytes.take(payload.len() as f64, now) {
+        metrics::counter!("switchboard_data_dropped_total", "why" => "rate").increment(1);
+        debug!(participant = %session.sid, "over data_bytes_per_second; packet dropped");
         return;
     }
     if !session.claims.video.can_publish_data() {

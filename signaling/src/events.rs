@@ -20,6 +20,11 @@ pub enum LeaveReason {
     JoinFailure,
     /// The media plane lost the participant's PeerConnection.
     MediaFailure,
+    /// The client did not read its signaling fast enough: a write timed out or its queue
+    /// went over `signal_queue_bytes`.
+    SlowClient,
+    /// The client sent signaling requests faster than `signal_requests_per_second`.
+    SignalRateLimited,
     /// No PeerConnection of the participant connected within `ice_connect_timeout`.
     MediaConnectTimeout,
     /// The participant's media was connected, then down for `peer_departure_timeout`.
@@ -50,6 +55,9 @@ impl LeaveReason {
             LeaveReason::ProtocolError => "STATE_MISMATCH",
             LeaveReason::JoinFailure => "JOIN_FAILURE",
             LeaveReason::MediaFailure => "MEDIA_FAILURE",
+            // Not LiveKit's: it has no reason for these.
+            LeaveReason::SlowClient => "signal_backpressure",
+            LeaveReason::SignalRateLimited => "signal_rate_limited",
             LeaveReason::MediaConnectTimeout => "media_connect_timeout",
             LeaveReason::MediaDepartureTimeout => "media_departure_timeout",
         }
@@ -68,6 +76,8 @@ impl LeaveReason {
             LeaveReason::ProtocolError => D::StateMismatch,
             LeaveReason::JoinFailure => D::JoinFailure,
             LeaveReason::MediaFailure => D::MediaFailure,
+            LeaveReason::SlowClient => D::SignalClose,
+            LeaveReason::SignalRateLimited => D::StateMismatch,
             LeaveReason::MediaConnectTimeout | LeaveReason::MediaDepartureTimeout => {
                 D::ConnectionTimeout
             }

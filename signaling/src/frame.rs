@@ -27,7 +27,6 @@ impl SharedFrame {
         self.0.clone()
     }
 
-    #[cfg(any(test, feature = "bench"))]
     pub(crate) fn len(&self) -> usize {
         self.0.len()
     }

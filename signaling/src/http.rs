@@ -48,6 +48,12 @@ fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Re
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Refusal(status, e.to_string())
     })?;
+    sig.limits.check_claims(&claims).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("the join token is refused: {e}"),
+        )
+    })?;
     sig.rooms
         .check_capacity(&claims.video.room, &claims.sub)
         .map_err(|e| {

@@ -16,7 +16,9 @@ mod ids;
 pub mod names;
 mod publish;
 mod revocations;
+mod limits;
 mod rooms;
+mod outbox;
 mod session;
 pub mod token;
 mod websocket;
@@ -35,6 +37,7 @@ pub use events::{LeaveReason, SignalEvent};
 pub use names::{NameError, NameRules};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
+pub use limits::{SessionLimits, TooLarge};
 
 /// The version reported to clients. livekit-client keeps VP9/AV1 on the classic path only
 /// for servers between 1.8.0 and 1.13.6, so we report a version in that range.
@@ -56,6 +59,8 @@ pub struct SignalingConfig {
 }
 
 /// A STUN or TURN server for clients.
+    /// What one participant may send and hold (sizes, rates, tracks, queued output).
+    pub limits: SessionLimits,
 #[derive(Clone, PartialEq, Eq)]
 pub struct IceServer {
     /// `stun:…`, `turn:…` or `turns:…` URL.
@@ -106,6 +111,7 @@ pub struct Signaling {
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
     /// WHIP and WHEP sessions, by resource id.
+    pub(crate) limits: SessionLimits,
     pub(crate) whip: whip::Resources,
 }
 
@@ -143,6 +149,7 @@ impl Signaling {
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
         };
+            limits: config.limits,
         (Arc::new(sig), events_rx)
     }
 

@@ -10,6 +10,7 @@ use tracing::debug;
 
 use crate::events::SignalEvent;
 use crate::ids;
+use crate::limits::merge_attributes;
 use crate::session::Session;
 use crate::token::VideoGrant;
 
@@ -57,6 +58,9 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
             ),
         );
     }
+    if let Some(refusal) = oversize_track_fields(session, &request) {
+        return refusal;
+    }
     let sid = ids::track_sid();
     let codec = request
         .simulcast_codecs
@@ -91,21 +95,38 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
         stream: request.stream.clone(),
         ..Default::default()
     };
+    // Announced tracks count whether or not media ever binds them, so the media plane's
+    // pending expectations are bounded by the same limit.
+    let published = track.clone();
+    let max = session.sig.limits.max_tracks;
+    let added = session
+        .sig
+        .rooms
+        .try_update(&session.room, &session.sid, move |info| {
+            if info.tracks.len() >= max as usize {
+                return Err(());
+            }
+            info.tracks.push(published);
+            info.is_publisher = true;
+            info.state = proto::participant_info::State::Active as i32;
+            Ok(())
+        });
+    if let Some(Err(())) = added {
+        metrics::counter!("switchboard_signal_refusals_total", "limit" => "max_tracks_per_participant")
+            .increment(1);
+        return refuse_request(
+            session,
+            proto::request_response::Reason::LimitExceeded,
+            format!("a participant may publish at most {max} tracks; unpublish one first"),
+            proto::request_response::Request::AddTrack(request),
+        );
+    }
     let _ = session.media.expect_track(ExpectedTrack {
         cid: request.cid.clone(),
         sid: sid.clone(),
         kind,
         codec: (!codec.is_empty()).then(|| codec.to_ascii_lowercase()),
     });
-    let published = track.clone();
-    session
-        .sig
-        .rooms
-        .update(&session.room, &session.sid, move |info| {
-            info.tracks.push(published);
-            info.is_publisher = true;
-            info.state = proto::participant_info::State::Active as i32;
-        });
     let _ = session.sig.events.send(SignalEvent::TrackPublished {
         room_id: session.room.clone(),
         participant_sid: session.sid.clone(),
@@ -121,6 +142,55 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
     Resp::TrackPublished(proto::TrackPublishedResponse {
         cid: request.cid,
         track: Some(track),
+    })
+}
+
+/// The refusal of a track whose fields (broadcast with the participant) are oversize.
+// `layers` is deprecated upstream but still sent by clients before 2.x.
+#[allow(deprecated)]
+fn oversize_track_fields(session: &Session, request: &proto::AddTrackRequest) -> Option<Resp> {
+    /// Longest track name, cid or stream name: clients use short labels and UUIDs.
+    const MAX_FIELD: usize = 256;
+    /// More simulcast layers or codecs than any encoder produces.
+    const MAX_LIST: usize = 8;
+    let fields = [
+        ("name", request.name.len()),
+        ("cid", request.cid.len()),
+        ("stream", request.stream.len()),
+    ];
+    let refusal = if let Some((field, len)) = fields.iter().find(|(_, len)| *len > MAX_FIELD) {
+        format!("the track {field} is {len} bytes; at most {MAX_FIELD} are allowed")
+    } else if request.layers.len() > MAX_LIST || request.simulcast_codecs.len() > MAX_LIST {
+        format!("a track may have at most {MAX_LIST} layers and {MAX_LIST} codecs")
+    } else {
+        return None;
+    };
+    Some(refuse_request(
+        session,
+        proto::request_response::Reason::InvalidRequest,
+        refusal,
+        proto::request_response::Request::AddTrack(request.clone()),
+    ))
+}
+
+/// A RequestResponse refusing `request`, which livekit-client matches to the pending call
+/// (by cid for a track, by request id for a metadata update) and raises as an error.
+fn refuse_request(
+    session: &Session,
+    reason: proto::request_response::Reason,
+    message: String,
+    request: proto::request_response::Request,
+) -> Resp {
+    debug!(participant = %session.sid, "refused a request: {message}");
+    let request_id = match &request {
+        proto::request_response::Request::UpdateMetadata(update) => update.request_id,
+        _ => 0,
+    };
+    Resp::RequestResponse(proto::RequestResponse {
+        request_id,
+        reason: reason as i32,
+        message,
+        request: Some(request),
     })
 }
 
@@ -167,24 +237,46 @@ pub(crate) fn track_unpublished(session: &Session, track_sid: &str) {
     });
 }
 
-/// UpdateParticipantMetadata, honoured only with canUpdateOwnMetadata.
-pub(crate) fn update_own_metadata(session: &Session, update: proto::UpdateParticipantMetadata) {
+/// UpdateParticipantMetadata, honoured only with canUpdateOwnMetadata and within the size
+/// limits. Returns the RequestResponse refusing it, if it is refused for its size.
+pub(crate) fn update_own_metadata(
+    session: &Session,
+    update: proto::UpdateParticipantMetadata,
+) -> Option<Resp> {
     if session.claims.video.can_update_own_metadata != Some(true) {
         debug!(participant = %session.sid, "metadata update refused: no canUpdateOwnMetadata");
-        return;
+        return None;
     }
-    session
+    let limits = &session.sig.limits;
+    let changes = update.clone();
+    let result = session
         .sig
         .rooms
-        .update(&session.room, &session.sid, move |info| {
-            if !update.metadata.is_empty() {
-                info.metadata = update.metadata;
+        .try_update(&session.room, &session.sid, move |info| {
+            if !changes.metadata.is_empty() {
+                limits.check_metadata(&changes.metadata)?;
+                info.metadata = changes.metadata;
             }
-            if !update.name.is_empty() {
-                info.name = update.name;
+            if !changes.name.is_empty() {
+                limits.check_name(&changes.name)?;
+                info.name = changes.name;
             }
-            info.attributes.extend(update.attributes);
+            merge_attributes(&mut info.attributes, changes.attributes);
+            limits.check_attributes(&info.attributes)
         });
+    match result {
+        Some(Err(too_large)) => {
+            metrics::counter!("switchboard_signal_refusals_total", "limit" => "participant_metadata")
+                .increment(1);
+            Some(refuse_request(
+                session,
+                proto::request_response::Reason::LimitExceeded,
+                too_large.to_string(),
+                proto::request_response::Request::UpdateMetadata(update),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Enforces a permission set by an admin through the grants the session checks.

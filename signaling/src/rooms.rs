@@ -15,6 +15,7 @@ use crate::admin::{AdminError, RoomSettings};
 use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
 use crate::ids;
+use crate::outbox::Outbox;
 
 /// A message from the room to one participant's session task.
 #[derive(Debug, Clone)]
@@ -34,7 +35,7 @@ pub(crate) enum SessionMsg {
 
 struct Member {
     info: proto::ParticipantInfo,
-    tx: mpsc::UnboundedSender<SessionMsg>,
+    tx: Outbox,
     /// Set once the media plane took the participant (admin mute, server-sent data).
     media: Option<ParticipantHandle>,
     /// The room's host (roomAdmin or role=host): the main publisher WHEP viewers watch.
@@ -228,7 +229,7 @@ impl Rooms {
         &self,
         room: &str,
         info: proto::ParticipantInfo,
-        tx: mpsc::UnboundedSender<SessionMsg>,
+        tx: Outbox,
     ) -> Result<Joined, JoinRefused> {
         let mut rooms = self.lock();
         if self.deleting().contains(room) {
@@ -266,7 +267,7 @@ impl Rooms {
                 let mut gone = member.info;
                 gone.state = proto::participant_info::State::Disconnected as i32;
                 gone.version += 1;
-                broadcast(state, &[gone]);
+                broadcast(state, &gone);
             }
         }
         if state.max_participants > 0 && state.members.len() as u32 >= state.max_participants {
@@ -285,7 +286,7 @@ impl Rooms {
             .map(|m| m.info.clone())
             .collect();
         if !is_hidden(&info) {
-            broadcast(state, std::slice::from_ref(&info));
+            broadcast(state, &info);
         }
         let member = Member {
             info,
@@ -376,14 +377,32 @@ impl Rooms {
         sid: &str,
         change: impl FnOnce(&mut proto::ParticipantInfo),
     ) -> Option<proto::ParticipantInfo> {
+        self.try_update(room, sid, |info| {
+            change(info);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .and_then(Result::ok)
+    }
+
+    /// Like [`Rooms::update`], for a change that may refuse (a limit): then nothing changes
+    /// and nobody is told. `None` if the participant is no longer in the room.
+    pub fn try_update<E>(
+        &self,
+        room: &str,
+        sid: &str,
+        change: impl FnOnce(&mut proto::ParticipantInfo) -> Result<(), E>,
+    ) -> Option<Result<proto::ParticipantInfo, E>> {
         let mut rooms = self.lock();
         let state = rooms.get_mut(room)?;
         let member = state.members.get_mut(sid)?;
-        change(&mut member.info);
-        member.info.version += 1;
-        let info = member.info.clone();
+        let mut info = member.info.clone();
+        if let Err(e) = change(&mut info) {
+            return Some(Err(e));
+        }
+        info.version += 1;
+        member.info = info.clone();
         announce(state, &info);
-        Some(info)
+        Some(Ok(info))
     }
 
     /// Marks a member as the room's host.
@@ -453,7 +472,7 @@ impl Rooms {
         gone.state = proto::participant_info::State::Disconnected as i32;
         gone.version += 1;
         if !is_hidden(&gone) {
-            broadcast(state, &[gone]);
+            broadcast(state, &gone);
         }
         if state.members.is_empty() {
             state.generation += 1;
@@ -515,14 +534,16 @@ fn recipients(state: &RoomState, identities: &[String], exclude: &str) -> Vec<St
         .collect()
 }
 
-fn broadcast(state: &RoomState, infos: &[proto::ParticipantInfo]) {
+/// Tells every member about `info`: one encoding, queued to each session where it replaces
+/// an unsent older snapshot of the same participant.
+fn broadcast(state: &RoomState, info: &proto::ParticipantInfo) {
     // The first join and the last leave tell nobody: no need to encode for them.
     if state.members.is_empty() {
         return;
     }
-    let frame = update_frame(infos.to_vec());
+    let frame = update_frame(vec![info.clone()]);
     for member in state.members.values() {
-        let _ = member.tx.send(SessionMsg::Update(frame.clone()));
+        let _ = member.tx.update(&info.sid, frame.clone());
     }
 }
 
@@ -534,11 +555,11 @@ fn update_frame(participants: Vec<proto::ParticipantInfo>) -> SharedFrame {
 /// (as LiveKit does).
 fn announce(state: &RoomState, info: &proto::ParticipantInfo) {
     if !is_hidden(info) {
-        broadcast(state, std::slice::from_ref(info));
+        broadcast(state, info);
     } else if let Some(member) = state.members.get(&info.sid) {
         let _ = member
             .tx
-            .send(SessionMsg::Update(update_frame(vec![info.clone()])));
+            .update(&info.sid, update_frame(vec![info.clone()]));
     }
 }
 
@@ -551,7 +572,7 @@ fn send_room_update(room: &str, state: &RoomState) -> proto::Room {
         room: Some(info.clone()),
     }));
     for member in state.members.values() {
-        let _ = member.tx.send(SessionMsg::Broadcast(frame.clone()));
+        let _ = member.tx.room_update(frame.clone());
     }
     info
 }

@@ -14,6 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
+use crate::limits::{Bucket, SIGNAL_BURST_SECS};
+use crate::outbox::{self, Inbox};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
@@ -23,6 +25,8 @@ use crate::{data, ids, publish, Signaling};
 const CLOSE_UNSUPPORTED: u16 = 1003;
 /// Close code for a message over the size limit (RFC 6455 "message too big").
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for a client over its request rate (RFC 6455 "policy violation").
+const CLOSE_POLICY: u16 = 1008;
 
 /// How a session ended, and whether the client must be told.
 struct Ending {
@@ -41,6 +45,19 @@ impl Ending {
             close: None,
         }
     }
+
+    /// A send failed: a write that timed out is a client that does not keep up (nothing
+    /// more can be written to it either); anything else, the socket is gone.
+    fn send_failed(error: &websocket::Error) -> Self {
+        if websocket::is_timeout(error) {
+            Ending {
+                reason: LeaveReason::SlowClient,
+                ..Self::signal_closed()
+            }
+        } else {
+            Self::signal_closed()
+        }
+    }
 }
 
 pub(crate) struct Session {
@@ -55,6 +72,11 @@ pub(crate) struct Session {
     verified_at: Instant,
     /// A media packet of ours reached the server (for the join latency, once).
     published_media: bool,
+    /// Signaling requests from the client (`signal_requests_per_second`).
+    requests: Bucket,
+    /// DataPackets and their bytes (`data_packets_per_second`, `data_bytes_per_second`).
+    pub(crate) data_packets: Bucket,
+    pub(crate) data_bytes: Bucket,
 }
 
 fn now_ms() -> i64 {
@@ -169,7 +191,8 @@ pub(crate) async fn run(
     let room = claims.video.room.clone();
     let sid = ids::participant_sid();
     let info = participant_info(&sid, &claims);
-    let (room_tx, mut room_rx) = mpsc::unbounded_channel();
+    ws.set_write_timeout(sig.limits.signal_write_timeout);
+    let (room_tx, mut room_rx) = outbox::channel(sig.limits.signal_queue_bytes);
     let joined = match sig.rooms.join(&room, info.clone(), room_tx) {
         Ok(joined) => joined,
         Err(refused) => {
@@ -213,6 +236,19 @@ pub(crate) async fn run(
         last_heard: Instant::now(),
         verified_at: join.verified_at,
         published_media: false,
+        requests: {
+            let rate = f64::from(sig.limits.signal_requests_per_second);
+            Bucket::new(rate, rate * SIGNAL_BURST_SECS)
+        },
+        data_packets: {
+            let rate = f64::from(sig.limits.data_packets_per_second);
+            Bucket::new(rate, rate)
+        },
+        data_bytes: {
+            // A burst always fits the largest packet allowed.
+            let rate = sig.limits.data_bytes_per_second as f64;
+            Bucket::new(rate, rate.max(sig.limits.max_data_packet_bytes as f64))
+        },
     };
     let response = proto::JoinResponse {
         room: Some(joined.room),
@@ -240,8 +276,8 @@ pub(crate) async fn run(
         }),
         ..Default::default()
     };
-    let ending = if send(&mut ws, Resp::Join(response)).await.is_err() {
-        Ending::signal_closed()
+    let ending = if let Err(e) = send(&mut ws, Resp::Join(response)).await {
+        Ending::send_failed(&e)
     } else {
         join_latency("join_response", join.verified_at);
         session.serve(&mut ws, &mut room_rx, &mut peer_events).await
@@ -253,7 +289,7 @@ impl Session {
     async fn serve(
         &mut self,
         ws: &mut SignalSocket,
-        room_rx: &mut mpsc::UnboundedReceiver<SessionMsg>,
+        room_rx: &mut Inbox,
         peer_events: &mut mpsc::UnboundedReceiver<PeerEvent>,
     ) -> Ending {
         let mut shutdown = self.sig.shutdown.subscribe();
@@ -276,17 +312,20 @@ impl Session {
                 }
                 Some(msg) = room_rx.recv() => match msg {
                     SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => {
-                        if ws.send(frame.bytes()).await.is_err() {
-                            return Ending::signal_closed();
+                        if let Err(e) = ws.send(frame.bytes()).await {
+                            return Ending::send_failed(&e);
                         }
                     }
                     SessionMsg::Signal(response) => {
-                        if send(ws, *response).await.is_err() {
-                            return Ending::signal_closed();
+                        if let Err(e) = send(ws, *response).await {
+                            return Ending::send_failed(&e);
                         }
                     }
                     SessionMsg::Permission(permission) => {
                         publish::apply_permission(&mut self.claims.video, &permission);
+                    }
+                    SessionMsg::Leave(LeaveReason::SlowClient) => {
+                        return Ending { reason: LeaveReason::SlowClient, ..Ending::signal_closed() };
                     }
                     SessionMsg::Leave(reason) => {
                         return Ending { reason, notify: true, close: None };
@@ -313,6 +352,16 @@ impl Session {
 
     async fn handle_frame(&mut self, ws: &mut SignalSocket, frame: Message) -> Option<Ending> {
         let bytes = match frame {
+            Message::Binary(_) if !self.requests.take(1.0, Instant::now()) => {
+                let rate = self.sig.limits.signal_requests_per_second;
+                return Some(Ending {
+                    reason: LeaveReason::SignalRateLimited,
+                    ..protocol_error(
+                        CLOSE_POLICY,
+                        &format!("more than {rate} signaling requests per second; slow down"),
+                    )
+                });
+            }
             Message::Binary(bytes) => bytes,
             Message::Close(_) => return Some(Ending::signal_closed()),
             // Raw frames are only ever sent; tungstenite reads whole messages.
@@ -395,14 +444,18 @@ impl Session {
                 };
                 self.reply(ws, Resp::PongResp(pong)).await?;
             }
-            Req::UpdateMetadata(update) => publish::update_own_metadata(self, update),
+            Req::UpdateMetadata(update) => {
+                if let Some(refusal) = publish::update_own_metadata(self, update) {
+                    self.reply(ws, refusal).await?;
+                }
+            }
             other => debug!(sid = %self.sid, "ignored signal request: {other:?}"),
         }
         Ok(())
     }
 
     async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
-        send(ws, message).await.map_err(|_| Ending::signal_closed())
+        send(ws, message).await.map_err(|e| Ending::send_failed(&e))
     }
 
     fn trickle(&self, trickle: &proto::TrickleRequest) {
@@ -504,7 +557,11 @@ impl Session {
             };
             let _ = send(ws, Resp::Leave(leave)).await;
         }
-        ws.close(ending.close).await;
+        // After a write that timed out the socket is mid-frame: a close frame would be
+        // garbage, and would wait on the same full buffer. Dropping it closes the connection.
+        if ending.reason != LeaveReason::SlowClient {
+            ws.close(ending.close).await;
+        }
         // An evicted duplicate was already removed from the room by its replacement (so
         // `leave` found nothing), but it still left and is recorded as such.
         let _ = self.sig.events.send(SignalEvent::ParticipantLeft {

@@ -8,6 +8,8 @@
 //! axum's `Message` cannot express a fragment, tungstenite's raw frames can. Receivers
 //! (browsers, livekit-client, tungstenite) reassemble fragments as RFC 6455 requires.
 
+use std::time::Duration;
+
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +43,11 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
+}
+
+/// Whether a send failed because the client did not take it within the write timeout.
+pub(crate) fn is_timeout(error: &Error) -> bool {
+    matches!(error, Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// Whether reading failed because the client sent a message or frame over [`MAX_MESSAGE`].
@@ -144,6 +151,9 @@ pub(crate) fn accept(mut request: Request) -> Result<Accepted, NotWebSocket> {
 /// One participant's signaling connection.
 pub(crate) struct SignalSocket<S = TokioIo<Upgraded>> {
     stream: WebSocketStream<S>,
+    /// Longest one message may take to leave; without it a client that stops reading
+    /// blocks its session's task in a send for as long as the connection lasts.
+    write_timeout: Option<Duration>,
 }
 
 impl SignalSocket {
@@ -158,7 +168,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SignalSocket<S> {
     /// A server-side socket over an already upgraded connection.
     pub async fn over(io: S) -> Self {
         let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config())).await;
-        Self { stream }
+        Self {
+            stream,
+            write_timeout: None,
+        }
+    }
+
+    pub fn set_write_timeout(&mut self, limit: Duration) {
+        self.write_timeout = Some(limit);
     }
 
     /// The next frame from the client; `None` once the connection is gone.
@@ -166,8 +183,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SignalSocket<S> {
         self.stream.next().await
     }
 
-    /// Sends one binary message, in fragments of at most [`FRAGMENT`] bytes.
-    pub async fn send(&mut self, mut message: Bytes) -> Result<(), Error> {
+    /// Sends one binary message, in fragments of at most [`FRAGMENT`] bytes; fails with a
+    /// `TimedOut` I/O error (see [`is_timeout`]) if it is not written within the write
+    /// timeout, after which the socket is unusable.
+    pub async fn send(&mut self, message: Bytes) -> Result<(), Error> {
+        match self.write_timeout {
+            None => self.send_fragments(message).await,
+            Some(limit) => tokio::time::timeout(limit, self.send_fragments(message))
+                .await
+                .unwrap_or_else(|_| Err(Error::Io(std::io::ErrorKind::TimedOut.into()))),
+        }
+    }
+
+    async fn send_fragments(&mut self, mut message: Bytes) -> Result<(), Error> {
         if message.len() <= FRAGMENT {
             return self.stream.send(Message::Binary(message)).await;
         }
@@ -184,7 +212,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SignalSocket<S> {
 
     /// Starts the closing handshake (best effort: the peer may be gone already).
     pub async fn close(&mut self, frame: Option<CloseFrame>) {
-        let _ = self.stream.send(Message::Close(frame)).await;
+        let closing = self.stream.send(Message::Close(frame));
+        match self.write_timeout {
+            None => drop(closing.await),
+            Some(limit) => drop(tokio::time::timeout(limit, closing).await),
+        }
     }
 }
 
@@ -255,6 +287,27 @@ mod tests {
         assert!(frames.iter().all(|f| f.2.len() <= FRAGMENT));
         let joined: Vec<u8> = frames.into_iter().flat_map(|f| f.2).collect();
         assert_eq!(joined, sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_the_client_does_not_read_times_out() {
+        let (server, _client) = tokio::io::duplex(16 * 1024);
+        let mut socket = SignalSocket::over(server).await;
+        socket.set_write_timeout(Duration::from_secs(3));
+        let started = tokio::time::Instant::now();
+        let mut sent = 0;
+        let error = loop {
+            match socket.send(message(FRAGMENT)).await {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(is_timeout(&error), "{error}");
+        assert!(
+            sent < 8,
+            "the pipe holds 16 KiB: {sent} messages went through"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
     }
 
     #[tokio::test]

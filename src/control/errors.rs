@@ -71,7 +71,9 @@ impl From<switchboard_signaling::AdminError> for ControlError {
                 detail,
                 retry_after_secs: 30,
             },
-            A::PayloadTooLarge { .. } => ControlError::BadRequest(detail),
+            A::PayloadTooLarge { .. }
+            | A::RoomMetadataTooLarge { .. }
+            | A::ParticipantTooLarge(_) => ControlError::BadRequest(detail),
         }
     }
 }

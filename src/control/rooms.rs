@@ -97,6 +97,9 @@ impl Control {
     ) -> Result<(RoomRecord, bool), ControlError> {
         let room_id = options.room_id.clone().unwrap_or_else(|| new_id("ro"));
         self.check_room_id(&room_id)?;
+        if let Some(metadata) = &options.metadata {
+            self.signaling.check_room_metadata(metadata)?;
+        }
         if let Some(channel) = &options.channel_id {
             let ulid = channel.strip_prefix("ch_").map(ulid::Ulid::from_string);
             if !matches!(ulid, Some(Ok(_))) {
@@ -152,6 +155,10 @@ impl Control {
         room_id: &str,
         update: RoomUpdate,
     ) -> Result<RoomRecord, ControlError> {
+        if let Some(metadata) = &update.metadata {
+            // Checked before the record is written, so a refused update changes nothing.
+            self.signaling.check_room_metadata(metadata)?;
+        }
         let metadata = update.metadata.clone();
         let limit = update.max_participants;
         let room = self.store.update_room(room_id, &update).await?;

@@ -7,11 +7,12 @@ use std::time::SystemTime;
 use livekit_protocol as proto;
 use proto::signal_response::Message as Resp;
 use switchboard_sfu::ParticipantHandle;
-use tokio::sync::mpsc;
 
 use super::{announce, not_found, recipients, send_room_update, Rooms, SessionMsg};
 use crate::admin::{AdminError, LiveRoom, ParticipantChange};
 use crate::events::{LeaveReason, SignalEvent};
+use crate::limits::{merge_attributes, SessionLimits};
+use crate::outbox::Outbox;
 
 impl Rooms {
     /// Every room, by name.
@@ -65,7 +66,7 @@ impl Rooms {
     /// Takes the room out of the registry and tells every member to leave (ROOM_DELETED).
     /// Joins are refused until [`Rooms::finish_delete`]. Returns the members' channels, which
     /// close once their sessions have recorded the leave.
-    pub fn delete(&self, room: &str) -> Result<Vec<mpsc::UnboundedSender<SessionMsg>>, AdminError> {
+    pub fn delete(&self, room: &str) -> Result<Vec<Outbox>, AdminError> {
         let mut rooms = self.lock();
         let state = rooms.remove(room).ok_or_else(|| not_found(room))?;
         self.deleting().insert(room.to_owned());
@@ -146,11 +147,13 @@ impl Rooms {
     }
 
     /// Applies an admin's change to a participant; everyone hears of it, the participant too.
+    /// A change that would take it over `limits` is refused whole.
     pub fn change(
         &self,
         room: &str,
         identity: &str,
         change: ParticipantChange,
+        limits: &SessionLimits,
     ) -> Result<proto::ParticipantInfo, AdminError> {
         let mut rooms = self.lock();
         let state = rooms.get_mut(room).ok_or_else(|| not_found(room))?;
@@ -158,27 +161,25 @@ impl Rooms {
         let Some(member) = state.members.get_mut(&sid) else {
             return Err(not_found(room));
         };
-        let info = &mut member.info;
+        let mut info = member.info.clone();
         if let Some(metadata) = change.metadata {
+            limits.check_metadata(&metadata)?;
             info.metadata = metadata;
         }
         if let Some(name) = change.name {
+            limits.check_name(&name)?;
             info.name = name;
         }
-        // LiveKit merges attributes; an empty value deletes the key.
-        for (key, value) in change.attributes.unwrap_or_default() {
-            if value.is_empty() {
-                info.attributes.remove(&key);
-            } else {
-                info.attributes.insert(key, value);
-            }
+        if let Some(attributes) = change.attributes {
+            merge_attributes(&mut info.attributes, attributes);
+            limits.check_attributes(&info.attributes)?;
         }
         if let Some(permission) = change.permission {
             let _ = member.tx.send(SessionMsg::Permission(permission.clone()));
             info.permission = Some(permission);
         }
         info.version += 1;
-        let info = info.clone();
+        member.info = info.clone();
         announce(state, &info);
         Ok(info)
     }

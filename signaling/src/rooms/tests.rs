@@ -1,5 +1,6 @@
 use super::*;
 use crate::admin::RoomSettings;
+use crate::outbox;
 use livekit_protocol::participant_info::State;
 
 fn info(sid: &str, identity: &str) -> proto::ParticipantInfo {
@@ -33,7 +34,7 @@ fn finished(events: &mut mpsc::UnboundedReceiver<SignalEvent>) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn an_empty_room_closes_after_its_timeout_unless_someone_returns() {
     let (rooms, mut events) = rooms(300, 0);
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = outbox::channel(usize::MAX);
     rooms.join("a", info("PA_1", "ann"), tx.clone()).unwrap();
     rooms.join("b", info("PA_2", "bob"), tx.clone()).unwrap();
     assert!(rooms.leave("a", "PA_1"));
@@ -53,11 +54,11 @@ async fn an_empty_room_closes_after_its_timeout_unless_someone_returns() {
 #[tokio::test]
 async fn a_duplicate_identity_replaces_the_older_connection() {
     let (rooms, _events) = rooms(300, 0);
-    let (old_tx, mut old_rx) = mpsc::unbounded_channel();
-    let (other_tx, mut other_rx) = mpsc::unbounded_channel();
+    let (old_tx, mut old_rx) = outbox::channel(usize::MAX);
+    let (other_tx, mut other_rx) = outbox::channel(usize::MAX);
     rooms.join("r", info("PA_old", "ann"), old_tx).unwrap();
     rooms.join("r", info("PA_oth", "cat"), other_tx).unwrap();
-    let (new_tx, _new_rx) = mpsc::unbounded_channel();
+    let (new_tx, _new_rx) = outbox::channel(usize::MAX);
     let joined = rooms.join("r", info("PA_new", "ann"), new_tx).unwrap();
     assert_eq!(joined.others.len(), 1, "the newcomer sees only cat");
     let mut told_to_leave = false;
@@ -83,7 +84,7 @@ async fn a_duplicate_identity_replaces_the_older_connection() {
 #[tokio::test]
 async fn a_full_room_refuses_newcomers_but_not_a_returning_identity() {
     let (rooms, _events) = rooms(300, 1);
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = outbox::channel(usize::MAX);
     rooms.join("r", info("PA_1", "ann"), tx.clone()).unwrap();
     assert_eq!(
         rooms.check_capacity("r", "bob"),
@@ -100,14 +101,14 @@ async fn a_full_room_refuses_newcomers_but_not_a_returning_identity() {
 #[tokio::test]
 async fn hidden_participants_are_not_announced() {
     let (rooms, _events) = rooms(300, 0);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = outbox::channel(usize::MAX);
     rooms.join("r", info("PA_1", "ann"), tx).unwrap();
     let mut hidden = info("PA_2", "recorder");
     hidden.permission = Some(proto::ParticipantPermission {
         hidden: true,
         ..Default::default()
     });
-    let (htx, _hrx) = mpsc::unbounded_channel();
+    let (htx, _hrx) = outbox::channel(usize::MAX);
     let joined = rooms.join("r", hidden, htx).unwrap();
     assert_eq!(joined.others.len(), 1);
     assert!(
@@ -137,7 +138,7 @@ async fn an_api_room_waits_for_its_first_participant_then_closes_on_its_own_time
     assert!(events.try_recv().is_err(), "and only once");
     // Someone comes and goes: the timer restarts from the leave.
     tokio::time::sleep(Duration::from_secs(900)).await;
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = outbox::channel(usize::MAX);
     rooms.join("a", info("PA_1", "ann"), tx).unwrap();
     tokio::time::sleep(Duration::from_secs(200)).await;
     assert!(rooms.leave("a", "PA_1"));
@@ -150,7 +151,7 @@ async fn an_api_room_waits_for_its_first_participant_then_closes_on_its_own_time
 #[tokio::test(start_paused = true)]
 async fn a_deleted_rooms_old_timer_does_not_close_the_room_made_after_it() {
     let (rooms, mut events) = rooms(300, 0);
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = outbox::channel(usize::MAX);
     rooms.join("a", info("PA_1", "ann"), tx.clone()).unwrap();
     assert!(
         rooms.leave("a", "PA_1"),

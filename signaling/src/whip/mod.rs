@@ -73,10 +73,14 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
 /// Verifies the bearer token as a join token for its room.
 fn authenticate(sig: &Signaling, headers: &HeaderMap) -> Result<Claims, Problem> {
     let raw = bearer(headers)?;
-    sig.verify_join(raw).map_err(|e| {
+    let claims = sig.verify_join(raw).map_err(|e| {
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Problem::new(status, "token refused", e.to_string())
-    })
+    })?;
+    sig.limits
+        .check_claims(&claims)
+        .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "token refused", e.to_string()))?;
+    Ok(claims)
 }
 
 fn require_content_type(headers: &HeaderMap, wanted: &str) -> Result<(), Problem> {

@@ -121,7 +121,7 @@ pub(crate) async fn open(
             }
         }
     }
-    let (room_tx, room_rx) = mpsc::unbounded_channel();
+    let (room_tx, room_rx) = crate::outbox::channel(sig.limits.signal_queue_bytes);
     sig.rooms
         .join(&room, info.clone(), room_tx)
         .map_err(room_refusal)?;
@@ -283,7 +283,7 @@ impl Task {
     async fn run(
         mut self,
         mut peer_events: mpsc::UnboundedReceiver<PeerEvent>,
-        mut room_rx: mpsc::UnboundedReceiver<SessionMsg>,
+        mut room_rx: crate::outbox::Inbox,
         mut stop: oneshot::Receiver<()>,
         ended: watch::Sender<bool>,
     ) {

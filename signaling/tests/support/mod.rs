@@ -61,6 +61,7 @@ impl Server {
             ping_timeout: Duration::from_secs(120),
             node_id: "admin-test".into(),
             names: Default::default(),
+            limits: Default::default(),
         };
         let (sig, events) = Signaling::new(config, Arc::clone(&sfu));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -28,6 +28,7 @@ const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 /// The publisher side of one client: DataPackets received, with their channel's label.
 pub struct DataPeer {
     packets: mpsc::UnboundedReceiver<(String, proto::DataPacket)>,
+    outgoing: mpsc::UnboundedSender<(String, Vec<u8>)>,
     task: JoinHandle<()>,
 }
 
@@ -38,6 +39,13 @@ impl DataPeer {
             .await
             .expect("no data packet arrived")
             .expect("the peer stopped")
+    }
+
+    /// Sends `packet` on the channel labelled `label` (`_reliable` or `_lossy`).
+    pub fn send(&self, label: &str, packet: &proto::DataPacket) {
+        self.outgoing
+            .send((label.to_owned(), packet.encode_to_vec()))
+            .expect("the peer stopped");
     }
 }
 
@@ -152,7 +160,9 @@ impl Client {
             .expect("accept the answer");
         let (opened_tx, opened) = oneshot::channel();
         let (packets_tx, packets) = mpsc::unbounded_channel();
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let driver = Driver {
+            outgoing: Some(outgoing_rx),
             rtc,
             socket,
             local,
@@ -168,7 +178,11 @@ impl Client {
             .await
             .expect("the data channels did not open")
             .expect("the peer stopped");
-        DataPeer { packets, task }
+        DataPeer {
+            packets,
+            outgoing,
+            task,
+        }
     }
 
     /// Answers the server's next subscriber offer and returns once connected.
@@ -199,6 +213,7 @@ impl Client {
             wanted_channels: 0,
             labels: HashMap::new(),
             packets: None,
+            outgoing: None,
             received: Arc::clone(&received),
             audio: None,
         };
@@ -223,9 +238,20 @@ struct Driver {
     wanted_channels: usize,
     labels: HashMap<ChannelId, String>,
     packets: Option<mpsc::UnboundedSender<(String, proto::DataPacket)>>,
+    /// DataPackets to send: (channel label, encoded packet).
+    outgoing: Option<mpsc::UnboundedReceiver<(String, Vec<u8>)>>,
     received: Arc<AtomicU64>,
     /// The audio m-line we send on and the next RTP timestamp.
     audio: Option<(Mid, u64)>,
+}
+
+async fn next_outgoing(
+    outgoing: &mut Option<mpsc::UnboundedReceiver<(String, Vec<u8>)>>,
+) -> Option<(String, Vec<u8>)> {
+    match outgoing {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
@@ -250,6 +276,12 @@ impl Driver {
                     let _ = self.rtc.handle_input(Input::Timeout(Instant::now()));
                 }
                 _ = ticker.tick(), if self.audio.is_some() => self.send_audio(),
+                Some((label, bytes)) = next_outgoing(&mut self.outgoing) => {
+                    let id = self.labels.iter().find(|(_, l)| **l == label).map(|(id, _)| *id);
+                    if let Some(mut channel) = id.and_then(|id| self.rtc.channel(id)) {
+                        let _ = channel.write(true, &bytes);
+                    }
+                }
             }
         }
     }
