@@ -13,12 +13,12 @@ pub mod events;
 mod frame;
 mod http;
 mod ids;
+mod limits;
 pub mod names;
+mod outbox;
 mod publish;
 mod revocations;
-mod limits;
 mod rooms;
-mod outbox;
 mod session;
 pub mod token;
 mod websocket;
@@ -34,10 +34,10 @@ pub use admin::{
     AdminError, EnsuredRoom, LiveRoom, ParticipantChange, RoomSettings, TranscriptionSegmentOut,
 };
 pub use events::{LeaveReason, SignalEvent};
+pub use limits::{SessionLimits, TooLarge};
 pub use names::{NameError, NameRules};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
-pub use limits::{SessionLimits, TooLarge};
 
 /// The version reported to clients. livekit-client keeps VP9/AV1 on the classic path only
 /// for servers between 1.8.0 and 1.13.6, so we report a version in that range.
@@ -56,11 +56,11 @@ pub struct SignalingConfig {
     pub ice_servers: Vec<IceServer>,
     /// Longest room names and identities accepted (names.rs has the rule).
     pub names: NameRules,
+    /// What one participant may send and hold (sizes, rates, tracks, queued output).
+    pub limits: SessionLimits,
 }
 
 /// A STUN or TURN server for clients.
-    /// What one participant may send and hold (sizes, rates, tracks, queued output).
-    pub limits: SessionLimits,
 #[derive(Clone, PartialEq, Eq)]
 pub struct IceServer {
     /// `stun:…`, `turn:…` or `turns:…` URL.
@@ -108,10 +108,10 @@ pub struct Signaling {
     /// Tokens refused since their participant was removed.
     pub(crate) revocations: revocations::Revocations,
     pub(crate) names: NameRules,
+    pub(crate) limits: SessionLimits,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
     /// WHIP and WHEP sessions, by resource id.
-    pub(crate) limits: SessionLimits,
     pub(crate) whip: whip::Resources,
 }
 
@@ -146,10 +146,10 @@ impl Signaling {
             ice_servers: config.ice_servers,
             revocations: Default::default(),
             names: config.names,
+            limits: config.limits,
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
         };
-            limits: config.limits,
         (Arc::new(sig), events_rx)
     }
 
