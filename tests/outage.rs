@@ -17,7 +17,6 @@ mod support;
 #[path = "../signaling/tests/support/peer.rs"]
 mod peer;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,12 +24,12 @@ use futures_util::StreamExt as _;
 use livekit_protocol as proto;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::Connection as _;
 use support::api::{admin_token, guest_token, host_token, http_client, Api};
+use support::postgres::{Proxy, TestDatabase};
 use support::{rtc_url, Client, Req, Resp, Server, WAIT};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 const ROOM: &str = "stage";
@@ -48,142 +47,6 @@ fn outage_length() -> Duration {
         "an outage under 6 s leaves no time for the checks made during it"
     );
     Duration::from_secs(secs)
-}
-
-/// A TCP proxy in front of PostgreSQL that the test can take down and bring back.
-struct Proxy {
-    port: u16,
-    upstream: SocketAddr,
-    accept: Mutex<Option<JoinHandle<()>>>,
-    conns: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    /// Starts proxying the connections `listener` accepts to `upstream`.
-    fn start(listener: TcpListener, upstream: SocketAddr) -> Proxy {
-        let proxy = Proxy {
-            port: listener.local_addr().unwrap().port(),
-            upstream,
-            accept: Mutex::new(None),
-            conns: Arc::default(),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: TcpListener) {
-        let (upstream, conns) = (self.upstream, Arc::clone(&self.conns));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    continue;
-                };
-                let conn = tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
-                conns.lock().unwrap().push(conn.abort_handle());
-            }
-        });
-        *self.accept.lock().unwrap() = Some(task);
-    }
-
-    /// PostgreSQL "stops": the listener closes (connections are refused) and every open
-    /// connection is cut.
-    async fn down(&self) {
-        let task = self.accept.lock().unwrap().take().expect("the proxy is up");
-        task.abort();
-        let _ = task.await;
-        for conn in self.conns.lock().unwrap().drain(..) {
-            conn.abort();
-        }
-    }
-
-    /// PostgreSQL is back, on the same port.
-    async fn up(&self) {
-        let listener = TcpListener::bind(("127.0.0.1", self.port))
-            .await
-            .expect("bind the proxy's port again");
-        self.serve(listener);
-    }
-}
-
-fn admin_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// A database of this test's own on the shared PostgreSQL, dropped when this is (also when
-/// the test fails).
-struct TestDatabase {
-    name: String,
-    /// The server's URL for it, through the proxy.
-    url: String,
-    /// Where PostgreSQL itself listens.
-    upstream: SocketAddr,
-}
-
-impl TestDatabase {
-    async fn create(proxy_port: u16) -> TestDatabase {
-        let admin_url = admin_url();
-        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL must run at {admin_url} (start it as README.md says): {e}")
-            });
-        let name = format!("outage_{}", ulid::Ulid::new().to_string().to_lowercase());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test's database");
-        let _ = admin.close().await;
-        let mut url = reqwest::Url::parse(&admin_url).expect("a URL");
-        let host = url.host_str().expect("a host").to_owned();
-        let port = url.port().unwrap_or(5432);
-        let upstream = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .expect("resolve the PostgreSQL host")
-            .next()
-            .expect("an address");
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(proxy_port)).unwrap();
-        url.set_path(&format!("/{name}"));
-        TestDatabase {
-            name,
-            url: url.to_string(),
-            upstream,
-        }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on: a thread of its
-        // own with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                let mut admin = sqlx::postgres::PgConnection::connect(&admin_url()).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!(
-                "could not drop the test's database {}: {dropped:?}",
-                self.name
-            );
-        }
-    }
 }
 
 /// Webhooks as they arrived (bodies as JSON), and a notify per arrival.
@@ -592,6 +455,129 @@ async fn a_database_outage_loses_no_event_and_stops_no_media() {
     for member in [host, ann, bob] {
         member.leave().await;
     }
+    assert!(server.stop().success());
+    drop(db);
+}
+
+/// `GET /metrics`: the value of one unlabelled sample (0 when absent).
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = http_client()
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A flood of joins and leaves during an outage meets a small `recorder_queue_bytes`:
+/// newer events are dropped and counted (every event is recorded or counted, none lost
+/// silently), the server goes on serving, and after the outage what was kept is recorded
+/// and delivered in order and the recorder takes new events again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_recorder_queue_drops_newer_events_counts_them_and_goes_on() {
+    const FLOOD: usize = 20;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let db = TestDatabase::create(listener.local_addr().unwrap().port()).await;
+    let proxy = Proxy::start(listener, db.upstream);
+    let (hook, received, arrived) = webhook_receiver().await;
+    let mut server = Server::start_with(&[
+        "--database-url",
+        &db.url,
+        "--webhook-url",
+        &hook,
+        "--limit",
+        "recorder_queue_bytes=1KiB",
+    ]);
+    let api = Api::new(&server.http, Some(&admin_token(ROOM, "backend")));
+    let host = Member::join(&server, &host_token(ROOM, "hana")).await;
+    let before = support::api::eventually("the host's join to be recorded", || async {
+        // The room itself is recorded just after the join: 404 until then.
+        let reply = api
+            .get(&format!("/v1/rooms/{ROOM}/events?after=0&limit=1000"))
+            .await;
+        let events = reply.body["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["kind"] == "participant_joined") {
+            Ok(events.len())
+        } else {
+            Err(format!("{:?}", support::api::kinds(&events)))
+        }
+    })
+    .await;
+    webhooks_reach(&received, &arrived, before, Duration::from_secs(10)).await;
+
+    proxy.down().await;
+    support::api::eventually("/readyz to report the outage", || async {
+        let (status, _, text) = readyz(&server).await;
+        (status == StatusCode::SERVICE_UNAVAILABLE)
+            .then_some(())
+            .ok_or(text)
+    })
+    .await;
+    for i in 0..FLOOD {
+        let token = guest_token(ROOM, &format!("flood-{i}"));
+        let (mut client, _) = Client::join(&server.ws, &token).await;
+        support::api::leave(&mut client).await;
+    }
+    let dropped = metric(&server, "switchboard_recorder_events_dropped_total").await;
+    assert!(
+        dropped > 0.0,
+        "{} events for a 1 KiB queue: some must be dropped",
+        2 * FLOOD
+    );
+    let depth = metric(&server, "switchboard_recorder_queue_depth").await;
+    assert!(
+        depth <= 8.0,
+        "a 1 KiB queue holds a handful of events, not {depth}"
+    );
+
+    proxy.up().await;
+    // Drained: the depth falls to 0 and the log stops growing.
+    let events = support::api::eventually("the kept events to be recorded", || async {
+        let depth = metric(&server, "switchboard_recorder_queue_depth").await;
+        let reply = api
+            .get(&format!("/v1/rooms/{ROOM}/events?after=0&limit=1000"))
+            .await;
+        if depth > 0.0 || reply.status != StatusCode::OK {
+            return Err(format!("depth {depth}, {}", reply.text));
+        }
+        Ok(reply.body["events"].as_array().unwrap().clone())
+    })
+    .await;
+    support::api::assert_gapless(&events);
+    let kept = events.len() - before;
+    assert!(kept > 0, "the events queued before the bound are recorded");
+    assert_eq!(
+        kept as f64 + dropped,
+        (2 * FLOOD) as f64,
+        "every event of the flood is recorded or counted as dropped"
+    );
+    webhooks_reach(&received, &arrived, events.len(), Duration::from_secs(5)).await;
+    let expected: Vec<i64> = (1..=events.len() as i64).collect();
+    assert_eq!(webhook_seqs(&received), expected, "each once, in order");
+
+    // The recorder takes new events again.
+    let late = Member::join(&server, &guest_token(ROOM, "late")).await;
+    support::api::eventually("a join after the outage to be recorded", || async {
+        let events = api.all_events(ROOM).await;
+        let last = events.last().cloned().unwrap_or_default();
+        (last["kind"] == "participant_joined" && last["payload"].to_string().contains("late"))
+            .then_some(())
+            .ok_or_else(|| last.to_string())
+    })
+    .await;
+    eprintln!(
+        "flood during an outage with a 1 KiB queue: {} events, {kept} recorded, {dropped} dropped",
+        2 * FLOOD
+    );
+    late.leave().await;
+    host.leave().await;
     assert!(server.stop().success());
     drop(db);
 }
