@@ -46,22 +46,7 @@ pub(crate) fn relay(session: &mut Session, reliable: bool, payload: &[u8]) {
             return;
         }
     };
-    let mut destinations = std::mem::take(&mut packet.destination_identities);
-    let mut destination_sids = Vec::new();
-    // Clients never speak for someone else: identity and sid are the server's to set.
-    packet.participant_identity = session.identity.clone();
-    packet.participant_sid = session.sid.clone();
-    // The fields inside UserPacket are deprecated upstream but still read by older clients,
-    // and older clients address by sid.
-    #[allow(deprecated)]
-    if let Some(proto::data_packet::Value::User(user)) = packet.value.as_mut() {
-        user.participant_identity = session.identity.clone();
-        user.participant_sid = session.sid.clone();
-        destinations.append(&mut user.destination_identities);
-        destination_sids.append(&mut user.destination_sids);
-    }
-    destinations.sort();
-    destinations.dedup();
+    let (destinations, destination_sids) = stamp(&mut packet, &session.identity, &session.sid);
     let everyone = session.sig.rooms.sids_for(&session.room, &[], &session.sid);
     let recipients: Vec<String> = if destinations.is_empty() && destination_sids.is_empty() {
         everyone
@@ -85,4 +70,30 @@ pub(crate) fn relay(session: &mut Session, reliable: bool, payload: &[u8]) {
     }
     let bytes: Arc<[u8]> = packet.encode_to_vec().into();
     let _ = session.media.send_data(recipients, reliable, bytes);
+}
+
+/// Sets the sender on `packet` and takes its addressing out: the identities (sorted, no
+/// duplicates) and the sids it is meant for, both empty for everyone.
+pub(crate) fn stamp(
+    packet: &mut proto::DataPacket,
+    identity: &str,
+    sid: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut destinations = std::mem::take(&mut packet.destination_identities);
+    let mut destination_sids = Vec::new();
+    // Clients never speak for someone else: identity and sid are the server's to set.
+    packet.participant_identity = identity.to_owned();
+    packet.participant_sid = sid.to_owned();
+    // The fields inside UserPacket are deprecated upstream but still read by older clients,
+    // and older clients address by sid.
+    #[allow(deprecated)]
+    if let Some(proto::data_packet::Value::User(user)) = packet.value.as_mut() {
+        user.participant_identity = identity.to_owned();
+        user.participant_sid = sid.to_owned();
+        destinations.append(&mut user.destination_identities);
+        destination_sids.append(&mut user.destination_sids);
+    }
+    destinations.sort();
+    destinations.dedup();
+    (destinations, destination_sids)
 }

@@ -15,7 +15,7 @@ use crate::session::Session;
 use crate::token::VideoGrant;
 
 /// LiveKit spells mime types as `video/VP8`, `audio/opus`.
-fn mime_type(kind: TrackKind, codec: &str) -> String {
+pub(crate) fn mime_type(kind: TrackKind, codec: &str) -> String {
     let codec = codec.trim().to_ascii_lowercase();
     match (kind, codec.as_str()) {
         (TrackKind::Audio, "" | "opus") => "audio/opus".into(),

@@ -459,21 +459,11 @@ impl Session {
     }
 
     fn trickle(&self, trickle: &proto::TrickleRequest) {
-        #[derive(serde::Deserialize)]
-        struct CandidateInit {
-            candidate: String,
-        }
-        let role = if trickle.target == proto::SignalTarget::Subscriber as i32 {
-            PeerRole::Subscriber
-        } else {
-            PeerRole::Publisher
-        };
-        match serde_json::from_str::<CandidateInit>(&trickle.candidate_init) {
-            // An empty candidate marks the end of gathering.
-            Ok(init) if init.candidate.is_empty() => {}
-            Ok(init) => {
-                let _ = self.media.remote_candidate(role, init.candidate);
+        match trickle_candidate(trickle) {
+            Ok(Some((role, candidate))) => {
+                let _ = self.media.remote_candidate(role, candidate);
             }
+            Ok(None) => {}
             Err(e) => debug!(sid = %self.sid, "ignored an unreadable trickle candidate: {e}"),
         }
     }
@@ -574,6 +564,24 @@ impl Session {
         });
         info!(room = %self.room, sid = %self.sid, reason = ending.reason.as_str(), "participant left");
     }
+}
+
+/// The peer and `candidate:…` line a TrickleRequest names; `None` for the empty candidate
+/// that marks the end of gathering.
+pub(crate) fn trickle_candidate(
+    trickle: &proto::TrickleRequest,
+) -> Result<Option<(PeerRole, String)>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct CandidateInit {
+        candidate: String,
+    }
+    let role = if trickle.target == proto::SignalTarget::Subscriber as i32 {
+        PeerRole::Subscriber
+    } else {
+        PeerRole::Publisher
+    };
+    let init = serde_json::from_str::<CandidateInit>(&trickle.candidate_init)?;
+    Ok((!init.candidate.is_empty()).then_some((role, init.candidate)))
 }
 
 fn protocol_error(code: u16, reason: &str) -> Ending {
