@@ -581,3 +581,31 @@ async fn a_full_recorder_queue_drops_newer_events_counts_them_and_goes_on() {
     assert!(server.stop().success());
     drop(db);
 }
+
+/// Stopping while the database is down ends in bounded time: the recorder gives its queue a
+/// grace and says what it could not record (the next start's reconciliation closes it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_an_outage_ends_in_bounded_time() {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let db = TestDatabase::create(listener.local_addr().unwrap().port()).await;
+    let proxy = Proxy::start(listener, db.upstream);
+    let mut server = Server::start_with(&["--database-url", &db.url]);
+    let host = Member::join(&server, &host_token(ROOM, "hana")).await;
+    proxy.down().await;
+    host.leave().await;
+    let started = Instant::now();
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(15), "stopping took {took:?}");
+    let log = server.stderr_text();
+    assert!(
+        log.contains("stopping with events the database did not take"),
+        "the unrecorded events are reported:\n{log}"
+    );
+    eprintln!("stopped during an outage in {took:.1?}");
+    drop(db);
+}
