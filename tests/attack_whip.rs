@@ -2,7 +2,8 @@
 //! items 3, 8 and the m-line part of 10):
 //!
 //! - a WHIP or WHEP session whose ICE never connects, a WHIP publisher that connected and
-//!   went silent, and a LiveKit client that never connects its media are all ended: the
+//!   went silent, and a LiveKit client that never connects its media or whose media goes
+//!   silent while its signaling keeps pinging are all ended: the
 //!   participant leaves with a reason, `/v1` lists nobody, the event log says why, and the
 //!   WHIP/WHEP resource is gone (DELETE → 404);
 //! - an SDP the parser rejects is refused with a message that names the line, never with a
@@ -12,6 +13,11 @@
 //! The deadlines are made short with `--limit` so the tests take seconds, not minutes.
 
 mod support;
+
+// The str0m WebRTC peer of signaling's tests; it speaks through this harness's `Client`.
+#[allow(dead_code)]
+#[path = "../signaling/tests/support/peer.rs"]
+mod peer;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -24,7 +30,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use support::api::{admin_token, guest_token, http_client, Api};
-use support::{Req, Resp, Server};
+use support::{Client, Event as Signal, Req, Resp, Server, WAIT};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
@@ -193,7 +199,7 @@ async fn gone_within(
 
 /// The recorded leave of `identity` in the room's event log (waits for the recorder).
 async fn leave_reason(api: &Api, room: &str, identity: &str) -> String {
-    let deadline = Instant::now() + support::WAIT;
+    let deadline = Instant::now() + WAIT;
     loop {
         let events = api.all_events(room).await;
         let left = events.iter().find(|e| {
@@ -278,7 +284,7 @@ async fn a_whip_publisher_that_goes_silent_is_ended_after_the_departure_timeout(
     let (connected_tx, connected) = oneshot::channel();
     let (stop, stopped) = oneshot::channel();
     let driver = tokio::spawn(peer.drive(connected_tx, stopped));
-    tokio::time::timeout(support::WAIT, connected)
+    tokio::time::timeout(WAIT, connected)
         .await
         .expect("ICE and DTLS did not connect")
         .expect("the client peer stopped");
@@ -348,6 +354,66 @@ async fn a_livekit_client_that_never_connects_media_is_ended_at_ice_connect_time
         "media_connect_timeout"
     );
     assert!(live_identities(&api, room).await.is_empty());
+}
+
+/// Keeps a LiveKit client's signaling alive (pings) until `until`, returning the first
+/// LeaveRequest the server sends, if any.
+async fn ping_until(client: &mut Client, until: Instant) -> Option<proto::LeaveRequest> {
+    let mut next_ping = Instant::now();
+    while Instant::now() < until {
+        if Instant::now() >= next_ping {
+            client.send(Req::Ping(support::now_secs() as i64)).await;
+            next_ping = Instant::now() + Duration::from_secs(2);
+        }
+        let wait = until
+            .min(next_ping)
+            .saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, client.next_event()).await {
+            Err(_) => {}
+            Ok(Signal::Response(Resp::Leave(leave))) => return Some(leave),
+            Ok(Signal::Response(_)) => {}
+            Ok(other) => panic!("the connection ended without a LeaveRequest: {other:?}"),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_livekit_client_whose_media_goes_silent_is_ended_after_the_departure_timeout() {
+    let server = server();
+    let room = "silent-rtc";
+    let api = Api::new(&server.http, Some(&admin_token(room, "admin")));
+    let (mut client, _join) = server.join(room, "dropout", &[]).await;
+    let joined = Instant::now();
+    // The publisher PC connects (ICE, DTLS, both data channels open).
+    let media = client.open_data().await;
+    let early = ping_until(
+        &mut client,
+        joined + CONNECT_TIMEOUT + Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(early, None, "a connected client was ended");
+    // Its media vanishes; its signaling keeps pinging.
+    drop(media);
+    let silent = Instant::now();
+    let limit = ICE_SILENCE + DEPARTURE_TIMEOUT + MARGIN;
+    let leave = ping_until(&mut client, silent + limit)
+        .await
+        .unwrap_or_else(|| panic!("no LeaveRequest {limit:?} after the media went silent"));
+    let took = silent.elapsed();
+    eprintln!("LiveKit client without media for {took:?} told to leave");
+    assert!(
+        took >= DEPARTURE_TIMEOUT,
+        "ended {took:?} after going silent"
+    );
+    assert_eq!(
+        leave.reason,
+        proto::DisconnectReason::ConnectionTimeout as i32
+    );
+    assert_eq!(
+        leave_reason(&api, room, "dropout").await,
+        "media_departure_timeout"
+    );
 }
 
 /// A valid offer with one line str0m cannot parse, after `v=0` (WHIP's own reading skips it).
