@@ -181,6 +181,28 @@ impl Client {
         }
         Ok(serde_json::from_str(&text)?)
     }
+
+    /// GETs every page of a paginated list (`path` has a query already) and returns
+    /// `{key: [all items]}`.
+    async fn all_pages(&self, path: &str, key: &str) -> anyhow::Result<Value> {
+        let mut items = Vec::new();
+        let mut page_token: Option<String> = None;
+        loop {
+            let after = page_token
+                .map(|t| format!("&page_token={t}"))
+                .unwrap_or_default();
+            let mut page = self
+                .call(reqwest::Method::GET, &format!("{path}{after}"), None)
+                .await?;
+            if let Some(Value::Array(more)) = page.get_mut(key).map(Value::take) {
+                items.extend(more);
+            }
+            page_token = page["next_page_token"].as_str().map(str::to_owned);
+            if page_token.is_none() {
+                return Ok(json!({ key: items }));
+            }
+        }
+    }
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -230,11 +252,9 @@ pub fn rooms(command: RoomsCommand) -> anyhow::Result<()> {
         match command {
             RoomsCommand::List { status, target } => {
                 let client = Client::new(&target, "")?;
-                let path = match status {
-                    Some(s) => format!("/v1/rooms?status={s}"),
-                    None => "/v1/rooms".to_owned(),
-                };
-                let value = client.call(reqwest::Method::GET, &path, None).await?;
+                let filter = status.map(|s| format!("&status={s}")).unwrap_or_default();
+                let path = format!("/v1/rooms?limit=500{filter}");
+                let value = client.all_pages(&path, "rooms").await?;
                 print(target.json, &value, |v| {
                     for room in v["rooms"].as_array().into_iter().flatten() {
                         print_room(room);
@@ -283,13 +303,8 @@ pub fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
         match command {
             SessionsCommand::List { room, target } => {
                 let client = Client::new(&target, &room)?;
-                let value = client
-                    .call(
-                        reqwest::Method::GET,
-                        &format!("/v1/sessions?room_id={room}"),
-                        None,
-                    )
-                    .await?;
+                let path = format!("/v1/sessions?room_id={room}&limit=500");
+                let value = client.all_pages(&path, "sessions").await?;
                 print(target.json, &value, |v| {
                     for session in v["sessions"].as_array().into_iter().flatten() {
                         print_session(session);

@@ -262,11 +262,17 @@ async fn eleven_hundred_idle_connections_from_one_address_leave_the_node_serving
     // Wait until the refused ones are closed: then the server holds only the admitted.
     let mut open = 0;
     for stream in &mut flood {
-        if read_until_closed(stream, Duration::from_millis(20)).await.is_none() {
+        if read_until_closed(stream, Duration::from_millis(20))
+            .await
+            .is_none()
+        {
             open += 1;
         }
     }
-    assert_eq!(open, 256, "http_connections_per_address (256) are kept, the rest closed");
+    assert_eq!(
+        open, 256,
+        "http_connections_per_address (256) are kept, the rest closed"
+    );
     let held = open_fds(&server) - baseline;
     assert!(held <= 260, "the flood holds {held} descriptors");
     assert_eq!(healthz_from(&server, OTHER_CLIENT).await, StatusCode::OK);
@@ -707,6 +713,66 @@ async fn room_lists_are_paginated_without_dupes_or_gaps() {
         .clone();
     assert_eq!(second["participants"][0]["identity"], "carol");
     assert!(second["next_page_token"].is_null());
+}
+
+#[tokio::test]
+async fn session_lists_are_paginated_and_the_cli_walks_every_page() {
+    let server = Server::start();
+    let api = Api::new(&server.http, Some(&admin_token("show", "admin")));
+    api.post("/v1/rooms", &json!({ "room_id": "show" }))
+        .await
+        .expect(StatusCode::CREATED);
+    let mut created = BTreeSet::new();
+    for _ in 0..5 {
+        let session = api
+            .post("/v1/sessions", &json!({ "room_id": "show" }))
+            .await
+            .expect(StatusCode::CREATED)
+            .clone();
+        let id = session["session"]["session_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        api.post_empty(&format!("/v1/sessions/{id}/cancel"))
+            .await
+            .expect(StatusCode::OK);
+        created.insert(id);
+    }
+    let mut seen = BTreeSet::new();
+    let mut path = "/v1/sessions?room_id=show&limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let body = api.get(&path).await.expect(StatusCode::OK).clone();
+        for session in body["sessions"].as_array().unwrap() {
+            let id = session["session_id"].as_str().unwrap().to_owned();
+            assert!(seen.insert(id.clone()), "{id} listed twice");
+        }
+        pages += 1;
+        match body["next_page_token"].as_str() {
+            Some(token) => path = format!("/v1/sessions?room_id=show&limit=2&page_token={token}"),
+            None => break,
+        }
+    }
+    assert_eq!((pages, &seen), (3, &created));
+
+    // More rooms than the CLI's page of 500: `rooms list` shows them all.
+    for i in 0..520 {
+        api.post("/v1/rooms", &json!({ "room_id": format!("many-{i:03}") }))
+            .await
+            .expect(StatusCode::CREATED);
+    }
+    let mut cmd = command();
+    cmd.args(["rooms", "list", "--dev", "--json", "--url", &server.http]);
+    let (status, stdout, stderr) = run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(status.success(), "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).expect("JSON from rooms list --json");
+    let ids: BTreeSet<&str> = listed["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 521, "520 rooms and \"show\", each once");
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::api_json::{ApiJson, ApiQuery};
 use super::auth::{Caller, Need};
+use super::paging::{self, PageQuery};
 use super::problem::Problem;
 use super::AppState;
 use crate::control::{LiveOptions, TranscriptInput};
@@ -65,6 +66,8 @@ pub async fn get(
 #[derive(Debug, Deserialize)]
 pub struct ListSessions {
     room_id: Option<String>,
+    limit: Option<u32>,
+    page_token: Option<String>,
 }
 
 pub async fn list(
@@ -79,8 +82,36 @@ pub async fn list(
     };
     caller.require(Need::Read(&room_id))?;
     state.control.store.get_room(&room_id).await?;
+    let page = PageQuery {
+        limit: query.limit,
+        page_token: query.page_token,
+    };
+    let limit = page.limit()? as usize;
+    let after = page.position()?;
+    // Newest first; a room has one session per broadcast, so the whole list is read and
+    // the answer is what is bounded.
     let sessions = state.control.store.list_sessions(&room_id).await?;
-    Ok(Json(json!({ "sessions": sessions })))
+    let start = match &after {
+        Some(after) => sessions
+            .iter()
+            .position(|s| &s.session_id == after)
+            .map(|at| at + 1)
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "page_token is not one this server gave out for this room: pass \
+                     next_page_token from the previous page unchanged",
+                )
+            })?,
+        None => 0,
+    };
+    let end = sessions.len().min(start + limit);
+    let page_items = &sessions[start..end];
+    let next_page_token = (end < sessions.len())
+        .then(|| page_items.last().map(|s| paging::token(&s.session_id)))
+        .flatten();
+    Ok(Json(
+        json!({ "sessions": page_items, "next_page_token": next_page_token }),
+    ))
 }
 
 /// Which of `/live`, `/end`, `/cancel` was called.
