@@ -613,6 +613,64 @@ async fn cors_in_development_mode_defaults_to_own_and_loopback_origins() {
     assert_eq!(own_page.status(), StatusCode::OK);
 }
 
+/// Production mode (no `--dev`): any origin may read answers, never with credentials.
+#[tokio::test]
+async fn cors_in_production_is_any_origin_without_credentials() {
+    use std::io::BufRead as _;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = command()
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--rtc-port", "0"])
+        .args(["--api-key", "prodkey", "--api-secret", &"s".repeat(40)])
+        .arg("--data-dir")
+        .arg(data.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start switchboard serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a ready line");
+    let base = line
+        .trim()
+        .strip_prefix("switchboard ready ")
+        .expect("the ready line")
+        .to_owned();
+    let client = http_client();
+    let response = client
+        .get(format!("{base}/v1/rooms"))
+        .header(ORIGIN, "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    let allowed = acao(&response);
+    let credentials = response
+        .headers()
+        .contains_key(ACCESS_CONTROL_ALLOW_CREDENTIALS);
+    let dev_token = client
+        .post(format!("{base}/v1/dev/token"))
+        .json(&json!({ "room_id": "r" }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(allowed.as_deref(), Some("*"));
+    assert!(!credentials, "never credentials mode");
+    assert_eq!(
+        dev_token,
+        StatusCode::NOT_FOUND,
+        "no dev tokens outside --dev"
+    );
+}
+
 #[test]
 fn dev_mode_refuses_a_public_address_unless_told() {
     let data = tempfile::tempdir().unwrap();
