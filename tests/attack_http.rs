@@ -59,6 +59,35 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Ve
     }
 }
 
+/// Waits, for all of them at once and at most `within`, for the server to close each
+/// connection. Returns those still open (kept, so the server goes on holding them), how many
+/// were closed, and the text of one refusal.
+async fn closed_within(
+    streams: Vec<TcpStream>,
+    within: Duration,
+) -> (Vec<TcpStream>, usize, String) {
+    let mut readers = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        readers.spawn(async move {
+            let seen = read_until_closed(&mut stream, within).await;
+            (stream, seen)
+        });
+    }
+    let (mut open, mut closed, mut refusal) = (Vec::new(), 0, String::new());
+    while let Some(done) = readers.join_next().await {
+        match done.expect("reader task") {
+            (stream, None) => open.push(stream),
+            (_, Some(seen)) => {
+                closed += 1;
+                if !seen.is_empty() {
+                    refusal = String::from_utf8_lossy(&seen).into_owned();
+                }
+            }
+        }
+    }
+    (open, closed, refusal)
+}
+
 /// File descriptors the server process has open.
 fn open_fds(server: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
@@ -116,7 +145,7 @@ async fn a_request_head_sent_slowly_is_cut_off_at_the_header_timeout() {
         "the server must close a connection whose head never ends: {ended:?}"
     );
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
         "a head still incomplete at the 1 s header timeout is cut off then, took {elapsed:?}"
     );
 }
@@ -135,7 +164,7 @@ async fn idle_connections_are_closed_but_websockets_are_not() {
     let closed = read_until_closed(&mut silent, WAIT).await;
     let elapsed = started.elapsed();
     assert!(
-        closed.is_some() && elapsed < Duration::from_millis(2500),
+        closed.is_some() && elapsed < Duration::from_secs(3),
         "a silent connection must be closed after the 1 s idle timeout, took {elapsed:?}"
     );
     // A keep-alive connection after its request.
@@ -152,7 +181,7 @@ async fn idle_connections_are_closed_but_websockets_are_not() {
         "{:?}",
         String::from_utf8_lossy(&seen)
     );
-    assert!(started.elapsed() < Duration::from_millis(2500));
+    assert!(started.elapsed() < Duration::from_secs(3));
 
     // A joined participant's WebSocket outlives both timeouts several times over.
     let (mut client, _) = server.join("idle-room", "alice", &[]).await;
@@ -180,7 +209,7 @@ async fn a_body_sent_slowly_gets_408() {
     assert!(text.contains("application/problem+json"), "{text}");
     assert!(text.contains("http_body_timeout"), "{text}");
     assert!(
-        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_millis(2500),
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
         "408 after the 1 s body timeout, took {elapsed:?}"
     );
 }
@@ -206,16 +235,7 @@ async fn a_connection_flood_from_one_address_is_capped_and_others_are_served() {
         flood.push(connect_from(&server, "127.0.0.1").await);
     }
     // The ones over the cap are answered 503 and closed at once; 20 stay open.
-    let mut refused = 0;
-    let mut refusal = String::new();
-    for stream in &mut flood {
-        if let Some(seen) = read_until_closed(stream, Duration::from_millis(200)).await {
-            refused += 1;
-            if !seen.is_empty() {
-                refusal = String::from_utf8_lossy(&seen).into_owned();
-            }
-        }
-    }
+    let (flood, refused, refusal) = closed_within(flood, Duration::from_secs(2)).await;
     assert_eq!(
         refused, 40,
         "all but 20 of 60 connections from one address are closed"
@@ -260,15 +280,8 @@ async fn eleven_hundred_idle_connections_from_one_address_leave_the_node_serving
         flood.push(connect_from(&server, "127.0.0.1").await);
     }
     // Wait until the refused ones are closed: then the server holds only the admitted.
-    let mut open = 0;
-    for stream in &mut flood {
-        if read_until_closed(stream, Duration::from_millis(20))
-            .await
-            .is_none()
-        {
-            open += 1;
-        }
-    }
+    let (flood, _, _) = closed_within(flood, Duration::from_secs(2)).await;
+    let open = flood.len();
     assert_eq!(
         open, 256,
         "http_connections_per_address (256) are kept, the rest closed"
@@ -293,15 +306,8 @@ async fn the_node_wide_connection_cap_holds_across_addresses() {
         let from = format!("127.0.1.{}", 1 + i % 8);
         held.push(connect_from(&server, &from).await);
     }
-    let mut refused = 0;
-    for stream in &mut held {
-        if read_until_closed(stream, Duration::from_millis(200))
-            .await
-            .is_some()
-        {
-            refused += 1;
-        }
-    }
+    let (held, refused, _) = closed_within(held, Duration::from_secs(2)).await;
+    assert_eq!(held.len(), 30);
     assert_eq!(
         refused, 10,
         "the 10 connections over the node's 30 are closed"
