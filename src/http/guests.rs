@@ -70,7 +70,9 @@ pub async fn guest_token(
     Path(room_id): Path<String>,
     ApiQuery(query): ApiQuery<GuestQuery>,
 ) -> Result<Json<TokenResponse>, Problem> {
-    if let Err(retry) = state.guest_limiter.check(remote.ip(), Instant::now()) {
+    // Counted per client as the other per-address limits are (an IPv6 client is its /64).
+    let client = super::conn::client_key(remote.ip());
+    if let Err(retry) = state.guest_limiter.check(client, Instant::now()) {
         return Err(ControlError::RateLimited {
             retry_after_secs: retry,
         }
