@@ -93,6 +93,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ice_connect_timeout: settings.limits.ice_connect_timeout,
         peer_departure_timeout: settings.limits.peer_departure_timeout,
         max_media_sections: settings.limits.max_media_sections as usize,
+        max_remote_candidates: settings.limits.max_remote_candidates as usize,
     })
     .context("cannot start the media plane")?;
     let media_addrs = sfu.local_addrs();

@@ -48,6 +48,9 @@ fn server() -> Server {
         "ice_connect_timeout=3s",
         "--limit",
         "peer_departure_timeout=2s",
+        // The candidate flood sends 200 PATCHes; the per-address rate is not what it tests.
+        "--limit",
+        "whip_requests_per_minute=100000",
     ])
 }
 
@@ -522,4 +525,83 @@ async fn an_offer_with_a_thousand_media_sections_is_refused_naming_the_limit() {
         e["kind"] == "participant_joined" && e["payload"]["participant"]["identity"] == "hoarder"
     });
     assert!(!joined_hoarder, "a refused offer joined the room");
+}
+
+/// `n` distinct host candidates (unreachable addresses), as `a=candidate:` lines.
+fn candidate_lines(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| {
+            format!(
+                "a=candidate:{i} 1 udp 2130706431 10.{}.{}.{} {} typ host\r\n",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255,
+                1024 + i % 60000
+            )
+        })
+        .collect()
+}
+
+async fn patch_status(
+    server: &Server,
+    location: &str,
+    token: &str,
+    body: String,
+) -> (StatusCode, String) {
+    let response = http_client()
+        .patch(format!("{}{location}", server.http))
+        .bearer_auth(token)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body(body)
+        .send()
+        .await
+        .expect("PATCH the resource");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn candidate_floods_are_refused_or_ignored_and_the_worker_stays_responsive() {
+    let server = server();
+    let room = "candidates";
+    let token = guest_token(room, "flooder");
+    let mut peer = Peer::new().await;
+    let (offer, _pending) = peer.offer(Direction::SendOnly);
+
+    // An offer carrying 1,000 candidates is refused before it is parsed.
+    let stuffed = format!("{offer}{}", candidate_lines(1000, 0));
+    let (status, _, body) = post_offer(&server, "/whip", &token, &stuffed).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    // 1,000 and the offer's own host candidate.
+    for words in ["1001", "64", "max_remote_candidates"] {
+        assert!(body.contains(words), "{words:?} missing from {body}");
+    }
+
+    // A session, then one fragment of 1,000 candidates: refused whole.
+    let (status, location, body) = post_offer(&server, "/whip", &token, &offer).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = patch_status(&server, &location, &token, candidate_lines(1000, 0)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("max_remote_candidates"), "{body}");
+
+    // Fragments under the bound, 200 of them (12,800 candidates): accepted, and those past
+    // the per-session bound cost the worker nothing. Each remote candidate costs str0m a pass
+    // over those it has, so taking them all kept the worker from anything else for seconds.
+    for n in 0..200 {
+        let (status, body) =
+            patch_status(&server, &location, &token, candidate_lines(64, n * 64)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    }
+    // The leave queues behind every candidate the PATCHes handed the worker.
+    let started = Instant::now();
+    assert_eq!(
+        delete_status(&server, &location, &token).await,
+        StatusCode::OK
+    );
+    let took = started.elapsed();
+    eprintln!("DELETE after 12,800 trickled candidates took {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the worker was busy for {took:?}"
+    );
 }

@@ -129,6 +129,10 @@ pub enum SfuError {
     /// before it is parsed.
     #[error("the SDP has {sent} media sections (m-lines); at most {limit} are accepted")]
     TooManyMediaSections { sent: usize, limit: usize },
+    /// An offer or answer with more `a=candidate` lines than `max_remote_candidates`,
+    /// refused before it is parsed.
+    #[error("the SDP has {sent} ICE candidates; at most {limit} are accepted")]
+    TooManyCandidates { sent: usize, limit: usize },
     #[error("the offer was refused: {0}")]
     Negotiation(String),
     #[error("the ICE candidate could not be parsed: {0}")]

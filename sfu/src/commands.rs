@@ -185,7 +185,11 @@ impl Worker {
 
     pub(crate) fn publisher_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
         let slot = self.slot_of(key)?;
-        sdp_guard::check_sections(sdp, self.limits.max_media_sections)?;
+        sdp_guard::check(
+            sdp,
+            self.limits.max_media_sections,
+            self.limits.max_remote_candidates,
+        )?;
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
@@ -223,7 +227,11 @@ impl Worker {
     pub(crate) fn subscriber_answer(&mut self, key: &str, sdp: &str) -> Result<(), SfuError> {
         let slot = self.slot_of(key)?;
         let offered = self.parts[slot].as_ref().map_or(0, |p| p.offered_sections);
-        sdp_guard::check_sections(sdp, self.limits.max_media_sections.max(offered))?;
+        sdp_guard::check(
+            sdp,
+            self.limits.max_media_sections.max(offered),
+            self.limits.max_remote_candidates,
+        )?;
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
@@ -260,10 +268,22 @@ impl Worker {
             return;
         };
         let line = candidate.strip_prefix("a=").unwrap_or(candidate);
+        let limit = self.limits.max_remote_candidates;
         match Candidate::from_sdp_string(line) {
             Ok(candidate) => {
                 if let Some(part) = self.parts[slot].as_mut() {
-                    part.peer_mut(role).rtc.add_remote_candidate(candidate);
+                    let peer = part.peer_mut(role);
+                    if peer.trickled >= limit {
+                        // Each one costs the ICE agent a pass over all it has: past the
+                        // bound a client is only spending our worker's time.
+                        debug!(
+                            participant = key,
+                            "ignored a candidate past max_remote_candidates"
+                        );
+                        return;
+                    }
+                    peer.trickled += 1;
+                    peer.rtc.add_remote_candidate(candidate);
                     self.drain(slot, role);
                 }
             }

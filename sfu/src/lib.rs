@@ -72,6 +72,9 @@ pub struct SfuConfig {
     /// Most m-lines accepted in a client's offer (or in an answer, beyond what our offer
     /// had), counted before the SDP is parsed.
     pub max_media_sections: usize,
+    /// Most remote ICE candidates a PeerConnection takes, in one SDP and trickled since its
+    /// last ICE restart; more are refused (SDP) or ignored (trickle).
+    pub max_remote_candidates: usize,
 }
 
 impl Default for SfuConfig {
@@ -85,12 +88,16 @@ impl Default for SfuConfig {
             ice_connect_timeout: liveness::LivenessLimits::default().connect,
             peer_departure_timeout: liveness::LivenessLimits::default().departure,
             max_media_sections: DEFAULT_MAX_MEDIA_SECTIONS,
+            max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
         }
     }
 }
 
 /// `max_media_sections` unless configured (docs/configuration.md says why 32).
 pub const DEFAULT_MAX_MEDIA_SECTIONS: usize = 32;
+
+/// `max_remote_candidates` unless configured (docs/configuration.md says why 64).
+pub const DEFAULT_MAX_REMOTE_CANDIDATES: usize = 64;
 
 struct WorkerHandle {
     commands: mpsc::UnboundedSender<Command>,
@@ -103,6 +110,7 @@ pub struct Sfu {
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_tap: AtomicU64,
     max_media_sections: usize,
+    max_remote_candidates: usize,
 }
 
 /// What a worker socket asks the kernel for, each way.
@@ -188,6 +196,7 @@ impl Sfu {
                     departure: config.peer_departure_timeout,
                 },
                 max_media_sections: config.max_media_sections,
+                max_remote_candidates: config.max_remote_candidates,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
@@ -201,6 +210,7 @@ impl Sfu {
             threads: Mutex::new(threads),
             next_tap: AtomicU64::new(1),
             max_media_sections: config.max_media_sections,
+            max_remote_candidates: config.max_remote_candidates,
         })
     }
 
@@ -208,6 +218,12 @@ impl Sfu {
     /// check an offer before handing it over (WHIP/WHEP).
     pub fn max_media_sections(&self) -> usize {
         self.max_media_sections
+    }
+
+    /// The most remote ICE candidates a PeerConnection takes (`max_remote_candidates`),
+    /// for callers that check a trickle fragment before handing it over (WHIP/WHEP).
+    pub fn max_remote_candidates(&self) -> usize {
+        self.max_remote_candidates
     }
 
     /// True while every media worker is running (a worker that stopped drops its queue).

@@ -32,6 +32,8 @@ pub(crate) struct Peer {
     /// Remote addresses seen for this peer, so the worker's demultiplexer can forget them.
     pub addrs: Vec<SocketAddr>,
     pub disconnected_reported: bool,
+    /// Candidates trickled to this peer since its last ICE restart (`max_remote_candidates`).
+    pub trickled: usize,
 }
 
 impl Peer {
@@ -52,6 +54,7 @@ impl Peer {
             media_to: None,
             addrs: Vec::new(),
             disconnected_reported: false,
+            trickled: 0,
         }
     }
 }

@@ -24,6 +24,28 @@ pub(crate) fn check_sections(sdp: &str, limit: usize) -> Result<(), SfuError> {
     Ok(())
 }
 
+/// The `a=candidate` lines of an SDP.
+pub(crate) fn candidates(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|line| line.trim_start().starts_with("a=candidate"))
+        .count()
+}
+
+/// What every client SDP is checked for before str0m parses it: at most `max_sections`
+/// m-lines and `max_candidates` ICE candidates. Each remote candidate costs the ICE agent a
+/// pass over the ones it has (10,000 in one offer kept a worker busy for 3 s).
+pub(crate) fn check(sdp: &str, max_sections: usize, max_candidates: usize) -> Result<(), SfuError> {
+    check_sections(sdp, max_sections)?;
+    let sent = candidates(sdp);
+    if sent > max_candidates {
+        return Err(SfuError::TooManyCandidates {
+            sent,
+            limit: max_candidates,
+        });
+    }
+    Ok(())
+}
+
 /// Longest excerpt of the offending line quoted back.
 const EXCERPT: usize = 40;
 
@@ -141,6 +163,18 @@ mod tests {
             })
         );
         assert_eq!(check_sections("v=0\r\nm=audio 9 X 0\r\n", 1), Ok(()));
+        let stuffed = format!(
+            "v=0\r\n{}",
+            "a=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n".repeat(65)
+        );
+        assert_eq!(
+            check(&stuffed, 32, 64),
+            Err(SfuError::TooManyCandidates {
+                sent: 65,
+                limit: 64
+            })
+        );
+        assert_eq!(check(&stuffed, 32, 65), Ok(()));
     }
 }
 

@@ -23,7 +23,11 @@ impl Worker {
             .get(key)
             .ok_or_else(|| SfuError::UnknownParticipant(key.to_owned()))?;
         self.current = Some(slot);
-        crate::sdp_guard::check_sections(sdp, self.limits.max_media_sections)?;
+        crate::sdp_guard::check(
+            sdp,
+            self.limits.max_media_sections,
+            self.limits.max_remote_candidates,
+        )?;
         let offer =
             SdpOffer::from_sdp_string(sdp).map_err(|e| crate::sdp_guard::parse_error(sdp, &e))?;
         let Some(part) = self.parts[slot].as_mut() else {
@@ -213,7 +217,10 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
-        let rtc = &mut part.peer_mut(role).rtc;
+        let peer = part.peer_mut(role);
+        // A restart starts a new candidate gathering on the client.
+        peer.trickled = 0;
+        let rtc = &mut peer.rtc;
         let local = str0m::IceCreds::new();
         let mut api = rtc.direct_api();
         api.set_remote_ice_credentials(str0m::IceCreds {

@@ -34,6 +34,9 @@ const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 pub(crate) struct WorkerLimits {
     pub liveness: LivenessLimits,
     pub max_media_sections: usize,
+    /// Remote ICE candidates one peer takes: in one SDP, and trickled since its last ICE
+    /// restart.
+    pub max_remote_candidates: usize,
 }
 
 impl Default for WorkerLimits {
@@ -41,6 +44,7 @@ impl Default for WorkerLimits {
         Self {
             liveness: LivenessLimits::default(),
             max_media_sections: crate::DEFAULT_MAX_MEDIA_SECTIONS,
+            max_remote_candidates: crate::DEFAULT_MAX_REMOTE_CANDIDATES,
         }
     }
 }

@@ -103,6 +103,9 @@ limits! {
     /// Most m-lines in a WHIP/WHEP offer or a LiveKit publisher offer (a subscriber answer
     /// may also have as many as our offer had); more are refused (400) before parsing.
     max_media_sections: u32 = 32, count;
+    /// Most remote ICE candidates one PeerConnection takes: in one SDP (more: refused, 400)
+    /// and trickled since its last ICE restart (more: ignored; a WHIP PATCH with more: 400).
+    max_remote_candidates: u32 = 64, count;
     /// How long a client may take to send a request's head (line and headers), counted from
     /// its first byte; the connection is closed when it runs out (slowloris).
     http_header_timeout: Duration = Duration::from_secs(10), duration;

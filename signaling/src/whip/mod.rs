@@ -104,12 +104,20 @@ fn body_text(body: &Bytes) -> Result<&str, Problem> {
     std::str::from_utf8(body).map_err(|_| Problem::bad_request("the body is not UTF-8 text"))
 }
 
-/// Refuses an offer with more m-lines than `max_media_sections` before anything reads it
-/// further (the media plane checks again; this answers before the room is joined).
-fn check_media_sections(sdp_text: &str, limit: usize) -> Result<(), Problem> {
-    let sent = sdp::media_sections(sdp_text);
+/// Refuses an offer with more m-lines than `max_media_sections`, or more candidates than
+/// `max_remote_candidates`, before anything reads it further (the media plane checks again;
+/// this answers before the room is joined).
+fn check_offer_size(sig: &Signaling, sdp_text: &str) -> Result<(), Problem> {
+    let (sent, limit) = (sdp::media_sections(sdp_text), sig.sfu.max_media_sections());
     if sent > limit {
         return Err(negotiation_problem(SfuError::TooManyMediaSections {
+            sent,
+            limit,
+        }));
+    }
+    let (sent, limit) = (sdp::candidates(sdp_text), sig.sfu.max_remote_candidates());
+    if sent > limit {
+        return Err(negotiation_problem(SfuError::TooManyCandidates {
             sent,
             limit,
         }));
@@ -167,6 +175,10 @@ fn negotiation_problem(e: SfuError) -> Problem {
         SfuError::TooManyMediaSections { sent, limit } => Problem::bad_request(format!(
             "the offer has {sent} media sections (m-lines); at most {limit} are accepted \
              (max_media_sections)"
+        )),
+        SfuError::TooManyCandidates { sent, limit } => Problem::bad_request(format!(
+            "the SDP has {sent} ICE candidates; at most {limit} are accepted \
+             (max_remote_candidates)"
         )),
         other => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -231,7 +243,7 @@ async fn start(
     }
     require_content_type(&headers, "application/sdp")?;
     let sdp_text = body_text(&body)?;
-    check_media_sections(sdp_text, sig.sfu.max_media_sections())?;
+    check_offer_size(&sig, sdp_text)?;
     let offer = check_offer(sdp_text, kind)?;
     if let Err(refused) = sig.rooms.check_capacity(&claims.video.room, &claims.sub) {
         return Err(room_refusal(refused));
@@ -330,6 +342,14 @@ async fn patch(
         }
     }
     let frag = sdp::parse_sdpfrag(body_text(&body)?).map_err(Problem::bad_request)?;
+    let limit = sig.sfu.max_remote_candidates();
+    if frag.candidates.len() > limit {
+        return Err(Problem::bad_request(format!(
+            "the fragment has {} ICE candidates; at most {limit} are accepted \
+             (max_remote_candidates)",
+            frag.candidates.len()
+        )));
+    }
     let role = match kind {
         Kind::Publish => PeerRole::Publisher,
         Kind::Play => PeerRole::Subscriber,

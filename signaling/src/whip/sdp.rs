@@ -61,6 +61,13 @@ pub(crate) fn media_sections(sdp: &str) -> usize {
         .count()
 }
 
+/// The `a=candidate` lines of an SDP (bounded before parsing: `max_remote_candidates`).
+pub(crate) fn candidates(sdp: &str) -> usize {
+    sdp.lines()
+        .filter(|line| line.trim_start().starts_with("a=candidate"))
+        .count()
+}
+
 /// What an offer says that WHIP/WHEP check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Offer {
