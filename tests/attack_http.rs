@@ -819,6 +819,47 @@ async fn session_lists_are_paginated_and_the_cli_walks_every_page() {
     }
     assert_eq!((pages, &seen), (3, &created));
 
+    // A session's transcripts, in order.
+    let session = api
+        .post("/v1/sessions", &json!({ "room_id": "show" }))
+        .await
+        .expect(StatusCode::CREATED)
+        .clone();
+    let id = session["session"]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/sessions/{id}/transcripts");
+    for i in 0..5 {
+        let segment = json!({
+            "segment_id": format!("seg-{i}"), "participant_identity": "host",
+            "text": format!("line {i}"), "final": true,
+            "start_ms": i * 1000, "end_ms": i * 1000 + 900,
+        });
+        api.post(&path, &segment).await.expect(StatusCode::OK);
+    }
+    let mut texts = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    loop {
+        let body = api
+            .get(&format!("{path}{query}"))
+            .await
+            .expect(StatusCode::OK)
+            .clone();
+        let segments = body["segments"].as_array().unwrap();
+        assert!(segments.len() <= 2);
+        texts.extend(
+            segments
+                .iter()
+                .map(|s| s["text"].as_str().unwrap().to_owned()),
+        );
+        match body["next_page_token"].as_str() {
+            Some(token) => query = format!("?limit=2&page_token={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(texts, ["line 0", "line 1", "line 2", "line 3", "line 4"]);
+
     // More rooms than the CLI's page of 500: `rooms list` shows them all.
     for i in 0..520 {
         api.post("/v1/rooms", &json!({ "room_id": format!("many-{i:03}") }))

@@ -55,6 +55,34 @@ pub fn token(position: &str) -> String {
     URL_SAFE_NO_PAD.encode(position)
 }
 
+/// One page of a list read whole, in its order, whose items each have a unique `key`: the
+/// items after the one the token names, and the token for the next page (`None` on the last).
+pub fn page_of<'a, T>(
+    items: &'a [T],
+    page: &PageQuery,
+    key: impl Fn(&T) -> &str,
+) -> Result<(&'a [T], Option<String>), Problem> {
+    let limit = page.limit()? as usize;
+    let start = match page.position()? {
+        Some(after) => items
+            .iter()
+            .position(|item| key(item) == after)
+            .map(|at| at + 1)
+            .ok_or_else(|| {
+                Problem::bad_request(
+                    "page_token is not one this server gave out for this list: pass \
+                     next_page_token from the previous page unchanged",
+                )
+            })?,
+        None => 0,
+    };
+    let end = items.len().min(start + limit);
+    let next = (end < items.len())
+        .then(|| items[..end].last().map(|last| token(key(last))))
+        .flatten();
+    Ok((&items[start..end], next))
+}
+
 /// A room's position in the room list: `<created_at ms>.<room_id>`.
 pub fn room_position(created_at_ms: i64, room_id: &str) -> String {
     format!("{created_at_ms}.{room_id}")
@@ -107,5 +135,26 @@ mod tests {
         };
         assert!(junk.position().is_err());
         assert!(parse_room_position("nodot").is_err());
+    }
+
+    #[test]
+    fn a_list_read_whole_is_walked_without_dupes_or_gaps() {
+        let items: Vec<String> = (0..7).map(|i| format!("i{i}")).collect();
+        let mut seen = Vec::new();
+        let mut query = PageQuery {
+            limit: Some(3),
+            page_token: None,
+        };
+        loop {
+            let (page, next) = page_of(&items, &query, String::as_str).unwrap();
+            seen.extend(page.iter().cloned());
+            match next {
+                Some(t) => query.page_token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen, items);
+        query.page_token = Some(token("gone"));
+        assert!(page_of(&items, &query, String::as_str).is_err());
     }
 }

@@ -86,29 +86,11 @@ pub async fn list(
         limit: query.limit,
         page_token: query.page_token,
     };
-    let limit = page.limit()? as usize;
-    let after = page.position()?;
     // Newest first; a room has one session per broadcast, so the whole list is read and
     // the answer is what is bounded.
     let sessions = state.control.store.list_sessions(&room_id).await?;
-    let start = match &after {
-        Some(after) => sessions
-            .iter()
-            .position(|s| &s.session_id == after)
-            .map(|at| at + 1)
-            .ok_or_else(|| {
-                Problem::bad_request(
-                    "page_token is not one this server gave out for this room: pass \
-                     next_page_token from the previous page unchanged",
-                )
-            })?,
-        None => 0,
-    };
-    let end = sessions.len().min(start + limit);
-    let page_items = &sessions[start..end];
-    let next_page_token = (end < sessions.len())
-        .then(|| page_items.last().map(|s| paging::token(&s.session_id)))
-        .flatten();
+    let (page_items, next_page_token) =
+        paging::page_of(&sessions, &page, |s| s.session_id.as_str())?;
     Ok(Json(
         json!({ "sessions": page_items, "next_page_token": next_page_token }),
     ))
@@ -194,6 +176,7 @@ pub async fn participants(
     State(state): State<AppState>,
     caller: Caller,
     Path(session_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
     let session = session_for(&state, &session_id).await?;
     caller.require(Need::Read(&session.room_id))?;
@@ -202,7 +185,10 @@ pub async fn participants(
         .store
         .list_session_participants(&session_id)
         .await?;
-    Ok(Json(json!({ "participants": list })))
+    let (list, next_page_token) = paging::page_of(&list, &page, |p| p.identity.as_str())?;
+    Ok(Json(
+        json!({ "participants": list, "next_page_token": next_page_token }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,11 +241,15 @@ pub async fn transcripts(
     State(state): State<AppState>,
     caller: Caller,
     Path(session_id): Path<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, Problem> {
     let session = session_for(&state, &session_id).await?;
     caller.require(Need::Member(&session.room_id))?;
     let segments = state.control.store.list_transcripts(&session_id).await?;
-    Ok(Json(json!({ "segments": segments })))
+    let (segments, next_page_token) = paging::page_of(&segments, &page, |s| s.segment_id.as_str())?;
+    Ok(Json(
+        json!({ "segments": segments, "next_page_token": next_page_token }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
