@@ -331,6 +331,17 @@ fn spawn_serve(
         "--data-dir",
     ])
     .arg(data_dir)
+    // Tests poll the API and join far faster than one real client would; the per-address
+    // request rates are tested in tests/attack_http.rs, whose own `--limit`s come later and
+    // win.
+    .args([
+        "--limit",
+        "api_requests_per_minute=1000000",
+        "--limit",
+        "rtc_requests_per_minute=1000000",
+        "--limit",
+        "whip_requests_per_minute=1000000",
+    ])
     .args(extra)
     .env(
         "SWITCHBOARD_LOG",

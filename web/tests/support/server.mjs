@@ -33,7 +33,11 @@ export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dat
   }
   // A caller that passes its own data dir (a restart after a crash) keeps it afterwards.
   const dataDir = reuse ?? await mkdtemp(join(tmpdir(), 'switchboard-e2e-'));
-  const args = ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-port', '0', '--data-dir', dataDir, ...extraArgs];
+  // Tests poll the API far faster than one real client would; the per-address request rates
+  // are tested in tests/attack_http.rs.
+  const rates = ['api_requests_per_minute', 'rtc_requests_per_minute', 'whip_requests_per_minute']
+    .flatMap((name) => ['--limit', `${name}=1000000`]);
+  const args = ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-port', '0', '--data-dir', dataDir, ...rates, ...extraArgs];
   const proc = spawn(bin, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { RUST_BACKTRACE: '1', ...process.env, ...env },
