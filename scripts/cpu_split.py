@@ -32,7 +32,12 @@ def forwarded():
 def main():
     m = int(sys.argv[1])
     window = float(sys.argv[2]) if len(sys.argv) > 2 else 20.0
-    server = subprocess.Popen([BIN, 'serve', '--dev'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Every simulated client comes from 127.0.0.1: lift the per-address bounds meant for one
+    # real client (docs/configuration.md, Limits).
+    limits = [arg for name in ('http_connections_per_address', 'rtc_requests_per_minute')
+              for arg in ('--limit', f'{name}=1000000')]
+    server = subprocess.Popen([BIN, 'serve', '--dev', *limits], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
         tester = subprocess.Popen(
