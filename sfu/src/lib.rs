@@ -13,6 +13,9 @@ pub mod bench;
 mod codec;
 mod commands;
 mod dtls_openssl;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod liveness;
 mod media;
 mod metrics;

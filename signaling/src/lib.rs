@@ -11,6 +11,9 @@ pub mod bench;
 mod data;
 pub mod events;
 mod frame;
+#[cfg(feature = "fuzz")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod ids;
 mod limits;

@@ -6,6 +6,8 @@
 //! `POST /whip` and `POST /whep` create a session resource (`Location: /whip/{id}`);
 //! `PATCH` on it trickles candidates or restarts ICE; `DELETE` ends it.
 
+#[cfg(feature = "fuzz")]
+pub(crate) mod fuzz;
 mod problem;
 mod resource;
 mod sdp;
