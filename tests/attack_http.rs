@@ -371,6 +371,16 @@ async fn request_floods_get_429_with_retry_after_per_address() {
         .await
         .unwrap();
     assert_eq!(twirp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(twirp.headers().contains_key(RETRY_AFTER));
+    let body: Value = twirp.json().await.unwrap();
+    assert_eq!(
+        body["code"], "resource_exhausted",
+        "Twirp's error shape: {body}"
+    );
+    assert!(body["msg"]
+        .as_str()
+        .unwrap()
+        .contains("api_requests_per_minute"));
     // Another address has its own budget; /healthz is never limited.
     let other = client_from(OTHER_CLIENT);
     let status = other
@@ -476,6 +486,24 @@ async fn a_body_over_the_limit_gets_413_naming_it() {
         .await
         .unwrap();
     assert_eq!(whip.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Twirp callers get Twirp's error shape.
+    let twirp = http_client()
+        .post(format!(
+            "{}/twirp/livekit.RoomService/CreateRoom",
+            server.http
+        ))
+        .bearer_auth(admin_token("big", "admin"))
+        .json(&json!({ "name": "big", "metadata": "x".repeat(2048) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twirp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = twirp.json().await.unwrap();
+    assert_eq!(body["code"], "invalid_argument", "{body}");
+    assert!(body["msg"]
+        .as_str()
+        .unwrap()
+        .contains("http_request_body_bytes"));
     // The room was never created.
     api.get("/v1/rooms/big")
         .await

@@ -110,42 +110,79 @@ impl Guard {
             "too many requests to {name} from your address: at most {per_minute} a minute \
              ({setting}); try again in {retry} s"
         );
-        Err(Box::new(match surface {
-            // livekit-client shows the text of a refused /rtc upgrade as it is.
-            Surface::Rtc => (
-                StatusCode::TOO_MANY_REQUESTS,
-                [
-                    (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
-                    (header::RETRY_AFTER, retry.to_string()),
-                ],
+        let dialect = Dialect::of(request.uri().path());
+        Err(Box::new(dialect.refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            detail,
+            Some(retry),
+        )))
+    }
+
+    fn too_large(&self, dialect: Dialect) -> Response {
+        let detail = format!(
+            "the request body is larger than {} bytes, the most this server accepts \
+             (http_request_body_bytes)",
+            self.limits.body_bytes
+        );
+        dialect.refuse(StatusCode::PAYLOAD_TOO_LARGE, detail, None)
+    }
+
+    fn timed_out(&self, dialect: Dialect) -> Response {
+        let detail = format!(
+            "the request body did not arrive within {} s (http_body_timeout)",
+            self.limits.body_timeout.as_secs_f64()
+        );
+        dialect.refuse(StatusCode::REQUEST_TIMEOUT, detail, None)
+    }
+}
+
+/// How a path's clients read a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// `/rtc`: livekit-client shows the text of a refused upgrade as it is.
+    Text,
+    /// `/twirp`: LiveKit's server SDKs read Twirp's `{code, msg}`.
+    Twirp,
+    /// Everything else: a problem document.
+    Problem,
+}
+
+impl Dialect {
+    fn of(path: &str) -> Self {
+        match surface(path) {
+            Some(Surface::Rtc) => Dialect::Text,
+            _ if path.starts_with("/twirp/") => Dialect::Twirp,
+            _ => Dialect::Problem,
+        }
+    }
+
+    fn refuse(self, status: StatusCode, detail: String, retry: Option<u64>) -> Response {
+        let mut response = match self {
+            Dialect::Text => (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
                 detail,
             )
                 .into_response(),
-            _ => Problem::too_many(detail, retry).into_response(),
-        }))
-    }
-
-    fn too_large(&self) -> Response {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body is larger than {} bytes, the most this server accepts \
-                 (http_request_body_bytes)",
-                self.limits.body_bytes
-            ),
-        )
-        .into_response()
-    }
-
-    fn timed_out(&self) -> Response {
-        Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} s (http_body_timeout)",
-                self.limits.body_timeout.as_secs_f64()
-            ),
-        )
-        .into_response()
+            Dialect::Twirp => {
+                // Twirp's codes each have their HTTP status; a body too large is an invalid
+                // request that retrying will not fix.
+                let (status, code) = match status {
+                    StatusCode::TOO_MANY_REQUESTS => (status, "resource_exhausted"),
+                    StatusCode::REQUEST_TIMEOUT => (status, "deadline_exceeded"),
+                    _ => (StatusCode::BAD_REQUEST, "invalid_argument"),
+                };
+                let body = serde_json::json!({ "code": code, "msg": detail });
+                (status, axum::Json(body)).into_response()
+            }
+            Dialect::Problem => Problem::new(status, detail).into_response(),
+        };
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -212,8 +249,9 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > guard.limits.body_bytes as u64) {
-        return guard.too_large();
+        return guard.too_large(Dialect::of(request.uri().path()));
     }
+    let dialect = Dialect::of(request.uri().path());
     let (parts, body) = request.into_parts();
     if body.is_end_stream() {
         // No body (GET, WebSocket upgrades): nothing to bound.
@@ -229,9 +267,9 @@ pub async fn guard(State(guard): State<Arc<Guard>>, request: Request, next: Next
         .run(Request::from_parts(parts, Body::new(bounded)))
         .await;
     if overrun.timed_out.load(Ordering::Acquire) {
-        guard.timed_out()
+        guard.timed_out(dialect)
     } else if overrun.too_large.load(Ordering::Acquire) {
-        guard.too_large()
+        guard.too_large(dialect)
     } else {
         response
     }
