@@ -94,6 +94,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         peer_departure_timeout: settings.limits.peer_departure_timeout,
         max_media_sections: settings.limits.max_media_sections as usize,
         max_remote_candidates: settings.limits.max_remote_candidates as usize,
+        data_queue_bytes: settings.limits.data_queue_bytes,
     })
     .context("cannot start the media plane")?;
     let media_addrs = sfu.local_addrs();

@@ -532,3 +532,78 @@ async fn a_request_flood_is_closed_with_a_reason_and_recorded() {
     let left = recorded_leave(&api, room, "chatty").await;
     assert_eq!(left["leave_reason"], "signal_rate_limited", "{left}");
 }
+
+/// `switchboard_data_dropped_total{why="…"}` from the server's metrics.
+async fn data_dropped(server: &Server, why: &str) -> f64 {
+    let text = http_client()
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series = format!("switchboard_data_dropped_total{{why=\"{why}\"}}");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&series))
+        .filter_map(|value| value.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_sent_while_the_session_cannot_write_waits_within_its_budget() {
+    // The flooder's session is kept blocked on a write (a long write timeout) while the
+    // flooder sends far more data than the budget: what waits for the session is bounded.
+    const BUDGET: usize = 256 << 10;
+    let server = Server::start_with(&[
+        "--limit",
+        "signal_write_timeout=120s",
+        "--limit",
+        "signal_requests_per_second=100000",
+        "--limit",
+        "data_queue_bytes=256KiB",
+    ]);
+    let room = "data-queue";
+    let (mut flooder, _) = Client::join(&server.ws, &guest_token(room, "flooder")).await;
+    let flood = flooder.open_data().await;
+    // The flooder never reads its WebSocket again: 24 MB of room metadata updates sent to
+    // it fill the loopback socket's buffers, and its session waits in a write.
+    let api = Api::new(&server.http, Some(&admin_token(room, "ops")));
+    for n in 0..400u32 {
+        api.patch(
+            &format!("/v1/rooms/{room}"),
+            &json!({ "metadata": format!("{n:08}{}", "x".repeat(60_000)) }),
+        )
+        .await
+        .expect(StatusCode::OK);
+    }
+    // The session takes nothing while it waits in its write, so once more than the budget
+    // has arrived the worker drops the rest. The test peer's SCTP drops what it cannot
+    // buffer, so the flood goes out in small steps.
+    let chunk = user_packet("flood", vec![7; 1_000]);
+    let beyond_budget = 10.0;
+    let started = Instant::now();
+    let mut sent = 0;
+    let mut dropped = 0.0;
+    while dropped < beyond_budget {
+        assert!(
+            started.elapsed() < 6 * WAIT,
+            "{dropped} data packets dropped after {sent} were sent in {:?}: more than the \
+             {BUDGET}-byte budget waits for a session that cannot take it",
+            started.elapsed()
+        );
+        for _ in 0..20 {
+            flood.send("_reliable", &chunk);
+        }
+        sent += 20;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        dropped = data_dropped(&server, "queue").await;
+    }
+    eprintln!(
+        "{dropped} packets of 1 KB dropped after {sent} were sent in {:?} (budget {BUDGET} bytes)",
+        started.elapsed()
+    );
+    // The server itself goes on: a newcomer joins and is answered.
+    let (mut newcomer, _) = Client::join(&server.ws, &guest_token(room, "newcomer")).await;
+    newcomer.assert_alive().await;
+}

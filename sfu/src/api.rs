@@ -90,7 +90,10 @@ pub enum PeerEvent {
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
     /// A data-channel message from this participant, to be checked and relayed by signaling.
-    Data { reliable: bool, payload: Vec<u8> },
+    Data {
+        reliable: bool,
+        payload: crate::DataPayload,
+    },
     /// ICE or DTLS failed or timed out on one of the participant's PeerConnections.
     MediaDisconnected { role: PeerRole, reason: String },
     /// No PeerConnection of the participant connected within `ice_connect_timeout` of its

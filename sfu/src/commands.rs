@@ -140,6 +140,7 @@ impl Worker {
             pending_offer: None,
             last_offer: None,
             channels: DataChannels::default(),
+            data_budget: crate::data_budget::DataBudget::new(self.limits.data_queue_bytes),
             stats: Default::default(),
             first_media_sent: false,
             stream_totals: Vec::new(),

@@ -12,6 +12,7 @@ mod api;
 pub mod bench;
 mod codec;
 mod commands;
+mod data_budget;
 mod dtls_openssl;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
@@ -47,6 +48,7 @@ pub use api::{
     DtlsPeers, ExpectedTrack, JoinOptions, MediaTimeout, ParticipantStats, PeerEvent, PeerRole,
     SfuError, TrackKind,
 };
+pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
 };
@@ -78,6 +80,9 @@ pub struct SfuConfig {
     /// Most remote ICE candidates a PeerConnection takes, in one SDP and trickled since its
     /// last ICE restart; more are refused (SDP) or ignored (trickle).
     pub max_remote_candidates: usize,
+    /// Bytes of one participant's data-channel messages that may wait for its signaling
+    /// session; more are dropped (`data_budget.rs`).
+    pub data_queue_bytes: usize,
 }
 
 impl Default for SfuConfig {
@@ -92,6 +97,7 @@ impl Default for SfuConfig {
             peer_departure_timeout: liveness::LivenessLimits::default().departure,
             max_media_sections: DEFAULT_MAX_MEDIA_SECTIONS,
             max_remote_candidates: DEFAULT_MAX_REMOTE_CANDIDATES,
+            data_queue_bytes: DEFAULT_DATA_QUEUE_BYTES,
         }
     }
 }
@@ -200,6 +206,7 @@ impl Sfu {
                 },
                 max_media_sections: config.max_media_sections,
                 max_remote_candidates: config.max_remote_candidates,
+                data_queue_bytes: config.data_queue_bytes,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))

@@ -51,10 +51,15 @@ impl Worker {
                     let reliable = Some(data.id) == part.channels.reliable;
                     let known = reliable || Some(data.id) == part.channels.lossy;
                     if known {
-                        part.emit(PeerEvent::Data {
-                            reliable,
-                            payload: data.data,
-                        });
+                        match part.data_budget.admit(data.data) {
+                            Some(payload) => part.emit(PeerEvent::Data { reliable, payload }),
+                            // Its session is not taking messages (blocked on a slow socket)
+                            // while the client keeps sending: as over the data rate, drop.
+                            None => {
+                                metrics::counter!("switchboard_data_dropped_total", "why" => "queue")
+                                    .increment(1)
+                            }
+                        }
                     }
                 }
             }

@@ -211,6 +211,8 @@ pub(crate) struct Participant {
     /// `RENEGOTIATION_INTERVAL`).
     pub last_offer: Option<Instant>,
     pub channels: DataChannels,
+    /// Data-channel messages handed to signaling and not yet dropped by it.
+    pub data_budget: crate::data_budget::DataBudget,
     pub stats: ParticipantStats,
     /// Whether [`PeerEvent::FirstMediaSent`] was emitted.
     pub first_media_sent: bool,

@@ -37,6 +37,8 @@ pub(crate) struct WorkerLimits {
     /// Remote ICE candidates one peer takes: in one SDP, and trickled since its last ICE
     /// restart.
     pub max_remote_candidates: usize,
+    /// Data-channel bytes one participant may have waiting for its session.
+    pub data_queue_bytes: usize,
 }
 
 impl Default for WorkerLimits {
@@ -45,6 +47,7 @@ impl Default for WorkerLimits {
             liveness: LivenessLimits::default(),
             max_media_sections: crate::DEFAULT_MAX_MEDIA_SECTIONS,
             max_remote_candidates: crate::DEFAULT_MAX_REMOTE_CANDIDATES,
+            data_queue_bytes: crate::DEFAULT_DATA_QUEUE_BYTES,
         }
     }
 }

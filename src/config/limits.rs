@@ -163,6 +163,9 @@ limits! {
     /// DataPacket bytes per second one participant may send (bursts up to one second's
     /// worth); more are dropped.
     data_bytes_per_second: usize = 2 * 1024 * 1024, bytes;
+    /// Data-channel bytes of one participant waiting between its media worker and its
+    /// signaling session; more are dropped.
+    data_queue_bytes: usize = switchboard_sfu::DEFAULT_DATA_QUEUE_BYTES, bytes;
     /// Signaling requests per second one participant may send (bursts up to four seconds'
     /// worth); a client over it is disconnected (close 1008).
     signal_requests_per_second: u32 = 50, count;
