@@ -443,6 +443,19 @@ impl Client {
             .await;
     }
 
+    /// Sends a request, or says the connection is gone: for floods the server may cut off
+    /// midway.
+    pub async fn try_send(&mut self, message: Req) -> bool {
+        let request = proto::SignalRequest {
+            message: Some(message),
+        };
+        let frame = Message::Binary(request.encode_to_vec().into());
+        matches!(
+            tokio::time::timeout(WAIT, self.ws.send(frame)).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub async fn send_raw(&mut self, frame: Message) {
         tokio::time::timeout(WAIT, self.ws.send(frame))
             .await
