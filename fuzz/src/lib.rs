@@ -12,7 +12,7 @@ pub use containers::containers;
 pub use depacketize::depacketize;
 
 /// Every target: its name (the directory under `corpus/`) and its function.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, fn(&[u8])); 7] = [
     (
         "signal_request",
         switchboard_signaling::fuzzing::signal_request,
@@ -20,6 +20,7 @@ pub const TARGETS: [(&str, fn(&[u8])); 6] = [
     ("token", switchboard_signaling::fuzzing::token),
     ("whip_sdp", switchboard_signaling::fuzzing::whip),
     ("rtp_forward", switchboard_sfu::fuzzing::rtp_forward),
+    ("forward", switchboard_sfu::fuzzing::forward),
     ("depacketize", depacketize),
     ("containers", containers),
 ];

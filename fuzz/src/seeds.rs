@@ -21,6 +21,7 @@ pub fn all() -> Vec<Seed> {
     seeds.extend(tokens());
     seeds.extend(whip());
     seeds.extend(rtp_forward());
+    seeds.extend(forward());
     seeds.extend(depacketize());
     seeds.extend(containers());
     seeds
@@ -360,6 +361,25 @@ fn rtp_forward() -> Vec<Seed> {
         ("rtp_forward", "h264-gcm", h264),
         ("rtp_forward", "opus", opus),
     ]
+}
+
+fn forward() -> Vec<Seed> {
+    let packet = |out: &mut Vec<u8>, flags: u8, payload: &[u8]| {
+        out.push(flags);
+        out.extend_from_slice(&(payload.len() as u16 - 1).to_be_bytes());
+        out.extend_from_slice(payload);
+    };
+    // A keyframe in two packets, deltas, a lost packet (a NACK comes back), a stray
+    // RTCP-looking datagram from the publisher.
+    let mut vp8 = Vec::new();
+    packet(&mut vp8, 0x04, &VP8_KEY);
+    packet(&mut vp8, 0x08, &[0x80, 0x80, 0x81, 0x23, 0xaa, 0xbb]);
+    packet(&mut vp8, 0x0c, &VP8_DELTA);
+    packet(&mut vp8, 0x0d, &VP8_DELTA);
+    vp8.push(0xe0);
+    vp8.push(0);
+    field(&mut vp8, &[0x81, 200, 0, 6, 1, 2, 3, 4]);
+    vec![("forward", "vp8", vp8)]
 }
 
 fn depacketize() -> Vec<Seed> {

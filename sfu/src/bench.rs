@@ -367,6 +367,50 @@ impl ForwardRig {
         self.worker.datagram_turn(datagram, self.publisher.addr);
     }
 
+    /// For `crate::fuzzing::forward`: the publisher sends `payload` as its next RTP packet,
+    /// `skip` sequence numbers after the last one and `ticks` later in RTP time. The worker
+    /// takes the SRTP datagram, and the peers then exchange what follows (forwarded packets,
+    /// RTCP, NACKs and their answers), since the sink keeps capturing.
+    #[cfg(feature = "fuzz")]
+    pub(crate) fn fuzz_packet(&mut self, skip: u64, ticks: u32, marker: bool, payload: &[u8]) {
+        self.sink.capture.set(true);
+        self.seq += skip;
+        self.rtp_time = self.rtp_time.wrapping_add(ticks);
+        let now = Instant::now();
+        {
+            let mut api = self.publisher.rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(self.mid, None) else {
+                return;
+            };
+            let payload: std::sync::Arc<[u8]> = payload.into();
+            stream.write_rtp(
+                RtpWrite::new(self.pt, self.seq.into(), self.rtp_time, now, payload)
+                    .marker(marker)
+                    .nackable(true),
+            );
+        }
+        self.seq += 1;
+        let _ = self.publisher.rtc.handle_input(Input::Timeout(now));
+        Self::poll_client(&mut self.worker, &mut self.publisher);
+        self.worker.after_wake();
+        self.pump();
+    }
+
+    /// For `crate::fuzzing::forward`: a datagram of the fuzzer's from the publisher's
+    /// address, a subscriber's, or a stranger's.
+    #[cfg(feature = "fuzz")]
+    pub(crate) fn fuzz_datagram(&mut self, data: &[u8], source: u8) {
+        let from = match source % 3 {
+            0 => self.publisher.addr,
+            1 => self
+                .subscribers
+                .first()
+                .map_or(self.publisher.addr, |c| c.addr),
+            _ => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000),
+        };
+        self.worker.datagram_turn(data, from);
+    }
+
     /// Datagrams and bytes the worker has sent since the rig was built.
     pub fn sent(&self) -> (u64, u64) {
         (self.sink.packets.get(), self.sink.bytes.get())
