@@ -33,5 +33,8 @@ cargo build --workspace --all-targets
 echo "== Rust tests"
 cargo test --workspace
 
+echo "== fuzzing: every target for a few seconds from the kept corpus (docs/security.md)"
+bash scripts/fuzz.sh "${SWITCHBOARD_FUZZ_SECONDS:-10}"
+
 echo "== browser and SDK tests (web/)"
 (cd web && npm test)
