@@ -574,66 +574,9 @@ async fn a_symlink_inside_the_egress_directory_is_not_followed() {
     );
 }
 
-/// A database of this test's own on the shared PostgreSQL (never its other data), dropped
-/// at the end, also when the test fails.
-struct OwnDatabase {
-    name: String,
-    url: String,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("SWITCHBOARD_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-impl OwnDatabase {
-    async fn create() -> OwnDatabase {
-        use sqlx::Connection as _;
-        let admin_url = postgres_admin_url();
-        let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL must run at {admin_url}: {e}"));
-        let name = format!("revoke_{}", ulid::Ulid::new().to_string().to_lowercase());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test's database");
-        let _ = admin.close().await;
-        let mut url = reqwest::Url::parse(&admin_url).expect("a URL");
-        url.set_path(&format!("/{name}"));
-        OwnDatabase {
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for OwnDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                use sqlx::Connection as _;
-                let mut admin =
-                    sqlx::postgres::PgConnection::connect(&postgres_admin_url()).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map(drop)
-            })
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removal_on_one_node_revokes_the_token_on_another_sharing_the_database() {
-    let db = OwnDatabase::create().await;
+    let db = support::postgres::TestDatabase::direct("revoke").await;
     let node_a = Server::start_with(&["--database-url", &db.url]);
     let node_b = Server::start_with(&["--database-url", &db.url]);
     let operator = admin_token("stage", "ops");

@@ -275,17 +275,7 @@ impl Signaling {
 
     /// [`Signaling::verify`], then the grants a join needs: `roomJoin`, a room, an identity.
     pub fn verify_join(&self, raw_token: &str) -> Result<Claims, TokenError> {
-        let claims = self.verify(raw_token)?;
-        if !claims.video.room_join {
-            return Err(TokenError::MissingRoomJoin);
-        }
-        if claims.video.room.is_empty() {
-            return Err(TokenError::MissingRoom);
-        }
-        if claims.sub.is_empty() {
-            return Err(TokenError::MissingIdentity);
-        }
-        Ok(claims)
+        crate::token::require_join_grants(self.verify(raw_token)?)
     }
 
     /// The naming rule for room names and identities, with this node's limits.

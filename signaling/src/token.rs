@@ -337,7 +337,11 @@ pub fn verify(token: &str, keys: &KeyStore) -> Result<Claims, TokenError> {
 /// Server surfaces use `Signaling::verify_join` instead, which adds the naming rule and the
 /// revocations.
 pub fn verify_join(token: &str, keys: &KeyStore) -> Result<Claims, TokenError> {
-    let claims = verify(token, keys)?;
+    require_join_grants(verify(token, keys)?)
+}
+
+/// The grants joining a room needs: `roomJoin`, a room and an identity.
+pub(crate) fn require_join_grants(claims: Claims) -> Result<Claims, TokenError> {
     if !claims.video.room_join {
         return Err(TokenError::MissingRoomJoin);
     }

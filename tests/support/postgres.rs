@@ -78,21 +78,35 @@ fn admin_url() -> String {
 /// the test fails).
 pub struct TestDatabase {
     pub name: String,
-    /// The server's URL for it, through the proxy.
+    /// The server's URL for it (through the proxy, unless made [`TestDatabase::direct`]).
     pub url: String,
     /// Where PostgreSQL itself listens.
     pub upstream: SocketAddr,
 }
 
 impl TestDatabase {
+    /// A database the server reaches through the proxy listening on `proxy_port`.
     pub async fn create(proxy_port: u16) -> TestDatabase {
+        Self::make("outage", Some(proxy_port)).await
+    }
+
+    /// A database the server reaches directly (`name_prefix` names the test in
+    /// `pg_database`).
+    pub async fn direct(name_prefix: &str) -> TestDatabase {
+        Self::make(name_prefix, None).await
+    }
+
+    async fn make(name_prefix: &str, proxy_port: Option<u16>) -> TestDatabase {
         let admin_url = admin_url();
         let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
             .await
             .unwrap_or_else(|e| {
                 panic!("PostgreSQL must run at {admin_url} (start it as README.md says): {e}")
             });
-        let name = format!("outage_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let name = format!(
+            "{name_prefix}_{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
@@ -106,8 +120,10 @@ impl TestDatabase {
             .expect("resolve the PostgreSQL host")
             .next()
             .expect("an address");
-        url.set_host(Some("127.0.0.1")).unwrap();
-        url.set_port(Some(proxy_port)).unwrap();
+        if let Some(proxy_port) = proxy_port {
+            url.set_host(Some("127.0.0.1")).unwrap();
+            url.set_port(Some(proxy_port)).unwrap();
+        }
         url.set_path(&format!("/{name}"));
         TestDatabase {
             name,
