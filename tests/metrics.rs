@@ -14,7 +14,6 @@ mod peer;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use livekit_protocol as proto;
 use support::{Client, Req, Resp, Server, WAIT};
 
 /// Every sample of the text exposition: `name{labels}` → value.
@@ -49,31 +48,13 @@ fn value(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 
-async fn add_audio_track(client: &mut Client, cid: &str) {
-    client
-        .send(Req::AddTrack(proto::AddTrackRequest {
-            cid: cid.to_owned(),
-            name: "microphone".into(),
-            r#type: proto::TrackType::Audio as i32,
-            source: proto::TrackSource::Microphone as i32,
-            ..Default::default()
-        }))
-        .await;
-    client
-        .expect("TrackPublishedResponse", |r| match r {
-            Resp::TrackPublished(p) => p.track.as_ref().map(|t| t.sid.clone()),
-            _ => None,
-        })
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_forwarded_packets_participants_and_join_latency() {
     let server = Server::start();
     let (mut bob, _) = server.join("metrics", "bob", &[]).await;
     let (mut cat, _) = server.join("metrics", "cat", &[]).await;
     let (mut ann, _) = server.join("metrics", "ann", &[]).await;
-    add_audio_track(&mut ann, "mic-1").await;
+    ann.add_audio_track("mic-1").await;
     let ann_media = ann.connect_publisher(Some("mic-1")).await;
     let bob_media = bob.accept_subscriber().await;
     let cat_media = cat.accept_subscriber().await;

@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
-use livekit_protocol as proto;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::api::{admin_token, guest_token, host_token, http_client, Api};
@@ -196,24 +195,6 @@ async fn join_during_outage(server: &Server, identity: &str) -> Option<Member> {
     }
 }
 
-async fn add_audio_track(client: &mut Client, cid: &str) {
-    client
-        .send(Req::AddTrack(proto::AddTrackRequest {
-            cid: cid.to_owned(),
-            name: "microphone".into(),
-            r#type: proto::TrackType::Audio as i32,
-            source: proto::TrackSource::Microphone as i32,
-            ..Default::default()
-        }))
-        .await;
-    client
-        .expect("TrackPublishedResponse", |r| match r {
-            Resp::TrackPublished(p) => p.track.as_ref().map(|t| t.sid.clone()),
-            _ => None,
-        })
-        .await;
-}
-
 /// `GET /readyz`: its status and how long it took.
 async fn readyz(server: &Server) -> (StatusCode, Duration, String) {
     let started = Instant::now();
@@ -244,7 +225,7 @@ async fn a_database_outage_loses_no_event_and_stops_no_media() {
     let host = Member::join(&server, &host_token(ROOM, "hana")).await;
     let (mut ann, _) = Client::join(&server.ws, &guest_token(ROOM, "ann")).await;
     let (mut bob, _) = Client::join(&server.ws, &guest_token(ROOM, "bob")).await;
-    add_audio_track(&mut ann, "mic-1").await;
+    ann.add_audio_track("mic-1").await;
     let ann_media = ann.connect_publisher(Some("mic-1")).await;
     let bob_media = bob.accept_subscriber().await;
     bob_media.wait_beyond(20).await;

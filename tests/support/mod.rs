@@ -443,6 +443,23 @@ impl Client {
             .await;
     }
 
+    /// Announces an Opus microphone track under `cid`; returns its sid once published.
+    pub async fn add_audio_track(&mut self, cid: &str) -> String {
+        self.send(Req::AddTrack(proto::AddTrackRequest {
+            cid: cid.to_owned(),
+            name: "microphone".into(),
+            r#type: proto::TrackType::Audio as i32,
+            source: proto::TrackSource::Microphone as i32,
+            ..Default::default()
+        }))
+        .await;
+        self.expect("TrackPublishedResponse", |r| match r {
+            Resp::TrackPublished(p) => p.track.as_ref().map(|t| t.sid.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Sends a request, or says the connection is gone: for floods the server may cut off
     /// midway.
     pub async fn try_send(&mut self, message: Req) -> bool {
