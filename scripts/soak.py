@@ -16,7 +16,8 @@ up repeats one cycle:
 
 At the end it fits a line to RSS over the samples after the warm-up and prints its slope
 (KiB per minute and per cycle), the first and last counts of descriptors and threads, and
-exits non-zero if descriptors or threads grew after the warm-up or RSS kept
+exits non-zero if descriptors or threads (other than the database pool's, which grows up to
+its bound of 8 connections as concurrency needs them) grew after the warm-up, or RSS kept
 growing by more than 1 % of its post-warm-up level per ten minutes.
 """
 import argparse
@@ -41,15 +42,37 @@ def free_port(kind=socket.SOCK_STREAM):
 
 
 def proc_status(pid):
+    """RSS, threads and descriptors, with the SQLite pool's share apart: sqlx runs each
+    pooled connection on a thread of its own holding the database and its WAL open, and the
+    pool opens connections (up to 8, src/store/sqlite/mod.rs) as concurrency first needs
+    them, which is growth up to a bound, not a leak."""
     fields = {}
     with open(f'/proc/{pid}/status') as f:
         for line in f:
             key, _, value = line.partition(':')
             fields[key] = value.strip()
+    names = []
+    for task in os.listdir(f'/proc/{pid}/task'):
+        try:
+            with open(f'/proc/{pid}/task/{task}/comm') as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass  # the thread ended while we looked
+    targets = []
+    for fd in os.listdir(f'/proc/{pid}/fd'):
+        try:
+            targets.append(os.readlink(f'/proc/{pid}/fd/{fd}'))
+        except FileNotFoundError:
+            pass
+    pool = sum(1 for n in names if n.startswith('sqlx-sqlite'))
+    pool_fds = sum(1 for t in targets if t.endswith('.db') or t.endswith('.db-wal'))
     return {
         'rss_kib': int(fields['VmRSS'].split()[0]),
         'threads': int(fields['Threads']),
-        'fds': len(os.listdir(f'/proc/{pid}/fd')),
+        'fds': len(targets),
+        'db_connections': pool,
+        'threads_other': len(names) - pool,
+        'fds_other': len(targets) - pool_fds,
     }
 
 
@@ -195,7 +218,8 @@ def main():
             sample.update(cycle=cycle, minute=(time.monotonic() - started) / 60, **whip)
             samples.append(sample)
             print(f"cycle {cycle:3d}  {sample['minute']:5.2f} min  RSS {sample['rss_kib']} KiB  "
-                  f"fds {sample['fds']}  threads {sample['threads']}", flush=True)
+                  f"fds {sample['fds']}  threads {sample['threads']}  "
+                  f"(database connections {sample['db_connections']})", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -215,14 +239,18 @@ def main():
             json.dump(report, f, indent=1)
     print(f"\n{len(samples)} cycles in {args.minutes} min: RSS {baseline['rss_kib']} KiB at start, "
           f"{level:.0f} KiB mean after {args.warmup} min, slope {per_minute:+.1f} KiB/min "
-          f"({per_cycle:+.2f} KiB/cycle); fds {baseline['fds']} idle, {first['fds']} after warm-up, "
-          f"{last['fds']} at the end; threads {baseline['threads']} idle, {first['threads']} after warm-up, "
-          f"{last['threads']} at the end")
-    # Descriptors and threads are compared with the first sample after the warm-up: the first
-    # cycles open what the server keeps for good (database connections, worker runtimes).
-    # One or two descriptors come and go with the HTTP requests of the sampling itself.
+          f"({per_cycle:+.2f} KiB/cycle); besides the database pool: fds {baseline['fds_other']} idle, "
+          f"{first['fds_other']} after warm-up, {last['fds_other']} at the end; threads "
+          f"{baseline['threads_other']} idle, {first['threads_other']} after warm-up, "
+          f"{last['threads_other']} at the end; database connections {baseline['db_connections']} idle, "
+          f"{last['db_connections']} at the end (at most 8)")
+    # Descriptors and threads other than the database pool's are compared with the first
+    # sample after the warm-up (the first cycles open what the server keeps for good: worker
+    # runtimes, sockets); one or two descriptors come and go with the sampling's own HTTP
+    # requests. The pool may open connections up to its bound at any time.
     first = steady[0] if steady else samples[0]
-    leaked = last['fds'] > first['fds'] + 2 or last['threads'] > first['threads']
+    leaked = (last['fds_other'] > first['fds_other'] + 2 or last['threads_other'] > first['threads_other']
+              or max(s['db_connections'] for s in samples) > 8)
     growing = per_minute * 10 > 0.01 * level
     return 1 if leaked or growing else 0
 
