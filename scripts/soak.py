@@ -177,6 +177,7 @@ def main():
     ap.add_argument('--warmup', type=float, default=2, help='minutes left out of the RSS fit')
     ap.add_argument('--bin', default=os.path.join(ROOT, 'target', 'release', 'switchboard'))
     ap.add_argument('--whip-per-cycle', type=int, default=5)
+    ap.add_argument('--database-url', help='instead of the SQLite file in the data directory')
     ap.add_argument('--json')
     args = ap.parse_args()
 
@@ -189,7 +190,8 @@ def main():
          # Every client of the soak comes from 127.0.0.1; the per-address request rates meant
          # for one real client would refuse its churn.
          '--limit', 'rtc_requests_per_minute=1000000', '--limit', 'whip_requests_per_minute=1000000',
-         '--limit', 'api_requests_per_minute=1000000'],
+         '--limit', 'api_requests_per_minute=1000000',
+         *(['--database-url', args.database_url] if args.database_url else [])],
         stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, 'server.log'), 'w'))
     samples = []
     try:
@@ -237,13 +239,6 @@ def main():
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=1)
-    print(f"\n{len(samples)} cycles in {args.minutes} min: RSS {baseline['rss_kib']} KiB at start, "
-          f"{level:.0f} KiB mean after {args.warmup} min, slope {per_minute:+.1f} KiB/min "
-          f"({per_cycle:+.2f} KiB/cycle); besides the database pool: fds {baseline['fds_other']} idle, "
-          f"{first['fds_other']} after warm-up, {last['fds_other']} at the end; threads "
-          f"{baseline['threads_other']} idle, {first['threads_other']} after warm-up, "
-          f"{last['threads_other']} at the end; database connections {baseline['db_connections']} idle, "
-          f"{last['db_connections']} at the end (at most 8)")
     # Descriptors and threads other than the database pool's are compared with the first
     # sample after the warm-up (the first cycles open what the server keeps for good: worker
     # runtimes, sockets); one or two descriptors come and go with the sampling's own HTTP
@@ -251,6 +246,13 @@ def main():
     first = steady[0] if steady else samples[0]
     leaked = (last['fds_other'] > first['fds_other'] + 2 or last['threads_other'] > first['threads_other']
               or max(s['db_connections'] for s in samples) > 8)
+    print(f"\n{len(samples)} cycles in {args.minutes} min: RSS {baseline['rss_kib']} KiB at start, "
+          f"{level:.0f} KiB mean after {args.warmup} min, slope {per_minute:+.1f} KiB/min "
+          f"({per_cycle:+.2f} KiB/cycle); besides the database pool: fds {baseline['fds_other']} idle, "
+          f"{first['fds_other']} after warm-up, {last['fds_other']} at the end; threads "
+          f"{baseline['threads_other']} idle, {first['threads_other']} after warm-up, "
+          f"{last['threads_other']} at the end; database connections {baseline['db_connections']} idle, "
+          f"{last['db_connections']} at the end (at most 8)")
     growing = per_minute * 10 > 0.01 * level
     return 1 if leaked or growing else 0
 
