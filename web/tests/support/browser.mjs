@@ -1,7 +1,7 @@
 // Headless Chromium (Debian's /usr/bin/chromium driven by playwright-core) and a handle on one
 // demo page (web/index.html) with its console captured for failure reports.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -23,14 +23,29 @@ export const CHROMIUM_ARGS = [
   '--disable-backgrounding-occluded-windows',
 ];
 
-/** One headless Chromium with a fresh profile; `close()` removes the profile. */
-export async function launchBrowser() {
+/**
+ * Playwright drives Chromium over a pipe, not the network, so a launcher script that enters a
+ * network namespace first is enough to put the whole browser inside it (support/netns.mjs).
+ */
+async function netnsLauncher(dir, netns) {
+  const path = join(dir, 'chromium-in-netns.sh');
+  await writeFile(path, `#!/bin/sh\nexec ip netns exec '${netns}' '${CHROMIUM}' "$@"\n`);
+  await chmod(path, 0o755);
+  return path;
+}
+
+/**
+ * One headless Chromium with a fresh profile; `close()` removes the profile. With `netns` it
+ * runs inside that network namespace.
+ */
+export async function launchBrowser({ netns = null } = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_BIN)`);
   }
   const profile = await mkdtemp(join(tmpdir(), 'switchboard-chromium-'));
+  const launcherDir = netns ? await mkdtemp(join(tmpdir(), 'switchboard-launcher-')) : null;
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
+    executablePath: netns ? await netnsLauncher(launcherDir, netns) : CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
     viewport: { width: 1100, height: 760 },
@@ -43,6 +58,7 @@ export async function launchBrowser() {
     async close() {
       await context.close().catch(() => {});
       await rm(profile, { recursive: true, force: true });
+      if (launcherDir) await rm(launcherDir, { recursive: true, force: true });
     },
   };
 }

@@ -24,8 +24,12 @@ function keep(lines, line) {
  * Runs `switchboard serve --dev` on ephemeral ports with a fresh data dir and resolves once it
  * prints `switchboard ready http://127.0.0.1:<port>`. Rejects with the reason and the stderr tail
  * if the binary is missing, exits first, or is not ready within `readyTimeoutMs`.
+ * `netns` runs it inside that network namespace (`ip netns exec`, which execs the binary, so the
+ * pid and signals are still the server's) listening on `host` there (support/netns.mjs).
  */
-export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dataDir: reuse = null, env = {} } = {}) {
+export async function startServer({
+  readyTimeoutMs = 20_000, extraArgs = [], dataDir: reuse = null, env = {}, netns = null, host = '127.0.0.1',
+} = {}) {
   const bin = switchboardBinary();
   if (!existsSync(bin)) {
     throw new Error(`switchboard binary not found at ${bin}: run \`cargo build\` in ${REPO_ROOT} first `
@@ -37,8 +41,9 @@ export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dat
   // are tested in tests/attack_http.rs.
   const rates = ['api_requests_per_minute', 'rtc_requests_per_minute', 'whip_requests_per_minute']
     .flatMap((name) => ['--limit', `${name}=1000000`]);
-  const args = ['serve', '--dev', '--http-addr', '127.0.0.1:0', '--rtc-port', '0', '--data-dir', dataDir, ...rates, ...extraArgs];
-  const proc = spawn(bin, args, {
+  const args = ['serve', '--dev', '--http-addr', `${host}:0`, '--rtc-port', '0', '--data-dir', dataDir, ...rates, ...extraArgs];
+  const [cmd, cmdArgs] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
+  const proc = spawn(cmd, cmdArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { RUST_BACKTRACE: '1', ...process.env, ...env },
   });
@@ -54,7 +59,7 @@ export async function startServer({ readyTimeoutMs = 20_000, extraArgs = [], dat
     url: null,
     proc,
     dataDir,
-    command: `${bin} ${args.join(' ')}`,
+    command: `${cmd} ${cmdArgs.join(' ')}`,
     stdoutLines: stdout,
     stderrLines: stderr,
     get exit() { return exit; },
