@@ -117,19 +117,22 @@ impl ForwardRig {
         let join = |worker: &mut Worker, key: &str, room: &str| {
             let (tx, rx) = mpsc::unbounded_channel();
             let (reply, _answer) = oneshot::channel();
-            worker.handle_command(Command::Join {
-                participant: key.to_owned(),
-                identity: key.to_owned(),
-                room: room.to_owned(),
-                options: JoinOptions {
-                    auto_subscribe: true,
-                    can_subscribe: true,
-                    can_publish: true,
-                    dtls: DtlsPeers::Ecdsa,
+            worker.handle_command(
+                Command::Join {
+                    participant: key.to_owned(),
+                    identity: key.to_owned(),
+                    room: room.to_owned(),
+                    options: JoinOptions {
+                        auto_subscribe: true,
+                        can_subscribe: true,
+                        can_publish: true,
+                        dtls: DtlsPeers::Ecdsa,
+                    },
+                    events: tx,
+                    reply,
                 },
-                events: tx,
-                reply,
-            });
+                std::time::Instant::now(),
+            );
             rx
         };
         for i in 0..idle {
@@ -144,15 +147,18 @@ impl ForwardRig {
             sub_events.push(join(&mut worker, &format!("PA_sub{i}"), "bench"));
         }
         events.push(join(&mut worker, "PA_pub", "bench"));
-        worker.handle_command(Command::ExpectTrack {
-            participant: "PA_pub".into(),
-            track: ExpectedTrack {
-                cid: "bench-video".into(),
-                sid: "TR_bench".into(),
-                kind: TrackKind::Video,
-                codec: Some("vp8".into()),
+        worker.handle_command(
+            Command::ExpectTrack {
+                participant: "PA_pub".into(),
+                track: ExpectedTrack {
+                    cid: "bench-video".into(),
+                    sid: "TR_bench".into(),
+                    kind: TrackKind::Video,
+                    codec: Some("vp8".into()),
+                },
             },
-        });
+            std::time::Instant::now(),
+        );
 
         let mut publisher = ClientPeer::new(client_addr(0))?;
         let mut api = publisher.rtc.sdp_api();
@@ -237,7 +243,8 @@ impl ForwardRig {
             }
             let keyframe = rig.seq == 1;
             for datagram in rig.publisher_datagrams(1, keyframe)? {
-                rig.worker.handle_datagram(&datagram, rig.publisher.addr);
+                rig.worker
+                    .handle_datagram(&datagram, rig.publisher.addr, Instant::now());
             }
             rig.pump();
         }
@@ -253,7 +260,7 @@ impl ForwardRig {
             let _ = client.rtc.handle_input(Input::Timeout(now));
             Self::poll_client(&mut self.worker, client);
         }
-        self.worker.after_wake();
+        self.worker.after_wake(std::time::Instant::now());
         let captured = std::mem::take(&mut *self.sink.captured.borrow_mut());
         for (to, data) in captured {
             let client = std::iter::once(&mut self.publisher)
@@ -283,7 +290,9 @@ impl ForwardRig {
         loop {
             match client.rtc.poll_output() {
                 Ok(Output::Timeout(_)) | Err(_) => break,
-                Ok(Output::Transmit(t)) => worker.handle_datagram(&t.contents, client.addr),
+                Ok(Output::Transmit(t)) => {
+                    worker.handle_datagram(&t.contents, client.addr, Instant::now())
+                }
                 Ok(Output::Event(Event::Connected)) => client.connected = true,
                 Ok(Output::Event(Event::RtpPacket(_))) => client.rtp_received += 1,
                 Ok(Output::Event(_)) => {}
@@ -333,8 +342,11 @@ impl ForwardRig {
                     Ok(Output::Timeout(_)) | Err(_) => break,
                     Ok(Output::Transmit(t)) if is_rtp(&t.contents) => out.push(t.contents.to_vec()),
                     Ok(Output::Transmit(t)) => {
-                        self.worker
-                            .handle_datagram(&t.contents, self.publisher.addr);
+                        self.worker.handle_datagram(
+                            &t.contents,
+                            self.publisher.addr,
+                            Instant::now(),
+                        );
                     }
                     Ok(Output::Event(_)) => {}
                 }
@@ -364,7 +376,8 @@ impl ForwardRig {
 
     /// Timed: one loop turn of the worker woken by this publisher datagram.
     pub fn forward(&mut self, datagram: &[u8]) {
-        self.worker.datagram_turn(datagram, self.publisher.addr);
+        self.worker
+            .datagram_turn(datagram, self.publisher.addr, Instant::now());
     }
 
     /// For `crate::fuzzing::forward`: the publisher sends `payload` as its next RTP packet,
@@ -392,7 +405,7 @@ impl ForwardRig {
         self.seq += 1;
         let _ = self.publisher.rtc.handle_input(Input::Timeout(now));
         Self::poll_client(&mut self.worker, &mut self.publisher);
-        self.worker.after_wake();
+        self.worker.after_wake(std::time::Instant::now());
         self.pump();
     }
 
@@ -408,7 +421,7 @@ impl ForwardRig {
                 .map_or(self.publisher.addr, |c| c.addr),
             _ => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000),
         };
-        self.worker.datagram_turn(data, from);
+        self.worker.datagram_turn(data, from, Instant::now());
     }
 
     /// Datagrams and bytes the worker has sent since the rig was built.
@@ -544,7 +557,7 @@ mod tests {
         let sent_before = rig.sent_rtp();
         for datagram in &hostile {
             for source in sources {
-                rig.worker.datagram_turn(datagram, source);
+                rig.worker.datagram_turn(datagram, source, Instant::now());
             }
         }
         assert_eq!(rig.sent_rtp(), sent_before, "nothing hostile is forwarded");

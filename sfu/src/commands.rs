@@ -1,21 +1,21 @@
 //! What a worker does with the commands signaling sends: joins and leaves, offers and
 //! answers, trickled candidates, announced tracks, mutes and data messages.
 
-use std::time::Instant;
-
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::{Candidate, Input};
 use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuError};
+use crate::ids::TrackId;
 use crate::participant::{DataChannels, Participant, Peer, Slot};
 use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
 use crate::sdp_guard;
 use crate::worker::Worker;
 
 impl Worker {
-    pub(crate) fn handle_command(&mut self, command: Command) {
+    pub(crate) fn handle_command(&mut self, command: Command, now: std::time::Instant) {
+        self.now = now;
         match command {
             Command::Join {
                 participant,
@@ -115,7 +115,7 @@ impl Worker {
         if self.by_key.contains_key(&key) {
             return Err(SfuError::DuplicateParticipant(key));
         }
-        let now = Instant::now();
+        let now = self.now;
         let mut publisher = Peer::new(new_publisher_rtc(now, options.dtls));
         let mut subscriber = Peer::new(new_subscriber_rtc(now, options.dtls));
         for addr in &self.advertise {
@@ -136,7 +136,8 @@ impl Worker {
             expected: Vec::new(),
             tracks: Vec::new(),
             ssrc_tracks: Vec::new(),
-            out: Vec::new(),
+            down_tracks: Vec::new(),
+            allocator: Default::default(),
             pending_offer: None,
             last_offer: None,
             channels: DataChannels::default(),
@@ -249,11 +250,7 @@ impl Worker {
         // checks until it knows the remote credentials and answers one per timeout, the next
         // one due a pacing interval (50 ms) later. Running the timeout now answers the first
         // check at once; any further parked ones follow on str0m's own schedule.
-        if let Err(e) = part
-            .subscriber
-            .rtc
-            .handle_input(Input::Timeout(Instant::now()))
-        {
+        if let Err(e) = part.subscriber.rtc.handle_input(Input::Timeout(self.now)) {
             debug!(
                 participant = key,
                 "subscriber timeout after the answer: {e}"
@@ -320,13 +317,17 @@ impl Worker {
         }
         // Resuming video needs a fresh keyframe at every subscriber, and every subscriber's
         // numbering continues where it stopped instead of jumping over the muted stretch.
-        self.keyframe_queue.push((slot, index));
-        let subscribers = track.subscribers.clone();
-        for (sub, out) in subscribers {
-            if let Some(Some(out_track)) = self.parts[sub].as_mut().map(|p| p.out.get_mut(out)) {
-                if let Some(out_track) = out_track.as_mut() {
-                    out_track.rewriter.resync();
-                }
+        self.keyframe_queue.push(TrackId {
+            publisher: slot,
+            index,
+        });
+        let down_tracks = track.down_tracks.clone();
+        for down in down_tracks {
+            if let Some(Some(Some(down))) = self.parts[down.subscriber]
+                .as_mut()
+                .map(|p| p.down_tracks.get_mut(down.index))
+            {
+                down.rewriter.resync();
             }
         }
     }
@@ -379,22 +380,23 @@ impl Worker {
         }
         // Its published tracks disappear at every subscriber and tap.
         for index in 0..part.tracks.len() {
-            self.tap_track_ended(slot, index);
+            self.tap_track_ended(TrackId {
+                publisher: slot,
+                index,
+            });
         }
         for track in part.tracks.iter().flatten() {
-            for &(sub, out) in &track.subscribers {
-                self.source_gone(sub, out);
+            for &down in &track.down_tracks {
+                self.source_gone(down);
             }
         }
         // Its subscriptions no longer hold places at the publishers.
-        for out in part.out.iter().flatten() {
-            if let Some((publisher, track)) = out.source {
-                if let Some(Some(track)) = self.parts[publisher]
-                    .as_mut()
-                    .map(|p| p.tracks.get_mut(track).and_then(Option::as_mut))
-                {
-                    track.subscribers.retain(|(s, _)| *s != slot);
+        for down in part.down_tracks.iter().flatten() {
+            if let Some(source) = down.source {
+                if let Some(track) = self.published_mut(source) {
+                    track.down_tracks.retain(|d| d.subscriber != slot);
                 }
+                self.refresh_wanted(source);
             }
         }
         let mut touched: Vec<Slot> = self.rooms.get(&part.room).cloned().unwrap_or_default();
@@ -408,8 +410,7 @@ impl Worker {
             .tracks
             .iter()
             .flatten()
-            .flat_map(|t| &t.layers)
-            .map(crate::participant::Layer::lost)
+            .map(crate::published_track::PublishedTrack::packets_lost)
             .sum::<u64>();
         part.stats
     }

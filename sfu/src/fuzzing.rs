@@ -252,42 +252,48 @@ impl SdpRig {
         self.joined.push(key);
         let (tx, rx) = mpsc::unbounded_channel();
         let (reply, _answer) = oneshot::channel();
-        self.worker.handle_command(Command::Join {
-            participant: key.to_owned(),
-            identity: key.to_owned(),
-            room: "fuzz".to_owned(),
-            options: JoinOptions {
-                auto_subscribe: true,
-                can_subscribe: true,
-                can_publish: key == PUBLISHER,
-                dtls: if self.rsa {
-                    DtlsPeers::EcdsaOrRsa
-                } else {
-                    DtlsPeers::Ecdsa
+        self.worker.handle_command(
+            Command::Join {
+                participant: key.to_owned(),
+                identity: key.to_owned(),
+                room: "fuzz".to_owned(),
+                options: JoinOptions {
+                    auto_subscribe: true,
+                    can_subscribe: true,
+                    can_publish: key == PUBLISHER,
+                    dtls: if self.rsa {
+                        DtlsPeers::EcdsaOrRsa
+                    } else {
+                        DtlsPeers::Ecdsa
+                    },
                 },
+                events: tx,
+                reply,
             },
-            events: tx,
-            reply,
-        });
+            std::time::Instant::now(),
+        );
         self.events.push(rx);
     }
 
     /// Announces a track `PA_pub` is about to offer (AddTrackRequest, or a WHIP m-line).
     pub fn expect_track(&mut self, cid: &str, sid: &str, video: bool, codec: Option<&str>) {
         self.join(PUBLISHER);
-        self.worker.handle_command(Command::ExpectTrack {
-            participant: PUBLISHER.to_owned(),
-            track: ExpectedTrack {
-                cid: cid.to_owned(),
-                sid: sid.to_owned(),
-                kind: if video {
-                    TrackKind::Video
-                } else {
-                    TrackKind::Audio
+        self.worker.handle_command(
+            Command::ExpectTrack {
+                participant: PUBLISHER.to_owned(),
+                track: ExpectedTrack {
+                    cid: cid.to_owned(),
+                    sid: sid.to_owned(),
+                    kind: if video {
+                        TrackKind::Video
+                    } else {
+                        TrackKind::Audio
+                    },
+                    codec: codec.map(str::to_owned),
                 },
-                codec: codec.map(str::to_owned),
             },
-        });
+            std::time::Instant::now(),
+        );
     }
 
     /// `PA_pub`'s offer; the answer or the error the client would get.
@@ -307,21 +313,27 @@ impl SdpRig {
     pub fn viewer_offer(&mut self, sdp: &str) -> Result<String, SfuError> {
         self.join(PUBLISHER);
         self.join(VIEWER);
-        self.worker.handle_command(Command::View {
-            participant: VIEWER.to_owned(),
-            publisher: Some(PUBLISHER.to_owned()),
-        });
+        self.worker.handle_command(
+            Command::View {
+                participant: VIEWER.to_owned(),
+                publisher: Some(PUBLISHER.to_owned()),
+            },
+            std::time::Instant::now(),
+        );
         self.worker.viewer_offer(VIEWER, sdp)
     }
 
     /// A trickled candidate line for `participant`'s publisher or subscriber peer.
     pub fn remote_candidate(&mut self, participant: &str, publisher: bool, candidate: &str) {
         self.join(participant);
-        self.worker.handle_command(Command::RemoteCandidate {
-            participant: participant.to_owned(),
-            role: role(publisher),
-            candidate: candidate.to_owned(),
-        });
+        self.worker.handle_command(
+            Command::RemoteCandidate {
+                participant: participant.to_owned(),
+                role: role(publisher),
+                candidate: candidate.to_owned(),
+            },
+            std::time::Instant::now(),
+        );
     }
 
     /// An ICE restart of `participant`'s peer with the client's new credentials; our new
@@ -335,13 +347,16 @@ impl SdpRig {
     ) -> Option<Result<(String, String), SfuError>> {
         self.join(participant);
         let (reply, mut answer) = oneshot::channel();
-        self.worker.handle_command(Command::IceRestart {
-            participant: participant.to_owned(),
-            role: role(publisher),
-            ufrag: ufrag.to_owned(),
-            pwd: pwd.to_owned(),
-            reply,
-        });
+        self.worker.handle_command(
+            Command::IceRestart {
+                participant: participant.to_owned(),
+                role: role(publisher),
+                ufrag: ufrag.to_owned(),
+                pwd: pwd.to_owned(),
+                reply,
+            },
+            std::time::Instant::now(),
+        );
         answer.try_recv().ok()
     }
 
@@ -349,38 +364,48 @@ impl SdpRig {
     pub fn track_commands(&mut self, sid: &str, flag: bool) {
         self.join(PUBLISHER);
         self.join(SUBSCRIBER);
-        self.worker.handle_command(Command::SetTrackMuted {
-            participant: PUBLISHER.to_owned(),
-            sid: sid.to_owned(),
-            muted: flag,
-        });
-        self.worker.handle_command(Command::Subscribe {
-            participant: SUBSCRIBER.to_owned(),
-            track_sids: vec![sid.to_owned()],
-            subscribe: flag,
-        });
+        self.worker.handle_command(
+            Command::SetTrackMuted {
+                participant: PUBLISHER.to_owned(),
+                sid: sid.to_owned(),
+                muted: flag,
+            },
+            std::time::Instant::now(),
+        );
+        self.worker.handle_command(
+            Command::Subscribe {
+                participant: SUBSCRIBER.to_owned(),
+                track_sids: vec![sid.to_owned()],
+                subscribe: flag,
+            },
+            std::time::Instant::now(),
+        );
     }
 
     /// Relays a data message to participants by key.
     pub fn send_data(&mut self, to: Vec<String>, reliable: bool, payload: &[u8]) {
-        self.worker.handle_command(Command::SendData {
-            to,
-            reliable,
-            payload: payload.into(),
-        });
+        self.worker.handle_command(
+            Command::SendData {
+                to,
+                reliable,
+                payload: payload.into(),
+            },
+            std::time::Instant::now(),
+        );
     }
 
     /// A datagram from an address the worker may know (a peer's, once candidates named it).
     pub fn datagram(&mut self, data: &[u8], port: u16) {
         let source = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-        self.worker.handle_datagram(data, source);
-        self.worker.after_wake();
+        self.worker
+            .handle_datagram(data, source, std::time::Instant::now());
+        self.worker.after_wake(std::time::Instant::now());
     }
 
     /// One loop turn of timers and renegotiations; returns the subscriber offers the worker
     /// made meanwhile.
     pub fn turn(&mut self) -> Vec<String> {
-        self.worker.after_wake();
+        self.worker.after_wake(std::time::Instant::now());
         let mut offers = Vec::new();
         for events in &mut self.events {
             while let Ok(event) = events.try_recv() {

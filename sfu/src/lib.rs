@@ -6,6 +6,7 @@
 //! channel. The crate knows nothing of HTTP, tokens or SQL: the signaling layer drives it
 //! through [`ParticipantHandle`] and listens to [`PeerEvent`]s.
 
+mod allocator;
 mod api;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
@@ -13,14 +14,19 @@ pub mod bench;
 mod codec;
 mod commands;
 mod data_budget;
+mod down_track;
 mod dtls_openssl;
+mod forward;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod ids;
+mod layer_selection;
 mod liveness;
 mod media;
 mod metrics;
 mod participant;
+mod published_track;
 mod rewrite;
 mod rtc_config;
 mod rtp_out;

@@ -157,13 +157,17 @@ impl Worker {
     }
 
     /// Feeds the transport events of a peer to its participant's liveness.
-    pub(crate) fn observe_liveness(part: &mut Participant, role: PeerRole, event: &str0m::Event) {
+    pub(crate) fn observe_liveness(
+        part: &mut Participant,
+        role: PeerRole,
+        event: &str0m::Event,
+        now: Instant,
+    ) {
         match event {
             str0m::Event::IceConnectionStateChange(state) => {
-                part.liveness
-                    .ice_changed(role, state.is_connected(), Instant::now());
+                part.liveness.ice_changed(role, state.is_connected(), now);
             }
-            str0m::Event::Connected => part.liveness.dtls_connected(role, Instant::now()),
+            str0m::Event::Connected => part.liveness.dtls_connected(role, now),
             _ => {}
         }
     }

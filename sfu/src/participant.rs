@@ -6,15 +6,15 @@ use std::time::Instant;
 
 use str0m::change::SdpPendingOffer;
 use str0m::channel::ChannelId;
-use str0m::format::{Codec, PayloadParams};
-use str0m::media::{Mid, Pt, Rid};
-use str0m::rtp::Ssrc;
+use str0m::media::{Mid, Rid};
 use str0m::Rtc;
 use tokio::sync::mpsc;
 
-use crate::api::{ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole, TrackKind};
-use crate::rewrite::Rewriter;
-use crate::rtp_out::{DirectSend, StreamSend};
+use crate::api::{ExpectedTrack, JoinOptions, ParticipantStats, PeerEvent, PeerRole};
+use crate::down_track::DownTrack;
+use crate::ids::TrackId;
+use crate::published_track::PublishedTrack;
+use crate::rtp_out::DirectSend;
 
 /// Index of a participant slot in its worker. Slots are reused only after every reference
 /// to the old occupant has been removed.
@@ -59,127 +59,6 @@ impl Peer {
     }
 }
 
-/// One simulcast layer (or the only stream) of a published track.
-pub(crate) struct Layer {
-    pub ssrc: u32,
-    pub rid: Option<Rid>,
-    pub last_packet: Instant,
-    first_seq: u64,
-    max_seq: u64,
-    received: u64,
-}
-
-impl Layer {
-    pub fn new(ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) -> Self {
-        Self {
-            ssrc,
-            rid,
-            last_packet: now,
-            first_seq: seq,
-            max_seq: seq,
-            received: 0,
-        }
-    }
-
-    /// Counts a received packet for loss accounting.
-    pub fn record(&mut self, seq: u64, now: Instant) {
-        self.last_packet = now;
-        self.received += 1;
-        self.max_seq = self.max_seq.max(seq);
-        self.first_seq = self.first_seq.min(seq);
-    }
-
-    /// Packets never received, from sequence gaps (retransmissions fill gaps in).
-    pub fn lost(&self) -> u64 {
-        (self.max_seq - self.first_seq + 1).saturating_sub(self.received)
-    }
-
-    /// Higher is better: LiveKit names layers q (low), h (medium), f (full).
-    pub fn rank(&self) -> u8 {
-        match self.rid.as_deref() {
-            None => 3,
-            Some("f") => 2,
-            Some("h") => 1,
-            _ => 0,
-        }
-    }
-}
-
-/// A track this participant publishes.
-pub(crate) struct InTrack {
-    pub sid: String,
-    /// The client's track id (msid) and the codec it asked for.
-    pub cid: String,
-    pub codec: Option<String>,
-    pub kind: TrackKind,
-    pub mid: Mid,
-    pub muted: bool,
-    pub media_started: bool,
-    pub layers: Vec<Layer>,
-    /// SSRC of the layer currently forwarded.
-    pub selected: Option<u32>,
-    /// Codec of each payload type seen, resolved once from the publisher's negotiation.
-    pub payloads: Vec<(Pt, PayloadParams)>,
-    /// (subscriber slot, index into that subscriber's `out`).
-    pub subscribers: Vec<(Slot, usize)>,
-    pub last_keyframe_request: Option<Instant>,
-    /// When the publisher last sent a keyframe (its first packet) on this track.
-    pub last_keyframe: Option<Instant>,
-}
-
-impl InTrack {
-    pub fn codec_of(&self, pt: Pt) -> Option<(PayloadParams, Codec)> {
-        self.payloads
-            .iter()
-            .find(|(p, _)| *p == pt)
-            .map(|(_, params)| (*params, params.spec().codec))
-    }
-}
-
-/// Negotiation state of one m-line on the subscriber PC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OutState {
-    /// Needs an m-line in the next offer.
-    ToOpen,
-    /// Offered, waiting for the answer.
-    Negotiating(Mid),
-    /// Negotiated: media flows.
-    Open(Mid),
-    /// The source went away: the m-line must be stopped in the next offer.
-    ToStop(Mid),
-    /// Stop offered, waiting for the answer; the slot is freed after it.
-    NegotiatingStop(Mid),
-}
-
-/// A track this participant receives from another participant of the room.
-pub(crate) struct OutTrack {
-    pub track_sid: String,
-    pub publisher_key: String,
-    /// (publisher slot, index into its `tracks`); `None` once the source is gone.
-    pub source: Option<(Slot, usize)>,
-    pub kind: TrackKind,
-    pub state: OutState,
-    pub ssrc: Option<Ssrc>,
-    pub pt_map: Vec<(Pt, Pt)>,
-    pub rewriter: Rewriter,
-    /// Our own send path's state for this stream (history for NACKs).
-    pub send: StreamSend,
-    /// Video starts on a keyframe: until one arrives nothing is forwarded.
-    pub waiting_keyframe: bool,
-    /// An m-line the client offered (a WHEP viewer): it stays open whatever its source
-    /// does, and the source is switched under it instead of renegotiating.
-    pub fixed: bool,
-}
-
-impl OutTrack {
-    pub fn open_mid(&self) -> Option<Mid> {
-        match self.state {
-            OutState::Open(mid) => Some(mid),
-            _ => None,
-        }
-    }
-}
-
 /// Labels of the data channels LiveKit clients open on their publisher PC.
 #[derive(Default)]
 pub(crate) struct DataChannels {
@@ -199,13 +78,15 @@ pub(crate) struct Participant {
     pub publisher: Peer,
     pub subscriber: Peer,
     pub expected: Vec<ExpectedTrack>,
-    /// Published tracks; `None` slots keep indices held by subscribers stable.
-    pub tracks: Vec<Option<InTrack>>,
+    /// Published tracks; `None` slots keep the ids subscribers hold stable.
+    pub tracks: Vec<Option<PublishedTrack>>,
     /// (SSRC, index into `tracks`), learned from the first packet of each stream. A few
     /// entries (tracks × simulcast layers): a scan beats hashing on every packet.
     pub ssrc_tracks: Vec<(u32, usize)>,
-    /// Received tracks; `None` slots keep indices held by publishers stable.
-    pub out: Vec<Option<OutTrack>>,
+    /// Received tracks; `None` slots keep the ids publishers hold stable.
+    pub down_tracks: Vec<Option<DownTrack>>,
+    /// Which layer of each received track this subscriber gets.
+    pub allocator: crate::allocator::Allocator,
     pub pending_offer: Option<SdpPendingOffer>,
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).
@@ -267,14 +148,14 @@ impl Participant {
             .position(|t| t.as_ref().is_some_and(|t| t.mid == mid))
     }
 
-    /// Stores an out-track in a free slot and returns its index.
-    pub fn add_out(&mut self, track: OutTrack) -> usize {
-        if let Some(index) = self.out.iter().position(Option::is_none) {
-            self.out[index] = Some(track);
+    /// Stores a down-track in a free place and returns its index.
+    pub fn add_down_track(&mut self, track: DownTrack) -> usize {
+        if let Some(index) = self.down_tracks.iter().position(Option::is_none) {
+            self.down_tracks[index] = Some(track);
             index
         } else {
-            self.out.push(Some(track));
-            self.out.len() - 1
+            self.down_tracks.push(Some(track));
+            self.down_tracks.len() - 1
         }
     }
 
@@ -308,10 +189,10 @@ impl Participant {
         (grow(&mut entry.3, nacks), grow(&mut entry.4, lost))
     }
 
-    pub fn is_subscribed_to(&self, publisher: Slot, track: usize) -> bool {
-        self.out
+    pub fn is_subscribed_to(&self, track: TrackId) -> bool {
+        self.down_tracks
             .iter()
             .flatten()
-            .any(|o| o.source == Some((publisher, track)))
+            .any(|o| o.source == Some(track))
     }
 }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use str0m::media::{Direction, MediaKind};
 
 use crate::api::{PeerEvent, PeerRole, TrackKind};
-use crate::participant::{OutState, OutTrack, Slot};
-use crate::rewrite::Rewriter;
+use crate::down_track::{DownTrack, OutState};
+use crate::ids::{DownTrackId, TrackId};
+use crate::participant::Slot;
 use crate::worker::Worker;
 
 /// str0m's retransmission cache of a video subscriber stream. It only holds the packets
@@ -34,44 +35,34 @@ impl Worker {
     /// Subscribes `sub` to every track `publisher` has.
     pub(crate) fn subscribe_all_of(&mut self, sub: Slot, publisher: Slot) {
         let count = self.parts[publisher].as_ref().map_or(0, |p| p.tracks.len());
-        for track in 0..count {
-            self.subscribe(sub, publisher, track);
+        for index in 0..count {
+            self.subscribe(sub, TrackId { publisher, index });
         }
     }
 
-    /// Adds an out-track at `sub` for track `index` of `publisher`, unless already there.
-    pub(crate) fn subscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
-        let Some(source) = self.parts[publisher].as_ref() else {
+    /// Adds a down-track at `sub` for track `source`, unless already there.
+    pub(crate) fn subscribe(&mut self, sub: Slot, source: TrackId) {
+        let Some(publisher) = self.parts[source.publisher].as_ref() else {
             return;
         };
-        let Some(track) = source.tracks.get(index).and_then(Option::as_ref) else {
+        let Some(track) = publisher.tracks.get(source.index).and_then(Option::as_ref) else {
             return;
         };
-        let (track_sid, kind, publisher_key) = (track.sid.clone(), track.kind, source.key.clone());
+        let (track_sid, kind, publisher_key) =
+            (track.sid.clone(), track.kind, publisher.key.clone());
         let Some(subscriber) = self.parts[sub].as_mut() else {
             return;
         };
-        if subscriber.is_subscribed_to(publisher, index) {
+        if subscriber.is_subscribed_to(source) {
             return;
         }
-        let out = subscriber.add_out(OutTrack {
-            track_sid,
-            publisher_key,
-            source: Some((publisher, index)),
-            kind,
-            state: OutState::ToOpen,
-            ssrc: None,
-            pt_map: Vec::new(),
-            rewriter: Rewriter::default(),
-            send: crate::rtp_out::StreamSend::default(),
-            waiting_keyframe: kind == TrackKind::Video,
-            fixed: false,
-        });
-        if let Some(Some(track)) = self.parts[publisher]
-            .as_mut()
-            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
-        {
-            track.subscribers.push((sub, out));
+        let index =
+            subscriber.add_down_track(DownTrack::new(track_sid, publisher_key, source, kind));
+        if let Some(track) = self.published_mut(source) {
+            track.down_tracks.push(DownTrackId {
+                subscriber: sub,
+                index,
+            });
         }
     }
 
@@ -92,59 +83,58 @@ impl Worker {
                 let Some(index) = found else {
                     continue;
                 };
+                let source = TrackId { publisher, index };
                 if subscribe {
                     if publisher != slot {
-                        self.subscribe(slot, publisher, index);
+                        self.subscribe(slot, source);
                     }
                 } else {
-                    self.unsubscribe(slot, publisher, index);
+                    self.unsubscribe(slot, source);
                 }
             }
         }
         self.negotiate(slot);
     }
 
-    pub(crate) fn unsubscribe(&mut self, sub: Slot, publisher: Slot, index: usize) {
+    pub(crate) fn unsubscribe(&mut self, sub: Slot, source: TrackId) {
         let Some(part) = self.parts[sub].as_ref() else {
             return;
         };
-        let outs: Vec<usize> = part
-            .out
+        let gone: Vec<DownTrackId> = part
+            .down_tracks
             .iter()
             .enumerate()
-            .filter(|(_, o)| {
-                o.as_ref()
-                    .is_some_and(|o| o.source == Some((publisher, index)))
+            .filter(|(_, o)| o.as_ref().is_some_and(|o| o.source == Some(source)))
+            .map(|(index, _)| DownTrackId {
+                subscriber: sub,
+                index,
             })
-            .map(|(i, _)| i)
             .collect();
-        if let Some(Some(track)) = self.parts[publisher]
-            .as_mut()
-            .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
-        {
-            track.subscribers.retain(|(s, _)| *s != sub);
+        if let Some(track) = self.published_mut(source) {
+            track.down_tracks.retain(|d| d.subscriber != sub);
         }
-        for out in outs {
-            self.source_gone(sub, out);
+        self.refresh_wanted(source);
+        for down in gone {
+            self.source_gone(down);
         }
     }
 
-    /// The source of out-track `out` at `sub` is gone: stop its m-line (or forget it if it
-    /// was never offered). The caller renegotiates.
-    pub(crate) fn source_gone(&mut self, sub: Slot, out: usize) {
-        let Some(part) = self.parts[sub].as_mut() else {
+    /// The source of down-track `down` is gone: stop its m-line (or forget it if it was
+    /// never offered). The caller renegotiates.
+    pub(crate) fn source_gone(&mut self, down: DownTrackId) {
+        let Some(part) = self.parts[down.subscriber].as_mut() else {
             return;
         };
-        let Some(slot) = part.out.get_mut(out) else {
+        let Some(slot) = part.down_tracks.get_mut(down.index) else {
             return;
         };
         let Some(track) = slot.as_mut() else {
             return;
         };
         track.source = None;
+        track.layer.set_target(None);
         if track.fixed {
             // Switched to another source later, without renegotiating.
-            track.waiting_keyframe = track.kind == TrackKind::Video;
             return;
         }
         match track.state {
@@ -166,7 +156,7 @@ impl Worker {
         if self.renegotiate.iter().any(|(s, _)| *s == slot) {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let at = self.parts[slot]
             .as_ref()
             .and_then(|p| p.last_offer)
@@ -198,7 +188,7 @@ impl Worker {
             return;
         }
         let mut change = part.subscriber.rtc.sdp_api();
-        for out in part.out.iter_mut().flatten() {
+        for out in part.down_tracks.iter_mut().flatten() {
             match out.state {
                 OutState::ToOpen => {
                     let kind = match out.kind {
@@ -230,9 +220,9 @@ impl Worker {
             return;
         };
         part.pending_offer = Some(pending);
-        part.last_offer = Some(Instant::now());
+        part.last_offer = Some(self.now);
         let mid_to_track: BTreeMap<String, String> = part
-            .out
+            .down_tracks
             .iter()
             .flatten()
             .filter_map(|o| match o.state {
@@ -254,7 +244,7 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
-        for entry in part.out.iter_mut() {
+        for entry in part.down_tracks.iter_mut() {
             let Some(out) = entry.as_mut() else {
                 continue;
             };
@@ -279,19 +269,28 @@ impl Worker {
                         ),
                         (None, _) => {}
                     }
-                    if let (Some(source), TrackKind::Video) = (out.source, out.kind) {
-                        opened.push(source);
+                    if let Some(source) = out.source {
+                        opened.push((source, out.kind));
                     }
                 }
                 OutState::NegotiatingStop(_) => *entry = None,
                 _ => {}
             }
         }
-        // A new video subscriber needs a keyframe to start decoding.
-        self.keyframe_queue.extend(opened);
+        if !opened.is_empty() {
+            // What the new down-tracks forward; a new video subscriber needs a keyframe to
+            // start decoding.
+            self.allocate(slot);
+            self.keyframe_queue.extend(
+                opened
+                    .iter()
+                    .filter(|(_, kind)| *kind == TrackKind::Video)
+                    .map(|(source, _)| *source),
+            );
+        }
         // Changes that arrived while the offer was out go in the next one.
         let waiting = self.parts[slot].as_ref().is_some_and(|p| {
-            p.out
+            p.down_tracks
                 .iter()
                 .flatten()
                 .any(|o| matches!(o.state, OutState::ToOpen | OutState::ToStop(_)))

@@ -13,7 +13,8 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::api::{Command, SfuError, TrackKind};
-use crate::participant::Slot;
+use crate::down_track::LayerChoice;
+use crate::ids::TrackId;
 use crate::rewrite::Rewriter;
 
 /// What a tap receives.
@@ -206,11 +207,11 @@ impl TapSender {
     }
 }
 
-/// A track as one tap sees it.
+/// A track as one tap sees it. A tap takes the best layer the publisher sends.
 pub(crate) struct TappedTrack {
-    /// (publisher slot, index into its tracks).
-    pub source: (Slot, usize),
+    pub source: TrackId,
     pub id: u32,
+    pub layer: LayerChoice,
     pub rewriter: Rewriter,
 }
 

@@ -4,7 +4,9 @@ use str0m::format::PayloadParams;
 use str0m::rtp::RtpPacket;
 
 use crate::api::{SfuError, TrackKind};
-use crate::participant::Slot;
+use crate::down_track::{LayerChoice, Verdict};
+use crate::ids::TrackId;
+use crate::published_track::Quality;
 use crate::rewrite::Rewriter;
 use crate::tap::{
     SenderClock, Tap, TapCodec, TapEvent, TapPacket, TapScope, TapSender, TapTrack, TappedTrack,
@@ -35,7 +37,7 @@ impl Worker {
                 if wanted {
                     found = true;
                     if track.kind == TrackKind::Video {
-                        video.push((publisher, index));
+                        video.push(TrackId { publisher, index });
                     }
                 }
             }
@@ -72,11 +74,11 @@ impl Worker {
         }
     }
 
-    /// Track `index` of `slot` is gone: every tap holding it hears so.
-    pub(crate) fn tap_track_ended(&mut self, slot: Slot, index: usize) {
+    /// Track `id` is gone: every tap holding it hears so.
+    pub(crate) fn tap_track_ended(&mut self, id: TrackId) {
         for tap in &mut self.taps {
             tap.tracks.retain(|t| {
-                if t.source != (slot, index) {
+                if t.source != id {
                     return true;
                 }
                 tap.sender.control(TapEvent::TrackEnded { track: t.id });
@@ -85,23 +87,26 @@ impl Worker {
         }
     }
 
-    /// Hands a packet of track `index` of `slot` (already chosen for forwarding) to the
-    /// taps of its room that want it.
+    /// Hands a packet of track `id` (of layer `quality`) to the taps of its room that want
+    /// it, each following the best layer the publisher sends.
     pub(crate) fn tap_packet(
         &mut self,
-        slot: Slot,
-        index: usize,
+        id: TrackId,
         packet: &RtpPacket,
         params: PayloadParams,
+        quality: Quality,
+        keyframe: bool,
     ) {
         // Consumers that went away leave their taps behind; forget them here.
         self.taps.retain(|t| !t.sender.is_closed());
-        let Some(part) = self.parts[slot].as_ref() else {
+        let Some(part) = self.parts[id.publisher].as_ref() else {
             return;
         };
-        let Some(track) = part.tracks.get(index).and_then(Option::as_ref) else {
+        let Some(track) = part.tracks.get(id.index).and_then(Option::as_ref) else {
             return;
         };
+        let best = track.best_active();
+        let is_video = track.is_video();
         let ssrc = *packet.header.ssrc;
         let clock_rate = params.spec().clock_rate.get();
         let mut keyframes = Vec::new();
@@ -109,14 +114,14 @@ impl Worker {
             if tap.room != part.room || !tap.wants(&track.sid) {
                 continue;
             }
-            let position = match tap.tracks.iter().position(|t| t.source == (slot, index)) {
+            let position = match tap.tracks.iter().position(|t| t.source == id) {
                 Some(position) => position,
                 None => {
-                    let id = tap.next_track;
+                    let tap_track = tap.next_track;
                     tap.next_track += 1;
                     let spec = params.spec();
                     let started = TapTrack {
-                        id,
+                        id: tap_track,
                         track_sid: track.sid.clone(),
                         participant: part.key.clone(),
                         identity: part.identity.clone(),
@@ -130,17 +135,27 @@ impl Worker {
                     };
                     tap.sender.control(TapEvent::TrackStarted(started));
                     if track.kind == TrackKind::Video {
-                        keyframes.push((slot, index));
+                        keyframes.push(id);
                     }
                     tap.tracks.push(TappedTrack {
-                        source: (slot, index),
-                        id,
+                        source: id,
+                        id: tap_track,
+                        layer: LayerChoice::default(),
                         rewriter: Rewriter::default(),
                     });
                     tap.tracks.len() - 1
                 }
             };
             let tapped = &mut tap.tracks[position];
+            tapped.layer.set_target(best);
+            match tapped.layer.admit(ssrc, quality, keyframe, is_video) {
+                Verdict::Forward => {}
+                Verdict::Drop => continue,
+                Verdict::WantKeyframe => {
+                    keyframes.push(id);
+                    continue;
+                }
+            }
             let Some((seq, timestamp)) = tapped.rewriter.rewrite(
                 ssrc,
                 *packet.seq_no,

@@ -7,12 +7,13 @@ use str0m::change::SdpOffer;
 use str0m::media::MediaKind;
 
 use crate::api::{PeerRole, SfuError, TrackKind};
-use crate::participant::{OutState, OutTrack, Slot};
-use crate::rewrite::Rewriter;
+use crate::down_track::DownTrack;
+use crate::ids::{DownTrackId, TrackId};
+use crate::participant::Slot;
 use crate::worker::Worker;
 
-/// A viewer's fixed m-line: (index into its `out`, kind, current source).
-type FixedLine = (usize, TrackKind, Option<(Slot, usize)>);
+/// A viewer's fixed m-line: (its down-track's index, kind, current source).
+type FixedLine = (usize, TrackKind, Option<TrackId>);
 
 impl Worker {
     /// Accepts a viewer's offer on its subscriber PC; every m-line we send on becomes a
@@ -33,7 +34,7 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
-        if part.out.iter().flatten().any(|o| o.fixed) {
+        if part.down_tracks.iter().flatten().any(|o| o.fixed) {
             return Err(SfuError::Negotiation(
                 "this viewer already negotiated its m-lines".into(),
             ));
@@ -71,19 +72,7 @@ impl Worker {
                 .direct_api()
                 .stream_tx_by_mid(mid, None)
                 .map(|s| s.ssrc());
-            part.add_out(OutTrack {
-                track_sid: String::new(),
-                publisher_key: String::new(),
-                source: None,
-                kind,
-                state: OutState::Open(mid),
-                ssrc,
-                pt_map: Vec::new(),
-                rewriter: Rewriter::default(),
-                send: crate::rtp_out::StreamSend::default(),
-                waiting_keyframe: kind == TrackKind::Video,
-                fixed: true,
-            });
+            part.add_down_track(DownTrack::fixed(kind, mid, ssrc));
         }
         let answer = answer.to_sdp_string();
         self.drain(slot, PeerRole::Subscriber);
@@ -135,7 +124,7 @@ impl Worker {
             .copied()
             .filter(|p| *p != viewer);
         let fixed: Vec<FixedLine> = part
-            .out
+            .down_tracks
             .iter()
             .enumerate()
             .filter_map(|(i, o)| {
@@ -144,17 +133,31 @@ impl Worker {
                     .map(|o| (i, o.kind, o.source))
             })
             .collect();
-        let mut taken: Vec<(Slot, usize)> = Vec::new();
-        for (out, kind, current) in fixed {
+        let mut taken: Vec<TrackId> = Vec::new();
+        let mut switched = false;
+        for (index, kind, current) in fixed {
+            let down = DownTrackId {
+                subscriber: viewer,
+                index,
+            };
             let wanted = publisher.and_then(|p| {
                 self.parts[p].as_ref().and_then(|pp| {
                     pp.tracks
                         .iter()
                         .enumerate()
-                        .find(|(i, t)| {
-                            t.as_ref().is_some_and(|t| t.kind == kind) && !taken.contains(&(p, *i))
+                        .map(|(index, t)| {
+                            (
+                                TrackId {
+                                    publisher: p,
+                                    index,
+                                },
+                                t,
+                            )
                         })
-                        .map(|(i, _)| (p, i))
+                        .find(|(id, t)| {
+                            t.as_ref().is_some_and(|t| t.kind == kind) && !taken.contains(id)
+                        })
+                        .map(|(id, _)| id)
                 })
             });
             if let Some(w) = wanted {
@@ -163,41 +166,43 @@ impl Worker {
             if wanted == current {
                 continue;
             }
-            if let Some((old, index)) = current {
-                if let Some(Some(track)) = self.parts[old]
-                    .as_mut()
-                    .map(|p| p.tracks.get_mut(index).and_then(Option::as_mut))
-                {
-                    track.subscribers.retain(|&(s, o)| (s, o) != (viewer, out));
+            switched = true;
+            if let Some(old) = current {
+                if let Some(track) = self.published_mut(old) {
+                    track.down_tracks.retain(|&d| d != down);
                 }
+                self.refresh_wanted(old);
             }
             let (sid, publisher_key) = match wanted {
-                Some((p, i)) => match self.parts[p].as_mut() {
-                    Some(pp) => {
-                        let key = pp.key.clone();
-                        match pp.tracks.get_mut(i).and_then(Option::as_mut) {
-                            Some(track) => {
-                                track.subscribers.push((viewer, out));
-                                (track.sid.clone(), key)
-                            }
-                            None => (String::new(), String::new()),
+                Some(id) => {
+                    let key = self.parts[id.publisher].as_ref().map(|p| p.key.clone());
+                    match (key, self.published_mut(id)) {
+                        (Some(key), Some(track)) => {
+                            track.down_tracks.push(down);
+                            (track.sid.clone(), key)
                         }
+                        _ => (String::new(), String::new()),
                     }
-                    None => (String::new(), String::new()),
-                },
+                }
                 None => (String::new(), String::new()),
             };
-            if let Some(Some(Some(o))) = self.parts[viewer].as_mut().map(|p| p.out.get_mut(out)) {
+            if let Some(Some(Some(o))) = self.parts[viewer]
+                .as_mut()
+                .map(|p| p.down_tracks.get_mut(index))
+            {
                 o.source = wanted;
                 o.track_sid = sid;
                 o.publisher_key = publisher_key;
                 // The new source starts on a keyframe; the rewriter keeps numbering going.
-                o.waiting_keyframe = o.kind == TrackKind::Video;
+                o.layer.restart();
                 o.pt_map.clear();
             }
             if let (Some(source), TrackKind::Video) = (wanted, kind) {
                 self.keyframe_queue.push(source);
             }
+        }
+        if switched {
+            self.allocate(viewer);
         }
         self.flush_keyframe_requests();
     }

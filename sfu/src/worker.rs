@@ -15,9 +15,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::api::{Command, PeerEvent, PeerRole};
+use crate::down_track::OutState;
 use crate::liveness::LivenessLimits;
 use crate::metrics::{Population, WorkerMetrics};
-use crate::participant::{OutState, Participant, Slot};
+use crate::participant::{Participant, Slot};
 use crate::timers::Timers;
 
 /// At most this many datagrams are taken in per loop turn (one woken by the socket plus
@@ -209,12 +210,12 @@ pub(crate) struct Worker {
     pub by_key: HashMap<String, Slot>,
     pub rooms: HashMap<String, Vec<Slot>>,
     pub by_addr: HashMap<SocketAddr, (Slot, PeerRole)>,
-    /// Reused buffer of (subscriber, out index) pairs while forwarding one packet.
-    pub scratch: Vec<(Slot, usize)>,
+    /// Reused buffer of down-tracks while forwarding one packet.
+    pub scratch: Vec<crate::ids::DownTrackId>,
     /// Subscriber peers str0m was handed a forwarded packet for, to send it right away.
     pub(crate) str0m_now: Vec<Slot>,
-    /// Keyframe requests to pass to publishers after the current drain: (publisher, track).
-    pub keyframe_queue: Vec<(Slot, usize)>,
+    /// Keyframe requests to pass to publishers after the current drain.
+    pub keyframe_queue: Vec<crate::ids::TrackId>,
     /// The participant whose peer is being driven, so a panic can be pinned on it.
     pub(crate) current: Option<Slot>,
     /// When each peer asked to be woken.
@@ -234,6 +235,10 @@ pub(crate) struct Worker {
     pub(crate) limits: WorkerLimits,
     /// When participants' liveness deadlines are next looked at.
     next_liveness_check: Instant,
+    /// The time of the current loop turn. The loop (or a test, a bench) hands it in with
+    /// each input, as str0m is handed its time; the logic never reads the clock itself, so
+    /// its timing decisions can be tested with made-up time.
+    pub(crate) now: Instant,
 }
 
 impl Worker {
@@ -263,6 +268,7 @@ impl Worker {
             test_drop: None,
             limits: WorkerLimits::default(),
             next_liveness_check: Instant::now(),
+            now: Instant::now(),
         }
     }
 
@@ -280,7 +286,7 @@ impl Worker {
             );
             self.keyframe_queue.clear();
             // Peers taken off the timer heap in this turn may not have been woken yet.
-            let now = Instant::now();
+            let now = self.now;
             for (slot, role) in std::mem::take(&mut self.due) {
                 if self.parts.get(slot).is_some_and(Option::is_some) {
                     self.timers.set(slot, role, now);
@@ -308,11 +314,15 @@ impl Worker {
             tokio::select! {
                 command = commands.recv() => match command {
                     None | Some(Command::Shutdown) => break,
-                    Some(command) => self.guarded(|w| w.handle_command(command)),
+                    Some(command) => {
+                        let now = Instant::now();
+                        self.guarded(|w| w.handle_command(command, now));
+                    }
                 },
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, source)) => {
-                        self.guarded(|w| w.handle_datagram(&buf[..len], source));
+                        let now = Instant::now();
+                        self.guarded(|w| w.handle_datagram(&buf[..len], source, now));
                         self.receive_waiting(socket, &mut buf);
                     }
                     Err(e) => debug!(worker = self.index, "UDP receive failed: {e}"),
@@ -324,7 +334,7 @@ impl Worker {
                 self.metrics.lag(now - deadline);
             }
             self.queue_depth = commands.len();
-            self.after_wake();
+            self.after_wake(now);
         }
         let slots: Vec<Slot> = self.by_key.values().copied().collect();
         for slot in slots {
@@ -345,7 +355,10 @@ impl Worker {
     fn receive_waiting(&mut self, socket: &UdpSocket, buf: &mut [u8]) {
         for _ in 1..RECEIVE_BATCH {
             match socket.try_recv_from(buf) {
-                Ok((len, source)) => self.guarded(|w| w.handle_datagram(&buf[..len], source)),
+                Ok((len, source)) => {
+                    let now = Instant::now();
+                    self.guarded(|w| w.handle_datagram(&buf[..len], source, now));
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     debug!(worker = self.index, "UDP receive failed: {e}");
@@ -357,8 +370,8 @@ impl Worker {
 
     /// The end of every loop turn: due renegotiations, due timeouts, then queued keyframe
     /// requests, then the turn's datagrams go out.
-    pub(crate) fn after_wake(&mut self) {
-        let now = Instant::now();
+    pub(crate) fn after_wake(&mut self, now: Instant) {
+        self.now = now;
         self.guarded(|w| w.renegotiate_due(now));
         self.guarded(|w| {
             w.handle_timeouts(now);
@@ -383,7 +396,7 @@ impl Worker {
             population.participants += 1;
             population.published_tracks += part.tracks.iter().flatten().count();
             population.subscribed_tracks += part
-                .out
+                .down_tracks
                 .iter()
                 .flatten()
                 .filter(|o| matches!(o.state, OutState::Open(_)))
@@ -394,15 +407,15 @@ impl Worker {
 
     /// One loop turn woken by a datagram, as the event loop runs it (benches call this).
     #[cfg(feature = "bench")]
-    pub(crate) fn datagram_turn(&mut self, data: &[u8], source: SocketAddr) {
+    pub(crate) fn datagram_turn(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         let _deadline = self.next_deadline();
-        self.guarded(|w| w.handle_datagram(data, source));
-        self.after_wake();
+        self.guarded(|w| w.handle_datagram(data, source, now));
+        self.after_wake(now);
     }
 
     /// The earliest deadline any peer or renegotiation asked for, at most half a second away.
     pub(crate) fn next_deadline(&self) -> Instant {
-        let now = Instant::now();
+        let now = self.now;
         let cap = now + Duration::from_millis(500);
         [self.timers.next(), self.next_renegotiation()]
             .into_iter()
@@ -441,12 +454,12 @@ impl Worker {
             .unwrap_or(source)
     }
 
-    pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr) {
+    pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
+        self.now = now;
         self.metrics.datagram_in(data);
         let Ok(contents) = data.try_into() else {
             return; // Not STUN, DTLS, RTP or RTCP: nothing of ours.
         };
-        let now = Instant::now();
         let input = Input::Receive(
             now,
             Receive {
@@ -542,7 +555,7 @@ impl Worker {
                     self.sink.send(t.contents.into(), t.destination);
                 }
                 Ok(Output::Event(event)) => {
-                    Self::observe_liveness(part, role, &event);
+                    Self::observe_liveness(part, role, &event, self.now);
                     self.handle_event(slot, role, event);
                 }
                 Err(e) => {

@@ -22,19 +22,22 @@ pub fn worker() -> Worker {
 pub fn join(worker: &mut Worker, key: &str) -> mpsc::UnboundedReceiver<PeerEvent> {
     let (events, received) = mpsc::unbounded_channel();
     let (reply, joined) = oneshot::channel();
-    worker.handle_command(Command::Join {
-        participant: key.into(),
-        identity: key.into(),
-        room: "r".into(),
-        options: JoinOptions {
-            auto_subscribe: false,
-            can_subscribe: true,
-            can_publish: true,
-            dtls: DtlsPeers::Ecdsa,
+    worker.handle_command(
+        Command::Join {
+            participant: key.into(),
+            identity: key.into(),
+            room: "r".into(),
+            options: JoinOptions {
+                auto_subscribe: false,
+                can_subscribe: true,
+                can_publish: true,
+                dtls: DtlsPeers::Ecdsa,
+            },
+            events,
+            reply,
         },
-        events,
-        reply,
-    });
+        std::time::Instant::now(),
+    );
     joined
         .blocking_recv()
         .expect("the worker answers")

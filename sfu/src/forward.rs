@@ -1,0 +1,351 @@
+//! The hot path: one RTP packet from a publisher, received by its track, then handed to
+//! each down-track that wants its layer, rewritten and sent; and the retransmissions our
+//! own send path answers NACKs with.
+
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::Pt;
+use str0m::rtp::rtcp::Nack;
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::Input;
+use tracing::debug;
+
+use crate::api::PeerEvent;
+use crate::codec::starts_keyframe;
+use crate::down_track::Verdict;
+use crate::ids::{DownTrackId, TrackId};
+use crate::participant::Slot;
+use crate::published_track::{bit, Quality};
+use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
+use crate::worker::Worker;
+
+/// One received packet as the fan-out needs it.
+struct Incoming<'a> {
+    packet: &'a RtpPacket,
+    ssrc: u32,
+    quality: Quality,
+    keyframe: bool,
+    is_video: bool,
+    params: PayloadParams,
+    now: Instant,
+}
+
+/// What the fan-out of one packet found.
+#[derive(Default)]
+struct FanOut {
+    /// A down-track started or switched layers: the track's wanted layers changed.
+    switched: bool,
+    /// A down-track waits for a keyframe of this packet's layer.
+    want_keyframe: bool,
+}
+
+impl Worker {
+    /// One RTP packet from the publisher in `slot` to every down-track of its track.
+    pub(crate) fn forward(&mut self, slot: Slot, packet: RtpPacket) {
+        let ssrc = *packet.header.ssrc;
+        let now = packet.timestamp;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        part.stats.packets_in += 1;
+        part.stats.bytes_in += packet.payload.len() as u64;
+        self.metrics.rtp_in += 1;
+        self.metrics.rtp_in_bytes += packet.payload.len() as u64;
+        let Some(index) = self.track_of(slot, &packet) else {
+            return;
+        };
+        let id = TrackId {
+            publisher: slot,
+            index,
+        };
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        if !track.media_started {
+            track.media_started = true;
+            let sid = track.sid.clone();
+            part.emit(PeerEvent::TrackMediaStarted { sid });
+        }
+        let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
+            return;
+        };
+        let pt = packet.header.payload_type;
+        if track.codec_of(pt).is_none() {
+            let params = part
+                .publisher
+                .rtc
+                .codec_config()
+                .find(|p| p.pt() == pt)
+                .copied();
+            match params {
+                Some(params) => track.payloads.push((pt, params)),
+                None => return,
+            }
+        }
+        let Some((params, codec)) = track.codec_of(pt) else {
+            return;
+        };
+        let is_video = track.is_video();
+        let keyframe = is_video && starts_keyframe(codec, &packet.payload);
+        let seq = *packet.seq_no;
+        let Some(received) = track.receive(ssrc, seq, packet.payload.len(), now, keyframe) else {
+            return;
+        };
+        if received.layers_changed {
+            self.layers_changed(id);
+        }
+        let Some(track) = self.published(id) else {
+            return;
+        };
+        if track.muted {
+            return;
+        }
+        let incoming = Incoming {
+            packet: &packet,
+            ssrc,
+            quality: received.quality,
+            keyframe,
+            is_video,
+            params,
+            now,
+        };
+        let taps = !self.taps.is_empty();
+        if track.wanted & bit(received.quality) == 0 && !taps {
+            // No down-track forwards this layer or waits to switch to it.
+            return;
+        }
+        let outcome = self.fan_out(id, &incoming);
+        if outcome.switched {
+            self.refresh_wanted(id);
+        }
+        self.send_str0m_written();
+        if taps {
+            self.tap_packet(id, &packet, params, received.quality, keyframe);
+        }
+        if outcome.want_keyframe {
+            // Asked again (throttled) until a keyframe comes: an earlier one may have been
+            // sent before this down-track's m-line was ready.
+            self.keyframe_queue.push(id);
+        }
+    }
+
+    /// The index of the track whose layer `packet` belongs to, learning a new SSRC's layer
+    /// from str0m on its first packet.
+    fn track_of(&mut self, slot: Slot, packet: &RtpPacket) -> Option<usize> {
+        let ssrc = *packet.header.ssrc;
+        let part = self.parts[slot].as_mut()?;
+        if let Some(&(_, index)) = part.ssrc_tracks.iter().find(|(s, _)| *s == ssrc) {
+            return Some(index);
+        }
+        let (mid, rid) = part
+            .publisher
+            .rtc
+            .direct_api()
+            .stream_rx(&packet.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))?;
+        let index = part.track_index_by_mid(mid)?;
+        part.ssrc_tracks.push((ssrc, index));
+        if let Some(track) = part.tracks[index].as_mut() {
+            track.add_layer(ssrc, rid, packet.timestamp, *packet.seq_no);
+        }
+        Some(index)
+    }
+
+    /// Hands the packet to every down-track of track `id` that takes it.
+    fn fan_out(&mut self, id: TrackId, incoming: &Incoming) -> FanOut {
+        let mut outcome = FanOut::default();
+        let mut down_tracks = std::mem::take(&mut self.scratch);
+        down_tracks.clear();
+        if let Some(track) = self.published(id) {
+            down_tracks.extend_from_slice(&track.down_tracks);
+        }
+        let packet = incoming.packet;
+        let pt = packet.header.payload_type;
+        let clock_rate = incoming.params.spec().clock_rate.get();
+        for &DownTrackId {
+            subscriber: sub,
+            index,
+        } in &down_tracks
+        {
+            let Some(subscriber) = self.parts[sub].as_mut() else {
+                continue;
+            };
+            let Some(down) = subscriber
+                .down_tracks
+                .get_mut(index)
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            let (Some(_), Some(ssrc_out)) = (down.open_mid(), down.ssrc) else {
+                continue;
+            };
+            let peer = &subscriber.subscriber;
+            if peer.direct.is_none() && !peer.rtc.is_connected() {
+                // Nothing can leave before DTLS is up. str0m would queue the packet and send
+                // it once connected, after the packets our own path sends from that moment,
+                // and a receiver drops a packet that late.
+                continue;
+            }
+            let before = down.layer.current();
+            match down.layer.admit(
+                incoming.ssrc,
+                incoming.quality,
+                incoming.keyframe,
+                incoming.is_video,
+            ) {
+                Verdict::Forward => outcome.switched |= down.layer.current() != before,
+                Verdict::Drop => continue,
+                Verdict::WantKeyframe => {
+                    outcome.want_keyframe = true;
+                    continue;
+                }
+            }
+            let Some(pt_out) = down_track_pt(
+                &mut down.pt_map,
+                pt,
+                incoming.params,
+                &subscriber.subscriber.rtc,
+            ) else {
+                continue;
+            };
+            let Some((seq, ts)) = down.rewriter.rewrite(
+                incoming.ssrc,
+                *packet.seq_no,
+                packet.header.timestamp,
+                incoming.now,
+                clock_rate,
+            ) else {
+                continue;
+            };
+            let now = incoming.now;
+            let peer = &mut subscriber.subscriber;
+            match (&peer.direct, peer.media_to) {
+                (Some(direct), Some(to)) if !down.send.str0m_due(now) => {
+                    let rtp = RtpOut {
+                        ssrc: *ssrc_out,
+                        pt: *pt_out,
+                        marker: packet.header.marker,
+                        seq,
+                        timestamp: ts,
+                        payload: &packet.payload,
+                    };
+                    let datagram = direct.packet(self.sink.buffer(), &rtp);
+                    self.metrics.datagram_out(&datagram);
+                    let withheld = incoming.is_video
+                        && self.test_drop.as_mut().is_some_and(DropEvery::this_one);
+                    if !withheld {
+                        self.sink.send(datagram, to);
+                    }
+                    down.send
+                        .sent(&rtp, &packet.payload, now, incoming.is_video);
+                }
+                _ => {
+                    let mut api = peer.rtc.direct_api();
+                    let Some(stream) = api.stream_tx(&ssrc_out) else {
+                        continue;
+                    };
+                    stream.write_rtp(
+                        RtpWrite::new(pt_out, seq.into(), ts, now, packet.payload.clone())
+                            .marker(packet.header.marker)
+                            .nackable(incoming.is_video),
+                    );
+                    down.send.str0m_written = Some(now);
+                    // Sent now, not at the turn's end, so it leaves in order with the
+                    // packets our own path sends right away.
+                    self.str0m_now.push(sub);
+                }
+            }
+            subscriber.stats.packets_out += 1;
+            subscriber.stats.bytes_out += packet.payload.len() as u64;
+            self.metrics.forwarded += 1;
+            self.metrics.forwarded_bytes += packet.payload.len() as u64;
+            if !subscriber.first_media_sent {
+                subscriber.first_media_sent = true;
+                subscriber.emit(PeerEvent::FirstMediaSent);
+            }
+        }
+        self.scratch = down_tracks;
+        outcome
+    }
+
+    /// Has the subscriber peers str0m was given a packet for send it now. str0m sends a
+    /// written packet only when woken (its pacer looks at queues then), which costs a pass
+    /// over all of the peer's streams; our own send path makes that rare (`rtp_out`).
+    fn send_str0m_written(&mut self) {
+        if self.str0m_now.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let subscribers = std::mem::take(&mut self.str0m_now);
+        for &sub in &subscribers {
+            let Some(part) = self.parts[sub].as_mut() else {
+                continue;
+            };
+            if let Err(e) = part.subscriber.rtc.handle_input(Input::Timeout(now)) {
+                debug!(participant = %part.key, "timeout input failed: {e}");
+            }
+            self.drain(sub, crate::api::PeerRole::Subscriber);
+        }
+        self.str0m_now = subscribers;
+        self.str0m_now.clear();
+    }
+
+    /// Answers a subscriber's NACK from what our own send path sent (str0m answers for the
+    /// packets it sent itself), within the stream's retransmission allowance.
+    pub(crate) fn answer_nack(&mut self, slot: Slot, nack: &Nack) {
+        let now = self.now;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let peer = &part.subscriber;
+        let (Some(direct), Some(to)) = (&peer.direct, peer.media_to) else {
+            return;
+        };
+        let ssrc = *nack.ssrc;
+        let Some(down) = part
+            .down_tracks
+            .iter_mut()
+            .flatten()
+            .find(|o| o.ssrc.is_some_and(|s| *s == ssrc))
+        else {
+            return;
+        };
+        let seqs = nack
+            .reports
+            .iter()
+            .flat_map(|e| rtp_out::nacked(e.pid, e.blp));
+        let (sink, metrics) = (&mut self.sink, &mut self.metrics);
+        let StreamSend {
+            history, allowance, ..
+        } = &mut down.send;
+        history.find(ssrc, seqs, now, |rtp| {
+            if !allowance.take(rtp.payload.len()) {
+                return;
+            }
+            let datagram = direct.packet(sink.buffer(), rtp);
+            metrics.datagram_out(&datagram);
+            metrics.retransmitted += 1;
+            sink.send(datagram, to);
+        });
+    }
+}
+
+/// The subscriber's payload type for the publisher's `pt`, resolved once per down-track.
+fn down_track_pt(
+    map: &mut Vec<(Pt, Pt)>,
+    pt: Pt,
+    params: PayloadParams,
+    subscriber: &str0m::Rtc,
+) -> Option<Pt> {
+    if let Some(&(_, out)) = map.iter().find(|(i, _)| *i == pt) {
+        return Some(out);
+    }
+    let out = subscriber.codec_config().match_params(params)?.pt();
+    map.push((pt, out));
+    Some(out)
+}

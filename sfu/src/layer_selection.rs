@@ -1,0 +1,114 @@
+//! The worker's side of layer selection: runs a subscriber's allocator over its
+//! down-tracks and applies the choices, and keeps each published track's set of wanted
+//! layers (what the hot path checks before a fan-out) in step with them.
+
+use crate::allocator::{Allocation, Demand};
+use crate::ids::TrackId;
+use crate::participant::Slot;
+use crate::published_track::PublishedTrack;
+use crate::worker::Worker;
+
+impl Worker {
+    pub(crate) fn published(&self, id: TrackId) -> Option<&PublishedTrack> {
+        self.parts
+            .get(id.publisher)?
+            .as_ref()?
+            .tracks
+            .get(id.index)?
+            .as_ref()
+    }
+
+    pub(crate) fn published_mut(&mut self, id: TrackId) -> Option<&mut PublishedTrack> {
+        self.parts
+            .get_mut(id.publisher)?
+            .as_mut()?
+            .tracks
+            .get_mut(id.index)?
+            .as_mut()
+    }
+
+    /// The publisher started or stopped a layer of track `id`: every subscriber of it
+    /// chooses again.
+    pub(crate) fn layers_changed(&mut self, id: TrackId) {
+        let Some(track) = self.published(id) else {
+            return;
+        };
+        let mut subscribers: Vec<Slot> = track.down_tracks.iter().map(|d| d.subscriber).collect();
+        subscribers.sort_unstable();
+        subscribers.dedup();
+        for sub in subscribers {
+            self.allocate(sub);
+        }
+    }
+
+    /// Runs `sub`'s allocator over all of its down-tracks and applies what it chose.
+    pub(crate) fn allocate(&mut self, sub: Slot) {
+        let Some(part) = self.parts[sub].as_ref() else {
+            return;
+        };
+        let mut chosen = Vec::new();
+        let mut demands = Vec::new();
+        for (index, down) in part.down_tracks.iter().enumerate() {
+            let Some(source) = down.as_ref().and_then(|d| d.source) else {
+                continue;
+            };
+            let Some(track) = self.published(source) else {
+                continue;
+            };
+            chosen.push((index, source));
+            demands.push(Demand {
+                is_video: track.is_video(),
+                screen: false,
+                max_quality: None,
+                disabled: false,
+                layers: track.active_layers().collect(),
+            });
+        }
+        let allocations = part.allocator.allocate(&demands);
+        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source)| *source).collect();
+        let Some(part) = self.parts[sub].as_mut() else {
+            return;
+        };
+        for ((index, _), allocation) in chosen.into_iter().zip(allocations) {
+            let Some(down) = part.down_tracks[index].as_mut() else {
+                continue;
+            };
+            let (target, paused) = match allocation {
+                Allocation::Layer(quality) => (Some(quality), false),
+                Allocation::Idle => (None, false),
+                Allocation::Paused => (None, true),
+            };
+            down.paused = paused;
+            down.layer.set_target(target);
+        }
+        // Also the sources whose targets stayed: a down-track new to one (a viewer's
+        // m-line switched to it) adds its wants all the same.
+        sources.sort_unstable();
+        sources.dedup();
+        for source in sources {
+            self.refresh_wanted(source);
+        }
+    }
+
+    /// Recomputes which layers of track `id` some down-track forwards or waits for.
+    pub(crate) fn refresh_wanted(&mut self, id: TrackId) {
+        let Some(track) = self.published(id) else {
+            return;
+        };
+        let wanted = track
+            .down_tracks
+            .iter()
+            .filter_map(|d| {
+                self.parts
+                    .get(d.subscriber)?
+                    .as_ref()?
+                    .down_tracks
+                    .get(d.index)?
+                    .as_ref()
+            })
+            .fold(0, |set, down| set | down.layer.wanted());
+        if let Some(track) = self.published_mut(id) {
+            track.wanted = wanted;
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! A track a participant publishes, as the worker receives it: its layers (simulcast
+//! encodings, or the one stream), what each is sending, and its keyframe state. Which layer
+//! each subscriber gets is the subscriber's business (`down_track.rs`, `allocator.rs`).
+
+use std::time::{Duration, Instant};
+
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Mid, Pt, Rid};
+
+use crate::api::TrackKind;
+use crate::ids::DownTrackId;
+
+/// A layer that sent nothing for this long is considered stopped (the publisher's
+/// bandwidth estimate dropped it, or the camera went away).
+pub(crate) const LAYER_IDLE: Duration = Duration::from_millis(1500);
+/// A keyframe request the publisher has not answered yet blocks further ones for this long
+/// (its keyframe may still be on the way; after that it was lost, ask again).
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
+/// Once answered, the next request may follow this soon: subscribers joining one after the
+/// other then wait for at most this plus one frame, not for the full throttle.
+const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// A layer's bitrate is measured over windows of this length.
+const BITRATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// A layer's place in the quality order: higher is better. LiveKit names simulcast layers
+/// q (low), h (medium), f (full); a track without simulcast has one layer, above them all.
+pub(crate) type Quality = u8;
+
+/// The quality of a layer named `rid`.
+pub(crate) fn quality_of(rid: Option<&str>) -> Quality {
+    match rid {
+        None => 3,
+        Some("f") => 2,
+        Some("h") => 1,
+        _ => 0,
+    }
+}
+
+/// A set of qualities, one bit each.
+pub(crate) fn bit(quality: Quality) -> u8 {
+    1 << quality.min(7)
+}
+
+/// One simulcast layer (or the only stream) of a published track.
+pub(crate) struct Layer {
+    pub ssrc: u32,
+    pub rid: Option<Rid>,
+    pub quality: Quality,
+    pub last_packet: Instant,
+    first_seq: u64,
+    max_seq: u64,
+    received: u64,
+    window_start: Instant,
+    window_bytes: u64,
+    /// Bits per second over the last full window; 0 until one has passed.
+    pub bitrate: u64,
+}
+
+impl Layer {
+    pub fn new(ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) -> Self {
+        Self {
+            ssrc,
+            rid,
+            quality: quality_of(rid.as_deref()),
+            last_packet: now,
+            first_seq: seq,
+            max_seq: seq,
+            received: 0,
+            window_start: now,
+            window_bytes: 0,
+            bitrate: 0,
+        }
+    }
+
+    /// Counts a received packet, for loss accounting and the layer's bitrate.
+    pub fn record(&mut self, seq: u64, bytes: usize, now: Instant) {
+        self.last_packet = now;
+        self.received += 1;
+        self.max_seq = self.max_seq.max(seq);
+        self.first_seq = self.first_seq.min(seq);
+        self.window_bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= BITRATE_WINDOW {
+            self.bitrate = self.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+
+    /// Packets never received, from sequence gaps (retransmissions fill gaps in).
+    pub fn lost(&self) -> u64 {
+        (self.max_seq - self.first_seq + 1).saturating_sub(self.received)
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_packet) < LAYER_IDLE
+    }
+}
+
+/// What the receiver made of one packet.
+pub(crate) struct Received {
+    pub quality: Quality,
+    /// The set of layers the publisher is sending changed with this packet (a layer
+    /// started, or one fell silent): subscribers' layer choices need a new look.
+    pub layers_changed: bool,
+}
+
+/// A track a participant publishes.
+pub(crate) struct PublishedTrack {
+    pub sid: String,
+    /// The client's track id (msid) and the codec it asked for.
+    pub cid: String,
+    pub codec: Option<String>,
+    pub kind: TrackKind,
+    pub mid: Mid,
+    pub muted: bool,
+    pub media_started: bool,
+    pub layers: Vec<Layer>,
+    /// Qualities of the layers sending now.
+    active: u8,
+    /// Qualities some down-track forwards or is switching to; packets of other layers
+    /// stop before the fan-out.
+    pub wanted: u8,
+    /// Codec of each payload type seen, resolved once from the publisher's negotiation.
+    pub payloads: Vec<(Pt, PayloadParams)>,
+    pub down_tracks: Vec<DownTrackId>,
+    last_keyframe_request: Option<Instant>,
+    /// When the publisher last sent a keyframe (its first packet) on this track.
+    last_keyframe: Option<Instant>,
+}
+
+impl PublishedTrack {
+    pub fn new(sid: String, cid: String, codec: Option<String>, kind: TrackKind, mid: Mid) -> Self {
+        Self {
+            sid,
+            cid,
+            codec,
+            kind,
+            mid,
+            muted: false,
+            media_started: false,
+            layers: Vec::new(),
+            active: 0,
+            wanted: 0,
+            payloads: Vec::new(),
+            down_tracks: Vec::new(),
+            last_keyframe_request: None,
+            last_keyframe: None,
+        }
+    }
+
+    pub fn codec_of(&self, pt: Pt) -> Option<(PayloadParams, Codec)> {
+        self.payloads
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, params)| (*params, params.spec().codec))
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.kind == TrackKind::Video
+    }
+
+    /// Adds the layer a new SSRC carries.
+    pub fn add_layer(&mut self, ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) {
+        self.layers.push(Layer::new(ssrc, rid, now, seq));
+    }
+
+    /// Takes in one packet of layer `ssrc`. `None` for an SSRC that is not one of ours.
+    pub fn receive(
+        &mut self,
+        ssrc: u32,
+        seq: u64,
+        bytes: usize,
+        now: Instant,
+        keyframe: bool,
+    ) -> Option<Received> {
+        let layer = self.layers.iter_mut().find(|l| l.ssrc == ssrc)?;
+        layer.record(seq, bytes, now);
+        let quality = layer.quality;
+        if keyframe {
+            self.last_keyframe = Some(now);
+        }
+        let active = self
+            .layers
+            .iter()
+            .filter(|l| l.active(now))
+            .fold(0, |set, l| set | bit(l.quality));
+        let layers_changed = active != self.active;
+        self.active = active;
+        Some(Received {
+            quality,
+            layers_changed,
+        })
+    }
+
+    /// The best quality being sent now.
+    pub fn best_active(&self) -> Option<Quality> {
+        (0..8u8).rev().find(|q| self.active & bit(*q) != 0)
+    }
+
+    /// The layers being sent now, lowest quality first: (quality, bits per second).
+    pub fn active_layers(&self) -> impl Iterator<Item = (Quality, u64)> + '_ {
+        let mut layers: Vec<(Quality, u64)> = self
+            .layers
+            .iter()
+            .filter(|l| self.active & bit(l.quality) != 0)
+            .map(|l| (l.quality, l.bitrate))
+            .collect();
+        layers.sort_unstable();
+        layers.into_iter()
+    }
+
+    /// Whether a keyframe may be asked for now; if so, the request is counted as made.
+    pub fn keyframe_request_allowed(&mut self, now: Instant) -> bool {
+        if !self.is_video() {
+            return false;
+        }
+        let throttled = self.last_keyframe_request.is_some_and(|at| {
+            let since = now.saturating_duration_since(at);
+            let answered = self.last_keyframe.is_some_and(|k| k >= at);
+            since < KEYFRAME_MIN_INTERVAL || (!answered && since < KEYFRAME_THROTTLE)
+        });
+        if throttled {
+            return false;
+        }
+        self.last_keyframe_request = Some(now);
+        true
+    }
+
+    pub fn packets_lost(&self) -> u64 {
+        self.layers.iter().map(Layer::lost).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn video() -> PublishedTrack {
+        PublishedTrack::new(
+            "TR_v".into(),
+            "cam".into(),
+            None,
+            TrackKind::Video,
+            Mid::from("0"),
+        )
+    }
+
+    /// A packet of layer `ssrc` (1 = q, 2 = h, 3 = f), added at its first packet as the
+    /// worker does.
+    fn packet(track: &mut PublishedTrack, ssrc: u32, seq: u64, at: Instant, key: bool) -> Received {
+        if !track.layers.iter().any(|l| l.ssrc == ssrc) {
+            let rid = ["q", "h", "f"][ssrc as usize - 1];
+            track.add_layer(ssrc, Some(Rid::from(rid)), at, seq);
+        }
+        track
+            .receive(ssrc, seq, 1000, at, key)
+            .expect("the layer was just added")
+    }
+
+    #[test]
+    fn layers_start_and_stop_with_their_packets() {
+        let t0 = Instant::now();
+        let mut track = video();
+        assert!(packet(&mut track, 1, 1, t0, true).layers_changed);
+        assert_eq!(track.best_active(), Some(0));
+        assert!(packet(&mut track, 3, 1, t0, true).layers_changed);
+        assert_eq!(track.best_active(), Some(2));
+        assert!(!packet(&mut track, 1, 2, t0, false).layers_changed);
+        // f falls silent: the next packet of q notices.
+        let later = t0 + LAYER_IDLE + Duration::from_millis(1);
+        assert!(packet(&mut track, 1, 3, later, false).layers_changed);
+        assert_eq!(track.best_active(), Some(0));
+        assert!(track.receive(9, 1, 100, later, false).is_none());
+    }
+
+    #[test]
+    fn a_layers_bitrate_is_measured_over_a_window() {
+        let t0 = Instant::now();
+        let mut track = video();
+        // 101 packets of 1,000 bytes in one second: 808 kbit/s.
+        for i in 0..=100u64 {
+            packet(&mut track, 2, i, t0 + Duration::from_millis(i * 10), false);
+        }
+        let layers: Vec<_> = track.active_layers().collect();
+        assert_eq!(layers, vec![(1, 808_000)]);
+    }
+
+    #[test]
+    fn keyframe_requests_are_throttled_until_answered() {
+        let t0 = Instant::now();
+        let mut track = video();
+        assert!(track.keyframe_request_allowed(t0));
+        assert!(!track.keyframe_request_allowed(t0 + Duration::from_millis(400)));
+        assert!(track.keyframe_request_allowed(t0 + Duration::from_millis(500)));
+        // Answered: the next one may follow after the short interval.
+        let t1 = t0 + Duration::from_millis(520);
+        packet(&mut track, 1, 1, t1, true);
+        assert!(!track.keyframe_request_allowed(t1 + Duration::from_millis(50)));
+        assert!(track.keyframe_request_allowed(t1 + Duration::from_millis(100)));
+    }
+}
