@@ -519,16 +519,25 @@ async fn a_full_recorder_queue_drops_newer_events_counts_them_and_goes_on() {
     );
 
     proxy.up().await;
-    // Drained: the depth falls to 0 and the log stops growing.
-    let events = support::api::eventually("the kept events to be recorded", || async {
+    // Drained: the depth falls to 0, and every event of the flood is either in the log or
+    // counted as dropped. The flood's last leave may reach the recorder after `dropped` was
+    // read above, so both are read again until they account for the whole flood (an event
+    // neither recorded nor counted keeps this waiting until it fails).
+    let (events, dropped) = support::api::eventually("the kept events to be recorded", || async {
         let depth = metric(&server, "switchboard_recorder_queue_depth").await;
+        let dropped = metric(&server, "switchboard_recorder_events_dropped_total").await;
         let reply = api
             .get(&format!("/v1/rooms/{ROOM}/events?after=0&limit=1000"))
             .await;
         if depth > 0.0 || reply.status != StatusCode::OK {
             return Err(format!("depth {depth}, {}", reply.text));
         }
-        Ok(reply.body["events"].as_array().unwrap().clone())
+        let events = reply.body["events"].as_array().unwrap().clone();
+        let accounted = (events.len() - before) as f64 + dropped;
+        if accounted < (2 * FLOOD) as f64 {
+            return Err(format!("{accounted} of {} events accounted for", 2 * FLOOD));
+        }
+        Ok((events, dropped))
     })
     .await;
     support::api::assert_gapless(&events);
