@@ -40,7 +40,10 @@ pub(crate) enum Allocation {
     Layer(Quality),
     /// Nothing is being sent: nothing to forward, nothing to tell.
     Idle,
-    /// Forward nothing, and tell the client the track is paused.
+    /// The client turned the track off: forward nothing; it knows.
+    Off,
+    /// The link cannot carry the lowest layer: forward nothing, and tell the client the
+    /// track is paused.
     Paused,
 }
 
@@ -60,7 +63,7 @@ impl Allocator {
             .iter()
             .zip(&usable)
             .map(|(demand, layers)| match layers.last() {
-                _ if demand.disabled => Allocation::Paused,
+                _ if demand.disabled => Allocation::Off,
                 None => Allocation::Idle,
                 Some(&(best, _)) => Allocation::Layer(best),
             })
@@ -101,7 +104,7 @@ impl Allocator {
         loop {
             let mut upgraded = false;
             for &i in &order {
-                if result[i] == Allocation::Paused || step[i] + 1 >= usable[i].len() {
+                if !matches!(result[i], Allocation::Layer(_)) || step[i] + 1 >= usable[i].len() {
                     continue;
                 }
                 let extra = usable[i][step[i] + 1]
@@ -148,7 +151,7 @@ fn usable_layers(demand: &Demand) -> Vec<(Quality, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Allocation::{Idle, Layer, Paused};
+    use Allocation::{Idle, Layer, Off, Paused};
 
     fn camera(layers: &[(Quality, u64)]) -> Demand {
         Demand {
@@ -214,13 +217,14 @@ mod tests {
     }
 
     #[test]
-    fn a_disabled_track_is_paused_and_costs_nothing() {
+    fn a_disabled_track_is_off_and_costs_nothing() {
         let off = Demand {
             disabled: true,
             ..camera(&SIMULCAST)
         };
-        let allocations = with(Some(1_700_000)).allocate(&[off, camera(&SIMULCAST)]);
-        assert_eq!(allocations, vec![Paused, Layer(2)]);
+        let allocations = with(Some(1_700_000)).allocate(&[off.clone(), camera(&SIMULCAST)]);
+        assert_eq!(allocations, vec![Off, Layer(2)]);
+        assert_eq!(with(None).allocate(&[off]), vec![Off]);
     }
 
     #[test]

@@ -59,6 +59,32 @@ pub struct ExpectedTrack {
     /// The codec the client asked to publish with (`vp8`, `h264`, …), if any; the answer
     /// puts it first so the browser sends it.
     pub codec: Option<String>,
+    /// A screen share (served before cameras when a subscriber's link is short).
+    pub screen: bool,
+    /// The size of each simulcast layer the client announced, to match subscribers'
+    /// requested sizes to layers. Empty for audio and unknown sizes.
+    pub layers: Vec<LayerSize>,
+}
+
+/// One announced video layer: its quality (0 low, 1 medium, 2 high, LiveKit's
+/// `VideoQuality` and rids q/h/f) and its size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSize {
+    pub quality: u8,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a subscriber asks of one track it receives (LiveKit's `UpdateTrackSettings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// Send nothing (the client's element is hidden or gone).
+    pub disabled: bool,
+    /// The size the client shows it at; 0 when not given.
+    pub width: u32,
+    pub height: u32,
+    /// The best quality wanted (0 low, 1 medium, 2 high), used when no size is given.
+    pub quality: Option<u8>,
 }
 
 /// Traffic counters of one participant, reported when it leaves.
@@ -89,6 +115,14 @@ pub enum PeerEvent {
     FirstMediaSent,
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
+    /// A track this participant receives was paused because its link cannot carry even
+    /// the lowest layer, or resumed. (A track the client disabled is not reported: it
+    /// knows, and LiveKit does not report it either.)
+    StreamState {
+        publisher: String,
+        track_sid: String,
+        paused: bool,
+    },
     /// A data-channel message from this participant, to be checked and relayed by signaling.
     Data {
         reliable: bool,
@@ -197,6 +231,11 @@ pub(crate) enum Command {
         participant: String,
         track_sids: Vec<String>,
         subscribe: bool,
+    },
+    TrackSettings {
+        participant: String,
+        track_sids: Vec<String>,
+        settings: TrackSettings,
     },
     SendData {
         to: Vec<String>,

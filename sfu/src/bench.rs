@@ -155,6 +155,8 @@ impl ForwardRig {
                     sid: "TR_bench".into(),
                     kind: TrackKind::Video,
                     codec: Some("vp8".into()),
+                    screen: false,
+                    layers: Vec::new(),
                 },
             },
             std::time::Instant::now(),

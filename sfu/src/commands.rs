@@ -100,6 +100,15 @@ impl Worker {
             }
             Command::Untap { tap } => self.taps.retain(|t| t.id != tap),
             Command::TapKeyframe { tap, track } => self.tap_keyframe(tap, track),
+            Command::TrackSettings {
+                participant,
+                track_sids,
+                settings,
+            } => {
+                if let Ok(slot) = self.slot_of(&participant) {
+                    self.track_settings(slot, &track_sids, settings);
+                }
+            }
             Command::Shutdown => {}
         }
     }

@@ -5,7 +5,7 @@
 use str0m::media::{Mid, Pt};
 use str0m::rtp::Ssrc;
 
-use crate::api::TrackKind;
+use crate::api::{TrackKind, TrackSettings};
 use crate::ids::TrackId;
 use crate::published_track::{bit, Quality};
 use crate::rewrite::Rewriter;
@@ -115,6 +115,8 @@ pub(crate) struct DownTrack {
     pub ssrc: Option<Ssrc>,
     pub pt_map: Vec<(Pt, Pt)>,
     pub layer: LayerChoice,
+    /// What the subscriber asked of this track.
+    pub settings: TrackSettings,
     /// Paused by the allocator (the link cannot carry even the lowest layer, or the client
     /// disabled the track).
     pub paused: bool,
@@ -167,6 +169,7 @@ impl DownTrack {
             ssrc: None,
             pt_map: Vec::new(),
             layer: LayerChoice::default(),
+            settings: TrackSettings::default(),
             paused: false,
             rewriter: Rewriter::default(),
             send: StreamSend::default(),

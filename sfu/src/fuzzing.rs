@@ -290,6 +290,8 @@ impl SdpRig {
                         TrackKind::Audio
                     },
                     codec: codec.map(str::to_owned),
+                    screen: false,
+                    layers: Vec::new(),
                 },
             },
             std::time::Instant::now(),

@@ -3,6 +3,7 @@
 //! layers (what the hot path checks before a fan-out) in step with them.
 
 use crate::allocator::{Allocation, Demand};
+use crate::api::{PeerEvent, TrackSettings};
 use crate::ids::TrackId;
 use crate::participant::Slot;
 use crate::published_track::PublishedTrack;
@@ -49,7 +50,7 @@ impl Worker {
         let mut chosen = Vec::new();
         let mut demands = Vec::new();
         for (index, down) in part.down_tracks.iter().enumerate() {
-            let Some(source) = down.as_ref().and_then(|d| d.source) else {
+            let Some((down, source)) = down.as_ref().and_then(|d| Some((d, d.source?))) else {
                 continue;
             };
             let Some(track) = self.published(source) else {
@@ -58,9 +59,9 @@ impl Worker {
             chosen.push((index, source));
             demands.push(Demand {
                 is_video: track.is_video(),
-                screen: false,
-                max_quality: None,
-                disabled: false,
+                screen: track.screen,
+                max_quality: track.max_quality_for(&down.settings),
+                disabled: down.settings.disabled,
                 layers: track.active_layers().collect(),
             });
         }
@@ -75,11 +76,18 @@ impl Worker {
             };
             let (target, paused) = match allocation {
                 Allocation::Layer(quality) => (Some(quality), false),
-                Allocation::Idle => (None, false),
+                Allocation::Idle | Allocation::Off => (None, false),
                 Allocation::Paused => (None, true),
             };
-            down.paused = paused;
             down.layer.set_target(target);
+            if down.paused != paused {
+                down.paused = paused;
+                let _ = part.events.send(PeerEvent::StreamState {
+                    publisher: down.publisher_key.clone(),
+                    track_sid: down.track_sid.clone(),
+                    paused,
+                });
+            }
         }
         // Also the sources whose targets stayed: a down-track new to one (a viewer's
         // m-line switched to it) adds its wants all the same.
@@ -88,6 +96,19 @@ impl Worker {
         for source in sources {
             self.refresh_wanted(source);
         }
+    }
+
+    /// The subscriber in `sub` asks `settings` of the tracks it receives named `sids`.
+    pub(crate) fn track_settings(&mut self, sub: Slot, sids: &[String], settings: TrackSettings) {
+        let Some(part) = self.parts[sub].as_mut() else {
+            return;
+        };
+        for down in part.down_tracks.iter_mut().flatten() {
+            if sids.contains(&down.track_sid) {
+                down.settings = settings;
+            }
+        }
+        self.allocate(sub);
     }
 
     /// Recomputes which layers of track `id` some down-track forwards or waits for.

@@ -51,8 +51,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use api::Command;
 pub use api::{
-    DtlsPeers, ExpectedTrack, JoinOptions, MediaTimeout, ParticipantStats, PeerEvent, PeerRole,
-    SfuError, TrackKind,
+    DtlsPeers, ExpectedTrack, JoinOptions, LayerSize, MediaTimeout, ParticipantStats, PeerEvent,
+    PeerRole, SfuError, TrackKind, TrackSettings,
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
 pub use tap::{
@@ -415,6 +415,20 @@ impl ParticipantHandle {
             participant: self.participant.clone(),
             track_sids,
             subscribe,
+        })
+    }
+
+    /// Applies what the subscriber asks of tracks it receives, by sid: their size, the
+    /// best quality, or none at all.
+    pub fn track_settings(
+        &self,
+        track_sids: Vec<String>,
+        settings: TrackSettings,
+    ) -> Result<(), SfuError> {
+        self.send(Command::TrackSettings {
+            participant: self.participant.clone(),
+            track_sids,
+            settings,
         })
     }
 

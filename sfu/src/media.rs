@@ -117,7 +117,7 @@ impl Worker {
             MediaKind::Audio => TrackKind::Audio,
             MediaKind::Video => TrackKind::Video,
         };
-        let track = PublishedTrack::new(expected.sid, expected.cid, expected.codec, kind, mid);
+        let track = PublishedTrack::new(expected, kind, mid);
         let index = match part.tracks.iter().position(Option::is_none) {
             Some(i) => {
                 part.tracks[i] = Some(track);

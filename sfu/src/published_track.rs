@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Mid, Pt, Rid};
 
-use crate::api::TrackKind;
+use crate::api::{ExpectedTrack, LayerSize, TrackKind, TrackSettings};
 use crate::ids::DownTrackId;
 
 /// A layer that sent nothing for this long is considered stopped (the publisher's
@@ -113,6 +113,10 @@ pub(crate) struct PublishedTrack {
     pub codec: Option<String>,
     pub kind: TrackKind,
     pub mid: Mid,
+    /// A screen share.
+    pub screen: bool,
+    /// The layers' sizes as the publisher announced them.
+    sizes: Vec<LayerSize>,
     pub muted: bool,
     pub media_started: bool,
     pub layers: Vec<Layer>,
@@ -130,13 +134,16 @@ pub(crate) struct PublishedTrack {
 }
 
 impl PublishedTrack {
-    pub fn new(sid: String, cid: String, codec: Option<String>, kind: TrackKind, mid: Mid) -> Self {
+    /// The track the client announced as `expected`, bound to m-line `mid`.
+    pub fn new(expected: ExpectedTrack, kind: TrackKind, mid: Mid) -> Self {
         Self {
-            sid,
-            cid,
-            codec,
+            sid: expected.sid,
+            cid: expected.cid,
+            codec: expected.codec,
             kind,
             mid,
+            screen: expected.screen,
+            sizes: expected.layers,
             muted: false,
             media_started: false,
             layers: Vec::new(),
@@ -210,6 +217,30 @@ impl PublishedTrack {
         layers.into_iter()
     }
 
+    /// The best quality worth sending to a subscriber that asks for `settings`: the
+    /// smallest layer about as large as the size it shows the track at (the top one if none
+    /// is), or the quality it named. `None`: no limit. Sizes are compared by their longer
+    /// side, and a layer 10 % short still serves (LiveKit's tolerance): a 700-pixel element
+    /// gets the 640-pixel layer, not one of four times its bitrate.
+    pub fn max_quality_for(&self, settings: &TrackSettings) -> Option<Quality> {
+        let requested = u64::from(settings.width.max(settings.height));
+        if requested == 0 || self.sizes.is_empty() {
+            return settings.quality;
+        }
+        let wanted = (requested * 9).div_ceil(10) as u32;
+        let mut sizes: Vec<(u32, Quality)> = self
+            .sizes
+            .iter()
+            .map(|l| (l.width.max(l.height), l.quality))
+            .collect();
+        sizes.sort_unstable();
+        sizes
+            .iter()
+            .find(|(side, _)| *side >= wanted)
+            .or(sizes.last())
+            .map(|(_, quality)| *quality)
+    }
+
     /// Whether a keyframe may be asked for now; if so, the request is counted as made.
     pub fn keyframe_request_allowed(&mut self, now: Instant) -> bool {
         if !self.is_video() {
@@ -237,13 +268,43 @@ mod tests {
     use super::*;
 
     fn video() -> PublishedTrack {
-        PublishedTrack::new(
-            "TR_v".into(),
-            "cam".into(),
-            None,
-            TrackKind::Video,
-            Mid::from("0"),
-        )
+        let size = |quality, width, height| LayerSize {
+            quality,
+            width,
+            height,
+        };
+        let expected = ExpectedTrack {
+            cid: "cam".into(),
+            sid: "TR_v".into(),
+            kind: TrackKind::Video,
+            codec: None,
+            screen: false,
+            layers: vec![size(2, 1280, 720), size(0, 320, 180), size(1, 640, 360)],
+        };
+        PublishedTrack::new(expected, TrackKind::Video, Mid::from("0"))
+    }
+
+    #[test]
+    fn a_requested_size_selects_the_smallest_layer_that_covers_it() {
+        let track = video();
+        let asked = |width, height, quality| {
+            track.max_quality_for(&TrackSettings {
+                disabled: false,
+                width,
+                height,
+                quality,
+            })
+        };
+        assert_eq!(asked(160, 90, None), Some(0));
+        assert_eq!(asked(320, 180, None), Some(0));
+        assert_eq!(asked(355, 100, None), Some(0));
+        assert_eq!(asked(356, 100, None), Some(1));
+        assert_eq!(asked(700, 394, None), Some(1));
+        // Portrait elements are measured by their longer side too.
+        assert_eq!(asked(200, 600, None), Some(1));
+        assert_eq!(asked(1920, 1080, None), Some(2));
+        assert_eq!(asked(0, 0, Some(1)), Some(1));
+        assert_eq!(asked(0, 0, None), None);
     }
 
     /// A packet of layer `ssrc` (1 = q, 2 = h, 3 = f), added at its first packet as the

@@ -23,6 +23,7 @@ mod publish;
 mod revocations;
 mod rooms;
 mod session;
+mod subscribe;
 pub mod token;
 mod websocket;
 mod whip;

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use livekit_protocol as proto;
 use proto::signal_response::Message as Resp;
-use switchboard_sfu::{ExpectedTrack, TrackKind};
+use switchboard_sfu::{ExpectedTrack, LayerSize, TrackKind};
 use tracing::debug;
 
 use crate::events::SignalEvent;
@@ -126,6 +126,8 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
         sid: sid.clone(),
         kind,
         codec: (!codec.is_empty()).then(|| codec.to_ascii_lowercase()),
+        screen: source == proto::TrackSource::ScreenShare,
+        layers: layer_sizes(&request),
     });
     let _ = session.sig.events.send(SignalEvent::TrackPublished {
         room_id: session.room.clone(),
@@ -295,6 +297,33 @@ pub(crate) fn apply_permission(grant: &mut VideoGrant, permission: &proto::Parti
         .collect();
     grant.hidden = permission.hidden;
     grant.recorder = permission.recorder;
+}
+
+/// The sizes of the layers a video track announces (per codec in clients from 2.x, in the
+/// deprecated `layers` before), for matching subscribers' requested sizes to layers.
+fn layer_sizes(request: &proto::AddTrackRequest) -> Vec<LayerSize> {
+    let layers = request
+        .simulcast_codecs
+        .iter()
+        .find(|c| !c.layers.is_empty())
+        .map_or(&request.layers, |c| &c.layers);
+    layers
+        .iter()
+        .filter_map(|l| {
+            let quality = proto::VideoQuality::try_from(l.quality).ok()?;
+            let quality = match quality {
+                proto::VideoQuality::Low => 0,
+                proto::VideoQuality::Medium => 1,
+                proto::VideoQuality::High => 2,
+                proto::VideoQuality::Off => return None,
+            };
+            Some(LayerSize {
+                quality,
+                width: l.width,
+                height: l.height,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

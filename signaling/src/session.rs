@@ -19,7 +19,7 @@ use crate::outbox::{self, Inbox};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
-use crate::{data, ids, publish, Signaling};
+use crate::{data, ids, publish, subscribe, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
 const CLOSE_UNSUPPORTED: u16 = 1003;
@@ -419,16 +419,8 @@ impl Session {
                 self.reply(ws, response).await?;
             }
             Req::Mute(mute) => publish::mute(self, &mute),
-            Req::Subscription(update) => {
-                let mut sids = update.track_sids;
-                sids.extend(
-                    update
-                        .participant_tracks
-                        .into_iter()
-                        .flat_map(|p| p.track_sids),
-                );
-                let _ = self.media.subscribe(sids, update.subscribe);
-            }
+            Req::Subscription(update) => subscribe::update_subscription(self, update),
+            Req::TrackSetting(update) => subscribe::update_track_settings(self, update),
             Req::Leave(_) => {
                 return Err(Ending {
                     reason: LeaveReason::ClientInitiated,
@@ -485,6 +477,14 @@ impl Session {
                 self.reply(ws, Resp::Offer(offer)).await?;
             }
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::StreamState {
+                publisher,
+                track_sid,
+                paused,
+            } => {
+                let update = subscribe::stream_state(publisher, track_sid, paused);
+                self.reply(ws, update).await?;
+            }
             PeerEvent::FirstMediaSent => join_latency("first_media_received", self.verified_at),
             PeerEvent::TrackMediaStarted { sid } => {
                 debug!(participant = %self.sid, track = %sid, "first media packet");

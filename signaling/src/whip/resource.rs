@@ -220,6 +220,8 @@ fn announce_tracks(
             sid: track_sid.clone(),
             kind: m.kind,
             codec: Some(codec.to_owned()),
+            screen: false,
+            layers: Vec::new(),
         });
         let mime_type = mime(m.kind, codec);
         let track = proto::TrackInfo {
