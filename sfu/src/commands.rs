@@ -326,10 +326,11 @@ impl Worker {
         }
         // Resuming video needs a fresh keyframe at every subscriber, and every subscriber's
         // numbering continues where it stopped instead of jumping over the muted stretch.
-        self.keyframe_queue.push(TrackId {
-            publisher: slot,
-            index,
-        });
+        self.keyframe_queue
+            .push(crate::media::KeyframeWant::all(TrackId {
+                publisher: slot,
+                index,
+            }));
         let down_tracks = track.down_tracks.clone();
         for down in down_tracks {
             if let Some(Some(Some(down))) = self.parts[down.subscriber]

@@ -15,6 +15,7 @@ use crate::api::PeerEvent;
 use crate::codec::starts_keyframe;
 use crate::down_track::Verdict;
 use crate::ids::{DownTrackId, TrackId};
+use crate::media::KeyframeWant;
 use crate::participant::Slot;
 use crate::published_track::{bit, Quality};
 use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
@@ -129,7 +130,8 @@ impl Worker {
         if outcome.want_keyframe {
             // Asked again (throttled) until a keyframe comes: an earlier one may have been
             // sent before this down-track's m-line was ready.
-            self.keyframe_queue.push(id);
+            self.keyframe_queue
+                .push(KeyframeWant::layer(id, received.quality));
         }
     }
 

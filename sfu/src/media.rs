@@ -11,7 +11,7 @@ use tracing::debug;
 use crate::api::{PeerEvent, PeerRole, TrackKind};
 use crate::ids::TrackId;
 use crate::participant::Slot;
-use crate::published_track::PublishedTrack;
+use crate::published_track::{bit, PublishedTrack, Quality};
 use crate::worker::Worker;
 
 impl Worker {
@@ -177,41 +177,52 @@ impl Worker {
     }
 
     fn keyframe_requested(&mut self, sub: Slot, mid: Mid) {
-        let source = self.parts[sub].as_ref().and_then(|p| {
-            p.down_tracks
+        // The layer the subscriber decodes, or the one it is switching to.
+        let want = self.parts[sub].as_ref().and_then(|p| {
+            let down = p
+                .down_tracks
                 .iter()
                 .flatten()
-                .find(|o| o.open_mid() == Some(mid))
-                .and_then(|o| o.source)
+                .find(|o| o.open_mid() == Some(mid))?;
+            Some(KeyframeWant {
+                track: down.source?,
+                layers: down.layer.wanted(),
+            })
         });
-        if let Some(source) = source {
-            self.keyframe_queue.push(source);
+        if let Some(want) = want {
+            self.keyframe_queue.push(want);
         }
     }
 
-    /// Passes queued keyframe requests to publishers, at most one per track per interval.
+    /// Passes queued keyframe requests to publishers, at most one per layer per interval.
     pub(crate) fn flush_keyframe_requests(&mut self) {
         if self.keyframe_queue.is_empty() {
             return;
         }
         let now = self.now;
         let mut queue = std::mem::take(&mut self.keyframe_queue);
-        queue.sort_unstable();
-        queue.dedup();
-        for TrackId { publisher, index } in queue.drain(..) {
+        queue.sort_unstable_by_key(|w| w.track);
+        let mut merged: Vec<KeyframeWant> = Vec::with_capacity(queue.len());
+        for want in queue.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.track == want.track => last.layers |= want.layers,
+                _ => merged.push(want),
+            }
+        }
+        for KeyframeWant { track: id, layers } in merged {
+            let TrackId { publisher, index } = id;
             let Some(part) = self.parts[publisher].as_mut() else {
                 continue;
             };
             let Some(track) = part.tracks.get_mut(index).and_then(Option::as_mut) else {
                 continue;
             };
-            if !track.keyframe_request_allowed(now) {
+            let rids = track.keyframe_requests(now, layers);
+            if rids.is_empty() {
                 continue;
             }
-            let (mid, rids): (Mid, Vec<_>) =
-                (track.mid, track.layers.iter().map(|l| l.rid).collect());
+            let mid = track.mid;
             let mut api = part.publisher.rtc.direct_api();
-            let rids = if rids.is_empty() { vec![None] } else { rids };
             for rid in rids {
                 if let Some(stream) = api.stream_rx_by_mid(mid, rid) {
                     stream.request_keyframe(KeyframeRequestKind::Pli);
@@ -223,5 +234,29 @@ impl Worker {
         // Keep the buffer for reuse, and what the drains above queued for the next round.
         let pushed = std::mem::replace(&mut self.keyframe_queue, queue);
         self.keyframe_queue.extend(pushed);
+    }
+}
+
+/// Layers of a published track a keyframe is wanted on (a set of qualities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyframeWant {
+    pub track: TrackId,
+    pub layers: u8,
+}
+
+impl KeyframeWant {
+    /// Every layer the track sends (a new subscriber, a recording starting, an unmute).
+    pub fn all(track: TrackId) -> Self {
+        Self {
+            track,
+            layers: u8::MAX,
+        }
+    }
+
+    pub fn layer(track: TrackId, quality: Quality) -> Self {
+        Self {
+            track,
+            layers: bit(quality),
+        }
     }
 }

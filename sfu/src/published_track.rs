@@ -54,6 +54,30 @@ pub(crate) struct Layer {
     window_bytes: u64,
     /// Bits per second over the last full window; 0 until one has passed.
     pub bitrate: u64,
+    keyframes: KeyframeThrottle,
+}
+
+/// When keyframes were last asked for and last came: requests are spaced out until the
+/// publisher answers (`KEYFRAME_THROTTLE`), and by a little after (`KEYFRAME_MIN_INTERVAL`).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyframeThrottle {
+    last_request: Option<Instant>,
+    last_keyframe: Option<Instant>,
+}
+
+impl KeyframeThrottle {
+    /// Whether a request may go now; if so, it is counted as made.
+    fn request(&mut self, now: Instant) -> bool {
+        let throttled = self.last_request.is_some_and(|at| {
+            let since = now.saturating_duration_since(at);
+            let answered = self.last_keyframe.is_some_and(|k| k >= at);
+            since < KEYFRAME_MIN_INTERVAL || (!answered && since < KEYFRAME_THROTTLE)
+        });
+        if !throttled {
+            self.last_request = Some(now);
+        }
+        !throttled
+    }
 }
 
 impl Layer {
@@ -69,6 +93,7 @@ impl Layer {
             window_start: now,
             window_bytes: 0,
             bitrate: 0,
+            keyframes: KeyframeThrottle::default(),
         }
     }
 
@@ -128,9 +153,8 @@ pub(crate) struct PublishedTrack {
     /// Codec of each payload type seen, resolved once from the publisher's negotiation.
     pub payloads: Vec<(Pt, PayloadParams)>,
     pub down_tracks: Vec<DownTrackId>,
-    last_keyframe_request: Option<Instant>,
-    /// When the publisher last sent a keyframe (its first packet) on this track.
-    last_keyframe: Option<Instant>,
+    /// Keyframe requests before any layer has sent (then each layer has its own).
+    keyframes: KeyframeThrottle,
 }
 
 impl PublishedTrack {
@@ -151,8 +175,7 @@ impl PublishedTrack {
             wanted: 0,
             payloads: Vec::new(),
             down_tracks: Vec::new(),
-            last_keyframe_request: None,
-            last_keyframe: None,
+            keyframes: KeyframeThrottle::default(),
         }
     }
 
@@ -185,7 +208,8 @@ impl PublishedTrack {
         layer.record(seq, bytes, now);
         let quality = layer.quality;
         if keyframe {
-            self.last_keyframe = Some(now);
+            layer.keyframes.last_keyframe = Some(now);
+            self.keyframes.last_keyframe = Some(now);
         }
         let active = self
             .layers
@@ -241,21 +265,26 @@ impl PublishedTrack {
             .map(|(_, quality)| *quality)
     }
 
-    /// Whether a keyframe may be asked for now; if so, the request is counted as made.
-    pub fn keyframe_request_allowed(&mut self, now: Instant) -> bool {
+    /// The layers (by rid) to ask a keyframe of now, among the qualities in `wanted`: each
+    /// layer not asked too recently, counted as asked. Before any layer has sent, the one
+    /// stream without a rid.
+    pub fn keyframe_requests(&mut self, now: Instant, wanted: u8) -> Vec<Option<Rid>> {
         if !self.is_video() {
-            return false;
+            return Vec::new();
         }
-        let throttled = self.last_keyframe_request.is_some_and(|at| {
-            let since = now.saturating_duration_since(at);
-            let answered = self.last_keyframe.is_some_and(|k| k >= at);
-            since < KEYFRAME_MIN_INTERVAL || (!answered && since < KEYFRAME_THROTTLE)
-        });
-        if throttled {
-            return false;
+        if self.layers.is_empty() {
+            return if self.keyframes.request(now) {
+                vec![None]
+            } else {
+                Vec::new()
+            };
         }
-        self.last_keyframe_request = Some(now);
-        true
+        self.layers
+            .iter_mut()
+            .filter_map(|l| {
+                (wanted & bit(l.quality) != 0 && l.keyframes.request(now)).then_some(l.rid)
+            })
+            .collect()
     }
 
     pub fn packets_lost(&self) -> u64 {
@@ -348,16 +377,36 @@ mod tests {
     }
 
     #[test]
-    fn keyframe_requests_are_throttled_until_answered() {
+    fn keyframe_requests_go_to_the_wanted_layers_throttled_until_answered() {
         let t0 = Instant::now();
         let mut track = video();
-        assert!(track.keyframe_request_allowed(t0));
-        assert!(!track.keyframe_request_allowed(t0 + Duration::from_millis(400)));
-        assert!(track.keyframe_request_allowed(t0 + Duration::from_millis(500)));
+        let all = u8::MAX;
+        let ms = |n| Duration::from_millis(n);
+        // Before any packet: the stream without a rid.
+        assert_eq!(track.keyframe_requests(t0, all), vec![None]);
+        assert!(track.keyframe_requests(t0 + ms(10), all).is_empty());
+        packet(&mut track, 1, 1, t0, false);
+        packet(&mut track, 3, 1, t0, false);
+        let rids = |r: Vec<Option<Rid>>| {
+            r.into_iter()
+                .flatten()
+                .map(|r| r.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rids(track.keyframe_requests(t0, bit(2))), vec!["f"]);
+        // f waits for its answer; q was not asked yet.
+        assert_eq!(rids(track.keyframe_requests(t0 + ms(400), all)), vec!["q"]);
+        assert_eq!(
+            rids(track.keyframe_requests(t0 + ms(500), bit(2))),
+            vec!["f"]
+        );
         // Answered: the next one may follow after the short interval.
-        let t1 = t0 + Duration::from_millis(520);
-        packet(&mut track, 1, 1, t1, true);
-        assert!(!track.keyframe_request_allowed(t1 + Duration::from_millis(50)));
-        assert!(track.keyframe_request_allowed(t1 + Duration::from_millis(100)));
+        let t1 = t0 + ms(520);
+        packet(&mut track, 3, 2, t1, true);
+        assert!(track.keyframe_requests(t1 + ms(50), bit(2)).is_empty());
+        assert_eq!(
+            rids(track.keyframe_requests(t1 + ms(100), bit(2))),
+            vec!["f"]
+        );
     }
 }

@@ -285,7 +285,7 @@ impl Worker {
                 opened
                     .iter()
                     .filter(|(_, kind)| *kind == TrackKind::Video)
-                    .map(|(source, _)| *source),
+                    .map(|(source, _)| crate::media::KeyframeWant::all(*source)),
             );
         }
         // Changes that arrived while the offer was out go in the next one.

@@ -6,6 +6,7 @@ use str0m::rtp::RtpPacket;
 use crate::api::{SfuError, TrackKind};
 use crate::down_track::{LayerChoice, Verdict};
 use crate::ids::TrackId;
+use crate::media::KeyframeWant;
 use crate::published_track::Quality;
 use crate::rewrite::Rewriter;
 use crate::tap::{
@@ -48,7 +49,8 @@ impl Worker {
             }
         }
         // A recording starts on a keyframe: ask for one now rather than wait for the next.
-        self.keyframe_queue.extend(video);
+        self.keyframe_queue
+            .extend(video.into_iter().map(KeyframeWant::all));
         self.taps.push(Tap {
             id,
             room,
@@ -67,9 +69,12 @@ impl Worker {
             .iter()
             .find(|t| t.id == tap)
             .and_then(|t| t.tracks.iter().find(|t| t.id == track))
-            .map(|t| t.source);
-        if let Some(source) = source {
-            self.keyframe_queue.push(source);
+            .map(|t| KeyframeWant {
+                track: t.source,
+                layers: t.layer.wanted(),
+            });
+        if let Some(want) = source {
+            self.keyframe_queue.push(want);
             self.flush_keyframe_requests();
         }
     }
@@ -135,7 +140,7 @@ impl Worker {
                     };
                     tap.sender.control(TapEvent::TrackStarted(started));
                     if track.kind == TrackKind::Video {
-                        keyframes.push(id);
+                        keyframes.push(KeyframeWant::all(id));
                     }
                     tap.tracks.push(TappedTrack {
                         source: id,
@@ -152,7 +157,7 @@ impl Worker {
                 Verdict::Forward => {}
                 Verdict::Drop => continue,
                 Verdict::WantKeyframe => {
-                    keyframes.push(id);
+                    keyframes.push(KeyframeWant::layer(id, quality));
                     continue;
                 }
             }

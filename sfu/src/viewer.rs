@@ -198,7 +198,8 @@ impl Worker {
                 o.pt_map.clear();
             }
             if let (Some(source), TrackKind::Video) = (wanted, kind) {
-                self.keyframe_queue.push(source);
+                self.keyframe_queue
+                    .push(crate::media::KeyframeWant::all(source));
             }
         }
         if switched {

@@ -215,7 +215,7 @@ pub(crate) struct Worker {
     /// Subscriber peers str0m was handed a forwarded packet for, to send it right away.
     pub(crate) str0m_now: Vec<Slot>,
     /// Keyframe requests to pass to publishers after the current drain.
-    pub keyframe_queue: Vec<crate::ids::TrackId>,
+    pub keyframe_queue: Vec<crate::media::KeyframeWant>,
     /// The participant whose peer is being driven, so a panic can be pinned on it.
     pub(crate) current: Option<Slot>,
     /// When each peer asked to be woken.
