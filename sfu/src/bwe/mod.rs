@@ -1,0 +1,198 @@
+//! Send-side bandwidth estimation for one subscriber peer connection, from transport-wide
+//! congestion control feedback (TWCC): a GCC-lite estimator and a probe controller.
+//!
+//! Sans-IO and deterministic: every time is handed in, nothing reads a clock. Steady state
+//! allocates nothing per packet (a ring of send records, a bounded window of arrivals).
+//!
+//! - [`ring`]: what was sent, by transport-wide sequence number.
+//! - [`acked`]: the rate the receiver acknowledged over the last 500 ms.
+//! - [`delay`]: 5 ms send groups, the delay gradient's trend, an adaptive threshold.
+//! - [`rate`]: the delay-based rate (AIMD: 85 % of acked on overuse, +8 %/s otherwise).
+//! - [`loss`]: the loss-based cap (> 10 % loss cuts, < 2 % lets it rise).
+//! - [`probe`]: when and how hard to probe, and what a probe showed.
+//!
+//! The estimate is the delay-based rate, capped by the loss-based one, in
+//! [50 kbit/s, 20 Mbit/s].
+
+// Wired in by the worker in the next step.
+#![allow(dead_code)]
+
+mod acked;
+mod delay;
+mod loss;
+mod probe;
+mod rate;
+mod ring;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, Instant};
+
+use acked::AckedRate;
+use delay::{DelayDetector, Usage};
+use loss::LossControl;
+use probe::{Outcome, ProbeControl};
+use rate::{Aimd, MAX_BPS, MIN_BPS};
+use ring::SendRing;
+
+/// Without arrivals for this long (by our clock, between feedback messages), the acked rate
+/// is forgotten rather than trusted: the sender went quiet, or the link died.
+const ACKED_STALE: Duration = Duration::from_secs(1);
+
+/// A probe to run now: media topped up with padding to `target_bps` for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub target_bps: u64,
+    pub duration: Duration,
+    /// Its cluster id (1–255, wrapping): informational, the estimator tracks it itself.
+    pub cluster: u8,
+}
+
+/// The estimator for one subscriber peer connection.
+pub(crate) struct Estimator {
+    ring: SendRing,
+    acked: AckedRate,
+    delay: DelayDetector,
+    rate: Aimd,
+    loss: LossControl,
+    probe: ProbeControl,
+    feedback_seen: bool,
+    highest_reported: Option<u64>,
+    /// When (our clock) the last feedback with a received packet arrived.
+    last_arrivals: Option<Instant>,
+    /// Outcomes of finished probes, for tests and logs: the last one.
+    last_probe: Option<Outcome>,
+}
+
+impl Default for Estimator {
+    fn default() -> Self {
+        Self::new(1_000_000)
+    }
+}
+
+impl Estimator {
+    /// `initial_bps` bits per second until feedback says more.
+    pub fn new(initial_bps: u64) -> Self {
+        Self {
+            ring: SendRing::new(),
+            acked: AckedRate::new(),
+            delay: DelayDetector::new(),
+            rate: Aimd::new(initial_bps),
+            loss: LossControl::new(),
+            probe: ProbeControl::new(),
+            feedback_seen: false,
+            highest_reported: None,
+            last_arrivals: None,
+            last_probe: None,
+        }
+    }
+
+    /// A packet left with transport-wide sequence number `seq` (extended) at `at`, `bytes`
+    /// on the wire; `probe`: padding sent to probe.
+    pub fn on_sent(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool) {
+        let cluster = self.probe.cluster_for(at, probe);
+        self.ring.insert(seq, at, bytes, probe, cluster);
+        if cluster != 0 {
+            self.probe.on_sent(cluster, seq, at, bytes);
+        }
+    }
+
+    /// A packet went again under the same transport-wide number (a NACK answer): its
+    /// arrival says nothing of the delay.
+    pub fn on_resent(&mut self, seq: u64) {
+        self.ring.mark_resent(seq);
+    }
+
+    /// One TWCC feedback message: each reported number with its arrival time at the
+    /// receiver (receiver's clock) or `None` if lost. `now`: when it arrived here.
+    pub fn on_feedback(&mut self, now: Instant, results: &[(u64, Option<Instant>)]) {
+        self.feedback_seen = true;
+        let mut overuse = false;
+        let mut any_received = false;
+        for &(seq, arrival) in results {
+            let Some(sent) = self.ring.report(seq, arrival.is_some()) else {
+                continue;
+            };
+            self.highest_reported = Some(self.highest_reported.map_or(seq, |h| h.max(seq)));
+            if sent.first {
+                self.loss.on_reported(arrival.is_some());
+            }
+            let Some(arrival) = arrival else {
+                continue;
+            };
+            any_received = true;
+            self.acked.on_received(arrival, sent.bytes);
+            if sent.cluster != 0 {
+                self.probe.on_received(sent.cluster, arrival, sent.bytes);
+            }
+            if !sent.resent && self.delay.on_packet(sent.sent, arrival) == Some(Usage::Overuse) {
+                overuse = true;
+            }
+        }
+        if any_received {
+            self.last_arrivals = Some(now);
+        } else if self
+            .last_arrivals
+            .is_some_and(|last| now.saturating_duration_since(last) > ACKED_STALE)
+        {
+            self.acked.clear();
+        }
+        // Overuse seen at any group of this message counts, even if the last group
+        // already looked normal again.
+        let usage = if overuse {
+            Usage::Overuse
+        } else {
+            self.delay.usage()
+        };
+        if usage == Usage::Overuse {
+            self.probe.on_overuse();
+        }
+        self.rate.update(now, usage, self.acked.rate());
+        self.loss
+            .evaluate(now, self.estimate(), self.rate.estimate());
+        self.finish_probe(now);
+    }
+
+    /// The current estimate, bits per second.
+    pub fn estimate(&self) -> u64 {
+        let delay = self.rate.estimate();
+        let capped = self.loss.cap().map_or(delay, |cap| cap.min(delay));
+        capped.clamp(MIN_BPS, MAX_BPS)
+    }
+
+    /// The acknowledged (received) bitrate over the last 500 ms of arrivals, if known.
+    pub fn acked_bitrate(&self) -> Option<u64> {
+        self.acked.rate()
+    }
+
+    /// Whether the delay detector currently sees overuse (congestion).
+    pub fn congested(&self) -> bool {
+        self.delay.usage() == Usage::Overuse
+    }
+
+    /// A probe to run now, if one is due: only once feedback arrived, only when
+    /// `desired_bps` (what the allocator wants) exceeds the estimate, at least 3 s after the
+    /// last probe started (1.5 × longer after each congesting probe, up to 60 s), never
+    /// while one runs or awaits its result. Target: estimate + max(1.2 × the shortfall
+    /// (at most the estimate again), 200 kbit/s). Duration: 200 ms, × 1.5 after each
+    /// success up to 2 s, back to 200 ms after a congesting probe. A success raises the
+    /// estimate to the probe's result (its receive rate, never above its send rate).
+    pub fn probe_due(&mut self, now: Instant, desired_bps: u64) -> Option<Probe> {
+        if !self.feedback_seen {
+            return None;
+        }
+        self.finish_probe(now);
+        self.probe.due(now, self.estimate(), desired_bps)
+    }
+
+    fn finish_probe(&mut self, now: Instant) {
+        let Some(outcome) = self.probe.poll(now, self.highest_reported) else {
+            return;
+        };
+        if let Outcome::Success(bps) = outcome {
+            self.rate.raise_to(bps);
+            self.loss.lift_to(bps);
+        }
+        self.last_probe = Some(outcome);
+    }
+}

@@ -1,0 +1,240 @@
+//! The probe controller: when the allocator wants more than the estimate, a short burst at
+//! a higher rate (media topped up with padding) tests whether the link carries it.
+//!
+//! A probe's cluster is every packet sent while it runs, media and padding alike (the
+//! padding only tops the media up to the target), plus padding sent after its end while
+//! its result is awaited. Its result is the rate its packets arrived at.
+
+use std::time::{Duration, Instant};
+
+use super::rate::MAX_BPS;
+use super::Probe;
+
+/// A probe asks for at least 200 kbit/s more than the estimate (LiveKit's floor): less
+/// would drown in the acked rate's noise ...
+const MIN_STEP_BPS: u64 = 200_000;
+/// ... and 1.2 × what the allocator lacks, to leave a margin over the layer it wants ...
+const STEP_FACTOR: f64 = 1.2;
+/// ... but at most the estimate again (target ≤ 2 × estimate, libwebrtc's bound on
+/// allocation probes): a bigger jump only builds a queue.
+const MAX_STEP_OF_ESTIMATE: f64 = 1.0;
+/// The first probe lasts 200 ms; each success makes the next 1.5 × longer, up to 2 s.
+/// (LiveKit allows 20 s; 2 s at 1.2 × the wanted step builds a measurable queue on any
+/// link that cannot take it, and keeps the allocator's view of the link fresh.)
+const FIRST_DURATION: Duration = Duration::from_millis(200);
+const MAX_DURATION: Duration = Duration::from_secs(2);
+const GROWTH: f64 = 1.5;
+/// Probes start at least 3 s apart; after a probe that congested the link, 1.5 × further
+/// apart each time, up to a minute (LiveKit's rule, its cap halved).
+const BASE_INTERVAL: Duration = Duration::from_secs(3);
+const MAX_INTERVAL: Duration = Duration::from_secs(60);
+/// A probe is judged once feedback named its last packet, or a second after it ended.
+const RESULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A result needs ≥ 80 % of the probe's packets received ...
+const MIN_RECEIVED_SHARE: f64 = 0.8;
+/// ... and at least 5 of them (a rate from fewer is noise).
+const MIN_RECEIVED: u32 = 5;
+/// A probe received at under 90 % of the rate it was sent at saturated the link: its
+/// result is 95 % of the receive rate (libwebrtc's margins). Otherwise it is the lower of
+/// the two rates (never more than was sent).
+const SATURATED: f64 = 0.9;
+const SATURATED_SHARE: f64 = 0.95;
+
+/// The outcome of a finished probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// The link carried this rate (bits per second) without overuse.
+    Success(u64),
+    /// Overuse was seen while it ran, or too much of it was lost.
+    Congested,
+    /// Too few packets to tell.
+    Inconclusive,
+}
+
+struct Cluster {
+    id: u8,
+    start: Instant,
+    end: Instant,
+    sent: u32,
+    sent_bytes: u64,
+    last_sent_bytes: u64,
+    first_send: Option<Instant>,
+    last_send: Instant,
+    last_seq: u64,
+    received: u32,
+    received_bytes: u64,
+    /// The earliest arrival and its packet's bytes; the latest arrival.
+    first_arrival: Option<(Instant, u64)>,
+    last_arrival: Option<Instant>,
+    overuse: bool,
+}
+
+pub(super) struct ProbeControl {
+    last_id: u8,
+    interval: Duration,
+    duration: Duration,
+    last_start: Option<Instant>,
+    running: Option<Cluster>,
+}
+
+impl ProbeControl {
+    pub fn new() -> Self {
+        Self {
+            last_id: 0,
+            interval: BASE_INTERVAL,
+            duration: FIRST_DURATION,
+            last_start: None,
+            running: None,
+        }
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Starts a probe if one is due (see [`super::Estimator::probe_due`]).
+    pub fn due(&mut self, now: Instant, estimate: u64, desired: u64) -> Option<Probe> {
+        if desired <= estimate || self.running.is_some() {
+            return None;
+        }
+        if self
+            .last_start
+            .is_some_and(|last| now.saturating_duration_since(last) < self.interval)
+        {
+            return None;
+        }
+        let lacking = (desired - estimate) as f64 * STEP_FACTOR;
+        let step = (lacking.min(estimate as f64 * MAX_STEP_OF_ESTIMATE) as u64).max(MIN_STEP_BPS);
+        let target = (estimate + step).min(MAX_BPS);
+        if target <= estimate {
+            return None;
+        }
+        self.last_id = self.last_id.checked_add(1).unwrap_or(1);
+        self.last_start = Some(now);
+        self.running = Some(Cluster {
+            id: self.last_id,
+            start: now,
+            end: now + self.duration,
+            sent: 0,
+            sent_bytes: 0,
+            last_sent_bytes: 0,
+            first_send: None,
+            last_send: now,
+            last_seq: 0,
+            received: 0,
+            received_bytes: 0,
+            first_arrival: None,
+            last_arrival: None,
+            overuse: false,
+        });
+        Some(Probe {
+            target_bps: target,
+            duration: self.duration,
+            cluster: self.last_id,
+        })
+    }
+
+    /// The cluster a packet sent at `at` belongs to, 0 for none.
+    pub fn cluster_for(&self, at: Instant, padding: bool) -> u8 {
+        match &self.running {
+            Some(c) if at >= c.start && (at < c.end || padding) => c.id,
+            _ => 0,
+        }
+    }
+
+    pub fn on_sent(&mut self, cluster: u8, seq: u64, at: Instant, bytes: usize) {
+        let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
+            return;
+        };
+        c.sent += 1;
+        c.sent_bytes += bytes as u64;
+        c.last_sent_bytes = bytes as u64;
+        c.first_send.get_or_insert(at);
+        c.last_send = at;
+        c.last_seq = seq;
+    }
+
+    /// Feedback reported a packet of `cluster` received for the first time.
+    pub fn on_received(&mut self, cluster: u8, arrival: Instant, bytes: u16) {
+        let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
+            return;
+        };
+        let bytes = u64::from(bytes);
+        c.received += 1;
+        c.received_bytes += bytes;
+        if c.first_arrival.is_none_or(|(first, _)| arrival < first) {
+            c.first_arrival = Some((arrival, bytes));
+        }
+        c.last_arrival = Some(c.last_arrival.map_or(arrival, |last| last.max(arrival)));
+    }
+
+    /// The delay detector saw overuse.
+    pub fn on_overuse(&mut self) {
+        if let Some(c) = &mut self.running {
+            c.overuse = true;
+        }
+    }
+
+    /// Judges the running probe if it is over and its feedback is in (or late); adjusts
+    /// the schedule to the outcome.
+    pub fn poll(&mut self, now: Instant, highest_reported: Option<u64>) -> Option<Outcome> {
+        let c = self.running.as_ref()?;
+        let fed_back = c.sent > 0 && highest_reported.is_some_and(|h| h >= c.last_seq);
+        if now < c.end || !(fed_back || now >= c.end + RESULT_TIMEOUT) {
+            return None;
+        }
+        let outcome = Self::judge(c);
+        self.running = None;
+        match outcome {
+            Outcome::Success(_) => {
+                self.duration = self.duration.mul_f64(GROWTH).min(MAX_DURATION);
+                self.interval = BASE_INTERVAL;
+            }
+            Outcome::Congested => {
+                self.duration = FIRST_DURATION;
+                self.interval = self.interval.mul_f64(GROWTH).min(MAX_INTERVAL);
+            }
+            Outcome::Inconclusive => {}
+        }
+        Some(outcome)
+    }
+
+    fn judge(c: &Cluster) -> Outcome {
+        if c.overuse {
+            return Outcome::Congested;
+        }
+        if c.received < MIN_RECEIVED || c.sent < MIN_RECEIVED {
+            return Outcome::Inconclusive;
+        }
+        if f64::from(c.received) < MIN_RECEIVED_SHARE * f64::from(c.sent) {
+            return Outcome::Congested;
+        }
+        let (Some(first_send), Some((first_arrival, first_bytes)), Some(last_arrival)) =
+            (c.first_send, c.first_arrival, c.last_arrival)
+        else {
+            return Outcome::Inconclusive;
+        };
+        let send_span = c
+            .last_send
+            .saturating_duration_since(first_send)
+            .as_secs_f64();
+        let receive_span = last_arrival
+            .saturating_duration_since(first_arrival)
+            .as_secs_f64();
+        if send_span <= 0.0 || receive_span <= 0.0 {
+            return Outcome::Inconclusive;
+        }
+        let sent_rate = (c.sent_bytes - c.last_sent_bytes) as f64 * 8.0 / send_span;
+        let received_rate = (c.received_bytes - first_bytes) as f64 * 8.0 / receive_span;
+        let result = if received_rate < SATURATED * sent_rate {
+            SATURATED_SHARE * received_rate
+        } else {
+            received_rate.min(sent_rate)
+        };
+        Outcome::Success(result as u64)
+    }
+}

@@ -1,0 +1,205 @@
+//! What we know of each packet sent to the peer until its feedback arrives: a ring indexed
+//! by the transport-wide sequence number's low bits, 16 bytes an entry.
+//!
+//! The ring starts small and doubles when it would overwrite an entry feedback has not
+//! reported yet (the feedback is slower than the ring is long), up to [`MAX_CAPACITY`];
+//! there it overwrites the oldest entries, whose feedback would come too late to be of use.
+//! Steady state allocates nothing.
+
+use std::time::{Duration, Instant};
+
+/// 1024 entries (16 KiB): about 1 s of a 10 Mbit/s stream of 1200-byte packets, ten times
+/// the 50–100 ms between two feedback messages of a browser.
+const INITIAL_CAPACITY: usize = 1024;
+/// 8192 entries (128 KiB): 4 s at 20 Mbit/s (the highest estimate) of 1200-byte packets.
+/// Feedback older than that no longer describes the link.
+pub(super) const MAX_CAPACITY: usize = 8192;
+
+const VALID: u8 = 1;
+const PROBE: u8 = 2;
+const RESENT: u8 = 4;
+/// Feedback named the packet (lost or received).
+const REPORTED: u8 = 8;
+/// Feedback reported the packet received.
+const RECEIVED: u8 = 16;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    /// Microseconds from the ring's origin (the first send).
+    sent_us: u64,
+    /// The sequence number's low 32 bits: tells a live entry from a stale one.
+    seq_tag: u32,
+    bytes: u16,
+    cluster: u8,
+    flags: u8,
+}
+
+/// A packet feedback names, as the ring knew it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reported {
+    pub sent: Instant,
+    pub bytes: u16,
+    /// The probe cluster it was sent in, 0 for none.
+    pub cluster: u8,
+    pub resent: bool,
+    /// The first report about this packet (an earlier one may have called it lost).
+    pub first: bool,
+}
+
+pub(super) struct SendRing {
+    slots: Vec<Slot>,
+    origin: Option<Instant>,
+    /// The highest sequence number sent, to rebuild full numbers from tags when growing.
+    highest: u64,
+}
+
+impl SendRing {
+    pub fn new() -> Self {
+        Self {
+            slots: vec![Slot::default(); INITIAL_CAPACITY],
+            origin: None,
+            highest: 0,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn index(&self, seq: u64) -> usize {
+        (seq as usize) & (self.slots.len() - 1)
+    }
+
+    pub fn insert(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool, cluster: u8) {
+        let origin = *self.origin.get_or_insert(at);
+        let sent_us = at.saturating_duration_since(origin).as_micros() as u64;
+        let occupant = self.slots[self.index(seq)];
+        if occupant.flags & (VALID | REPORTED) == VALID
+            && occupant.seq_tag != seq as u32
+            && self.slots.len() < MAX_CAPACITY
+        {
+            self.grow();
+        }
+        self.highest = self.highest.max(seq);
+        let index = self.index(seq);
+        self.slots[index] = Slot {
+            sent_us,
+            seq_tag: seq as u32,
+            bytes: bytes.min(usize::from(u16::MAX)) as u16,
+            cluster,
+            flags: VALID | if probe { PROBE } else { 0 },
+        };
+    }
+
+    /// Doubles the ring, moving every live entry to its slot under the new mask.
+    fn grow(&mut self) {
+        let mut slots = vec![Slot::default(); self.slots.len() * 2];
+        let mask = slots.len() - 1;
+        for slot in self.slots.iter().filter(|s| s.flags & VALID != 0) {
+            // Every live entry is within 2^32 of the highest number sent.
+            let back = (self.highest as u32).wrapping_sub(slot.seq_tag);
+            let seq = self.highest.wrapping_sub(u64::from(back));
+            slots[(seq as usize) & mask] = *slot;
+        }
+        self.slots = slots;
+    }
+
+    fn live(&mut self, seq: u64) -> Option<&mut Slot> {
+        let index = self.index(seq);
+        let slot = &mut self.slots[index];
+        (slot.flags & VALID != 0 && slot.seq_tag == seq as u32 && seq <= self.highest)
+            .then_some(slot)
+    }
+
+    pub fn mark_resent(&mut self, seq: u64) {
+        if let Some(slot) = self.live(seq) {
+            slot.flags |= RESENT;
+        }
+    }
+
+    /// Feedback names `seq`: what we sent, unless the packet is unknown, stale, or was
+    /// already reported received (a duplicate report).
+    pub fn report(&mut self, seq: u64, received: bool) -> Option<Reported> {
+        let origin = self.origin?;
+        let slot = self.live(seq)?;
+        if slot.flags & RECEIVED != 0 || (!received && slot.flags & REPORTED != 0) {
+            return None;
+        }
+        let first = slot.flags & REPORTED == 0;
+        slot.flags |= REPORTED | if received { RECEIVED } else { 0 };
+        Some(Reported {
+            sent: origin + Duration::from_micros(slot.sent_us),
+            bytes: slot.bytes,
+            cluster: slot.cluster,
+            resent: slot.flags & RESENT != 0,
+            first,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_found_once_and_stale_or_unknown_numbers_are_not() {
+        let t0 = Instant::now();
+        let mut ring = SendRing::new();
+        for seq in 0..10u64 {
+            ring.insert(
+                seq,
+                t0 + Duration::from_millis(seq),
+                1000 + seq as usize,
+                false,
+                0,
+            );
+        }
+        let got = ring.report(3, true).unwrap();
+        assert_eq!(
+            (got.sent, got.bytes, got.first),
+            (t0 + Duration::from_millis(3), 1003, true)
+        );
+        assert_eq!(ring.report(3, true), None, "a duplicate report");
+        assert_eq!(ring.report(10, true), None, "never sent");
+        // Lost first, received later: reported again, but not as a first report.
+        assert!(ring.report(4, false).unwrap().first);
+        assert_eq!(ring.report(4, false), None);
+        assert!(!ring.report(4, true).unwrap().first);
+        ring.mark_resent(5);
+        assert!(ring.report(5, true).unwrap().resent);
+        // Overwritten by a number one ring later: the old one is stale.
+        for seq in 0..10u64 {
+            ring.report(seq, true);
+        }
+        let cap = ring.capacity() as u64;
+        for seq in 10..cap + 8 {
+            ring.insert(seq, t0, 100, false, 0);
+            ring.report(seq, true);
+        }
+        assert_eq!(
+            ring.capacity() as u64,
+            cap,
+            "reported entries never force growth"
+        );
+        assert_eq!(ring.report(6, true), None);
+    }
+
+    #[test]
+    fn grows_while_feedback_lags_and_keeps_the_entries() {
+        let t0 = Instant::now();
+        let mut ring = SendRing::new();
+        for seq in 0..3000u64 {
+            ring.insert(seq, t0, 500, seq % 2 == 0, 7);
+        }
+        assert_eq!(ring.capacity(), 4096);
+        let first = ring.report(0, true).unwrap();
+        assert_eq!((first.bytes, first.cluster), (500, 7));
+        assert!(ring.report(2999, false).is_some());
+        for seq in 3000..100_000u64 {
+            ring.insert(seq, t0, 500, false, 0);
+        }
+        assert_eq!(ring.capacity(), MAX_CAPACITY);
+        assert_eq!(ring.report(100_000 - MAX_CAPACITY as u64 - 1, true), None);
+        assert!(ring.report(100_000 - MAX_CAPACITY as u64, true).is_some());
+    }
+}
