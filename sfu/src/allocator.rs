@@ -4,7 +4,16 @@
 //! first), then upward one layer at a time in the same order. A video track whose lowest
 //! layer does not fit is paused.
 
+use std::time::{Duration, Instant};
+
 use crate::published_track::Quality;
+
+/// A track whose layer the link limited goes up again no sooner than this after it went
+/// down (or was paused)...
+const UP_AFTER_DOWN: Duration = Duration::from_secs(3);
+/// ... and one step at a time, this far apart: a link that flaps makes layers change no
+/// faster than these hold times. Going down is never held.
+const UP_AFTER_UP: Duration = Duration::from_millis(1500);
 
 /// What the allocator assumes a layer costs before its bitrate has been measured (bits per
 /// second): libwebrtc's usual targets for LiveKit's q/h/f presets, and one Opus stream.
@@ -20,6 +29,8 @@ fn assumed_bitrate(quality: Quality, is_video: bool) -> u64 {
 /// What one down-track asks of the allocator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Demand {
+    /// Names the down-track from one allocation to the next.
+    pub key: usize,
     pub is_video: bool,
     /// Screen shares are served before cameras.
     pub screen: bool,
@@ -47,21 +58,141 @@ pub(crate) enum Allocation {
     Paused,
 }
 
-/// The allocator of one subscriber: its estimate, and (to come) what it remembers between
-/// allocations.
+impl Allocation {
+    /// Orders allocations by what they forward.
+    fn level(self) -> i16 {
+        match self {
+            Allocation::Layer(q) => i16::from(q),
+            _ => -1,
+        }
+    }
+}
+
+/// What the allocator last chose for one down-track.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    key: usize,
+    allocation: Allocation,
+    /// When it last changed, and whether up.
+    since: Instant,
+    went_up: bool,
+    /// The link, not the track's layers or the client's wishes, set it below the best.
+    limited: bool,
+}
+
+/// The allocator of one subscriber: its estimate, and what it chose last.
 #[derive(Debug, Default)]
 pub(crate) struct Allocator {
     /// The subscriber's available bandwidth, bits per second; `None`: unknown, no limit.
     pub estimate: Option<u64>,
+    /// The link shows congestion (queueing delay growing, or heavy loss): only then does
+    /// the estimate take layers away. Otherwise it only decides how far tracks go up, so
+    /// an estimate still climbing towards what the link carries never takes a layer that
+    /// is arriving fine.
+    pub congested: bool,
+    held: Vec<Held>,
+    /// Bits per second the limited tracks would take on top of what they have: what a
+    /// probe should look for.
+    deficit: u64,
+    /// Bits per second of the layers chosen.
+    allocated: u64,
 }
 
 impl Allocator {
-    /// One allocation for each demand, in the same order.
-    pub fn allocate(&self, demands: &[Demand]) -> Vec<Allocation> {
+    /// One allocation for each demand, in the same order. Going up after the link limited
+    /// a track waits for the hold times; everything else applies at once.
+    pub fn allocate(&mut self, now: Instant, demands: &[Demand]) -> Vec<Allocation> {
         let usable: Vec<Vec<(Quality, u64)>> = demands.iter().map(usable_layers).collect();
-        let mut result: Vec<Allocation> = demands
+        let fresh = self.share(demands, &usable);
+        let mut held = Vec::with_capacity(demands.len());
+        let mut deficit = 0;
+        let mut allocated = 0;
+        let result: Vec<Allocation> = demands
             .iter()
             .zip(&usable)
+            .zip(fresh)
+            .map(|((demand, layers), wanted)| {
+                let before = self.held.iter().find(|h| h.key == demand.key).copied();
+                let mut chosen = wanted;
+                if let Some(before) = before {
+                    let hold = if before.went_up {
+                        UP_AFTER_UP
+                    } else {
+                        UP_AFTER_DOWN
+                    };
+                    let still_there = match before.allocation {
+                        Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
+                        _ => true,
+                    };
+                    if wanted.level() > before.allocation.level()
+                        && before.limited
+                        && still_there
+                        && now.saturating_duration_since(before.since) < hold
+                    {
+                        chosen = before.allocation;
+                    }
+                }
+                if let Some(before) = before {
+                    let kept = match before.allocation {
+                        Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
+                        _ => false,
+                    };
+                    if !self.congested
+                        && kept
+                        && !demand.disabled
+                        && chosen.level() < before.allocation.level()
+                    {
+                        chosen = before.allocation;
+                    }
+                }
+                let best = layers.last().map(|&(q, rate)| (Allocation::Layer(q), rate));
+                let limited = !demand.disabled
+                    && self.estimate.is_some()
+                    && best.is_some_and(|(b, _)| b.level() > chosen.level());
+                let rate = match chosen {
+                    Allocation::Layer(q) => layers.iter().find(|(l, _)| *l == q).map_or(0, |l| l.1),
+                    _ => 0,
+                };
+                allocated += rate;
+                if limited {
+                    deficit += best.map_or(0, |(_, best)| best.saturating_sub(rate));
+                }
+                let (since, went_up) = match before {
+                    Some(b) if b.allocation == chosen => (b.since, b.went_up),
+                    Some(b) => (now, chosen.level() > b.allocation.level()),
+                    None => (now, true),
+                };
+                held.push(Held {
+                    key: demand.key,
+                    allocation: chosen,
+                    since,
+                    went_up,
+                    limited,
+                });
+                chosen
+            })
+            .collect();
+        self.held = held;
+        self.deficit = deficit;
+        self.allocated = allocated;
+        result
+    }
+
+    /// What the chosen layers send, bits per second.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// What the limited tracks lack, bits per second (0 when nothing is limited).
+    pub fn deficit(&self) -> u64 {
+        self.deficit
+    }
+
+    /// The allocation the estimate allows, before hold times.
+    fn share(&self, demands: &[Demand], usable: &[Vec<(Quality, u64)>]) -> Vec<Allocation> {
+        let mut result: Vec<Allocation> = demands
+            .iter()
+            .zip(usable)
             .map(|(demand, layers)| match layers.last() {
                 _ if demand.disabled => Allocation::Off,
                 None => Allocation::Idle,
@@ -155,6 +286,7 @@ mod tests {
 
     fn camera(layers: &[(Quality, u64)]) -> Demand {
         Demand {
+            key: 0,
             is_video: true,
             screen: false,
             max_quality: None,
@@ -165,8 +297,92 @@ mod tests {
 
     const SIMULCAST: [(Quality, u64); 3] = [(0, 150_000), (1, 450_000), (2, 1_500_000)];
 
-    fn with(estimate: Option<u64>) -> Allocator {
-        Allocator { estimate }
+    /// An allocator with no history: what the estimate allows, demands keyed by position.
+    fn with(estimate: Option<u64>) -> Fresh {
+        Fresh(Allocator {
+            estimate,
+            ..Allocator::default()
+        })
+    }
+
+    struct Fresh(Allocator);
+
+    impl Fresh {
+        fn allocate(mut self, demands: &[Demand]) -> Vec<Allocation> {
+            let keyed: Vec<Demand> = demands
+                .iter()
+                .enumerate()
+                .map(|(key, d)| Demand { key, ..d.clone() })
+                .collect();
+            self.0.allocate(Instant::now(), &keyed)
+        }
+    }
+
+    #[test]
+    fn going_up_after_the_link_limited_a_track_waits_for_the_hold_times() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut allocator = Allocator::default();
+        let mut step = |estimate, ms| {
+            allocator.estimate = Some(estimate);
+            allocator.congested = true;
+            allocator.allocate(at(ms), &[camera(&SIMULCAST)])[0]
+        };
+        assert_eq!(step(2_000_000, 0), Layer(2));
+        // Down at once.
+        assert_eq!(step(500_000, 100), Layer(1));
+        assert_eq!(step(100_000, 200), Paused);
+        // Up again only 3 s after the last change, then one step per 1.5 s.
+        assert_eq!(step(2_000_000, 3100), Paused);
+        assert_eq!(step(2_000_000, 3200), Layer(2));
+        assert_eq!(step(500_000, 3300), Layer(1));
+        assert_eq!(step(2_000_000, 4000), Layer(1));
+        assert_eq!(step(2_000_000, 6300), Layer(2));
+        assert_eq!(allocator.deficit(), 0);
+        allocator.estimate = Some(500_000);
+        allocator.allocate(at(6400), &[camera(&SIMULCAST)]);
+        assert_eq!(allocator.deficit(), 1_500_000 - 450_000);
+    }
+
+    #[test]
+    fn without_congestion_a_low_estimate_takes_nothing_away() {
+        let t0 = Instant::now();
+        let mut allocator = Allocator::default();
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&SIMULCAST)]),
+            vec![Layer(2)]
+        );
+        // The estimate starts below what arrives fine: f stays, and nothing is missing.
+        allocator.estimate = Some(300_000);
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&SIMULCAST)]),
+            vec![Layer(2)]
+        );
+        assert_eq!(allocator.deficit(), 0);
+        allocator.congested = true;
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&SIMULCAST)]),
+            vec![Layer(0)]
+        );
+    }
+
+    #[test]
+    fn what_the_client_asks_for_applies_at_once() {
+        let t0 = Instant::now();
+        let mut allocator = Allocator {
+            estimate: Some(2_000_000),
+            ..Allocator::default()
+        };
+        let small = Demand {
+            max_quality: Some(0),
+            ..camera(&SIMULCAST)
+        };
+        assert_eq!(allocator.allocate(t0, &[small]), vec![Layer(0)]);
+        // Not limited by the link: the bigger element gets its layer on the spot.
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&SIMULCAST)]),
+            vec![Layer(2)]
+        );
     }
 
     #[test]

@@ -474,6 +474,42 @@ mod tests {
     }
 
     #[test]
+    fn the_subscriber_accepts_transport_wide_numbers_and_our_packets_carry_them() {
+        let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
+        let slot = *rig
+            .worker
+            .by_key
+            .get("PA_sub0")
+            .expect("the subscriber joined");
+        let negotiated = rig.worker.parts[slot]
+            .as_ref()
+            .is_some_and(|p| p.congestion.is_some());
+        assert!(negotiated, "the answer kept the extension");
+        let received = rig.subscribers[0].rtp_received;
+        let datagrams = rig.prepare(3);
+        rig.sink.capture.set(true);
+        for datagram in &datagrams {
+            rig.forward(datagram);
+        }
+        let stamped = rig
+            .sink
+            .captured
+            .borrow()
+            .iter()
+            .filter(|(_, data)| is_rtp(data))
+            // The X bit, then a one-byte-header block (0xBEDE) after the 12-byte header.
+            .filter(|(_, data)| data[0] & 0x10 != 0 && data[12..14] == [0xbe, 0xde])
+            .count();
+        assert_eq!(stamped, 3);
+        rig.pump();
+        assert_eq!(
+            rig.subscribers[0].rtp_received - received,
+            3,
+            "and they decrypt"
+        );
+    }
+
+    #[test]
     fn a_packet_lost_on_the_way_is_resent_when_the_subscriber_nacks_it() {
         let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
         let datagrams = rig.prepare(8);

@@ -147,6 +147,7 @@ impl Worker {
             ssrc_tracks: Vec::new(),
             down_tracks: Vec::new(),
             allocator: Default::default(),
+            congestion: None,
             pending_offer: None,
             last_offer: None,
             channels: DataChannels::default(),
@@ -254,6 +255,9 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
+        if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
+            part.congestion = Some(crate::congestion::Congestion::new(self.now));
+        }
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such
         // checks until it knows the remote credentials and answers one per timeout, the next
@@ -379,6 +383,7 @@ impl Worker {
         self.timers.clear(slot, PeerRole::Publisher);
         self.timers.clear(slot, PeerRole::Subscriber);
         self.renegotiate.retain(|(s, _)| *s != slot);
+        self.probing.retain(|s| *s != slot);
         for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
             self.by_addr.remove(addr);
         }

@@ -123,6 +123,10 @@ pub(crate) struct DownTrack {
     pub rewriter: Rewriter,
     /// Our own send path's state for this stream (history for NACKs).
     pub send: StreamSend,
+    /// The last packet sent ended a frame: padding may follow without splitting one.
+    pub frame_end: bool,
+    /// The payload type of the last packet sent (what padding goes out with).
+    pub last_pt: Option<u8>,
     /// An m-line the client offered (a WHEP viewer): it stays open whatever its source
     /// does, and the source is switched under it instead of renegotiating.
     pub fixed: bool,
@@ -173,6 +177,8 @@ impl DownTrack {
             paused: false,
             rewriter: Rewriter::default(),
             send: StreamSend::default(),
+            frame_end: false,
+            last_pt: None,
             fixed: false,
         }
     }

@@ -228,6 +228,7 @@ impl Worker {
             let peer = &mut subscriber.subscriber;
             match (&peer.direct, peer.media_to) {
                 (Some(direct), Some(to)) if !down.send.str0m_due(now) => {
+                    let transport = subscriber.congestion.as_mut().map(|c| c.next());
                     let rtp = RtpOut {
                         ssrc: *ssrc_out,
                         pt: *pt_out,
@@ -235,8 +236,17 @@ impl Worker {
                         seq,
                         timestamp: ts,
                         payload: &packet.payload,
+                        transport: transport.map(|(_, stamped)| stamped),
+                        padding: 0,
                     };
                     let datagram = direct.packet(self.sink.buffer(), &rtp);
+                    if let (Some(congestion), Some((seq, _))) =
+                        (subscriber.congestion.as_mut(), transport)
+                    {
+                        congestion
+                            .estimator
+                            .on_sent(seq, now, datagram.len(), false);
+                    }
                     self.metrics.datagram_out(&datagram);
                     let withheld = incoming.is_video
                         && self.test_drop.as_mut().is_some_and(DropEvery::this_one);
@@ -262,6 +272,8 @@ impl Worker {
                     self.str0m_now.push(sub);
                 }
             }
+            down.frame_end = packet.header.marker;
+            down.last_pt = Some(*pt_out);
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += packet.payload.len() as u64;
             self.metrics.forwarded += 1;
@@ -325,9 +337,13 @@ impl Worker {
         let StreamSend {
             history, allowance, ..
         } = &mut down.send;
+        let congestion = &mut part.congestion;
         history.find(ssrc, seqs, now, |rtp| {
             if !allowance.take(rtp.payload.len()) {
                 return;
+            }
+            if let (Some(congestion), Some(transport)) = (congestion.as_mut(), rtp.transport) {
+                congestion.resent(transport.seq);
             }
             let datagram = direct.packet(sink.buffer(), rtp);
             metrics.datagram_out(&datagram);

@@ -21,7 +21,7 @@ use crate::api::{
 use crate::codec::starts_keyframe;
 use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
-use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend};
+use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend, TransportSeq};
 use crate::worker::{DatagramSink, Worker};
 
 /// Reads the fuzzer's bytes as a sequence of small fields; past the end everything is 0 or
@@ -159,6 +159,12 @@ pub fn rtp_forward(data: &[u8]) {
                     seq: out_seq,
                     timestamp: out_ts,
                     payload: &payload,
+                    // Every other packet with a transport-wide number, and some padded.
+                    transport: (out_seq % 2 == 0).then_some(TransportSeq {
+                        id: 3,
+                        seq: out_seq as u16,
+                    }),
+                    padding: if keyframe { 0 } else { (out_ts % 4) as u8 * 60 },
                 };
                 let packet = direct.packet(Vec::new(), &rtp);
                 assert_eq!(&packet[2..4], &(out_seq as u16).to_be_bytes());

@@ -58,6 +58,7 @@ impl Worker {
             };
             chosen.push((index, source));
             demands.push(Demand {
+                key: index,
                 is_video: track.is_video(),
                 screen: track.screen,
                 max_quality: track.max_quality_for(&down.settings),
@@ -65,11 +66,12 @@ impl Worker {
                 layers: track.active_layers().collect(),
             });
         }
-        let allocations = part.allocator.allocate(&demands);
-        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source)| *source).collect();
+        let now = self.now;
         let Some(part) = self.parts[sub].as_mut() else {
             return;
         };
+        let allocations = part.allocator.allocate(now, &demands);
+        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source)| *source).collect();
         for ((index, _), allocation) in chosen.into_iter().zip(allocations) {
             let Some(down) = part.down_tracks[index].as_mut() else {
                 continue;

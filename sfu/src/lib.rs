@@ -11,8 +11,10 @@ mod api;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
+mod bwe;
 mod codec;
 mod commands;
+mod congestion;
 mod data_budget;
 mod down_track;
 mod dtls_openssl;

@@ -52,11 +52,11 @@ impl Worker {
                     }
                 }
             }
-            (PeerRole::Subscriber, Event::RawPacket(raw)) => {
-                if let RawPacket::RtcpRx(Rtcp::Nack(nack)) = *raw {
-                    self.answer_nack(slot, &nack);
-                }
-            }
+            (PeerRole::Subscriber, Event::RawPacket(raw)) => match *raw {
+                RawPacket::RtcpRx(Rtcp::Nack(nack)) => self.answer_nack(slot, &nack),
+                RawPacket::RtcpRx(Rtcp::Twcc(twcc)) => self.transport_feedback(slot, twcc),
+                _ => {}
+            },
             (PeerRole::Subscriber, Event::IceConnectionStateChange(state))
                 if state.is_connected() =>
             {

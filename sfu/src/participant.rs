@@ -87,6 +87,8 @@ pub(crate) struct Participant {
     pub down_tracks: Vec<Option<DownTrack>>,
     /// Which layer of each received track this subscriber gets.
     pub allocator: crate::allocator::Allocator,
+    /// Transport-wide congestion control on the subscriber PC, once its answer accepted it.
+    pub congestion: Option<crate::congestion::Congestion>,
     pub pending_offer: Option<SdpPendingOffer>,
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).

@@ -13,6 +13,9 @@ pub(crate) struct Rewriter {
     last_out_seq: u64,
     last_out_ts: u32,
     last_at: Option<Instant>,
+    /// After padding was numbered in, source packets at or below this number are late and
+    /// dropped: placed by the new offset, they would take numbers already sent.
+    floor: Option<u64>,
 }
 
 impl Rewriter {
@@ -29,6 +32,8 @@ impl Rewriter {
     ) -> Option<(u64, u32)> {
         if self.source != Some(ssrc) {
             self.switch_to(ssrc, seq, ts, arrival, clock_rate);
+        } else if self.floor.is_some_and(|floor| seq <= floor) {
+            return None;
         }
         let out_seq = i64::try_from(seq).ok()? + self.seq_offset;
         if out_seq < 1 {
@@ -42,6 +47,17 @@ impl Rewriter {
             self.last_at = Some(arrival);
         }
         Some((out_seq, out_ts))
+    }
+
+    /// Numbers a padding packet in after the last packet sent: the next number, the last
+    /// packet's time. `None` before anything was sent.
+    pub(crate) fn pad(&mut self) -> Option<(u64, u32)> {
+        self.source?;
+        self.seq_offset += 1;
+        self.last_out_seq += 1;
+        let last_source_seq = (self.last_out_seq as i64 - self.seq_offset) as u64;
+        self.floor = Some(last_source_seq);
+        Some((self.last_out_seq, self.last_out_ts))
     }
 
     /// Makes the next packet continue right after the last one sent, whatever its own
@@ -78,6 +94,7 @@ impl Rewriter {
             }
         };
         self.source = Some(ssrc);
+        self.floor = None;
     }
 }
 
@@ -112,6 +129,21 @@ mod tests {
         assert_eq!(ts, 13_000 + 2970);
         let (seq, ts) = r.rewrite(2, 40_001, 777 + 3000, t1, 90_000).unwrap();
         assert_eq!((seq, ts), (4, 13_000 + 2970 + 3000));
+    }
+
+    #[test]
+    fn padding_takes_the_next_number_and_late_packets_cannot_reuse_one() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        assert_eq!(r.pad(), None, "nothing sent yet");
+        r.rewrite(7, 100, 900, t0, 90_000);
+        r.rewrite(7, 102, 3900, t0, 90_000);
+        assert_eq!(r.pad(), Some((4, 3900)));
+        assert_eq!(r.pad(), Some((5, 3900)));
+        // 101 came late: its number (2) stays a gap rather than anything sent twice.
+        assert_eq!(r.rewrite(7, 101, 900, t0, 90_000), None);
+        assert_eq!(r.rewrite(7, 102, 3900, t0, 90_000), None);
+        assert_eq!(r.rewrite(7, 103, 6900, t0, 90_000), Some((6, 6900)));
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let sdp = offer.to_sdp_string();
+        let sdp = crate::congestion::offer_transport_cc(&offer.to_sdp_string());
         part.offered_sections = crate::sdp_guard::media_sections(&sdp);
         part.emit(PeerEvent::SubscriberOffer { sdp, mid_to_track });
         self.drain(slot, PeerRole::Subscriber);

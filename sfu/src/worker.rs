@@ -239,6 +239,8 @@ pub(crate) struct Worker {
     /// each input, as str0m is handed its time; the logic never reads the clock itself, so
     /// its timing decisions can be tested with made-up time.
     pub(crate) now: Instant,
+    /// Subscribers whose link is being probed (`congestion.rs`).
+    pub(crate) probing: Vec<Slot>,
 }
 
 impl Worker {
@@ -269,6 +271,7 @@ impl Worker {
             limits: WorkerLimits::default(),
             next_liveness_check: Instant::now(),
             now: Instant::now(),
+            probing: Vec::new(),
         }
     }
 
@@ -377,6 +380,7 @@ impl Worker {
             w.handle_timeouts(now);
             w.flush_keyframe_requests();
         });
+        self.guarded(Self::probe_ticks);
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL;
             self.check_liveness(now);
@@ -417,7 +421,8 @@ impl Worker {
     pub(crate) fn next_deadline(&self) -> Instant {
         let now = self.now;
         let cap = now + Duration::from_millis(500);
-        [self.timers.next(), self.next_renegotiation()]
+        let probe = (!self.probing.is_empty()).then(|| now + crate::congestion::PROBE_TICK);
+        [self.timers.next(), self.next_renegotiation(), probe]
             .into_iter()
             .flatten()
             .fold(cap, Instant::min)

@@ -15,7 +15,6 @@
 //! [50 kbit/s, 20 Mbit/s].
 
 // Wired in by the worker in the next step.
-#![allow(dead_code)]
 
 mod acked;
 mod delay;
@@ -163,6 +162,11 @@ impl Estimator {
     /// The acknowledged (received) bitrate over the last 500 ms of arrivals, if known.
     pub fn acked_bitrate(&self) -> Option<u64> {
         self.acked.rate()
+    }
+
+    /// The share of packets lost in the last interval feedback was judged over.
+    pub fn loss(&self) -> Option<f64> {
+        self.loss.last_loss()
     }
 
     /// Whether the delay detector currently sees overuse (congestion).

@@ -88,10 +88,12 @@ impl ProbeControl {
         }
     }
 
+    #[cfg(test)]
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
+    #[cfg(test)]
     pub fn duration(&self) -> Duration {
         self.duration
     }

@@ -62,6 +62,7 @@ impl SendRing {
         }
     }
 
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.slots.len()
     }

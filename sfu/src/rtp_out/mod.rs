@@ -46,11 +46,27 @@ pub(crate) struct RtpOut<'a> {
     pub seq: u64,
     pub timestamp: u32,
     pub payload: &'a [u8],
+    /// The transport-wide sequence number to stamp, when the subscriber negotiated
+    /// transport-wide congestion control.
+    pub transport: Option<TransportSeq>,
+    /// Bytes of padding after the payload (RTP's P bit); 0 for media. Padding-only
+    /// packets probe the subscriber's link.
+    pub padding: u8,
+}
+
+/// A transport-wide sequence number and the header extension id it goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TransportSeq {
+    pub id: u8,
+    pub seq: u16,
 }
 
 /// Bytes of the RTP header we write: no CSRCs and no header extensions (the SSRCs are
-/// signalled in the SDP, so receivers need no MID to bind them).
+/// signalled in the SDP, so receivers need no MID to bind them)...
 const HEADER: usize = 12;
+/// ... or with one: the transport-wide sequence number, in a one-byte-header extension
+/// block (RFC 8285) of one word.
+const HEADER_WITH_TRANSPORT: usize = HEADER + 8;
 
 impl DirectSend {
     pub(crate) fn new(srtp: SrtpSender) -> Self {
@@ -60,16 +76,35 @@ impl DirectSend {
     /// The SRTP packet for `rtp`, ready for the socket, written into `packet` (an empty
     /// buffer, reused when the sink keeps sent ones).
     pub(crate) fn packet(&self, mut packet: Vec<u8>, rtp: &RtpOut<'_>) -> Vec<u8> {
-        packet.reserve(HEADER + rtp.payload.len() + self.srtp.overhead());
-        packet.push(0x80); // version 2, no padding, no extension, no CSRC
+        let padding = usize::from(rtp.padding);
+        packet.reserve(HEADER_WITH_TRANSPORT + rtp.payload.len() + padding + self.srtp.overhead());
+        // Version 2, the padding bit, the extension bit, no CSRC.
+        let extension = rtp.transport.is_some();
+        packet.push(0x80 | u8::from(padding > 0) << 5 | u8::from(extension) << 4);
         packet.push(u8::from(rtp.marker) << 7 | (rtp.pt & 0x7f));
         packet.extend_from_slice(&(rtp.seq as u16).to_be_bytes());
         packet.extend_from_slice(&rtp.timestamp.to_be_bytes());
         packet.extend_from_slice(&rtp.ssrc.to_be_bytes());
+        let header = match rtp.transport {
+            Some(TransportSeq { id, seq }) => {
+                // 0xBEDE, one word; the element: id, length − 1 = 1, then the number; one
+                // byte of padding to the word.
+                packet.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4 | 1]);
+                packet.extend_from_slice(&seq.to_be_bytes());
+                packet.push(0);
+                HEADER_WITH_TRANSPORT
+            }
+            None => HEADER,
+        };
         packet.extend_from_slice(rtp.payload);
+        if padding > 0 {
+            // RFC 3550 §5.1: zeros, then the count of padding bytes, itself included.
+            packet.resize(packet.len() + padding - 1, 0);
+            packet.push(rtp.padding);
+        }
         // The SRTP index is 48 bits; the rewriter numbers every stream from 1, far below.
         self.srtp
-            .protect(&mut packet, HEADER, rtp.ssrc, rtp.seq & 0xffff_ffff_ffff);
+            .protect(&mut packet, header, rtp.ssrc, rtp.seq & 0xffff_ffff_ffff);
         packet
     }
 }
@@ -161,6 +196,9 @@ struct Sent {
     marker: bool,
     payload: Arc<[u8]>,
     at: Instant,
+    /// Resent with the same number: a packet is encrypted again only with the header it
+    /// had (the SRTP index, hence the AEAD nonce, stays the same).
+    transport: Option<TransportSeq>,
 }
 
 /// The recently sent packets of one video stream, by sequence number.
@@ -190,6 +228,7 @@ impl History {
             marker: rtp.marker,
             payload: Arc::clone(payload),
             at,
+            transport: rtp.transport,
         });
     }
 
@@ -232,6 +271,8 @@ impl History {
                 seq: sent.seq,
                 timestamp: sent.timestamp,
                 payload: &sent.payload,
+                transport: sent.transport,
+                padding: 0,
             });
         }
     }
@@ -286,6 +327,8 @@ mod tests {
             seq,
             timestamp: 90,
             payload: &[],
+            transport: None,
+            padding: 0,
         };
         let at = |ms| start + Duration::from_millis(ms);
         history.record(&rtp(70_000), &payload, at(0));
@@ -317,6 +360,8 @@ mod tests {
             seq,
             timestamp: 0,
             payload: &payload,
+            transport: None,
+            padding: 0,
         };
         let now = Instant::now();
         for seq in 0..20 {
@@ -347,6 +392,8 @@ mod tests {
                 seq: 65_400 + i,
                 timestamp: 0,
                 payload: &[],
+                transport: None,
+                padding: 0,
             };
             history.record(&rtp, &payload, start + Duration::from_micros(i * 3333));
         }

@@ -1,0 +1,345 @@
+//! Each subscriber's link: transport-wide sequence numbers on what our send path sends to
+//! it, the feedback its browser returns (TWCC) turned into an estimate, and the estimate
+//! handed to its allocator.
+//!
+//! str0m's own estimator only sees packets str0m sends (docs/decisions.md, "Bandwidth
+//! estimation: our own records"), so subscriber PCs negotiate no transport-wide extension
+//! through str0m; we add it to the SDP ourselves and own its sequence space.
+
+use std::time::{Duration, Instant};
+
+use str0m::rtp::rtcp::Twcc;
+
+use crate::bwe::Estimator;
+use crate::participant::Slot;
+use crate::rtp_out::{RtpOut, TransportSeq};
+use crate::worker::Worker;
+
+/// The extension id we offer transport-wide sequence numbers under: the one str0m's
+/// standard map would use, left free because subscriber PCs take it out (`rtc_config.rs`).
+pub(crate) const TRANSPORT_CC_ID: u8 = 3;
+const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// What a new link is assumed to carry until its feedback says more: enough for a 720p
+/// camera's middle layer and audio, not its top layer.
+const INITIAL_ESTIMATE: u64 = 1_000_000;
+/// The allocator looks again when the estimate moved by this share since it last looked...
+const REALLOCATE_CHANGE_PERCENT: u64 = 5;
+/// ... or this long after it last looked.
+const REALLOCATE_INTERVAL: Duration = Duration::from_secs(1);
+/// Loss above this share counts as congestion (the estimator cuts its estimate from here).
+const CONGESTING_LOSS: f64 = 0.1;
+/// Padding bytes per probe packet: RTP's most (the count is one byte).
+const PADDING: u8 = 255;
+/// Padding goes out in bursts this far apart while a probe runs.
+pub(crate) const PROBE_TICK: Duration = Duration::from_millis(5);
+/// At most this many padding packets per burst, however late the tick.
+const PROBE_BURST_MAX: u64 = 16;
+
+/// The subscriber side of congestion control on one subscriber PC.
+pub(crate) struct Congestion {
+    next_seq: u64,
+    /// The origin of the receiver's clock in feedback (only differences matter).
+    time_zero: Instant,
+    /// The highest sequence number feedback has named, to extend the next one's 16 bits.
+    feedback_seq: u64,
+    pub estimator: Estimator,
+    /// What the allocator last saw (estimate, congested), and when.
+    allocated: Option<(Link, Instant)>,
+    /// The probe running, if any.
+    probe: Option<ProbeRun>,
+}
+
+/// What the allocator is told about a subscriber's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    pub estimate: u64,
+    pub congested: bool,
+}
+
+/// A probe under way: padding on top of the media, up to its target rate, until it ends.
+#[derive(Debug, Clone, Copy)]
+struct ProbeRun {
+    until: Instant,
+    padding_bps: u64,
+    /// Padding bits owed since the last burst.
+    owed_bits: u64,
+    last_tick: Instant,
+}
+
+impl Congestion {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            next_seq: 0,
+            time_zero: now,
+            feedback_seq: 0,
+            estimator: Estimator::new(INITIAL_ESTIMATE),
+            allocated: None,
+            probe: None,
+        }
+    }
+
+    /// The number for the next packet our path sends to this peer.
+    pub fn next(&mut self) -> (u64, TransportSeq) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let stamped = TransportSeq {
+            id: TRANSPORT_CC_ID,
+            seq: seq as u16,
+        };
+        (seq, stamped)
+    }
+
+    /// A packet sent under the 16-bit number `seq` went again (a NACK answer), with the
+    /// same number: its feedback is no delay sample.
+    pub fn resent(&mut self, seq: u16) {
+        // The most recent number with these 16 bits.
+        let last = self.next_seq.saturating_sub(1);
+        let candidate = (last & !0xffff) | u64::from(seq);
+        let extended = if candidate > last {
+            candidate.saturating_sub(0x1_0000)
+        } else {
+            candidate
+        };
+        self.estimator.on_resent(extended);
+    }
+
+    /// Feeds one feedback message to the estimator.
+    pub fn feedback(&mut self, now: Instant, twcc: Twcc) {
+        let results: Vec<(u64, Option<Instant>)> = twcc
+            .into_iter(self.time_zero, self.feedback_seq.into())
+            .map(|(seq, _, arrival)| (*seq, arrival))
+            // Numbers we never sent (a confused or hostile receiver) say nothing.
+            .filter(|(seq, _)| *seq < self.next_seq)
+            .collect();
+        if let Some(highest) = results.iter().map(|(seq, _)| *seq).max() {
+            self.feedback_seq = self.feedback_seq.max(highest);
+        }
+        self.estimator.on_feedback(now, &results);
+    }
+
+    /// What the link is known to carry, once feedback acknowledged something: the
+    /// estimate, and whether it shows congestion.
+    fn link(&self) -> Option<Link> {
+        self.estimator.acked_bitrate()?;
+        let congested = self.estimator.congested()
+            || self.estimator.loss().is_some_and(|l| l > CONGESTING_LOSS);
+        Some(Link {
+            estimate: self.estimator.estimate(),
+            congested,
+        })
+    }
+
+    /// The link, if it changed enough since the allocator last saw it (or long enough
+    /// passed) that the allocator should look again; counted as seen.
+    pub fn link_to_allocate(&mut self, now: Instant) -> Option<Link> {
+        let link = self.link()?;
+        let due = match self.allocated {
+            None => true,
+            Some((last, at)) => {
+                link.congested != last.congested
+                    || link.estimate.abs_diff(last.estimate) * 100
+                        > last.estimate * REALLOCATE_CHANGE_PERCENT
+                    || now.saturating_duration_since(at) >= REALLOCATE_INTERVAL
+            }
+        };
+        if due {
+            self.allocated = Some((link, now));
+        }
+        due.then_some(link)
+    }
+}
+
+impl Congestion {
+    /// Starts a probe if the estimator wants one for what the allocator lacks.
+    fn start_probe(&mut self, now: Instant, allocated: u64, deficit: u64) -> bool {
+        if deficit == 0 || self.probe.is_some() {
+            return false;
+        }
+        let Some(probe) = self.estimator.probe_due(now, allocated + deficit) else {
+            return false;
+        };
+        self.probe = Some(ProbeRun {
+            until: now + probe.duration,
+            padding_bps: probe.target_bps.saturating_sub(allocated),
+            owed_bits: 0,
+            last_tick: now,
+        });
+        true
+    }
+
+    /// How many padding packets are due now; `None` once the probe is over.
+    fn padding_due(&mut self, now: Instant) -> Option<u64> {
+        let run = self.probe.as_mut()?;
+        if now >= run.until {
+            self.probe = None;
+            return None;
+        }
+        let elapsed = now.saturating_duration_since(run.last_tick);
+        run.last_tick = now;
+        run.owed_bits += run.padding_bps * elapsed.as_micros() as u64 / 1_000_000;
+        let per_packet = u64::from(PADDING) * 8;
+        let count = (run.owed_bits / per_packet).min(PROBE_BURST_MAX);
+        run.owed_bits = run
+            .owed_bits
+            .saturating_sub(count * per_packet)
+            .min(per_packet * PROBE_BURST_MAX);
+        Some(count)
+    }
+}
+
+/// Offers transport-wide sequence numbers in every m-section of a subscriber offer.
+pub(crate) fn offer_transport_cc(sdp: &str) -> String {
+    let line = format!("a=extmap:{TRANSPORT_CC_ID} {TRANSPORT_CC_URI}\r\n");
+    let mut out = String::with_capacity(sdp.len() + 128);
+    for piece in sdp.split_inclusive('\n') {
+        out.push_str(piece);
+        if piece.starts_with("a=mid:") {
+            out.push_str(&line);
+        }
+    }
+    out
+}
+
+/// Whether a subscriber's answer kept the transport-wide sequence numbers we offered.
+pub(crate) fn answer_accepts_transport_cc(sdp: &str) -> bool {
+    sdp.lines().any(|line| {
+        line.strip_prefix("a=extmap:")
+            .and_then(|rest| rest.split_once(' '))
+            .is_some_and(|(id, uri)| {
+                id.split('/').next() == Some(&TRANSPORT_CC_ID.to_string())
+                    && uri.trim() == TRANSPORT_CC_URI
+            })
+    })
+}
+
+impl Worker {
+    /// A subscriber's TWCC feedback: into its estimator, and to its allocator when the
+    /// estimate moved.
+    pub(crate) fn transport_feedback(&mut self, slot: Slot, twcc: Twcc) {
+        let now = self.now;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let Some(congestion) = part.congestion.as_mut() else {
+            return;
+        };
+        congestion.feedback(now, twcc);
+        if let Some(link) = congestion.link_to_allocate(now) {
+            part.allocator.estimate = Some(link.estimate);
+            part.allocator.congested = link.congested;
+            self.allocate(slot);
+        }
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let (allocated, deficit) = (part.allocator.allocated(), part.allocator.deficit());
+        if let Some(congestion) = part.congestion.as_mut() {
+            if congestion.start_probe(now, allocated, deficit) && !self.probing.contains(&slot) {
+                self.probing.push(slot);
+            }
+        }
+    }
+
+    /// Sends the padding due on every running probe; forgets the probes that ended.
+    pub(crate) fn probe_ticks(&mut self) {
+        if self.probing.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let mut probing = std::mem::take(&mut self.probing);
+        probing.retain(|&slot| {
+            let due = self.parts[slot]
+                .as_mut()
+                .and_then(|p| p.congestion.as_mut())
+                .and_then(|c| c.padding_due(now));
+            match due {
+                Some(count) => {
+                    self.send_padding(slot, count);
+                    true
+                }
+                None => false,
+            }
+        });
+        self.probing = probing;
+    }
+
+    /// Sends `count` padding-only packets to the subscriber in `slot`, on a video stream
+    /// that just ended a frame (so no frame is split), numbered in its sequence.
+    fn send_padding(&mut self, slot: Slot, count: u64) {
+        let now = self.now;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let (Some(direct), Some(to)) = (&part.subscriber.direct, part.subscriber.media_to) else {
+            return;
+        };
+        let Some(congestion) = part.congestion.as_mut() else {
+            return;
+        };
+        let Some(down) = part.down_tracks.iter_mut().flatten().find(|d| {
+            d.frame_end && d.kind == crate::api::TrackKind::Video && d.open_mid().is_some()
+        }) else {
+            return;
+        };
+        let (Some(ssrc), Some(pt)) = (down.ssrc, down.last_pt) else {
+            return;
+        };
+        for _ in 0..count {
+            let Some((seq, timestamp)) = down.rewriter.pad() else {
+                return;
+            };
+            let (transport_seq, stamped) = congestion.next();
+            let rtp = RtpOut {
+                ssrc: *ssrc,
+                pt,
+                marker: false,
+                seq,
+                timestamp,
+                payload: &[],
+                transport: Some(stamped),
+                padding: PADDING,
+            };
+            let datagram = direct.packet(self.sink.buffer(), &rtp);
+            congestion
+                .estimator
+                .on_sent(transport_seq, now, datagram.len(), true);
+            self.metrics.datagram_out(&datagram);
+            self.sink.send(datagram, to);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offer_carries_the_extension_in_every_section_and_the_answer_is_read() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
+        let offered = offer_transport_cc(offer);
+        assert_eq!(offered.matches(TRANSPORT_CC_URI).count(), 2);
+        assert!(offered.contains("a=mid:1\r\na=extmap:3 http://www.ietf.org/"));
+        let answer =
+            format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=extmap:3 {TRANSPORT_CC_URI}\r\n");
+        assert!(answer_accepts_transport_cc(&answer));
+        assert!(!answer_accepts_transport_cc(
+            "v=0\r\na=extmap:3 urn:other\r\n"
+        ));
+        assert!(!answer_accepts_transport_cc(
+            &answer.replace("extmap:3", "extmap:5")
+        ));
+    }
+
+    #[test]
+    fn numbers_run_on_and_feedback_for_numbers_never_sent_is_ignored() {
+        let t0 = Instant::now();
+        let mut congestion = Congestion::new(t0);
+        let (first, stamped) = congestion.next();
+        assert_eq!((first, stamped.seq, stamped.id), (0, 0, TRANSPORT_CC_ID));
+        assert_eq!(congestion.next().0, 1);
+        // Nothing acknowledged yet: the allocator is told nothing.
+        assert_eq!(congestion.link_to_allocate(t0), None);
+    }
+}
