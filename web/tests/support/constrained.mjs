@@ -126,8 +126,9 @@ export async function topLayerWidth(call) {
 
 /**
  * Samples the subscriber every `intervalMs` for `seconds` and summarises the window: frames
- * decoded, fps, sizes seen, Chromium's freeze time, the time no frame was decoded at all
- * ("stalled": Chromium counts no freeze before its first decoded frame), bytes and kbit/s.
+ * decoded, fps, sizes decoded (width/height: the last one, 0 if none), Chromium's freeze time,
+ * the time no frame was decoded at all ("stalled": Chromium counts no freeze before its first
+ * decoded frame), bytes and kbit/s.
  */
 export async function measureWindow(call, seconds, intervalMs = 250) {
   const samples = [await sampleSubscriber(call)];
@@ -151,15 +152,17 @@ export async function measureWindow(call, seconds, intervalMs = 250) {
       run = 0;
     }
   }
+  const decoding = samples.filter((s, i) => i > 0 && s.framesDecoded > samples[i - 1].framesDecoded);
   const round = (x, n = 2) => Number(x.toFixed(n));
   const delta = (k) => b[k] - a[k];
   return {
     seconds: round(dt),
     framesDecoded: delta('framesDecoded'),
     fps: round(delta('framesDecoded') / dt, 1),
-    widthsSeen: [...new Set(samples.map((s) => s.frameWidth))].sort((x, y) => x - y),
-    width: b.frameWidth,
-    height: b.frameHeight,
+    // Sizes of frames decoded in the window: getStats keeps the last frame's size after a stall.
+    widthsSeen: [...new Set(decoding.map((s) => s.frameWidth))].sort((x, y) => x - y),
+    width: decoding.at(-1)?.frameWidth ?? 0,
+    height: decoding.at(-1)?.frameHeight ?? 0,
     freezeSeconds: round(delta('totalFreezesDuration')),
     freezeCount: delta('freezeCount'),
     stalledSeconds: round(stalled),
