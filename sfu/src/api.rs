@@ -115,6 +115,12 @@ pub enum PeerEvent {
     FirstMediaSent,
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
+    /// The subscribers of a simulcast track this participant publishes need layers up to
+    /// `max_quality` (0 low, 1 medium, 2 high; `None`: none): the others may stop.
+    SubscribedQuality {
+        track_sid: String,
+        max_quality: Option<u8>,
+    },
     /// A track this participant receives was paused because its link cannot carry even
     /// the lowest layer, or resumed. (A track the client disabled is not reported: it
     /// knows, and LiveKit does not report it either.)

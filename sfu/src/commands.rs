@@ -384,6 +384,7 @@ impl Worker {
         self.timers.clear(slot, PeerRole::Subscriber);
         self.renegotiate.retain(|(s, _)| *s != slot);
         self.probing.retain(|s| *s != slot);
+        self.dynacast_pending.retain(|t| t.publisher != slot);
         for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
             self.by_addr.remove(addr);
         }

@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use str0m::rtp::rtcp::Twcc;
+use tracing::debug;
 
 use crate::bwe::Estimator;
 use crate::participant::Slot;
@@ -226,6 +227,13 @@ impl Worker {
         };
         congestion.feedback(now, twcc);
         if let Some(link) = congestion.link_to_allocate(now) {
+            debug!(
+                participant = %part.key,
+                estimate = link.estimate,
+                congested = link.congested,
+                acked = congestion.estimator.acked_bitrate(),
+                "subscriber link"
+            );
             part.allocator.estimate = Some(link.estimate);
             part.allocator.congested = link.congested;
             self.allocate(slot);

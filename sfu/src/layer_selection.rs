@@ -133,5 +133,6 @@ impl Worker {
         if let Some(track) = self.published_mut(id) {
             track.wanted = wanted;
         }
+        self.dynacast(id);
     }
 }

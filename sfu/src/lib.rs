@@ -18,6 +18,7 @@ mod congestion;
 mod data_budget;
 mod down_track;
 mod dtls_openssl;
+mod dynacast;
 mod forward;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]

@@ -153,6 +153,8 @@ pub(crate) struct PublishedTrack {
     /// Codec of each payload type seen, resolved once from the publisher's negotiation.
     pub payloads: Vec<(Pt, PayloadParams)>,
     pub down_tracks: Vec<DownTrackId>,
+    /// What its publisher was told to send (`dynacast.rs`).
+    pub dynacast: crate::dynacast::Dynacast,
     /// Keyframe requests before any layer has sent (then each layer has its own).
     keyframes: KeyframeThrottle,
 }
@@ -175,6 +177,7 @@ impl PublishedTrack {
             wanted: 0,
             payloads: Vec::new(),
             down_tracks: Vec::new(),
+            dynacast: Default::default(),
             keyframes: KeyframeThrottle::default(),
         }
     }
@@ -188,6 +191,11 @@ impl PublishedTrack {
 
     pub fn is_video(&self) -> bool {
         self.kind == TrackKind::Video
+    }
+
+    /// Several layers, announced or seen.
+    pub fn is_simulcast(&self) -> bool {
+        self.sizes.len() > 1 || self.layers.len() > 1
     }
 
     /// Adds the layer a new SSRC carries.

@@ -50,7 +50,7 @@ impl Worker {
         }
         // A recording starts on a keyframe: ask for one now rather than wait for the next.
         self.keyframe_queue
-            .extend(video.into_iter().map(KeyframeWant::all));
+            .extend(video.iter().copied().map(KeyframeWant::all));
         self.taps.push(Tap {
             id,
             room,
@@ -60,6 +60,10 @@ impl Worker {
             next_track: 1,
         });
         self.flush_keyframe_requests();
+        // A recording takes the best layer: its publisher must keep sending it.
+        for id in video {
+            self.dynacast(id);
+        }
         Ok(())
     }
 

@@ -241,6 +241,8 @@ pub(crate) struct Worker {
     pub(crate) now: Instant,
     /// Subscribers whose link is being probed (`congestion.rs`).
     pub(crate) probing: Vec<Slot>,
+    /// Tracks whose publisher is to be told it may stop layers, once a delay passed.
+    pub(crate) dynacast_pending: Vec<crate::ids::TrackId>,
 }
 
 impl Worker {
@@ -272,6 +274,7 @@ impl Worker {
             next_liveness_check: Instant::now(),
             now: Instant::now(),
             probing: Vec::new(),
+            dynacast_pending: Vec::new(),
         }
     }
 
@@ -384,6 +387,7 @@ impl Worker {
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL;
             self.check_liveness(now);
+            self.guarded(Self::dynacast_due);
         }
         self.sink.flush();
         if self.metrics.due(now) {

@@ -299,6 +299,44 @@ pub(crate) fn apply_permission(grant: &mut VideoGrant, permission: &proto::Parti
     grant.recorder = permission.recorder;
 }
 
+/// Tells the publisher which layers of its track `track_sid` subscribers need (dynacast):
+/// qualities up to `max_quality` on, the others off. livekit-client reads the per-codec
+/// list, matched to its encoder by the codec's lower-case name.
+pub(crate) fn subscribed_quality(
+    session: &Session,
+    track_sid: String,
+    max_quality: Option<u8>,
+) -> Resp {
+    let codec = session
+        .sig
+        .rooms
+        .participant(&session.room, &session.identity)
+        .and_then(|p| p.tracks.into_iter().find(|t| t.sid == track_sid))
+        .map(|t| t.mime_type.to_ascii_lowercase())
+        .map(|mime| mime.trim_start_matches("video/").to_owned())
+        .filter(|codec| !codec.is_empty())
+        .unwrap_or_else(|| "vp8".to_owned());
+    let qualities: Vec<proto::SubscribedQuality> = [
+        proto::VideoQuality::Low,
+        proto::VideoQuality::Medium,
+        proto::VideoQuality::High,
+    ]
+    .into_iter()
+    .map(|quality| proto::SubscribedQuality {
+        quality: quality as i32,
+        enabled: max_quality.is_some_and(|max| quality as i32 <= i32::from(max)),
+    })
+    .collect();
+    // The deprecated list too: clients before 2.x read it (LiveKit fills both).
+    #[allow(deprecated)]
+    let update = proto::SubscribedQualityUpdate {
+        track_sid,
+        subscribed_qualities: qualities.clone(),
+        subscribed_codecs: vec![proto::SubscribedCodec { codec, qualities }],
+    };
+    Resp::SubscribedQualityUpdate(update)
+}
+
 /// The sizes of the layers a video track announces (per codec in clients from 2.x, in the
 /// deprecated `layers` before), for matching subscribers' requested sizes to layers.
 fn layer_sizes(request: &proto::AddTrackRequest) -> Vec<LayerSize> {

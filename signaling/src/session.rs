@@ -477,6 +477,13 @@ impl Session {
                 self.reply(ws, Resp::Offer(offer)).await?;
             }
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::SubscribedQuality {
+                track_sid,
+                max_quality,
+            } => {
+                let update = publish::subscribed_quality(self, track_sid, max_quality);
+                self.reply(ws, update).await?;
+            }
             PeerEvent::StreamState {
                 publisher,
                 track_sid,

@@ -66,5 +66,8 @@ try {
   log(`failed: ${e.stack}\n${await report(call)}`);
   process.exitCode = 1;
 } finally {
+  // SWITCHBOARD_TOOL_LOG=N prints the server's last N log lines (with RUST_LOG for detail).
+  const lines = Number(process.env.SWITCHBOARD_TOOL_LOG || 0);
+  if (lines > 0) log(call.server.logTail(lines));
   await stopConstrainedCall(call);
 }

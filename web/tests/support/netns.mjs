@@ -6,14 +6,19 @@
 // namespaces this module creates, and they are removed on teardown, process exit or a signal.
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
 
-// Namespace names carry the creating pid, so a later run can sweep what a killed run (SIGKILL,
-// where no handler runs) left behind without touching a live parallel run's namespaces.
+// Namespace names carry the creating pid (and its pid namespace, so that a run in a container
+// with its own pids is never mistaken for a dead one), so a later run can sweep what a killed
+// run (SIGKILL, where no handler runs) left behind without touching a live parallel run's.
 const PREFIX = 'sbt';
-const NAME_RE = new RegExp(`^${PREFIX}-(\\d+)-[0-9a-f]+-[sc]$`);
+const PID_NS = (() => {
+  try { return /\[(\d+)\]/.exec(readlinkSync('/proc/self/ns/pid'))[1]; } catch { return '0'; }
+})();
+const NAME_RE = new RegExp(`^${PREFIX}-${PID_NS}-(\\d+)-[0-9a-f]+-[sc]$`);
 
 /** Runs a command, throwing with the command line and its stderr if it fails. */
 async function run(cmd, args) {
@@ -103,7 +108,7 @@ export async function createLinkPair() {
   sweepStale();
   installHandlers();
 
-  const id = `${process.pid}-${randomBytes(3).toString('hex')}`;
+  const id = `${PID_NS}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const serverNs = `${PREFIX}-${id}-s`;
   const clientNs = `${PREFIX}-${id}-c`;
   // Interface names are at most 15 characters and only need to be unique inside a namespace.

@@ -2,16 +2,15 @@
 // a subscriber whose downlink is capped at 500 kbit/s still decodes a lower simulcast layer of a
 // 720p publisher, and gets the top layer back once the cap is lifted.
 //
-// PENDING: expected to fail until the SFU picks layers per subscriber (today it forwards the top
-// layer to everyone, and a capped subscriber decodes next to nothing). It lives in tests/pending/
-// so that `npm test` (tests/*.test.mjs) does not run it; run it with `npm run test:pending`.
+// The server estimates each subscriber's link from its transport-wide congestion feedback and
+// gives it the layers that fit (sfu/src/congestion.rs, allocator.rs).
 // Needs root (network namespaces, tc, nft), Chromium and a built binary; see web/README.md.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   measureWindow, publisherLayers, report, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
-} from '../support/constrained.mjs';
+} from './support/constrained.mjs';
 
 const CAP = '500kbit';
 /** Time the server gets after the subscription to find the link's rate and switch layers. */
