@@ -115,6 +115,10 @@ pub enum PeerEvent {
     FirstMediaSent,
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
+    /// Participants of the room started speaking, changed level or stopped (`level` 0).
+    SpeakersChanged {
+        speakers: Vec<crate::speakers::Speaker>,
+    },
     /// The subscribers of a simulcast track this participant publishes need layers up to
     /// `max_quality` (0 low, 1 medium, 2 high; `None`: none): the others may stop.
     SubscribedQuality {

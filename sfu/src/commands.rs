@@ -148,6 +148,7 @@ impl Worker {
             down_tracks: Vec::new(),
             allocator: Default::default(),
             congestion: None,
+            speaking: 0,
             pending_offer: None,
             last_offer: None,
             channels: DataChannels::default(),

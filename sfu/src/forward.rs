@@ -96,6 +96,12 @@ impl Worker {
         let Some(received) = track.receive(ssrc, seq, packet.payload.len(), now, keyframe) else {
             return;
         };
+        if let (Some(meter), Some(level)) = (
+            track.audio_level.as_mut(),
+            packet.header.ext_vals.audio_level,
+        ) {
+            meter.packet(level.unsigned_abs(), packet.header.timestamp);
+        }
         if received.layers_changed {
             self.layers_changed(id);
         }

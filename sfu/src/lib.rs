@@ -37,6 +37,7 @@ mod sdp_guard;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
+mod speakers;
 mod subscriptions;
 mod tap;
 mod tap_forward;
@@ -58,6 +59,7 @@ pub use api::{
     PeerRole, SfuError, TrackKind, TrackSettings,
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
+pub use speakers::Speaker;
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
 };

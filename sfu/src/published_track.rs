@@ -153,6 +153,8 @@ pub(crate) struct PublishedTrack {
     /// Codec of each payload type seen, resolved once from the publisher's negotiation.
     pub payloads: Vec<(Pt, PayloadParams)>,
     pub down_tracks: Vec<DownTrackId>,
+    /// How loud it is (audio tracks; `speakers.rs`).
+    pub audio_level: Option<crate::speakers::AudioLevel>,
     /// What its publisher was told to send (`dynacast.rs`).
     pub dynacast: crate::dynacast::Dynacast,
     /// Keyframe requests before any layer has sent (then each layer has its own).
@@ -177,6 +179,7 @@ impl PublishedTrack {
             wanted: 0,
             payloads: Vec::new(),
             down_tracks: Vec::new(),
+            audio_level: (kind == TrackKind::Audio).then(Default::default),
             dynacast: Default::default(),
             keyframes: KeyframeThrottle::default(),
         }

@@ -241,6 +241,8 @@ pub(crate) struct Worker {
     pub(crate) now: Instant,
     /// Subscribers whose link is being probed (`congestion.rs`).
     pub(crate) probing: Vec<Slot>,
+    /// When speakers are next judged.
+    next_speakers: Instant,
     /// Tracks whose publisher is to be told it may stop layers, once a delay passed.
     pub(crate) dynacast_pending: Vec<crate::ids::TrackId>,
 }
@@ -275,6 +277,7 @@ impl Worker {
             now: Instant::now(),
             probing: Vec::new(),
             dynacast_pending: Vec::new(),
+            next_speakers: Instant::now(),
         }
     }
 
@@ -384,6 +387,10 @@ impl Worker {
             w.flush_keyframe_requests();
         });
         self.guarded(Self::probe_ticks);
+        if now >= self.next_speakers {
+            self.next_speakers = now + crate::speakers::SPEAKER_WINDOW;
+            self.guarded(Self::judge_speakers);
+        }
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL;
             self.check_liveness(now);

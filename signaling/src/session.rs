@@ -477,6 +477,18 @@ impl Session {
                 self.reply(ws, Resp::Offer(offer)).await?;
             }
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::SpeakersChanged { speakers } => {
+                let speakers = speakers
+                    .into_iter()
+                    .map(|s| proto::SpeakerInfo {
+                        sid: s.participant,
+                        level: f32::from(s.eighths) / 8.0,
+                        active: s.active,
+                    })
+                    .collect();
+                let update = Resp::SpeakersChanged(proto::SpeakersChanged { speakers });
+                self.reply(ws, update).await?;
+            }
             PeerEvent::SubscribedQuality {
                 track_sid,
                 max_quality,
