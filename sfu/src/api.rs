@@ -115,6 +115,11 @@ pub enum PeerEvent {
     FirstMediaSent,
     /// The client stopped sending a published track (its m-line went inactive or away).
     TrackUnpublished { sid: String },
+    /// The connection quality of some of the room's participants changed: (participant
+    /// key, rating, score 0 … 100).
+    ConnectionQuality {
+        updates: Vec<(String, ConnectionQuality, u8)>,
+    },
     /// Participants of the room started speaking, changed level or stopped (`level` 0).
     SpeakersChanged {
         speakers: Vec<crate::speakers::Speaker>,
@@ -144,6 +149,15 @@ pub enum PeerEvent {
     /// join, or none has been connected for `peer_departure_timeout`: its media is gone and
     /// the participant should be ended (sent once).
     MediaTimedOut { cause: MediaTimeout },
+}
+
+/// How well a participant's media gets through (LiveKit's `ConnectionQuality`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionQuality {
+    Excellent,
+    Good,
+    Poor,
+    Lost,
 }
 
 /// Which liveness deadline a participant missed ([`PeerEvent::MediaTimedOut`]).

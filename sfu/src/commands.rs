@@ -149,6 +149,7 @@ impl Worker {
             allocator: Default::default(),
             congestion: None,
             speaking: 0,
+            quality: Default::default(),
             pending_offer: None,
             last_offer: None,
             channels: DataChannels::default(),

@@ -30,6 +30,7 @@ mod media;
 mod metrics;
 mod participant;
 mod published_track;
+mod quality;
 mod rewrite;
 mod rtc_config;
 mod rtp_out;
@@ -55,8 +56,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use api::Command;
 pub use api::{
-    DtlsPeers, ExpectedTrack, JoinOptions, LayerSize, MediaTimeout, ParticipantStats, PeerEvent,
-    PeerRole, SfuError, TrackKind, TrackSettings,
+    ConnectionQuality, DtlsPeers, ExpectedTrack, JoinOptions, LayerSize, MediaTimeout,
+    ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind, TrackSettings,
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
 pub use speakers::Speaker;

@@ -12,7 +12,7 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use str0m::media::KeyframeRequestKind;
 use str0m::stats::{MediaEgressStats, MediaIngressStats};
 
-use crate::api::PeerRole;
+use crate::api::{PeerRole, TrackKind};
 use crate::participant::Slot;
 use crate::worker::Worker;
 
@@ -296,6 +296,17 @@ impl Worker {
         );
         self.metrics.nacks_received(nacks);
         self.metrics.subscriber_report(stats.loss, stats.rtt, lost);
+        let kind = part
+            .down_tracks
+            .iter()
+            .flatten()
+            .find(|d| d.open_mid() == Some(stats.mid))
+            .map(|d| d.kind);
+        if let Some(kind) = kind {
+            let jitter = stats.remote.as_ref().map_or(0, |r| r.jitter);
+            part.quality
+                .report(stream_report(kind, stats.loss, stats.rtt, jitter));
+        }
     }
 
     /// A stats report on a publisher's stream: the NACKs we sent, the loss we measured.
@@ -307,6 +318,35 @@ impl Worker {
             part.stream_delta(PeerRole::Publisher, stats.mid, stats.rid, stats.nacks, 0);
         self.metrics.nacks_sent(nacks);
         self.metrics.publisher_report(stats.loss, stats.rtt);
+        let kind = part
+            .tracks
+            .iter()
+            .flatten()
+            .find(|t| t.mid == stats.mid)
+            .map(|t| t.kind);
+        if let Some(kind) = kind {
+            part.quality
+                .report(stream_report(kind, stats.loss, stats.rtt, stats.jitter));
+        }
+    }
+}
+
+/// A stream's report for its participant's quality; `jitter` in RTP time units.
+fn stream_report(
+    kind: TrackKind,
+    loss: Option<f32>,
+    rtt: Option<std::time::Duration>,
+    jitter: u32,
+) -> crate::quality::StreamReport {
+    let clock_rate = match kind {
+        TrackKind::Audio => 48_000,
+        TrackKind::Video => 90_000,
+    };
+    crate::quality::StreamReport {
+        loss: f64::from(loss.unwrap_or(0.0)),
+        rtt,
+        jitter: std::time::Duration::from_micros(u64::from(jitter) * 1_000_000 / clock_rate),
+        video: kind == TrackKind::Video,
     }
 }
 

@@ -87,6 +87,8 @@ pub(crate) struct Participant {
     pub down_tracks: Vec<Option<DownTrack>>,
     /// Which layer of each received track this subscriber gets.
     pub allocator: crate::allocator::Allocator,
+    /// Its connection quality (`quality.rs`).
+    pub quality: crate::quality::QualityMeter,
     /// The speaking level last sent to its room (0: not speaking).
     pub speaking: u8,
     /// Transport-wide congestion control on the subscriber PC, once its answer accepted it.

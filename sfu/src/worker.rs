@@ -241,8 +241,9 @@ pub(crate) struct Worker {
     pub(crate) now: Instant,
     /// Subscribers whose link is being probed (`congestion.rs`).
     pub(crate) probing: Vec<Slot>,
-    /// When speakers are next judged.
+    /// When speakers are next judged, and connections next rated.
     next_speakers: Instant,
+    next_quality: Instant,
     /// Tracks whose publisher is to be told it may stop layers, once a delay passed.
     pub(crate) dynacast_pending: Vec<crate::ids::TrackId>,
 }
@@ -278,6 +279,7 @@ impl Worker {
             probing: Vec::new(),
             dynacast_pending: Vec::new(),
             next_speakers: Instant::now(),
+            next_quality: Instant::now() + crate::quality::QUALITY_INTERVAL,
         }
     }
 
@@ -390,6 +392,10 @@ impl Worker {
         if now >= self.next_speakers {
             self.next_speakers = now + crate::speakers::SPEAKER_WINDOW;
             self.guarded(Self::judge_speakers);
+        }
+        if now >= self.next_quality {
+            self.next_quality = now + crate::quality::QUALITY_INTERVAL;
+            self.guarded(Self::rate_connections);
         }
         if now >= self.next_liveness_check {
             self.next_liveness_check = now + LIVENESS_CHECK_INTERVAL;

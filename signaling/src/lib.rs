@@ -21,6 +21,7 @@ pub mod names;
 mod outbox;
 mod publish;
 mod revocations;
+mod room_signals;
 mod rooms;
 mod session;
 mod subscribe;

@@ -19,7 +19,7 @@ use crate::outbox::{self, Inbox};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
-use crate::{data, ids, publish, subscribe, Signaling};
+use crate::{data, ids, publish, room_signals, subscribe, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
 const CLOSE_UNSUPPORTED: u16 = 1003;
@@ -477,17 +477,13 @@ impl Session {
                 self.reply(ws, Resp::Offer(offer)).await?;
             }
             PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
+            PeerEvent::ConnectionQuality { updates } => {
+                self.reply(ws, room_signals::connection_quality(updates))
+                    .await?;
+            }
             PeerEvent::SpeakersChanged { speakers } => {
-                let speakers = speakers
-                    .into_iter()
-                    .map(|s| proto::SpeakerInfo {
-                        sid: s.participant,
-                        level: f32::from(s.eighths) / 8.0,
-                        active: s.active,
-                    })
-                    .collect();
-                let update = Resp::SpeakersChanged(proto::SpeakersChanged { speakers });
-                self.reply(ws, update).await?;
+                self.reply(ws, room_signals::speakers_changed(speakers))
+                    .await?;
             }
             PeerEvent::SubscribedQuality {
                 track_sid,
