@@ -234,6 +234,7 @@ impl Worker {
                 acked = congestion.estimator.acked_bitrate(),
                 "subscriber link"
             );
+            metrics::histogram!("switchboard_subscriber_estimate_bps").record(link.estimate as f64);
             part.allocator.estimate = Some(link.estimate);
             part.allocator.congested = link.congested;
             self.allocate(slot);
@@ -243,8 +244,11 @@ impl Worker {
         };
         let (allocated, deficit) = (part.allocator.allocated(), part.allocator.deficit());
         if let Some(congestion) = part.congestion.as_mut() {
-            if congestion.start_probe(now, allocated, deficit) && !self.probing.contains(&slot) {
-                self.probing.push(slot);
+            if congestion.start_probe(now, allocated, deficit) {
+                metrics::counter!("switchboard_probes_total").increment(1);
+                if !self.probing.contains(&slot) {
+                    self.probing.push(slot);
+                }
             }
         }
     }

@@ -81,8 +81,22 @@ impl Worker {
                 Allocation::Idle | Allocation::Off => (None, false),
                 Allocation::Paused => (None, true),
             };
-            down.layer.set_target(target);
+            let before = down.layer.wanted();
+            if down.layer.set_target(target) && down.kind == crate::api::TrackKind::Video {
+                let direction = match (target, before) {
+                    (None, _) => "off",
+                    (Some(q), b) if b != 0 && crate::published_track::bit(q) < b => "down",
+                    _ => "up",
+                };
+                metrics::counter!("switchboard_layer_targets_total", "direction" => direction)
+                    .increment(1);
+            }
             if down.paused != paused {
+                metrics::counter!(
+                    "switchboard_stream_pauses_total",
+                    "state" => if paused { "paused" } else { "resumed" }
+                )
+                .increment(1);
                 down.paused = paused;
                 let _ = part.events.send(PeerEvent::StreamState {
                     publisher: down.publisher_key.clone(),
