@@ -2,7 +2,10 @@
 // Plain script, no build step. livekit-client's UMD bundle (global `LivekitClient`) is loaded first.
 //
 // Query parameters: ?room=R&name=N&autojoin=1 (dev token from the server) or
-// ?url=WS&token=JWT&autojoin=1 (join with a given token); &codec=h264 picks the video codec.
+// ?url=WS&token=JWT&autojoin=1 (join with a given token); &codec=h264 picks the video codec;
+// &adaptive=1 turns on livekit-client's adaptiveStream (subscribed video follows the size and
+// visibility of its <video> element), &dynacast=1 its dynacast (the camera's simulcast layers
+// no subscriber needs are paused). Both are off unless given.
 //
 // window.demo (for tests):
 //   room    the current LivekitClient.Room, or null before the first join
@@ -22,6 +25,12 @@
     join: $('join'), call: $('call'), grid: $('grid'), cam: $('toggle-camera'), mic: $('toggle-mic'),
     startAudio: $('start-audio'), leave: $('leave'), invite: $('invite'),
     chatForm: $('chat-form'), chatInput: $('chat-input'), chatLog: $('chat-log'),
+  };
+
+  // Room options from the query string, for autojoin and the join form alike.
+  const q = new URLSearchParams(location.search);
+  const pageOptions = {
+    codec: q.get('codec') || undefined, adaptive: q.get('adaptive') === '1', dynacast: q.get('dynacast') === '1',
   };
 
   const layoutFor = (count) => (count <= 1 ? 'layout-1' : count <= 4 ? 'layout-2x2' : 'layout-3x3');
@@ -92,7 +101,7 @@
         ({ url, token } = dev);
         roomLabel = dev.room_id || params.room;
       }
-      const options = { adaptiveStream: false, dynacast: false };
+      const options = { adaptiveStream: !!params.adaptive, dynacast: !!params.dynacast };
       // ?codec=h264|vp8|vp9|av1 picks the camera's codec (livekit-client falls back to VP8).
       if (params.codec) options.publishDefaults = { videoCodec: params.codec };
       room = new LK.Room(options);
@@ -254,7 +263,7 @@
 
   els.form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    join({ room: els.room.value.trim(), name: els.name.value.trim() });
+    join({ room: els.room.value.trim(), name: els.name.value.trim(), ...pageOptions });
   });
   els.cam.addEventListener('click', () => toggle('camera'));
   els.mic.addEventListener('click', () => toggle('microphone'));
@@ -276,14 +285,12 @@
   window.addEventListener('pagehide', () => { if (demo.room) demo.room.disconnect(); });
 
   setState('idle', 'Not connected');
-  const q = new URLSearchParams(location.search);
   if (q.has('room')) els.room.value = q.get('room');
   if (q.has('name')) els.name.value = q.get('name');
   if (!LK) showError('livekit-client did not load from /vendor/livekit-client.umd.js');
   else if (q.get('autojoin') === '1') {
-    const codec = q.get('codec') || undefined;
-    if (q.get('url') && q.get('token')) join({ url: q.get('url'), token: q.get('token'), codec });
-    else if (els.room.value && els.name.value) join({ room: els.room.value, name: els.name.value, codec });
+    if (q.get('url') && q.get('token')) join({ url: q.get('url'), token: q.get('token'), ...pageOptions });
+    else if (els.room.value && els.name.value) join({ room: els.room.value, name: els.name.value, ...pageOptions });
     else showError('autojoin needs room= and name=, or url= and token=');
   }
 })();
