@@ -88,6 +88,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         bind_ip: settings.rtc.ip,
         port: settings.rtc.port,
         workers: settings.rtc.workers,
+        bandwidth_estimation: settings.rtc.bandwidth_estimation,
         advertise_ips: settings.rtc.advertised_ips(),
         test_drop_video_every,
         ice_connect_timeout: settings.limits.ice_connect_timeout,

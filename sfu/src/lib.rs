@@ -74,6 +74,9 @@ pub struct SfuConfig {
     pub port: u16,
     /// Number of media workers (threads). Rooms are spread over them by name.
     pub workers: usize,
+    /// Estimate subscribers' bandwidth (transport-wide congestion control) and fit their
+    /// layers to it; off, each gets the best layer it can use.
+    pub bandwidth_estimation: bool,
     /// Addresses advertised as host candidates when `bind_ip` is unspecified.
     pub advertise_ips: Vec<IpAddr>,
     /// For tests of retransmission only: withhold the first send of every Nth forwarded
@@ -103,6 +106,7 @@ impl Default for SfuConfig {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             workers: 1,
+            bandwidth_estimation: true,
             advertise_ips: Vec::new(),
             test_drop_video_every: None,
             ice_connect_timeout: liveness::LivenessLimits::default().connect,
@@ -219,6 +223,7 @@ impl Sfu {
                 max_media_sections: config.max_media_sections,
                 max_remote_candidates: config.max_remote_candidates,
                 data_queue_bytes: config.data_queue_bytes,
+                bandwidth_estimation: config.bandwidth_estimation,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))

@@ -232,7 +232,10 @@ impl Worker {
                 _ => None,
             })
             .collect();
-        let sdp = crate::congestion::offer_transport_cc(&offer.to_sdp_string());
+        let mut sdp = offer.to_sdp_string();
+        if self.limits.bandwidth_estimation {
+            sdp = crate::congestion::offer_transport_cc(&sdp);
+        }
         part.offered_sections = crate::sdp_guard::media_sections(&sdp);
         part.emit(PeerEvent::SubscriberOffer { sdp, mid_to_track });
         self.drain(slot, PeerRole::Subscriber);

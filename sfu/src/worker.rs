@@ -40,6 +40,8 @@ pub(crate) struct WorkerLimits {
     pub max_remote_candidates: usize,
     /// Data-channel bytes one participant may have waiting for its session.
     pub data_queue_bytes: usize,
+    /// Subscriber offers carry transport-wide congestion control (`congestion.rs`).
+    pub bandwidth_estimation: bool,
 }
 
 impl Default for WorkerLimits {
@@ -49,6 +51,7 @@ impl Default for WorkerLimits {
             max_media_sections: crate::DEFAULT_MAX_MEDIA_SECTIONS,
             max_remote_candidates: crate::DEFAULT_MAX_REMOTE_CANDIDATES,
             data_queue_bytes: crate::DEFAULT_DATA_QUEUE_BYTES,
+            bandwidth_estimation: true,
         }
     }
 }

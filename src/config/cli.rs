@@ -120,6 +120,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub rtc_workers: Option<String>,
 
+    /// Estimate each subscriber's bandwidth (transport-wide congestion control) and send it
+    /// the layers that fit: on or off.
+    ///
+    /// Off, every subscriber gets the best layer it can use, whatever its link.
+    /// Environment: SWITCHBOARD_RTC_BANDWIDTH_ESTIMATION. Config file:
+    /// rtc.bandwidth_estimation. Default: on.
+    #[arg(long, value_name = "on|off")]
+    pub rtc_bandwidth_estimation: Option<String>,
+
     /// IP address browsers send media to (repeat for several).
     ///
     /// Announced to clients as ICE candidates. Required when the media socket binds to

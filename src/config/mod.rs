@@ -145,6 +145,8 @@ pub struct RtcSettings {
     pub port: u16,
     /// Media worker threads, at least 1.
     pub workers: usize,
+    /// Subscribers' bandwidth is estimated and their layers fit to it.
+    pub bandwidth_estimation: bool,
     /// IPs announced to browsers as ICE candidates; empty = announce `ip`. Never contains
     /// a wildcard address, and is non-empty whenever `ip` is a wildcard.
     pub node_ips: Vec<IpAddr>,
@@ -420,6 +422,13 @@ fn rtc_settings(
             parse::workers,
         )?
         .unwrap_or_else(default_workers);
+    let bandwidth_estimation = src
+        .get(
+            args.rtc_bandwidth_estimation.as_deref(),
+            &sources::RTC_BANDWIDTH_ESTIMATION,
+            parse::bool,
+        )?
+        .unwrap_or(true);
     // Repeated `--node-ip` flags form one value, so they replace the env/file list as a
     // whole like every other flag.
     let node_ip_flags = (!args.node_ips.is_empty()).then(|| args.node_ips.join(","));
@@ -445,6 +454,7 @@ fn rtc_settings(
         ip,
         port,
         workers,
+        bandwidth_estimation,
         node_ips,
         ice_servers,
     })

@@ -48,6 +48,8 @@ settings! {
     RTC_IP = "--rtc-ip", "SWITCHBOARD_RTC_IP", "rtc.ip", Str;
     RTC_PORT = "--rtc-port", "SWITCHBOARD_RTC_PORT", "rtc.port", Int;
     RTC_WORKERS = "--rtc-workers", "SWITCHBOARD_RTC_WORKERS", "rtc.workers", Int;
+    RTC_BANDWIDTH_ESTIMATION = "--rtc-bandwidth-estimation",
+        "SWITCHBOARD_RTC_BANDWIDTH_ESTIMATION", "rtc.bandwidth_estimation", Bool;
     NODE_IPS = "--node-ip", "SWITCHBOARD_NODE_IPS", "rtc.node_ips", StrList;
     ICE_SERVERS = "--ice-server", "SWITCHBOARD_ICE_SERVERS", "rtc.ice_servers", StrList;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;

@@ -4,13 +4,14 @@
 //! The ring starts small and doubles when it would overwrite an entry feedback has not
 //! reported yet (the feedback is slower than the ring is long), up to [`MAX_CAPACITY`];
 //! there it overwrites the oldest entries, whose feedback would come too late to be of use.
-//! Steady state allocates nothing.
+//! A peer that never sends feedback (it accepted the extension and ignores it) never makes
+//! it grow. Steady state allocates nothing.
 
 use std::time::{Duration, Instant};
 
-/// 1024 entries (16 KiB): about 1 s of a 10 Mbit/s stream of 1200-byte packets, ten times
-/// the 50–100 ms between two feedback messages of a browser.
-const INITIAL_CAPACITY: usize = 1024;
+/// 256 entries (4 KiB): a quarter second of a 10 Mbit/s stream of 1200-byte packets, more
+/// than twice the 50–100 ms between two feedback messages of a browser.
+const INITIAL_CAPACITY: usize = 256;
 /// 8192 entries (128 KiB): 4 s at 20 Mbit/s (the highest estimate) of 1200-byte packets.
 /// Feedback older than that no longer describes the link.
 pub(super) const MAX_CAPACITY: usize = 8192;
@@ -51,6 +52,8 @@ pub(super) struct SendRing {
     origin: Option<Instant>,
     /// The highest sequence number sent, to rebuild full numbers from tags when growing.
     highest: u64,
+    /// Feedback has named a packet: only then is lagging feedback worth a bigger ring.
+    heard: bool,
 }
 
 impl SendRing {
@@ -59,6 +62,7 @@ impl SendRing {
             slots: vec![Slot::default(); INITIAL_CAPACITY],
             origin: None,
             highest: 0,
+            heard: false,
         }
     }
 
@@ -75,7 +79,8 @@ impl SendRing {
         let origin = *self.origin.get_or_insert(at);
         let sent_us = at.saturating_duration_since(origin).as_micros() as u64;
         let occupant = self.slots[self.index(seq)];
-        if occupant.flags & (VALID | REPORTED) == VALID
+        if self.heard
+            && occupant.flags & (VALID | REPORTED) == VALID
             && occupant.seq_tag != seq as u32
             && self.slots.len() < MAX_CAPACITY
         {
@@ -128,13 +133,15 @@ impl SendRing {
         }
         let first = slot.flags & REPORTED == 0;
         slot.flags |= REPORTED | if received { RECEIVED } else { 0 };
-        Some(Reported {
+        let reported = Reported {
             sent: origin + Duration::from_micros(slot.sent_us),
             bytes: slot.bytes,
             cluster: slot.cluster,
             resent: slot.flags & RESENT != 0,
             first,
-        })
+        };
+        self.heard = true;
+        Some(reported)
     }
 }
 
@@ -192,10 +199,19 @@ mod tests {
         for seq in 0..3000u64 {
             ring.insert(seq, t0, 500, seq % 2 == 0, 7);
         }
+        assert_eq!(
+            ring.capacity(),
+            INITIAL_CAPACITY,
+            "no feedback yet: no growth"
+        );
+        ring.report(2999, true);
+        for seq in 3000..6000u64 {
+            ring.insert(seq, t0, 500, seq % 2 == 0, 7);
+        }
         assert_eq!(ring.capacity(), 4096);
-        let first = ring.report(0, true).unwrap();
+        let first = ring.report(3000, true).unwrap();
         assert_eq!((first.bytes, first.cluster), (500, 7));
-        assert!(ring.report(2999, false).is_some());
+        assert!(ring.report(5999, false).is_some());
         for seq in 3000..100_000u64 {
             ring.insert(seq, t0, 500, false, 0);
         }
