@@ -258,7 +258,7 @@ impl Worker {
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
-            part.congestion = Some(crate::congestion::Congestion::new(self.now));
+            part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
         }
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such

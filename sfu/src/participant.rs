@@ -92,7 +92,9 @@ pub(crate) struct Participant {
     /// The speaking level last sent to its room (0: not speaking).
     pub speaking: u8,
     /// Transport-wide congestion control on the subscriber PC, once its answer accepted it.
-    pub congestion: Option<crate::congestion::Congestion>,
+    /// Boxed: a kilobyte that participants without it (WHEP viewers, subscribers that
+    /// refused the extension, publishers only) do not carry.
+    pub congestion: Option<Box<crate::congestion::Congestion>>,
     pub pending_offer: Option<SdpPendingOffer>,
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).

@@ -48,6 +48,16 @@ pub struct LoadtestArgs {
     #[arg(long, conflicts_with_all = ["url", "server_pid"])]
     pub start_server: bool,
 
+    /// With --start-server: whether the server estimates subscribers' bandwidth
+    /// (`serve --rtc-bandwidth-estimation`), to measure what estimation costs.
+    #[arg(
+        long,
+        value_name = "on|off",
+        requires = "start_server",
+        default_value = "on"
+    )]
+    pub server_bandwidth_estimation: String,
+
     /// PID of the server when it runs on this machine: adds its CPU time, CPU per forwarded
     /// packet, RSS and RSS per participant to the report.
     #[arg(long, value_name = "PID")]

@@ -241,7 +241,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     // Measured first, on a quiet machine: nothing of the scenario runs yet.
     let floor = floor::measure().context("cannot measure the floor")?;
     let mut started = match args.start_server {
-        true => Some(StartedServer::start()?),
+        true => Some(StartedServer::start(&args.server_bandwidth_estimation)?),
         false => None,
     };
     let url = match (&started, &args.url) {

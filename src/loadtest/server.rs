@@ -22,7 +22,8 @@ pub struct StartedServer {
 impl StartedServer {
     /// Runs this binary's `serve --dev` on free loopback ports with a fresh data directory
     /// and waits for its ready line.
-    pub fn start() -> anyhow::Result<StartedServer> {
+    /// Starts `serve --dev`, estimating subscribers' bandwidth or not (`on`/`off`).
+    pub fn start(bandwidth_estimation: &str) -> anyhow::Result<StartedServer> {
         let exe = std::env::current_exe().context("cannot find the switchboard binary")?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -49,6 +50,8 @@ impl StartedServer {
                 "127.0.0.1:0",
                 "--rtc-port",
                 "0",
+                "--rtc-bandwidth-estimation",
+                bandwidth_estimation,
             ])
             .arg("--data-dir")
             .arg(&data_dir)
