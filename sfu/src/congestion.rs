@@ -30,6 +30,9 @@ const REALLOCATE_CHANGE_PERCENT: u64 = 5;
 const REALLOCATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Loss above this share counts as congestion (the estimator cuts its estimate from here).
 const CONGESTING_LOSS: f64 = 0.1;
+/// Results taken from one feedback message: a browser's name ~100 packets; a receiver
+/// claiming more (up to 65,535) is cut here, so the reused buffer stays small.
+const MAX_REPORTED: usize = 2048;
 /// Padding bytes per probe packet: RTP's most (the count is one byte).
 const PADDING: u8 = 255;
 /// Padding goes out in bursts this far apart while a probe runs.
@@ -47,6 +50,8 @@ pub(crate) struct Congestion {
     pub estimator: Estimator,
     /// What the allocator last saw (estimate, congested), and when.
     allocated: Option<(Link, Instant)>,
+    /// One feedback message's results (kept to reuse its allocation).
+    results: Vec<(u64, Option<Instant>)>,
     /// The probe running, if any.
     probe: Option<ProbeRun>,
 }
@@ -76,6 +81,7 @@ impl Congestion {
             feedback_seq: 0,
             estimator: Estimator::new(INITIAL_ESTIMATE),
             allocated: None,
+            results: Vec::new(),
             probe: None,
         }
     }
@@ -107,16 +113,21 @@ impl Congestion {
 
     /// Feeds one feedback message to the estimator.
     pub fn feedback(&mut self, now: Instant, twcc: Twcc) {
-        let results: Vec<(u64, Option<Instant>)> = twcc
-            .into_iter(self.time_zero, self.feedback_seq.into())
-            .map(|(seq, _, arrival)| (*seq, arrival))
-            // Numbers we never sent (a confused or hostile receiver) say nothing.
-            .filter(|(seq, _)| *seq < self.next_seq)
-            .collect();
+        let mut results = std::mem::take(&mut self.results);
+        results.clear();
+        results.extend(
+            twcc.into_iter(self.time_zero, self.feedback_seq.into())
+                .map(|(seq, _, arrival)| (*seq, arrival))
+                // Numbers we never sent (a confused or hostile receiver) say nothing, and
+                // one message names at most what a few seconds of sending could.
+                .filter(|(seq, _)| *seq < self.next_seq)
+                .take(MAX_REPORTED),
+        );
         if let Some(highest) = results.iter().map(|(seq, _)| *seq).max() {
             self.feedback_seq = self.feedback_seq.max(highest);
         }
         self.estimator.on_feedback(now, &results);
+        self.results = results;
     }
 
     /// What the link is known to carry, once feedback acknowledged something: the

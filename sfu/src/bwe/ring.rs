@@ -16,6 +16,11 @@ const INITIAL_CAPACITY: usize = 256;
 /// Feedback older than that no longer describes the link.
 pub(super) const MAX_CAPACITY: usize = 8192;
 
+/// An unreported entry older than this (what the ring at its largest holds at 20 Mbit/s)
+/// is given up when its slot is needed (the receiver skipped it, or its feedback was lost):
+/// only younger ones make the ring grow.
+const LAG_US: u64 = 4_000_000;
+
 const VALID: u8 = 1;
 const PROBE: u8 = 2;
 const RESENT: u8 = 4;
@@ -82,6 +87,7 @@ impl SendRing {
         if self.heard
             && occupant.flags & (VALID | REPORTED) == VALID
             && occupant.seq_tag != seq as u32
+            && sent_us.saturating_sub(occupant.sent_us) < LAG_US
             && self.slots.len() < MAX_CAPACITY
         {
             self.grow();
