@@ -156,7 +156,12 @@ impl Estimator {
     pub fn estimate(&self) -> u64 {
         let delay = self.rate.estimate();
         let capped = self.loss.cap().map_or(delay, |cap| cap.min(delay));
-        capped.clamp(MIN_BPS, MAX_BPS)
+        // What the link delivered in the last half second it can carry: loss cuts stop at
+        // 80 % of it. Without this floor, the burst of loss when a link narrows (a queue
+        // overflowing) cut the estimate to a fraction of what still got through, and
+        // paused video the narrowed link carried fine.
+        let delivered = self.acked.rate().map_or(0, |r| r * 4 / 5);
+        capped.max(delivered).clamp(MIN_BPS, MAX_BPS)
     }
 
     /// The acknowledged (received) bitrate over the last 500 ms of arrivals, if known.

@@ -195,9 +195,13 @@ fn a_clean_link_lets_the_estimate_grow_to_the_send_rate_but_not_past_1_5_times_a
             );
         }
     }
-    // Growth is steady: every second it is higher than the second before, until the bound.
+    // It never goes down on a clean link: at once to 80 % of what arrives, then up.
     let per_second: Vec<u64> = samples.iter().step_by(10).map(|s| s.1).collect();
-    assert!(per_second.windows(2).all(|w| w[1] > w[0]), "{per_second:?}");
+    assert!(
+        per_second.windows(2).all(|w| w[1] >= w[0]),
+        "{per_second:?}"
+    );
+    assert!(per_second.last() > per_second.get(1), "{per_second:?}");
 }
 
 #[test]
@@ -271,7 +275,11 @@ fn heavy_loss_brings_the_estimate_down_and_light_loss_does_not() {
     sim.loss_percent = 20;
     let samples = sim.run(Duration::from_secs(5), |_| 1_000_000);
     let last = samples.last().unwrap().1;
-    assert!(last < 400_000, "after 5 s of 20 % loss: {last}");
+    // Cut, but not below 80 % of the 800 kbit/s that still arrives.
+    assert!(
+        (620_000..750_000).contains(&last),
+        "after 5 s of 20 % loss: {last}"
+    );
     println!("20 % loss: {} after 1 s, {last} after 5 s", samples[9].1);
     assert!(sim.congested_at.is_none(), "loss alone is no delay overuse");
 

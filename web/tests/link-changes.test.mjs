@@ -1,0 +1,96 @@
+// Issue 18 on changing and lossy links: the same call as constrained.test.mjs (720p simulcast
+// publisher, a subscriber behind its own link), with the link's cap stepped down and up, and
+// with random loss. Needs root (network namespaces, tc, nft), Chromium and a built binary.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import {
+  measureWindow, report, sampleSubscriber, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
+} from './support/constrained.mjs';
+
+/** After a layer went down, the server holds it for 3 s before going up (sfu/src/allocator.rs). */
+const UP_AFTER_DOWN_S = 3;
+/** Slack for when the subscriber first decodes a switched layer (a keyframe's round trip). */
+const SLACK_S = 0.6;
+
+/** Records the width of every decoded frame size change while `body` runs. */
+async function watchWidths(call, body) {
+  const changes = [];
+  let last = null;
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      const s = await sampleSubscriber(call);
+      if (s.frameWidth && s.frameWidth !== last) {
+        changes.push({ t: s.t, width: s.frameWidth });
+        last = s.frameWidth;
+      }
+      await delay(200);
+    }
+  })();
+  try {
+    await body();
+  } finally {
+    running = false;
+    await sampler;
+  }
+  return changes;
+}
+
+test('a cap stepped down and up makes layers follow it, no faster than the hold times', { timeout: 240_000 }, async () => {
+  const call = await startConstrainedCall();
+  try {
+    const top = await topLayerWidth(call);
+    assert.ok(await waitForWidth(call, top, 20_000) !== null, `the top layer (${top} wide) uncapped`);
+    const windows = [];
+    const changes = await watchWidths(call, async () => {
+      for (let i = 0; i < 3; i += 1) {
+        await call.pair.setCap('500kbit');
+        await delay(3_000);
+        windows.push(await measureWindow(call, 4));
+        await call.pair.removeCap();
+        await delay(7_000);
+      }
+    });
+    const seen = JSON.stringify({ changes, windows });
+    console.log(`layer changes: ${seen}`);
+    for (const w of windows) {
+      assert.ok(w.fps >= 10, `decodes ≥ 10 fps while capped: ${seen}`);
+      assert.ok(w.width > 0 && w.width < top, `a lower layer while capped: ${seen}`);
+    }
+    // Every step down was followed by a step up, and each step up came at least the hold
+    // time after the change before it.
+    const ups = changes.filter((c, i) => i > 0 && c.width > changes[i - 1].width);
+    assert.ok(ups.length >= 3, `the layer went back up after each cap: ${seen}`);
+    for (let i = 1; i < changes.length; i += 1) {
+      if (changes[i].width > changes[i - 1].width) {
+        const held = changes[i].t - changes[i - 1].t;
+        assert.ok(held >= UP_AFTER_DOWN_S - SLACK_S, `up ${held.toFixed(2)} s after the previous change: ${seen}`);
+      }
+    }
+  } catch (err) {
+    console.error(await report(call));
+    throw err;
+  } finally {
+    await stopConstrainedCall(call);
+  }
+});
+
+test('5 % random loss: retransmissions keep the picture going', { timeout: 180_000 }, async () => {
+  const call = await startConstrainedCall();
+  try {
+    await call.pair.setLoss(5);
+    await delay(3_000);
+    const w = await measureWindow(call, 10);
+    const seen = JSON.stringify(w);
+    console.log(`5 % loss: ${seen}`);
+    assert.ok(w.nacks > 0, `the subscriber NACKed what it lost: ${seen}`);
+    assert.ok(w.fps >= 15, `decodes ≥ 15 fps: ${seen}`);
+    assert.ok(w.freezeSeconds < 1, `frozen < 1 s in 10 s: ${seen}`);
+  } catch (err) {
+    console.error(await report(call));
+    throw err;
+  } finally {
+    await stopConstrainedCall(call);
+  }
+});
