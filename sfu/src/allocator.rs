@@ -124,12 +124,18 @@ impl Allocator {
                         Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
                         _ => true,
                     };
-                    if wanted.level() > before.allocation.level()
-                        && before.limited
-                        && still_there
-                        && now.saturating_duration_since(before.since) < hold
-                    {
-                        chosen = before.allocation;
+                    if wanted.level() > before.allocation.level() && before.limited && still_there {
+                        chosen = if now.saturating_duration_since(before.since) < hold {
+                            before.allocation
+                        } else {
+                            // One layer up at a time: an estimate that overshot (a probe
+                            // through a bursty queue) costs one step, not the top layer.
+                            layers
+                                .iter()
+                                .map(|&(q, _)| Allocation::Layer(q))
+                                .find(|a| a.level() > before.allocation.level())
+                                .unwrap_or(wanted)
+                        };
                     }
                 }
                 if let Some(before) = before {
@@ -332,12 +338,14 @@ mod tests {
         // Down at once.
         assert_eq!(step(500_000, 100), Layer(1));
         assert_eq!(step(100_000, 200), Paused);
-        // Up again only 3 s after the last change, then one step per 1.5 s.
+        // Up again only 3 s after the last change, one layer at a time, 1.5 s apart.
         assert_eq!(step(2_000_000, 3100), Paused);
-        assert_eq!(step(2_000_000, 3200), Layer(2));
-        assert_eq!(step(500_000, 3300), Layer(1));
-        assert_eq!(step(2_000_000, 4000), Layer(1));
-        assert_eq!(step(2_000_000, 6300), Layer(2));
+        assert_eq!(step(2_000_000, 3200), Layer(0));
+        assert_eq!(step(2_000_000, 4000), Layer(0));
+        assert_eq!(step(2_000_000, 4700), Layer(1));
+        assert_eq!(step(500_000, 4800), Layer(1));
+        assert_eq!(step(2_000_000, 6100), Layer(1));
+        assert_eq!(step(2_000_000, 6200), Layer(2));
         assert_eq!(allocator.deficit(), 0);
         allocator.estimate = Some(500_000);
         allocator.allocate(at(6400), &[camera(&SIMULCAST)]);

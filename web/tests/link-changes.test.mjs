@@ -54,10 +54,13 @@ test('a cap stepped down and up makes layers follow it, no faster than the hold 
     });
     const seen = JSON.stringify({ changes, windows });
     console.log(`layer changes: ${seen}`);
+    // The picture keeps going through every step (which layer a capped window ends on is
+    // constrained.test.mjs's business: here a probe may try one layer up and come back).
     for (const w of windows) {
       assert.ok(w.fps >= 10, `decodes ≥ 10 fps while capped: ${seen}`);
-      assert.ok(w.width > 0 && w.width < top, `a lower layer while capped: ${seen}`);
+      assert.ok(w.freezeSeconds < 2 && w.stalledSeconds < 2, `frozen < 2 s while capped: ${seen}`);
     }
+    assert.ok(windows.some((w) => w.widthsSeen.some((x) => x < top)), `a lower layer behind the cap: ${seen}`);
     // Every step down was followed by a step up, and each step up came at least the hold
     // time after the change before it.
     const ups = changes.filter((c, i) => i > 0 && c.width > changes[i - 1].width);
