@@ -133,7 +133,8 @@
     const E = LK.RoomEvent;
     for (const ev of [E.ParticipantConnected, E.ParticipantDisconnected, E.TrackSubscribed,
       E.TrackUnsubscribed, E.TrackMuted, E.TrackUnmuted, E.LocalTrackPublished,
-      E.LocalTrackUnpublished, E.ParticipantNameChanged]) {
+      E.LocalTrackUnpublished, E.ParticipantNameChanged, E.ActiveSpeakersChanged,
+      E.ConnectionQualityChanged]) {
       room.on(ev, () => { if (room === demo.room) render(); });
     }
     room.on(E.DataReceived, (payload, participant, _kind, topic, _encryption, participantIdentity) => {
@@ -223,7 +224,11 @@
       t.el.classList.toggle('no-video', videoOff);
       t.el.classList.toggle('mic-off', micOff);
       const label = `${p.name || p.identity}${p.isLocal ? ' (you)' : ''}`;
-      t.caption.textContent = micOff ? `${label} · muted` : label;
+      // The server's SpeakersChanged and ConnectionQualityUpdate, as livekit-client keeps them.
+      const quality = p.connectionQuality && p.connectionQuality !== 'unknown' ? p.connectionQuality : null;
+      t.el.classList.toggle('speaking', !!p.isSpeaking);
+      t.el.dataset.quality = quality || '';
+      t.caption.textContent = `${micOff ? `${label} · muted` : label}${quality ? ` · ${quality}` : ''}`;
       t.el.setAttribute('aria-label', `${label}${videoOff ? ', camera off' : ''}${micOff ? ', microphone muted' : ''}`);
     }
     for (const identity of [...tiles.keys()]) if (!present.has(identity)) removeTile(identity);

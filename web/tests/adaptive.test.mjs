@@ -1,5 +1,5 @@
 // Issue 18, adaptive stream and dynacast, with unmodified livekit-client through the demo page
-// (`adaptive=1`, `dynacast=1`) on plain loopback:
+// (`adaptive=1`, `dynacast=1`) on plain loopback, and the connection quality it shows:
 // - a subscriber with adaptiveStream gets the smallest simulcast layer that covers its <video>
 //   element (q 320×180 for 160×90, f 1280×720 for 1280×720), one without gets the top layer;
 // - a hidden element gets no video at all (and is not told "paused"), and video again when shown;
@@ -156,4 +156,17 @@ scenario('dynacast: the publisher stops sending layers nobody needs and resumes 
   assert.ok(late.ok, `f stops within 16 s of the element shrinking: ${tail(late, 3)}`);
   console.log(`shrunk again: f inactive ${(early.seconds + inactiveAt(late, 'f')).toFixed(2)} s after, `
     + `no f bytes for 2 s at ${(early.seconds + late.seconds).toFixed(2)} s`);
+});
+
+scenario('connection quality reaches the page and shows on each tile', { subscribers: [{ label: 'viewer' }] }, async (call) => {
+  const viewer = call.subscribers.viewer;
+  // The server rates every participant every 5 s (sfu/src/quality.rs) and sends changes.
+  await viewer.until('rates the publisher and itself', (id) => {
+    const room = window.demo.room;
+    const them = room.remoteParticipants.get(id);
+    const good = (q) => q === 'excellent' || q === 'good';
+    const tile = document.querySelector(`#grid .tile[data-identity="${CSS.escape(id)}"]`);
+    return !!them && good(them.connectionQuality) && good(room.localParticipant.connectionQuality)
+      && !!tile && good(tile.dataset.quality);
+  }, call.publisher.identity, 20_000);
 });
