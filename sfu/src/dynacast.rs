@@ -82,14 +82,7 @@ impl Worker {
             track
                 .down_tracks
                 .iter()
-                .filter_map(|d| {
-                    self.parts
-                        .get(d.subscriber)?
-                        .as_ref()?
-                        .down_tracks
-                        .get(d.index)?
-                        .as_ref()
-                })
+                .filter_map(|&d| self.down_track(d))
                 .filter(|down| !down.settings.disabled)
                 .map(|down| track.max_quality_for(&down.settings).unwrap_or(TOP))
                 .max()

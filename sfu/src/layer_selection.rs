@@ -4,7 +4,8 @@
 
 use crate::allocator::{Allocation, Demand};
 use crate::api::{PeerEvent, TrackSettings};
-use crate::ids::TrackId;
+use crate::down_track::DownTrack;
+use crate::ids::{DownTrackId, TrackId};
 use crate::participant::Slot;
 use crate::published_track::PublishedTrack;
 use crate::worker::Worker;
@@ -15,6 +16,15 @@ impl Worker {
             .get(id.publisher)?
             .as_ref()?
             .tracks
+            .get(id.index)?
+            .as_ref()
+    }
+
+    pub(crate) fn down_track(&self, id: DownTrackId) -> Option<&DownTrack> {
+        self.parts
+            .get(id.subscriber)?
+            .as_ref()?
+            .down_tracks
             .get(id.index)?
             .as_ref()
     }
@@ -135,14 +145,7 @@ impl Worker {
         let wanted = track
             .down_tracks
             .iter()
-            .filter_map(|d| {
-                self.parts
-                    .get(d.subscriber)?
-                    .as_ref()?
-                    .down_tracks
-                    .get(d.index)?
-                    .as_ref()
-            })
+            .filter_map(|&d| self.down_track(d))
             .fold(0, |set, down| set | down.layer.wanted());
         if let Some(track) = self.published_mut(id) {
             track.wanted = wanted;

@@ -32,6 +32,7 @@ mod participant;
 mod published_track;
 mod quality;
 mod rewrite;
+mod room_news;
 mod rtc_config;
 mod rtp_out;
 mod sdp_guard;

@@ -104,29 +104,14 @@ impl QualityMeter {
 impl Worker {
     /// Ends a quality interval: each room hears the ratings of its members that changed.
     pub(crate) fn rate_connections(&mut self) {
-        let rooms: Vec<Vec<usize>> = self.rooms.values().cloned().collect();
-        for members in rooms {
-            let mut updates = Vec::new();
-            for &slot in &members {
-                let Some(part) = self.parts[slot].as_mut() else {
-                    continue;
-                };
+        self.tell_rooms(
+            |part| {
                 let paused = part.down_tracks.iter().flatten().any(|d| d.paused);
-                if let Some((quality, score)) = part.quality.interval(paused) {
-                    updates.push((part.key.clone(), quality, score));
-                }
-            }
-            if updates.is_empty() {
-                continue;
-            }
-            for &slot in &members {
-                if let Some(part) = self.parts[slot].as_ref() {
-                    part.emit(PeerEvent::ConnectionQuality {
-                        updates: updates.clone(),
-                    });
-                }
-            }
-        }
+                let (quality, score) = part.quality.interval(paused)?;
+                Some((part.key.clone(), quality, score))
+            },
+            |updates| PeerEvent::ConnectionQuality { updates },
+        );
     }
 }
 

@@ -76,13 +76,8 @@ impl Worker {
     /// Ends a speaker window in every room: members hear who started, changed level or
     /// stopped speaking.
     pub(crate) fn judge_speakers(&mut self) {
-        let rooms: Vec<Vec<usize>> = self.rooms.values().cloned().collect();
-        for members in rooms {
-            let mut changes = Vec::new();
-            for &slot in &members {
-                let Some(part) = self.parts[slot].as_mut() else {
-                    continue;
-                };
+        self.tell_rooms(
+            |part| {
                 let level = part
                     .tracks
                     .iter_mut()
@@ -95,26 +90,18 @@ impl Worker {
                 } else {
                     0
                 };
-                if heard != part.speaking {
-                    part.speaking = heard;
-                    changes.push(Speaker {
-                        participant: part.key.clone(),
-                        eighths: heard,
-                        active: heard > 0,
-                    });
+                if heard == part.speaking {
+                    return None;
                 }
-            }
-            if changes.is_empty() {
-                continue;
-            }
-            for &slot in &members {
-                if let Some(part) = self.parts[slot].as_ref() {
-                    part.emit(PeerEvent::SpeakersChanged {
-                        speakers: changes.clone(),
-                    });
-                }
-            }
-        }
+                part.speaking = heard;
+                Some(Speaker {
+                    participant: part.key.clone(),
+                    eighths: heard,
+                    active: heard > 0,
+                })
+            },
+            |speakers| PeerEvent::SpeakersChanged { speakers },
+        );
     }
 }
 
