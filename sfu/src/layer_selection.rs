@@ -129,8 +129,11 @@ impl Worker {
         let Some(part) = self.parts[sub].as_mut() else {
             return;
         };
+        // A set: a request may name thousands of sids (up to a 1 MiB message), and each
+        // down-track looks itself up once.
+        let sids: std::collections::HashSet<&str> = sids.iter().map(String::as_str).collect();
         for down in part.down_tracks.iter_mut().flatten() {
-            if sids.contains(&down.track_sid) {
+            if sids.contains(down.track_sid.as_str()) {
                 down.settings = settings;
             }
         }
