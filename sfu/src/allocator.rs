@@ -151,6 +151,14 @@ impl Allocator {
                         chosen = before.allocation;
                     }
                 }
+                if chosen == Allocation::Paused && !self.congested {
+                    // Pausing needs the link to show trouble, not only an estimate still
+                    // finding its level (a new subscriber's, or one a single-layer track
+                    // outgrows): the lowest layer goes until congestion says otherwise.
+                    if let Some(&(q, _)) = layers.first() {
+                        chosen = Allocation::Layer(q);
+                    }
+                }
                 let best = layers.last().map(|&(q, rate)| (Allocation::Layer(q), rate));
                 let limited = !demand.disabled
                     && self.estimate.is_some()
@@ -303,10 +311,12 @@ mod tests {
 
     const SIMULCAST: [(Quality, u64); 3] = [(0, 150_000), (1, 450_000), (2, 1_500_000)];
 
-    /// An allocator with no history: what the estimate allows, demands keyed by position.
+    /// An allocator with no history on a congested link: what the estimate allows,
+    /// demands keyed by position.
     fn with(estimate: Option<u64>) -> Fresh {
         Fresh(Allocator {
             estimate,
+            congested: true,
             ..Allocator::default()
         })
     }
@@ -372,6 +382,26 @@ mod tests {
             allocator.allocate(t0, &[camera(&SIMULCAST)]),
             vec![Layer(0)]
         );
+    }
+
+    #[test]
+    fn without_congestion_nothing_is_paused() {
+        let t0 = Instant::now();
+        let mut allocator = Allocator {
+            estimate: Some(100_000),
+            ..Allocator::default()
+        };
+        // A new subscriber whose estimate is still low, and a single 2.5 Mbit/s layer.
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&SIMULCAST)]),
+            vec![Layer(0)]
+        );
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&[(3, 2_500_000)])]),
+            vec![Layer(3)]
+        );
+        allocator.congested = true;
+        assert_eq!(allocator.allocate(t0, &[camera(&SIMULCAST)]), vec![Paused]);
     }
 
     #[test]

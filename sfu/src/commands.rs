@@ -259,6 +259,10 @@ impl Worker {
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
+            // Until feedback says more, a new link is assumed to carry what an estimator
+            // starts from: a simulcast track starts below its top layer and probes up,
+            // rather than starting at the top and overflowing a narrow link first.
+            part.allocator.estimate = Some(crate::congestion::INITIAL_ESTIMATE);
         }
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such

@@ -23,7 +23,7 @@ const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 /// What a new link is assumed to carry until its feedback says more: enough for a 720p
 /// camera's middle layer and audio, not its top layer.
-const INITIAL_ESTIMATE: u64 = 1_000_000;
+pub(crate) const INITIAL_ESTIMATE: u64 = 1_000_000;
 /// The allocator looks again when the estimate moved by this share since it last looked...
 const REALLOCATE_CHANGE_PERCENT: u64 = 5;
 /// ... or this long after it last looked.
