@@ -355,6 +355,40 @@ mod tests {
         ));
     }
 
+    /// A TWCC message (RFC draft-holmer §3.1) naming `count` packets from `base`, all lost:
+    /// one run-length chunk, no deltas.
+    fn all_lost(base: u16, count: u16) -> Twcc {
+        let mut raw = vec![0x8f, 205, 0, 5]; // V=2, FMT=15, PT=205, 5 words after this one
+        raw.extend_from_slice(&1u32.to_be_bytes()); // sender SSRC
+        raw.extend_from_slice(&2u32.to_be_bytes()); // media SSRC
+        raw.extend_from_slice(&base.to_be_bytes());
+        raw.extend_from_slice(&count.to_be_bytes());
+        raw.extend_from_slice(&[0, 0, 0, 0]); // reference time, feedback count
+        raw.extend_from_slice(&(count & 0x1fff).to_be_bytes()); // run of "not received"
+        raw.extend_from_slice(&[0, 0]);
+        match str0m::rtp::rtcp::Rtcp::try_from(raw.as_slice()) {
+            Ok(str0m::rtp::rtcp::Rtcp::Twcc(twcc)) => twcc,
+            other => panic!("not a TWCC message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_receiver_naming_thousands_of_packets_costs_a_bounded_buffer() {
+        let t0 = Instant::now();
+        let mut congestion = Congestion::new(t0);
+        for _ in 0..8000 {
+            congestion.next();
+        }
+        congestion.feedback(t0, all_lost(0, 8000));
+        assert_eq!(congestion.feedback_seq, MAX_REPORTED as u64 - 1);
+        assert!(congestion.results.capacity() <= 2 * MAX_REPORTED);
+        // Numbers never sent say nothing, however many are claimed.
+        let mut fresh = Congestion::new(t0);
+        fresh.next();
+        fresh.feedback(t0, all_lost(0, 8000));
+        assert_eq!(fresh.results.len(), 1);
+    }
+
     #[test]
     fn numbers_run_on_and_feedback_for_numbers_never_sent_is_ignored() {
         let t0 = Instant::now();
