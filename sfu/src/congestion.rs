@@ -180,10 +180,12 @@ impl Congestion {
         true
     }
 
-    /// How many padding packets are due now; `None` once the probe is over.
+    /// How many padding packets are due now; `None` once the probe is over, or as soon as
+    /// the link shows overuse (the probe has its answer, and the queue it built would delay
+    /// audio and video).
     fn padding_due(&mut self, now: Instant) -> Option<u64> {
         let run = self.probe.as_mut()?;
-        if now >= run.until {
+        if now >= run.until || self.estimator.congested() {
             self.probe = None;
             return None;
         }
@@ -256,6 +258,7 @@ impl Worker {
         let (allocated, deficit) = (part.allocator.allocated(), part.allocator.deficit());
         if let Some(congestion) = part.congestion.as_mut() {
             if congestion.start_probe(now, allocated, deficit) {
+                debug!(participant = %part.key, allocated, deficit, "probe");
                 metrics::counter!("switchboard_probes_total").increment(1);
                 if !self.probing.contains(&slot) {
                     self.probing.push(slot);
@@ -322,6 +325,7 @@ impl Worker {
                 payload: &[],
                 transport: Some(stamped),
                 padding: PADDING,
+                vp8: None,
             };
             let datagram = direct.packet(self.sink.buffer(), &rtp);
             congestion
@@ -387,6 +391,36 @@ mod tests {
         fresh.next();
         fresh.feedback(t0, all_lost(0, 8000));
         assert_eq!(fresh.results.len(), 1);
+    }
+
+    #[test]
+    fn a_probe_stops_padding_as_soon_as_the_link_shows_overuse() {
+        let t0 = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let mut congestion = Congestion::new(t0);
+        congestion.estimator.on_feedback(t0, &[]);
+        assert!(congestion.start_probe(t0, 300_000, 1_000_000));
+        assert!(congestion.padding_due(t0 + ms(20)).is_some_and(|n| n > 0));
+        // Each packet waits 3 ms longer than the one before: a queue growing.
+        let mut at = t0;
+        for i in 0..200u64 {
+            at = t0 + ms(20 + 5 * i);
+            congestion.estimator.on_sent(i, at, 1000, false);
+            let arrival = at + ms(40 + 3 * i);
+            congestion
+                .estimator
+                .on_feedback(arrival + ms(10), &[(i, Some(arrival))]);
+            if congestion.estimator.congested() {
+                break;
+            }
+        }
+        assert!(congestion.estimator.congested());
+        assert!(
+            at < t0 + ms(500),
+            "overuse shows before the probe would end"
+        );
+        assert_eq!(congestion.padding_due(at), None);
+        assert!(congestion.probe.is_none());
     }
 
     #[test]

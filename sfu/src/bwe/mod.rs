@@ -37,6 +37,8 @@ use ring::SendRing;
 /// Without arrivals for this long (by our clock, between feedback messages), the acked rate
 /// is forgotten rather than trusted: the sender went quiet, or the link died.
 const ACKED_STALE: Duration = Duration::from_secs(1);
+/// A probe's queue drains within this after it is judged; overuse later is the link's own.
+const PROBE_DRAIN: Duration = Duration::from_secs(1);
 
 /// A probe to run now: media topped up with padding to `target_bps` for `duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,13 @@ pub(crate) struct Estimator {
     last_arrivals: Option<Instant>,
     /// Outcomes of finished probes, for tests and logs: the last one.
     last_probe: Option<Outcome>,
+    /// From a probe's start until it is judged and the overuse it caused has passed: what
+    /// the link carried before it (the acknowledged rate then, at most the estimate then).
+    /// Overuse the probe's padding causes cuts the estimate no lower: the media alone went
+    /// through.
+    before_probe: Option<u64>,
+    /// When the last probe was judged.
+    probe_judged: Option<Instant>,
 }
 
 impl Default for Estimator {
@@ -83,6 +92,8 @@ impl Estimator {
             highest_reported: None,
             last_arrivals: None,
             last_probe: None,
+            before_probe: None,
+            probe_judged: None,
         }
     }
 
@@ -122,7 +133,8 @@ impl Estimator {
             any_received = true;
             self.acked.on_received(arrival, sent.bytes);
             if sent.cluster != 0 {
-                self.probe.on_received(sent.cluster, arrival, sent.bytes);
+                self.probe
+                    .on_received(sent.cluster, sent.sent, arrival, sent.bytes);
             }
             if !sent.resent && self.delay.on_packet(sent.sent, arrival) == Some(Usage::Overuse) {
                 overuse = true;
@@ -144,9 +156,23 @@ impl Estimator {
             self.delay.usage()
         };
         if usage == Usage::Overuse {
-            self.probe.on_overuse();
+            self.probe.on_overuse(now);
         }
         self.rate.update(now, usage, self.acked.rate());
+        if usage == Usage::Overuse {
+            if let Some(before) = self.before_probe {
+                self.rate.raise_to(before);
+            }
+        }
+        let drained = usage != Usage::Overuse
+            || self
+                .probe_judged
+                .is_some_and(|at| now.saturating_duration_since(at) > PROBE_DRAIN);
+        if drained && !self.probe.is_running() {
+            // The probe is judged and the queue it built has drained (or the link itself
+            // is congested).
+            self.before_probe = None;
+        }
         self.loss
             .evaluate(now, self.estimate(), self.rate.estimate());
         self.finish_probe(now);
@@ -183,21 +209,25 @@ impl Estimator {
     /// `desired_bps` (what the allocator wants) exceeds the estimate, at least 3 s after the
     /// last probe started (1.5 × longer after each congesting probe, up to 60 s), never
     /// while one runs or awaits its result. Target: estimate + max(1.2 × the shortfall
-    /// (at most the estimate again), 200 kbit/s). Duration: 200 ms, × 1.5 after each
-    /// success up to 2 s, back to 200 ms after a congesting probe. A success raises the
-    /// estimate to the probe's result (its receive rate, never above its send rate).
+    /// (at most the estimate again), 200 kbit/s). Duration: 500 ms, × 1.5 after each
+    /// success and × 2 after a success that overuse disowned within 3 s, up to 2 s (a
+    /// congesting probe leaves it). A success raises the estimate to the probe's result
+    /// (its later half's receive rate, never above its send rate or its target).
     pub fn probe_due(&mut self, now: Instant, desired_bps: u64) -> Option<Probe> {
         if !self.feedback_seen {
             return None;
         }
         self.finish_probe(now);
-        self.probe.due(now, self.estimate(), desired_bps)
+        let probe = self.probe.due(now, self.estimate(), desired_bps)?;
+        self.before_probe = self.acked.rate().map(|acked| acked.min(self.estimate()));
+        Some(probe)
     }
 
     fn finish_probe(&mut self, now: Instant) {
         let Some(outcome) = self.probe.poll(now, self.highest_reported) else {
             return;
         };
+        self.probe_judged = Some(now);
         if let Outcome::Success(bps) = outcome {
             self.rate.raise_to(bps);
             self.loss.lift_to(bps);

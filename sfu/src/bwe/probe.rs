@@ -3,7 +3,10 @@
 //!
 //! A probe's cluster is every packet sent while it runs, media and padding alike (the
 //! padding only tops the media up to the target), plus padding sent after its end while
-//! its result is awaited. Its result is the rate its packets arrived at.
+//! its result is awaited. Its result is the rate its later half arrived at: a shaper's
+//! burst allowance (a token bucket, as tc's tbf and many access links have) lets the first
+//! part through at the sender's rate, and only once it is spent does the link's own rate
+//! show.
 
 use std::time::{Duration, Instant};
 
@@ -18,25 +21,32 @@ const STEP_FACTOR: f64 = 1.2;
 /// ... but at most the estimate again (target ≤ 2 × estimate, libwebrtc's bound on
 /// allocation probes): a bigger jump only builds a queue.
 const MAX_STEP_OF_ESTIMATE: f64 = 1.0;
-/// The first probe lasts 200 ms; each success makes the next 1.5 × longer, up to 2 s.
+/// The first probe lasts 500 ms (its later half is what counts); each success makes the
+/// next 1.5 × longer, up to 2 s. A success the link then disowns (overuse soon after) makes
+/// the next one twice as long: a burst allowance absorbed it, a longer one spends it. A
+/// probe that congested the link leaves the duration as it is.
 /// (LiveKit allows 20 s; 2 s at 1.2 × the wanted step builds a measurable queue on any
 /// link that cannot take it, and keeps the allocator's view of the link fresh.)
-const FIRST_DURATION: Duration = Duration::from_millis(200);
+const FIRST_DURATION: Duration = Duration::from_millis(500);
 const MAX_DURATION: Duration = Duration::from_secs(2);
 const GROWTH: f64 = 1.5;
+/// Overuse this soon after a success means the success was not real.
+const DISOWNED_WITHIN: Duration = Duration::from_secs(3);
 /// Probes start at least 3 s apart; after a probe that congested the link, 1.5 × further
-/// apart each time, up to a minute (LiveKit's rule, its cap halved).
+/// apart each time, up to 12 s (LiveKit's rule; its cap is minutes, but our probes stop at
+/// the first sign of overuse, so a failed one costs a short queue, and a link that widens
+/// is found within 12 s).
 const BASE_INTERVAL: Duration = Duration::from_secs(3);
-const MAX_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_INTERVAL: Duration = Duration::from_secs(12);
 /// A probe is judged once feedback named its last packet, or a second after it ended.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A result needs ≥ 80 % of the probe's packets received ...
 const MIN_RECEIVED_SHARE: f64 = 0.8;
-/// ... and at least 5 of them (a rate from fewer is noise).
+/// ... and at least 5 of them in its later half (a rate from fewer is noise).
 const MIN_RECEIVED: u32 = 5;
-/// A probe received at under 90 % of the rate it was sent at saturated the link: its
-/// result is 95 % of the receive rate (libwebrtc's margins). Otherwise it is the lower of
-/// the two rates (never more than was sent).
+/// A probe's later half received at under 90 % of the rate it was sent at saturated the
+/// link: its result is 95 % of the receive rate (libwebrtc's margins). Otherwise it is the
+/// lowest of the two rates and the probe's target (never more than was asked or sent).
 const SATURATED: f64 = 0.9;
 const SATURATED_SHARE: f64 = 0.95;
 
@@ -51,21 +61,71 @@ pub(super) enum Outcome {
     Inconclusive,
 }
 
-struct Cluster {
-    id: u8,
-    start: Instant,
-    end: Instant,
+/// Counts of a set of a probe's packets: sent, and received as feedback reported them.
+#[derive(Default)]
+struct Tally {
     sent: u32,
     sent_bytes: u64,
+    /// The last packet's bytes: a rate over a span counts the packets after the first.
     last_sent_bytes: u64,
     first_send: Option<Instant>,
-    last_send: Instant,
-    last_seq: u64,
+    last_send: Option<Instant>,
     received: u32,
     received_bytes: u64,
     /// The earliest arrival and its packet's bytes; the latest arrival.
     first_arrival: Option<(Instant, u64)>,
     last_arrival: Option<Instant>,
+}
+
+impl Tally {
+    fn on_sent(&mut self, at: Instant, bytes: u64) {
+        self.sent += 1;
+        self.sent_bytes += bytes;
+        self.last_sent_bytes = bytes;
+        self.first_send.get_or_insert(at);
+        self.last_send = Some(at);
+    }
+
+    fn on_received(&mut self, arrival: Instant, bytes: u64) {
+        self.received += 1;
+        self.received_bytes += bytes;
+        if self.first_arrival.is_none_or(|(first, _)| arrival < first) {
+            self.first_arrival = Some((arrival, bytes));
+        }
+        self.last_arrival = Some(self.last_arrival.map_or(arrival, |l| l.max(arrival)));
+    }
+
+    /// (sent, received) bits per second, if both spans are measurable.
+    fn rates(&self) -> Option<(f64, f64)> {
+        let send_span = self
+            .last_send?
+            .saturating_duration_since(self.first_send?)
+            .as_secs_f64();
+        let (first_arrival, first_bytes) = self.first_arrival?;
+        let receive_span = self
+            .last_arrival?
+            .saturating_duration_since(first_arrival)
+            .as_secs_f64();
+        if send_span <= 0.0 || receive_span <= 0.0 {
+            return None;
+        }
+        Some((
+            (self.sent_bytes - self.last_sent_bytes) as f64 * 8.0 / send_span,
+            (self.received_bytes - first_bytes) as f64 * 8.0 / receive_span,
+        ))
+    }
+}
+
+struct Cluster {
+    id: u8,
+    start: Instant,
+    /// Packets sent from here on are its later half.
+    middle: Instant,
+    end: Instant,
+    target_bps: u64,
+    last_seq: u64,
+    all: Tally,
+    later: Tally,
     overuse: bool,
 }
 
@@ -75,6 +135,8 @@ pub(super) struct ProbeControl {
     duration: Duration,
     last_start: Option<Instant>,
     running: Option<Cluster>,
+    /// When the last successful probe was judged: overuse soon after disowns it.
+    last_success: Option<Instant>,
 }
 
 impl ProbeControl {
@@ -85,6 +147,7 @@ impl ProbeControl {
             duration: FIRST_DURATION,
             last_start: None,
             running: None,
+            last_success: None,
         }
     }
 
@@ -96,6 +159,11 @@ impl ProbeControl {
     #[cfg(test)]
     pub fn duration(&self) -> Duration {
         self.duration
+    }
+
+    /// Whether a probe runs or awaits its result.
+    pub fn is_running(&self) -> bool {
+        self.running.is_some()
     }
 
     /// Starts a probe if one is due (see [`super::Estimator::probe_due`]).
@@ -120,17 +188,12 @@ impl ProbeControl {
         self.running = Some(Cluster {
             id: self.last_id,
             start: now,
+            middle: now + self.duration / 2,
             end: now + self.duration,
-            sent: 0,
-            sent_bytes: 0,
-            last_sent_bytes: 0,
-            first_send: None,
-            last_send: now,
+            target_bps: target,
             last_seq: 0,
-            received: 0,
-            received_bytes: 0,
-            first_arrival: None,
-            last_arrival: None,
+            all: Tally::default(),
+            later: Tally::default(),
             overuse: false,
         });
         Some(Probe {
@@ -152,32 +215,38 @@ impl ProbeControl {
         let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
             return;
         };
-        c.sent += 1;
-        c.sent_bytes += bytes as u64;
-        c.last_sent_bytes = bytes as u64;
-        c.first_send.get_or_insert(at);
-        c.last_send = at;
+        c.all.on_sent(at, bytes as u64);
+        if at >= c.middle {
+            c.later.on_sent(at, bytes as u64);
+        }
         c.last_seq = seq;
     }
 
-    /// Feedback reported a packet of `cluster` received for the first time.
-    pub fn on_received(&mut self, cluster: u8, arrival: Instant, bytes: u16) {
+    /// Feedback reported a packet of `cluster`, sent at `sent`, received for the first time.
+    pub fn on_received(&mut self, cluster: u8, sent: Instant, arrival: Instant, bytes: u16) {
         let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
             return;
         };
-        let bytes = u64::from(bytes);
-        c.received += 1;
-        c.received_bytes += bytes;
-        if c.first_arrival.is_none_or(|(first, _)| arrival < first) {
-            c.first_arrival = Some((arrival, bytes));
+        c.all.on_received(arrival, u64::from(bytes));
+        if sent >= c.middle {
+            c.later.on_received(arrival, u64::from(bytes));
         }
-        c.last_arrival = Some(c.last_arrival.map_or(arrival, |last| last.max(arrival)));
     }
 
-    /// The delay detector saw overuse.
-    pub fn on_overuse(&mut self) {
+    /// The delay detector saw overuse at `now`: the running probe congested the link, or the
+    /// last success was not real (the next probe is longer and further off).
+    pub fn on_overuse(&mut self, now: Instant) {
         if let Some(c) = &mut self.running {
             c.overuse = true;
+            return;
+        }
+        if self
+            .last_success
+            .take()
+            .is_some_and(|at| now.saturating_duration_since(at) < DISOWNED_WITHIN)
+        {
+            self.duration = (self.duration * 2).min(MAX_DURATION);
+            self.interval = self.interval.mul_f64(GROWTH).min(MAX_INTERVAL);
         }
     }
 
@@ -185,7 +254,7 @@ impl ProbeControl {
     /// the schedule to the outcome.
     pub fn poll(&mut self, now: Instant, highest_reported: Option<u64>) -> Option<Outcome> {
         let c = self.running.as_ref()?;
-        let fed_back = c.sent > 0 && highest_reported.is_some_and(|h| h >= c.last_seq);
+        let fed_back = c.all.sent > 0 && highest_reported.is_some_and(|h| h >= c.last_seq);
         if now < c.end || !(fed_back || now >= c.end + RESULT_TIMEOUT) {
             return None;
         }
@@ -195,9 +264,10 @@ impl ProbeControl {
             Outcome::Success(_) => {
                 self.duration = self.duration.mul_f64(GROWTH).min(MAX_DURATION);
                 self.interval = BASE_INTERVAL;
+                self.last_success = Some(now);
             }
+            // The duration stays: one that congested the link was long enough to tell.
             Outcome::Congested => {
-                self.duration = FIRST_DURATION;
                 self.interval = self.interval.mul_f64(GROWTH).min(MAX_INTERVAL);
             }
             Outcome::Inconclusive => {}
@@ -209,34 +279,20 @@ impl ProbeControl {
         if c.overuse {
             return Outcome::Congested;
         }
-        if c.received < MIN_RECEIVED || c.sent < MIN_RECEIVED {
+        if c.later.received < MIN_RECEIVED || c.later.sent < MIN_RECEIVED {
             return Outcome::Inconclusive;
         }
-        if f64::from(c.received) < MIN_RECEIVED_SHARE * f64::from(c.sent) {
+        if f64::from(c.all.received) < MIN_RECEIVED_SHARE * f64::from(c.all.sent) {
             return Outcome::Congested;
         }
-        let (Some(first_send), Some((first_arrival, first_bytes)), Some(last_arrival)) =
-            (c.first_send, c.first_arrival, c.last_arrival)
-        else {
+        let Some((sent_rate, received_rate)) = c.later.rates() else {
             return Outcome::Inconclusive;
         };
-        let send_span = c
-            .last_send
-            .saturating_duration_since(first_send)
-            .as_secs_f64();
-        let receive_span = last_arrival
-            .saturating_duration_since(first_arrival)
-            .as_secs_f64();
-        if send_span <= 0.0 || receive_span <= 0.0 {
-            return Outcome::Inconclusive;
-        }
-        let sent_rate = (c.sent_bytes - c.last_sent_bytes) as f64 * 8.0 / send_span;
-        let received_rate = (c.received_bytes - first_bytes) as f64 * 8.0 / receive_span;
         let result = if received_rate < SATURATED * sent_rate {
             SATURATED_SHARE * received_rate
         } else {
             received_rate.min(sent_rate)
         };
-        Outcome::Success(result as u64)
+        Outcome::Success((result as u64).min(c.target_bps))
     }
 }

@@ -24,6 +24,10 @@ struct Sim {
     start: Instant,
     /// The bottleneck's rate; `None`: no queue.
     capacity_bps: Option<u64>,
+    /// The bottleneck's burst allowance in bytes (a token bucket, as tc's tbf): after a
+    /// quiet spell this much passes at once. 0: a plain queue.
+    burst_bytes: f64,
+    tokens: f64,
     delay: Duration,
     /// Loss in percent, by a fixed pseudo-random sequence.
     loss_percent: u64,
@@ -52,6 +56,8 @@ impl Sim {
             now: start,
             start,
             capacity_bps: None,
+            burst_bytes: 0.0,
+            tokens: 0.0,
             delay: 30 * MS,
             loss_percent: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
@@ -87,8 +93,20 @@ impl Sim {
         let arrival = match self.capacity_bps {
             Some(capacity) if !lost => {
                 let start = at.max(self.queue_free);
-                self.queue_free =
-                    start + Duration::from_secs_f64(bytes as f64 * 8.0 / capacity as f64);
+                let byte_rate = capacity as f64 / 8.0;
+                let refill = start
+                    .saturating_duration_since(self.queue_free)
+                    .as_secs_f64();
+                self.tokens = (self.tokens + refill * byte_rate).min(self.burst_bytes);
+                let wait = if self.tokens >= bytes as f64 {
+                    self.tokens -= bytes as f64;
+                    0.0
+                } else {
+                    let wait = (bytes as f64 - self.tokens) / byte_rate;
+                    self.tokens = 0.0;
+                    wait
+                };
+                self.queue_free = start + Duration::from_secs_f64(wait);
                 self.queue_free + self.delay
             }
             _ => at + self.delay,
@@ -305,13 +323,13 @@ fn probes_wait_for_feedback_a_shortfall_and_their_interval() {
         probe,
         Probe {
             target_bps: 2_000_000,
-            duration: 200 * MS,
+            duration: 500 * MS,
             cluster: 1
         }
     );
     assert_eq!(est.probe_due(t0 + 100 * MS, 3_000_000), None, "one runs");
     // It sent nothing: judged a second after its end, inconclusive, the schedule as it was.
-    assert_eq!(est.probe_due(t0 + 1300 * MS, 3_000_000), None, "3 s apart");
+    assert_eq!(est.probe_due(t0 + 1600 * MS, 3_000_000), None, "3 s apart");
     assert_eq!(est.last_probe, Some(Outcome::Inconclusive));
     assert_eq!(est.probe_due(t0 + 2999 * MS, 3_000_000), None);
     let probe = est.probe_due(t0 + 3000 * MS, 1_100_000).unwrap();
@@ -320,7 +338,7 @@ fn probes_wait_for_feedback_a_shortfall_and_their_interval() {
         probe,
         Probe {
             target_bps: 1_200_000,
-            duration: 200 * MS,
+            duration: 500 * MS,
             cluster: 2
         }
     );
@@ -331,7 +349,7 @@ fn a_successful_probe_raises_the_estimate_and_lengthens_the_next_one() {
     let mut sim = Sim::new(1_000_000);
     sim.capacity_bps = Some(5_000_000);
     sim.desired_bps = 3_000_000;
-    let samples = sim.run(Duration::from_millis(600), |_| 1_000_000);
+    let samples = sim.run(Duration::from_millis(900), |_| 1_000_000);
     assert_eq!(sim.probes[0].1.target_bps, 2_000_000);
     assert_eq!(
         sim.est.last_probe.map(|o| matches!(o, Outcome::Success(_))),
@@ -347,25 +365,29 @@ fn a_successful_probe_raises_the_estimate_and_lengthens_the_next_one() {
         "probe to 2 Mbit/s: {:?}, estimate {raised}",
         sim.est.last_probe
     );
-    assert_eq!(sim.est.probe.duration(), 300 * MS);
+    assert_eq!(sim.est.probe.duration(), 750 * MS);
     sim.run(Duration::from_secs(4), |_| 1_000_000);
     let gap = sim.probes[1].0 - sim.probes[0].0;
     assert!(
         gap >= Duration::from_secs(3) && gap < Duration::from_millis(3100),
         "{gap:?}"
     );
-    assert_eq!(sim.probes[1].1.duration, 300 * MS);
+    assert_eq!(sim.probes[1].1.duration, 750 * MS);
+    // The estimate is above what is wanted: no probe. (3 s pass, so the narrowing below
+    // cannot disown the last success.)
+    sim.run(Duration::from_secs(2), |_| 1_000_000);
+    assert_eq!(sim.probes.len(), 2);
 
     // The link narrows to 1.2 Mbit/s (the step in serialization delay reads as one overuse,
     // and the estimate drops to 85 % of the acknowledged 1 Mbit/s): the next probe, past the
     // link's capacity, congests it.
     sim.capacity_bps = Some(1_200_000);
-    sim.run(Duration::from_millis(5500), |_| 1_000_000);
+    sim.run(Duration::from_millis(4300), |_| 1_000_000);
     assert_eq!(sim.probes.len(), 3, "{:?}", sim.probes);
     assert!(sim.probes[2].1.target_bps > 1_200_000);
     assert_eq!(sim.est.last_probe, Some(Outcome::Congested));
     assert_eq!(sim.est.probe.interval(), 4500 * MS);
-    assert_eq!(sim.est.probe.duration(), 200 * MS);
+    assert_eq!(sim.est.probe.duration(), 1125 * MS);
     let estimate = sim.est.estimate();
     assert!(
         estimate < 1_200_000,
@@ -374,7 +396,56 @@ fn a_successful_probe_raises_the_estimate_and_lengthens_the_next_one() {
     sim.run(Duration::from_secs(3), |_| 1_000_000);
     let gap = sim.probes[3].0 - sim.probes[2].0;
     assert!(gap >= 4500 * MS && gap < 4600 * MS, "{gap:?}");
-    assert_eq!(sim.probes[3].1.duration, 200 * MS);
+    assert_eq!(sim.probes[3].1.duration, 1125 * MS);
+}
+
+/// tc's tbf in the browser tests: a 500 kbit/s link with a 16 KB burst allowance. A short
+/// probe fits in the allowance and arrives at the sender's rate; only its later half, once
+/// the allowance is spent, shows the link.
+#[test]
+fn a_burst_allowance_does_not_pass_for_capacity() {
+    let mut sim = Sim::new(300_000);
+    sim.capacity_bps = Some(500_000);
+    sim.burst_bytes = 16_000.0;
+    sim.desired_bps = 2_500_000;
+    let mut highest = 0;
+    for _ in 0..30 {
+        // An allocator: 180p, or 360p when the estimate allows it.
+        let samples = sim.run(Duration::from_secs(1), |estimate| {
+            if estimate >= 500_000 {
+                450_000
+            } else {
+                150_000
+            }
+        });
+        highest = highest.max(samples.iter().map(|s| s.1).max().unwrap());
+    }
+    println!(
+        "probes {:?}, last {:?}, highest estimate {highest}",
+        sim.probes, sim.est.last_probe
+    );
+    assert!(
+        highest < 650_000,
+        "the estimate stays near the 500 kbit/s link: it reached {highest}"
+    );
+    // Congesting probes spread out: at most one every 3 s, further apart after each.
+    assert!(sim.probes.len() <= 8, "{:?}", sim.probes);
+}
+
+/// Media at 460 kbit/s fills most of a 500 kbit/s link; a probe for more congests it. The
+/// overuse is the probe's padding: the estimate stays above the media, which went through.
+#[test]
+fn a_congesting_probe_cuts_the_estimate_no_lower_than_what_went_through_before_it() {
+    let mut sim = Sim::new(600_000);
+    sim.capacity_bps = Some(500_000);
+    sim.run(Duration::from_secs(3), |_| 460_000);
+    sim.desired_bps = 2_000_000;
+    let samples = sim.run(Duration::from_secs(4), |_| 460_000);
+    assert!(!sim.probes.is_empty());
+    assert_eq!(sim.est.last_probe, Some(Outcome::Congested));
+    let lowest = samples.iter().map(|s| s.1).min().unwrap();
+    println!("probes {:?}, lowest estimate {lowest}", sim.probes);
+    assert!(lowest >= 440_000, "cut below the media: {lowest}");
 }
 
 #[test]
