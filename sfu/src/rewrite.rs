@@ -2,7 +2,14 @@
 //! receives on one m-line is one continuous stream even when the source switches (a
 //! simulcast layer change or a republished track).
 
+use std::collections::VecDeque;
 use std::time::Instant;
+
+/// How many padding runs a late packet can reach back across: each run is remembered with
+/// the offset packets before it had, so a packet the publisher resent (or that arrived out
+/// of order) still gets the number its place was left at. A second of a probe's padding at
+/// a frame end every 50 ms is 20 runs.
+const PADDED_RUNS: usize = 32;
 
 /// Output numbering of one forwarded stream.
 #[derive(Debug, Default)]
@@ -13,9 +20,13 @@ pub(crate) struct Rewriter {
     last_out_seq: u64,
     last_out_ts: u32,
     last_at: Option<Instant>,
-    /// After padding was numbered in, source packets at or below this number are late and
-    /// dropped: placed by the new offset, they would take numbers already sent.
-    floor: Option<u64>,
+    /// Padding runs numbered in since the source started, oldest first: (the highest
+    /// source number sent before the run, the offset packets up to it had). A late packet
+    /// at or below a run's number takes that older offset: placed by the current one it
+    /// would take a number already sent.
+    padded: VecDeque<(u64, i64)>,
+    /// Late packets at or below this number reach back past the runs remembered: dropped.
+    forgotten: Option<u64>,
 }
 
 impl Rewriter {
@@ -32,10 +43,17 @@ impl Rewriter {
     ) -> Option<(u64, u32)> {
         if self.source != Some(ssrc) {
             self.switch_to(ssrc, seq, ts, arrival, clock_rate);
-        } else if self.floor.is_some_and(|floor| seq <= floor) {
+        } else if self.forgotten.is_some_and(|below| seq <= below) {
             return None;
         }
-        let out_seq = i64::try_from(seq).ok()? + self.seq_offset;
+        let offset = self
+            .padded
+            .iter()
+            .rev()
+            .take_while(|&&(highest, _)| seq <= highest)
+            .last()
+            .map_or(self.seq_offset, |&(_, offset)| offset);
+        let out_seq = i64::try_from(seq).ok()? + offset;
         if out_seq < 1 {
             return None;
         }
@@ -53,10 +71,19 @@ impl Rewriter {
     /// packet's time. `None` before anything was sent.
     pub(crate) fn pad(&mut self) -> Option<(u64, u32)> {
         self.source?;
+        let highest_source = (self.last_out_seq as i64 - self.seq_offset) as u64;
+        match self.padded.back_mut() {
+            // Padding right after padding: the same run.
+            Some(&mut (highest, _)) if highest == highest_source => {}
+            _ => {
+                if self.padded.len() == PADDED_RUNS {
+                    self.forgotten = self.padded.pop_front().map(|(highest, _)| highest);
+                }
+                self.padded.push_back((highest_source, self.seq_offset));
+            }
+        }
         self.seq_offset += 1;
         self.last_out_seq += 1;
-        let last_source_seq = (self.last_out_seq as i64 - self.seq_offset) as u64;
-        self.floor = Some(last_source_seq);
         Some((self.last_out_seq, self.last_out_ts))
     }
 
@@ -94,7 +121,8 @@ impl Rewriter {
             }
         };
         self.source = Some(ssrc);
-        self.floor = None;
+        self.padded.clear();
+        self.forgotten = None;
     }
 }
 
@@ -132,7 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn padding_takes_the_next_number_and_late_packets_cannot_reuse_one() {
+    fn padding_takes_the_next_number_and_late_packets_still_fill_their_own_gap() {
         let t0 = Instant::now();
         let mut r = Rewriter::default();
         assert_eq!(r.pad(), None, "nothing sent yet");
@@ -140,10 +168,32 @@ mod tests {
         r.rewrite(7, 102, 3900, t0, 90_000);
         assert_eq!(r.pad(), Some((4, 3900)));
         assert_eq!(r.pad(), Some((5, 3900)));
-        // 101 came late: its number (2) stays a gap rather than anything sent twice.
-        assert_eq!(r.rewrite(7, 101, 900, t0, 90_000), None);
-        assert_eq!(r.rewrite(7, 102, 3900, t0, 90_000), None);
         assert_eq!(r.rewrite(7, 103, 6900, t0, 90_000), Some((6, 6900)));
+        assert_eq!(r.rewrite(7, 105, 9900, t0, 90_000), Some((8, 9900)));
+        assert_eq!(r.pad(), Some((9, 9900)));
+        assert_eq!(r.rewrite(7, 106, 9900, t0, 90_000), Some((10, 9900)));
+        // 101 and 104 came late (a resend from the publisher): each takes the number left
+        // for it before the padding, never one the padding or a later packet took.
+        assert_eq!(r.rewrite(7, 101, 900, t0, 90_000), Some((2, 900)));
+        assert_eq!(r.rewrite(7, 104, 6900, t0, 90_000), Some((7, 6900)));
+    }
+
+    #[test]
+    fn late_packets_older_than_the_padding_runs_remembered_are_dropped() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        r.rewrite(7, 1000, 0, t0, 90_000);
+        for i in 0..PADDED_RUNS as u64 + 1 {
+            r.rewrite(7, 1002 + 2 * i, 0, t0, 90_000);
+            r.pad();
+        }
+        assert_eq!(r.padded.len(), PADDED_RUNS, "bounded");
+        assert_eq!(r.rewrite(7, 1001, 0, t0, 90_000), None);
+        // Within the runs remembered: placed in its gap.
+        let newest = 1002 + 2 * PADDED_RUNS as u64;
+        let (before, _) = r.rewrite(7, newest - 1, 0, t0, 90_000).unwrap();
+        let (at, _) = r.rewrite(7, newest + 1, 0, t0, 90_000).unwrap();
+        assert_eq!(at - before, 3, "one padding packet between, none reused");
     }
 
     #[test]
