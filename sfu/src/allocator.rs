@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 use crate::published_track::Quality;
 
 /// A track whose layer the link limited goes up again no sooner than this after it went
-/// down (or was paused)...
+/// down (or was paused), doubled for each step up in a row that the link took back within
+/// [`FAILED_UP_WITHIN`] (3, 6, 12 s: a link whose burst allowance or queue makes a layer
+/// look affordable costs one freeze, then rarer ones, not one every 3 s) ...
 const UP_AFTER_DOWN: Duration = Duration::from_secs(3);
+const FAILED_UP_WITHIN: Duration = Duration::from_secs(5);
+const MAX_FAILED_UPS: u32 = 2;
 /// ... and one step at a time, this far apart: a link that flaps makes layers change no
 /// faster than these hold times. Going down is never held.
 const UP_AFTER_UP: Duration = Duration::from_millis(1500);
@@ -78,6 +82,10 @@ struct Held {
     went_up: bool,
     /// The link, not the track's layers or the client's wishes, set it below the best.
     limited: bool,
+    /// The last change was a step up from a layer the link had limited.
+    tried_up: bool,
+    /// Steps up in a row the link took back soon after.
+    failed_ups: u32,
 }
 
 /// The allocator of one subscriber: its estimate, and what it chose last.
@@ -96,6 +104,9 @@ pub(crate) struct Allocator {
     deficit: u64,
     /// Bits per second of the layers chosen.
     allocated: u64,
+    /// The last allocation had an estimate. One made without (before the link was known)
+    /// is no choice of the link's: the first estimate takes what it cannot carry away.
+    had_estimate: bool,
 }
 
 impl Allocator {
@@ -118,7 +129,7 @@ impl Allocator {
                     let hold = if before.went_up {
                         UP_AFTER_UP
                     } else {
-                        UP_AFTER_DOWN
+                        UP_AFTER_DOWN * 2u32.pow(before.failed_ups)
                     };
                     let still_there = match before.allocation {
                         Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
@@ -144,6 +155,7 @@ impl Allocator {
                         _ => false,
                     };
                     if !self.congested
+                        && self.had_estimate
                         && kept
                         && !demand.disabled
                         && chosen.level() < before.allocation.level()
@@ -171,22 +183,43 @@ impl Allocator {
                 if limited {
                     deficit += best.map_or(0, |(_, best)| best.saturating_sub(rate));
                 }
-                let (since, went_up) = match before {
-                    Some(b) if b.allocation == chosen => (b.since, b.went_up),
-                    Some(b) => (now, chosen.level() > b.allocation.level()),
-                    None => (now, true),
-                };
-                held.push(Held {
+                let unchanged = Held {
                     key: demand.key,
                     allocation: chosen,
-                    since,
-                    went_up,
+                    since: now,
+                    went_up: true,
                     limited,
+                    tried_up: false,
+                    failed_ups: 0,
+                };
+                held.push(match before {
+                    None => unchanged,
+                    Some(b) if b.allocation == chosen => Held { limited, ..b },
+                    Some(b) if chosen.level() > b.allocation.level() => Held {
+                        tried_up: b.limited,
+                        failed_ups: b.failed_ups,
+                        ..unchanged
+                    },
+                    Some(b) => {
+                        let failed = b.tried_up
+                            && self.congested
+                            && now.saturating_duration_since(b.since) < FAILED_UP_WITHIN;
+                        Held {
+                            went_up: false,
+                            failed_ups: if failed {
+                                (b.failed_ups + 1).min(MAX_FAILED_UPS)
+                            } else {
+                                0
+                            },
+                            ..unchanged
+                        }
+                    }
                 });
                 chosen
             })
             .collect();
         self.held = held;
+        self.had_estimate = self.estimate.is_some();
         self.deficit = deficit;
         self.allocated = allocated;
         result
@@ -363,14 +396,46 @@ mod tests {
     }
 
     #[test]
+    fn steps_up_the_link_takes_back_make_the_next_wait_longer() {
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let mut allocator = Allocator::default();
+        let mut step = |estimate, s| {
+            allocator.estimate = Some(estimate);
+            allocator.congested = true;
+            allocator.allocate(at(s), &[camera(&SIMULCAST)])[0]
+        };
+        assert_eq!(step(300_000, 0.0), Layer(0));
+        // A probe through a burst allowance reads 700 kbit/s: up, and taken back at once.
+        assert_eq!(step(700_000, 3.0), Layer(1));
+        assert_eq!(step(300_000, 4.0), Layer(0));
+        // The next try waits 6 s instead of 3 ...
+        assert_eq!(step(700_000, 9.9), Layer(0));
+        assert_eq!(step(700_000, 10.1), Layer(1));
+        assert_eq!(step(300_000, 11.0), Layer(0));
+        // ... then 12 s, and no longer.
+        assert_eq!(step(700_000, 22.9), Layer(0));
+        assert_eq!(step(700_000, 23.1), Layer(1));
+        assert_eq!(step(300_000, 24.0), Layer(0));
+        assert_eq!(step(700_000, 35.9), Layer(0));
+        assert_eq!(step(700_000, 36.1), Layer(1));
+        // A step up that holds for 5 s was real: the next fall waits 3 s again.
+        assert_eq!(step(300_000, 41.2), Layer(0));
+        assert_eq!(step(700_000, 44.3), Layer(1));
+    }
+
+    #[test]
     fn without_congestion_a_low_estimate_takes_nothing_away() {
         let t0 = Instant::now();
-        let mut allocator = Allocator::default();
+        let mut allocator = Allocator {
+            estimate: Some(2_000_000),
+            ..Allocator::default()
+        };
         assert_eq!(
             allocator.allocate(t0, &[camera(&SIMULCAST)]),
             vec![Layer(2)]
         );
-        // The estimate starts below what arrives fine: f stays, and nothing is missing.
+        // The estimate falls below what arrives fine: f stays, and nothing is missing.
         allocator.estimate = Some(300_000);
         assert_eq!(
             allocator.allocate(t0, &[camera(&SIMULCAST)]),
@@ -382,6 +447,20 @@ mod tests {
             allocator.allocate(t0, &[camera(&SIMULCAST)]),
             vec![Layer(0)]
         );
+    }
+
+    #[test]
+    fn the_first_estimate_takes_away_what_was_chosen_without_one() {
+        let t0 = Instant::now();
+        let mut allocator = Allocator::default();
+        assert_eq!(allocator.allocate(t0, &[camera(&SIMULCAST)]), [Layer(2)]);
+        // The subscriber's answer accepted feedback: its link starts at 1 Mbit/s.
+        allocator.estimate = Some(1_000_000);
+        let t1 = t0 + Duration::from_millis(10);
+        assert_eq!(allocator.allocate(t1, &[camera(&SIMULCAST)]), [Layer(1)]);
+        // From then on, without congestion, a lower estimate takes nothing away.
+        allocator.estimate = Some(300_000);
+        assert_eq!(allocator.allocate(t1, &[camera(&SIMULCAST)]), [Layer(1)]);
     }
 
     #[test]

@@ -257,7 +257,9 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
-        if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
+        let estimating =
+            part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp);
+        if estimating {
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
             // Until feedback says more, a new link is assumed to carry what an estimator
             // starts from: a simulcast track starts below its top layer and probes up,
@@ -274,6 +276,9 @@ impl Worker {
                 participant = key,
                 "subscriber timeout after the answer: {e}"
             );
+        }
+        if estimating {
+            self.allocate(slot);
         }
         self.drain(slot, PeerRole::Subscriber);
         self.answer_applied(slot);
