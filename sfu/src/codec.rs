@@ -18,36 +18,12 @@ pub(crate) fn starts_keyframe(codec: Codec, payload: &[u8]) -> bool {
 /// RFC 7741: the payload descriptor, then on the first packet of a partition-0 the VP8
 /// frame header whose lowest bit (P) is 0 for a key frame.
 fn vp8_starts_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let extended = first & 0x80 != 0;
-    let start_of_partition = first & 0x10 != 0;
-    let partition_id = first & 0x07;
-    if !start_of_partition || partition_id != 0 {
-        return false;
-    }
-    let mut offset = 1;
-    if extended {
-        let Some(&ext) = payload.get(1) else {
-            return false;
-        };
-        offset += 1;
-        if ext & 0x80 != 0 {
-            // Picture id: one byte, or two when its M bit is set.
-            let Some(&pid) = payload.get(offset) else {
-                return false;
-            };
-            offset += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            offset += 1; // TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            offset += 1; // TID/Y/KEYIDX
-        }
-    }
-    payload.get(offset).is_some_and(|header| header & 0x01 == 0)
+    crate::vp8_ids::descriptor(payload).is_some_and(|d| {
+        d.starts_frame
+            && payload
+                .get(d.payload_at)
+                .is_some_and(|header| header & 0x01 == 0)
+    })
 }
 
 /// draft-ietf-payload-vp9: P (inter-picture predicted) clear and B (start of frame) set.

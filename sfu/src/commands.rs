@@ -353,6 +353,7 @@ impl Worker {
                 .map(|p| p.down_tracks.get_mut(down.index))
             {
                 down.rewriter.resync();
+                down.vp8.restart();
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::ids::TrackId;
 use crate::published_track::{bit, Quality};
 use crate::rewrite::Rewriter;
 use crate::rtp_out::StreamSend;
+use crate::vp8_ids::Vp8Ids;
 
 /// Negotiation state of one m-line on the subscriber PC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +122,8 @@ pub(crate) struct DownTrack {
     /// disabled the track).
     pub paused: bool,
     pub rewriter: Rewriter,
+    /// VP8 picture numbering continued across the layers forwarded.
+    pub vp8: Vp8Ids,
     /// Our own send path's state for this stream (history for NACKs).
     pub send: StreamSend,
     /// The last packet sent ended a frame: padding may follow without splitting one.
@@ -176,6 +179,7 @@ impl DownTrack {
             settings: TrackSettings::default(),
             paused: false,
             rewriter: Rewriter::default(),
+            vp8: Vp8Ids::default(),
             send: StreamSend::default(),
             frame_end: false,
             last_pt: None,

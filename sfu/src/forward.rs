@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use str0m::format::PayloadParams;
+use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
 use str0m::rtp::rtcp::Nack;
 use str0m::rtp::{RtpPacket, RtpWrite};
@@ -29,6 +29,7 @@ struct Incoming<'a> {
     keyframe: bool,
     is_video: bool,
     params: PayloadParams,
+    codec: Codec,
     now: Instant,
 }
 
@@ -118,6 +119,7 @@ impl Worker {
             keyframe,
             is_video,
             params,
+            codec,
             now,
         };
         let taps = !self.taps.is_empty();
@@ -230,6 +232,10 @@ impl Worker {
             ) else {
                 continue;
             };
+            let vp8 = match incoming.codec {
+                Codec::Vp8 => down.vp8.rewrite(incoming.ssrc, &packet.payload),
+                _ => None,
+            };
             let now = incoming.now;
             let peer = &mut subscriber.subscriber;
             match (&peer.direct, peer.media_to) {
@@ -244,6 +250,7 @@ impl Worker {
                         payload: &packet.payload,
                         transport: transport.map(|(_, stamped)| stamped),
                         padding: 0,
+                        vp8,
                     };
                     let datagram = direct.packet(self.sink.buffer(), &rtp);
                     if let (Some(congestion), Some((seq, _))) =
@@ -267,8 +274,17 @@ impl Worker {
                     let Some(stream) = api.stream_tx(&ssrc_out) else {
                         continue;
                     };
+                    let payload = match vp8 {
+                        // This subscriber's own copy, with its picture numbers.
+                        Some(patch) => {
+                            let mut copy = packet.payload.to_vec();
+                            patch.apply(&mut copy);
+                            copy.into()
+                        }
+                        None => packet.payload.clone(),
+                    };
                     stream.write_rtp(
-                        RtpWrite::new(pt_out, seq.into(), ts, now, packet.payload.clone())
+                        RtpWrite::new(pt_out, seq.into(), ts, now, payload)
                             .marker(packet.header.marker)
                             .nackable(incoming.is_video),
                     );

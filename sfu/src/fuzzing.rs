@@ -22,6 +22,7 @@ use crate::codec::starts_keyframe;
 use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
 use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend, TransportSeq};
+use crate::vp8_ids::Vp8Ids;
 use crate::worker::{DatagramSink, Worker};
 
 /// Reads the fuzzer's bytes as a sequence of small fields; past the end everything is 0 or
@@ -124,6 +125,7 @@ pub fn rtp_forward(data: &[u8]) {
     };
     let codec = CODECS[usize::from(input.u8()) % CODECS.len()];
     let mut rewriter = Rewriter::default();
+    let mut vp8_ids = Vp8Ids::default();
     let mut stream = StreamSend::default();
     let start = Instant::now();
     let mut now = start;
@@ -165,6 +167,7 @@ pub fn rtp_forward(data: &[u8]) {
                         seq: out_seq as u16,
                     }),
                     padding: if keyframe { 0 } else { (out_ts % 4) as u8 * 60 },
+                    vp8: vp8_ids.rewrite(ssrc, &payload),
                 };
                 let packet = direct.packet(Vec::new(), &rtp);
                 assert_eq!(&packet[2..4], &(out_seq as u16).to_be_bytes());
@@ -182,7 +185,10 @@ pub fn rtp_forward(data: &[u8]) {
                 answer(&direct, &mut stream, nacked(pid, blp), now);
             }
             4 => now += Duration::from_millis(u64::from(input.u16())),
-            _ => rewriter.resync(),
+            _ => {
+                rewriter.resync();
+                vp8_ids.restart();
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ mod tap;
 mod tap_forward;
 mod timers;
 mod viewer;
+mod vp8_ids;
 mod worker;
 
 use std::hash::{Hash, Hasher};

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use srtp::SrtpSender;
 
+use crate::vp8_ids::Vp8Patch;
+
 /// How often a forwarded stream sends one packet through str0m, so the sender reports str0m
 /// writes for it keep a current RTP-time ↔ wallclock mapping (what receivers synchronise
 /// audio with video by). str0m reports every second for video, every five for audio.
@@ -52,6 +54,8 @@ pub(crate) struct RtpOut<'a> {
     /// Bytes of padding after the payload (RTP's P bit); 0 for media. Padding-only
     /// packets probe the subscriber's link.
     pub padding: u8,
+    /// VP8 picture numbers this subscriber's copy carries instead of the publisher's.
+    pub vp8: Option<Vp8Patch>,
 }
 
 /// A transport-wide sequence number and the header extension id it goes in.
@@ -97,6 +101,9 @@ impl DirectSend {
             None => HEADER,
         };
         packet.extend_from_slice(rtp.payload);
+        if let Some(patch) = rtp.vp8 {
+            patch.apply(&mut packet[header..]);
+        }
         if padding > 0 {
             // RFC 3550 §5.1: zeros, then the count of padding bytes, itself included.
             packet.resize(packet.len() + padding - 1, 0);
@@ -199,6 +206,8 @@ struct Sent {
     /// Resent with the same number: a packet is encrypted again only with the header it
     /// had (the SRTP index, hence the AEAD nonce, stays the same).
     transport: Option<TransportSeq>,
+    /// ... and the same payload.
+    vp8: Option<Vp8Patch>,
 }
 
 /// The recently sent packets of one video stream, by sequence number.
@@ -229,6 +238,7 @@ impl History {
             payload: Arc::clone(payload),
             at,
             transport: rtp.transport,
+            vp8: rtp.vp8,
         });
     }
 
@@ -273,6 +283,7 @@ impl History {
                 payload: &sent.payload,
                 transport: sent.transport,
                 padding: 0,
+                vp8: sent.vp8,
             });
         }
     }
@@ -329,6 +340,7 @@ mod tests {
             payload: &[],
             transport: None,
             padding: 0,
+            vp8: None,
         };
         let at = |ms| start + Duration::from_millis(ms);
         history.record(&rtp(70_000), &payload, at(0));
@@ -362,6 +374,7 @@ mod tests {
             payload: &payload,
             transport: None,
             padding: 0,
+            vp8: None,
         };
         let now = Instant::now();
         for seq in 0..20 {
@@ -394,6 +407,7 @@ mod tests {
                 payload: &[],
                 transport: None,
                 padding: 0,
+                vp8: None,
             };
             history.record(&rtp, &payload, start + Duration::from_micros(i * 3333));
         }
