@@ -52,9 +52,25 @@ struct RoomState {
     /// Bumped whenever the room changes between empty and occupied, so a stale close timer
     /// can tell it lost the race.
     generation: u64,
+    /// The participant and publisher counts the members were last told (RoomUpdate), and
+    /// whether a RoomUpdate with newer ones is on its way.
+    counts_sent: (u32, u32),
+    counts_due: bool,
 }
 
 impl RoomState {
+    /// Participants and publishers, hidden ones (recorders, agents that asked) left out as
+    /// everywhere else the room is shown.
+    fn counts(&self) -> (u32, u32) {
+        let visible = self.members.values().filter(|m| !is_hidden(&m.info));
+        let (mut participants, mut publishers) = (0, 0);
+        for member in visible {
+            participants += 1;
+            publishers += u32::from(member.info.is_publisher);
+        }
+        (participants, publishers)
+    }
+
     fn member_by_identity(&self, identity: &str) -> Option<&Member> {
         self.members.values().find(|m| m.info.identity == identity)
     }
@@ -91,6 +107,9 @@ pub(crate) struct Joined {
     pub room: proto::Room,
     pub others: Vec<proto::ParticipantInfo>,
 }
+
+/// Participant counts reach a room's members at most this often (RoomUpdate).
+const COUNTS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Every room this node hosts.
 pub(crate) struct Rooms {
@@ -183,6 +202,17 @@ impl Rooms {
         }
     }
 
+    /// The room as its members are shown it: hidden participants not counted (the
+    /// server APIs count everyone).
+    fn room_for_members(name: &str, room: &RoomState) -> proto::Room {
+        let (num_participants, num_publishers) = room.counts();
+        proto::Room {
+            num_participants,
+            num_publishers,
+            ..Self::room_proto(name, room)
+        }
+    }
+
     fn new_state(&self, empty_timeout: Duration, max: u32, metadata: String) -> RoomState {
         RoomState {
             sid: ids::room_sid(),
@@ -192,6 +222,8 @@ impl Rooms {
             metadata,
             members: HashMap::new(),
             generation: 0,
+            counts_sent: (0, 0),
+            counts_due: false,
         }
     }
 
@@ -226,7 +258,7 @@ impl Rooms {
     /// Adds a participant, creating the room on first use. An older connection with the same
     /// identity is told to leave (DUPLICATE_IDENTITY) and replaced.
     pub fn join(
-        &self,
+        self: &Arc<Self>,
         room: &str,
         info: proto::ParticipantInfo,
         tx: Outbox,
@@ -295,8 +327,13 @@ impl Rooms {
             host: false,
         };
         state.members.insert(member.info.sid.clone(), member);
+        if state.members.len() == 1 {
+            // A first member learns the counts from its JoinResponse.
+            state.counts_sent = state.counts();
+        }
+        self.counts_changed(room, state);
         Ok(Joined {
-            room: Self::room_proto(room, state),
+            room: Self::room_for_members(room, state),
             others,
         })
     }
@@ -372,7 +409,7 @@ impl Rooms {
     /// Changes a participant's info, bumps its version and tells everyone (a hidden one only
     /// hears about itself). Returns the new snapshot, or `None` if it is no longer in the room.
     pub fn update(
-        &self,
+        self: &Arc<Self>,
         room: &str,
         sid: &str,
         change: impl FnOnce(&mut proto::ParticipantInfo),
@@ -387,7 +424,7 @@ impl Rooms {
     /// Like [`Rooms::update`], for a change that may refuse (a limit): then nothing changes
     /// and nobody is told. `None` if the participant is no longer in the room.
     pub fn try_update<E>(
-        &self,
+        self: &Arc<Self>,
         room: &str,
         sid: &str,
         change: impl FnOnce(&mut proto::ParticipantInfo) -> Result<(), E>,
@@ -402,6 +439,7 @@ impl Rooms {
         info.version += 1;
         member.info = info.clone();
         announce(state, &info);
+        self.counts_changed(room, state);
         Some(Ok(info))
     }
 
@@ -477,8 +515,32 @@ impl Rooms {
         if state.members.is_empty() {
             state.generation += 1;
             self.schedule_close(room, state);
+        } else {
+            self.counts_changed(room, state);
         }
         true
+    }
+
+    /// The room's counts changed: its members get a RoomUpdate with them once
+    /// [`COUNTS_INTERVAL`] has passed, with whatever changed meanwhile (LiveKit batches these
+    /// too). A join thus costs each member one ParticipantUpdate, not also a RoomUpdate.
+    fn counts_changed(self: &Arc<Self>, room: &str, state: &mut RoomState) {
+        if state.counts_due || state.counts() == state.counts_sent {
+            return;
+        }
+        state.counts_due = true;
+        let (rooms, room, sid) = (Arc::clone(self), room.to_owned(), state.sid.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(COUNTS_INTERVAL).await;
+            let mut all = rooms.lock();
+            let Some(state) = all.get_mut(&room).filter(|s| s.sid == sid) else {
+                return;
+            };
+            state.counts_due = false;
+            if state.counts() != state.counts_sent {
+                send_room_update(&room, state);
+            }
+        });
     }
 
     fn schedule_close(self: &Arc<Self>, room: &str, state: &RoomState) {
@@ -563,18 +625,17 @@ fn announce(state: &RoomState, info: &proto::ParticipantInfo) {
     }
 }
 
-fn send_room_update(room: &str, state: &RoomState) -> proto::Room {
-    let info = Rooms::room_proto(room, state);
+/// Sends every member a RoomUpdate (as they are shown the room).
+fn send_room_update(room: &str, state: &mut RoomState) {
+    let info = Rooms::room_for_members(room, state);
+    state.counts_sent = (info.num_participants, info.num_publishers);
     if state.members.is_empty() {
-        return info;
+        return;
     }
-    let frame = SharedFrame::encode(Resp::RoomUpdate(proto::RoomUpdate {
-        room: Some(info.clone()),
-    }));
+    let frame = SharedFrame::encode(Resp::RoomUpdate(proto::RoomUpdate { room: Some(info) }));
     for member in state.members.values() {
         let _ = member.tx.room_update(frame.clone());
     }
-    info
 }
 
 mod admin;

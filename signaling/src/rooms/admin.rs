@@ -60,7 +60,8 @@ impl Rooms {
         let mut rooms = self.lock();
         let state = rooms.get_mut(room).ok_or_else(|| not_found(room))?;
         state.metadata = metadata;
-        Ok(send_room_update(room, state))
+        send_room_update(room, state);
+        Ok(Self::room_proto(room, state))
     }
 
     /// Takes the room out of the registry and tells every member to leave (ROOM_DELETED).

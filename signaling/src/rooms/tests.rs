@@ -181,3 +181,52 @@ async fn a_deleted_rooms_old_timer_does_not_close_the_room_made_after_it() {
     tokio::time::sleep(Duration::from_secs(700)).await;
     assert_eq!(finished(&mut events), vec!["a".to_owned()]);
 }
+
+/// The RoomUpdates an inbox holds: (participants, publishers) of each.
+fn room_updates(inbox: &mut outbox::Inbox) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    while let Ok(message) = inbox.try_recv() {
+        let SessionMsg::Broadcast(frame) = message else {
+            continue;
+        };
+        let Resp::RoomUpdate(update) = frame.decode() else {
+            continue;
+        };
+        let room = update.room.unwrap_or_default();
+        out.push((room.num_participants, room.num_publishers));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn participant_counts_reach_the_members_batched_and_without_hidden_ones() {
+    let (rooms, _events) = rooms(300, 0);
+    let (ann_tx, mut ann) = outbox::channel(usize::MAX);
+    let joined = rooms.join("r", info("PA_1", "ann"), ann_tx).unwrap();
+    assert_eq!(joined.room.num_participants, 1);
+    let (bob_tx, mut bob) = outbox::channel(usize::MAX);
+    rooms.join("r", info("PA_2", "bob"), bob_tx).unwrap();
+    let mut recorder = info("PA_3", "recorder");
+    recorder.permission = Some(proto::ParticipantPermission {
+        hidden: true,
+        ..Default::default()
+    });
+    let (rec_tx, _rec) = outbox::channel(usize::MAX);
+    let joined = rooms.join("r", recorder, rec_tx).unwrap();
+    assert_eq!(
+        joined.room.num_participants, 2,
+        "the hidden one is not counted"
+    );
+    rooms.update("r", "PA_2", |info| info.is_publisher = true);
+    // Nothing yet: counts go out together, 2 s after the first change.
+    assert_eq!(room_updates(&mut ann), []);
+    tokio::time::sleep(COUNTS_INTERVAL + Duration::from_millis(1)).await;
+    assert_eq!(room_updates(&mut ann), [(2, 1)]);
+    assert_eq!(room_updates(&mut bob), [(2, 1)]);
+    // A change and its undoing within the interval: nothing to tell.
+    let (cat_tx, _cat) = outbox::channel(usize::MAX);
+    rooms.join("r", info("PA_4", "cat"), cat_tx).unwrap();
+    assert!(rooms.leave("r", "PA_4"));
+    tokio::time::sleep(COUNTS_INTERVAL * 2).await;
+    assert_eq!(room_updates(&mut ann), []);
+}
