@@ -169,4 +169,10 @@ scenario('connection quality reaches the page and shows on each tile', { subscri
     return !!them && good(them.connectionQuality) && good(room.localParticipant.connectionQuality)
       && !!tile && good(tile.dataset.quality);
   }, call.publisher.identity, 20_000);
+  // The publisher joined alone; the room's count of two reaches it in a RoomUpdate (batched
+  // every 2 s, signaling/src/rooms.rs), which livekit-client keeps as room.numParticipants.
+  const counted = await call.publisher.until('counts two participants in the room',
+    () => window.demo.room.numParticipants === 2 && window.demo.room.numPublishers >= 1
+      && window.demo.room.numParticipants, undefined, 10_000);
+  assert.equal(counted, 2);
 });

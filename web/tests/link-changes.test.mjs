@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   measureWindow, report, sampleSubscriber, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
-} from '../support/constrained.mjs';
+} from './support/constrained.mjs';
 
 /** After a layer went down, the server holds it for 3 s before going up, and 1.5 s between
  * steps up (sfu/src/allocator.rs). */

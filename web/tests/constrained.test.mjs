@@ -4,17 +4,13 @@
 //
 // The server estimates each subscriber's link from its transport-wide congestion feedback and
 // gives it the layers that fit (sfu/src/congestion.rs, allocator.rs).
-// PENDING (not run by `npm test`; `npm run test:pending`): it passes against release builds
-// (and once against a debug build), but failed once in a full CI run: under a cap the
-// allocator can climb back to a layer the link cannot carry (a padding probe through tbf's
-// burst bucket overestimates the link) and the picture freezes for seconds. See issue 18.
 // Needs root (network namespaces, tc, nft), Chromium and a built binary; see web/README.md.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   measureWindow, publisherLayers, report, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
-} from '../support/constrained.mjs';
+} from './support/constrained.mjs';
 
 const CAP = '500kbit';
 /** Time the server gets after the subscription to find the link's rate and switch layers. */
