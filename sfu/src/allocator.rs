@@ -110,6 +110,14 @@ pub(crate) struct Allocator {
 }
 
 impl Allocator {
+    /// An allocator starting from `estimate` (bits per second; `None`: no limit).
+    pub fn with_estimate(estimate: Option<u64>) -> Self {
+        Self {
+            estimate,
+            ..Self::default()
+        }
+    }
+
     /// One allocation for each demand, in the same order. Going up after the link limited
     /// a track waits for the hold times; everything else applies at once.
     pub fn allocate(&mut self, now: Instant, demands: &[Demand]) -> Vec<Allocation> {

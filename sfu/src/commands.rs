@@ -146,7 +146,14 @@ impl Worker {
             tracks: Vec::new(),
             ssrc_tracks: Vec::new(),
             down_tracks: Vec::new(),
-            allocator: Default::default(),
+            // Our offers carry transport-wide feedback when estimation is on: until the
+            // answer says otherwise (or feedback says more), the link is assumed to carry
+            // what an estimator starts from, so the first layers chosen are not the top.
+            allocator: crate::allocator::Allocator::with_estimate(
+                self.limits
+                    .bandwidth_estimation
+                    .then_some(crate::congestion::INITIAL_ESTIMATE),
+            ),
             congestion: None,
             speaking: 0,
             quality: Default::default(),
@@ -257,15 +264,21 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
-        let estimating =
-            part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp);
-        if estimating {
+        let accepts = crate::congestion::answer_accepts_transport_cc(sdp);
+        let reallocate = if part.congestion.is_none() && accepts {
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
-            // Until feedback says more, a new link is assumed to carry what an estimator
-            // starts from: a simulcast track starts below its top layer and probes up,
-            // rather than starting at the top and overflowing a narrow link first.
+            // Until feedback says more, the link carries what an estimator starts from: a
+            // simulcast track starts below its top layer and probes up, rather than starting
+            // at the top and overflowing a narrow link first.
             part.allocator.estimate = Some(crate::congestion::INITIAL_ESTIMATE);
-        }
+            true
+        } else if part.congestion.is_none() && part.allocator.estimate.is_some() {
+            // No feedback will come: nothing limits the layers.
+            part.allocator.estimate = None;
+            true
+        } else {
+            false
+        };
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such
         // checks until it knows the remote credentials and answers one per timeout, the next
@@ -277,7 +290,7 @@ impl Worker {
                 "subscriber timeout after the answer: {e}"
             );
         }
-        if estimating {
+        if reallocate {
             self.allocate(slot);
         }
         self.drain(slot, PeerRole::Subscriber);
