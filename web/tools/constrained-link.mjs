@@ -4,17 +4,23 @@
 // built binary. Prints one JSON summary on stdout, progress on stderr.
 //
 //   node web/tools/constrained-link.mjs --cap 500kbit --seconds 10 [--settle 5] [--bin PATH]
+//        [--timeline out.json]
 //
 // Phases: the subscriber joins behind the cap; after --settle seconds a window of --seconds is
 // measured ("capped"). The cap is lifted; "recovery" is how long until it decodes the
 // publisher's top layer again (at most 20 s), then another window is measured ("uncapped").
-import { existsSync } from 'node:fs';
+// --timeline also writes, every 250 ms over the whole run, what the subscriber received
+// (kbit/s, decoded width, fps) and the server's estimate of its link (from the server's
+// debug log), for web/tools/timeline-svg.mjs to draw.
+import { existsSync, writeFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setTimeout as delay } from 'node:timers/promises';
 import { REPO_ROOT } from '../tests/support/server.mjs';
 import {
-  measureWindow, publisherLayers, report, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
+  measureWindow, publisherLayers, report, sampleSubscriber, startConstrainedCall, stopConstrainedCall, topLayerWidth,
+  waitForWidth,
 } from '../tests/support/constrained.mjs';
 
 const { values: opt } = parseArgs({
@@ -23,6 +29,7 @@ const { values: opt } = parseArgs({
     seconds: { type: 'string', default: '10' },
     settle: { type: 'string', default: '5' },
     bin: { type: 'string' },
+    timeline: { type: 'string' },
   },
 });
 const seconds = Number(opt.seconds);
@@ -37,7 +44,46 @@ process.env.SWITCHBOARD_BIN = bin; // what support/server.mjs starts
 
 const log = (m) => process.stderr.write(`[constrained-link] ${m}\n`);
 log(`binary ${bin}, cap ${opt.cap}`);
+if (opt.timeline) {
+  // The estimate comes from the server's "subscriber link" debug lines (sfu/src/congestion.rs).
+  process.env.SWITCHBOARD_LOG = `${process.env.SWITCHBOARD_LOG || 'info'},switchboard_sfu::congestion=debug`;
+}
 const call = await startConstrainedCall({ cap: opt.cap });
+const timeline = { samples: [], estimates: [], events: [] };
+let sampling = null;
+if (opt.timeline) {
+  const t0 = Date.now();
+  const at = () => (Date.now() - t0) / 1000;
+  createInterface({ input: call.server.proc.stderr }).on('line', (line) => {
+    // Colours, if any, off; then the UTC time at the start and the fields.
+    const plain = line.replace(/\x1b\[[0-9;]*m/g, '');
+    const m = plain.match(/^(\S+Z)\s.*subscriber link .*estimate=(\d+) congested=(\w+)/);
+    if (m) {
+      timeline.estimates.push({
+        t: (Date.parse(m[1]) - t0) / 1000, estimateKbps: Number(m[2]) / 1000, congested: m[3] === 'true',
+      });
+    }
+  });
+  timeline.events.push({ t: at(), what: `joined behind ${opt.cap}` });
+  sampling = (async () => {
+    let prev = null;
+    while (sampling !== 'stop') {
+      const s = await sampleSubscriber(call).catch(() => null);
+      if (s && prev) {
+        const dt = s.t - prev.t;
+        timeline.samples.push({
+          t: at(),
+          kbps: ((s.bytesReceived - prev.bytesReceived) * 8) / dt / 1000,
+          fps: (s.framesDecoded - prev.framesDecoded) / dt,
+          width: s.frameWidth,
+        });
+      }
+      prev = s || prev;
+      await delay(250);
+    }
+  })();
+  timeline.mark = (what) => timeline.events.push({ t: at(), what });
+}
 try {
   log(`joined (server ${call.server.url}); settling ${settle} s`);
   await delay(settle * 1000);
@@ -46,12 +92,21 @@ try {
   const capped = await measureWindow(call, seconds);
 
   await call.pair.removeCap();
+  timeline.mark?.('cap lifted');
   const top = await topLayerWidth(call);
   log(`cap lifted; waiting for the top layer (${top} wide)`);
   const toTop = await waitForWidth(call, top, 20_000);
   log(`measuring ${seconds} s uncapped`);
   const uncapped = await measureWindow(call, seconds);
 
+  if (opt.timeline) {
+    const running = sampling;
+    sampling = 'stop';
+    await running;
+    delete timeline.mark;
+    writeFileSync(opt.timeline, JSON.stringify({ cap: opt.cap, binary: bin, ...timeline }, null, 1));
+    log(`timeline: ${opt.timeline}`);
+  }
   console.log(JSON.stringify({
     binary: bin,
     cap: opt.cap,
