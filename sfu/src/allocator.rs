@@ -104,16 +104,23 @@ pub(crate) struct Allocator {
     deficit: u64,
     /// Bits per second of the layers chosen.
     allocated: u64,
+    /// The link is new and its estimate only the estimator's starting point: a simulcast
+    /// track gets at most its second-best layer until a probe (or a few seconds of
+    /// feedback) confirms more. A publisher whose encoder is still ramping up sends a top
+    /// layer that measures far below what it will cost in a second.
+    pub provisional: bool,
     /// The last allocation had an estimate. One made without (before the link was known)
     /// is no choice of the link's: the first estimate takes what it cannot carry away.
     had_estimate: bool,
 }
 
 impl Allocator {
-    /// An allocator starting from `estimate` (bits per second; `None`: no limit).
+    /// An allocator starting from `estimate` (bits per second; `None`: no limit), taken as
+    /// provisional.
     pub fn with_estimate(estimate: Option<u64>) -> Self {
         Self {
             estimate,
+            provisional: estimate.is_some(),
             ..Self::default()
         }
     }
@@ -293,6 +300,9 @@ impl Allocator {
                 if !matches!(result[i], Allocation::Layer(_)) || step[i] + 1 >= usable[i].len() {
                     continue;
                 }
+                if self.provisional && step[i] + 2 == usable[i].len() {
+                    continue;
+                }
                 let extra = usable[i][step[i] + 1]
                     .1
                     .saturating_sub(usable[i][step[i]].1);
@@ -469,6 +479,27 @@ mod tests {
         // From then on, without congestion, a lower estimate takes nothing away.
         allocator.estimate = Some(300_000);
         assert_eq!(allocator.allocate(t1, &[camera(&SIMULCAST)]), [Layer(1)]);
+    }
+
+    #[test]
+    fn a_provisional_estimate_keeps_the_top_layer_for_later() {
+        let t0 = Instant::now();
+        let ramping = [(0, 100_000), (1, 250_000), (2, 400_000)];
+        let mut allocator = Allocator::with_estimate(Some(1_000_000));
+        assert_eq!(allocator.allocate(t0, &[camera(&ramping)]), [Layer(1)]);
+        assert_eq!(
+            allocator.deficit(),
+            150_000,
+            "a probe looks for the top layer"
+        );
+        // A single layer is taken whatever the link.
+        assert_eq!(
+            allocator.allocate(t0, &[camera(&[(3, 400_000)])]),
+            [Layer(3)]
+        );
+        allocator.provisional = false;
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(allocator.allocate(later, &[camera(&ramping)]), [Layer(2)]);
     }
 
     #[test]

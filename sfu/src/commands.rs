@@ -275,6 +275,7 @@ impl Worker {
         } else if part.congestion.is_none() && part.allocator.estimate.is_some() {
             // No feedback will come: nothing limits the layers.
             part.allocator.estimate = None;
+            part.allocator.provisional = false;
             true
         } else {
             false

@@ -24,6 +24,9 @@ const TRANSPORT_CC_URI: &str =
 /// What a new link is assumed to carry until its feedback says more: enough for a 720p
 /// camera's middle layer and audio, not its top layer.
 pub(crate) const INITIAL_ESTIMATE: u64 = 1_000_000;
+/// A new link's estimate is provisional (no top layers) until a probe was judged, or this
+/// long after congestion control started.
+const PROVISIONAL_FOR: Duration = Duration::from_secs(3);
 /// The allocator looks again when the estimate moved by this share since it last looked...
 const REALLOCATE_CHANGE_PERCENT: u64 = 5;
 /// ... or this long after it last looked.
@@ -239,6 +242,21 @@ impl Worker {
             return;
         };
         congestion.feedback(now, twcc);
+        let confirmed = part.allocator.provisional
+            && (congestion.estimator.probed()
+                || now.saturating_duration_since(congestion.time_zero) >= PROVISIONAL_FOR);
+        if confirmed {
+            // The link has been probed (or carried feedback long enough): its estimate
+            // now decides the top layers too.
+            part.allocator.provisional = false;
+            self.allocate(slot);
+        }
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let Some(congestion) = part.congestion.as_mut() else {
+            return;
+        };
         if let Some(link) = congestion.link_to_allocate(now) {
             debug!(
                 participant = %part.key,

@@ -190,6 +190,11 @@ impl Estimator {
         capped.max(delivered).clamp(MIN_BPS, MAX_BPS)
     }
 
+    /// Whether a probe has been judged on this link.
+    pub fn probed(&self) -> bool {
+        self.last_probe.is_some()
+    }
+
     /// The acknowledged (received) bitrate over the last 500 ms of arrivals, if known.
     pub fn acked_bitrate(&self) -> Option<u64> {
         self.acked.rate()
