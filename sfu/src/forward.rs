@@ -19,6 +19,7 @@ use crate::media::KeyframeWant;
 use crate::participant::Slot;
 use crate::published_track::{bit, Quality};
 use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
+use crate::vp8_ids;
 use crate::worker::Worker;
 
 /// One received packet as the fan-out needs it.
@@ -29,7 +30,8 @@ struct Incoming<'a> {
     keyframe: bool,
     is_video: bool,
     params: PayloadParams,
-    codec: Codec,
+    /// A VP8 packet's payload descriptor, read once for all down-tracks.
+    vp8: Option<vp8_ids::Descriptor>,
     now: Instant,
 }
 
@@ -119,7 +121,10 @@ impl Worker {
             keyframe,
             is_video,
             params,
-            codec,
+            vp8: match codec {
+                Codec::Vp8 => vp8_ids::descriptor(&packet.payload),
+                _ => None,
+            },
             now,
         };
         let taps = !self.taps.is_empty();
@@ -232,10 +237,10 @@ impl Worker {
             ) else {
                 continue;
             };
-            let vp8 = match incoming.codec {
-                Codec::Vp8 => down.vp8.rewrite(incoming.ssrc, &packet.payload),
-                _ => None,
-            };
+            let vp8 = incoming
+                .vp8
+                .as_ref()
+                .and_then(|d| down.vp8.rewrite(incoming.ssrc, d));
             let now = incoming.now;
             let peer = &mut subscriber.subscriber;
             match (&peer.direct, peer.media_to) {

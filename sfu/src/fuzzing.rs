@@ -22,7 +22,7 @@ use crate::codec::starts_keyframe;
 use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
 use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend, TransportSeq};
-use crate::vp8_ids::Vp8Ids;
+use crate::vp8_ids::{descriptor, Vp8Ids};
 use crate::worker::{DatagramSink, Worker};
 
 /// Reads the fuzzer's bytes as a sequence of small fields; past the end everything is 0 or
@@ -167,7 +167,7 @@ pub fn rtp_forward(data: &[u8]) {
                         seq: out_seq as u16,
                     }),
                     padding: if keyframe { 0 } else { (out_ts % 4) as u8 * 60 },
-                    vp8: vp8_ids.rewrite(ssrc, &payload),
+                    vp8: descriptor(&payload).and_then(|d| vp8_ids.rewrite(ssrc, &d)),
                 };
                 let packet = direct.packet(Vec::new(), &rtp);
                 assert_eq!(&packet[2..4], &(out_seq as u16).to_be_bytes());

@@ -100,10 +100,10 @@ pub(crate) struct Vp8Ids {
 }
 
 impl Vp8Ids {
-    /// The numbers the packet of source `ssrc` with this payload goes out with. A new
-    /// source continues right after the last picture sent (it starts on a keyframe).
-    pub(crate) fn rewrite(&mut self, ssrc: u32, payload: &[u8]) -> Option<Vp8Patch> {
-        let d = descriptor(payload)?;
+    /// The numbers the packet of source `ssrc` with descriptor `d` (read once per packet,
+    /// whatever the number of subscribers) goes out with. A new source continues right
+    /// after the last picture sent (it starts on a keyframe).
+    pub(crate) fn rewrite(&mut self, ssrc: u32, d: &Descriptor) -> Option<Vp8Patch> {
         if self.source != Some(ssrc) {
             self.source = Some(ssrc);
             self.picture_id_offset = match (self.last_picture_id, d.picture_id) {
@@ -168,7 +168,7 @@ mod tests {
 
     fn rewritten(ids: &mut Vp8Ids, ssrc: u32, payload: &[u8]) -> (u16, u8) {
         let mut out = payload.to_vec();
-        if let Some(patch) = ids.rewrite(ssrc, payload) {
+        if let Some(patch) = ids.rewrite(ssrc, &descriptor(payload).unwrap()) {
             patch.apply(&mut out);
         }
         let d = descriptor(&out).unwrap();
@@ -217,21 +217,20 @@ mod tests {
     #[test]
     fn padding_and_short_descriptors_are_left_alone() {
         let mut ids = Vp8Ids::default();
-        assert_eq!(ids.rewrite(1, &[]), None);
-        assert_eq!(
-            ids.rewrite(1, &[0x10, 0x9d]),
-            None,
-            "no picture id to rewrite"
-        );
+        assert_eq!(descriptor(&[]), None, "padding has no descriptor");
+        let minimal = descriptor(&[0x10, 0x9d]).unwrap();
+        assert_eq!(ids.rewrite(1, &minimal), None, "no picture id to rewrite");
     }
 
     #[test]
     fn a_seven_bit_picture_id_stays_seven_bits() {
         let mut ids = Vp8Ids::default();
-        ids.rewrite(1, &[0x90, 0x80, 0x7f, 0x9d]);
+        ids.rewrite(1, &descriptor(&[0x90, 0x80, 0x7f, 0x9d]).unwrap());
         let payload = [0x90, 0x80, 0x10, 0x9d];
         let mut out = payload;
-        ids.rewrite(2, &payload).unwrap().apply(&mut out);
+        ids.rewrite(2, &descriptor(&payload).unwrap())
+            .unwrap()
+            .apply(&mut out);
         assert_eq!(
             out,
             [0x90, 0x80, 0x00, 0x9d],
