@@ -148,7 +148,8 @@ impl Worker {
             down_tracks: Vec::new(),
             // Our offers carry transport-wide feedback when estimation is on: until the
             // answer says otherwise (or feedback says more), the link is assumed to carry
-            // what an estimator starts from, so the first layers chosen are not the top.
+            // what an estimator starts from (provisionally), so a simulcast track starts
+            // below its top layer and probes up rather than overflowing a narrow link.
             allocator: crate::allocator::Allocator::with_estimate(
                 self.limits
                     .bandwidth_estimation
@@ -264,22 +265,16 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
-        let accepts = crate::congestion::answer_accepts_transport_cc(sdp);
-        let reallocate = if part.congestion.is_none() && accepts {
+        if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
+            // The allocator already starts from the initial estimate (see `join`).
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
-            // Until feedback says more, the link carries what an estimator starts from: a
-            // simulcast track starts below its top layer and probes up, rather than starting
-            // at the top and overflowing a narrow link first.
-            part.allocator.estimate = Some(crate::congestion::INITIAL_ESTIMATE);
-            true
-        } else if part.congestion.is_none() && part.allocator.estimate.is_some() {
-            // No feedback will come: nothing limits the layers.
+        }
+        // An answer without transport-wide feedback: none will come, nothing limits layers.
+        let unlimited = part.congestion.is_none() && part.allocator.estimate.is_some();
+        if unlimited {
             part.allocator.estimate = None;
             part.allocator.provisional = false;
-            true
-        } else {
-            false
-        };
+        }
         // The client's first connectivity check often beats its answer here (it goes out as
         // soon as the client answered; the answer still crosses signaling). str0m parks such
         // checks until it knows the remote credentials and answers one per timeout, the next
@@ -291,7 +286,7 @@ impl Worker {
                 "subscriber timeout after the answer: {e}"
             );
         }
-        if reallocate {
+        if unlimited {
             self.allocate(slot);
         }
         self.drain(slot, PeerRole::Subscriber);
