@@ -11,6 +11,7 @@ use crate::published_track::{bit, Quality};
 use crate::rewrite::Rewriter;
 use crate::rtp_out::StreamSend;
 use crate::vp8_ids::Vp8Ids;
+use crate::vp9_svc::Vp9Layer;
 
 /// Negotiation state of one m-line on the subscriber PC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +37,25 @@ pub(crate) enum Verdict {
     WantKeyframe,
 }
 
+/// Where one packet sits among its track's layers, as a down-track's choice needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketLayer {
+    pub ssrc: u32,
+    /// Its layer's quality: the simulcast layer's, or its spatial id in an SVC stream.
+    pub quality: Quality,
+    /// It starts a keyframe (of its simulcast layer, or of an SVC stream's whole picture).
+    pub keyframe: bool,
+    /// Video: a switch must wait for a keyframe.
+    pub needs_keyframe: bool,
+    /// Its place in an SVC stream (`vp9_svc.rs`); `None` for simulcast and plain streams.
+    pub svc: Option<Vp9Layer>,
+}
+
 /// Which layer of its source a down-track forwards, and which one it wants. Switching
 /// happens only where the receiver can decode from: at a keyframe of the new layer (video),
-/// at once (audio, a single layer).
+/// at once (audio, a single layer). In an SVC stream the choice is the highest spatial
+/// layer: every layer up to it is forwarded, going down happens at the next picture, going
+/// up at a keyframe (L3T3_KEY predicts from a lower layer only there).
 #[derive(Debug, Default)]
 pub(crate) struct LayerChoice {
     /// The quality the allocator chose; `None` while nothing is chosen (no layer is being
@@ -47,33 +64,69 @@ pub(crate) struct LayerChoice {
     /// The layer being forwarded (SSRC, quality); `None` until the first packet it may
     /// start on.
     current: Option<(u32, Quality)>,
+    /// The source is one SVC stream: a quality stands for itself and the layers below it.
+    pub svc: bool,
 }
 
 impl LayerChoice {
-    /// Decides for a packet of layer `ssrc` (of `quality`); `keyframe` says whether it starts
-    /// one, `needs_keyframe` whether a switch must wait for one (video).
-    pub fn admit(
-        &mut self,
-        ssrc: u32,
-        quality: Quality,
-        keyframe: bool,
-        needs_keyframe: bool,
-    ) -> Verdict {
+    /// Decides for packet `p`.
+    pub fn admit(&mut self, p: &PacketLayer) -> Verdict {
         let Some(target) = self.target else {
             return Verdict::Drop;
         };
-        if self.current.is_some_and(|(s, _)| s == ssrc) {
+        if let Some(layer) = p.svc {
+            self.svc = true;
+            return self.admit_within_picture(p, layer, target);
+        }
+        if self.current.is_some_and(|(s, _)| s == p.ssrc) {
             // The current layer flows until the target's keyframe takes over.
             return Verdict::Forward;
         }
-        if quality != target {
+        if p.quality != target {
             return Verdict::Drop;
         }
-        if needs_keyframe && !keyframe {
+        if p.needs_keyframe && !p.keyframe {
             return Verdict::WantKeyframe;
         }
-        self.current = Some((ssrc, quality));
+        self.current = Some((p.ssrc, p.quality));
         Verdict::Forward
+    }
+
+    /// An SVC packet: forwarded when its spatial layer is at or below the current one.
+    fn admit_within_picture(
+        &mut self,
+        p: &PacketLayer,
+        layer: Vp9Layer,
+        target: Quality,
+    ) -> Verdict {
+        let current = match self.current.filter(|(ssrc, _)| *ssrc == p.ssrc) {
+            None if layer.starts_keyframe() => Some(target),
+            None => None,
+            Some((_, current)) if current != target && layer.starts_picture() => {
+                if target < current || layer.starts_keyframe() {
+                    Some(target)
+                } else {
+                    Some(current)
+                }
+            }
+            Some((_, current)) => Some(current),
+        };
+        self.current = current.map(|q| (p.ssrc, q));
+        match current {
+            Some(current) if p.quality <= current => Verdict::Forward,
+            // A layer the target includes waits for a keyframe.
+            _ if p.quality <= target => Verdict::WantKeyframe,
+            _ => Verdict::Drop,
+        }
+    }
+
+    /// The marker bit packet `p` goes out with: an SVC stream marks the end of a picture
+    /// after its highest layer, which for this down-track is the current one.
+    pub fn marker(&self, p: &PacketLayer, marker: bool) -> bool {
+        marker
+            || p.svc.is_some_and(|layer| {
+                layer.ends_frame && self.current.is_some_and(|(_, q)| q == p.quality)
+            })
     }
 
     /// Sets the quality to switch to; `None` stops forwarding at once (a paused track must
@@ -101,7 +154,14 @@ impl LayerChoice {
 
     /// The qualities whose packets this choice may forward.
     pub fn wanted(&self) -> u8 {
-        self.target.map_or(0, bit) | self.current.map_or(0, |(_, q)| bit(q))
+        let target = self.target.map_or(0, bit);
+        let current = self.current.map_or(0, |(_, q)| bit(q));
+        if self.svc {
+            // The highest one and every layer below it (both are single bits).
+            let top = target.max(current);
+            return if top == 0 { 0 } else { top | (top - 1) };
+        }
+        target | current
     }
 }
 
@@ -203,23 +263,125 @@ mod tests {
     const H: u32 = 2;
     const F: u32 = 3;
 
+    fn simulcast(ssrc: u32, quality: Quality, keyframe: bool, needs_keyframe: bool) -> PacketLayer {
+        PacketLayer {
+            ssrc,
+            quality,
+            keyframe,
+            needs_keyframe,
+            svc: None,
+        }
+    }
+
+    /// A packet of spatial layer `sid` of an SVC stream: `starts` its layer frame, `ends`
+    /// it, of a keyframe picture or not.
+    fn svc(sid: Quality, key: bool, starts: bool, ends: bool) -> PacketLayer {
+        let layer = Vp9Layer {
+            spatial: sid,
+            temporal: 0,
+            starts_frame: starts,
+            ends_frame: ends,
+            inter_picture: !key,
+        };
+        PacketLayer {
+            ssrc: 9,
+            quality: sid,
+            keyframe: layer.starts_keyframe(),
+            needs_keyframe: true,
+            svc: Some(layer),
+        }
+    }
+
+    /// One picture of three spatial layers, one packet each: what `choice` did with each
+    /// (F forwarded, K dropped waiting for a keyframe, - dropped) and the marker bits
+    /// (the publisher marks the last layer).
+    fn picture(choice: &mut LayerChoice, key: bool) -> (String, Vec<bool>) {
+        let mut verdicts = String::new();
+        let mut markers = Vec::new();
+        for sid in 0..3 {
+            let p = svc(sid, key, true, true);
+            match choice.admit(&p) {
+                Verdict::Forward => {
+                    verdicts.push('F');
+                    markers.push(choice.marker(&p, sid == 2));
+                }
+                Verdict::WantKeyframe => verdicts.push('K'),
+                Verdict::Drop => verdicts.push('-'),
+            }
+        }
+        (verdicts, markers)
+    }
+
+    #[test]
+    fn svc_forwards_the_layers_up_to_the_target_and_marks_the_last() {
+        let mut choice = LayerChoice::default();
+        choice.set_target(Some(1));
+        // Starts on a keyframe only.
+        assert_eq!(picture(&mut choice, false).0, "KK-");
+        assert_eq!(
+            picture(&mut choice, true),
+            ("FF-".into(), vec![false, true])
+        );
+        assert_eq!(choice.wanted(), bit(0) | bit(1));
+        // Down: from the next picture on, the marker on the layer below.
+        choice.set_target(Some(0));
+        assert_eq!(picture(&mut choice, false), ("F--".into(), vec![true]));
+        assert_eq!(choice.wanted(), bit(0));
+        // Up: only at a keyframe; until then the lower layers keep flowing.
+        choice.set_target(Some(2));
+        assert_eq!(choice.wanted(), bit(0) | bit(1) | bit(2));
+        assert_eq!(picture(&mut choice, false), ("FKK".into(), vec![true]));
+        assert_eq!(
+            picture(&mut choice, true),
+            ("FFF".into(), vec![false, false, true])
+        );
+        assert_eq!(choice.current(), Some(2));
+    }
+
+    #[test]
+    fn svc_switches_only_between_pictures() {
+        let mut choice = LayerChoice::default();
+        choice.set_target(Some(2));
+        assert_eq!(picture(&mut choice, true).0, "FFF");
+        // Lowered while a picture is under way: its upper layers still go, so it ends.
+        assert_eq!(choice.admit(&svc(0, false, true, true)), Verdict::Forward);
+        choice.set_target(Some(0));
+        assert_eq!(choice.admit(&svc(1, false, true, true)), Verdict::Forward);
+        let last = svc(2, false, true, true);
+        assert_eq!(choice.admit(&last), Verdict::Forward);
+        assert!(choice.marker(&last, true));
+        assert_eq!(picture(&mut choice, false).0, "F--");
+    }
+
     #[test]
     fn video_starts_and_switches_only_at_keyframes() {
         let mut choice = LayerChoice::default();
         // Nothing chosen yet: nothing goes.
-        assert_eq!(choice.admit(F, 2, true, true), Verdict::Drop);
+        assert_eq!(choice.admit(&simulcast(F, 2, true, true)), Verdict::Drop);
         choice.set_target(Some(2));
-        assert_eq!(choice.admit(F, 2, false, true), Verdict::WantKeyframe);
-        assert_eq!(choice.admit(H, 1, true, true), Verdict::Drop);
-        assert_eq!(choice.admit(F, 2, true, true), Verdict::Forward);
-        assert_eq!(choice.admit(F, 2, false, true), Verdict::Forward);
+        assert_eq!(
+            choice.admit(&simulcast(F, 2, false, true)),
+            Verdict::WantKeyframe
+        );
+        assert_eq!(choice.admit(&simulcast(H, 1, true, true)), Verdict::Drop);
+        assert_eq!(choice.admit(&simulcast(F, 2, true, true)), Verdict::Forward);
+        assert_eq!(
+            choice.admit(&simulcast(F, 2, false, true)),
+            Verdict::Forward
+        );
         // Down to q: f keeps flowing until q's keyframe.
         choice.set_target(Some(0));
-        assert_eq!(choice.admit(Q, 0, false, true), Verdict::WantKeyframe);
-        assert_eq!(choice.admit(F, 2, false, true), Verdict::Forward);
+        assert_eq!(
+            choice.admit(&simulcast(Q, 0, false, true)),
+            Verdict::WantKeyframe
+        );
+        assert_eq!(
+            choice.admit(&simulcast(F, 2, false, true)),
+            Verdict::Forward
+        );
         assert_eq!(choice.wanted(), bit(0) | bit(2));
-        assert_eq!(choice.admit(Q, 0, true, true), Verdict::Forward);
-        assert_eq!(choice.admit(F, 2, false, true), Verdict::Drop);
+        assert_eq!(choice.admit(&simulcast(Q, 0, true, true)), Verdict::Forward);
+        assert_eq!(choice.admit(&simulcast(F, 2, false, true)), Verdict::Drop);
         assert_eq!(choice.current(), Some(0));
         assert_eq!(choice.wanted(), bit(0));
     }
@@ -228,20 +390,26 @@ mod tests {
     fn pausing_stops_at_once_and_resuming_waits_for_a_keyframe() {
         let mut choice = LayerChoice::default();
         choice.set_target(Some(1));
-        assert_eq!(choice.admit(H, 1, true, true), Verdict::Forward);
+        assert_eq!(choice.admit(&simulcast(H, 1, true, true)), Verdict::Forward);
         assert!(choice.set_target(None));
-        assert_eq!(choice.admit(H, 1, false, true), Verdict::Drop);
+        assert_eq!(choice.admit(&simulcast(H, 1, false, true)), Verdict::Drop);
         assert_eq!(choice.wanted(), 0);
         assert!(!choice.set_target(None));
         choice.set_target(Some(1));
-        assert_eq!(choice.admit(H, 1, false, true), Verdict::WantKeyframe);
-        assert_eq!(choice.admit(H, 1, true, true), Verdict::Forward);
+        assert_eq!(
+            choice.admit(&simulcast(H, 1, false, true)),
+            Verdict::WantKeyframe
+        );
+        assert_eq!(choice.admit(&simulcast(H, 1, true, true)), Verdict::Forward);
     }
 
     #[test]
     fn audio_starts_on_any_packet() {
         let mut choice = LayerChoice::default();
         choice.set_target(Some(3));
-        assert_eq!(choice.admit(7, 3, false, false), Verdict::Forward);
+        assert_eq!(
+            choice.admit(&simulcast(7, 3, false, false)),
+            Verdict::Forward
+        );
     }
 }

@@ -13,21 +13,21 @@ use tracing::debug;
 
 use crate::api::PeerEvent;
 use crate::codec::starts_keyframe;
-use crate::down_track::Verdict;
+use crate::down_track::{PacketLayer, Verdict};
 use crate::ids::{DownTrackId, TrackId};
 use crate::media::KeyframeWant;
 use crate::participant::Slot;
-use crate::published_track::{bit, Quality};
+use crate::published_track::bit;
 use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
 use crate::vp8_ids;
+use crate::vp9_svc;
 use crate::worker::Worker;
 
 /// One received packet as the fan-out needs it.
 struct Incoming<'a> {
     packet: &'a RtpPacket,
-    ssrc: u32,
-    quality: Quality,
-    keyframe: bool,
+    /// Its layer, for the down-tracks' choices.
+    layer: PacketLayer,
     is_video: bool,
     params: PayloadParams,
     /// A VP8 packet's payload descriptor, read once for all down-tracks.
@@ -94,11 +94,23 @@ impl Worker {
             return;
         };
         let is_video = track.is_video();
-        let keyframe = is_video && starts_keyframe(codec, &packet.payload);
+        let svc = match codec {
+            Codec::Vp9 => vp9_svc::layer_of(&packet.payload),
+            _ => None,
+        };
+        let keyframe = is_video
+            && svc.map_or_else(
+                || starts_keyframe(codec, &packet.payload),
+                |layer| layer.starts_keyframe(),
+            );
         let seq = *packet.seq_no;
-        let Some(received) = track.receive(ssrc, seq, packet.payload.len(), now, keyframe) else {
+        let spatial = svc.map(|layer| layer.spatial);
+        let Some(received) = track.receive(ssrc, seq, packet.payload.len(), now, keyframe, spatial)
+        else {
             return;
         };
+        // Layer fields of a simulcast layer's own stream are not what places it.
+        let svc = svc.filter(|_| track.is_svc());
         if let (Some(meter), Some(level)) = (
             track.audio_level.as_mut(),
             packet.header.ext_vals.audio_level,
@@ -116,9 +128,13 @@ impl Worker {
         }
         let incoming = Incoming {
             packet: &packet,
-            ssrc,
-            quality: received.quality,
-            keyframe,
+            layer: PacketLayer {
+                ssrc,
+                quality: received.quality,
+                keyframe,
+                needs_keyframe: is_video,
+                svc,
+            },
             is_video,
             params,
             vp8: match codec {
@@ -128,8 +144,9 @@ impl Worker {
             now,
         };
         let taps = !self.taps.is_empty();
-        if track.wanted & bit(received.quality) == 0 && !taps {
-            // No down-track forwards this layer or waits to switch to it.
+        if track.wanted & bit(received.quality) == 0 && !taps && svc.is_none() {
+            // No down-track forwards this layer or waits to switch to it. (An SVC stream's
+            // left-out layers still pass each down-track, which closes up its numbering.)
             return;
         }
         let outcome = self.fan_out(id, &incoming);
@@ -138,13 +155,13 @@ impl Worker {
         }
         self.send_str0m_written();
         if taps {
-            self.tap_packet(id, &packet, params, received.quality, keyframe);
+            self.tap_packet(id, &packet, params, &incoming.layer);
         }
         if outcome.want_keyframe {
             // Asked again (throttled) until a keyframe comes: an earlier one may have been
             // sent before this down-track's m-line was ready.
             self.keyframe_queue
-                .push(KeyframeWant::layer(id, received.quality));
+                .push(KeyframeWant::layer(id, incoming.layer.quality));
         }
     }
 
@@ -179,6 +196,7 @@ impl Worker {
             down_tracks.extend_from_slice(&track.down_tracks);
         }
         let packet = incoming.packet;
+        let layer = &incoming.layer;
         let pt = packet.header.payload_type;
         let clock_rate = incoming.params.spec().clock_rate.get();
         for &DownTrackId {
@@ -207,19 +225,20 @@ impl Worker {
                 continue;
             }
             let before = down.layer.current();
-            match down.layer.admit(
-                incoming.ssrc,
-                incoming.quality,
-                incoming.keyframe,
-                incoming.is_video,
-            ) {
-                Verdict::Forward => outcome.switched |= down.layer.current() != before,
-                Verdict::Drop => continue,
-                Verdict::WantKeyframe => {
-                    outcome.want_keyframe = true;
+            let verdict = down.layer.admit(layer);
+            outcome.switched |= down.layer.current() != before;
+            match verdict {
+                Verdict::Forward => {}
+                Verdict::Drop | Verdict::WantKeyframe => {
+                    outcome.want_keyframe |= verdict == Verdict::WantKeyframe;
+                    if layer.svc.is_some() {
+                        // A layer of the stream this subscriber follows: close up after it.
+                        down.rewriter.skip(layer.ssrc, *packet.seq_no);
+                    }
                     continue;
                 }
             }
+            let marker = down.layer.marker(layer, packet.header.marker);
             let Some(pt_out) = down_track_pt(
                 &mut down.pt_map,
                 pt,
@@ -229,7 +248,7 @@ impl Worker {
                 continue;
             };
             let Some((seq, ts)) = down.rewriter.rewrite(
-                incoming.ssrc,
+                layer.ssrc,
                 *packet.seq_no,
                 packet.header.timestamp,
                 incoming.now,
@@ -240,7 +259,7 @@ impl Worker {
             let vp8 = incoming
                 .vp8
                 .as_ref()
-                .and_then(|d| down.vp8.rewrite(incoming.ssrc, d));
+                .and_then(|d| down.vp8.rewrite(layer.ssrc, d));
             let now = incoming.now;
             let peer = &mut subscriber.subscriber;
             match (&peer.direct, peer.media_to) {
@@ -249,7 +268,7 @@ impl Worker {
                     let rtp = RtpOut {
                         ssrc: *ssrc_out,
                         pt: *pt_out,
-                        marker: packet.header.marker,
+                        marker,
                         seq,
                         timestamp: ts,
                         payload: &packet.payload,
@@ -290,7 +309,7 @@ impl Worker {
                     };
                     stream.write_rtp(
                         RtpWrite::new(pt_out, seq.into(), ts, now, payload)
-                            .marker(packet.header.marker)
+                            .marker(marker)
                             .nackable(incoming.is_video),
                     );
                     down.send.str0m_written = Some(now);
@@ -299,7 +318,7 @@ impl Worker {
                     self.str0m_now.push(sub);
                 }
             }
-            down.frame_end = packet.header.marker;
+            down.frame_end = marker;
             down.last_pt = Some(*pt_out);
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += packet.payload.len() as u64;

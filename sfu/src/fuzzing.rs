@@ -23,6 +23,7 @@ use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
 use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend, TransportSeq};
 use crate::vp8_ids::{descriptor, Vp8Ids};
+use crate::vp9_svc;
 use crate::worker::{DatagramSink, Worker};
 
 /// Reads the fuzzer's bytes as a sequence of small fields; past the end everything is 0 or
@@ -147,6 +148,11 @@ pub fn rtp_forward(data: &[u8]) {
                 let payload: Arc<[u8]> = input.field().into();
                 let keyframe = starts_keyframe(codec, &payload);
                 let ssrc = 0x1000 + source as u32;
+                // An SVC layer above what this subscriber gets is left out.
+                if vp9_svc::layer_of(&payload).is_some_and(|l| l.spatial > 0 && marker) {
+                    rewriter.skip(ssrc, seq);
+                    continue;
+                }
                 let Some((out_seq, out_ts)) = rewriter.rewrite(ssrc, seq, ts, now, clock_rate)
                 else {
                     continue;

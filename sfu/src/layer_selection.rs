@@ -66,7 +66,7 @@ impl Worker {
             let Some(track) = self.published(source) else {
                 continue;
             };
-            chosen.push((index, source));
+            chosen.push((index, source, track.is_svc()));
             demands.push(Demand {
                 key: index,
                 is_video: track.is_video(),
@@ -81,11 +81,12 @@ impl Worker {
             return;
         };
         let allocations = part.allocator.allocate(now, &demands);
-        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source)| *source).collect();
-        for ((index, _), allocation) in chosen.into_iter().zip(allocations) {
+        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source, _)| *source).collect();
+        for ((index, _, svc), allocation) in chosen.into_iter().zip(allocations) {
             let Some(down) = part.down_tracks[index].as_mut() else {
                 continue;
             };
+            down.layer.svc = svc;
             let (target, paused) = match allocation {
                 Allocation::Layer(quality) => (Some(quality), false),
                 Allocation::Idle | Allocation::Off => (None, false),

@@ -46,6 +46,7 @@ mod tap_forward;
 mod timers;
 mod viewer;
 mod vp8_ids;
+mod vp9_svc;
 mod worker;
 
 use std::hash::{Hash, Hasher};

@@ -41,19 +41,52 @@ pub(crate) fn bit(quality: Quality) -> u8 {
     1 << quality.min(7)
 }
 
+/// Bits per second of a stream, measured over windows of `BITRATE_WINDOW`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BitrateMeter {
+    window_start: Instant,
+    window_bytes: u64,
+    /// Over the last full window; 0 until one has passed.
+    pub bitrate: u64,
+    last_packet: Option<Instant>,
+}
+
+impl BitrateMeter {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            window_bytes: 0,
+            bitrate: 0,
+            last_packet: None,
+        }
+    }
+
+    fn record(&mut self, bytes: usize, now: Instant) {
+        self.last_packet = Some(now);
+        self.window_bytes += bytes as u64;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= BITRATE_WINDOW {
+            self.bitrate = self.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        self.last_packet
+            .is_some_and(|last| now.saturating_duration_since(last) < LAYER_IDLE)
+    }
+}
+
 /// One simulcast layer (or the only stream) of a published track.
 pub(crate) struct Layer {
     pub ssrc: u32,
     pub rid: Option<Rid>,
     pub quality: Quality,
-    pub last_packet: Instant,
     first_seq: u64,
     max_seq: u64,
     received: u64,
-    window_start: Instant,
-    window_bytes: u64,
-    /// Bits per second over the last full window; 0 until one has passed.
-    pub bitrate: u64,
+    pub meter: BitrateMeter,
     keyframes: KeyframeThrottle,
 }
 
@@ -81,35 +114,29 @@ impl KeyframeThrottle {
 }
 
 impl Layer {
+    /// A layer whose first packet (number `seq`) came at `now`; it counts as sending from
+    /// then.
     pub fn new(ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) -> Self {
+        let mut meter = BitrateMeter::new(now);
+        meter.last_packet = Some(now);
         Self {
             ssrc,
             rid,
             quality: quality_of(rid.as_deref()),
-            last_packet: now,
             first_seq: seq,
             max_seq: seq,
             received: 0,
-            window_start: now,
-            window_bytes: 0,
-            bitrate: 0,
+            meter,
             keyframes: KeyframeThrottle::default(),
         }
     }
 
     /// Counts a received packet, for loss accounting and the layer's bitrate.
     pub fn record(&mut self, seq: u64, bytes: usize, now: Instant) {
-        self.last_packet = now;
         self.received += 1;
         self.max_seq = self.max_seq.max(seq);
         self.first_seq = self.first_seq.min(seq);
-        self.window_bytes += bytes as u64;
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= BITRATE_WINDOW {
-            self.bitrate = self.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
+        self.meter.record(bytes, now);
     }
 
     /// Packets never received, from sequence gaps (retransmissions fill gaps in).
@@ -118,7 +145,7 @@ impl Layer {
     }
 
     fn active(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_packet) < LAYER_IDLE
+        self.meter.active(now)
     }
 }
 
@@ -145,6 +172,10 @@ pub(crate) struct PublishedTrack {
     pub muted: bool,
     pub media_started: bool,
     pub layers: Vec<Layer>,
+    /// The spatial layers of an SVC stream (VP9), by spatial id: a single stream whose
+    /// packets each belong to one of them (`vp9_svc.rs`). Empty for simulcast and plain
+    /// streams. At most 8 (the id has 3 bits).
+    spatial: Vec<BitrateMeter>,
     /// Qualities of the layers sending now.
     active: u8,
     /// Qualities some down-track forwards or is switching to; packets of other layers
@@ -175,6 +206,7 @@ impl PublishedTrack {
             muted: false,
             media_started: false,
             layers: Vec::new(),
+            spatial: Vec::new(),
             active: 0,
             wanted: 0,
             payloads: Vec::new(),
@@ -206,7 +238,8 @@ impl PublishedTrack {
         self.layers.push(Layer::new(ssrc, rid, now, seq));
     }
 
-    /// Takes in one packet of layer `ssrc`. `None` for an SSRC that is not one of ours.
+    /// Takes in one packet of layer `ssrc`; `spatial` is its spatial layer in an SVC
+    /// stream. `None` for an SSRC that is not one of ours.
     pub fn receive(
         &mut self,
         ssrc: u32,
@@ -214,19 +247,35 @@ impl PublishedTrack {
         bytes: usize,
         now: Instant,
         keyframe: bool,
+        spatial: Option<u8>,
     ) -> Option<Received> {
         let layer = self.layers.iter_mut().find(|l| l.ssrc == ssrc)?;
         layer.record(seq, bytes, now);
-        let quality = layer.quality;
+        let mut quality = layer.quality;
         if keyframe {
             layer.keyframes.last_keyframe = Some(now);
             self.keyframes.last_keyframe = Some(now);
         }
-        let active = self
-            .layers
-            .iter()
-            .filter(|l| l.active(now))
-            .fold(0, |set, l| set | bit(l.quality));
+        if let Some(spatial) = spatial.filter(|_| layer.rid.is_none()) {
+            // An SVC stream: its layers are the spatial ones (a simulcast layer's own spatial
+            // id is always 0, and its rid already places it).
+            let sid = usize::from(spatial & 0x07);
+            if self.spatial.len() <= sid {
+                self.spatial.resize(sid + 1, BitrateMeter::new(now));
+            }
+            self.spatial[sid].record(bytes, now);
+            quality = sid as Quality;
+        }
+        let active = if self.spatial.is_empty() {
+            self.layers
+                .iter()
+                .filter(|l| l.active(now))
+                .fold(0, |set, l| set | bit(l.quality))
+        } else {
+            (0..self.spatial.len())
+                .filter(|&sid| self.spatial[sid].active(now))
+                .fold(0, |set, sid| set | bit(sid as Quality))
+        };
         let layers_changed = active != self.active;
         self.active = active;
         Some(Received {
@@ -235,19 +284,35 @@ impl PublishedTrack {
         })
     }
 
+    /// Whether its layers are the spatial layers of one SVC stream.
+    pub fn is_svc(&self) -> bool {
+        !self.spatial.is_empty()
+    }
+
     /// The best quality being sent now.
     pub fn best_active(&self) -> Option<Quality> {
         (0..8u8).rev().find(|q| self.active & bit(*q) != 0)
     }
 
     /// The layers being sent now, lowest quality first: (quality, bits per second).
+    /// An SVC stream's layer costs what it and every layer below it send together.
     pub fn active_layers(&self) -> impl Iterator<Item = (Quality, u64)> + '_ {
-        let mut layers: Vec<(Quality, u64)> = self
-            .layers
-            .iter()
-            .filter(|l| self.active & bit(l.quality) != 0)
-            .map(|l| (l.quality, l.bitrate))
-            .collect();
+        let mut layers: Vec<(Quality, u64)> = if self.spatial.is_empty() {
+            self.layers
+                .iter()
+                .filter(|l| self.active & bit(l.quality) != 0)
+                .map(|l| (l.quality, l.meter.bitrate))
+                .collect()
+        } else {
+            let mut below = 0;
+            (0..self.spatial.len())
+                .map(|sid| {
+                    below += self.spatial[sid].bitrate;
+                    (sid as Quality, below)
+                })
+                .filter(|(quality, _)| self.active & bit(*quality) != 0)
+                .collect()
+        };
         layers.sort_unstable();
         layers.into_iter()
     }
@@ -290,10 +355,13 @@ impl PublishedTrack {
                 Vec::new()
             };
         }
+        // An SVC stream's keyframe is one for all of its spatial layers.
+        let svc = self.is_svc();
         self.layers
             .iter_mut()
             .filter_map(|l| {
-                (wanted & bit(l.quality) != 0 && l.keyframes.request(now)).then_some(l.rid)
+                let wants = wanted & bit(l.quality) != 0 || (svc && wanted != 0);
+                (wants && l.keyframes.request(now)).then_some(l.rid)
             })
             .collect()
     }
@@ -355,7 +423,7 @@ mod tests {
             track.add_layer(ssrc, Some(Rid::from(rid)), at, seq);
         }
         track
-            .receive(ssrc, seq, 1000, at, key)
+            .receive(ssrc, seq, 1000, at, key, None)
             .expect("the layer was just added")
     }
 
@@ -372,7 +440,7 @@ mod tests {
         let later = t0 + LAYER_IDLE + Duration::from_millis(1);
         assert!(packet(&mut track, 1, 3, later, false).layers_changed);
         assert_eq!(track.best_active(), Some(0));
-        assert!(track.receive(9, 1, 100, later, false).is_none());
+        assert!(track.receive(9, 1, 100, later, false, None).is_none());
     }
 
     #[test]
@@ -419,5 +487,36 @@ mod tests {
             rids(track.keyframe_requests(t1 + ms(100), bit(2))),
             vec!["f"]
         );
+    }
+
+    #[test]
+    fn an_svc_streams_layers_are_its_spatial_layers_each_costing_those_below_too() {
+        let t0 = Instant::now();
+        let mut track = video();
+        track.add_layer(7, None, t0, 0);
+        let mut seq = 0;
+        // 21 pictures in one second: 200 bytes of layer 0, 400 of layer 1, 1,000 of layer 2.
+        for picture in 0..=20u64 {
+            let at = t0 + Duration::from_millis(picture * 50);
+            for (sid, bytes) in [(0, 200), (1, 400), (2, 1000)] {
+                seq += 1;
+                let key = picture == 0 && sid == 0;
+                let received = track.receive(7, seq, bytes, at, key, Some(sid)).unwrap();
+                assert_eq!(received.quality, sid);
+            }
+        }
+        assert!(track.is_svc());
+        assert_eq!(track.best_active(), Some(2));
+        let layers: Vec<_> = track.active_layers().collect();
+        assert_eq!(layers, vec![(0, 33_600), (1, 100_800), (2, 268_800)]);
+        // A keyframe of any of them is one of the stream.
+        assert_eq!(track.keyframe_requests(t0, bit(1)), vec![None]);
+        // Layer 2 stops: the others go on.
+        let later = t0 + Duration::from_millis(1000) + LAYER_IDLE;
+        let received = track
+            .receive(7, seq + 1, 200, later, false, Some(0))
+            .unwrap();
+        assert!(received.layers_changed);
+        assert_eq!(track.best_active(), Some(0), "layer 1 fell silent too");
     }
 }

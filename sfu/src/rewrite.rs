@@ -1,15 +1,17 @@
 //! Per-subscriber rewriting of sequence numbers and timestamps, so that what a subscriber
 //! receives on one m-line is one continuous stream even when the source switches (a
-//! simulcast layer change or a republished track).
+//! simulcast layer change or a republished track), padding is added (probes) or packets are
+//! left out (an SVC stream's upper layers).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-/// How many padding runs a late packet can reach back across: each run is remembered with
-/// the offset packets before it had, so a packet the publisher resent (or that arrived out
-/// of order) still gets the number its place was left at. A second of a probe's padding at
-/// a frame end every 50 ms is 20 runs.
-const PADDED_RUNS: usize = 32;
+/// How many runs of padding or of left-out packets a late packet can reach back across:
+/// each run is remembered with the offset packets before it had, so a packet the publisher
+/// resent (or that arrived out of order) still gets the number its place was left at. A
+/// second of a probe's padding at a frame end every 50 ms is 20 runs; an SVC stream whose
+/// top layer is left out makes one run per picture, 30 a second.
+const REMEMBERED_RUNS: usize = 64;
 
 /// Output numbering of one forwarded stream.
 #[derive(Debug, Default)]
@@ -20,11 +22,14 @@ pub(crate) struct Rewriter {
     last_out_seq: u64,
     last_out_ts: u32,
     last_at: Option<Instant>,
-    /// Padding runs numbered in since the source started, oldest first: (the highest
-    /// source number sent before the run, the offset packets up to it had). A late packet
-    /// at or below a run's number takes that older offset: placed by the current one it
-    /// would take a number already sent.
-    padded: VecDeque<(u64, i64)>,
+    /// The highest source number forwarded or left out.
+    highest_in: u64,
+    /// Runs of padding numbered in and of packets left out since the source started,
+    /// oldest first: (the highest source number before the run, or the last one it left
+    /// out; the offset packets up to it had). A late packet at or below a run's number
+    /// takes that older offset: placed by the current one it would take a number already
+    /// sent, or leave one unused.
+    runs: VecDeque<(u64, i64)>,
     /// Late packets at or below this number reach back past the runs remembered: dropped.
     forgotten: Option<u64>,
 }
@@ -47,7 +52,7 @@ impl Rewriter {
             return None;
         }
         let offset = self
-            .padded
+            .runs
             .iter()
             .rev()
             .take_while(|&&(highest, _)| seq <= highest)
@@ -59,6 +64,7 @@ impl Rewriter {
         }
         let out_seq = out_seq as u64;
         let out_ts = ts.wrapping_add(self.ts_offset);
+        self.highest_in = self.highest_in.max(seq);
         if out_seq > self.last_out_seq {
             self.last_out_seq = out_seq;
             self.last_out_ts = out_ts;
@@ -71,20 +77,41 @@ impl Rewriter {
     /// packet's time. `None` before anything was sent.
     pub(crate) fn pad(&mut self) -> Option<(u64, u32)> {
         self.source?;
-        let highest_source = (self.last_out_seq as i64 - self.seq_offset) as u64;
-        match self.padded.back_mut() {
-            // Padding right after padding: the same run.
-            Some(&mut (highest, _)) if highest == highest_source => {}
-            _ => {
-                if self.padded.len() == PADDED_RUNS {
-                    self.forgotten = self.padded.pop_front().map(|(highest, _)| highest);
-                }
-                self.padded.push_back((highest_source, self.seq_offset));
-            }
+        match self.runs.back() {
+            // Padding right after padding (or after packets left out): the same run.
+            Some(&(highest, _)) if highest == self.highest_in => {}
+            _ => self.remember_run(self.highest_in),
         }
         self.seq_offset += 1;
-        self.last_out_seq += 1;
-        Some((self.last_out_seq, self.last_out_ts))
+        // After the numbers of every source packet seen, sent or still missing.
+        let next = (self.highest_in as i64 + self.seq_offset) as u64;
+        self.last_out_seq = self.last_out_seq.max(next);
+        Some((next, self.last_out_ts))
+    }
+
+    /// Leaves out packet `seq` of source `ssrc` (a layer this subscriber does not get):
+    /// the packets after it close up, so the subscriber sees no gap to ask about. A packet
+    /// older than the newest one seen keeps its number unused: the ones after it are out.
+    pub(crate) fn skip(&mut self, ssrc: u32, seq: u64) {
+        if self.source != Some(ssrc) || seq <= self.highest_in {
+            return;
+        }
+        match self.runs.back_mut() {
+            // Right after the packets this run left out, or its padding: the same run.
+            Some((highest, _)) if *highest == self.highest_in && seq == self.highest_in + 1 => {
+                *highest = seq;
+            }
+            _ => self.remember_run(seq),
+        }
+        self.seq_offset -= 1;
+        self.highest_in = seq;
+    }
+
+    fn remember_run(&mut self, highest: u64) {
+        if self.runs.len() == REMEMBERED_RUNS {
+            self.forgotten = self.runs.pop_front().map(|(highest, _)| highest);
+        }
+        self.runs.push_back((highest, self.seq_offset));
     }
 
     /// Makes the next packet continue right after the last one sent, whatever its own
@@ -121,7 +148,8 @@ impl Rewriter {
             }
         };
         self.source = Some(ssrc);
-        self.padded.clear();
+        self.highest_in = seq;
+        self.runs.clear();
         self.forgotten = None;
     }
 }
@@ -183,17 +211,41 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Rewriter::default();
         r.rewrite(7, 1000, 0, t0, 90_000);
-        for i in 0..PADDED_RUNS as u64 + 1 {
+        for i in 0..REMEMBERED_RUNS as u64 + 1 {
             r.rewrite(7, 1002 + 2 * i, 0, t0, 90_000);
             r.pad();
         }
-        assert_eq!(r.padded.len(), PADDED_RUNS, "bounded");
+        assert_eq!(r.runs.len(), REMEMBERED_RUNS, "bounded");
         assert_eq!(r.rewrite(7, 1001, 0, t0, 90_000), None);
         // Within the runs remembered: placed in its gap.
-        let newest = 1002 + 2 * PADDED_RUNS as u64;
+        let newest = 1002 + 2 * REMEMBERED_RUNS as u64;
         let (before, _) = r.rewrite(7, newest - 1, 0, t0, 90_000).unwrap();
         let (at, _) = r.rewrite(7, newest + 1, 0, t0, 90_000).unwrap();
         assert_eq!(at - before, 3, "one padding packet between, none reused");
+    }
+
+    #[test]
+    fn left_out_packets_close_up_and_late_ones_keep_their_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::default();
+        let mut out = |r: &mut Rewriter, seq| r.rewrite(7, seq, 0, t0, 90_000).map(|(s, _)| s);
+        assert_eq!(out(&mut r, 100), Some(1));
+        r.skip(7, 101);
+        r.skip(7, 102);
+        assert_eq!(out(&mut r, 103), Some(2), "101 and 102 left no gap");
+        // 104 is still on its way when 105 is left out: its number waits for it.
+        r.skip(7, 105);
+        assert_eq!(out(&mut r, 106), Some(4));
+        assert_eq!(out(&mut r, 104), Some(3));
+        assert_eq!(r.pad().map(|(s, _)| s), Some(5));
+        r.skip(7, 107);
+        assert_eq!(out(&mut r, 108), Some(6));
+        // A resent copy of a packet already sent keeps its number.
+        assert_eq!(out(&mut r, 106), Some(4));
+        // Late, another source's, or older than what was sent: nothing moves.
+        r.skip(7, 99);
+        r.skip(8, 109);
+        assert_eq!(out(&mut r, 109), Some(7));
     }
 
     #[test]

@@ -4,10 +4,9 @@ use str0m::format::PayloadParams;
 use str0m::rtp::RtpPacket;
 
 use crate::api::{SfuError, TrackKind};
-use crate::down_track::{LayerChoice, Verdict};
+use crate::down_track::{LayerChoice, PacketLayer, Verdict};
 use crate::ids::TrackId;
 use crate::media::KeyframeWant;
-use crate::published_track::Quality;
 use crate::rewrite::Rewriter;
 use crate::tap::{
     SenderClock, Tap, TapCodec, TapEvent, TapPacket, TapScope, TapSender, TapTrack, TappedTrack,
@@ -103,8 +102,7 @@ impl Worker {
         id: TrackId,
         packet: &RtpPacket,
         params: PayloadParams,
-        quality: Quality,
-        keyframe: bool,
+        layer: &PacketLayer,
     ) {
         // Consumers that went away leave their taps behind; forget them here.
         self.taps.retain(|t| !t.sender.is_closed());
@@ -115,7 +113,6 @@ impl Worker {
             return;
         };
         let best = track.best_active();
-        let is_video = track.is_video();
         let ssrc = *packet.header.ssrc;
         let clock_rate = params.spec().clock_rate.get();
         let mut keyframes = Vec::new();
@@ -157,11 +154,11 @@ impl Worker {
             };
             let tapped = &mut tap.tracks[position];
             tapped.layer.set_target(best);
-            match tapped.layer.admit(ssrc, quality, keyframe, is_video) {
+            match tapped.layer.admit(layer) {
                 Verdict::Forward => {}
                 Verdict::Drop => continue,
                 Verdict::WantKeyframe => {
-                    keyframes.push(KeyframeWant::layer(id, quality));
+                    keyframes.push(KeyframeWant::layer(id, layer.quality));
                     continue;
                 }
             }
@@ -188,7 +185,7 @@ impl Worker {
                 TapPacket {
                     seq,
                     timestamp,
-                    marker: packet.header.marker,
+                    marker: tapped.layer.marker(layer, packet.header.marker),
                     payload: packet.payload.clone(),
                     arrival: packet.timestamp,
                     sender_clock,

@@ -4,7 +4,7 @@
 // built binary. Prints one JSON summary on stdout, progress on stderr.
 //
 //   node web/tools/constrained-link.mjs --cap 500kbit --seconds 10 [--settle 5] [--bin PATH]
-//        [--timeline out.json]
+//        [--timeline out.json] [--codec vp9]
 //
 // Phases: the subscriber joins behind the cap; after --settle seconds a window of --seconds is
 // measured ("capped"). The cap is lifted; "recovery" is how long until it decodes the
@@ -30,6 +30,7 @@ const { values: opt } = parseArgs({
     settle: { type: 'string', default: '5' },
     bin: { type: 'string' },
     timeline: { type: 'string' },
+    codec: { type: 'string' },
   },
 });
 const seconds = Number(opt.seconds);
@@ -48,7 +49,7 @@ if (opt.timeline) {
   // The estimate comes from the server's "subscriber link" debug lines (sfu/src/congestion.rs).
   process.env.SWITCHBOARD_LOG = `${process.env.SWITCHBOARD_LOG || 'info'},switchboard_sfu::congestion=debug`;
 }
-const call = await startConstrainedCall({ cap: opt.cap });
+const call = await startConstrainedCall({ cap: opt.cap, codec: opt.codec });
 const timeline = { samples: [], estimates: [], events: [] };
 let sampling = null;
 if (opt.timeline) {

@@ -1,6 +1,6 @@
 // A call over a constrained link (issue 18, "every subscriber gets the best picture its link
 // allows"): the server and a 720p simulcast publisher in one namespace, a subscriber in another
-// behind a tbf cap on its downlink (support/netns.mjs). Used by tests/pending/constrained.test.mjs
+// behind a tbf cap on its downlink (support/netns.mjs). Used by tests/constrained.test.mjs
 // and tools/constrained-link.mjs; the numbers come from the subscriber's getStats.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -15,7 +15,7 @@ const JOIN_MS = 20_000;
  * Starts everything. `cap` ('500kbit', or null for none) is set before the subscriber joins, so
  * it never sees the uncapped link. `serverOptions` go to startServer (binary, env, …).
  */
-export async function startConstrainedCall({ cap = null, serverOptions = {} } = {}) {
+export async function startConstrainedCall({ cap = null, codec = null, serverOptions = {} } = {}) {
   const call = { pair: null, server: null, browsers: [], pages: [] };
   try {
     call.pair = await createLinkPair();
@@ -30,7 +30,9 @@ export async function startConstrainedCall({ cap = null, serverOptions = {} } = 
     call.browsers.push(pubBrowser);
     call.publisher = await pubBrowser.openDemo('publisher');
     call.pages.push(call.publisher);
-    await call.publisher.open(call.server.url, { room, name: 'publisher', autojoin: '1' });
+    // `codec` 'vp9' publishes one SVC stream (L3T3_KEY) instead of simulcast.
+    const publisherParams = { room, name: 'publisher', autojoin: '1', ...(codec ? { codec } : {}) };
+    await call.publisher.open(call.server.url, publisherParams);
     await call.publisher.joined(JOIN_MS);
 
     // The subscriber gets a token without canPublish: the demo page's camera would otherwise
