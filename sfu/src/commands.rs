@@ -260,6 +260,7 @@ impl Worker {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
         let pending = part.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
+        tracing::trace!(participant = key, answer = sdp, "subscriber negotiation");
         part.subscriber
             .rtc
             .sdp_api()

@@ -174,7 +174,9 @@ pub(crate) struct DownTrack {
     pub kind: TrackKind,
     pub state: OutState,
     pub ssrc: Option<Ssrc>,
-    pub pt_map: Vec<(Pt, Pt)>,
+    /// The publisher's payload types and the subscriber's for them, and whether RED is
+    /// unwrapped on the way (`forward.rs`).
+    pub pt_map: Vec<(Pt, Pt, bool)>,
     pub layer: LayerChoice,
     /// What the subscriber asked of this track.
     pub settings: TrackSettings,

@@ -18,6 +18,7 @@ use crate::ids::{DownTrackId, TrackId};
 use crate::media::KeyframeWant;
 use crate::participant::Slot;
 use crate::published_track::bit;
+use crate::red;
 use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
 use crate::vp8_ids;
 use crate::vp9_svc;
@@ -30,6 +31,8 @@ struct Incoming<'a> {
     layer: PacketLayer,
     is_video: bool,
     params: PayloadParams,
+    /// Redundant audio (`red.rs`), and where its primary block starts (`None`: cut short).
+    red: Option<Option<usize>>,
     /// A VP8 packet's payload descriptor, read once for all down-tracks.
     vp8: Option<vp8_ids::Descriptor>,
     now: Instant,
@@ -83,7 +86,7 @@ impl Worker {
                 .publisher
                 .rtc
                 .codec_config()
-                .find(|p| p.pt() == pt)
+                .find(|p| p.pt() == pt || p.red() == Some(pt))
                 .copied();
             match params {
                 Some(params) => track.payloads.push((pt, params)),
@@ -137,6 +140,8 @@ impl Worker {
             },
             is_video,
             params,
+            red: (params.pt() != pt && params.red() == Some(pt))
+                .then(|| red::primary_block(&packet.payload)),
             vp8: match codec {
                 Codec::Vp8 => vp8_ids::descriptor(&packet.payload),
                 _ => None,
@@ -239,13 +244,20 @@ impl Worker {
                 }
             }
             let marker = down.layer.marker(layer, packet.header.marker);
-            let Some(pt_out) = down_track_pt(
+            let Some((pt_out, de_red)) = down_track_pt(
                 &mut down.pt_map,
                 pt,
                 incoming.params,
+                incoming.red.is_some(),
                 &subscriber.subscriber.rtc,
             ) else {
                 continue;
+            };
+            let payload: &[u8] = match (de_red, incoming.red) {
+                (false, _) => &packet.payload,
+                (true, Some(Some(primary))) => &packet.payload[primary..],
+                // Not RED after all, or cut short: nothing to send.
+                (true, _) => continue,
             };
             let Some((seq, ts)) = down.rewriter.rewrite(
                 layer.ssrc,
@@ -271,7 +283,7 @@ impl Worker {
                         marker,
                         seq,
                         timestamp: ts,
-                        payload: &packet.payload,
+                        payload,
                         transport: transport.map(|(_, stamped)| stamped),
                         padding: 0,
                         vp8,
@@ -305,6 +317,7 @@ impl Worker {
                             patch.apply(&mut copy);
                             copy.into()
                         }
+                        None if de_red => payload.to_vec().into(),
                         None => packet.payload.clone(),
                     };
                     stream.write_rtp(
@@ -321,9 +334,9 @@ impl Worker {
             down.frame_end = marker;
             down.last_pt = Some(*pt_out);
             subscriber.stats.packets_out += 1;
-            subscriber.stats.bytes_out += packet.payload.len() as u64;
+            subscriber.stats.bytes_out += payload.len() as u64;
             self.metrics.forwarded += 1;
-            self.metrics.forwarded_bytes += packet.payload.len() as u64;
+            self.metrics.forwarded_bytes += payload.len() as u64;
             if !subscriber.first_media_sent {
                 subscriber.first_media_sent = true;
                 subscriber.emit(PeerEvent::FirstMediaSent);
@@ -399,17 +412,24 @@ impl Worker {
     }
 }
 
-/// The subscriber's payload type for the publisher's `pt`, resolved once per down-track.
+/// The subscriber's payload type for the publisher's `pt`, resolved once per down-track,
+/// and whether RED (`red`: the publisher's packets are) must be unwrapped for it: a
+/// subscriber that did not negotiate RED gets the codec it wraps.
 fn down_track_pt(
-    map: &mut Vec<(Pt, Pt)>,
+    map: &mut Vec<(Pt, Pt, bool)>,
     pt: Pt,
     params: PayloadParams,
+    red: bool,
     subscriber: &str0m::Rtc,
-) -> Option<Pt> {
-    if let Some(&(_, out)) = map.iter().find(|(i, _)| *i == pt) {
-        return Some(out);
+) -> Option<(Pt, bool)> {
+    if let Some(&(_, out, de_red)) = map.iter().find(|(i, _, _)| *i == pt) {
+        return Some((out, de_red));
     }
-    let out = subscriber.codec_config().match_params(params)?.pt();
-    map.push((pt, out));
-    Some(out)
+    let theirs = subscriber.codec_config().match_params(params)?;
+    let (out, de_red) = match theirs.red() {
+        Some(red_pt) if red => (red_pt, false),
+        _ => (theirs.pt(), red),
+    };
+    map.push((pt, out, de_red));
+    Some((out, de_red))
 }

@@ -148,6 +148,9 @@ pub fn rtp_forward(data: &[u8]) {
                 let payload: Arc<[u8]> = input.field().into();
                 let keyframe = starts_keyframe(codec, &payload);
                 let ssrc = 0x1000 + source as u32;
+                if let Some(primary) = crate::red::primary_block(&payload) {
+                    assert!(primary <= payload.len(), "the primary block lies inside");
+                }
                 // An SVC layer above what this subscriber gets is left out.
                 if vp9_svc::layer_of(&payload).is_some_and(|l| l.spatial > 0 && marker) {
                     rewriter.skip(ssrc, seq);

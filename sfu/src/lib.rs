@@ -31,6 +31,7 @@ mod metrics;
 mod participant;
 mod published_track;
 mod quality;
+mod red;
 mod rewrite;
 mod room_news;
 mod rtc_config;

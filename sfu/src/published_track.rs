@@ -181,7 +181,8 @@ pub(crate) struct PublishedTrack {
     /// Qualities some down-track forwards or is switching to; packets of other layers
     /// stop before the fan-out.
     pub wanted: u8,
-    /// Codec of each payload type seen, resolved once from the publisher's negotiation.
+    /// Codec of each payload type seen, resolved once from the publisher's negotiation (a
+    /// RED payload type maps to the codec it wraps, whose `red()` it is).
     pub payloads: Vec<(Pt, PayloadParams)>,
     pub down_tracks: Vec<DownTrackId>,
     /// How loud it is (audio tracks; `speakers.rs`).

@@ -41,8 +41,9 @@ pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
 }
 
 /// A peer in RTP mode (packets forwarded as packets), ICE-lite (the server is never the
-/// controlling agent), with the codecs browsers offer. RED is left off so that audio is
-/// forwarded as plain Opus to every subscriber.
+/// controlling agent), with the codecs browsers offer, and RED for Opus: a publisher that
+/// sends it has it passed on to the subscribers that negotiated it, and unwrapped for the
+/// others (`red.rs`).
 fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
     let builder = match dtls {
         DtlsPeers::Ecdsa => RtcConfig::new().set_crypto_provider(switchboard_dtls::provider()),
@@ -54,7 +55,7 @@ fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .clear_codecs()
-        .enable_opus(true, false)
+        .enable_opus(true, true)
         .enable_vp8(true)
         .enable_h264(true)
         .enable_vp9(true)

@@ -1,5 +1,7 @@
 //! The worker's side of taps: handing forwarded packets to in-process consumers.
 
+use std::sync::Arc;
+
 use str0m::format::PayloadParams;
 use str0m::rtp::RtpPacket;
 
@@ -115,6 +117,16 @@ impl Worker {
         let best = track.best_active();
         let ssrc = *packet.header.ssrc;
         let clock_rate = params.spec().clock_rate.get();
+        // Recordings get RED audio as the codec it wraps (`red.rs`).
+        let pt = packet.header.payload_type;
+        let payload = if params.pt() != pt && params.red() == Some(pt) {
+            match crate::red::primary_block(&packet.payload) {
+                Some(primary) => Arc::from(&packet.payload[primary..]),
+                None => return,
+            }
+        } else {
+            packet.payload.clone()
+        };
         let mut keyframes = Vec::new();
         for tap in &mut self.taps {
             if tap.room != part.room || !tap.wants(&track.sid) {
@@ -186,7 +198,7 @@ impl Worker {
                     seq,
                     timestamp,
                     marker: tapped.layer.marker(layer, packet.header.marker),
-                    payload: packet.payload.clone(),
+                    payload: payload.clone(),
                     arrival: packet.timestamp,
                     sender_clock,
                 },

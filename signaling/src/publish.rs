@@ -125,7 +125,14 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
         cid: request.cid.clone(),
         sid: sid.clone(),
         kind,
-        codec: (!codec.is_empty()).then(|| codec.to_ascii_lowercase()),
+        // The codec the publisher's answer puts first. Audio goes as RED (Opus with the
+        // previous frame inside, so a lost packet costs nothing) unless the client turned it
+        // off, as LiveKit does; subscribers without RED get plain Opus (sfu/src/red.rs).
+        codec: if kind == TrackKind::Audio && !request.disable_red {
+            Some("red".to_owned())
+        } else {
+            (!codec.is_empty()).then(|| codec.to_ascii_lowercase())
+        },
         screen: source == proto::TrackSource::ScreenShare,
         layers: layer_sizes(&request),
     });

@@ -58,12 +58,18 @@ impl Drop for DataPeer {
 /// The subscriber side of one client: counts the audio frames it receives.
 pub struct MediaPeer {
     received: Arc<AtomicU64>,
+    intact: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
 
 impl MediaPeer {
     pub fn received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Frames received byte for byte as the test publishers send them.
+    pub fn intact(&self) -> u64 {
+        self.intact.load(Ordering::Relaxed)
     }
 
     /// Waits until more than `count` frames have arrived; panics after [`WAIT`].
@@ -82,10 +88,12 @@ impl Drop for MediaPeer {
     }
 }
 
-async fn new_peer() -> (Rtc, UdpSocket, SocketAddr) {
+/// A str0m peer with its default codecs; `red` also offers (and then sends) Opus wrapped in
+/// RED (RFC 2198), as livekit-client asks for.
+async fn new_peer(red: bool) -> (Rtc, UdpSocket, SocketAddr) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind UDP");
     let local = socket.local_addr().expect("UDP address");
-    let mut rtc = Rtc::builder().build(Instant::now());
+    let mut rtc = Rtc::builder().enable_opus(true, red).build(Instant::now());
     rtc.add_local_candidate(Candidate::host(local, "udp").expect("host candidate"));
     (rtc, socket, local)
 }
@@ -103,6 +111,12 @@ impl Client {
         self.connect_publisher_with_video(audio_cid, None).await
     }
 
+    /// Like [`Client::connect_publisher`] with an audio track, sent as RED: panics unless the
+    /// server's answer accepted RED.
+    pub async fn connect_publisher_with_red(&mut self, audio_cid: &str) -> DataPeer {
+        self.connect_publisher_as(Some(audio_cid), None, true).await
+    }
+
     /// Like [`Client::connect_publisher`], with also a VP8 m-line under `video_cid` in the
     /// same offer (on which nothing is sent).
     pub async fn connect_publisher_with_video(
@@ -110,7 +124,16 @@ impl Client {
         audio_cid: Option<&str>,
         video_cid: Option<&str>,
     ) -> DataPeer {
-        let (mut rtc, socket, local) = new_peer().await;
+        self.connect_publisher_as(audio_cid, video_cid, false).await
+    }
+
+    async fn connect_publisher_as(
+        &mut self,
+        audio_cid: Option<&str>,
+        video_cid: Option<&str>,
+        red: bool,
+    ) -> DataPeer {
+        let (mut rtc, socket, local) = new_peer(red).await;
         let mut api = rtc.sdp_api();
         if let Some(cid) = video_cid {
             api.add_media(
@@ -158,6 +181,13 @@ impl Client {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("accept the answer");
+        if red {
+            let opus = rtc.codec_config().find(|p| p.spec().codec == Codec::Opus);
+            assert!(
+                opus.is_some_and(|p| p.red().is_some()),
+                "the server's answer accepts RED: {opus:?}"
+            );
+        }
         let (opened_tx, opened) = oneshot::channel();
         let (packets_tx, packets) = mpsc::unbounded_channel();
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
@@ -171,6 +201,7 @@ impl Client {
             labels: HashMap::new(),
             packets: Some(packets_tx),
             received: Arc::default(),
+            intact: Arc::default(),
             audio,
         };
         let task = tokio::spawn(driver.run());
@@ -187,13 +218,22 @@ impl Client {
 
     /// Answers the server's next subscriber offer and returns once connected.
     pub async fn accept_subscriber(&mut self) -> MediaPeer {
+        self.accept_subscriber_as(false).await
+    }
+
+    /// Like [`Client::accept_subscriber`], accepting RED audio.
+    pub async fn accept_subscriber_with_red(&mut self) -> MediaPeer {
+        self.accept_subscriber_as(true).await
+    }
+
+    async fn accept_subscriber_as(&mut self, red: bool) -> MediaPeer {
         let offer = self
             .expect("subscriber offer", |r| match r {
                 Resp::Offer(offer) => Some(offer.clone()),
                 _ => None,
             })
             .await;
-        let (mut rtc, socket, local) = new_peer().await;
+        let (mut rtc, socket, local) = new_peer(red).await;
         let sdp = SdpOffer::from_sdp_string(&offer.sdp).expect("parse the offer");
         let answer = rtc.sdp_api().accept_offer(sdp).expect("answer the offer");
         self.send(Req::Answer(proto::SessionDescription {
@@ -205,6 +245,7 @@ impl Client {
         .await;
         let (opened_tx, opened) = oneshot::channel();
         let received = Arc::new(AtomicU64::new(0));
+        let intact = Arc::new(AtomicU64::new(0));
         let driver = Driver {
             rtc,
             socket,
@@ -215,6 +256,7 @@ impl Client {
             packets: None,
             outgoing: None,
             received: Arc::clone(&received),
+            intact: Arc::clone(&intact),
             audio: None,
         };
         let task = tokio::spawn(driver.run());
@@ -222,7 +264,11 @@ impl Client {
             .await
             .expect("the subscriber connection did not come up")
             .expect("the peer stopped");
-        MediaPeer { received, task }
+        MediaPeer {
+            received,
+            intact,
+            task,
+        }
     }
 }
 
@@ -241,6 +287,8 @@ struct Driver {
     /// DataPackets to send: (channel label, encoded packet).
     outgoing: Option<mpsc::UnboundedReceiver<(String, Vec<u8>)>>,
     received: Arc<AtomicU64>,
+    /// Frames received that are exactly the Opus frame the test publishers send.
+    intact: Arc<AtomicU64>,
     /// The audio m-line we send on and the next RTP timestamp.
     audio: Option<(Mid, u64)>,
 }
@@ -312,8 +360,11 @@ impl Driver {
                         let _ = packets.send((label, packet));
                     }
                 }
-                Ok(Output::Event(Event::MediaData(_))) => {
+                Ok(Output::Event(Event::MediaData(data))) => {
                     self.received.fetch_add(1, Ordering::Relaxed);
+                    if *data.data == OPUS_SILENCE[..] {
+                        self.intact.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(Output::Event(_)) => {}
                 Err(e) => panic!("the WebRTC peer failed: {e}"),

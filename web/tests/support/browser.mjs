@@ -70,7 +70,9 @@ async function collectInbound() {
   const room = window.demo && window.demo.room;
   if (!room) return out;
   for (const p of room.remoteParticipants.values()) {
-    const r = { framesDecoded: 0, audioPacketsReceived: 0, frameWidth: 0, videoCodec: '', tracks: [] };
+    const r = {
+      framesDecoded: 0, audioPacketsReceived: 0, audioSamplesReceived: 0, frameWidth: 0, videoCodec: '', audioCodec: '', tracks: [],
+    };
     for (const pub of p.trackPublications.values()) {
       r.tracks.push(`${pub.source}:${pub.kind}${pub.isSubscribed ? ':subscribed' : ''}${pub.isMuted ? ':muted' : ''}`);
       if (!pub.track) continue;
@@ -84,7 +86,12 @@ async function collectInbound() {
           const codec = s.codecId && report.get(s.codecId);
           if (codec) r.videoCodec = codec.mimeType;
         }
-        if (s.kind === 'audio') r.audioPacketsReceived = Math.max(r.audioPacketsReceived, s.packetsReceived || 0);
+        if (s.kind === 'audio') {
+          r.audioPacketsReceived = Math.max(r.audioPacketsReceived, s.packetsReceived || 0);
+          r.audioSamplesReceived = Math.max(r.audioSamplesReceived, s.totalSamplesReceived || 0);
+          const codec = s.codecId && report.get(s.codecId);
+          if (codec) r.audioCodec = codec.mimeType;
+        }
       });
     }
     out[p.identity] = r;
