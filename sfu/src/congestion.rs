@@ -171,7 +171,10 @@ impl Congestion {
         if deficit == 0 || self.probe.is_some() {
             return false;
         }
-        let Some(probe) = self.estimator.probe_due(now, allocated + deficit) else {
+        let Some(probe) = self
+            .estimator
+            .probe_due(now, allocated, allocated + deficit)
+        else {
             return false;
         };
         self.probe = Some(ProbeRun {
@@ -230,6 +233,9 @@ pub(crate) fn answer_accepts_transport_cc(sdp: &str) -> bool {
     })
 }
 
+/// How often subscribers that lack bits are checked for a probe even without feedback.
+pub(crate) const QUIET_PROBE_CHECK: Duration = Duration::from_secs(1);
+
 impl Worker {
     /// A subscriber's TWCC feedback: into its estimator, and to its allocator when the
     /// estimate moved.
@@ -270,6 +276,27 @@ impl Worker {
             part.allocator.congested = link.congested;
             self.allocate(slot);
         }
+        self.maybe_probe(slot);
+    }
+
+    /// Probes the links of subscribers that lack bits but get no feedback: a subscriber
+    /// whose every video track is paused receives nothing to acknowledge, and only a probe
+    /// can show that its link has room again. Called every `QUIET_PROBE_CHECK`.
+    pub(crate) fn probe_quiet_links(&mut self) {
+        for slot in 0..self.parts.len() {
+            let lacking = self.parts[slot]
+                .as_ref()
+                .is_some_and(|p| p.congestion.is_some() && p.allocator.deficit() > 0);
+            if lacking {
+                self.maybe_probe(slot);
+            }
+        }
+    }
+
+    /// Starts a probe of the subscriber's link if its allocator lacks bits and its
+    /// estimator allows one now.
+    fn maybe_probe(&mut self, slot: Slot) {
+        let now = self.now;
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
@@ -309,7 +336,9 @@ impl Worker {
     }
 
     /// Sends `count` padding-only packets to the subscriber in `slot`, on a video stream
-    /// that just ended a frame (so no frame is split), numbered in its sequence.
+    /// that just ended a frame (so no frame is split) or is paused (its last frame may be
+    /// cut short, but it restarts on a keyframe; and a subscriber whose every track is
+    /// paused must still be probed, or it could never resume), numbered in its sequence.
     fn send_padding(&mut self, slot: Slot, count: u64) {
         let now = self.now;
         let Some(part) = self.parts[slot].as_mut() else {
@@ -322,7 +351,9 @@ impl Worker {
             return;
         };
         let Some(down) = part.down_tracks.iter_mut().flatten().find(|d| {
-            d.frame_end && d.kind == crate::api::TrackKind::Video && d.open_mid().is_some()
+            (d.frame_end || d.paused)
+                && d.kind == crate::api::TrackKind::Video
+                && d.open_mid().is_some()
         }) else {
             return;
         };

@@ -247,6 +247,7 @@ pub(crate) struct Worker {
     /// When speakers are next judged, and connections next rated.
     next_speakers: Instant,
     next_quality: Instant,
+    next_quiet_probe: Instant,
     /// Tracks whose publisher is to be told it may stop layers, once a delay passed.
     pub(crate) dynacast_pending: Vec<crate::ids::TrackId>,
 }
@@ -283,6 +284,7 @@ impl Worker {
             dynacast_pending: Vec::new(),
             next_speakers: Instant::now(),
             next_quality: Instant::now() + crate::quality::QUALITY_INTERVAL,
+            next_quiet_probe: Instant::now() + crate::congestion::QUIET_PROBE_CHECK,
         }
     }
 
@@ -392,6 +394,10 @@ impl Worker {
             w.flush_keyframe_requests();
         });
         self.guarded(Self::probe_ticks);
+        if now >= self.next_quiet_probe {
+            self.next_quiet_probe = now + crate::congestion::QUIET_PROBE_CHECK;
+            self.guarded(Self::probe_quiet_links);
+        }
         if now >= self.next_speakers {
             self.next_speakers = now + crate::speakers::SPEAKER_WINDOW;
             self.guarded(Self::judge_speakers);
