@@ -147,3 +147,78 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
     assert!(field(&report, "efficiency").is_number() || field(&report, "efficiency").is_null());
     assert_eq!(field(&report, "errors"), &Value::Array(Vec::new()));
 }
+
+/// One room, a 720p simulcast publisher and two subscribers for `seconds`; with `cap` each
+/// subscriber's downlink is capped. Returns the report.
+fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let json = dir.path().join("report.json");
+    let mut cmd = support::command();
+    cmd.args([
+        "loadtest",
+        "--start-server",
+        "--video-publishers",
+        "1",
+        "--simulcast",
+        "--preset",
+        "high",
+        "--subscribers",
+        "2",
+        "--quiet",
+        "--duration",
+    ])
+    .arg(format!("{seconds}s"))
+    .arg("--json")
+    .arg(&json);
+    if let Some(cap) = cap {
+        cmd.args(["--subscriber-cap", cap]);
+    }
+    let (status, stdout, stderr) = support::run_with_timeout(cmd, Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "loadtest failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("video layers received"),
+        "no layer row in the table:\n{stdout}"
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+/// Frames received at `width` in the window.
+fn frames_at(report: &Value, width: u64) -> u64 {
+    field(report, "layers")
+        .as_array()
+        .unwrap_or_else(|| panic!("layers is not a list: {report:#}"))
+        .iter()
+        .filter(|l| l["width"].as_u64() == Some(width))
+        .filter_map(|l| l["frames"].as_u64())
+        .sum()
+}
+
+#[test]
+fn a_capped_subscriber_link_gets_lower_layers_and_an_uncapped_one_the_top() {
+    // q 320 wide at 250 kbit/s, h 640 at 625 kbit/s, f 1280 at 2.5 Mbit/s: behind 400 kbit/s
+    // only q fits; the server must find that from the subscribers' feedback alone.
+    let capped = simulcast_run(Some("400k"), 8);
+    assert_eq!(number(&capped, "scenario.subscriber_cap_bps"), 400_000.0);
+    assert!(
+        frames_at(&capped, 320) > 0,
+        "q frames behind the cap: {capped:#}"
+    );
+    assert_eq!(
+        frames_at(&capped, 1280),
+        0,
+        "no f frames behind the cap: {capped:#}"
+    );
+    let open = simulcast_run(None, 10);
+    assert!(
+        field(&open, "scenario.subscriber_cap_bps").is_null(),
+        "{open:#}"
+    );
+    assert!(
+        frames_at(&open, 1280) > 0,
+        "f frames on an open link: {open:#}"
+    );
+}

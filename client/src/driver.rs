@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SelectAll, Stream, StreamExt as _};
 use hdrhistogram::Histogram;
-use str0m::net::{Protocol, Receive};
+
 use str0m::{Input, Output};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -66,6 +66,7 @@ pub(crate) enum Command {
         events: mpsc::UnboundedSender<ParticipantEvent>,
         started: Instant,
         bind: IpAddr,
+        downlink: Option<crate::LinkCap>,
         reply: oneshot::Sender<()>,
     },
     PublisherOffer {
@@ -170,6 +171,11 @@ pub(crate) enum Timer {
         source: usize,
         gen: u64,
     },
+    /// Datagrams leave a peer's simulated bottleneck (`link.rs`).
+    Link {
+        peer: usize,
+        gen: u64,
+    },
 }
 
 /// Yields a peer's key each time its socket has something to read. Holds the socket
@@ -271,6 +277,7 @@ impl Loop {
                 }
                 Timer::Source { part, source, gen } => self.send_frame(part, source, gen, at, now),
                 Timer::Pace { part, source, gen } => self.pace(part, source, gen, at, now),
+                Timer::Link { peer, gen } => self.leave_bottleneck(peer, gen, now),
             }
         }
     }
@@ -289,21 +296,40 @@ impl Loop {
                 Err(_) => return, // WouldBlock: drained. Other errors: nothing to read.
             };
             let now = Instant::now();
-            let Ok(contents) = self.buf[..len].try_into() else {
-                continue; // Not STUN, DTLS, RTP or RTCP.
-            };
-            let input = Input::Receive(
-                now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source,
-                    destination: peer.local,
-                    contents,
-                },
-            );
-            if let Err(e) = peer.rtc.handle_input(input) {
-                tracing::debug!("dropped a datagram: {e}");
+            if let Some(link) = peer.bottleneck.as_mut() {
+                let idle = link.next_departure().is_none();
+                if let (Some(leaves), true) = (link.admit(now, source, &self.buf[..len]), idle) {
+                    let timer = Timer::Link { peer: index, gen };
+                    self.timers.push(Reverse((leaves, timer)));
+                }
+                continue;
             }
+            peer.receive(now, source, &self.buf[..len]);
+            self.drive(index);
+        }
+    }
+
+    /// Hands a peer the datagrams that left its bottleneck by `now`, one at a time with
+    /// its output drained after each (as str0m wants), and arms the timer for the next.
+    fn leave_bottleneck(&mut self, index: usize, gen: u64, now: Instant) {
+        loop {
+            let Some(Some(peer)) = self.peers.get_mut(index) else {
+                return;
+            };
+            if peer.gen != gen {
+                return;
+            }
+            let Some(link) = peer.bottleneck.as_mut() else {
+                return;
+            };
+            let Some((source, datagram)) = link.release(now) else {
+                if let Some(next) = link.next_departure() {
+                    self.timers
+                        .push(Reverse((next, Timer::Link { peer: index, gen })));
+                }
+                return;
+            };
+            peer.receive(now, source, &datagram);
             self.drive(index);
         }
     }
@@ -388,6 +414,7 @@ impl Loop {
             local,
             timeout: Instant::now(),
             connected: false,
+            bottleneck: None,
         };
         let index = match self.peers.iter().position(Option::is_none) {
             Some(i) => {
@@ -431,10 +458,12 @@ impl Loop {
                 events,
                 started,
                 bind,
+                downlink,
                 reply,
             } => {
                 let gen = self.gen();
-                let part = Part::new(gen, events, started, bind);
+                let mut part = Part::new(gen, events, started, bind);
+                part.downlink = downlink;
                 let index = match self.parts.iter().position(Option::is_none) {
                     Some(i) => {
                         self.parts[i] = Some(part);

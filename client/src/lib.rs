@@ -26,6 +26,7 @@
 //! ```
 
 mod driver;
+mod link;
 mod media;
 mod pacer;
 mod participant;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 pub use driver::{new_latency_histogram, CounterSnapshot, Driver};
 pub use hdrhistogram::Histogram;
+pub use link::LinkCap;
 pub use livekit_protocol as proto;
 pub use media::{epoch, read_stamp, stamp_of, AudioConfig, VideoConfig, MAX_PAYLOAD};
 pub use pacer::DEFAULT_PACING_FACTOR;
@@ -64,6 +66,8 @@ pub struct TrackStats {
     pub lost: u64,
     /// From the start of the join to the first packet.
     pub first_packet: Option<Duration>,
+    /// Video: frames received per picture width (the simulcast layer), as (width, frames).
+    pub frames_by_width: Vec<(u32, u64)>,
 }
 
 /// Things that happen to a participant, in order. Dropping the receiver is fine.

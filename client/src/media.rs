@@ -361,6 +361,22 @@ fn vp8_descriptor_len(payload: &[u8]) -> Option<usize> {
     Some(len)
 }
 
+/// The width a VP8 keyframe's first packet declares (RFC 6386 9.1, the low 14 bits);
+/// `None` for any other packet. After a switch a subscriber's layer shows in its first
+/// keyframe, and the load tester counts frames per width by it.
+pub fn keyframe_width(payload: &[u8]) -> Option<u16> {
+    let descriptor = vp8_descriptor_len(payload)?;
+    let first = payload[0];
+    if first & 0x10 == 0 || first & 0x07 != 0 {
+        return None;
+    }
+    let header = payload.get(descriptor..descriptor + VP8_KEY_HEADER_LEN)?;
+    if header[0] & 0x01 != 0 || header[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    Some(u16::from_le_bytes([header[6], header[7]]) & 0x3fff)
+}
+
 /// The send time stamped into a payload of ours, in nanoseconds on the [`epoch`] clock.
 /// `None` for payloads this crate did not make.
 pub fn read_stamp(video: bool, payload: &[u8]) -> Option<u64> {
@@ -451,6 +467,17 @@ mod tests {
         assert!(encoder
             .next_frame(now + Duration::from_millis(1033))
             .is_key());
+    }
+
+    #[test]
+    fn keyframes_declare_their_width() {
+        let t0 = Instant::now();
+        let mut encoder = VideoEncoder::new(500_000, 30, Duration::from_secs(2), (640, 360), 7);
+        let key = encoder.next_frame(t0);
+        assert_eq!(keyframe_width(&key.packets[0].payload), Some(640));
+        let delta = encoder.next_frame(t0 + Duration::from_millis(33));
+        assert_eq!(keyframe_width(&delta.packets[0].payload), None);
+        assert_eq!(keyframe_width(&[]), None);
     }
 
     #[test]

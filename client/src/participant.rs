@@ -39,6 +39,9 @@ pub struct JoinOptions {
     /// When the join began, for [`JoinTimings`]; `None` is the call to [`Participant::join`].
     /// The load tester sets it before minting the token.
     pub started: Option<Instant>,
+    /// Puts the subscriber PC's incoming datagrams through a simulated bottleneck of this
+    /// capacity (`link.rs`); `None`: as they come.
+    pub downlink: Option<crate::LinkCap>,
 }
 
 impl Default for JoinOptions {
@@ -53,6 +56,7 @@ impl Default for JoinOptions {
             seed: 0,
             timeout: Duration::from_secs(10),
             started: None,
+            downlink: None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl Participant {
                 events: events_tx.clone(),
                 started,
                 bind: options.bind_ip,
+                downlink: options.downlink,
                 reply,
             })
             .await?;

@@ -12,8 +12,9 @@ use prost::Message as _;
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::MediaKind;
+use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, Ssrc};
-use str0m::{Event, IceConnectionState, Rtc};
+use str0m::{Event, IceConnectionState, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -60,9 +61,30 @@ pub(crate) struct PeerSlot {
     /// The deadline str0m last asked for (the one armed in the heap).
     pub timeout: Instant,
     pub connected: bool,
+    /// Incoming datagrams wait here first when the peer's downlink is capped.
+    pub bottleneck: Option<crate::link::Bottleneck>,
 }
 
 impl PeerSlot {
+    /// Feeds one received datagram to str0m.
+    pub fn receive(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        let Ok(contents) = datagram.try_into() else {
+            return; // Not STUN, DTLS, RTP or RTCP.
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: self.local,
+                contents,
+            },
+        );
+        if let Err(e) = self.rtc.handle_input(input) {
+            tracing::debug!("dropped a datagram: {e}");
+        }
+    }
+
     /// Sends one datagram now. UDP is lossy: a full socket buffer costs this datagram only.
     pub fn transmit(&self, contents: &[u8], destination: SocketAddr) {
         if let Err(e) = self.sender.send_to(contents, destination) {
@@ -80,9 +102,32 @@ pub(crate) struct TrackRx {
     first_seq: u64,
     max_seq: u64,
     first_packet: Option<Duration>,
+    /// Video: the width of the last keyframe, the layer being received.
+    width: u16,
+    /// Video: frames completed per width (at most `WIDTHS_KEPT`).
+    frames_by_width: Vec<(u16, u64)>,
 }
 
+/// Distinct widths counted per stream: a simulcast track has three layers.
+const WIDTHS_KEPT: usize = 8;
+
 impl TrackRx {
+    /// Counts a video packet towards the layer being received.
+    fn count_layer(&mut self, payload: &[u8], marker: bool) {
+        if let Some(width) = crate::media::keyframe_width(payload) {
+            self.width = width;
+        }
+        if !marker || self.width == 0 {
+            return;
+        }
+        let width = self.width;
+        if let Some((_, frames)) = self.frames_by_width.iter_mut().find(|(w, _)| *w == width) {
+            *frames += 1;
+        } else if self.frames_by_width.len() < WIDTHS_KEPT {
+            self.frames_by_width.push((width, 1));
+        }
+    }
+
     fn lost(&self) -> u64 {
         if self.packets == 0 {
             return 0;
@@ -112,6 +157,8 @@ pub(crate) struct Part {
     pub(crate) first_media: Option<Duration>,
     pub(crate) subscriber_steps: crate::SubscriberTimings,
     pub(crate) closed_reported: bool,
+    /// The subscriber PC's simulated downlink.
+    pub(crate) downlink: Option<crate::LinkCap>,
 }
 
 impl Part {
@@ -142,6 +189,7 @@ impl Part {
             first_media: None,
             subscriber_steps: crate::SubscriberTimings::default(),
             closed_reported: false,
+            downlink: None,
         }
     }
 
@@ -168,13 +216,19 @@ impl Loop {
         mid_to_track: HashMap<String, String>,
     ) -> Result<String, ClientError> {
         let index = self.part_index(id)?;
-        let (existing, bind) = match self.parts.get(index) {
-            Some(Some(part)) => (part.subscriber, part.bind),
+        let (existing, bind, downlink) = match self.parts.get(index) {
+            Some(Some(part)) => (part.subscriber, part.bind, part.downlink),
             _ => return Err(ClientError::DriverGone),
         };
         let peer = match existing {
             Some(peer) => peer,
-            None => self.new_peer(index, Role::Subscriber, bind)?,
+            None => {
+                let peer = self.new_peer(index, Role::Subscriber, bind)?;
+                if let Some(Some(slot)) = self.peers.get_mut(peer) {
+                    slot.bottleneck = downlink.map(crate::link::Bottleneck::new);
+                }
+                peer
+            }
         };
         let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| rtc_error("bad offer", e))?;
         let slot = self
@@ -214,6 +268,11 @@ impl Loop {
                     bytes: rx.bytes,
                     lost: rx.lost(),
                     first_packet: rx.first_packet,
+                    frames_by_width: rx
+                        .frames_by_width
+                        .iter()
+                        .map(|&(w, n)| (u32::from(w), n))
+                        .collect(),
                 })
                 .collect(),
             packets_sent: part.packets_sent,
@@ -358,6 +417,8 @@ impl Loop {
                     first_seq: *packet.seq_no,
                     max_seq: *packet.seq_no,
                     first_packet: None,
+                    width: 0,
+                    frames_by_width: Vec::new(),
                 });
                 part.by_ssrc.insert(ssrc, part.received.len() - 1);
                 part.received.len() - 1
@@ -370,6 +431,9 @@ impl Loop {
         rx.first_seq = rx.first_seq.min(seq);
         rx.max_seq = rx.max_seq.max(seq);
         let video = rx.video;
+        if video {
+            rx.count_layer(&packet.payload, packet.header.marker);
+        }
         if rx.first_packet.is_none() {
             let after = arrival.saturating_duration_since(part.started);
             rx.first_packet = Some(after);

@@ -112,6 +112,19 @@ pub struct LoadtestArgs {
     #[arg(long, default_value = "32k", value_parser = parse_bitrate, value_name = "BITS")]
     pub audio_bitrate: u32,
 
+    /// Caps each subscriber's downlink at this rate (2M, 500k or bits per second): its
+    /// incoming datagrams pass a simulated bottleneck (client/src/link.rs), so the server's
+    /// estimate of its link and the layers it gets can be watched. The report then shows
+    /// the layer mix.
+    #[arg(long, value_parser = parse_bitrate, value_name = "BITS")]
+    pub subscriber_cap: Option<u32>,
+
+    /// With --subscriber-cap: the longest a datagram waits in the bottleneck's queue before
+    /// it is dropped instead.
+    /// 300 ms, as the browser tests' tbf links.
+    #[arg(long, default_value = "300ms", value_parser = parse_duration, value_name = "DURATION")]
+    pub subscriber_queue: Duration,
+
     /// A keyframe at least this often (the server's requests add more).
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub keyframe_interval: Duration,

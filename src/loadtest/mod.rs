@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use switchboard_client::{AudioConfig, CounterSnapshot, Histogram, ParticipantStats, VideoConfig};
+use switchboard_client::{
+    AudioConfig, CounterSnapshot, Histogram, LinkCap, ParticipantStats, VideoConfig,
+};
 
 pub use args::LoadtestArgs;
 use args::Preset;
@@ -268,6 +270,10 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             bitrate_bps: args.audio_bitrate,
         },
         video_with_audio: args.video_with_audio,
+        subscriber_downlink: args.subscriber_cap.map(|rate| LinkCap {
+            rate_bps: u64::from(rate),
+            queue: args.subscriber_queue,
+        }),
         seed: args.seed,
     });
 
@@ -499,11 +505,16 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             pacing_factor: video.pacing_factor,
             keyframe_interval_s: video.keyframe_interval.as_secs_f64(),
             audio_bitrate_bps: args.audio_bitrate,
+            subscriber_cap_bps: args.subscriber_cap,
+            subscriber_queue_ms: args
+                .subscriber_cap
+                .map(|_| args.subscriber_queue.as_secs_f64() * 1000.0),
             seed: args.seed,
             threads,
         },
         join,
         delivery,
+        layers: report::layer_mix(&start_stats, &end_stats),
         latency_ms: report::LatencySummary::of(&latency),
         tracks: report::Tracks {
             expected,

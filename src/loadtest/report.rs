@@ -18,6 +18,8 @@ pub struct Report {
     pub scenario: Scenario,
     pub join: JoinSummary,
     pub delivery: Delivery,
+    /// Video frames received in the window per picture width (the simulcast layer).
+    pub layers: Vec<LayerShare>,
     pub latency_ms: LatencySummary,
     pub tracks: Tracks,
     pub server: Option<ServerCost>,
@@ -47,6 +49,9 @@ pub struct Scenario {
     pub pacing_factor: f64,
     pub keyframe_interval_s: f64,
     pub audio_bitrate_bps: u32,
+    /// Each subscriber's simulated downlink (`--subscriber-cap`), and its queue.
+    pub subscriber_cap_bps: Option<u32>,
+    pub subscriber_queue_ms: Option<f64>,
     pub seed: u64,
     pub threads: usize,
 }
@@ -204,6 +209,50 @@ pub fn track_counts(participants: &[(usize, ParticipantStats)]) -> TrackCounts {
     counts
 }
 
+/// Frames of one picture width received in the window, and their share of all.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct LayerShare {
+    pub width: u32,
+    pub frames: u64,
+    pub share: f64,
+}
+
+/// The video frames every receiver got between two snapshots, by picture width.
+pub fn layer_mix(
+    start: &[(usize, ParticipantStats)],
+    end: &[(usize, ParticipantStats)],
+) -> Vec<LayerShare> {
+    let frames = |stats: &[(usize, ParticipantStats)]| {
+        let mut counts: HashMap<(usize, String, u32), u64> = HashMap::new();
+        for (index, s) in stats {
+            for track in &s.tracks {
+                for &(width, n) in &track.frames_by_width {
+                    *counts
+                        .entry((*index, track.track_sid.clone(), width))
+                        .or_default() += n;
+                }
+            }
+        }
+        counts
+    };
+    let before = frames(start);
+    let mut by_width: std::collections::BTreeMap<u32, u64> = Default::default();
+    for (key, n) in frames(end) {
+        let added = n.saturating_sub(before.get(&key).copied().unwrap_or_default());
+        *by_width.entry(key.2).or_default() += added;
+    }
+    let total: u64 = by_width.values().sum();
+    by_width
+        .into_iter()
+        .filter(|&(_, frames)| frames > 0)
+        .map(|(width, frames)| LayerShare {
+            width,
+            frames,
+            share: frames as f64 / total as f64,
+        })
+        .collect()
+}
+
 /// What happened between two snapshots.
 pub fn delivery(
     start: &TrackCounts,
@@ -318,6 +367,28 @@ impl Report {
                 ms(steps.ice_to_dtls_ms.p99),
                 ms(steps.dtls_to_media_ms.p99),
             ),
+        );
+        if let Some(cap) = s.subscriber_cap_bps {
+            row(
+                "subscriber downlink",
+                format!(
+                    "capped at {} kbit/s, {:.0} ms queue",
+                    cap / 1000,
+                    s.subscriber_queue_ms.unwrap_or_default()
+                ),
+            );
+        }
+        row(
+            "video layers received",
+            if self.layers.is_empty() {
+                "none".to_owned()
+            } else {
+                self.layers
+                    .iter()
+                    .map(|l| format!("{} wide {:.0} %", l.width, l.share * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
         );
         row(
             "tracks received / expected",

@@ -40,6 +40,8 @@ pub struct Shared {
     pub audio: AudioConfig,
     /// Video publishers publish audio too.
     pub video_with_audio: bool,
+    /// Each subscriber's simulated downlink.
+    pub subscriber_downlink: Option<switchboard_client::LinkCap>,
     pub seed: u64,
 }
 
@@ -239,6 +241,9 @@ async fn join(plan: &Plan, shared: &Shared, driver: Driver) -> anyhow::Result<Pa
             .wrapping_add(plan.index as u64),
         timeout: JOIN_TIMEOUT,
         started: Some(started),
+        downlink: shared
+            .subscriber_downlink
+            .filter(|_| plan.role == Role::Subscriber),
         ..JoinOptions::default()
     };
     let (participant, _events) = Participant::join(&shared.url, &jwt, options)

@@ -1,0 +1,113 @@
+//! A simulated bottleneck in front of a peer's socket: what a capped access link does to
+//! the datagrams coming down it. Each datagram leaves the bottleneck after the ones before
+//! it, at the link's rate; one that would wait longer than the queue allows is dropped
+//! (tail drop, like tc's tbf). The peer sees the delay grow and then loss, and its
+//! transport-wide feedback tells the server so, as a real link's would.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A downlink's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkCap {
+    /// Bits per second.
+    pub rate_bps: u64,
+    /// The longest a datagram may wait in the queue before it is dropped instead.
+    pub queue: Duration,
+}
+
+/// The datagrams on their way through one peer's bottleneck.
+#[derive(Debug)]
+pub(crate) struct Bottleneck {
+    cap: LinkCap,
+    /// When the link finishes sending what it holds.
+    busy_until: Option<Instant>,
+    /// (leaves at, source, datagram), in the order they leave. Bounded by the queue's
+    /// duration at the link's rate.
+    queue: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
+    pub dropped: u64,
+}
+
+impl Bottleneck {
+    pub fn new(cap: LinkCap) -> Self {
+        Self {
+            cap: LinkCap {
+                rate_bps: cap.rate_bps.max(1),
+                ..cap
+            },
+            busy_until: None,
+            queue: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Takes in a datagram arriving at `now`; returns when it leaves, or `None` when the
+    /// queue is full and it is dropped.
+    pub fn admit(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Option<Instant> {
+        let start = self.busy_until.map_or(now, |busy| busy.max(now));
+        if start.saturating_duration_since(now) > self.cap.queue {
+            self.dropped += 1;
+            return None;
+        }
+        let bits = datagram.len() as u64 * 8;
+        let leaves = start + Duration::from_nanos(bits * 1_000_000_000 / self.cap.rate_bps);
+        self.busy_until = Some(leaves);
+        self.queue.push_back((leaves, source, datagram.to_vec()));
+        Some(leaves)
+    }
+
+    /// The next datagram that has left by `now`.
+    pub fn release(&mut self, now: Instant) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.queue.front()?.0 > now {
+            return None;
+        }
+        self.queue
+            .pop_front()
+            .map(|(_, source, datagram)| (source, datagram))
+    }
+
+    /// When the next datagram leaves.
+    pub fn next_departure(&self) -> Option<Instant> {
+        self.queue.front().map(|(leaves, _, _)| *leaves)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> SocketAddr {
+        "127.0.0.1:9".parse().expect("an address")
+    }
+
+    #[test]
+    fn datagrams_leave_at_the_links_rate_and_overflow_is_dropped() {
+        // 800 kbit/s: a 1,000-byte datagram takes 10 ms. A 25 ms queue.
+        let mut link = Bottleneck::new(LinkCap {
+            rate_bps: 800_000,
+            queue: Duration::from_millis(25),
+        });
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let datagram = [0u8; 1000];
+        assert_eq!(link.admit(t0, source(), &datagram), Some(ms(10)));
+        assert_eq!(link.admit(t0, source(), &datagram), Some(ms(20)));
+        assert_eq!(link.admit(t0, source(), &datagram), Some(ms(30)));
+        // Waits 30 ms, over the 25 ms allowed: dropped.
+        assert_eq!(link.admit(t0, source(), &datagram), None);
+        assert_eq!(link.dropped, 1);
+        assert!(link.release(ms(9)).is_none());
+        assert!(link.release(ms(10)).is_some());
+        assert_eq!(link.next_departure(), Some(ms(20)));
+        // The link drains: later datagrams start when it is free again, or at once.
+        assert_eq!(link.admit(ms(25), source(), &datagram), Some(ms(40)));
+        assert_eq!(link.admit(ms(100), source(), &datagram), Some(ms(110)));
+        let mut left = 0;
+        while link.release(ms(200)).is_some() {
+            left += 1;
+        }
+        assert_eq!(left, 4);
+        assert_eq!(link.next_departure(), None);
+    }
+}
