@@ -171,10 +171,7 @@ impl Congestion {
         if deficit == 0 || self.probe.is_some() {
             return false;
         }
-        let Some(probe) = self
-            .estimator
-            .probe_due(now, allocated, allocated + deficit)
-        else {
+        let Some(probe) = self.estimator.probe_due(now, allocated + deficit) else {
             return false;
         };
         self.probe = Some(ProbeRun {

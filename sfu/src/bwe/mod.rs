@@ -187,11 +187,7 @@ impl Estimator {
         // overflowing) cut the estimate to a fraction of what still got through, and
         // paused video the narrowed link carried fine.
         let delivered = self.acked.rate().map_or(0, |r| r * 4 / 5);
-        let before_probe = self.before_probe.unwrap_or(0);
-        capped
-            .max(delivered)
-            .max(before_probe)
-            .clamp(MIN_BPS, MAX_BPS)
+        capped.max(delivered).clamp(MIN_BPS, MAX_BPS)
     }
 
     /// Whether a probe has been judged on this link.
@@ -222,21 +218,13 @@ impl Estimator {
     /// success and × 2 after a success that overuse disowned within 3 s, up to 2 s (a
     /// congesting probe leaves it). A success raises the estimate to the probe's result
     /// (its later half's receive rate, never above its send rate or its target).
-    ///
-    /// `carried_bps` is what the media sent over the link needs (the allocation): until the
-    /// probe's queue has drained, overuse and loss cut the estimate no lower than it or the
-    /// rate acknowledged before the probe (within the estimate then). The link carried that
-    /// before the probe; a probe that fails must not take it away.
-    pub fn probe_due(&mut self, now: Instant, carried_bps: u64, desired_bps: u64) -> Option<Probe> {
+    pub fn probe_due(&mut self, now: Instant, desired_bps: u64) -> Option<Probe> {
         if !self.feedback_seen {
             return None;
         }
         self.finish_probe(now);
         let probe = self.probe.due(now, self.estimate(), desired_bps)?;
-        self.before_probe = self
-            .acked
-            .rate()
-            .map(|acked| acked.max(carried_bps).min(self.estimate()));
+        self.before_probe = self.acked.rate().map(|acked| acked.min(self.estimate()));
         Some(probe)
     }
 
