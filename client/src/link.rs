@@ -1,7 +1,8 @@
 //! A simulated bottleneck in front of a peer's socket: what a capped access link does to
-//! the datagrams coming down it. Each datagram leaves the bottleneck after the ones before
-//! it, at the link's rate; one that would wait longer than the queue allows is dropped
-//! (tail drop, like tc's tbf). The peer sees the delay grow and then loss, and its
+//! the datagrams coming down it. A token bucket, as tc's tbf: tokens (bytes) accrue at the
+//! link's rate up to a burst allowance; a datagram leaves after the ones before it, once
+//! the tokens for it are there; one that would wait longer than the queue allows is
+//! dropped (tail drop). The peer sees the delay grow and then loss, and its
 //! transport-wide feedback tells the server so, as a real link's would.
 
 use std::collections::VecDeque;
@@ -15,6 +16,8 @@ pub struct LinkCap {
     pub rate_bps: u64,
     /// The longest a datagram may wait in the queue before it is dropped instead.
     pub queue: Duration,
+    /// Bytes that may pass at once after a quiet spell (tbf's `burst`); 0: none.
+    pub burst: u32,
 }
 
 /// The datagrams on their way through one peer's bottleneck.
@@ -23,6 +26,9 @@ pub(crate) struct Bottleneck {
     cap: LinkCap,
     /// When the link finishes sending what it holds.
     busy_until: Option<Instant>,
+    /// Tokens (bytes) in the bucket at `tokens_at`.
+    tokens: f64,
+    tokens_at: Option<Instant>,
     /// (leaves at, source, datagram), in the order they leave. Bounded by the queue's
     /// duration at the link's rate.
     queue: VecDeque<(Instant, SocketAddr, Vec<u8>)>,
@@ -37,6 +43,8 @@ impl Bottleneck {
                 ..cap
             },
             busy_until: None,
+            tokens: f64::from(cap.burst),
+            tokens_at: None,
             queue: VecDeque::new(),
             dropped: 0,
         }
@@ -46,12 +54,20 @@ impl Bottleneck {
     /// queue is full and it is dropped.
     pub fn admit(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Option<Instant> {
         let start = self.busy_until.map_or(now, |busy| busy.max(now));
-        if start.saturating_duration_since(now) > self.cap.queue {
+        let byte_rate = self.cap.rate_bps as f64 / 8.0;
+        let refill = self
+            .tokens_at
+            .map_or(0.0, |at| start.saturating_duration_since(at).as_secs_f64());
+        let tokens = (self.tokens + refill * byte_rate).min(f64::from(self.cap.burst));
+        let size = datagram.len() as f64;
+        let wait = ((size - tokens) / byte_rate).max(0.0);
+        let leaves = start + Duration::from_secs_f64(wait);
+        if leaves.saturating_duration_since(now) > self.cap.queue {
             self.dropped += 1;
             return None;
         }
-        let bits = datagram.len() as u64 * 8;
-        let leaves = start + Duration::from_nanos(bits * 1_000_000_000 / self.cap.rate_bps);
+        self.tokens = (tokens - size).max(0.0);
+        self.tokens_at = Some(leaves);
         self.busy_until = Some(leaves);
         self.queue.push_back((leaves, source, datagram.to_vec()));
         Some(leaves)
@@ -83,10 +99,11 @@ mod tests {
 
     #[test]
     fn datagrams_leave_at_the_links_rate_and_overflow_is_dropped() {
-        // 800 kbit/s: a 1,000-byte datagram takes 10 ms. A 25 ms queue.
+        // 800 kbit/s: a 1,000-byte datagram takes 10 ms. A 35 ms queue, no burst allowance.
         let mut link = Bottleneck::new(LinkCap {
             rate_bps: 800_000,
-            queue: Duration::from_millis(25),
+            queue: Duration::from_millis(35),
+            burst: 0,
         });
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
@@ -94,7 +111,7 @@ mod tests {
         assert_eq!(link.admit(t0, source(), &datagram), Some(ms(10)));
         assert_eq!(link.admit(t0, source(), &datagram), Some(ms(20)));
         assert_eq!(link.admit(t0, source(), &datagram), Some(ms(30)));
-        // Waits 30 ms, over the 25 ms allowed: dropped.
+        // Would leave after 40 ms, over the 35 ms allowed: dropped.
         assert_eq!(link.admit(t0, source(), &datagram), None);
         assert_eq!(link.dropped, 1);
         assert!(link.release(ms(9)).is_none());
@@ -109,5 +126,27 @@ mod tests {
         }
         assert_eq!(left, 4);
         assert_eq!(link.next_departure(), None);
+    }
+
+    #[test]
+    fn a_burst_allowance_passes_at_once_after_a_quiet_spell() {
+        // 800 kbit/s with 3,000 bytes of allowance: three datagrams at once, then the rate.
+        let mut link = Bottleneck::new(LinkCap {
+            rate_bps: 800_000,
+            queue: Duration::from_millis(25),
+            burst: 3000,
+        });
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let datagram = [0u8; 1000];
+        for _ in 0..3 {
+            assert_eq!(link.admit(t0, source(), &datagram), Some(t0));
+        }
+        assert_eq!(link.admit(t0, source(), &datagram), Some(ms(10)));
+        // 100 ms quiet: the bucket is full again (not fuller).
+        for _ in 0..3 {
+            assert_eq!(link.admit(ms(110), source(), &datagram), Some(ms(110)));
+        }
+        assert_eq!(link.admit(ms(110), source(), &datagram), Some(ms(120)));
     }
 }

@@ -125,6 +125,11 @@ pub struct LoadtestArgs {
     #[arg(long, default_value = "300ms", value_parser = parse_duration, value_name = "DURATION")]
     pub subscriber_queue: Duration,
 
+    /// With --subscriber-cap: bytes that pass at once after a quiet spell (16 KB, as the
+    /// browser tests' tbf `burst`); 0 for none.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
+    pub subscriber_burst: u32,
+
     /// A keyframe at least this often (the server's requests add more).
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub keyframe_interval: Duration,

@@ -273,6 +273,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         subscriber_downlink: args.subscriber_cap.map(|rate| LinkCap {
             rate_bps: u64::from(rate),
             queue: args.subscriber_queue,
+            burst: args.subscriber_burst,
         }),
         seed: args.seed,
     });
@@ -509,6 +510,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             subscriber_queue_ms: args
                 .subscriber_cap
                 .map(|_| args.subscriber_queue.as_secs_f64() * 1000.0),
+            subscriber_burst_bytes: args.subscriber_cap.map(|_| args.subscriber_burst),
             seed: args.seed,
             threads,
         },

@@ -52,6 +52,7 @@ pub struct Scenario {
     /// Each subscriber's simulated downlink (`--subscriber-cap`), and its queue.
     pub subscriber_cap_bps: Option<u32>,
     pub subscriber_queue_ms: Option<f64>,
+    pub subscriber_burst_bytes: Option<u32>,
     pub seed: u64,
     pub threads: usize,
 }
@@ -372,9 +373,10 @@ impl Report {
             row(
                 "subscriber downlink",
                 format!(
-                    "capped at {} kbit/s, {:.0} ms queue",
+                    "capped at {} kbit/s, {:.0} ms queue, {} bytes burst",
                     cap / 1000,
-                    s.subscriber_queue_ms.unwrap_or_default()
+                    s.subscriber_queue_ms.unwrap_or_default(),
+                    s.subscriber_burst_bytes.unwrap_or_default()
                 ),
             );
         }
