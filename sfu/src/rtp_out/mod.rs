@@ -147,7 +147,13 @@ impl DropEvery {
 /// is the same): a subscriber that NACKs everything, again and again, gets little more
 /// than the stream itself. Unused allowance is kept up to [`RESEND_ALLOWANCE_MAX`].
 pub(crate) const RESEND_SHARE_PERCENT: usize = 15;
-const RESEND_ALLOWANCE_MAX: usize = 256 * 1024;
+/// 32 KB: a burst of loss at the top layer (10 % of 2.5 Mbit/s for a second is 31 KB) is
+/// resent whole, but a stream that ran uncapped for a while cannot pour seconds of
+/// resends into a link that just narrowed. With 256 KB saved up, a subscriber whose link
+/// fell from 1.7 Mbit/s to 500 kbit/s got up to 4 s of resends of the layer it was
+/// leaving ahead of the new layer's keyframe, and froze for 3 s (the browser test with the
+/// stepped cap failed 3 runs of 8).
+const RESEND_ALLOWANCE_MAX: usize = 32 * 1024;
 
 /// What the send path keeps per forwarded stream.
 #[derive(Default)]
