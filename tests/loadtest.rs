@@ -26,12 +26,7 @@ fn number(report: &Value, path: &str) -> f64 {
 
 #[test]
 fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let json = dir.path().join("report.json");
-    let mut cmd = support::command();
-    cmd.args([
-        "loadtest",
-        "--start-server",
+    let (report, stdout) = run_loadtest(&[
         "--rooms",
         "2",
         "--video-publishers",
@@ -48,15 +43,7 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
         "20",
         "--threads",
         "2",
-        "--quiet",
-        "--json",
-    ])
-    .arg(&json);
-    let (status, stdout, stderr) = support::run_with_timeout(cmd, Duration::from_secs(180));
-    assert!(
-        status.success(),
-        "loadtest failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    ]);
     for row in [
         "tracks received / expected",
         "latency p50/p99/p99.9",
@@ -67,8 +54,6 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
             "no {row:?} row in the table:\n{stdout}"
         );
     }
-    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
-    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
     assert_eq!(field(&report, "schema"), "switchboard-loadtest/1");
 
     // 2 rooms × (2 publishers + 2 subscribers).
@@ -148,15 +133,31 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
     assert_eq!(field(&report, "errors"), &Value::Array(Vec::new()));
 }
 
-/// One room, a 720p simulcast publisher and two subscribers for `seconds`; with `cap` each
-/// subscriber's downlink is capped. Returns the report.
-fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
+/// Runs `switchboard loadtest --start-server --quiet` with `args`; returns the JSON report
+/// and the table it printed.
+fn run_loadtest(args: &[&str]) -> (Value, String) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let json = dir.path().join("report.json");
     let mut cmd = support::command();
-    cmd.args([
-        "loadtest",
-        "--start-server",
+    cmd.args(["loadtest", "--start-server", "--quiet"])
+        .args(args)
+        .arg("--json")
+        .arg(&json);
+    let (status, stdout, stderr) = support::run_with_timeout(cmd, Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "loadtest failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
+    let report = serde_json::from_str(&text).expect("the report is JSON");
+    (report, stdout)
+}
+
+/// One room, a 720p simulcast publisher and two subscribers for `seconds`; with `cap` each
+/// subscriber's downlink is capped. Returns the report.
+fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
+    let duration = format!("{seconds}s");
+    let mut args = vec![
         "--video-publishers",
         "1",
         "--simulcast",
@@ -164,26 +165,18 @@ fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
         "high",
         "--subscribers",
         "2",
-        "--quiet",
         "--duration",
-    ])
-    .arg(format!("{seconds}s"))
-    .arg("--json")
-    .arg(&json);
+        duration.as_str(),
+    ];
     if let Some(cap) = cap {
-        cmd.args(["--subscriber-cap", cap]);
+        args.extend(["--subscriber-cap", cap]);
     }
-    let (status, stdout, stderr) = support::run_with_timeout(cmd, Duration::from_secs(180));
-    assert!(
-        status.success(),
-        "loadtest failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    let (report, stdout) = run_loadtest(&args);
     assert!(
         stdout.contains("video layers received"),
         "no layer row in the table:\n{stdout}"
     );
-    let text = std::fs::read_to_string(&json).expect("the JSON report was written");
-    serde_json::from_str(&text).expect("the report is JSON")
+    report
 }
 
 /// Frames received at `width` in the window.
