@@ -228,7 +228,7 @@ mod tests {
     fn left_out_packets_close_up_and_late_ones_keep_their_place() {
         let t0 = Instant::now();
         let mut r = Rewriter::default();
-        let mut out = |r: &mut Rewriter, seq| r.rewrite(7, seq, 0, t0, 90_000).map(|(s, _)| s);
+        let out = |r: &mut Rewriter, seq| r.rewrite(7, seq, 0, t0, 90_000).map(|(s, _)| s);
         assert_eq!(out(&mut r, 100), Some(1));
         r.skip(7, 101);
         r.skip(7, 102);

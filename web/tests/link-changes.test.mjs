@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  measureWindow, report, sampleSubscriber, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
+  measureWindow, publisherLayers, report, sampleSubscriber, startConstrainedCall, stopConstrainedCall, waitForPublisherTop,
+  waitForWidth,
 } from './support/constrained.mjs';
 
 /** After a layer went down, the server holds it for 3 s before going up, and 1.5 s between
@@ -42,7 +43,10 @@ async function watchWidths(call, body) {
 test('a cap stepped down and up makes layers follow it, no faster than the hold times', { timeout: 240_000 }, async () => {
   const call = await startConstrainedCall();
   try {
-    const top = await topLayerWidth(call);
+    // The publisher's own estimate adds its top layer a few seconds after it joined: until
+    // then its "top" is a lower layer, and a cap would take nothing away from it.
+    const top = await waitForPublisherTop(call, 20_000);
+    assert.ok(top !== null, `the publisher sends all its layers: ${JSON.stringify(await publisherLayers(call))}`);
     assert.ok(await waitForWidth(call, top, 20_000) !== null, `the top layer (${top} wide) uncapped`);
     const windows = [];
     const changes = await watchWidths(call, async () => {

@@ -121,6 +121,21 @@ export function publisherLayers(call) {
   });
 }
 
+/**
+ * Waits until every layer the publisher announced is being sent (a new publisher's estimate
+ * of its uplink adds the top layer only after a few seconds) and returns the top one's width,
+ * or null after `timeoutMs`.
+ */
+export async function waitForPublisherTop(call, timeoutMs) {
+  const start = Date.now();
+  while (Date.now() - start < timeoutMs) {
+    const layers = await publisherLayers(call);
+    if (layers.length > 0 && layers.every((l) => l.fps > 0)) return Math.max(...layers.map((l) => l.width));
+    await delay(250);
+  }
+  return null;
+}
+
 /** Width of the publisher's largest layer that is actually being sent right now. */
 export async function topLayerWidth(call) {
   return Math.max(0, ...(await publisherLayers(call)).filter((l) => l.fps > 0).map((l) => l.width));
