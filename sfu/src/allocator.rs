@@ -1,8 +1,10 @@
 //! One subscriber's allocator: which layer of each track it receives. The subscriber's
 //! bandwidth estimate (when there is one) is shared out by priority: audio first, then
 //! every video track's lowest useful layer (screen shares before cameras, larger requests
-//! first), then upward one layer at a time in the same order. A video track whose lowest
-//! layer does not fit is paused.
+//! first), then upward one step at a time in the same order. A step is a spatial layer
+//! with some of its temporal layers (`Step`): a track whose publisher sends temporal layers
+//! has finer steps (q at 7.5, 15, 30 fps, then h at 7.5 fps …). A video track whose lowest
+//! step does not fit is paused.
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,26 @@ fn assumed_bitrate(quality: Quality, is_video: bool) -> u64 {
     }
 }
 
+/// One step of a track's ladder: a spatial layer (a simulcast layer, or an SVC stream's
+/// spatial layer and those below it) with its temporal layers up to `temporal`. Ordered
+/// spatial first: any step of a better layer is above every step of a worse one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Step {
+    pub quality: Quality,
+    pub temporal: u8,
+}
+
+#[cfg(test)]
+impl Step {
+    /// A layer without temporal layers (or with all of them, where it is the top step).
+    pub fn spatial(quality: Quality) -> Self {
+        Self {
+            quality,
+            temporal: 0,
+        }
+    }
+}
+
 /// What one down-track asks of the allocator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Demand {
@@ -41,18 +63,20 @@ pub(crate) struct Demand {
     /// The best quality the subscriber can use (its element's size, the quality it asked
     /// for); `None`: any.
     pub max_quality: Option<Quality>,
+    /// The highest temporal layer it can use (the frame rate it asked for); `None`: any.
+    pub max_temporal: Option<u8>,
     /// The client turned the track off.
     pub disabled: bool,
-    /// The layers being sent, lowest quality first: (quality, bits per second, 0 when not
-    /// yet measured).
-    pub layers: Vec<(Quality, u64)>,
+    /// The steps being sent, lowest first: (step, bits per second, 0 when not yet
+    /// measured). A layer without temporal layers is one step.
+    pub layers: Vec<(Step, u64)>,
 }
 
 /// The allocator's decision for one down-track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Allocation {
-    /// Forward this layer.
-    Layer(Quality),
+    /// Forward this step.
+    Layer(Step),
     /// Nothing is being sent: nothing to forward, nothing to tell.
     Idle,
     /// The client turned the track off: forward nothing; it knows.
@@ -66,7 +90,7 @@ impl Allocation {
     /// Orders allocations by what they forward.
     fn level(self) -> i16 {
         match self {
-            Allocation::Layer(q) => i16::from(q),
+            Allocation::Layer(s) => i16::from(s.quality) * 16 + i16::from(s.temporal.min(15)),
             _ => -1,
         }
     }
@@ -128,7 +152,7 @@ impl Allocator {
     /// One allocation for each demand, in the same order. Going up after the link limited
     /// a track waits for the hold times; everything else applies at once.
     pub fn allocate(&mut self, now: Instant, demands: &[Demand]) -> Vec<Allocation> {
-        let usable: Vec<Vec<(Quality, u64)>> = demands.iter().map(usable_layers).collect();
+        let usable: Vec<Vec<(Step, u64)>> = demands.iter().map(usable_layers).collect();
         let fresh = self.share(demands, &usable);
         let mut held = Vec::with_capacity(demands.len());
         let mut deficit = 0;
@@ -147,26 +171,36 @@ impl Allocator {
                         UP_AFTER_DOWN * 2u32.pow(before.failed_ups)
                     };
                     let still_there = match before.allocation {
-                        Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
+                        Allocation::Layer(s) => layers.iter().any(|(l, _)| *l == s),
                         _ => true,
                     };
                     if wanted.level() > before.allocation.level() && before.limited && still_there {
                         chosen = if now.saturating_duration_since(before.since) < hold {
                             before.allocation
                         } else {
-                            // One layer up at a time: an estimate that overshot (a probe
-                            // through a bursty queue) costs one step, not the top layer.
+                            // One spatial layer up at a time: an estimate that overshot (a
+                            // probe through a bursty queue) costs one step, not the top
+                            // layer. Within it, as many temporal layers as fit.
+                            let next = match before.allocation {
+                                Allocation::Layer(s) => i16::from(s.quality) + 1,
+                                _ => 0,
+                            };
                             layers
                                 .iter()
-                                .map(|&(q, _)| Allocation::Layer(q))
-                                .find(|a| a.level() > before.allocation.level())
+                                .rev()
+                                .filter(|(s, _)| i16::from(s.quality) <= next)
+                                .map(|&(s, _)| Allocation::Layer(s))
+                                .find(|a| {
+                                    a.level() > before.allocation.level()
+                                        && a.level() <= wanted.level()
+                                })
                                 .unwrap_or(wanted)
                         };
                     }
                 }
                 if let Some(before) = before {
                     let kept = match before.allocation {
-                        Allocation::Layer(q) => layers.iter().any(|(l, _)| *l == q),
+                        Allocation::Layer(s) => layers.iter().any(|(l, _)| *l == s),
                         _ => false,
                     };
                     if !self.congested
@@ -191,7 +225,7 @@ impl Allocator {
                     && self.estimate.is_some()
                     && best.is_some_and(|(b, _)| b.level() > chosen.level());
                 let rate = match chosen {
-                    Allocation::Layer(q) => layers.iter().find(|(l, _)| *l == q).map_or(0, |l| l.1),
+                    Allocation::Layer(s) => layers.iter().find(|(l, _)| *l == s).map_or(0, |l| l.1),
                     _ => 0,
                 };
                 allocated += rate;
@@ -251,7 +285,7 @@ impl Allocator {
     }
 
     /// The allocation the estimate allows, before hold times.
-    fn share(&self, demands: &[Demand], usable: &[Vec<(Quality, u64)>]) -> Vec<Allocation> {
+    fn share(&self, demands: &[Demand], usable: &[Vec<(Step, u64)>]) -> Vec<Allocation> {
         let mut result: Vec<Allocation> = demands
             .iter()
             .zip(usable)
@@ -300,7 +334,9 @@ impl Allocator {
                 if !matches!(result[i], Allocation::Layer(_)) || step[i] + 1 >= usable[i].len() {
                     continue;
                 }
-                if self.provisional && step[i] + 2 == usable[i].len() {
+                let top = usable[i][usable[i].len() - 1].0.quality;
+                let next = usable[i][step[i] + 1].0.quality;
+                if self.provisional && next == top && usable[i][0].0.quality < top {
                     continue;
                 }
                 let extra = usable[i][step[i] + 1]
@@ -320,22 +356,23 @@ impl Allocator {
     }
 }
 
-/// The layers worth sending for `demand`, lowest first, each with what it costs: those up
-/// to its best useful quality (at least the lowest layer).
-fn usable_layers(demand: &Demand) -> Vec<(Quality, u64)> {
-    let cost = |&(q, measured): &(Quality, u64)| {
+/// The steps worth sending for `demand`, lowest first, each with what it costs: those up
+/// to its best useful quality and frame rate (at least the lowest step).
+fn usable_layers(demand: &Demand) -> Vec<(Step, u64)> {
+    let cost = |&(s, measured): &(Step, u64)| {
         let bitrate = if measured > 0 {
             measured
         } else {
-            assumed_bitrate(q, demand.is_video)
+            assumed_bitrate(s.quality, demand.is_video)
         };
-        (q, bitrate)
+        (s, bitrate)
     };
     let max = demand.max_quality.unwrap_or(Quality::MAX);
-    let mut layers: Vec<(Quality, u64)> = demand
+    let max_temporal = demand.max_temporal.unwrap_or(u8::MAX);
+    let mut layers: Vec<(Step, u64)> = demand
         .layers
         .iter()
-        .filter(|(q, _)| *q <= max)
+        .filter(|(s, _)| s.quality <= max && s.temporal <= max_temporal)
         .map(cost)
         .collect();
     if layers.is_empty() {
@@ -345,263 +382,5 @@ fn usable_layers(demand: &Demand) -> Vec<(Quality, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use Allocation::{Idle, Layer, Off, Paused};
-
-    fn camera(layers: &[(Quality, u64)]) -> Demand {
-        Demand {
-            key: 0,
-            is_video: true,
-            screen: false,
-            max_quality: None,
-            disabled: false,
-            layers: layers.to_vec(),
-        }
-    }
-
-    const SIMULCAST: [(Quality, u64); 3] = [(0, 150_000), (1, 450_000), (2, 1_500_000)];
-
-    /// An allocator with no history on a congested link: what the estimate allows,
-    /// demands keyed by position.
-    fn with(estimate: Option<u64>) -> Fresh {
-        Fresh(Allocator {
-            estimate,
-            congested: true,
-            ..Allocator::default()
-        })
-    }
-
-    struct Fresh(Allocator);
-
-    impl Fresh {
-        fn allocate(mut self, demands: &[Demand]) -> Vec<Allocation> {
-            let keyed: Vec<Demand> = demands
-                .iter()
-                .enumerate()
-                .map(|(key, d)| Demand { key, ..d.clone() })
-                .collect();
-            self.0.allocate(Instant::now(), &keyed)
-        }
-    }
-
-    #[test]
-    fn going_up_after_the_link_limited_a_track_waits_for_the_hold_times() {
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let mut allocator = Allocator::default();
-        let mut step = |estimate, ms| {
-            allocator.estimate = Some(estimate);
-            allocator.congested = true;
-            allocator.allocate(at(ms), &[camera(&SIMULCAST)])[0]
-        };
-        assert_eq!(step(2_000_000, 0), Layer(2));
-        // Down at once.
-        assert_eq!(step(500_000, 100), Layer(1));
-        assert_eq!(step(100_000, 200), Paused);
-        // Up again only 3 s after the last change, one layer at a time, 1.5 s apart.
-        assert_eq!(step(2_000_000, 3100), Paused);
-        assert_eq!(step(2_000_000, 3200), Layer(0));
-        assert_eq!(step(2_000_000, 4000), Layer(0));
-        assert_eq!(step(2_000_000, 4700), Layer(1));
-        assert_eq!(step(500_000, 4800), Layer(1));
-        assert_eq!(step(2_000_000, 6100), Layer(1));
-        assert_eq!(step(2_000_000, 6200), Layer(2));
-        assert_eq!(allocator.deficit(), 0);
-        allocator.estimate = Some(500_000);
-        allocator.allocate(at(6400), &[camera(&SIMULCAST)]);
-        assert_eq!(allocator.deficit(), 1_500_000 - 450_000);
-    }
-
-    #[test]
-    fn steps_up_the_link_takes_back_make_the_next_wait_longer() {
-        let t0 = Instant::now();
-        let at = |s: f64| t0 + Duration::from_secs_f64(s);
-        let mut allocator = Allocator::default();
-        let mut step = |estimate, s| {
-            allocator.estimate = Some(estimate);
-            allocator.congested = true;
-            allocator.allocate(at(s), &[camera(&SIMULCAST)])[0]
-        };
-        assert_eq!(step(300_000, 0.0), Layer(0));
-        // A probe through a burst allowance reads 700 kbit/s: up, and taken back at once.
-        assert_eq!(step(700_000, 3.0), Layer(1));
-        assert_eq!(step(300_000, 4.0), Layer(0));
-        // The next try waits 6 s instead of 3 ...
-        assert_eq!(step(700_000, 9.9), Layer(0));
-        assert_eq!(step(700_000, 10.1), Layer(1));
-        assert_eq!(step(300_000, 11.0), Layer(0));
-        // ... then 12 s, and no longer.
-        assert_eq!(step(700_000, 22.9), Layer(0));
-        assert_eq!(step(700_000, 23.1), Layer(1));
-        assert_eq!(step(300_000, 24.0), Layer(0));
-        assert_eq!(step(700_000, 35.9), Layer(0));
-        assert_eq!(step(700_000, 36.1), Layer(1));
-        // A step up that holds for 5 s was real: the next fall waits 3 s again.
-        assert_eq!(step(300_000, 41.2), Layer(0));
-        assert_eq!(step(700_000, 44.3), Layer(1));
-    }
-
-    #[test]
-    fn without_congestion_a_low_estimate_takes_nothing_away() {
-        let t0 = Instant::now();
-        let mut allocator = Allocator {
-            estimate: Some(2_000_000),
-            ..Allocator::default()
-        };
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&SIMULCAST)]),
-            vec![Layer(2)]
-        );
-        // The estimate falls below what arrives fine: f stays, and nothing is missing.
-        allocator.estimate = Some(300_000);
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&SIMULCAST)]),
-            vec![Layer(2)]
-        );
-        assert_eq!(allocator.deficit(), 0);
-        allocator.congested = true;
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&SIMULCAST)]),
-            vec![Layer(0)]
-        );
-    }
-
-    #[test]
-    fn the_first_estimate_takes_away_what_was_chosen_without_one() {
-        let t0 = Instant::now();
-        let mut allocator = Allocator::default();
-        assert_eq!(allocator.allocate(t0, &[camera(&SIMULCAST)]), [Layer(2)]);
-        // The subscriber's answer accepted feedback: its link starts at 1 Mbit/s.
-        allocator.estimate = Some(1_000_000);
-        let t1 = t0 + Duration::from_millis(10);
-        assert_eq!(allocator.allocate(t1, &[camera(&SIMULCAST)]), [Layer(1)]);
-        // From then on, without congestion, a lower estimate takes nothing away.
-        allocator.estimate = Some(300_000);
-        assert_eq!(allocator.allocate(t1, &[camera(&SIMULCAST)]), [Layer(1)]);
-    }
-
-    #[test]
-    fn a_provisional_estimate_keeps_the_top_layer_for_later() {
-        let t0 = Instant::now();
-        let ramping = [(0, 100_000), (1, 250_000), (2, 400_000)];
-        let mut allocator = Allocator::with_estimate(Some(1_000_000));
-        assert_eq!(allocator.allocate(t0, &[camera(&ramping)]), [Layer(1)]);
-        assert_eq!(
-            allocator.deficit(),
-            150_000,
-            "a probe looks for the top layer"
-        );
-        // A single layer is taken whatever the link.
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&[(3, 400_000)])]),
-            [Layer(3)]
-        );
-        allocator.provisional = false;
-        let later = t0 + Duration::from_secs(2);
-        assert_eq!(allocator.allocate(later, &[camera(&ramping)]), [Layer(2)]);
-    }
-
-    #[test]
-    fn without_congestion_nothing_is_paused() {
-        let t0 = Instant::now();
-        let mut allocator = Allocator {
-            estimate: Some(100_000),
-            ..Allocator::default()
-        };
-        // A new subscriber whose estimate is still low, and a single 2.5 Mbit/s layer.
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&SIMULCAST)]),
-            vec![Layer(0)]
-        );
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&[(3, 2_500_000)])]),
-            vec![Layer(3)]
-        );
-        allocator.congested = true;
-        assert_eq!(allocator.allocate(t0, &[camera(&SIMULCAST)]), vec![Paused]);
-    }
-
-    #[test]
-    fn what_the_client_asks_for_applies_at_once() {
-        let t0 = Instant::now();
-        let mut allocator = Allocator {
-            estimate: Some(2_000_000),
-            ..Allocator::default()
-        };
-        let small = Demand {
-            max_quality: Some(0),
-            ..camera(&SIMULCAST)
-        };
-        assert_eq!(allocator.allocate(t0, &[small]), vec![Layer(0)]);
-        // Not limited by the link: the bigger element gets its layer on the spot.
-        assert_eq!(
-            allocator.allocate(t0, &[camera(&SIMULCAST)]),
-            vec![Layer(2)]
-        );
-    }
-
-    #[test]
-    fn without_an_estimate_every_track_gets_its_best_useful_layer() {
-        let small = Demand {
-            max_quality: Some(1),
-            ..camera(&SIMULCAST)
-        };
-        let allocations = with(None).allocate(&[camera(&SIMULCAST), small, camera(&[])]);
-        assert_eq!(allocations, vec![Layer(2), Layer(1), Idle]);
-    }
-
-    #[test]
-    fn a_capped_link_gets_the_layer_that_fits() {
-        // 500 kbit/s: q (150) then h (+300) fit, f does not.
-        assert_eq!(
-            with(Some(500_000)).allocate(&[camera(&SIMULCAST)]),
-            vec![Layer(1)]
-        );
-        assert_eq!(
-            with(Some(200_000)).allocate(&[camera(&SIMULCAST)]),
-            vec![Layer(0)]
-        );
-        assert_eq!(
-            with(Some(100_000)).allocate(&[camera(&SIMULCAST)]),
-            vec![Paused]
-        );
-    }
-
-    #[test]
-    fn audio_goes_first_then_screen_shares_then_cameras() {
-        let audio = Demand {
-            is_video: false,
-            layers: vec![(3, 40_000)],
-            ..camera(&[])
-        };
-        let screen = Demand {
-            screen: true,
-            ..camera(&SIMULCAST)
-        };
-        // 40 for audio, 150 for the screen's q; the camera's q (150) no longer fits.
-        let allocations =
-            with(Some(300_000)).allocate(&[camera(&SIMULCAST), audio.clone(), screen.clone()]);
-        assert_eq!(allocations, vec![Paused, Layer(3), Layer(0)]);
-        // Enough for both lowest layers, then the screen share goes up first.
-        let allocations = with(Some(700_000)).allocate(&[camera(&SIMULCAST), audio, screen]);
-        assert_eq!(allocations, vec![Layer(0), Layer(3), Layer(1)]);
-    }
-
-    #[test]
-    fn a_disabled_track_is_off_and_costs_nothing() {
-        let off = Demand {
-            disabled: true,
-            ..camera(&SIMULCAST)
-        };
-        let allocations = with(Some(1_700_000)).allocate(&[off.clone(), camera(&SIMULCAST)]);
-        assert_eq!(allocations, vec![Off, Layer(2)]);
-        assert_eq!(with(None).allocate(&[off]), vec![Off]);
-    }
-
-    #[test]
-    fn unmeasured_layers_cost_what_is_assumed() {
-        let fresh = camera(&[(0, 0), (1, 0), (2, 0)]);
-        assert_eq!(with(Some(700_000)).allocate(&[fresh]), vec![Layer(1)]);
-    }
-}
+#[path = "allocator_tests.rs"]
+mod tests;

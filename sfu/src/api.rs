@@ -85,6 +85,9 @@ pub struct TrackSettings {
     pub height: u32,
     /// The best quality wanted (0 low, 1 medium, 2 high), used when no size is given.
     pub quality: Option<u8>,
+    /// The frame rate wanted; 0 when not given. Met by leaving out temporal layers where
+    /// the publisher sends them.
+    pub fps: u32,
 }
 
 /// Traffic counters of one participant, reported when it leaves.

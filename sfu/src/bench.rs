@@ -61,6 +61,9 @@ struct ClientPeer {
     addr: SocketAddr,
     connected: bool,
     rtp_received: u64,
+    /// With `record`: every RTP packet received, as (sequence number, payload), for tests.
+    record: bool,
+    pub(crate) received: Vec<(u64, Vec<u8>)>,
 }
 
 impl ClientPeer {
@@ -74,6 +77,8 @@ impl ClientPeer {
             addr,
             connected: false,
             rtp_received: 0,
+            record: false,
+            received: Vec::new(),
         })
     }
 }
@@ -296,7 +301,14 @@ impl ForwardRig {
                     worker.handle_datagram(&t.contents, client.addr, Instant::now())
                 }
                 Ok(Output::Event(Event::Connected)) => client.connected = true,
-                Ok(Output::Event(Event::RtpPacket(_))) => client.rtp_received += 1,
+                Ok(Output::Event(Event::RtpPacket(packet))) => {
+                    client.rtp_received += 1;
+                    if client.record {
+                        client
+                            .received
+                            .push((*packet.seq_no, packet.payload.to_vec()));
+                    }
+                }
                 Ok(Output::Event(_)) => {}
             }
         }
@@ -386,7 +398,7 @@ impl ForwardRig {
     /// `skip` sequence numbers after the last one and `ticks` later in RTP time. The worker
     /// takes the SRTP datagram, and the peers then exchange what follows (forwarded packets,
     /// RTCP, NACKs and their answers), since the sink keeps capturing.
-    #[cfg(feature = "fuzz")]
+    #[cfg(any(test, feature = "fuzz"))]
     pub(crate) fn fuzz_packet(&mut self, skip: u64, ticks: u32, marker: bool, payload: &[u8]) {
         self.sink.capture.set(true);
         self.seq += skip;
@@ -438,181 +450,5 @@ impl ForwardRig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_packet_in_is_one_srtp_packet_out_per_subscriber_and_the_peers_decrypt_it() {
-        let mut rig = ForwardRig::new(3, 2).expect("the rig connects");
-        let before = rig.sent_rtp();
-        for datagram in rig.prepare(10) {
-            rig.forward(&datagram);
-        }
-        assert_eq!(rig.sent_rtp() - before, 30);
-        let direct = rig
-            .worker
-            .parts
-            .iter()
-            .flatten()
-            .filter(|p| p.subscriber.direct.is_some());
-        assert_eq!(
-            direct.count(),
-            3,
-            "every connected subscriber peer sends on our path"
-        );
-        // Delivered to the client peers, those packets decrypt as RTP.
-        let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
-        let datagrams = rig.prepare(5);
-        rig.sink.capture.set(true);
-        for datagram in datagrams {
-            rig.forward(&datagram);
-        }
-        rig.pump();
-        for (client, before) in rig.subscribers.iter().zip(received) {
-            assert_eq!(client.rtp_received - before, 5);
-        }
-    }
-
-    #[test]
-    fn the_subscriber_accepts_transport_wide_numbers_and_our_packets_carry_them() {
-        let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
-        let slot = *rig
-            .worker
-            .by_key
-            .get("PA_sub0")
-            .expect("the subscriber joined");
-        let negotiated = rig.worker.parts[slot]
-            .as_ref()
-            .is_some_and(|p| p.congestion.is_some());
-        assert!(negotiated, "the answer kept the extension");
-        let received = rig.subscribers[0].rtp_received;
-        let datagrams = rig.prepare(3);
-        rig.sink.capture.set(true);
-        for datagram in &datagrams {
-            rig.forward(datagram);
-        }
-        let stamped = rig
-            .sink
-            .captured
-            .borrow()
-            .iter()
-            .filter(|(_, data)| is_rtp(data))
-            // The X bit, then a one-byte-header block (0xBEDE) after the 12-byte header.
-            .filter(|(_, data)| data[0] & 0x10 != 0 && data[12..14] == [0xbe, 0xde])
-            .count();
-        assert_eq!(stamped, 3);
-        rig.pump();
-        assert_eq!(
-            rig.subscribers[0].rtp_received - received,
-            3,
-            "and they decrypt"
-        );
-    }
-
-    #[test]
-    fn a_packet_lost_on_the_way_is_resent_when_the_subscriber_nacks_it() {
-        let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
-        let datagrams = rig.prepare(8);
-        let received = rig.subscribers[0].rtp_received;
-        let sent = rig.sent_rtp();
-        rig.sink.capture.set(true);
-        for datagram in &datagrams {
-            rig.forward(datagram);
-        }
-        // The network loses the fourth forwarded packet.
-        {
-            let mut captured = rig.sink.captured.borrow_mut();
-            let lost = captured
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, data))| is_rtp(data))
-                .nth(3)
-                .map(|(index, _)| index)
-                .expect("eight packets were forwarded");
-            captured.remove(lost);
-        }
-        // The subscriber notices the gap and sends a NACK on its own timer; keep the peers
-        // talking until the packet arrives or it clearly never will.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while rig.subscribers[0].rtp_received - received < 8 && Instant::now() < deadline {
-            rig.pump();
-            std::thread::yield_now();
-        }
-        assert_eq!(
-            rig.subscribers[0].rtp_received - received,
-            8,
-            "the lost packet came"
-        );
-        assert!(rig.sent_rtp() - sent > 8, "it came as a retransmission");
-    }
-
-    /// Deterministic noise for the hostile datagrams (xorshift; the values only need to
-    /// be arbitrary, not random).
-    fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.max(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
-    #[test]
-    fn hostile_datagrams_are_dropped_and_cost_no_one_their_media() {
-        let mut rig = ForwardRig::new(3, 0).expect("the rig connects");
-        let valid = rig.prepare(4);
-        let mut tampered = valid[0].clone();
-        let middle = tampered.len() / 2;
-        tampered[middle] ^= 0xff; // the SRTP tag no longer matches
-        let mut rtp_header = vec![0x80, 96, 0, 1, 0, 0, 0, 1];
-        rtp_header.extend_from_slice(&valid[0][8..12]); // the publisher's own SSRC
-        let mut stun = vec![0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42];
-        stun.extend(noise(3, 20));
-        let mut handshake = vec![22, 0xfe, 0xfd];
-        handshake.extend(noise(4, 60));
-        let mut app_data = vec![23, 0xfe, 0xfd];
-        app_data.extend(noise(5, 60));
-        let mut rtcp = vec![0x80, 200, 0, 6];
-        rtcp.extend(noise(6, 24));
-        let hostile: Vec<Vec<u8>> = vec![
-            Vec::new(),
-            vec![0x80],
-            rtp_header,
-            tampered,
-            valid[1][..valid[1].len() / 2].to_vec(),
-            rtcp,
-            stun,
-            handshake,
-            app_data,
-            noise(7, 1500),
-            noise(8, 2048),
-        ];
-        let stranger = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 30_000);
-        let sources = [rig.publisher.addr, rig.subscribers[0].addr, stranger];
-        let sent_before = rig.sent_rtp();
-        for datagram in &hostile {
-            for source in sources {
-                rig.worker.datagram_turn(datagram, source, Instant::now());
-            }
-        }
-        assert_eq!(rig.sent_rtp(), sent_before, "nothing hostile is forwarded");
-
-        let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
-        rig.sink.capture.set(true);
-        for datagram in &valid {
-            rig.forward(datagram);
-        }
-        rig.pump();
-        assert_eq!(rig.sent_rtp() - sent_before, 4 * 3);
-        for (client, before) in rig.subscribers.iter().zip(received) {
-            assert_eq!(
-                client.rtp_received - before,
-                4,
-                "every subscriber still gets and decrypts the publisher's media"
-            );
-        }
-    }
-}
+#[path = "rig_tests.rs"]
+mod tests;

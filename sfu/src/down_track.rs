@@ -7,6 +7,7 @@ use str0m::rtp::Ssrc;
 
 use crate::api::{TrackKind, TrackSettings};
 use crate::ids::TrackId;
+use crate::layer_meter::Temporal;
 use crate::published_track::{bit, Quality};
 use crate::rewrite::Rewriter;
 use crate::rtp_out::StreamSend;
@@ -33,6 +34,9 @@ pub(crate) enum OutState {
 pub(crate) enum Verdict {
     Forward,
     Drop,
+    /// Left out of the stream this down-track follows (a temporal or spatial layer above
+    /// its choice): the numbering closes up after it.
+    Skip,
     /// Dropped, and a keyframe of this packet's layer is wanted to switch to it.
     WantKeyframe,
 }
@@ -49,6 +53,8 @@ pub(crate) struct PacketLayer {
     pub needs_keyframe: bool,
     /// Its place in an SVC stream (`vp9_svc.rs`); `None` for simulcast and plain streams.
     pub svc: Option<Vp9Layer>,
+    /// Its temporal layer, when the codec says (VP8's TID, VP9's).
+    pub temporal: Option<Temporal>,
 }
 
 /// Which layer of its source a down-track forwards, and which one it wants. Switching
@@ -56,6 +62,10 @@ pub(crate) struct PacketLayer {
 /// at once (audio, a single layer). In an SVC stream the choice is the highest spatial
 /// layer: every layer up to it is forwarded, going down happens at the next picture, going
 /// up at a keyframe (L3T3_KEY predicts from a lower layer only there).
+///
+/// Within the forwarded layer, temporal layers above the chosen one are left out: going
+/// down at the next frame, up at the next frame of the base temporal layer (every frame
+/// after one of those refers only to frames the subscriber has).
 #[derive(Debug, Default)]
 pub(crate) struct LayerChoice {
     /// The quality the allocator chose; `None` while nothing is chosen (no layer is being
@@ -66,6 +76,9 @@ pub(crate) struct LayerChoice {
     current: Option<(u32, Quality)>,
     /// The source is one SVC stream: a quality stands for itself and the layers below it.
     pub svc: bool,
+    /// The highest temporal layer to forward (`None`: all), and the one forwarded now.
+    temporal_target: Option<u8>,
+    temporal_current: Option<u8>,
 }
 
 impl LayerChoice {
@@ -74,22 +87,47 @@ impl LayerChoice {
         let Some(target) = self.target else {
             return Verdict::Drop;
         };
-        if let Some(layer) = p.svc {
+        let verdict = if let Some(layer) = p.svc {
             self.svc = true;
-            return self.admit_within_picture(p, layer, target);
-        }
-        if self.current.is_some_and(|(s, _)| s == p.ssrc) {
+            self.admit_within_picture(p, layer, target)
+        } else if self.current.is_some_and(|(s, _)| s == p.ssrc) {
             // The current layer flows until the target's keyframe takes over.
-            return Verdict::Forward;
+            Verdict::Forward
+        } else if p.quality != target {
+            Verdict::Drop
+        } else if p.needs_keyframe && !p.keyframe {
+            Verdict::WantKeyframe
+        } else {
+            self.current = Some((p.ssrc, p.quality));
+            self.temporal_current = self.temporal_target;
+            Verdict::Forward
+        };
+        match (verdict, p.temporal) {
+            (Verdict::Forward, Some(temporal)) => self.admit_temporal(p, temporal),
+            _ => verdict,
         }
-        if p.quality != target {
-            return Verdict::Drop;
+    }
+
+    /// A packet of the forwarded layer in temporal layer `temporal`.
+    fn admit_temporal(&mut self, p: &PacketLayer, temporal: Temporal) -> Verdict {
+        // Where frames start: at each of an SVC stream's pictures (its layer frames share
+        // one temporal id), at each frame otherwise.
+        let starts = p.svc.map_or(temporal.frame_start, |l| l.starts_picture());
+        if starts && self.temporal_current != self.temporal_target {
+            let up = match (self.temporal_current, self.temporal_target) {
+                (Some(current), Some(target)) => target > current,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if !up || temporal.id == 0 {
+                self.temporal_current = self.temporal_target;
+            }
         }
-        if p.needs_keyframe && !p.keyframe {
-            return Verdict::WantKeyframe;
+        if self.temporal_current.is_none_or(|top| temporal.id <= top) {
+            Verdict::Forward
+        } else {
+            Verdict::Skip
         }
-        self.current = Some((p.ssrc, p.quality));
-        Verdict::Forward
     }
 
     /// An SVC packet: forwarded when its spatial layer is at or below the current one.
@@ -116,6 +154,7 @@ impl LayerChoice {
             Some(current) if p.quality <= current => Verdict::Forward,
             // A layer the target includes waits for a keyframe.
             _ if p.quality <= target => Verdict::WantKeyframe,
+            _ if current.is_some() => Verdict::Skip,
             _ => Verdict::Drop,
         }
     }
@@ -130,7 +169,7 @@ impl LayerChoice {
     }
 
     /// Sets the quality to switch to; `None` stops forwarding at once (a paused track must
-    /// start again on a keyframe). Returns whether anything changed.
+    /// start again on a keyframe). Returns whether the quality changed.
     pub fn set_target(&mut self, target: Option<Quality>) -> bool {
         if target == self.target {
             return false;
@@ -140,6 +179,17 @@ impl LayerChoice {
             self.current = None;
         }
         true
+    }
+
+    /// Sets the highest temporal layer to forward (`None`: all of them).
+    pub fn set_temporal(&mut self, temporal: Option<u8>) {
+        self.temporal_target = temporal;
+    }
+
+    /// The temporal layer forwarded now (`None`: all of them).
+    #[cfg(test)]
+    pub fn temporal(&self) -> Option<u8> {
+        self.temporal_current
     }
 
     /// Forgets the forwarded layer: the next packet forwarded starts a new source (another
@@ -272,6 +322,18 @@ mod tests {
             keyframe,
             needs_keyframe,
             svc: None,
+            temporal: None,
+        }
+    }
+
+    /// A one-packet frame of layer H in temporal layer `tid`.
+    fn frame(tid: u8, keyframe: bool) -> PacketLayer {
+        PacketLayer {
+            temporal: Some(Temporal {
+                id: tid,
+                frame_start: true,
+            }),
+            ..simulcast(H, 1, keyframe, true)
         }
     }
 
@@ -291,6 +353,7 @@ mod tests {
             keyframe: layer.starts_keyframe(),
             needs_keyframe: true,
             svc: Some(layer),
+            temporal: None,
         }
     }
 
@@ -308,7 +371,7 @@ mod tests {
                     markers.push(choice.marker(&p, sid == 2));
                 }
                 Verdict::WantKeyframe => verdicts.push('K'),
-                Verdict::Drop => verdicts.push('-'),
+                Verdict::Drop | Verdict::Skip => verdicts.push('-'),
             }
         }
         (verdicts, markers)
@@ -386,6 +449,61 @@ mod tests {
         assert_eq!(choice.admit(&simulcast(F, 2, false, true)), Verdict::Drop);
         assert_eq!(choice.current(), Some(0));
         assert_eq!(choice.wanted(), bit(0));
+    }
+
+    #[test]
+    fn temporal_layers_go_down_at_the_next_frame_and_up_at_a_base_layer_frame() {
+        let mut choice = LayerChoice::default();
+        choice.set_target(Some(1));
+        choice.set_temporal(Some(1));
+        // The usual three-layer pattern: T0 T2 T1 T2, from a keyframe.
+        let pattern = [0, 2, 1, 2, 0, 2, 1, 2];
+        let verdicts = |choice: &mut LayerChoice, first_key: bool| -> String {
+            pattern
+                .iter()
+                .enumerate()
+                .map(
+                    |(i, &tid)| match choice.admit(&frame(tid, first_key && i == 0)) {
+                        Verdict::Forward => 'F',
+                        Verdict::Skip => 's',
+                        _ => '?',
+                    },
+                )
+                .collect()
+        };
+        assert_eq!(verdicts(&mut choice, true), "FsFsFsFs");
+        assert_eq!(choice.temporal(), Some(1));
+        // Down to the base layer: from the next frame on.
+        choice.set_temporal(Some(0));
+        assert_eq!(choice.admit(&frame(2, false)), Verdict::Skip);
+        assert_eq!(choice.admit(&frame(1, false)), Verdict::Skip);
+        // Up to all of them: only from the next base-layer frame.
+        choice.set_temporal(None);
+        assert_eq!(choice.admit(&frame(2, false)), Verdict::Skip);
+        assert_eq!(choice.admit(&frame(0, false)), Verdict::Forward);
+        assert_eq!(choice.temporal(), None);
+        assert_eq!(choice.admit(&frame(2, false)), Verdict::Forward);
+        // A frame's later packets share its start's fate.
+        choice.set_temporal(Some(0));
+        let rest = |tid| PacketLayer {
+            temporal: Some(Temporal {
+                id: tid,
+                frame_start: false,
+            }),
+            ..frame(tid, false)
+        };
+        assert_eq!(
+            choice.admit(&rest(2)),
+            Verdict::Forward,
+            "the frame under way goes on"
+        );
+        assert_eq!(choice.admit(&frame(1, false)), Verdict::Skip);
+        assert_eq!(choice.admit(&rest(1)), Verdict::Skip);
+        // Packets without a temporal layer always go.
+        assert_eq!(
+            choice.admit(&simulcast(H, 1, false, true)),
+            Verdict::Forward
+        );
     }
 
     #[test]

@@ -15,9 +15,10 @@ use crate::api::PeerEvent;
 use crate::codec::starts_keyframe;
 use crate::down_track::{PacketLayer, Verdict};
 use crate::ids::{DownTrackId, TrackId};
+use crate::layer_meter::Temporal;
 use crate::media::KeyframeWant;
 use crate::participant::Slot;
-use crate::published_track::bit;
+use crate::published_track::{bit, Arrival};
 use crate::red;
 use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
 use crate::vp8_ids;
@@ -106,10 +107,30 @@ impl Worker {
                 || starts_keyframe(codec, &packet.payload),
                 |layer| layer.starts_keyframe(),
             );
-        let seq = *packet.seq_no;
-        let spatial = svc.map(|layer| layer.spatial);
-        let Some(received) = track.receive(ssrc, seq, packet.payload.len(), now, keyframe, spatial)
-        else {
+        let vp8 = match codec {
+            Codec::Vp8 => vp8_ids::descriptor(&packet.payload),
+            _ => None,
+        };
+        let temporal = match (svc, vp8) {
+            (Some(layer), _) => Some(Temporal {
+                id: layer.temporal,
+                frame_start: layer.starts_frame,
+            }),
+            (None, Some(d)) => d.temporal.map(|id| Temporal {
+                id,
+                frame_start: d.starts_frame,
+            }),
+            _ => None,
+        };
+        let arrival = Arrival {
+            ssrc,
+            seq: *packet.seq_no,
+            bytes: packet.payload.len(),
+            keyframe,
+            spatial: svc.map(|layer| layer.spatial),
+            temporal,
+        };
+        let Some(received) = track.receive(arrival, now) else {
             return;
         };
         // Layer fields of a simulcast layer's own stream are not what places it.
@@ -137,15 +158,13 @@ impl Worker {
                 keyframe,
                 needs_keyframe: is_video,
                 svc,
+                temporal,
             },
             is_video,
             params,
             red: (params.pt() != pt && params.red() == Some(pt))
                 .then(|| red::primary_block(&packet.payload)),
-            vp8: match codec {
-                Codec::Vp8 => vp8_ids::descriptor(&packet.payload),
-                _ => None,
-            },
+            vp8,
             now,
         };
         let taps = !self.taps.is_empty();
@@ -234,6 +253,14 @@ impl Worker {
             outcome.switched |= down.layer.current() != before;
             match verdict {
                 Verdict::Forward => {}
+                Verdict::Skip => {
+                    // Left out of the stream this subscriber follows: close up after it.
+                    down.rewriter.skip(layer.ssrc, *packet.seq_no);
+                    if let Some(d) = &incoming.vp8 {
+                        down.vp8.skip(layer.ssrc, d);
+                    }
+                    continue;
+                }
                 Verdict::Drop | Verdict::WantKeyframe => {
                     outcome.want_keyframe |= verdict == Verdict::WantKeyframe;
                     if layer.svc.is_some() {

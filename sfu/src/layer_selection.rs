@@ -2,12 +2,12 @@
 //! down-tracks and applies the choices, and keeps each published track's set of wanted
 //! layers (what the hot path checks before a fan-out) in step with them.
 
-use crate::allocator::{Allocation, Demand};
+use crate::allocator::{Allocation, Demand, Step};
 use crate::api::{PeerEvent, TrackSettings};
 use crate::down_track::DownTrack;
 use crate::ids::{DownTrackId, TrackId};
 use crate::participant::Slot;
-use crate::published_track::PublishedTrack;
+use crate::published_track::{PublishedTrack, Quality};
 use crate::worker::Worker;
 
 impl Worker {
@@ -66,14 +66,16 @@ impl Worker {
             let Some(track) = self.published(source) else {
                 continue;
             };
-            chosen.push((index, source, track.is_svc()));
+            let layers = track.active_steps();
+            chosen.push((index, source, track.is_svc(), top_temporal(&layers)));
             demands.push(Demand {
                 key: index,
                 is_video: track.is_video(),
                 screen: track.screen,
                 max_quality: track.max_quality_for(&down.settings),
+                max_temporal: track.max_temporal_for(&down.settings),
                 disabled: down.settings.disabled,
-                layers: track.active_layers().collect(),
+                layers,
             });
         }
         let now = self.now;
@@ -81,17 +83,23 @@ impl Worker {
             return;
         };
         let allocations = part.allocator.allocate(now, &demands);
-        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source, _)| *source).collect();
-        for ((index, _, svc), allocation) in chosen.into_iter().zip(allocations) {
+        let mut sources: Vec<TrackId> = chosen.iter().map(|(_, source, ..)| *source).collect();
+        for ((index, _, svc, tops), allocation) in chosen.into_iter().zip(allocations) {
             let Some(down) = part.down_tracks[index].as_mut() else {
                 continue;
             };
             down.layer.svc = svc;
             let (target, paused) = match allocation {
-                Allocation::Layer(quality) => (Some(quality), false),
+                Allocation::Layer(step) => (Some(step), false),
                 Allocation::Idle | Allocation::Off => (None, false),
                 Allocation::Paused => (None, true),
             };
+            // A layer's top step forwards all of its temporal layers, also any it adds.
+            down.layer.set_temporal(target.and_then(|step| {
+                let top = tops.iter().find(|(q, _)| *q == step.quality).map(|t| t.1);
+                (top != Some(step.temporal)).then_some(step.temporal)
+            }));
+            let target = target.map(|step| step.quality);
             let before = down.layer.wanted();
             if down.layer.set_target(target) && down.kind == crate::api::TrackKind::Video {
                 let direction = match (target, before) {
@@ -156,4 +164,16 @@ impl Worker {
         }
         self.dynacast(id);
     }
+}
+
+/// The highest temporal step of each quality among `steps`.
+fn top_temporal(steps: &[(Step, u64)]) -> Vec<(Quality, u8)> {
+    let mut tops: Vec<(Quality, u8)> = Vec::new();
+    for (step, _) in steps {
+        match tops.iter_mut().find(|(q, _)| *q == step.quality) {
+            Some(top) => top.1 = top.1.max(step.temporal),
+            None => tops.push((step.quality, step.temporal)),
+        }
+    }
+    tops
 }

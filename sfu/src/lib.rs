@@ -24,6 +24,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ids;
+mod layer_meter;
 mod layer_selection;
 mod liveness;
 mod media;

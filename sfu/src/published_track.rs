@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::{Mid, Pt, Rid};
 
+use crate::allocator::Step;
 use crate::api::{ExpectedTrack, LayerSize, TrackKind, TrackSettings};
 use crate::ids::DownTrackId;
+use crate::layer_meter::{BitrateMeter, Temporal};
 
 /// A layer that sent nothing for this long is considered stopped (the publisher's
 /// bandwidth estimate dropped it, or the camera went away).
@@ -19,8 +21,10 @@ const KEYFRAME_THROTTLE: Duration = Duration::from_millis(500);
 /// Once answered, the next request may follow this soon: subscribers joining one after the
 /// other then wait for at most this plus one frame, not for the full throttle.
 const KEYFRAME_MIN_INTERVAL: Duration = Duration::from_millis(100);
-/// A layer's bitrate is measured over windows of this length.
-const BITRATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The fewest frames per second a temporal step above a track's lowest layer must give to
+/// be one of its steps (`active_steps`).
+const MIN_STEP_FPS: u32 = 15;
 
 /// A layer's place in the quality order: higher is better. LiveKit names simulcast layers
 /// q (low), h (medium), f (full); a track without simulcast has one layer, above them all.
@@ -39,43 +43,6 @@ pub(crate) fn quality_of(rid: Option<&str>) -> Quality {
 /// A set of qualities, one bit each.
 pub(crate) fn bit(quality: Quality) -> u8 {
     1 << quality.min(7)
-}
-
-/// Bits per second of a stream, measured over windows of `BITRATE_WINDOW`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BitrateMeter {
-    window_start: Instant,
-    window_bytes: u64,
-    /// Over the last full window; 0 until one has passed.
-    pub bitrate: u64,
-    last_packet: Option<Instant>,
-}
-
-impl BitrateMeter {
-    fn new(now: Instant) -> Self {
-        Self {
-            window_start: now,
-            window_bytes: 0,
-            bitrate: 0,
-            last_packet: None,
-        }
-    }
-
-    fn record(&mut self, bytes: usize, now: Instant) {
-        self.last_packet = Some(now);
-        self.window_bytes += bytes as u64;
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed >= BITRATE_WINDOW {
-            self.bitrate = self.window_bytes * 8 * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            self.window_start = now;
-            self.window_bytes = 0;
-        }
-    }
-
-    fn active(&self, now: Instant) -> bool {
-        self.last_packet
-            .is_some_and(|last| now.saturating_duration_since(last) < LAYER_IDLE)
-    }
 }
 
 /// One simulcast layer (or the only stream) of a published track.
@@ -132,11 +99,11 @@ impl Layer {
     }
 
     /// Counts a received packet, for loss accounting and the layer's bitrate.
-    pub fn record(&mut self, seq: u64, bytes: usize, now: Instant) {
+    pub fn record(&mut self, seq: u64, bytes: usize, now: Instant, temporal: Option<Temporal>) {
         self.received += 1;
         self.max_seq = self.max_seq.max(seq);
         self.first_seq = self.first_seq.min(seq);
-        self.meter.record(bytes, now);
+        self.meter.record(bytes, now, temporal);
     }
 
     /// Packets never received, from sequence gaps (retransmissions fill gaps in).
@@ -147,6 +114,19 @@ impl Layer {
     fn active(&self, now: Instant) -> bool {
         self.meter.active(now)
     }
+}
+
+/// One received packet, as the receiver counts it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arrival {
+    pub ssrc: u32,
+    pub seq: u64,
+    pub bytes: usize,
+    pub keyframe: bool,
+    /// Its spatial layer in an SVC stream.
+    pub spatial: Option<u8>,
+    /// Its temporal layer, when the codec says.
+    pub temporal: Option<Temporal>,
 }
 
 /// What the receiver made of one packet.
@@ -239,19 +219,18 @@ impl PublishedTrack {
         self.layers.push(Layer::new(ssrc, rid, now, seq));
     }
 
-    /// Takes in one packet of layer `ssrc`; `spatial` is its spatial layer in an SVC
-    /// stream. `None` for an SSRC that is not one of ours.
-    pub fn receive(
-        &mut self,
-        ssrc: u32,
-        seq: u64,
-        bytes: usize,
-        now: Instant,
-        keyframe: bool,
-        spatial: Option<u8>,
-    ) -> Option<Received> {
+    /// Takes in one packet. `None` for an SSRC that is not one of ours.
+    pub fn receive(&mut self, packet: Arrival, now: Instant) -> Option<Received> {
+        let Arrival {
+            ssrc,
+            seq,
+            bytes,
+            keyframe,
+            spatial,
+            temporal,
+        } = packet;
         let layer = self.layers.iter_mut().find(|l| l.ssrc == ssrc)?;
-        layer.record(seq, bytes, now);
+        layer.record(seq, bytes, now, temporal);
         let mut quality = layer.quality;
         if keyframe {
             layer.keyframes.last_keyframe = Some(now);
@@ -264,7 +243,7 @@ impl PublishedTrack {
             if self.spatial.len() <= sid {
                 self.spatial.resize(sid + 1, BitrateMeter::new(now));
             }
-            self.spatial[sid].record(bytes, now);
+            self.spatial[sid].record(bytes, now, temporal);
             quality = sid as Quality;
         }
         let active = if self.spatial.is_empty() {
@@ -295,27 +274,48 @@ impl PublishedTrack {
         (0..8u8).rev().find(|q| self.active & bit(*q) != 0)
     }
 
-    /// The layers being sent now, lowest quality first: (quality, bits per second).
-    /// An SVC stream's layer costs what it and every layer below it send together.
-    pub fn active_layers(&self) -> impl Iterator<Item = (Quality, u64)> + '_ {
-        let mut layers: Vec<(Quality, u64)> = if self.spatial.is_empty() {
+    /// The steps being sent now, lowest first, with their bits per second: each layer's
+    /// temporal layers (one step for a layer without). An SVC stream's step costs what it
+    /// and every spatial layer below it send at that frame rate. Above the lowest layer, a
+    /// step needs `MIN_STEP_FPS`: a bigger picture at a few frames a second is worse than
+    /// the smaller one in motion; the lowest layer's steps all count (fewer frames beat a
+    /// pause).
+    pub fn active_steps(&self) -> Vec<(Step, u64)> {
+        let lowest = (0..8u8).find(|q| self.active & bit(*q) != 0);
+        let min_fps = |q: Quality| if Some(q) == lowest { 0 } else { MIN_STEP_FPS };
+        let mut steps: Vec<(Step, u64)> = if self.spatial.is_empty() {
             self.layers
                 .iter()
                 .filter(|l| self.active & bit(l.quality) != 0)
-                .map(|l| (l.quality, l.meter.bitrate))
+                .flat_map(|l| l.meter.steps(l.quality, &[], min_fps(l.quality)))
                 .collect()
         } else {
-            let mut below = 0;
             (0..self.spatial.len())
-                .map(|sid| {
-                    below += self.spatial[sid].bitrate;
-                    (sid as Quality, below)
+                .filter(|&sid| self.active & bit(sid as Quality) != 0)
+                .flat_map(|sid| {
+                    let below: Vec<&BitrateMeter> = self.spatial[..sid].iter().collect();
+                    let quality = sid as Quality;
+                    self.spatial[sid].steps(quality, &below, min_fps(quality))
                 })
-                .filter(|(quality, _)| self.active & bit(*quality) != 0)
                 .collect()
         };
-        layers.sort_unstable();
-        layers.into_iter()
+        steps.sort_unstable();
+        steps
+    }
+
+    /// The highest temporal layer worth sending to a subscriber that asks for `fps` frames
+    /// per second (0: any): the lowest one that gives it, by the best layer's frame rates.
+    pub fn max_temporal_for(&self, settings: &TrackSettings) -> Option<u8> {
+        if settings.fps == 0 {
+            return None;
+        }
+        let best = self.best_active()?;
+        let meter = if self.spatial.is_empty() {
+            &self.layers.iter().find(|l| l.quality == best)?.meter
+        } else {
+            self.spatial.get(usize::from(best))?
+        };
+        meter.temporal_for_fps(settings.fps)
     }
 
     /// The best quality worth sending to a subscriber that asks for `settings`: the
@@ -402,6 +402,7 @@ mod tests {
                 width,
                 height,
                 quality,
+                fps: 0,
             })
         };
         assert_eq!(asked(160, 90, None), Some(0));
@@ -416,6 +417,17 @@ mod tests {
         assert_eq!(asked(0, 0, None), None);
     }
 
+    fn arrival(ssrc: u32, seq: u64, bytes: usize, keyframe: bool, spatial: Option<u8>) -> Arrival {
+        Arrival {
+            ssrc,
+            seq,
+            bytes,
+            keyframe,
+            spatial,
+            temporal: None,
+        }
+    }
+
     /// A packet of layer `ssrc` (1 = q, 2 = h, 3 = f), added at its first packet as the
     /// worker does.
     fn packet(track: &mut PublishedTrack, ssrc: u32, seq: u64, at: Instant, key: bool) -> Received {
@@ -424,7 +436,7 @@ mod tests {
             track.add_layer(ssrc, Some(Rid::from(rid)), at, seq);
         }
         track
-            .receive(ssrc, seq, 1000, at, key, None)
+            .receive(arrival(ssrc, seq, 1000, key, None), at)
             .expect("the layer was just added")
     }
 
@@ -441,7 +453,9 @@ mod tests {
         let later = t0 + LAYER_IDLE + Duration::from_millis(1);
         assert!(packet(&mut track, 1, 3, later, false).layers_changed);
         assert_eq!(track.best_active(), Some(0));
-        assert!(track.receive(9, 1, 100, later, false, None).is_none());
+        assert!(track
+            .receive(arrival(9, 1, 100, false, None), later)
+            .is_none());
     }
 
     #[test]
@@ -452,8 +466,45 @@ mod tests {
         for i in 0..=100u64 {
             packet(&mut track, 2, i, t0 + Duration::from_millis(i * 10), false);
         }
-        let layers: Vec<_> = track.active_layers().collect();
-        assert_eq!(layers, vec![(1, 808_000)]);
+        assert_eq!(track.active_steps(), vec![(Step::spatial(1), 808_000)]);
+    }
+
+    #[test]
+    fn temporal_steps_above_the_lowest_layer_need_enough_frames() {
+        let t0 = Instant::now();
+        let mut track = video();
+        // q and h at 20 fps in three temporal layers: T0 5 fps, with T1 10, with T2 20.
+        for frame in 0..=20u64 {
+            let at = t0 + Duration::from_millis(frame * 50);
+            let id = [0, 2, 1, 2][frame as usize % 4];
+            for ssrc in [1, 2] {
+                if !track.layers.iter().any(|l| l.ssrc == ssrc) {
+                    let rid = ["q", "h"][ssrc as usize - 1];
+                    track.add_layer(ssrc, Some(Rid::from(rid)), at, frame);
+                }
+                let arrival = Arrival {
+                    temporal: Some(Temporal {
+                        id,
+                        frame_start: true,
+                    }),
+                    ..arrival(ssrc, frame, 1000, frame == 0, None)
+                };
+                track.receive(arrival, at);
+            }
+        }
+        let steps: Vec<(Quality, u8)> = track
+            .active_steps()
+            .iter()
+            .map(|(s, _)| (s.quality, s.temporal))
+            .collect();
+        // h at 5 or 10 fps is no step: q in motion is better.
+        assert_eq!(steps, vec![(0, 0), (0, 1), (0, 2), (1, 2)]);
+        let asked = |fps| TrackSettings {
+            fps,
+            ..Default::default()
+        };
+        assert_eq!(track.max_temporal_for(&asked(10)), Some(1));
+        assert_eq!(track.max_temporal_for(&asked(0)), None);
     }
 
     #[test]
@@ -502,20 +553,29 @@ mod tests {
             for (sid, bytes) in [(0, 200), (1, 400), (2, 1000)] {
                 seq += 1;
                 let key = picture == 0 && sid == 0;
-                let received = track.receive(7, seq, bytes, at, key, Some(sid)).unwrap();
+                let received = track
+                    .receive(arrival(7, seq, bytes, key, Some(sid)), at)
+                    .unwrap();
                 assert_eq!(received.quality, sid);
             }
         }
         assert!(track.is_svc());
         assert_eq!(track.best_active(), Some(2));
-        let layers: Vec<_> = track.active_layers().collect();
-        assert_eq!(layers, vec![(0, 33_600), (1, 100_800), (2, 268_800)]);
+        let steps: Vec<_> = track.active_steps();
+        assert_eq!(
+            steps,
+            vec![
+                (Step::spatial(0), 33_600),
+                (Step::spatial(1), 100_800),
+                (Step::spatial(2), 268_800)
+            ]
+        );
         // A keyframe of any of them is one of the stream.
         assert_eq!(track.keyframe_requests(t0, bit(1)), vec![None]);
         // Layer 2 stops: the others go on.
         let later = t0 + Duration::from_millis(1000) + LAYER_IDLE;
         let received = track
-            .receive(7, seq + 1, 200, later, false, Some(0))
+            .receive(arrival(7, seq + 1, 200, false, Some(0)), later)
             .unwrap();
         assert!(received.layers_changed);
         assert_eq!(track.best_active(), Some(0), "layer 1 fell silent too");

@@ -169,6 +169,10 @@ impl Worker {
             match tapped.layer.admit(layer) {
                 Verdict::Forward => {}
                 Verdict::Drop => continue,
+                Verdict::Skip => {
+                    tapped.rewriter.skip(ssrc, *packet.seq_no);
+                    continue;
+                }
                 Verdict::WantKeyframe => {
                     keyframes.push(KeyframeWant::layer(id, layer.quality));
                     continue;

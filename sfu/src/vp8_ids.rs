@@ -13,6 +13,8 @@ pub(crate) struct Descriptor {
     pub picture_id: Option<(usize, u16, bool)>,
     /// TL0PICIDX's byte offset and value.
     pub tl0_pic_idx: Option<(usize, u8)>,
+    /// TID: the temporal layer of the frame (T = 1).
+    pub temporal: Option<u8>,
     /// Where the VP8 payload (its frame header on a frame's first packet) starts.
     pub payload_at: usize,
 }
@@ -24,6 +26,7 @@ pub(crate) fn descriptor(payload: &[u8]) -> Option<Descriptor> {
     let mut at = 1;
     let mut picture_id = None;
     let mut tl0_pic_idx = None;
+    let mut temporal = None;
     if first & 0x80 != 0 {
         let ext = *payload.get(1)?;
         at = 2;
@@ -43,13 +46,19 @@ pub(crate) fn descriptor(payload: &[u8]) -> Option<Descriptor> {
             at += 1;
         }
         if ext & 0x30 != 0 {
-            at += 1; // TID/Y/KEYIDX
+            // TID/Y/KEYIDX; TID counts only with T = 1.
+            let byte = *payload.get(at)?;
+            if ext & 0x20 != 0 {
+                temporal = Some(byte >> 6);
+            }
+            at += 1;
         }
     }
     (payload.len() >= at).then_some(Descriptor {
         starts_frame: first & 0x10 != 0 && first & 0x07 == 0,
         picture_id,
         tl0_pic_idx,
+        temporal,
         payload_at: at,
     })
 }
@@ -143,6 +152,27 @@ impl Vp8Ids {
         (!patch.is_empty()).then_some(patch)
     }
 
+    /// Leaves out the frame packet `d` starts (of a temporal layer this subscriber does not
+    /// get): the pictures after it close up, so the receiver sees no picture missing (it
+    /// would hold back every frame after one until a keyframe). Only for a frame newer than
+    /// the last one sent; the packets of a frame all carry its start's fate.
+    pub(crate) fn skip(&mut self, ssrc: u32, d: &Descriptor) {
+        if self.source != Some(ssrc) || !d.starts_frame {
+            return;
+        }
+        let Some((_, id, _)) = d.picture_id else {
+            return;
+        };
+        let id = id.wrapping_add(self.picture_id_offset) & PICTURE_ID_MASK;
+        let newer = self.last_picture_id.is_some_and(|last| {
+            let ahead = id.wrapping_sub(last) & PICTURE_ID_MASK;
+            ahead != 0 && ahead < 0x4000
+        });
+        if newer {
+            self.picture_id_offset = self.picture_id_offset.wrapping_sub(1);
+        }
+    }
+
     /// Forgets the source: the next packet continues the numbering as a new one would.
     pub(crate) fn restart(&mut self) {
         self.source = None;
@@ -181,7 +211,16 @@ mod tests {
         assert_eq!(d.picture_id, Some((2, 0x1234, true)));
         assert_eq!(d.tl0_pic_idx, Some((4, 7)));
         assert_eq!(d.payload_at, 6);
+        assert_eq!(d.temporal, Some(0));
         assert!(d.starts_frame);
+        let mut t2 = packet(0x1234, 7, true);
+        t2[5] = 0x80 | 0x20; // TID 2, Y
+        assert_eq!(descriptor(&t2).unwrap().temporal, Some(2));
+        // K without T: no temporal layer.
+        assert_eq!(
+            descriptor(&[0x80, 0x10, 0xc0, 0x9d]).unwrap().temporal,
+            None
+        );
         // Minimal descriptor, 7-bit picture id, and cut short.
         assert_eq!(descriptor(&[0x10, 0x9d]).unwrap().payload_at, 1);
         assert_eq!(
@@ -212,6 +251,25 @@ mod tests {
         // After a restart, even the same source continues after the last picture sent.
         ids.restart();
         assert_eq!(rewritten(&mut ids, 1, &packet(103, 11, true)), (106, 14));
+    }
+
+    #[test]
+    fn left_out_frames_leave_no_hole_in_the_picture_ids() {
+        let mut ids = Vp8Ids::default();
+        let d = |id, starts| descriptor(&packet(id, 10, starts)).unwrap();
+        assert_eq!(rewritten(&mut ids, 1, &packet(500, 10, true)), (500, 10));
+        // Frames 501 and 502 are left out (two packets each, as a late one of 501 too).
+        ids.skip(1, &d(501, true));
+        ids.skip(1, &d(501, false));
+        ids.skip(1, &d(502, true));
+        assert_eq!(rewritten(&mut ids, 1, &packet(503, 10, true)), (501, 10));
+        // A frame start older than the last picture sent changes nothing.
+        ids.skip(1, &d(502, true));
+        ids.skip(1, &d(503, true));
+        assert_eq!(rewritten(&mut ids, 1, &packet(504, 10, true)), (502, 10));
+        // Another source's frames are not this one's to skip.
+        ids.skip(2, &d(505, true));
+        assert_eq!(rewritten(&mut ids, 1, &packet(505, 10, true)), (503, 10));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What a subscriber asks of the tracks it receives: which ones (`UpdateSubscription`), and
-//! how (`UpdateTrackSettings`: the size it shows them at, a quality, or none at all), and
+//! how (`UpdateTrackSettings`: the size it shows them at, a quality, a frame rate, or none at all), and
 //! what it is told back when the media plane pauses or resumes one (`StreamStateUpdate`).
 
 use livekit_protocol as proto;
@@ -42,6 +42,7 @@ fn settings_of(update: &proto::UpdateTrackSettings) -> TrackSettings {
         width: update.width,
         height: update.height,
         quality,
+        fps: update.fps,
     }
 }
 
@@ -92,5 +93,10 @@ mod tests {
             ..Default::default()
         };
         assert!(settings_of(&off).disabled);
+        let slow = proto::UpdateTrackSettings {
+            fps: 15,
+            ..Default::default()
+        };
+        assert_eq!(settings_of(&slow).fps, 15);
     }
 }

@@ -104,7 +104,7 @@ export function sampleSubscriber(call) {
   return call.subscriber.page.evaluate(inboundVideo, call.publisher.identity);
 }
 
-/** The publisher's simulcast layers as sent, smallest first: [{rid, width, height, fps, bytesSent, limitation}]. */
+/** The publisher's simulcast layers as sent, smallest first: [{rid, width, height, fps, bytesSent, limitation, scalabilityMode}]. */
 export function publisherLayers(call) {
   return call.publisher.page.evaluate(async () => {
     const pub = [...window.demo.room.localParticipant.trackPublications.values()].find((x) => x.kind === 'video');
@@ -115,6 +115,7 @@ export function publisherLayers(call) {
       layers.push({
         rid: s.rid ?? null, width: s.frameWidth || 0, height: s.frameHeight || 0,
         fps: s.framesPerSecond || 0, bytesSent: s.bytesSent || 0, limitation: s.qualityLimitationReason,
+        scalabilityMode: s.scalabilityMode ?? null,
       });
     });
     return layers.sort((a, b) => a.width - b.width);
