@@ -35,14 +35,18 @@ fn one_packet_in_is_one_srtp_packet_out_per_subscriber_and_the_peers_decrypt_it(
     }
 }
 
+/// The worker's slot of the rig's first subscriber.
+fn first_subscriber(rig: &ForwardRig) -> crate::participant::Slot {
+    *rig.worker
+        .by_key
+        .get("PA_sub0")
+        .expect("the subscriber joined")
+}
+
 #[test]
 fn the_subscriber_accepts_transport_wide_numbers_and_our_packets_carry_them() {
     let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
-    let slot = *rig
-        .worker
-        .by_key
-        .get("PA_sub0")
-        .expect("the subscriber joined");
+    let slot = first_subscriber(&rig);
     let negotiated = rig.worker.parts[slot]
         .as_ref()
         .is_some_and(|p| p.congestion.is_some());
@@ -197,11 +201,7 @@ fn l1t3_frame(picture_id: u16, tl0: u8, tid: u8) -> Vec<u8> {
 #[test]
 fn a_subscriber_asking_for_fewer_frames_gets_fewer_temporal_layers_with_no_gaps() {
     let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
-    let slot = *rig
-        .worker
-        .by_key
-        .get("PA_sub0")
-        .expect("the subscriber joined");
+    let slot = first_subscriber(&rig);
     rig.subscribers[0].record = true;
     // Up to 100 frames a second (10 ms apart, and the work between) in the pattern T0 T2 T1
     // T2: the base layer at most 25 fps, below the 30 asked for, and with T1 at least 27
