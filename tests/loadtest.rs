@@ -215,3 +215,69 @@ fn a_capped_subscriber_link_gets_lower_layers_and_an_uncapped_one_the_top() {
         "f frames on an open link: {open:#}"
     );
 }
+
+#[test]
+fn a_cap_step_is_followed_by_the_servers_estimate_and_the_timeline_shows_it() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let timeline = dir.path().join("timeline.json");
+    let timeline_arg = timeline.to_string_lossy().into_owned();
+    // 3 Mbit/s, then 500 kbit/s 6 s into a 14 s window.
+    let (report, stdout) = run_loadtest(&[
+        "--video-publishers",
+        "1",
+        "--simulcast",
+        "--preset",
+        "high",
+        "--subscribers",
+        "2",
+        "--duration",
+        "14s",
+        "--subscriber-cap",
+        "3M",
+        "--subscriber-cap-step",
+        "6s:500k",
+        "--timeline",
+        &timeline_arg,
+    ]);
+    assert!(stdout.contains("through the step"), "{stdout}");
+    assert_eq!(
+        number(&report, "scenario.subscriber_cap_step_bps"),
+        500_000.0
+    );
+    assert_eq!(
+        number(&report, "link_estimates.subscribers"),
+        2.0,
+        "{report:#}"
+    );
+    // On the open link the estimate climbed from its 1 Mbit/s start; after the step it came
+    // within 25 % of the new cap for both subscribers, and ended no higher than that.
+    assert!(
+        number(&report, "link_estimates.before_step_bps.p50") > 1_000_000.0,
+        "{report:#}"
+    );
+    assert_eq!(
+        number(&report, "link_estimates.not_converged"),
+        0.0,
+        "{report:#}"
+    );
+    assert!(
+        number(&report, "link_estimates.convergence_s.max") < 5.0,
+        "{report:#}"
+    );
+    assert!(
+        number(&report, "link_estimates.final_bps.max") <= 625_000.0,
+        "{report:#}"
+    );
+    assert!(frames_at(&report, 320) > 0, "q after the step: {report:#}");
+    assert!(
+        frames_at(&report, 640) + frames_at(&report, 1280) > 0,
+        "a higher layer before it: {report:#}"
+    );
+    let text = std::fs::read_to_string(&timeline).expect("the timeline was written");
+    let timeline: Value = serde_json::from_str(&text).expect("the timeline is JSON");
+    let count = |key: &str| timeline[key].as_array().map_or(0, Vec::len);
+    // 250 ms samples over 14 s, the server's estimates of that subscriber, two events.
+    assert!(count("samples") >= 40, "{timeline:#}");
+    assert!(count("estimates") >= 5, "{timeline:#}");
+    assert_eq!(count("events"), 2, "{timeline:#}");
+}

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 pub use driver::{new_latency_histogram, CounterSnapshot, Driver};
 pub use hdrhistogram::Histogram;
-pub use link::LinkCap;
+pub use link::{LinkCap, LinkRate};
 pub use livekit_protocol as proto;
 pub use media::{epoch, read_stamp, stamp_of, AudioConfig, VideoConfig, MAX_PAYLOAD};
 pub use pacer::DEFAULT_PACING_FACTOR;

@@ -7,13 +7,35 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A link's rate in bits per second, shared by every bottleneck made from the same cap: a
+/// run steps it for all of them at once (the load tester's `--subscriber-cap-step`).
+#[derive(Debug, Clone)]
+pub struct LinkRate(Arc<AtomicU64>);
+
+impl LinkRate {
+    pub fn new(bps: u64) -> Self {
+        Self(Arc::new(AtomicU64::new(bps)))
+    }
+
+    /// Changes the rate of every link sharing it, from their next datagram on.
+    pub fn set(&self, bps: u64) {
+        self.0.store(bps, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// A downlink's capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LinkCap {
     /// Bits per second.
-    pub rate_bps: u64,
+    pub rate: LinkRate,
     /// The longest a datagram may wait in the queue before it is dropped instead.
     pub queue: Duration,
     /// Bytes that may pass at once after a quiet spell (tbf's `burst`); 0: none.
@@ -38,12 +60,9 @@ pub(crate) struct Bottleneck {
 impl Bottleneck {
     pub fn new(cap: LinkCap) -> Self {
         Self {
-            cap: LinkCap {
-                rate_bps: cap.rate_bps.max(1),
-                ..cap
-            },
-            busy_until: None,
             tokens: f64::from(cap.burst),
+            cap,
+            busy_until: None,
             tokens_at: None,
             queue: VecDeque::new(),
             dropped: 0,
@@ -54,7 +73,7 @@ impl Bottleneck {
     /// queue is full and it is dropped.
     pub fn admit(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Option<Instant> {
         let start = self.busy_until.map_or(now, |busy| busy.max(now));
-        let byte_rate = self.cap.rate_bps as f64 / 8.0;
+        let byte_rate = self.cap.rate.get().max(1) as f64 / 8.0;
         let refill = self
             .tokens_at
             .map_or(0.0, |at| start.saturating_duration_since(at).as_secs_f64());
@@ -101,7 +120,7 @@ mod tests {
     fn datagrams_leave_at_the_links_rate_and_overflow_is_dropped() {
         // 800 kbit/s: a 1,000-byte datagram takes 10 ms. A 35 ms queue, no burst allowance.
         let mut link = Bottleneck::new(LinkCap {
-            rate_bps: 800_000,
+            rate: LinkRate::new(800_000),
             queue: Duration::from_millis(35),
             burst: 0,
         });
@@ -132,7 +151,7 @@ mod tests {
     fn a_burst_allowance_passes_at_once_after_a_quiet_spell() {
         // 800 kbit/s with 3,000 bytes of allowance: three datagrams at once, then the rate.
         let mut link = Bottleneck::new(LinkCap {
-            rate_bps: 800_000,
+            rate: LinkRate::new(800_000),
             queue: Duration::from_millis(25),
             burst: 3000,
         });
@@ -148,5 +167,23 @@ mod tests {
             assert_eq!(link.admit(ms(110), source(), &datagram), Some(ms(110)));
         }
         assert_eq!(link.admit(ms(110), source(), &datagram), Some(ms(120)));
+    }
+
+    #[test]
+    fn a_rate_step_applies_to_every_link_sharing_it_from_the_next_datagram() {
+        let rate = LinkRate::new(800_000);
+        let cap = LinkCap {
+            rate: rate.clone(),
+            queue: Duration::from_secs(1),
+            burst: 0,
+        };
+        let (mut a, mut b) = (Bottleneck::new(cap.clone()), Bottleneck::new(cap));
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let datagram = [0u8; 1000];
+        assert_eq!(a.admit(t0, source(), &datagram), Some(ms(10)));
+        rate.set(400_000);
+        assert_eq!(a.admit(t0, source(), &datagram), Some(ms(30)));
+        assert_eq!(b.admit(t0, source(), &datagram), Some(ms(20)));
     }
 }

@@ -88,6 +88,8 @@ pub struct SubscriberTimings {
 /// Everything measured about one participant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ParticipantStats {
+    /// The server's `PA_…` sid for it (from the JoinResponse).
+    pub sid: String,
     pub timings: JoinTimings,
     /// One entry per incoming stream.
     pub tracks: Vec<TrackStats>,
@@ -162,7 +164,7 @@ impl Participant {
                 events: events_tx.clone(),
                 started,
                 bind: options.bind_ip,
-                downlink: options.downlink,
+                downlink: options.downlink.clone(),
                 reply,
             })
             .await?;
@@ -335,6 +337,12 @@ impl Participant {
 
     fn merge(&self, stats: crate::DriverStats) -> ParticipantStats {
         ParticipantStats {
+            sid: self
+                .join
+                .participant
+                .as_ref()
+                .map(|p| p.sid.clone())
+                .unwrap_or_default(),
             timings: JoinTimings {
                 signaled: self.signaled,
                 connected: stats.connected,

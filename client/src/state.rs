@@ -217,7 +217,7 @@ impl Loop {
     ) -> Result<String, ClientError> {
         let index = self.part_index(id)?;
         let (existing, bind, downlink) = match self.parts.get(index) {
-            Some(Some(part)) => (part.subscriber, part.bind, part.downlink),
+            Some(Some(part)) => (part.subscriber, part.bind, part.downlink.clone()),
             _ => return Err(ClientError::DriverGone),
         };
         let peer = match existing {

@@ -130,6 +130,18 @@ pub struct LoadtestArgs {
     #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
     pub subscriber_burst: u32,
 
+    /// With --subscriber-cap: changes every subscriber's cap this far into the measured
+    /// window, e.g. `10s:500k`. The report then shows how long the server's estimates took
+    /// to follow (with --start-server, from its log).
+    #[arg(long, value_parser = parse_cap_step, value_name = "AFTER:BITS", requires = "subscriber_cap")]
+    pub subscriber_cap_step: Option<CapStep>,
+
+    /// With --start-server and --subscriber-cap: writes what the first subscriber received
+    /// (kbit/s, frame width, fps every 250 ms) and the server's estimates of its link to FILE
+    /// as JSON, for web/tools/timeline-svg.mjs to draw.
+    #[arg(long, value_name = "FILE", requires_all = ["start_server", "subscriber_cap"])]
+    pub timeline: Option<PathBuf>,
+
     /// A keyframe at least this often (the server's requests add more).
     #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DURATION")]
     pub keyframe_interval: Duration,
@@ -187,6 +199,26 @@ pub fn parse_duration(input: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A change of the subscribers' cap during the measured window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapStep {
+    /// How far into the window.
+    pub after: Duration,
+    /// The new cap, bits per second.
+    pub rate_bps: u32,
+}
+
+/// `10s:500k`: a duration, a colon, a bitrate.
+pub fn parse_cap_step(input: &str) -> Result<CapStep, String> {
+    let (after, rate) = input
+        .split_once(':')
+        .ok_or_else(|| format!("{input:?} is not a step like 10s:500k (when, then the new cap)"))?;
+    Ok(CapStep {
+        after: parse_duration(after)?,
+        rate_bps: parse_bitrate(rate)?,
+    })
+}
+
 /// `2.5M`, `800k`, `32000`.
 pub fn parse_bitrate(input: &str) -> Result<u32, String> {
     let text = input.trim();
@@ -222,5 +254,14 @@ mod tests {
         assert_eq!(parse_bitrate("32000"), Ok(32_000));
         assert!(parse_bitrate("fast").is_err());
         assert!(parse_bitrate("10").is_err());
+        assert_eq!(
+            parse_cap_step("10s:500k"),
+            Ok(CapStep {
+                after: Duration::from_secs(10),
+                rate_bps: 500_000
+            })
+        );
+        assert!(parse_cap_step("500k").is_err());
+        assert!(parse_cap_step("10s:fast").is_err());
     }
 }

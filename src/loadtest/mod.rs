@@ -5,6 +5,7 @@
 
 mod args;
 mod floor;
+mod links;
 mod report;
 mod server;
 mod workers;
@@ -15,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use switchboard_client::{
-    AudioConfig, CounterSnapshot, Histogram, LinkCap, ParticipantStats, VideoConfig,
+    AudioConfig, CounterSnapshot, Histogram, LinkCap, LinkRate, ParticipantStats, VideoConfig,
 };
 
 pub use args::LoadtestArgs;
 use args::Preset;
+use links::LinkWatch;
 use report::{Percentiles, Report};
 use server::StartedServer;
 use workers::{Plan, Role, Shared, Worker};
@@ -243,7 +245,10 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     // Measured first, on a quiet machine: nothing of the scenario runs yet.
     let floor = floor::measure().context("cannot measure the floor")?;
     let mut started = match args.start_server {
-        true => Some(StartedServer::start(&args.server_bandwidth_estimation)?),
+        true => Some(StartedServer::start(
+            &args.server_bandwidth_estimation,
+            args.subscriber_cap.is_some(),
+        )?),
         false => None,
     };
     let url = match (&started, &args.url) {
@@ -261,6 +266,10 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let run_id = format!("{:08x}", rand::random::<u32>());
     let plans = plans(args, &run_id);
     let total = plans.len();
+    // Shared by every subscriber's bottleneck: `--subscriber-cap-step` changes them all.
+    let cap_rate = args
+        .subscriber_cap
+        .map(|rate| LinkRate::new(u64::from(rate)));
     let shared = Arc::new(Shared {
         url: url.clone(),
         api_key,
@@ -270,8 +279,8 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             bitrate_bps: args.audio_bitrate,
         },
         video_with_audio: args.video_with_audio,
-        subscriber_downlink: args.subscriber_cap.map(|rate| LinkCap {
-            rate_bps: u64::from(rate),
+        subscriber_downlink: cap_rate.clone().map(|rate| LinkCap {
+            rate,
             queue: args.subscriber_queue,
             burst: args.subscriber_burst,
         }),
@@ -367,13 +376,24 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let cpu_start = pid.map(server::cpu_seconds).transpose()?;
     let metrics_start = server::forwarded_from_metrics(&http, &metrics_url).await;
     let window_start = Instant::now();
+    let window_wall = chrono::Utc::now();
     let window_end = window_start + args.duration;
     let mut previous = (Instant::now(), counters(&workers), cpu_start);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.tick().await;
+    let mut watch = LinkWatch::new(args, &plans);
     while Instant::now() < window_end {
         tokio::select! {
             _ = second.tick() => {}
+            _ = watch.tick() => {
+                let elapsed = window_start.elapsed().as_secs_f64();
+                watch.step(elapsed, cap_rate.as_ref());
+                if watch.sampling() {
+                    let (participants, _) = snapshot_all(&workers, false).await?;
+                    watch.sample(elapsed, &participants);
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(window_end)) => {}
         }
         let now = (
@@ -409,6 +429,28 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         server.stop();
     }
     progress.done();
+    let subscriber_sids: Vec<String> = end_stats
+        .iter()
+        .filter(|(i, _)| plans[*i].role == Role::Subscriber)
+        .map(|(_, s)| s.sid.clone())
+        .collect();
+    let link_estimates = match (&started, args.subscriber_cap) {
+        (Some(server), Some(_)) => {
+            let estimates = links::parse_estimates(&server.log()?, window_wall);
+            if let Some(path) = &args.timeline {
+                watch.write_timeline(path, &estimates, &end_stats)?;
+            }
+            Some(links::summarize(
+                &estimates,
+                &subscriber_sids,
+                window_s,
+                watch
+                    .stepped
+                    .map(|at| (at, args.subscriber_cap_step.map_or(0, |s| s.rate_bps))),
+            ))
+        }
+        _ => None,
+    };
 
     let sent = |stats: &[(usize, ParticipantStats)]| {
         stats.iter().map(|(_, s)| s.packets_sent).sum::<u64>()
@@ -511,12 +553,15 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
                 .subscriber_cap
                 .map(|_| args.subscriber_queue.as_secs_f64() * 1000.0),
             subscriber_burst_bytes: args.subscriber_cap.map(|_| args.subscriber_burst),
+            subscriber_cap_step_s: watch.stepped,
+            subscriber_cap_step_bps: args.subscriber_cap_step.map(|s| s.rate_bps),
             seed: args.seed,
             threads,
         },
         join,
         delivery,
         layers: report::layer_mix(&start_stats, &end_stats),
+        link_estimates,
         latency_ms: report::LatencySummary::of(&latency),
         tracks: report::Tracks {
             expected,

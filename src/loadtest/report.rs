@@ -20,6 +20,9 @@ pub struct Report {
     pub delivery: Delivery,
     /// Video frames received in the window per picture width (the simulcast layer).
     pub layers: Vec<LayerShare>,
+    /// With `--subscriber-cap` and `--start-server`: the server's estimates of the capped
+    /// links (`links.rs`).
+    pub link_estimates: Option<super::links::LinkEstimates>,
     pub latency_ms: LatencySummary,
     pub tracks: Tracks,
     pub server: Option<ServerCost>,
@@ -53,6 +56,9 @@ pub struct Scenario {
     pub subscriber_cap_bps: Option<u32>,
     pub subscriber_queue_ms: Option<f64>,
     pub subscriber_burst_bytes: Option<u32>,
+    /// `--subscriber-cap-step`: seconds into the window, and the new cap.
+    pub subscriber_cap_step_s: Option<f64>,
+    pub subscriber_cap_step_bps: Option<u32>,
     pub seed: u64,
     pub threads: usize,
 }
@@ -379,6 +385,37 @@ impl Report {
                     s.subscriber_burst_bytes.unwrap_or_default()
                 ),
             );
+        }
+        if let (Some(at), Some(cap)) = (s.subscriber_cap_step_s, s.subscriber_cap_step_bps) {
+            row(
+                "  then stepped",
+                format!("to {} kbit/s {at:.0} s into the window", cap / 1000),
+            );
+        }
+        if let Some(links) = &self.link_estimates {
+            let kbps = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.0}", v / 1000.0));
+            row(
+                "server's link estimates",
+                format!(
+                    "{} subscribers; at the end p50 {} kbit/s (max {})",
+                    links.subscribers,
+                    kbps(links.final_bps.p50),
+                    kbps(links.final_bps.max)
+                ),
+            );
+            if let (Some(before), Some(took)) = (&links.before_step_bps, &links.convergence_s) {
+                let s = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} s"));
+                row(
+                    "  through the step",
+                    format!(
+                        "p50 {} kbit/s before; within 25 % of the new cap after p50 {}, max {} ({} never)",
+                        kbps(before.p50),
+                        s(took.p50),
+                        s(took.max),
+                        links.not_converged
+                    ),
+                );
+            }
         }
         row(
             "video layers received",

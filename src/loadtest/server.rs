@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 
+/// The server's log filter when its estimates are wanted: the "subscriber link" lines of
+/// sfu/src/congestion.rs (at most one per subscriber per 5 % move or second).
+const LINK_LOG: &str = "info,switchboard_sfu::congestion=debug";
+
 /// Name of the forwarded-packets counter the server exports.
 pub const FORWARDED_METRIC: &str = "switchboard_packets_forwarded_total";
 
@@ -21,9 +25,9 @@ pub struct StartedServer {
 
 impl StartedServer {
     /// Runs this binary's `serve --dev` on free loopback ports with a fresh data directory
-    /// and waits for its ready line.
-    /// Starts `serve --dev`, estimating subscribers' bandwidth or not (`on`/`off`).
-    pub fn start(bandwidth_estimation: &str) -> anyhow::Result<StartedServer> {
+    /// and waits for its ready line; estimating subscribers' bandwidth or not (`on`/`off`),
+    /// and with `link_log` logging each estimate (`links.rs` reads them back).
+    pub fn start(bandwidth_estimation: &str, link_log: bool) -> anyhow::Result<StartedServer> {
         let exe = std::env::current_exe().context("cannot find the switchboard binary")?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -55,6 +59,7 @@ impl StartedServer {
             ])
             .arg("--data-dir")
             .arg(&data_dir)
+            .args(["--log", if link_log { LINK_LOG } else { "info" }])
             // Every simulated client comes from 127.0.0.1: the per-address bounds meant for
             // one real client would stop the load at its first few hundred participants.
             .args([
@@ -99,6 +104,12 @@ impl StartedServer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> anyhow::Result<String> {
+        let path = self.data_dir.join("server.log");
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
     }
 
     /// SIGTERM, then up to 10 s for a graceful exit, then SIGKILL.

@@ -243,6 +243,7 @@ async fn join(plan: &Plan, shared: &Shared, driver: Driver) -> anyhow::Result<Pa
         started: Some(started),
         downlink: shared
             .subscriber_downlink
+            .clone()
             .filter(|_| plan.role == Role::Subscriber),
         ..JoinOptions::default()
     };

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Draws a constrained-link timeline (web/tools/constrained-link.mjs --timeline) as an SVG:
-// the server's estimate of the subscriber's link, what the subscriber received (kbit/s), and
-// the width of the frames it decoded (the simulcast layer), over time, with the cap's events.
+// Draws a constrained-link timeline (web/tools/constrained-link.mjs --timeline, or the load
+// tester's `switchboard loadtest … --timeline`) as an SVG: the server's estimate of the
+// subscriber's link, what the subscriber received (kbit/s), and the width of the frames it
+// decoded (the simulcast layer; the load tester's: received), over time, with the cap's events.
 //
 //   node web/tools/timeline-svg.mjs timeline.json docs/images/constrained-timeline.svg
 import { readFileSync, writeFileSync } from 'node:fs';
