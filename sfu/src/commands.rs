@@ -268,7 +268,10 @@ impl Worker {
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
             // The allocator already starts from the initial estimate (see `join`).
-            part.congestion = Some(Box::new(crate::congestion::Congestion::new(self.now)));
+            part.congestion = Some(Box::new(crate::congestion::Congestion::new(
+                self.now,
+                crate::congestion::TRANSPORT_CC_ID,
+            )));
         }
         // An answer without transport-wide feedback: none will come, nothing limits layers.
         let unlimited = part.congestion.is_none() && part.allocator.estimate.is_some();

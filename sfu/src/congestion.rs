@@ -45,6 +45,8 @@ const PROBE_BURST_MAX: u64 = 16;
 
 /// The subscriber side of congestion control on one subscriber PC.
 pub(crate) struct Congestion {
+    /// The header extension id the peer knows transport-wide numbers by.
+    extension_id: u8,
     next_seq: u64,
     /// The origin of the receiver's clock in feedback (only differences matter).
     time_zero: Instant,
@@ -77,8 +79,10 @@ struct ProbeRun {
 }
 
 impl Congestion {
-    pub fn new(now: Instant) -> Self {
+    /// Congestion control for a peer that knows transport-wide numbers by `extension_id`.
+    pub fn new(now: Instant, extension_id: u8) -> Self {
         Self {
+            extension_id,
             next_seq: 0,
             time_zero: now,
             feedback_seq: 0,
@@ -94,7 +98,7 @@ impl Congestion {
         let seq = self.next_seq;
         self.next_seq += 1;
         let stamped = TransportSeq {
-            id: TRANSPORT_CC_ID,
+            id: self.extension_id,
             seq: seq as u16,
         };
         (seq, stamped)
@@ -207,7 +211,13 @@ impl Congestion {
 
 /// Offers transport-wide sequence numbers in every m-section of a subscriber offer.
 pub(crate) fn offer_transport_cc(sdp: &str) -> String {
-    let line = format!("a=extmap:{TRANSPORT_CC_ID} {TRANSPORT_CC_URI}\r\n");
+    with_transport_cc(sdp, TRANSPORT_CC_ID)
+}
+
+/// Adds transport-wide sequence numbers under `id` to every m-section of `sdp` (our offer,
+/// or our answer to a viewer that offered them).
+pub(crate) fn with_transport_cc(sdp: &str, id: u8) -> String {
+    let line = format!("a=extmap:{id} {TRANSPORT_CC_URI}\r\n");
     let mut out = String::with_capacity(sdp.len() + 128);
     for piece in sdp.split_inclusive('\n') {
         out.push_str(piece);
@@ -220,13 +230,17 @@ pub(crate) fn offer_transport_cc(sdp: &str) -> String {
 
 /// Whether a subscriber's answer kept the transport-wide sequence numbers we offered.
 pub(crate) fn answer_accepts_transport_cc(sdp: &str) -> bool {
-    sdp.lines().any(|line| {
-        line.strip_prefix("a=extmap:")
-            .and_then(|rest| rest.split_once(' '))
-            .is_some_and(|(id, uri)| {
-                id.split('/').next() == Some(&TRANSPORT_CC_ID.to_string())
-                    && uri.trim() == TRANSPORT_CC_URI
-            })
+    transport_cc_id(sdp) == Some(TRANSPORT_CC_ID)
+}
+
+/// The id `sdp` gives transport-wide sequence numbers, if one our send path can write
+/// (1–14: the one-byte header form).
+pub(crate) fn transport_cc_id(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+        let id: u8 = id.split('/').next()?.parse().ok()?;
+        let uri = uri.split_whitespace().next()?;
+        (uri == TRANSPORT_CC_URI && (1..=14).contains(&id)).then_some(id)
     })
 }
 
@@ -403,6 +417,14 @@ mod tests {
         assert!(!answer_accepts_transport_cc(
             &answer.replace("extmap:3", "extmap:5")
         ));
+        // A viewer's offer names its own id, which the answer then uses.
+        let viewer = answer.replace("extmap:3", "extmap:5/sendrecv");
+        assert_eq!(transport_cc_id(&viewer), Some(5));
+        assert_eq!(
+            transport_cc_id(&answer.replace("extmap:3", "extmap:15")),
+            None
+        );
+        assert!(with_transport_cc(offer, 5).contains("a=mid:0\r\na=extmap:5 http://"));
     }
 
     /// A TWCC message (RFC draft-holmer §3.1) naming `count` packets from `base`, all lost:
@@ -425,7 +447,7 @@ mod tests {
     #[test]
     fn a_receiver_naming_thousands_of_packets_costs_a_bounded_buffer() {
         let t0 = Instant::now();
-        let mut congestion = Congestion::new(t0);
+        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
         for _ in 0..8000 {
             congestion.next();
         }
@@ -433,7 +455,7 @@ mod tests {
         assert_eq!(congestion.feedback_seq, MAX_REPORTED as u64 - 1);
         assert!(congestion.results.capacity() <= 2 * MAX_REPORTED);
         // Numbers never sent say nothing, however many are claimed.
-        let mut fresh = Congestion::new(t0);
+        let mut fresh = Congestion::new(t0, TRANSPORT_CC_ID);
         fresh.next();
         fresh.feedback(t0, all_lost(0, 8000));
         assert_eq!(fresh.results.len(), 1);
@@ -443,7 +465,7 @@ mod tests {
     fn a_probe_stops_padding_as_soon_as_the_link_shows_overuse() {
         let t0 = Instant::now();
         let ms = |n: u64| Duration::from_millis(n);
-        let mut congestion = Congestion::new(t0);
+        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
         congestion.estimator.on_feedback(t0, &[]);
         assert!(congestion.start_probe(t0, 300_000, 1_000_000));
         assert!(congestion.padding_due(t0 + ms(20)).is_some_and(|n| n > 0));
@@ -472,7 +494,7 @@ mod tests {
     #[test]
     fn numbers_run_on_and_feedback_for_numbers_never_sent_is_ignored() {
         let t0 = Instant::now();
-        let mut congestion = Congestion::new(t0);
+        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
         let (first, stamped) = congestion.next();
         assert_eq!((first, stamped.seq, stamped.id), (0, 0, TRANSPORT_CC_ID));
         assert_eq!(congestion.next().0, 1);

@@ -31,6 +31,9 @@ impl Worker {
         )?;
         let offer =
             SdpOffer::from_sdp_string(sdp).map_err(|e| crate::sdp_guard::parse_error(sdp, &e))?;
+        let feedback =
+            crate::congestion::transport_cc_id(sdp).filter(|_| self.limits.bandwidth_estimation);
+        let now = self.now;
         let Some(part) = self.parts[slot].as_mut() else {
             return Err(SfuError::UnknownParticipant(key.to_owned()));
         };
@@ -74,7 +77,21 @@ impl Worker {
                 .map(|s| s.ssrc());
             part.add_down_track(DownTrack::fixed(kind, mid, ssrc));
         }
-        let answer = answer.to_sdp_string();
+        let answer = match feedback {
+            // The viewer offered transport-wide feedback: answered, our send path stamps its
+            // packets under the viewer's id, and the link is estimated as a subscriber's.
+            Some(id) => {
+                part.congestion = Some(Box::new(crate::congestion::Congestion::new(now, id)));
+                crate::congestion::with_transport_cc(&answer.to_sdp_string(), id)
+            }
+            // No feedback will come: nothing limits its layers (as for a subscriber whose
+            // answer has none).
+            None => {
+                part.allocator.estimate = None;
+                part.allocator.provisional = false;
+                answer.to_sdp_string()
+            }
+        };
         self.drain(slot, PeerRole::Subscriber);
         self.attach_viewer(slot);
         Ok(answer)
@@ -236,5 +253,62 @@ impl Worker {
         api.set_local_ice_credentials(local.clone());
         self.drain(slot, role);
         Ok((local.ufrag, local.pass))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use str0m::media::{Direction, MediaKind};
+
+    use crate::worker::testing;
+
+    /// A player's offer: audio and video to receive, with str0m's standard header
+    /// extensions (transport-wide numbers under id 3, as Chromium's).
+    fn player_offer() -> String {
+        crate::rtc_config::install_crypto();
+        let mut rtc = str0m::Rtc::builder().build(Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    const TWCC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+    #[test]
+    fn a_player_offering_transport_wide_feedback_gets_its_link_estimated() {
+        let offer = player_offer();
+        assert!(offer.contains(TWCC), "{offer}");
+        let mut worker = testing::worker();
+        let _events = testing::join(&mut worker, "PA_a");
+        let answer = worker.viewer_offer("PA_a", &offer).expect("answered");
+        assert_eq!(
+            answer.matches(&format!("a=extmap:3 {TWCC}")).count(),
+            2,
+            "{answer}"
+        );
+        let part = worker.parts[0].as_ref().expect("joined");
+        assert!(part.congestion.is_some());
+        assert!(part.allocator.estimate.is_some());
+    }
+
+    #[test]
+    fn a_player_without_it_is_not_held_to_a_guess() {
+        let offer: String = player_offer()
+            .split_inclusive('\n')
+            .filter(|line| !line.contains(TWCC))
+            .collect();
+        let mut worker = testing::worker();
+        let _events = testing::join(&mut worker, "PA_a");
+        let answer = worker.viewer_offer("PA_a", &offer).expect("answered");
+        assert!(!answer.contains(TWCC), "{answer}");
+        let part = worker.parts[0].as_ref().expect("joined");
+        assert!(part.congestion.is_none());
+        // Before: the starting estimate stayed, provisional, and kept the top layer away.
+        assert_eq!(part.allocator.estimate, None);
+        assert!(!part.allocator.provisional);
     }
 }

@@ -257,6 +257,9 @@ test('a browser watches over WHEP while livekit-client publishes, and follows th
   assert.match(result.location, /^\/whep\/\S+$/);
   const framesAtLeast = async (n, what) => pollPage(player, what, whepStats, undefined, (s) => s.frames >= n && s.audio > 0);
   await framesAtLeast(20, 'decodes Alice\'s video and receives her audio');
+  // Its offer carried transport-wide feedback, so the server estimates its link and probes
+  // up to Alice's top simulcast layer (without an estimate it stayed on the middle one).
+  await pollPage(player, 'gets Alice\'s top layer (1280 wide)', whepStats, undefined, (s) => s.width >= 1280, 25_000);
 
   // An ICE restart of the player (new credentials, new candidates): the server's media follows
   // it to the new connection.
