@@ -215,6 +215,21 @@ impl LayerChoice {
     }
 }
 
+/// How packets of one of the publisher's payload types go to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PtOut {
+    /// The publisher's payload type.
+    pub from: Pt,
+    /// The subscriber's for the same codec.
+    pub to: Pt,
+    /// RED is unwrapped on the way (the subscriber did not negotiate it).
+    pub de_red: bool,
+    /// Its codec is negotiated with NACK, so what was sent is kept to answer (video always
+    /// is). str0m keeps our side's feedback flags, not the answer's: for Opus this says we
+    /// offered it, and a subscriber that answered without it costs a second of history.
+    pub nack: bool,
+}
+
 /// A track this participant receives from another participant of the room.
 pub(crate) struct DownTrack {
     pub track_sid: String,
@@ -224,9 +239,8 @@ pub(crate) struct DownTrack {
     pub kind: TrackKind,
     pub state: OutState,
     pub ssrc: Option<Ssrc>,
-    /// The publisher's payload types and the subscriber's for them, and whether RED is
-    /// unwrapped on the way (`forward.rs`).
-    pub pt_map: Vec<(Pt, Pt, bool)>,
+    /// The publisher's payload types and how each goes to the subscriber (`forward.rs`).
+    pub pt_map: Vec<PtOut>,
     pub layer: LayerChoice,
     /// What the subscriber asked of this track.
     pub settings: TrackSettings,

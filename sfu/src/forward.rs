@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::api::PeerEvent;
 use crate::codec::starts_keyframe;
-use crate::down_track::{PacketLayer, Verdict};
+use crate::down_track::{PacketLayer, PtOut, Verdict};
 use crate::ids::{DownTrackId, TrackId};
 use crate::layer_meter::Temporal;
 use crate::media::KeyframeWant;
@@ -271,13 +271,19 @@ impl Worker {
                 }
             }
             let marker = down.layer.marker(layer, packet.header.marker);
-            let Some((pt_out, de_red)) = down_track_pt(
+            let Some(PtOut {
+                to: pt_out,
+                de_red,
+                nack,
+                ..
+            }) = down_track_pt(
                 &mut down.pt_map,
                 pt,
                 incoming.params,
                 incoming.red.is_some(),
                 &subscriber.subscriber.rtc,
-            ) else {
+            )
+            else {
                 continue;
             };
             let payload: &[u8] = match (de_red, incoming.red) {
@@ -330,7 +336,7 @@ impl Worker {
                         self.sink.send(datagram, to);
                     }
                     down.send
-                        .sent(&rtp, &packet.payload, now, incoming.is_video);
+                        .sent(&rtp, &packet.payload, now, incoming.is_video || nack);
                 }
                 _ => {
                     let mut api = peer.rtc.direct_api();
@@ -350,7 +356,7 @@ impl Worker {
                     stream.write_rtp(
                         RtpWrite::new(pt_out, seq.into(), ts, now, payload)
                             .marker(marker)
-                            .nackable(incoming.is_video),
+                            .nackable(incoming.is_video || nack),
                     );
                     down.send.str0m_written = Some(now);
                     // Sent now, not at the turn's end, so it leaves in order with the
@@ -439,24 +445,31 @@ impl Worker {
     }
 }
 
-/// The subscriber's payload type for the publisher's `pt`, resolved once per down-track,
-/// and whether RED (`red`: the publisher's packets are) must be unwrapped for it: a
-/// subscriber that did not negotiate RED gets the codec it wraps.
+/// How the publisher's `pt` goes to the subscriber, resolved once per down-track: its
+/// payload type there, whether RED (`red`: the publisher's packets are) must be unwrapped
+/// for it (a subscriber that did not negotiate RED gets the codec it wraps), and whether it
+/// NACKs the codec.
 fn down_track_pt(
-    map: &mut Vec<(Pt, Pt, bool)>,
+    map: &mut Vec<PtOut>,
     pt: Pt,
     params: PayloadParams,
     red: bool,
     subscriber: &str0m::Rtc,
-) -> Option<(Pt, bool)> {
-    if let Some(&(_, out, de_red)) = map.iter().find(|(i, _, _)| *i == pt) {
-        return Some((out, de_red));
+) -> Option<PtOut> {
+    if let Some(&out) = map.iter().find(|o| o.from == pt) {
+        return Some(out);
     }
     let theirs = subscriber.codec_config().match_params(params)?;
-    let (out, de_red) = match theirs.red() {
+    let (to, de_red) = match theirs.red() {
         Some(red_pt) if red => (red_pt, false),
         _ => (theirs.pt(), red),
     };
-    map.push((pt, out, de_red));
-    Some((out, de_red))
+    let out = PtOut {
+        from: pt,
+        to,
+        de_red,
+        nack: theirs.fb_nack(),
+    };
+    map.push(out);
+    Some(out)
 }

@@ -43,7 +43,8 @@ pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
 /// A peer in RTP mode (packets forwarded as packets), ICE-lite (the server is never the
 /// controlling agent), with the codecs browsers offer, and RED for Opus: a publisher that
 /// sends it has it passed on to the subscribers that negotiated it, and unwrapped for the
-/// others (`red.rs`).
+/// others (`red.rs`). Opus is offered with NACK (as mediasoup does): a subscriber that
+/// keeps it asks for lost audio, which our send path keeps for a second to answer.
 fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
     let builder = match dtls {
         DtlsPeers::Ecdsa => RtcConfig::new().set_crypto_provider(switchboard_dtls::provider()),
@@ -51,7 +52,7 @@ fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
             RtcConfig::new().set_crypto_provider(crate::dtls_openssl::provider())
         }
     };
-    builder
+    let mut config = builder
         .set_rtp_mode(true)
         .set_ice_lite(true)
         .clear_codecs()
@@ -67,5 +68,11 @@ fn new_rtc(exts: ExtensionMap, dtls: DtlsPeers) -> RtcConfig {
         // packets are ~1.1 s of 2.5 Mbit/s video (~130 KB per subscriber stream); subscriber
         // streams also get a one-second age limit when they open (`media.rs`,
         // `VIDEO_HISTORY_AGE`). (str0m's default of 1000 was ~430 KB per subscriber stream.)
-        .set_send_buffer_video(300)
+        .set_send_buffer_video(300);
+    for params in config.codec_config().iter_mut() {
+        if params.spec().codec == str0m::format::Codec::Opus {
+            params.set_fb_nack(true);
+        }
+    }
+    config
 }

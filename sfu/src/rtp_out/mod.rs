@@ -26,9 +26,10 @@ use crate::vp8_ids::Vp8Patch;
 /// audio with video by). str0m reports every second for video, every five for audio.
 pub(crate) const STR0M_REFRESH: Duration = Duration::from_millis(500);
 
-/// A video stream keeps what it sent in the last [`HISTORY_AGE`] for retransmission, in a
-/// ring that starts at [`HISTORY_MIN`] entries and doubles while it would drop packets
-/// younger than that, up to [`HISTORY_MAX`] (2.5 Mbit/s video needs 512). Entries are a
+/// A stream keeps what it sent in the last [`HISTORY_AGE`] for retransmission, in a ring
+/// that starts at [`HISTORY_MIN`] entries and doubles while it would drop packets younger
+/// than that, up to [`HISTORY_MAX`] (2.5 Mbit/s video needs 512, Opus at 50 packets a
+/// second 64). Entries are a
 /// few dozen bytes: the payload is shared with every other subscriber of the track.
 const HISTORY_AGE: Duration = Duration::from_secs(1);
 const HISTORY_MIN: usize = 32;
@@ -208,6 +209,8 @@ struct Sent {
     pt: u8,
     marker: bool,
     payload: Arc<[u8]>,
+    /// Where in `payload` what was sent starts (after a RED header that was unwrapped).
+    payload_at: usize,
     at: Instant,
     /// Resent with the same number: a packet is encrypted again only with the header it
     /// had (the SRTP index, hence the AEAD nonce, stays the same).
@@ -216,15 +219,20 @@ struct Sent {
     vp8: Option<Vp8Patch>,
 }
 
-/// The recently sent packets of one video stream, by sequence number.
+/// The recently sent packets of one stream, by sequence number.
 #[derive(Default)]
 pub(crate) struct History {
-    /// Allocated at the first packet (audio streams never keep one).
+    /// Allocated at the first packet.
     slots: Vec<Option<Sent>>,
 }
 
 impl History {
+    /// Keeps `rtp`, whose payload is `payload` or a tail of it (audio unwrapped from RED).
     pub(crate) fn record(&mut self, rtp: &RtpOut<'_>, payload: &Arc<[u8]>, at: Instant) {
+        let payload_at = (rtp.payload.as_ptr() as usize)
+            .checked_sub(payload.as_ptr() as usize)
+            .filter(|at| at + rtp.payload.len() <= payload.len())
+            .unwrap_or(0);
         if self.slots.is_empty() {
             self.slots.resize_with(HISTORY_MIN, || None);
         }
@@ -242,6 +250,7 @@ impl History {
             pt: rtp.pt,
             marker: rtp.marker,
             payload: Arc::clone(payload),
+            payload_at,
             at,
             transport: rtp.transport,
             vp8: rtp.vp8,
@@ -286,7 +295,7 @@ impl History {
                 marker: sent.marker,
                 seq: sent.seq,
                 timestamp: sent.timestamp,
-                payload: &sent.payload,
+                payload: sent.payload.get(sent.payload_at..).unwrap_or(&sent.payload),
                 transport: sent.transport,
                 padding: 0,
                 vp8: sent.vp8,
@@ -365,6 +374,31 @@ mod tests {
         found.clear();
         history.find(7, wanted.into_iter(), at(1850), |r| found.push(r.seq));
         assert_eq!(found, [70_032]);
+    }
+
+    #[test]
+    fn audio_unwrapped_from_red_is_resent_unwrapped() {
+        let mut history = History::default();
+        // A RED packet whose primary block starts at byte 5; the subscriber got only that.
+        let red: Arc<[u8]> = Arc::from(&[0x6f, 0, 0, 0, 0x6f, 0xf8, 0xff, 0xfe][..]);
+        let sent = RtpOut {
+            ssrc: 7,
+            pt: 111,
+            marker: false,
+            seq: 3,
+            timestamp: 960,
+            payload: &red[5..],
+            transport: None,
+            padding: 0,
+            vp8: None,
+        };
+        let now = Instant::now();
+        history.record(&sent, &red, now);
+        let mut resent = Vec::new();
+        history.find(7, [3u16].into_iter(), now, |r| {
+            resent.push(r.payload.to_vec())
+        });
+        assert_eq!(resent, vec![vec![0xf8, 0xff, 0xfe]]);
     }
 
     #[test]

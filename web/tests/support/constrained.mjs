@@ -100,6 +100,21 @@ async function inboundVideo(identity) {
   return out;
 }
 
+/** The subscriber's inbound audio from the publisher: {packetsReceived, packetsLost, nackCount}. */
+export function sampleAudio(call) {
+  return call.subscriber.page.evaluate(async (identity) => {
+    const p = window.demo.room.remoteParticipants.get(identity);
+    const pub = p && [...p.trackPublications.values()].find((x) => x.kind === 'audio' && x.track);
+    const report = pub && await pub.track.getRTCStatsReport();
+    const out = { packetsReceived: 0, packetsLost: 0, nackCount: 0 };
+    report?.forEach((s) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'audio') return;
+      for (const k of Object.keys(out)) out[k] += s[k] || 0;
+    });
+    return out;
+  }, call.publisher.identity);
+}
+
 export function sampleSubscriber(call) {
   return call.subscriber.page.evaluate(inboundVideo, call.publisher.identity);
 }
