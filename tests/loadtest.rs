@@ -153,9 +153,9 @@ fn run_loadtest(args: &[&str]) -> (Value, String) {
     (report, stdout)
 }
 
-/// One room, a 720p simulcast publisher and two subscribers for `seconds`; with `cap` each
-/// subscriber's downlink is capped. Returns the report.
-fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
+/// One room, a 720p simulcast publisher and two subscribers for `seconds`, with `extra`
+/// options (a cap on the subscribers' links). Returns the report and the table.
+fn simulcast_run(seconds: u32, extra: &[&str]) -> (Value, String) {
     let duration = format!("{seconds}s");
     let mut args = vec![
         "--video-publishers",
@@ -168,15 +168,13 @@ fn simulcast_run(cap: Option<&str>, seconds: u32) -> Value {
         "--duration",
         duration.as_str(),
     ];
-    if let Some(cap) = cap {
-        args.extend(["--subscriber-cap", cap]);
-    }
+    args.extend(extra);
     let (report, stdout) = run_loadtest(&args);
     assert!(
         stdout.contains("video layers received"),
         "no layer row in the table:\n{stdout}"
     );
-    report
+    (report, stdout)
 }
 
 /// Frames received at `width` in the window.
@@ -194,7 +192,7 @@ fn frames_at(report: &Value, width: u64) -> u64 {
 fn a_capped_subscriber_link_gets_lower_layers_and_an_uncapped_one_the_top() {
     // q 320 wide at 250 kbit/s, h 640 at 625 kbit/s, f 1280 at 2.5 Mbit/s: behind 400 kbit/s
     // only q fits; the server must find that from the subscribers' feedback alone.
-    let capped = simulcast_run(Some("400k"), 8);
+    let (capped, _) = simulcast_run(8, &["--subscriber-cap", "400k"]);
     assert_eq!(number(&capped, "scenario.subscriber_cap_bps"), 400_000.0);
     assert!(
         frames_at(&capped, 320) > 0,
@@ -205,7 +203,7 @@ fn a_capped_subscriber_link_gets_lower_layers_and_an_uncapped_one_the_top() {
         0,
         "no f frames behind the cap: {capped:#}"
     );
-    let open = simulcast_run(None, 10);
+    let (open, _) = simulcast_run(10, &[]);
     assert!(
         field(&open, "scenario.subscriber_cap_bps").is_null(),
         "{open:#}"
@@ -222,23 +220,17 @@ fn a_cap_step_is_followed_by_the_servers_estimate_and_the_timeline_shows_it() {
     let timeline = dir.path().join("timeline.json");
     let timeline_arg = timeline.to_string_lossy().into_owned();
     // 3 Mbit/s, then 500 kbit/s 6 s into a 14 s window.
-    let (report, stdout) = run_loadtest(&[
-        "--video-publishers",
-        "1",
-        "--simulcast",
-        "--preset",
-        "high",
-        "--subscribers",
-        "2",
-        "--duration",
-        "14s",
-        "--subscriber-cap",
-        "3M",
-        "--subscriber-cap-step",
-        "6s:500k",
-        "--timeline",
-        &timeline_arg,
-    ]);
+    let (report, stdout) = simulcast_run(
+        14,
+        &[
+            "--subscriber-cap",
+            "3M",
+            "--subscriber-cap-step",
+            "6s:500k",
+            "--timeline",
+            &timeline_arg,
+        ],
+    );
     assert!(stdout.contains("through the step"), "{stdout}");
     assert_eq!(
         number(&report, "scenario.subscriber_cap_step_bps"),
