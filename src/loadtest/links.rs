@@ -33,11 +33,13 @@ pub struct Estimate {
 }
 
 /// The "subscriber link" lines of `log`, timed from `window_start`.
-pub fn parse_estimates(log: &str, window_start: DateTime<Utc>) -> Vec<Estimate> {
-    log.lines()
-        .filter(|line| line.contains("subscriber link"))
+pub fn parse_estimates(
+    log: impl Iterator<Item = String>,
+    window_start: DateTime<Utc>,
+) -> Vec<Estimate> {
+    log.filter(|line| line.contains("subscriber link"))
         .filter_map(|line| {
-            let plain = strip_ansi(line);
+            let plain = strip_ansi(&line);
             let mut words = plain.split_whitespace();
             let at = DateTime::parse_from_rfc3339(words.next()?).ok()?;
             let field = |name: &str| {
@@ -353,7 +355,7 @@ mod tests {
             log_line("2026-12-05T21:00:08.000000Z", "PA_other", 550_000),
         ]
         .join("\n");
-        let estimates = parse_estimates(&log, start);
+        let estimates = parse_estimates(log.lines().map(str::to_owned), start);
         assert_eq!(estimates.len(), 6);
         assert_eq!(estimates[0].t, -0.5);
         assert_eq!(estimates[0].participant, "PA_a");

@@ -436,7 +436,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         .collect();
     let link_estimates = match (&started, args.subscriber_cap) {
         (Some(server), Some(_)) => {
-            let estimates = links::parse_estimates(&server.log()?, window_wall);
+            let estimates = links::parse_estimates(server.log()?, window_wall);
             if let Some(path) = &args.timeline {
                 watch.write_timeline(path, &estimates, &end_stats)?;
             }

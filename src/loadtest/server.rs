@@ -106,10 +106,13 @@ impl StartedServer {
         self.child.id()
     }
 
-    /// What the server logged so far.
-    pub fn log(&self) -> anyhow::Result<String> {
+    /// What the server logged so far, line by line (a long run's log need not fit in
+    /// memory).
+    pub fn log(&self) -> anyhow::Result<impl Iterator<Item = String>> {
         let path = self.data_dir.join("server.log");
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(BufReader::new(file).lines().map_while(Result::ok))
     }
 
     /// SIGTERM, then up to 10 s for a graceful exit, then SIGKILL.
