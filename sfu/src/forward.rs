@@ -335,6 +335,9 @@ impl Worker {
                     if !withheld {
                         self.sink.send(datagram, to);
                     }
+                    if incoming.layer.keyframe {
+                        down.send.history.keyframe_at(seq);
+                    }
                     down.send
                         .sent(&rtp, &packet.payload, now, incoming.is_video || nack);
                 }

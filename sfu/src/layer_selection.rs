@@ -102,6 +102,14 @@ impl Worker {
             let target = target.map(|step| step.quality);
             let before = down.layer.wanted();
             if down.layer.set_target(target) && down.kind == crate::api::TrackKind::Video {
+                tracing::debug!(
+                    participant = %part.key,
+                    track = %down.track_sid,
+                    ?allocation,
+                    estimate = ?part.allocator.estimate,
+                    congested = part.allocator.congested,
+                    "layer target"
+                );
                 let direction = match (target, before) {
                     (None, _) => "off",
                     (Some(q), b) if b != 0 && crate::published_track::bit(q) < b => "down",

@@ -224,6 +224,12 @@ struct Sent {
 pub(crate) struct History {
     /// Allocated at the first packet.
     slots: Vec<Option<Sent>>,
+    /// The first packet of the last keyframe sent: nothing before it is resent. A decoder
+    /// that has the keyframe needs nothing older, and after a switch down to a layer that
+    /// fits the link, resends of the layer it left would take the room the new layer's
+    /// keyframe needs (its own lost packets then find no allowance, and the picture stays
+    /// frozen until the browser asks for a keyframe itself, 3 s on).
+    floor: u64,
 }
 
 impl History {
@@ -257,6 +263,11 @@ impl History {
         });
     }
 
+    /// `seq` starts a keyframe: what was sent before it is no longer resent.
+    pub(crate) fn keyframe_at(&mut self, seq: u64) {
+        self.floor = self.floor.max(seq);
+    }
+
     fn grow(&mut self) {
         let mut slots: Vec<Option<Sent>> = Vec::new();
         slots.resize_with(self.slots.len() * 2, || None);
@@ -269,7 +280,7 @@ impl History {
     }
 
     /// Calls `resend` with each packet of `seqs` (16-bit sequence numbers, as NACKs carry
-    /// them) still held and younger than [`HISTORY_AGE`].
+    /// them) still held, younger than [`HISTORY_AGE`] and not older than the last keyframe.
     pub(crate) fn find(
         &self,
         ssrc: u32,
@@ -286,7 +297,10 @@ impl History {
             let Some(sent) = &self.slots[usize::from(seq) % self.slots.len()] else {
                 continue;
             };
-            if sent.seq as u16 != seq || now.saturating_duration_since(sent.at) > HISTORY_AGE {
+            if sent.seq as u16 != seq
+                || sent.seq < self.floor
+                || now.saturating_duration_since(sent.at) > HISTORY_AGE
+            {
                 continue;
             }
             resend(&RtpOut {
@@ -374,6 +388,33 @@ mod tests {
         found.clear();
         history.find(7, wanted.into_iter(), at(1850), |r| found.push(r.seq));
         assert_eq!(found, [70_032]);
+    }
+
+    #[test]
+    fn nothing_older_than_the_last_keyframe_is_resent() {
+        let mut history = History::default();
+        let payload: Arc<[u8]> = Arc::from(&[1u8][..]);
+        let now = Instant::now();
+        for seq in 10..20 {
+            let rtp = RtpOut {
+                ssrc: 7,
+                pt: 96,
+                marker: false,
+                seq,
+                timestamp: 90,
+                payload: &payload,
+                transport: None,
+                padding: 0,
+                vp8: None,
+            };
+            if seq == 15 {
+                history.keyframe_at(seq);
+            }
+            history.record(&rtp, &payload, now);
+        }
+        let mut found = Vec::new();
+        history.find(7, 12..17, now, |r| found.push(r.seq));
+        assert_eq!(found, [15, 16]);
     }
 
     #[test]
