@@ -133,6 +133,9 @@ pub(crate) struct Allocator {
     /// feedback) confirms more. A publisher whose encoder is still ramping up sends a top
     /// layer that measures far below what it will cost in a second.
     pub provisional: bool,
+    /// The estimate is the receiver's measure of what reaches it (REMB): a paused track
+    /// would leave it nothing to measure and no way back, so the lowest layer stays.
+    pub never_pause: bool,
     /// The last allocation had an estimate. One made without (before the link was known)
     /// is no choice of the link's: the first estimate takes what it cannot carry away.
     had_estimate: bool,
@@ -212,7 +215,7 @@ impl Allocator {
                         chosen = before.allocation;
                     }
                 }
-                if chosen == Allocation::Paused && !self.congested {
+                if chosen == Allocation::Paused && (!self.congested || self.never_pause) {
                     // Pausing needs the link to show trouble, not only an estimate still
                     // finding its level (a new subscriber's, or one a single-layer track
                     // outgrows): the lowest layer goes until congestion says otherwise.

@@ -185,6 +185,12 @@ fn without_congestion_nothing_is_paused() {
     );
     allocator.congested = true;
     assert_eq!(allocator.allocate(t0, &[camera(&SIMULCAST)]), vec![Paused]);
+    // A receiver's own estimate (REMB) is never answered with a pause.
+    allocator.never_pause = true;
+    assert_eq!(
+        allocator.allocate(t0, &[camera(&SIMULCAST)]),
+        vec![Layer(0)]
+    );
 }
 
 #[test]

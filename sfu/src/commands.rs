@@ -156,6 +156,7 @@ impl Worker {
                     .then_some(crate::congestion::INITIAL_ESTIMATE),
             ),
             congestion: None,
+            remb: None,
             speaking: 0,
             quality: Default::default(),
             pending_offer: None,
@@ -273,8 +274,17 @@ impl Worker {
                 crate::congestion::TRANSPORT_CC_ID,
             )));
         }
-        // An answer without transport-wide feedback: none will come, nothing limits layers.
-        let unlimited = part.congestion.is_none() && part.allocator.estimate.is_some();
+        // An answer without transport-wide feedback but with REMB: the receiver estimates.
+        let remb = part.allocator.estimate.is_some() && crate::remb::negotiates_remb(sdp);
+        if part.congestion.is_none() && part.remb.is_none() && remb {
+            part.remb = Some(Box::new(crate::remb::RembLink::new(
+                self.now,
+                crate::remb::abs_send_time_id(sdp),
+            )));
+        }
+        // With neither, no feedback will come: nothing limits layers.
+        let unlimited =
+            part.congestion.is_none() && part.remb.is_none() && part.allocator.estimate.is_some();
         if unlimited {
             part.allocator.estimate = None;
             part.allocator.provisional = false;

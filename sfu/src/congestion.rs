@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::bwe::Estimator;
 use crate::participant::Slot;
-use crate::rtp_out::{RtpOut, TransportSeq};
+use crate::rtp_out::{RtpOut, Stamp, TransportSeq};
 use crate::worker::Worker;
 
 /// The extension id we offer transport-wide sequence numbers under: the one str0m's
@@ -38,6 +38,8 @@ const CONGESTING_LOSS: f64 = 0.1;
 const MAX_REPORTED: usize = 2048;
 /// Padding bytes per probe packet: RTP's most (the count is one byte).
 const PADDING: u8 = 255;
+/// Bits a padding packet counts for (its padding; headers are small change).
+const PADDING_BITS: u64 = PADDING as u64 * 8;
 /// Padding goes out in bursts this far apart while a probe runs.
 pub(crate) const PROBE_TICK: Duration = Duration::from_millis(5);
 /// At most this many padding packets per burst, however late the tick.
@@ -331,10 +333,16 @@ impl Worker {
         let now = self.now;
         let mut probing = std::mem::take(&mut self.probing);
         probing.retain(|&slot| {
-            let due = self.parts[slot]
-                .as_mut()
-                .and_then(|p| p.congestion.as_mut())
-                .and_then(|c| c.padding_due(now));
+            let due = self.parts[slot].as_mut().and_then(|p| {
+                let (sending, deficit) = (p.allocator.allocated(), p.allocator.deficit());
+                match (p.congestion.as_mut(), p.remb.as_mut()) {
+                    (Some(c), _) => c.padding_due(now),
+                    (None, Some(remb)) => remb
+                        .padding_due(now, sending, deficit, PADDING_BITS)
+                        .filter(|_| deficit > 0),
+                    (None, None) => None,
+                }
+            });
             match due {
                 Some(count) => {
                     self.send_padding(slot, count);
@@ -358,9 +366,9 @@ impl Worker {
         let (Some(direct), Some(to)) = (&part.subscriber.direct, part.subscriber.media_to) else {
             return;
         };
-        let Some(congestion) = part.congestion.as_mut() else {
+        if part.congestion.is_none() && part.remb.is_none() {
             return;
-        };
+        }
         let Some(down) = part.down_tracks.iter_mut().flatten().find(|d| {
             (d.frame_end || d.paused)
                 && d.kind == crate::api::TrackKind::Video
@@ -375,7 +383,14 @@ impl Worker {
             let Some((seq, timestamp)) = down.rewriter.pad() else {
                 return;
             };
-            let (transport_seq, stamped) = congestion.next();
+            let (transport_seq, stamp) = match (part.congestion.as_mut(), &part.remb) {
+                (Some(congestion), _) => {
+                    let (seq, stamped) = congestion.next();
+                    (Some(seq), Some(Stamp::Transport(stamped)))
+                }
+                (None, Some(remb)) => (None, remb.stamp(now)),
+                (None, None) => return,
+            };
             let rtp = RtpOut {
                 ssrc: *ssrc,
                 pt,
@@ -383,14 +398,18 @@ impl Worker {
                 seq,
                 timestamp,
                 payload: &[],
-                transport: Some(stamped),
+                stamp,
                 padding: PADDING,
                 vp8: None,
             };
             let datagram = direct.packet(self.sink.buffer(), &rtp);
-            congestion
-                .estimator
-                .on_sent(transport_seq, now, datagram.len(), true);
+            if let (Some(congestion), Some(transport_seq)) =
+                (part.congestion.as_mut(), transport_seq)
+            {
+                congestion
+                    .estimator
+                    .on_sent(transport_seq, now, datagram.len(), true);
+            }
             self.metrics.datagram_out(&datagram);
             self.sink.send(datagram, to);
         }

@@ -20,7 +20,7 @@ use crate::media::KeyframeWant;
 use crate::participant::Slot;
 use crate::published_track::{bit, Arrival};
 use crate::red;
-use crate::rtp_out::{self, DropEvery, RtpOut, StreamSend};
+use crate::rtp_out::{self, DropEvery, RtpOut, Stamp, StreamSend};
 use crate::vp8_ids;
 use crate::vp9_svc;
 use crate::worker::Worker;
@@ -310,6 +310,11 @@ impl Worker {
             match (&peer.direct, peer.media_to) {
                 (Some(direct), Some(to)) if !down.send.str0m_due(now) => {
                     let transport = subscriber.congestion.as_mut().map(|c| c.next());
+                    let stamp = match (transport, &subscriber.remb) {
+                        (Some((_, stamped)), _) => Some(Stamp::Transport(stamped)),
+                        (None, Some(remb)) => remb.stamp(now),
+                        (None, None) => None,
+                    };
                     let rtp = RtpOut {
                         ssrc: *ssrc_out,
                         pt: *pt_out,
@@ -317,7 +322,7 @@ impl Worker {
                         seq,
                         timestamp: ts,
                         payload,
-                        transport: transport.map(|(_, stamped)| stamped),
+                        stamp,
                         padding: 0,
                         vp8,
                     };
@@ -437,7 +442,9 @@ impl Worker {
             if !allowance.take(rtp.payload.len()) {
                 return;
             }
-            if let (Some(congestion), Some(transport)) = (congestion.as_mut(), rtp.transport) {
+            if let (Some(congestion), Some(transport)) =
+                (congestion.as_mut(), rtp.stamp.and_then(Stamp::transport))
+            {
                 congestion.resent(transport.seq);
             }
             let datagram = direct.packet(sink.buffer(), rtp);

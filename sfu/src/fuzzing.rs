@@ -21,7 +21,7 @@ use crate::api::{
 use crate::codec::starts_keyframe;
 use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
-use crate::rtp_out::{nacked, DirectSend, RtpOut, StreamSend, TransportSeq};
+use crate::rtp_out::{nacked, DirectSend, RtpOut, Stamp, StreamSend, TransportSeq};
 use crate::vp8_ids::{descriptor, Vp8Ids};
 use crate::vp9_svc;
 use crate::worker::{DatagramSink, Worker};
@@ -170,11 +170,19 @@ pub fn rtp_forward(data: &[u8]) {
                     seq: out_seq,
                     timestamp: out_ts,
                     payload: &payload,
-                    // Every other packet with a transport-wide number, and some padded.
-                    transport: (out_seq % 2 == 0).then_some(TransportSeq {
-                        id: 3,
-                        seq: out_seq as u16,
-                    }),
+                    // A third of the packets with a transport-wide number, a third with a send
+                    // time, and some padded.
+                    stamp: match out_seq % 3 {
+                        0 => Some(Stamp::Transport(TransportSeq {
+                            id: 3,
+                            seq: out_seq as u16,
+                        })),
+                        1 => Some(Stamp::AbsSendTime {
+                            id: 2,
+                            time: out_ts & 0x00ff_ffff,
+                        }),
+                        _ => None,
+                    },
                     padding: if keyframe { 0 } else { (out_ts % 4) as u8 * 60 },
                     vp8: descriptor(&payload).and_then(|d| vp8_ids.rewrite(ssrc, &d)),
                 };

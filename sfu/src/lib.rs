@@ -33,6 +33,7 @@ mod participant;
 mod published_track;
 mod quality;
 mod red;
+mod remb;
 mod rewrite;
 mod room_news;
 mod rtc_config;

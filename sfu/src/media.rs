@@ -55,6 +55,7 @@ impl Worker {
             (PeerRole::Subscriber, Event::RawPacket(raw)) => match *raw {
                 RawPacket::RtcpRx(Rtcp::Nack(nack)) => self.answer_nack(slot, &nack),
                 RawPacket::RtcpRx(Rtcp::Twcc(twcc)) => self.transport_feedback(slot, twcc),
+                RawPacket::RtcpRx(Rtcp::Remb(remb)) => self.remb_feedback(slot, remb.bitrate),
                 _ => {}
             },
             (PeerRole::Subscriber, Event::IceConnectionStateChange(state))

@@ -95,6 +95,9 @@ pub(crate) struct Participant {
     /// Boxed: a kilobyte that participants without it (WHEP viewers, subscribers that
     /// refused the extension, publishers only) do not carry.
     pub congestion: Option<Box<crate::congestion::Congestion>>,
+    /// A subscriber link without transport-wide feedback whose receiver reports REMB
+    /// (`remb.rs`).
+    pub remb: Option<Box<crate::remb::RembLink>>,
     pub pending_offer: Option<SdpPendingOffer>,
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).

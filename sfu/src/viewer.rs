@@ -84,6 +84,14 @@ impl Worker {
                 part.congestion = Some(Box::new(crate::congestion::Congestion::new(now, id)));
                 crate::congestion::with_transport_cc(&answer.to_sdp_string(), id)
             }
+            // REMB instead: the viewer estimates its link itself (`remb.rs`).
+            None if self.limits.bandwidth_estimation && crate::remb::negotiates_remb(sdp) => {
+                part.remb = Some(Box::new(crate::remb::RembLink::new(
+                    now,
+                    crate::remb::abs_send_time_id(sdp),
+                )));
+                answer.to_sdp_string()
+            }
             // No feedback will come: nothing limits its layers (as for a subscriber whose
             // answer has none).
             None => {
@@ -296,18 +304,39 @@ mod tests {
     }
 
     #[test]
-    fn a_player_without_it_is_not_held_to_a_guess() {
-        let offer: String = player_offer()
+    fn a_player_without_it_reports_remb_or_is_not_held_to_a_guess() {
+        let without_twcc: String = player_offer()
             .split_inclusive('\n')
             .filter(|line| !line.contains(TWCC))
             .collect();
+        // Its browser estimates the link and reports REMB: the send time is stamped under
+        // the player's abs-send-time id, and the reports will set the estimate.
         let mut worker = testing::worker();
         let _events = testing::join(&mut worker, "PA_a");
-        let answer = worker.viewer_offer("PA_a", &offer).expect("answered");
+        let answer = worker
+            .viewer_offer("PA_a", &without_twcc)
+            .expect("answered");
         assert!(!answer.contains(TWCC), "{answer}");
+        assert!(answer.contains("goog-remb"), "{answer}");
         let part = worker.parts[0].as_ref().expect("joined");
         assert!(part.congestion.is_none());
-        // Before: the starting estimate stayed, provisional, and kept the top layer away.
+        let remb = part.remb.as_ref().expect("a REMB link");
+        assert!(
+            remb.stamp(Instant::now()).is_some(),
+            "abs-send-time is stamped"
+        );
+
+        // Neither: no feedback will come, and the starting estimate (provisional, which
+        // kept the top layer away) does not stay.
+        let neither: String = without_twcc
+            .split_inclusive('\n')
+            .filter(|line| !line.contains("goog-remb"))
+            .collect();
+        let mut worker = testing::worker();
+        let _events = testing::join(&mut worker, "PA_a");
+        worker.viewer_offer("PA_a", &neither).expect("answered");
+        let part = worker.parts[0].as_ref().expect("joined");
+        assert!(part.congestion.is_none() && part.remb.is_none());
         assert_eq!(part.allocator.estimate, None);
         assert!(!part.allocator.provisional);
     }

@@ -49,9 +49,9 @@ pub(crate) struct RtpOut<'a> {
     pub seq: u64,
     pub timestamp: u32,
     pub payload: &'a [u8],
-    /// The transport-wide sequence number to stamp, when the subscriber negotiated
-    /// transport-wide congestion control.
-    pub transport: Option<TransportSeq>,
+    /// The header extension the subscriber's link feedback needs: a transport-wide
+    /// sequence number (TWCC) or the send time (REMB).
+    pub stamp: Option<Stamp>,
     /// Bytes of padding after the payload (RTP's P bit); 0 for media. Padding-only
     /// packets probe the subscriber's link.
     pub padding: u8,
@@ -66,12 +66,38 @@ pub(crate) struct TransportSeq {
     pub seq: u16,
 }
 
+/// The one header extension our path writes on a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stamp {
+    /// For transport-wide feedback (the sender estimates).
+    Transport(TransportSeq),
+    /// The send time, for a receiver that estimates itself and reports REMB:
+    /// abs-send-time's 24 bits (seconds, 6.18 fixed point) under extension id `id`.
+    AbsSendTime { id: u8, time: u32 },
+}
+
+impl Stamp {
+    /// The transport-wide number, if this is one.
+    pub(crate) fn transport(self) -> Option<TransportSeq> {
+        match self {
+            Stamp::Transport(t) => Some(t),
+            Stamp::AbsSendTime { .. } => None,
+        }
+    }
+}
+
+/// abs-send-time's 24-bit value for `elapsed` since any fixed origin (receivers use only
+/// differences; the value wraps every 64 s).
+pub(crate) fn abs_send_time(elapsed: Duration) -> u32 {
+    ((elapsed.as_nanos() << 18) / 1_000_000_000) as u32 & 0x00ff_ffff
+}
+
 /// Bytes of the RTP header we write: no CSRCs and no header extensions (the SSRCs are
 /// signalled in the SDP, so receivers need no MID to bind them)...
 const HEADER: usize = 12;
-/// ... or with one: the transport-wide sequence number, in a one-byte-header extension
-/// block (RFC 8285) of one word.
-const HEADER_WITH_TRANSPORT: usize = HEADER + 8;
+/// ... or with one: the transport-wide sequence number or the send time, in a
+/// one-byte-header extension block (RFC 8285) of one word.
+const HEADER_WITH_EXTENSION: usize = HEADER + 8;
 
 impl DirectSend {
     pub(crate) fn new(srtp: SrtpSender) -> Self {
@@ -82,22 +108,28 @@ impl DirectSend {
     /// buffer, reused when the sink keeps sent ones).
     pub(crate) fn packet(&self, mut packet: Vec<u8>, rtp: &RtpOut<'_>) -> Vec<u8> {
         let padding = usize::from(rtp.padding);
-        packet.reserve(HEADER_WITH_TRANSPORT + rtp.payload.len() + padding + self.srtp.overhead());
+        packet.reserve(HEADER_WITH_EXTENSION + rtp.payload.len() + padding + self.srtp.overhead());
         // Version 2, the padding bit, the extension bit, no CSRC.
-        let extension = rtp.transport.is_some();
+        let extension = rtp.stamp.is_some();
         packet.push(0x80 | u8::from(padding > 0) << 5 | u8::from(extension) << 4);
         packet.push(u8::from(rtp.marker) << 7 | (rtp.pt & 0x7f));
         packet.extend_from_slice(&(rtp.seq as u16).to_be_bytes());
         packet.extend_from_slice(&rtp.timestamp.to_be_bytes());
         packet.extend_from_slice(&rtp.ssrc.to_be_bytes());
-        let header = match rtp.transport {
-            Some(TransportSeq { id, seq }) => {
+        let header = match rtp.stamp {
+            Some(Stamp::Transport(TransportSeq { id, seq })) => {
                 // 0xBEDE, one word; the element: id, length − 1 = 1, then the number; one
                 // byte of padding to the word.
                 packet.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4 | 1]);
                 packet.extend_from_slice(&seq.to_be_bytes());
                 packet.push(0);
-                HEADER_WITH_TRANSPORT
+                HEADER_WITH_EXTENSION
+            }
+            Some(Stamp::AbsSendTime { id, time }) => {
+                // 0xBEDE, one word; the element: id, length − 1 = 2, then the 24 bits.
+                packet.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4 | 2]);
+                packet.extend_from_slice(&time.to_be_bytes()[1..]);
+                HEADER_WITH_EXTENSION
             }
             None => HEADER,
         };
@@ -214,7 +246,7 @@ struct Sent {
     at: Instant,
     /// Resent with the same number: a packet is encrypted again only with the header it
     /// had (the SRTP index, hence the AEAD nonce, stays the same).
-    transport: Option<TransportSeq>,
+    stamp: Option<Stamp>,
     /// ... and the same payload.
     vp8: Option<Vp8Patch>,
 }
@@ -258,7 +290,7 @@ impl History {
             payload: Arc::clone(payload),
             payload_at,
             at,
-            transport: rtp.transport,
+            stamp: rtp.stamp,
             vp8: rtp.vp8,
         });
     }
@@ -310,7 +342,7 @@ impl History {
                 seq: sent.seq,
                 timestamp: sent.timestamp,
                 payload: sent.payload.get(sent.payload_at..).unwrap_or(&sent.payload),
-                transport: sent.transport,
+                stamp: sent.stamp,
                 padding: 0,
                 vp8: sent.vp8,
             });
@@ -367,7 +399,7 @@ mod tests {
             seq,
             timestamp: 90,
             payload: &[],
-            transport: None,
+            stamp: None,
             padding: 0,
             vp8: None,
         };
@@ -403,7 +435,7 @@ mod tests {
                 seq,
                 timestamp: 90,
                 payload: &payload,
-                transport: None,
+                stamp: None,
                 padding: 0,
                 vp8: None,
             };
@@ -429,7 +461,7 @@ mod tests {
             seq: 3,
             timestamp: 960,
             payload: &red[5..],
-            transport: None,
+            stamp: None,
             padding: 0,
             vp8: None,
         };
@@ -453,7 +485,7 @@ mod tests {
             seq,
             timestamp: 0,
             payload: &payload,
-            transport: None,
+            stamp: None,
             padding: 0,
             vp8: None,
         };
@@ -486,7 +518,7 @@ mod tests {
                 seq: 65_400 + i,
                 timestamp: 0,
                 payload: &[],
-                transport: None,
+                stamp: None,
                 padding: 0,
                 vp8: None,
             };

@@ -14,8 +14,13 @@ const JOIN_MS = 20_000;
 /**
  * Starts everything. `cap` ('500kbit', or null for none) is set before the subscriber joins, so
  * it never sees the uncapped link. `serverOptions` go to startServer (binary, env, …).
+ * `whep: {withoutTransportCc}` makes the subscriber a plain WebRTC player (WHEP) instead of
+ * livekit-client, its offer optionally stripped of transport-wide feedback (so its browser
+ * estimates the link itself and reports REMB).
  */
-export async function startConstrainedCall({ cap = null, codec = null, serverOptions = {} } = {}) {
+export async function startConstrainedCall({
+  cap = null, codec = null, serverOptions = {}, whep = null,
+} = {}) {
   const call = { pair: null, server: null, browsers: [], pages: [] };
   try {
     call.pair = await createLinkPair();
@@ -44,6 +49,10 @@ export async function startConstrainedCall({ cap = null, codec = null, serverOpt
     call.browsers.push(subBrowser);
     call.subscriber = await subBrowser.openDemo('subscriber');
     call.pages.push(call.subscriber);
+    if (whep) {
+      call.whep = await playWhep(call.subscriber, call.server.url, await at.toJwt(), whep);
+      return call;
+    }
     await call.subscriber.open(call.server.url, {
       url: call.server.url.replace(/^http/, 'ws'), token: await at.toJwt(), autojoin: '1',
     });
@@ -116,7 +125,55 @@ export function sampleAudio(call) {
 }
 
 export function sampleSubscriber(call) {
+  if (call.whep) return call.subscriber.page.evaluate(() => window.whepInbound());
   return call.subscriber.page.evaluate(inboundVideo, call.publisher.identity);
+}
+
+/**
+ * Plays the room over WHEP in `page` (a plain RTCPeerConnection), its offer without
+ * transport-wide feedback if `withoutTransportCc`; resolves to {offer, answer}.
+ */
+async function playWhep(page, serverUrl, token, { withoutTransportCc = false }) {
+  await page.page.goto(`${serverUrl}/healthz`);
+  const played = await page.page.evaluate(async ({ token, withoutTransportCc }) => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    window.whepInbound = async () => {
+      const out = {
+        t: performance.now() / 1000, framesDecoded: 0, totalFreezesDuration: 0, freezeCount: 0,
+        bytesReceived: 0, packetsReceived: 0, packetsLost: 0, nackCount: 0, pliCount: 0,
+        frameWidth: 0, frameHeight: 0,
+      };
+      (await pc.getStats()).forEach((s) => {
+        if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+        for (const k of ['framesDecoded', 'totalFreezesDuration', 'freezeCount', 'bytesReceived',
+          'packetsReceived', 'packetsLost', 'nackCount', 'pliCount']) out[k] += s[k] || 0;
+        out.frameWidth = s.frameWidth || 0;
+        out.frameHeight = s.frameHeight || 0;
+      });
+      return out;
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((res) => {
+      if (pc.iceGatheringState === 'complete') res();
+      pc.addEventListener('icegatheringstatechange', () => { if (pc.iceGatheringState === 'complete') res(); });
+    });
+    let offer = pc.localDescription.sdp;
+    if (withoutTransportCc) {
+      // As a client without TWCC offers: no transport-wide extension, no transport-cc feedback.
+      offer = offer.split('\r\n').filter((l) => !/transport-wide-cc|transport-cc/.test(l)).join('\r\n');
+    }
+    const resp = await fetch('/whep', {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/sdp' }, body: offer,
+    });
+    const answer = await resp.text();
+    if (resp.status !== 201) return { error: `${resp.status}: ${answer}` };
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return { offer, answer };
+  }, { token, withoutTransportCc });
+  if (played.error) throw new Error(`WHEP: ${played.error}`);
+  return played;
 }
 
 /** The publisher's simulcast layers as sent, smallest first: [{rid, width, height, fps, bytesSent, limitation, scalabilityMode}]. */

@@ -1,0 +1,327 @@
+//! Links whose receiver estimates itself. A subscriber that negotiated no transport-wide
+//! feedback but `goog-remb` (a player that left TWCC out of its offer, an older client)
+//! measures the delay of what we send it, from the send times we stamp (abs-send-time),
+//! and reports the rate it can take in REMB messages. The report is its link's estimate.
+//!
+//! A receiver's estimate can only grow from what it receives (libwebrtc allows at most
+//! 1.5 × the incoming rate), so while the allocator lacks bits, padding tops the media up
+//! to the estimate: the receiver then sees a link carrying its estimate and raises it, and
+//! a link that cannot carry it shows delay and the report falls.
+
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::congestion::Link;
+use crate::participant::Slot;
+use crate::rtp_out::{abs_send_time, Stamp};
+use crate::worker::Worker;
+
+const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+/// A report shows congestion when it cut the estimate (below 95 % of the report before:
+/// libwebrtc cuts to 85 % of what arrived when it sees queueing delay) to less than the
+/// allocator sends; the first report, when it is below 90 % of that. A report that only
+/// has not grown as far as the layers sent is no congestion: the allocator keeps them.
+const CUT_BELOW_PERCENT: u64 = 95;
+const FIRST_BELOW_PERCENT: u64 = 90;
+/// Cuts within 2 s of one that counted are taken as its echo (a 300 ms queue draining at a
+/// tenth of what filled it takes about that long).
+const CUT_ANSWERED_FOR: Duration = Duration::from_secs(2);
+/// The allocator looks again when the report moved by this share since it last looked,
+/// or this long after.
+const REALLOCATE_CHANGE_PERCENT: u64 = 5;
+const REALLOCATE_INTERVAL: Duration = Duration::from_secs(1);
+/// Padding never tops the media up beyond this (a receiver claiming more is believed only
+/// as far as the allocator could use).
+const MAX_PADDED_BPS: u64 = 10_000_000;
+/// After congestion, no padding for 3 s; 2 × longer each time congestion follows padding
+/// within 2 s, up to 12 s (the probe controller's intervals, `bwe/probe.rs`): a link held
+/// full by padding would keep queueing the media behind it.
+const FIRST_QUIET: Duration = Duration::from_secs(3);
+const MAX_QUIET: Duration = Duration::from_secs(12);
+const BLAMED_WITHIN: Duration = Duration::from_secs(2);
+/// Padding owed is counted over at most this long (a late tick sends no burst).
+const MAX_TICK: Duration = Duration::from_millis(50);
+
+/// A subscriber link estimated by its receiver.
+pub(crate) struct RembLink {
+    /// The id the peer knows abs-send-time by, if negotiated (without it, a receiver
+    /// estimates from RTP timestamps: coarser, but it still reports).
+    abs_send_time_id: Option<u8>,
+    time_zero: Instant,
+    /// The last report, bits per second.
+    reported: Option<u64>,
+    /// What the allocator last saw, and when.
+    allocated: Option<(Link, Instant)>,
+    /// When a report last counted as congestion.
+    cut_at: Option<Instant>,
+    /// Padding bits owed since the last tick while topping up, and when that was.
+    owed_bits: u64,
+    last_tick: Option<Instant>,
+    /// When padding last went out; after congestion that soon after it, none until
+    /// `quiet_until`, for `quiet_for` (doubling each time, up to [`MAX_QUIET`]).
+    padded_at: Option<Instant>,
+    quiet_until: Option<Instant>,
+    quiet_for: Duration,
+}
+
+impl RembLink {
+    pub fn new(now: Instant, abs_send_time_id: Option<u8>) -> Self {
+        Self {
+            abs_send_time_id,
+            time_zero: now,
+            reported: None,
+            allocated: None,
+            cut_at: None,
+            owed_bits: 0,
+            last_tick: None,
+            padded_at: None,
+            quiet_until: None,
+            quiet_for: FIRST_QUIET,
+        }
+    }
+
+    /// The stamp for a packet sent now.
+    pub fn stamp(&self, now: Instant) -> Option<Stamp> {
+        let id = self.abs_send_time_id?;
+        Some(Stamp::AbsSendTime {
+            id,
+            time: abs_send_time(now.saturating_duration_since(self.time_zero)),
+        })
+    }
+
+    /// A report of `bps`, with `sending` bits per second allocated: the link, if the
+    /// allocator should look at it again.
+    pub fn report(&mut self, now: Instant, bps: u64, sending: u64) -> Option<Link> {
+        let cut = match self.reported.replace(bps) {
+            None => bps * 100 < sending * FIRST_BELOW_PERCENT,
+            Some(before) => bps < sending && bps * 100 < before * CUT_BELOW_PERCENT,
+        };
+        // The receiver's measurements lag the allocator's answer to a cut by a queue's
+        // drain: the cuts that follow soon after are the same congestion.
+        let answered = self
+            .cut_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CUT_ANSWERED_FOR);
+        let congested = cut && !answered;
+        if congested {
+            self.cut_at = Some(now);
+        }
+        let link = Link {
+            estimate: bps,
+            congested,
+        };
+        let due = match self.allocated {
+            None => true,
+            Some((last, at)) => {
+                link.congested != last.congested
+                    || link.estimate.abs_diff(last.estimate) * 100
+                        > last.estimate * REALLOCATE_CHANGE_PERCENT
+                    || now.saturating_duration_since(at) >= REALLOCATE_INTERVAL
+            }
+        };
+        if link.congested && !self.congested() {
+            let padding_to_blame = self
+                .padded_at
+                .is_some_and(|at| now.saturating_duration_since(at) < BLAMED_WITHIN);
+            self.quiet_for = if padding_to_blame {
+                (self.quiet_for * 2).min(MAX_QUIET)
+            } else {
+                FIRST_QUIET
+            };
+            self.quiet_until = Some(now + self.quiet_for);
+        }
+        if due {
+            self.allocated = Some((link, now));
+        }
+        due.then_some(link)
+    }
+
+    /// Padding packets of `packet_bits` due now to top `sending` bits per second up to
+    /// the report, while the allocator lacks `deficit`; `None` (topping up stops) when it
+    /// lacks nothing, or the link shows congestion, or it showed it recently.
+    pub fn padding_due(
+        &mut self,
+        now: Instant,
+        sending: u64,
+        deficit: u64,
+        packet_bits: u64,
+    ) -> Option<u64> {
+        let last = self.last_tick.replace(now);
+        let target = self
+            .reported
+            .unwrap_or(0)
+            .min(sending + deficit)
+            .min(MAX_PADDED_BPS);
+        let quiet = self.quiet_until.is_some_and(|until| now < until);
+        if deficit == 0 || target <= sending || quiet || self.congested() {
+            self.owed_bits = 0;
+            self.last_tick = None;
+            return None;
+        }
+        self.padded_at = Some(now);
+        let elapsed = last.map_or(Duration::ZERO, |last| {
+            now.saturating_duration_since(last).min(MAX_TICK)
+        });
+        self.owed_bits += (target - sending) * elapsed.as_micros() as u64 / 1_000_000;
+        let count = self.owed_bits / packet_bits;
+        self.owed_bits -= count * packet_bits;
+        Some(count)
+    }
+
+    fn congested(&self) -> bool {
+        self.allocated.is_some_and(|(l, _)| l.congested)
+    }
+}
+
+/// The id `sdp` gives abs-send-time, if one our send path can write (1–14).
+pub(crate) fn abs_send_time_id(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+        let id: u8 = id.split('/').next()?.parse().ok()?;
+        let uri = uri.split_whitespace().next()?;
+        (uri == ABS_SEND_TIME_URI && (1..=14).contains(&id)).then_some(id)
+    })
+}
+
+/// Whether `sdp` asks for REMB feedback on any codec.
+pub(crate) fn negotiates_remb(sdp: &str) -> bool {
+    sdp.lines()
+        .any(|l| l.starts_with("a=rtcp-fb:") && l.split_whitespace().nth(1) == Some("goog-remb"))
+}
+
+impl Worker {
+    /// A subscriber's REMB of `bitrate` (bits per second, as the message's float): its
+    /// link's estimate, to its allocator.
+    pub(crate) fn remb_feedback(&mut self, slot: Slot, bitrate: f32) {
+        let now = self.now;
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let sending = part.allocator.allocated();
+        let Some(link) = part.remb.as_mut() else {
+            return;
+        };
+        // A float off the wire: NaN and negatives are 0, the rest capped by the cast.
+        let bps = bitrate.max(0.0) as u64;
+        let Some(link) = link.report(now, bps, sending) else {
+            return;
+        };
+        debug!(
+            participant = %part.key,
+            estimate = link.estimate,
+            congested = link.congested,
+            "subscriber link (REMB)"
+        );
+        metrics::histogram!("switchboard_subscriber_estimate_bps").record(link.estimate as f64);
+        part.allocator.estimate = Some(link.estimate);
+        part.allocator.congested = link.congested;
+        part.allocator.provisional = false;
+        part.allocator.never_pause = true;
+        self.allocate(slot);
+        if !self.probing.contains(&slot) {
+            self.probing.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\n\
+        a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+        a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 goog-remb\r\na=rtcp-fb:96 nack\r\n";
+
+    #[test]
+    fn an_offer_names_its_send_time_extension_and_remb() {
+        assert_eq!(abs_send_time_id(OFFER), Some(2));
+        assert!(negotiates_remb(OFFER));
+        let without = OFFER.replace("a=rtcp-fb:96 goog-remb\r\n", "");
+        assert!(!negotiates_remb(&without));
+        assert_eq!(
+            abs_send_time_id(&OFFER.replace("extmap:2", "extmap:15")),
+            None
+        );
+    }
+
+    #[test]
+    fn a_report_that_cuts_below_what_is_sent_is_congestion() {
+        let t0 = Instant::now();
+        let mut link = RembLink::new(t0, Some(2));
+        let first = link.report(t0, 1_000_000, 500_000).unwrap();
+        assert_eq!(
+            first,
+            Link {
+                estimate: 1_000_000,
+                congested: false
+            }
+        );
+        // Nearly the same a moment later: nothing new for the allocator.
+        assert_eq!(
+            link.report(t0 + Duration::from_millis(100), 1_010_000, 500_000),
+            None
+        );
+        let cut = link
+            .report(t0 + Duration::from_millis(200), 420_000, 500_000)
+            .unwrap();
+        assert!(cut.congested);
+        // A further cut right after: the same congestion, already answered.
+        let echo = link
+            .report(t0 + Duration::from_millis(900), 300_000, 500_000)
+            .unwrap();
+        assert!(!echo.congested);
+        // Growing again, though still below what is sent: no congestion.
+        let growing = link
+            .report(t0 + Duration::from_millis(1300), 450_000, 500_000)
+            .unwrap();
+        assert!(!growing.congested);
+        // A cut that leaves more than is sent takes nothing away either.
+        let ample = link
+            .report(t0 + Duration::from_millis(1400), 380_000, 300_000)
+            .unwrap();
+        assert!(!ample.congested);
+    }
+
+    #[test]
+    fn padding_tops_the_media_up_to_the_report_while_bits_are_lacking() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut link = RembLink::new(t0, Some(2));
+        link.report(t0, 1_000_000, 400_000);
+        let bits = 2_000;
+        assert_eq!(link.padding_due(t0, 400_000, 2_000_000, bits), Some(0));
+        // 600 kbit/s missing for 20 ms: 12,000 bits, six packets.
+        assert_eq!(link.padding_due(at(20), 400_000, 2_000_000, bits), Some(6));
+        // Nothing lacking: no padding.
+        assert_eq!(link.padding_due(at(40), 400_000, 0, bits), None);
+        // Congestion right after padding: none for 6 s (twice the first quiet time).
+        assert_eq!(link.padding_due(at(50), 400_000, 2_000_000, bits), Some(0));
+        link.report(at(60), 300_000, 400_000);
+        link.report(at(1_100), 800_000, 400_000);
+        assert_eq!(link.padding_due(at(5_000), 400_000, 2_000_000, bits), None);
+        assert_eq!(
+            link.padding_due(at(6_100), 400_000, 2_000_000, bits),
+            Some(0)
+        );
+        assert_eq!(
+            link.padding_due(at(6_120), 400_000, 2_000_000, bits),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn send_times_are_six_point_eighteen_seconds() {
+        let t0 = Instant::now();
+        let link = RembLink::new(t0, Some(4));
+        assert_eq!(
+            link.stamp(t0 + Duration::from_millis(1500)),
+            Some(Stamp::AbsSendTime {
+                id: 4,
+                time: 3 << 17
+            })
+        );
+        // 64 s wraps to 0.
+        assert_eq!(abs_send_time(Duration::from_secs(64)), 0);
+        assert_eq!(RembLink::new(t0, None).stamp(t0), None);
+    }
+}
