@@ -70,6 +70,22 @@ pub(crate) struct Link {
     pub congested: bool,
 }
 
+impl Link {
+    /// Whether the allocator should look at this link again, having last seen `seen`:
+    /// congestion came or went, the estimate moved enough, or long enough passed.
+    pub fn news_since(&self, seen: Option<(Link, Instant)>, now: Instant) -> bool {
+        match seen {
+            None => true,
+            Some((last, at)) => {
+                self.congested != last.congested
+                    || self.estimate.abs_diff(last.estimate) * 100
+                        > last.estimate * REALLOCATE_CHANGE_PERCENT
+                    || now.saturating_duration_since(at) >= REALLOCATE_INTERVAL
+            }
+        }
+    }
+}
+
 /// A probe under way: padding on top of the media, up to its target rate, until it ends.
 #[derive(Debug, Clone, Copy)]
 struct ProbeRun {
@@ -155,15 +171,7 @@ impl Congestion {
     /// passed) that the allocator should look again; counted as seen.
     pub fn link_to_allocate(&mut self, now: Instant) -> Option<Link> {
         let link = self.link()?;
-        let due = match self.allocated {
-            None => true,
-            Some((last, at)) => {
-                link.congested != last.congested
-                    || link.estimate.abs_diff(last.estimate) * 100
-                        > last.estimate * REALLOCATE_CHANGE_PERCENT
-                    || now.saturating_duration_since(at) >= REALLOCATE_INTERVAL
-            }
-        };
+        let due = link.news_since(self.allocated, now);
         if due {
             self.allocated = Some((link, now));
         }
@@ -238,11 +246,17 @@ pub(crate) fn answer_accepts_transport_cc(sdp: &str) -> bool {
 /// The id `sdp` gives transport-wide sequence numbers, if one our send path can write
 /// (1–14: the one-byte header form).
 pub(crate) fn transport_cc_id(sdp: &str) -> Option<u8> {
+    extension_id(sdp, TRANSPORT_CC_URI)
+}
+
+/// The id `sdp` gives the header extension `uri`, if one our send path can write (1–14:
+/// the one-byte header form).
+pub(crate) fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
-        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+        let (id, named) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
         let id: u8 = id.split('/').next()?.parse().ok()?;
-        let uri = uri.split_whitespace().next()?;
-        (uri == TRANSPORT_CC_URI && (1..=14).contains(&id)).then_some(id)
+        let named = named.split_whitespace().next()?;
+        (named == uri && (1..=14).contains(&id)).then_some(id)
     })
 }
 

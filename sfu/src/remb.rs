@@ -27,10 +27,6 @@ const FIRST_BELOW_PERCENT: u64 = 90;
 /// Cuts within 2 s of one that counted are taken as its echo (a 300 ms queue draining at a
 /// tenth of what filled it takes about that long).
 const CUT_ANSWERED_FOR: Duration = Duration::from_secs(2);
-/// The allocator looks again when the report moved by this share since it last looked,
-/// or this long after.
-const REALLOCATE_CHANGE_PERCENT: u64 = 5;
-const REALLOCATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Padding never tops the media up beyond this (a receiver claiming more is believed only
 /// as far as the allocator could use).
 const MAX_PADDED_BPS: u64 = 10_000_000;
@@ -110,15 +106,7 @@ impl RembLink {
             estimate: bps,
             congested,
         };
-        let due = match self.allocated {
-            None => true,
-            Some((last, at)) => {
-                link.congested != last.congested
-                    || link.estimate.abs_diff(last.estimate) * 100
-                        > last.estimate * REALLOCATE_CHANGE_PERCENT
-                    || now.saturating_duration_since(at) >= REALLOCATE_INTERVAL
-            }
-        };
+        let due = link.news_since(self.allocated, now);
         if link.congested && !self.congested() {
             let padding_to_blame = self
                 .padded_at
@@ -173,14 +161,9 @@ impl RembLink {
     }
 }
 
-/// The id `sdp` gives abs-send-time, if one our send path can write (1–14).
+/// The id `sdp` gives abs-send-time, if one our send path can write.
 pub(crate) fn abs_send_time_id(sdp: &str) -> Option<u8> {
-    sdp.lines().find_map(|line| {
-        let (id, uri) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
-        let id: u8 = id.split('/').next()?.parse().ok()?;
-        let uri = uri.split_whitespace().next()?;
-        (uri == ABS_SEND_TIME_URI && (1..=14).contains(&id)).then_some(id)
-    })
+    crate::congestion::extension_id(sdp, ABS_SEND_TIME_URI)
 }
 
 /// Whether `sdp` asks for REMB feedback on any codec.
