@@ -30,6 +30,8 @@ const CUT_ANSWERED_FOR: Duration = Duration::from_secs(2);
 /// Padding never tops the media up beyond this (a receiver claiming more is believed only
 /// as far as the allocator could use).
 const MAX_PADDED_BPS: u64 = 10_000_000;
+/// A report above this is taken as this (the TWCC estimator's own ceiling is 20 Mbit/s).
+const MAX_REPORTED_BPS: u64 = 1_000_000_000;
 /// After congestion, no padding for 3 s; 2 × longer each time congestion follows padding
 /// within 2 s, up to 12 s (the probe controller's intervals, `bwe/probe.rs`): a link held
 /// full by padding would keep queueing the media behind it.
@@ -161,6 +163,13 @@ impl RembLink {
     }
 }
 
+/// A REMB's bitrate (a float off the wire) in bits per second: NaN and negatives are 0,
+/// and no report is believed beyond [`MAX_REPORTED_BPS`] (the arithmetic on estimates
+/// stays far from overflow).
+fn reported_bps(bitrate: f32) -> u64 {
+    (bitrate.max(0.0) as u64).min(MAX_REPORTED_BPS)
+}
+
 /// The id `sdp` gives abs-send-time, if one our send path can write.
 pub(crate) fn abs_send_time_id(sdp: &str) -> Option<u8> {
     crate::congestion::extension_id(sdp, ABS_SEND_TIME_URI)
@@ -184,8 +193,7 @@ impl Worker {
         let Some(link) = part.remb.as_mut() else {
             return;
         };
-        // A float off the wire: NaN and negatives are 0, the rest capped by the cast.
-        let bps = bitrate.max(0.0) as u64;
+        let bps = reported_bps(bitrate);
         let Some(link) = link.report(now, bps, sending) else {
             return;
         };
@@ -290,6 +298,19 @@ mod tests {
             link.padding_due(at(6_120), 400_000, 2_000_000, bits),
             Some(4)
         );
+    }
+
+    #[test]
+    fn a_hostile_report_is_bounded() {
+        assert_eq!(reported_bps(f32::NAN), 0);
+        assert_eq!(reported_bps(-5.0), 0);
+        assert_eq!(reported_bps(f32::MAX), MAX_REPORTED_BPS);
+        assert_eq!(reported_bps(f32::INFINITY), MAX_REPORTED_BPS);
+        let t0 = Instant::now();
+        let mut link = RembLink::new(t0, None);
+        link.report(t0, reported_bps(f32::MAX), 500_000);
+        // The next report compares against it without overflowing.
+        assert!(link.report(t0, 0, 500_000).is_some_and(|l| l.congested));
     }
 
     #[test]
