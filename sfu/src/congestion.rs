@@ -19,7 +19,7 @@ use crate::worker::Worker;
 /// The extension id we offer transport-wide sequence numbers under: the one str0m's
 /// standard map would use, left free because subscriber PCs take it out (`rtc_config.rs`).
 pub(crate) const TRANSPORT_CC_ID: u8 = 3;
-const TRANSPORT_CC_URI: &str =
+pub(crate) const TRANSPORT_CC_URI: &str =
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 /// What a new link is assumed to carry until its feedback says more: enough for a 720p
 /// camera's middle layer and audio, not its top layer.
@@ -219,15 +219,40 @@ impl Congestion {
     }
 }
 
-/// Offers transport-wide sequence numbers in every m-section of a subscriber offer.
-pub(crate) fn offer_transport_cc(sdp: &str) -> String {
-    with_transport_cc(sdp, TRANSPORT_CC_ID)
+/// The stamp for a packet our path sends now to a subscriber whose link is estimated by
+/// `congestion` (TWCC: the next transport-wide number, also returned extended, for the
+/// estimator's record once the packet's size is known) or by its receiver (`remb`).
+pub(crate) fn stamp_for(
+    congestion: Option<&mut Congestion>,
+    remb: Option<&crate::remb::RembLink>,
+    now: Instant,
+) -> (Option<u64>, Option<Stamp>) {
+    match (congestion, remb) {
+        (Some(congestion), _) => {
+            let (seq, stamped) = congestion.next();
+            (Some(seq), Some(Stamp::Transport(stamped)))
+        }
+        (None, Some(remb)) => (None, remb.stamp(now)),
+        (None, None) => (None, None),
+    }
 }
 
-/// Adds transport-wide sequence numbers under `id` to every m-section of `sdp` (our offer,
-/// or our answer to a viewer that offered them).
-pub(crate) fn with_transport_cc(sdp: &str, id: u8) -> String {
-    let line = format!("a=extmap:{id} {TRANSPORT_CC_URI}\r\n");
+/// Offers, in every m-section of a subscriber offer, transport-wide sequence numbers and,
+/// for a receiver that estimates the link itself (REMB), the send time.
+pub(crate) fn offer_feedback_extensions(sdp: &str) -> String {
+    let sdp = with_extension(
+        sdp,
+        crate::remb::ABS_SEND_TIME_ID,
+        crate::remb::ABS_SEND_TIME_URI,
+    );
+    with_extension(&sdp, TRANSPORT_CC_ID, TRANSPORT_CC_URI)
+}
+
+/// Adds the header extension `uri` under `id` to every m-section of `sdp` (our offer, or
+/// our answer to a viewer that offered it): one our send path writes, so str0m, which
+/// would write its own values into it, does not negotiate it.
+pub(crate) fn with_extension(sdp: &str, id: u8, uri: &str) -> String {
+    let line = format!("a=extmap:{id} {uri}\r\n");
     let mut out = String::with_capacity(sdp.len() + 128);
     for piece in sdp.split_inclusive('\n') {
         out.push_str(piece);
@@ -351,9 +376,7 @@ impl Worker {
                 let (sending, deficit) = (p.allocator.allocated(), p.allocator.deficit());
                 match (p.congestion.as_mut(), p.remb.as_mut()) {
                     (Some(c), _) => c.padding_due(now),
-                    (None, Some(remb)) => remb
-                        .padding_due(now, sending, deficit, PADDING_BITS)
-                        .filter(|_| deficit > 0),
+                    (None, Some(remb)) => remb.padding_due(now, sending, deficit, PADDING_BITS),
                     (None, None) => None,
                 }
             });
@@ -397,14 +420,8 @@ impl Worker {
             let Some((seq, timestamp)) = down.rewriter.pad() else {
                 return;
             };
-            let (transport_seq, stamp) = match (part.congestion.as_mut(), &part.remb) {
-                (Some(congestion), _) => {
-                    let (seq, stamped) = congestion.next();
-                    (Some(seq), Some(Stamp::Transport(stamped)))
-                }
-                (None, Some(remb)) => (None, remb.stamp(now)),
-                (None, None) => return,
-            };
+            let (transport_seq, stamp) =
+                stamp_for(part.congestion.as_deref_mut(), part.remb.as_deref(), now);
             let rtp = RtpOut {
                 ssrc: *ssrc,
                 pt,
@@ -438,9 +455,10 @@ mod tests {
     fn the_offer_carries_the_extension_in_every_section_and_the_answer_is_read() {
         let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\n\
                      m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n";
-        let offered = offer_transport_cc(offer);
+        let offered = offer_feedback_extensions(offer);
         assert_eq!(offered.matches(TRANSPORT_CC_URI).count(), 2);
         assert!(offered.contains("a=mid:1\r\na=extmap:3 http://www.ietf.org/"));
+        assert_eq!(offered.matches(crate::remb::ABS_SEND_TIME_URI).count(), 2);
         let answer =
             format!("v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=extmap:3 {TRANSPORT_CC_URI}\r\n");
         assert!(answer_accepts_transport_cc(&answer));
@@ -457,7 +475,9 @@ mod tests {
             transport_cc_id(&answer.replace("extmap:3", "extmap:15")),
             None
         );
-        assert!(with_transport_cc(offer, 5).contains("a=mid:0\r\na=extmap:5 http://"));
+        assert!(
+            with_extension(offer, 5, TRANSPORT_CC_URI).contains("a=mid:0\r\na=extmap:5 http://")
+        );
     }
 
     /// A TWCC message (RFC draft-holmer §3.1) naming `count` packets from `base`, all lost:

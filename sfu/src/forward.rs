@@ -309,12 +309,11 @@ impl Worker {
             let peer = &mut subscriber.subscriber;
             match (&peer.direct, peer.media_to) {
                 (Some(direct), Some(to)) if !down.send.str0m_due(now) => {
-                    let transport = subscriber.congestion.as_mut().map(|c| c.next());
-                    let stamp = match (transport, &subscriber.remb) {
-                        (Some((_, stamped)), _) => Some(Stamp::Transport(stamped)),
-                        (None, Some(remb)) => remb.stamp(now),
-                        (None, None) => None,
-                    };
+                    let (transport, stamp) = crate::congestion::stamp_for(
+                        subscriber.congestion.as_deref_mut(),
+                        subscriber.remb.as_deref(),
+                        now,
+                    );
                     let rtp = RtpOut {
                         ssrc: *ssrc_out,
                         pt: *pt_out,
@@ -327,7 +326,7 @@ impl Worker {
                         vp8,
                     };
                     let datagram = direct.packet(self.sink.buffer(), &rtp);
-                    if let (Some(congestion), Some((seq, _))) =
+                    if let (Some(congestion), Some(seq)) =
                         (subscriber.congestion.as_mut(), transport)
                     {
                         congestion

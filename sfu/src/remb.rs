@@ -17,16 +17,18 @@ use crate::participant::Slot;
 use crate::rtp_out::{abs_send_time, Stamp};
 use crate::worker::Worker;
 
-const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+pub(crate) const ABS_SEND_TIME_URI: &str =
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+/// The id we offer the send time under: the one str0m's standard map gives it, left free
+/// because subscriber PCs take it out (`rtc_config.rs`): str0m would stamp its own packets
+/// from another clock origin, and a receiver would read the difference as delay.
+pub(crate) const ABS_SEND_TIME_ID: u8 = 2;
 /// A report shows congestion when it cut the estimate (below 95 % of the report before:
 /// libwebrtc cuts to 85 % of what arrived when it sees queueing delay) to less than the
 /// allocator sends; the first report, when it is below 90 % of that. A report that only
 /// has not grown as far as the layers sent is no congestion: the allocator keeps them.
 const CUT_BELOW_PERCENT: u64 = 95;
 const FIRST_BELOW_PERCENT: u64 = 90;
-/// Cuts within 2 s of one that counted are taken as its echo (a 300 ms queue draining at a
-/// tenth of what filled it takes about that long).
-const CUT_ANSWERED_FOR: Duration = Duration::from_secs(2);
 /// Padding never tops the media up beyond this (a receiver claiming more is believed only
 /// as far as the allocator could use).
 const MAX_PADDED_BPS: u64 = 10_000_000;
@@ -51,8 +53,6 @@ pub(crate) struct RembLink {
     reported: Option<u64>,
     /// What the allocator last saw, and when.
     allocated: Option<(Link, Instant)>,
-    /// When a report last counted as congestion.
-    cut_at: Option<Instant>,
     /// Padding bits owed since the last tick while topping up, and when that was.
     owed_bits: u64,
     last_tick: Option<Instant>,
@@ -70,7 +70,6 @@ impl RembLink {
             time_zero: now,
             reported: None,
             allocated: None,
-            cut_at: None,
             owed_bits: 0,
             last_tick: None,
             padded_at: None,
@@ -91,19 +90,10 @@ impl RembLink {
     /// A report of `bps`, with `sending` bits per second allocated: the link, if the
     /// allocator should look at it again.
     pub fn report(&mut self, now: Instant, bps: u64, sending: u64) -> Option<Link> {
-        let cut = match self.reported.replace(bps) {
+        let congested = match self.reported.replace(bps) {
             None => bps * 100 < sending * FIRST_BELOW_PERCENT,
             Some(before) => bps < sending && bps * 100 < before * CUT_BELOW_PERCENT,
         };
-        // The receiver's measurements lag the allocator's answer to a cut by a queue's
-        // drain: the cuts that follow soon after are the same congestion.
-        let answered = self
-            .cut_at
-            .is_some_and(|at| now.saturating_duration_since(at) < CUT_ANSWERED_FOR);
-        let congested = cut && !answered;
-        if congested {
-            self.cut_at = Some(now);
-        }
         let link = Link {
             estimate: bps,
             congested,
@@ -256,11 +246,12 @@ mod tests {
             .report(t0 + Duration::from_millis(200), 420_000, 500_000)
             .unwrap();
         assert!(cut.congested);
-        // A further cut right after: the same congestion, already answered.
-        let echo = link
+        // A further cut right after, still below what is sent: congestion again (the
+        // allocator goes down as far as the report says).
+        let again = link
             .report(t0 + Duration::from_millis(900), 300_000, 500_000)
             .unwrap();
-        assert!(!echo.congested);
+        assert!(again.congested);
         // Growing again, though still below what is sent: no congestion.
         let growing = link
             .report(t0 + Duration::from_millis(1300), 450_000, 500_000)

@@ -28,12 +28,20 @@ pub(crate) fn new_publisher_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
 /// video subscriber cost) and the client sends feedback every ~100 ms that we decrypt and
 /// throw away. Publisher PCs keep it: the client's own estimator needs our feedback.
 ///
+/// Nor abs-send-time, for the same reason and one more: a receiver without transport-wide
+/// feedback estimates from it (REMB, `remb.rs`), our send path stamps it from its own
+/// origin, and str0m's packets stamped from str0m's would read as a jump in delay. Both
+/// are added to the SDP by us (`congestion::offer_feedback_extensions`).
+///
 /// It hands us the RTCP it receives (str0m's "raw packets"): most forwarded packets leave
 /// through our own send path (`rtp_out`), so the NACKs for them are ours to answer.
 pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
     let mut exts = ExtensionMap::empty();
     for (id, ext) in ExtensionMap::standard().iter() {
-        if *ext != Extension::TransportSequenceNumber {
+        if !matches!(
+            ext,
+            Extension::TransportSequenceNumber | Extension::AbsoluteSendTime
+        ) {
             exts.set(id, ext.clone());
         }
     }

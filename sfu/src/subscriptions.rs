@@ -234,7 +234,7 @@ impl Worker {
             .collect();
         let mut sdp = offer.to_sdp_string();
         if self.limits.bandwidth_estimation {
-            sdp = crate::congestion::offer_transport_cc(&sdp);
+            sdp = crate::congestion::offer_feedback_extensions(&sdp);
         }
         part.offered_sections = crate::sdp_guard::media_sections(&sdp);
         part.emit(PeerEvent::SubscriberOffer { sdp, mid_to_track });

@@ -82,15 +82,25 @@ impl Worker {
             // packets under the viewer's id, and the link is estimated as a subscriber's.
             Some(id) => {
                 part.congestion = Some(Box::new(crate::congestion::Congestion::new(now, id)));
-                crate::congestion::with_transport_cc(&answer.to_sdp_string(), id)
+                crate::congestion::with_extension(
+                    &answer.to_sdp_string(),
+                    id,
+                    crate::congestion::TRANSPORT_CC_URI,
+                )
             }
             // REMB instead: the viewer estimates its link itself (`remb.rs`).
             None if self.limits.bandwidth_estimation && crate::remb::negotiates_remb(sdp) => {
-                part.remb = Some(Box::new(crate::remb::RembLink::new(
-                    now,
-                    crate::remb::abs_send_time_id(sdp),
-                )));
-                answer.to_sdp_string()
+                let abs_send_time = crate::remb::abs_send_time_id(sdp);
+                part.remb = Some(Box::new(crate::remb::RembLink::new(now, abs_send_time)));
+                let answer = answer.to_sdp_string();
+                match abs_send_time {
+                    Some(id) => crate::congestion::with_extension(
+                        &answer,
+                        id,
+                        crate::remb::ABS_SEND_TIME_URI,
+                    ),
+                    None => answer,
+                }
             }
             // No feedback will come: nothing limits its layers (as for a subscriber whose
             // answer has none).
@@ -318,6 +328,15 @@ mod tests {
             .expect("answered");
         assert!(!answer.contains(TWCC), "{answer}");
         assert!(answer.contains("goog-remb"), "{answer}");
+        // Stamped by us only: str0m, which would stamp its own packets from another clock
+        // origin, does not know the extension (the standard map's id 2 is ours).
+        assert_eq!(
+            answer
+                .matches(&format!("a=extmap:2 {}", crate::remb::ABS_SEND_TIME_URI))
+                .count(),
+            2,
+            "{answer}"
+        );
         let part = worker.parts[0].as_ref().expect("joined");
         assert!(part.congestion.is_none());
         let remb = part.remb.as_ref().expect("a REMB link");
