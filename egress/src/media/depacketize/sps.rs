@@ -112,6 +112,11 @@ fn skip_scaling_list(r: &mut BitReader<'_>, size: usize) -> Result<(), EndOfData
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
+            // delta_scale is −128..=127 (7.4.2.1.1.1); a larger one is no SPS (and would
+            // overflow the sum).
+            if !(-128..=127).contains(&delta) {
+                return Err(EndOfData);
+            }
             next = (last + delta).rem_euclid(256);
         }
         if next != 0 {
@@ -293,6 +298,26 @@ mod tests {
         expected.extend_from_slice(&pps);
         assert_eq!(avcc, expected);
         assert!(avc_decoder_configuration(&[0x67], &pps).is_none());
+    }
+
+    #[test]
+    fn a_scaling_delta_out_of_range_is_an_error_not_an_overflow() {
+        // High profile, scaling matrices present, the first list's first delta far beyond
+        // −128..=127 (the fuzzer's crash: the sum overflowed).
+        let sps = Bits::default()
+            .u(8, 100)
+            .u(8, 0)
+            .u(8, 31)
+            .ue(0)
+            .ue(1)
+            .ue(0)
+            .ue(0)
+            .u(1, 0)
+            .u(1, 1)
+            .u(1, 1)
+            .se(i32::MAX)
+            .nal();
+        assert!(parse_sps(&sps).is_err());
     }
 
     #[test]
