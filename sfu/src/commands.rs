@@ -267,6 +267,7 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
+        part.subscriber.descriptor_id = crate::svc::dependency_descriptor::negotiated_id(sdp);
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
             // The allocator already starts from the initial estimate (see `join`).
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(

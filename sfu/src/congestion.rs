@@ -277,11 +277,16 @@ pub(crate) fn transport_cc_id(sdp: &str) -> Option<u8> {
 /// The id `sdp` gives the header extension `uri`, if one our send path can write (1–14:
 /// the one-byte header form).
 pub(crate) fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    extmap_id(sdp, uri).filter(|id| (1..=14).contains(id))
+}
+
+/// The id `sdp`'s `a=extmap` line gives `uri`, if it has one.
+pub(crate) fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let (id, named) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
         let id: u8 = id.split('/').next()?.parse().ok()?;
         let named = named.split_whitespace().next()?;
-        (named == uri && (1..=14).contains(&id)).then_some(id)
+        (named == uri && id >= 1).then_some(id)
     })
 }
 
@@ -432,6 +437,7 @@ impl Worker {
                 stamp,
                 padding: PADDING,
                 vp8: None,
+                descriptor: None,
             };
             let datagram = direct.packet(self.sink.buffer(), &rtp);
             if let (Some(congestion), Some(transport_seq)) =

@@ -11,8 +11,8 @@ use crate::layer_meter::Temporal;
 use crate::published_track::{bit, Quality};
 use crate::rewrite::Rewriter;
 use crate::rtp_out::StreamSend;
+use crate::svc::SvcLayer;
 use crate::vp8_ids::Vp8Ids;
-use crate::vp9_svc::Vp9Layer;
 
 /// Negotiation state of one m-line on the subscriber PC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ pub(crate) struct PacketLayer {
     pub keyframe: bool,
     /// Video: a switch must wait for a keyframe.
     pub needs_keyframe: bool,
-    /// Its place in an SVC stream (`vp9_svc.rs`); `None` for simulcast and plain streams.
-    pub svc: Option<Vp9Layer>,
+    /// Its place in an SVC stream (`svc/`); `None` for simulcast and plain streams.
+    pub svc: Option<SvcLayer>,
     /// Its temporal layer, when the codec says (VP8's TID, VP9's).
     pub temporal: Option<Temporal>,
 }
@@ -134,7 +134,7 @@ impl LayerChoice {
     fn admit_within_picture(
         &mut self,
         p: &PacketLayer,
-        layer: Vp9Layer,
+        layer: SvcLayer,
         target: Quality,
     ) -> Verdict {
         let current = match self.current.filter(|(ssrc, _)| *ssrc == p.ssrc) {
@@ -354,7 +354,7 @@ mod tests {
     /// A packet of spatial layer `sid` of an SVC stream: `starts` its layer frame, `ends`
     /// it, of a keyframe picture or not.
     fn svc(sid: Quality, key: bool, starts: bool, ends: bool) -> PacketLayer {
-        let layer = Vp9Layer {
+        let layer = SvcLayer {
             spatial: sid,
             temporal: 0,
             starts_frame: starts,

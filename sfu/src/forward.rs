@@ -2,12 +2,13 @@
 //! each down-track that wants its layer, rewritten and sent; and the retransmissions our
 //! own send path answers NACKs with.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::media::Pt;
 use str0m::rtp::rtcp::Nack;
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::Input;
 use tracing::debug;
 
@@ -20,9 +21,10 @@ use crate::media::KeyframeWant;
 use crate::participant::Slot;
 use crate::published_track::{bit, Arrival};
 use crate::red;
-use crate::rtp_out::{self, DropEvery, RtpOut, Stamp, StreamSend};
+use crate::rtp_out::{self, DescriptorOut, DropEvery, RtpOut, Stamp, StreamSend};
+use crate::svc::dependency_descriptor::{self, DescriptorBytes};
+use crate::svc::vp9 as vp9_svc;
 use crate::vp8_ids;
-use crate::vp9_svc;
 use crate::worker::Worker;
 
 /// One received packet as the fan-out needs it.
@@ -36,6 +38,8 @@ struct Incoming<'a> {
     red: Option<Option<usize>>,
     /// A VP8 packet's payload descriptor, read once for all down-tracks.
     vp8: Option<vp8_ids::Descriptor>,
+    /// An AV1 packet's dependency descriptor, passed on to subscribers that negotiated it.
+    descriptor: Option<&'a Arc<[u8]>>,
     now: Instant,
 }
 
@@ -98,8 +102,20 @@ impl Worker {
             return;
         };
         let is_video = track.is_video();
-        let svc = match codec {
-            Codec::Vp9 => vp9_svc::layer_of(&packet.payload),
+        let descriptor = match codec {
+            Codec::Av1 => packet
+                .header
+                .ext_vals
+                .user_values
+                .get::<DescriptorBytes>()
+                .map(|DescriptorBytes(bytes)| bytes),
+            _ => None,
+        };
+        let svc = match (codec, descriptor) {
+            (Codec::Vp9, _) => vp9_svc::layer_of(&packet.payload),
+            (Codec::Av1, Some(bytes)) => {
+                dependency_descriptor::layer_of(bytes, &mut track.av1_templates, &packet.payload)
+            }
             _ => None,
         };
         let keyframe = is_video
@@ -165,6 +181,7 @@ impl Worker {
             red: (params.pt() != pt && params.red() == Some(pt))
                 .then(|| red::primary_block(&packet.payload)),
             vp8,
+            descriptor,
             now,
         };
         let taps = !self.taps.is_empty();
@@ -324,6 +341,10 @@ impl Worker {
                         stamp,
                         padding: 0,
                         vp8,
+                        descriptor: peer
+                            .descriptor_id
+                            .zip(incoming.descriptor)
+                            .map(|(id, bytes)| DescriptorOut { id, bytes }),
                     };
                     let datagram = direct.packet(self.sink.buffer(), &rtp);
                     if let (Some(congestion), Some(seq)) =
@@ -360,11 +381,15 @@ impl Worker {
                         None if de_red => payload.to_vec().into(),
                         None => packet.payload.clone(),
                     };
-                    stream.write_rtp(
-                        RtpWrite::new(pt_out, seq.into(), ts, now, payload)
-                            .marker(marker)
-                            .nackable(incoming.is_video || nack),
-                    );
+                    let mut write = RtpWrite::new(pt_out, seq.into(), ts, now, payload)
+                        .marker(marker)
+                        .nackable(incoming.is_video || nack);
+                    if let (Some(bytes), Some(_)) = (incoming.descriptor, peer.descriptor_id) {
+                        let mut values = ExtensionValues::default();
+                        values.user_values.set(DescriptorBytes(Arc::clone(bytes)));
+                        write = write.ext_vals(values);
+                    }
+                    stream.write_rtp(write);
                     down.send.str0m_written = Some(now);
                     // Sent now, not at the turn's end, so it leaves in order with the
                     // packets our own path sends right away.

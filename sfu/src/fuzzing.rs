@@ -21,9 +21,10 @@ use crate::api::{
 use crate::codec::starts_keyframe;
 use crate::rewrite::Rewriter;
 use crate::rtp_out::srtp::SrtpSender;
-use crate::rtp_out::{nacked, DirectSend, RtpOut, Stamp, StreamSend, TransportSeq};
+use crate::rtp_out::{nacked, DescriptorOut, DirectSend, RtpOut, Stamp, StreamSend, TransportSeq};
+use crate::svc::dependency_descriptor;
+use crate::svc::vp9 as vp9_svc;
 use crate::vp8_ids::{descriptor, Vp8Ids};
-use crate::vp9_svc;
 use crate::worker::{DatagramSink, Worker};
 
 /// Reads the fuzzer's bytes as a sequence of small fields; past the end everything is 0 or
@@ -132,6 +133,7 @@ pub fn rtp_forward(data: &[u8]) {
     let mut now = start;
     // Per source: the last extended sequence number seen, so most packets are near it.
     let mut last_seq = [0u64; 4];
+    let mut templates = None;
     while !input.is_empty() {
         match input.u8() % 6 {
             0 | 1 => {
@@ -151,8 +153,11 @@ pub fn rtp_forward(data: &[u8]) {
                 if let Some(primary) = crate::red::primary_block(&payload) {
                     assert!(primary <= payload.len(), "the primary block lies inside");
                 }
+                // The payload read as a dependency descriptor too: AV1 layers.
+                let av1 = dependency_descriptor::layer_of(&payload, &mut templates, &payload);
                 // An SVC layer above what this subscriber gets is left out.
-                if vp9_svc::layer_of(&payload).is_some_and(|l| l.spatial > 0 && marker) {
+                let svc = vp9_svc::layer_of(&payload).or(av1);
+                if svc.is_some_and(|l| l.spatial > 0 && marker) {
                     rewriter.skip(ssrc, seq);
                     continue;
                 }
@@ -185,6 +190,12 @@ pub fn rtp_forward(data: &[u8]) {
                     },
                     padding: if keyframe { 0 } else { (out_ts % 4) as u8 * 60 },
                     vp8: descriptor(&payload).and_then(|d| vp8_ids.rewrite(ssrc, &d)),
+                    // Every fifth packet carries a descriptor (its payload), some under ids
+                    // only the two-byte form can write.
+                    descriptor: (out_seq % 5 == 0 && payload.len() >= 3).then(|| DescriptorOut {
+                        id: 1 + (out_ts % 20) as u8,
+                        bytes: &payload,
+                    }),
                 };
                 let packet = direct.packet(Vec::new(), &rtp);
                 assert_eq!(&packet[2..4], &(out_seq as u16).to_be_bytes());

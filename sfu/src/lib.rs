@@ -44,12 +44,12 @@ mod sdp_order;
 mod sendmmsg;
 mod speakers;
 mod subscriptions;
+mod svc;
 mod tap;
 mod tap_forward;
 mod timers;
 mod viewer;
 mod vp8_ids;
-mod vp9_svc;
 mod worker;
 
 use std::hash::{Hash, Hasher};

@@ -34,6 +34,9 @@ pub(crate) struct Peer {
     pub disconnected_reported: bool,
     /// Candidates trickled to this peer since its last ICE restart (`max_remote_candidates`).
     pub trickled: usize,
+    /// The header extension id of the dependency descriptor, when this (subscriber) peer
+    /// negotiated it: AV1 packets forwarded to it carry their publisher's descriptor.
+    pub descriptor_id: Option<u8>,
 }
 
 impl Peer {
@@ -55,6 +58,7 @@ impl Peer {
             addrs: Vec::new(),
             disconnected_reported: false,
             trickled: 0,
+            descriptor_id: None,
         }
     }
 }

@@ -153,7 +153,7 @@ pub(crate) struct PublishedTrack {
     pub media_started: bool,
     pub layers: Vec<Layer>,
     /// The spatial layers of an SVC stream (VP9), by spatial id: a single stream whose
-    /// packets each belong to one of them (`vp9_svc.rs`). Empty for simulcast and plain
+    /// packets each belong to one of them (`svc/`). Empty for simulcast and plain
     /// streams. At most 8 (the id has 3 bits).
     spatial: Vec<BitrateMeter>,
     /// Qualities of the layers sending now.
@@ -171,6 +171,9 @@ pub(crate) struct PublishedTrack {
     pub dynacast: crate::dynacast::Dynacast,
     /// Keyframe requests before any layer has sent (then each layer has its own).
     keyframes: KeyframeThrottle,
+    /// An AV1 stream's frame templates, from its last keyframe's dependency descriptor
+    /// (`svc/dependency_descriptor.rs`).
+    pub av1_templates: Option<Box<crate::svc::dependency_descriptor::Templates>>,
 }
 
 impl PublishedTrack {
@@ -195,6 +198,7 @@ impl PublishedTrack {
             audio_level: (kind == TrackKind::Audio).then(Default::default),
             dynacast: Default::default(),
             keyframes: KeyframeThrottle::default(),
+            av1_templates: None,
         }
     }
 

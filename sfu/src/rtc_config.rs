@@ -6,6 +6,7 @@ use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Rtc, RtcConfig};
 
 use crate::api::DtlsPeers;
+use crate::svc::dependency_descriptor;
 
 /// Installs the crypto backend chosen at compile time (aws-lc-rs) as the process default,
 /// and makes the DTLS certificate and configuration of LiveKit-protocol peers now rather
@@ -17,7 +18,18 @@ pub(crate) fn install_crypto() {
 
 /// The publisher PC of a participant: it receives the client's media.
 pub(crate) fn new_publisher_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
-    new_rtc(ExtensionMap::standard(), dtls).build(now)
+    let mut exts = ExtensionMap::standard();
+    exts.set(dependency_descriptor::ID, dependency_descriptor_extension());
+    new_rtc(exts, dtls).build(now)
+}
+
+/// The dependency descriptor, which str0m's own map lacks: AV1 SVC publishers say in it
+/// where each packet sits (`svc/dependency_descriptor.rs`), and subscribers get it back.
+fn dependency_descriptor_extension() -> Extension {
+    Extension::with_serializer(
+        dependency_descriptor::URI,
+        dependency_descriptor::DescriptorExtension,
+    )
 }
 
 /// The subscriber PC of a participant (or a WHEP viewer): it only sends media.
@@ -45,6 +57,7 @@ pub(crate) fn new_subscriber_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
             exts.set(id, ext.clone());
         }
     }
+    exts.set(dependency_descriptor::ID, dependency_descriptor_extension());
     new_rtc(exts, dtls).enable_raw_packets(true).build(now)
 }
 

@@ -10,6 +10,7 @@ use crate::api::{PeerRole, SfuError, TrackKind};
 use crate::down_track::DownTrack;
 use crate::ids::{DownTrackId, TrackId};
 use crate::participant::Slot;
+use crate::svc::dependency_descriptor;
 use crate::worker::Worker;
 
 /// A viewer's fixed m-line: (its down-track's index, kind, current source).
@@ -110,6 +111,7 @@ impl Worker {
                 answer.to_sdp_string()
             }
         };
+        part.subscriber.descriptor_id = dependency_descriptor::negotiated_id(&answer);
         self.drain(slot, PeerRole::Subscriber);
         self.attach_viewer(slot);
         Ok(answer)

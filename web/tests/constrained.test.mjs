@@ -1,8 +1,9 @@
 // Issue 18, "every subscriber gets the best picture its link allows", first acceptance test:
 // a subscriber whose downlink is capped at 500 kbit/s still decodes a lower layer of a 720p
 // publisher, and gets the top layer back once the cap is lifted. Twice: with livekit-client's
-// default VP8 simulcast (three encodings, one SSRC each), and with VP9 SVC (one L3T3_KEY stream
-// whose upper spatial layers the server leaves out for this subscriber, sfu/src/vp9_svc.rs).
+// default VP8 simulcast (three encodings, one SSRC each), and with VP9 and AV1 SVC (one L3T3_KEY
+// stream whose upper spatial layers the server leaves out for this subscriber, sfu/src/svc/: the
+// VP9 payload descriptor says where a packet sits, for AV1 the dependency descriptor).
 //
 // The server estimates each subscriber's link from its transport-wide congestion feedback and
 // gives it the layers that fit (sfu/src/congestion.rs, allocator.rs).
@@ -37,7 +38,7 @@ async function cappedThenLifted(codec) {
     assert.ok(capped.freezeSeconds < MAX_FROZEN_S && capped.stalledSeconds < MAX_FROZEN_S,
       `frozen < ${MAX_FROZEN_S} s of ${WINDOW_S} s: ${seen}`);
     assert.ok(capped.width > 0 && capped.width < top, `a lower layer than the top (${top} wide): ${seen}`);
-    if (codec === 'vp9') {
+    if (codec === 'vp9' || codec === 'av1') {
       // The layers left out must leave no holes in the numbering: each would count as a lost
       // packet (more than one per frame) and draw a NACK.
       assert.ok(capped.packetsLost < capped.framesDecoded / 2, `no gaps where layers were left out: ${seen}`);
@@ -59,3 +60,5 @@ async function cappedThenLifted(codec) {
 test(`a subscriber capped at ${CAP} decodes a lower simulcast layer, and the top one once the cap is lifted`, { timeout: 180_000 }, () => cappedThenLifted(null));
 
 test(`a subscriber capped at ${CAP} decodes a lower VP9 SVC spatial layer, and the top one once the cap is lifted`, { timeout: 180_000 }, () => cappedThenLifted('vp9'));
+
+test(`a subscriber capped at ${CAP} decodes a lower AV1 SVC spatial layer, and the top one once the cap is lifted`, { timeout: 180_000 }, () => cappedThenLifted('av1'));

@@ -57,6 +57,15 @@ pub(crate) struct RtpOut<'a> {
     pub padding: u8,
     /// VP8 picture numbers this subscriber's copy carries instead of the publisher's.
     pub vp8: Option<Vp8Patch>,
+    /// An AV1 packet's dependency descriptor, as the publisher sent it.
+    pub descriptor: Option<DescriptorOut<'a>>,
+}
+
+/// A dependency descriptor and the header extension id the subscriber gave it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DescriptorOut<'a> {
+    pub id: u8,
+    pub bytes: &'a Arc<[u8]>,
 }
 
 /// A transport-wide sequence number and the header extension id it goes in.
@@ -116,8 +125,9 @@ impl DirectSend {
         packet.extend_from_slice(&(rtp.seq as u16).to_be_bytes());
         packet.extend_from_slice(&rtp.timestamp.to_be_bytes());
         packet.extend_from_slice(&rtp.ssrc.to_be_bytes());
-        let header = match rtp.stamp {
-            Some(Stamp::Transport(TransportSeq { id, seq })) => {
+        let header = match (rtp.stamp, rtp.descriptor) {
+            (stamp, Some(descriptor)) => write_extensions(&mut packet, stamp, descriptor),
+            (Some(Stamp::Transport(TransportSeq { id, seq })), None) => {
                 // 0xBEDE, one word; the element: id, length − 1 = 1, then the number; one
                 // byte of padding to the word.
                 packet.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4 | 1]);
@@ -125,13 +135,13 @@ impl DirectSend {
                 packet.push(0);
                 HEADER_WITH_EXTENSION
             }
-            Some(Stamp::AbsSendTime { id, time }) => {
+            (Some(Stamp::AbsSendTime { id, time }), None) => {
                 // 0xBEDE, one word; the element: id, length − 1 = 2, then the 24 bits.
                 packet.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, id << 4 | 2]);
                 packet.extend_from_slice(&time.to_be_bytes()[1..]);
                 HEADER_WITH_EXTENSION
             }
-            None => HEADER,
+            (None, None) => HEADER,
         };
         packet.extend_from_slice(rtp.payload);
         if let Some(patch) = rtp.vp8 {
@@ -147,6 +157,52 @@ impl DirectSend {
             .protect(&mut packet, header, rtp.ssrc, rtp.seq & 0xffff_ffff_ffff);
         packet
     }
+}
+
+/// Writes the header extension block of a packet that carries a dependency descriptor
+/// (and maybe a stamp) after the fixed header in `packet`; returns the header's length.
+/// The one-byte form (RFC 8285 §4.2) when every element fits it, else the two-byte form
+/// (§4.3: a keyframe's descriptor carries the template structure, often over 16 bytes),
+/// which str0m's SDP allows in every session (`a=extmap-allow-mixed`).
+fn write_extensions(
+    packet: &mut Vec<u8>,
+    stamp: Option<Stamp>,
+    descriptor: DescriptorOut<'_>,
+) -> usize {
+    let mut stamp_bytes = [0u8; 3];
+    let stamp = stamp.map(|stamp| match stamp {
+        Stamp::Transport(TransportSeq { id, seq }) => {
+            stamp_bytes[..2].copy_from_slice(&seq.to_be_bytes());
+            (id, &stamp_bytes[..2])
+        }
+        Stamp::AbsSendTime { id, time } => {
+            stamp_bytes.copy_from_slice(&time.to_be_bytes()[1..]);
+            (id, &stamp_bytes[..])
+        }
+    });
+    // A descriptor longer than a two-byte element holds is not one str0m took in.
+    let bytes = &descriptor.bytes[..descriptor.bytes.len().min(255)];
+    let elements = stamp.into_iter().chain([(descriptor.id, bytes)]);
+    let one_byte = bytes.len() <= 16 && descriptor.id <= 14;
+    let start = packet.len();
+    let profile: [u8; 2] = if one_byte { [0xbe, 0xde] } else { [0x10, 0x00] };
+    packet.extend_from_slice(&profile);
+    // The length in words, filled in below.
+    packet.extend_from_slice(&[0, 0]);
+    for (id, data) in elements {
+        if one_byte {
+            packet.push(id << 4 | (data.len() as u8 - 1));
+        } else {
+            packet.extend_from_slice(&[id, data.len() as u8]);
+        }
+        packet.extend_from_slice(data);
+    }
+    while !(packet.len() - start).is_multiple_of(4) {
+        packet.push(0);
+    }
+    let words = ((packet.len() - start - 4) / 4) as u16;
+    packet[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+    packet.len()
 }
 
 /// Whether str0m's datagram goes to the peer's media address: DTLS, RTP and RTCP go to the
@@ -249,6 +305,7 @@ struct Sent {
     stamp: Option<Stamp>,
     /// ... and the same payload.
     vp8: Option<Vp8Patch>,
+    descriptor: Option<(u8, Arc<[u8]>)>,
 }
 
 /// The recently sent packets of one stream, by sequence number.
@@ -292,6 +349,7 @@ impl History {
             at,
             stamp: rtp.stamp,
             vp8: rtp.vp8,
+            descriptor: rtp.descriptor.map(|d| (d.id, Arc::clone(d.bytes))),
         });
     }
 
@@ -345,6 +403,10 @@ impl History {
                 stamp: sent.stamp,
                 padding: 0,
                 vp8: sent.vp8,
+                descriptor: sent
+                    .descriptor
+                    .as_ref()
+                    .map(|(id, bytes)| DescriptorOut { id: *id, bytes }),
             });
         }
     }
@@ -361,175 +423,4 @@ pub(crate) fn nacked(pid: u16, blp: u16) -> impl Iterator<Item = u16> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stun_answers_do_not_move_the_media_address() {
-        assert!(!goes_to_media_address(&[0x01, 0x01, 0x00, 0x00])); // binding success
-        assert!(!goes_to_media_address(&[]));
-        assert!(goes_to_media_address(&[22, 0xfe, 0xfd])); // DTLS handshake
-        assert!(goes_to_media_address(&[0x80, 96])); // RTP
-        assert!(goes_to_media_address(&[0x81, 200])); // RTCP sender report
-    }
-
-    #[test]
-    fn the_test_hook_holds_back_every_nth_packet() {
-        let mut drop = DropEvery::new(std::num::NonZeroU64::new(3).unwrap());
-        let held: Vec<bool> = (0..7).map(|_| drop.this_one()).collect();
-        assert_eq!(held, [false, false, true, false, false, true, false]);
-    }
-
-    #[test]
-    fn a_nack_entry_names_its_packet_and_the_bits_after_it() {
-        assert_eq!(nacked(10, 0).collect::<Vec<_>>(), [10]);
-        assert_eq!(nacked(10, 0b101).collect::<Vec<_>>(), [10, 11, 13]);
-        assert_eq!(nacked(65535, 1).collect::<Vec<_>>(), [65535, 0]);
-    }
-
-    #[test]
-    fn the_history_answers_recent_packets_only() {
-        let mut history = History::default();
-        let payload: Arc<[u8]> = Arc::from(&[1u8, 2, 3][..]);
-        let start = Instant::now();
-        let rtp = |seq| RtpOut {
-            ssrc: 7,
-            pt: 96,
-            marker: false,
-            seq,
-            timestamp: 90,
-            payload: &[],
-            stamp: None,
-            padding: 0,
-            vp8: None,
-        };
-        let at = |ms| start + Duration::from_millis(ms);
-        history.record(&rtp(70_000), &payload, at(0));
-        history.record(&rtp(70_001), &payload, at(800));
-        // 70_032 lands in the slot of 70_000, which is old enough to give up.
-        history.record(&rtp(70_032), &payload, at(1100));
-        assert_eq!(history.slots.len(), HISTORY_MIN);
-        let mut found = Vec::new();
-        let wanted = [70_000u64 as u16, 70_001u64 as u16, 70_032u64 as u16, 5];
-        history.find(7, wanted.into_iter(), at(1500), |r| {
-            assert_eq!((r.ssrc, r.payload.len()), (7, 3));
-            found.push(r.seq);
-        });
-        assert_eq!(found, [70_001, 70_032]);
-        // Later, 70_001 is too old to be worth resending.
-        found.clear();
-        history.find(7, wanted.into_iter(), at(1850), |r| found.push(r.seq));
-        assert_eq!(found, [70_032]);
-    }
-
-    #[test]
-    fn nothing_older_than_the_last_keyframe_is_resent() {
-        let mut history = History::default();
-        let payload: Arc<[u8]> = Arc::from(&[1u8][..]);
-        let now = Instant::now();
-        for seq in 10..20 {
-            let rtp = RtpOut {
-                ssrc: 7,
-                pt: 96,
-                marker: false,
-                seq,
-                timestamp: 90,
-                payload: &payload,
-                stamp: None,
-                padding: 0,
-                vp8: None,
-            };
-            if seq == 15 {
-                history.keyframe_at(seq);
-            }
-            history.record(&rtp, &payload, now);
-        }
-        let mut found = Vec::new();
-        history.find(7, 12..17, now, |r| found.push(r.seq));
-        assert_eq!(found, [15, 16]);
-    }
-
-    #[test]
-    fn audio_unwrapped_from_red_is_resent_unwrapped() {
-        let mut history = History::default();
-        // A RED packet whose primary block starts at byte 5; the subscriber got only that.
-        let red: Arc<[u8]> = Arc::from(&[0x6f, 0, 0, 0, 0x6f, 0xf8, 0xff, 0xfe][..]);
-        let sent = RtpOut {
-            ssrc: 7,
-            pt: 111,
-            marker: false,
-            seq: 3,
-            timestamp: 960,
-            payload: &red[5..],
-            stamp: None,
-            padding: 0,
-            vp8: None,
-        };
-        let now = Instant::now();
-        history.record(&sent, &red, now);
-        let mut resent = Vec::new();
-        history.find(7, [3u16].into_iter(), now, |r| {
-            resent.push(r.payload.to_vec())
-        });
-        assert_eq!(resent, vec![vec![0xf8, 0xff, 0xfe]]);
-    }
-
-    #[test]
-    fn resends_cost_at_most_a_share_of_what_was_sent() {
-        let mut stream = StreamSend::default();
-        let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
-        let rtp = |seq| RtpOut {
-            ssrc: 1,
-            pt: 96,
-            marker: false,
-            seq,
-            timestamp: 0,
-            payload: &payload,
-            stamp: None,
-            padding: 0,
-            vp8: None,
-        };
-        let now = Instant::now();
-        for seq in 0..20 {
-            stream.sent(&rtp(seq), &payload, now, true);
-        }
-        // 20 packets of 1000 bytes earn 3000 bytes of resends: three packets, not a fourth.
-        assert!((0..3).all(|_| stream.allowance.take(1000)));
-        assert!(!stream.allowance.take(1000));
-        stream.sent(&rtp(20), &payload, now, true);
-        assert!(
-            !stream.allowance.take(1000),
-            "150 bytes more are not a packet"
-        );
-        assert!(stream.allowance.take(150));
-    }
-
-    #[test]
-    fn the_history_grows_to_hold_a_second_of_a_fast_stream() {
-        let mut history = History::default();
-        let payload: Arc<[u8]> = Arc::from(&[0u8][..]);
-        let start = Instant::now();
-        // 300 packets a second for two seconds, numbers wrapping past 65535.
-        for i in 0..600u64 {
-            let rtp = RtpOut {
-                ssrc: 1,
-                pt: 96,
-                marker: false,
-                seq: 65_400 + i,
-                timestamp: 0,
-                payload: &[],
-                stamp: None,
-                padding: 0,
-                vp8: None,
-            };
-            history.record(&rtp, &payload, start + Duration::from_micros(i * 3333));
-        }
-        assert_eq!(history.slots.len(), 512);
-        let now = start + Duration::from_micros(599 * 3333);
-        // Every packet of the last second is still there, by its 16-bit number.
-        let last_second = (300..600u64).map(|i| (65_400 + i) as u16);
-        let mut found = 0;
-        history.find(1, last_second, now, |_| found += 1);
-        assert_eq!(found, 300);
-    }
-}
+mod tests;

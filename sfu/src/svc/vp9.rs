@@ -1,40 +1,11 @@
-//! Where a VP9 packet sits in a scalable (SVC) stream, read from its payload descriptor
-//! (draft-ietf-payload-vp9 §4.2). An SVC publisher (livekit-client's `videoCodec: 'vp9'`,
-//! L3T3_KEY) sends all spatial layers of a picture on one SSRC, one layer frame after the
-//! other; a subscriber that should get less is sent the lower layers only, and the marker
-//! bit moved to the end of the last layer it gets (`down_track.rs`).
+//! Where a VP9 packet sits in a scalable stream, read from its payload descriptor
+//! (draft-ietf-payload-vp9 §4.2).
 
-/// The layer fields of one VP9 packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Vp9Layer {
-    /// Spatial layer id (SID): 0 is the smallest picture.
-    pub spatial: u8,
-    /// Temporal layer id (TID).
-    pub temporal: u8,
-    /// B: the first packet of a layer frame.
-    pub starts_frame: bool,
-    /// E: the last packet of a layer frame.
-    pub ends_frame: bool,
-    /// P: predicted from an earlier picture (clear on a keyframe's layers).
-    pub inter_picture: bool,
-}
-
-impl Vp9Layer {
-    /// The first packet of a new picture (its lowest layer's first packet): where a
-    /// down-track may drop or add layers.
-    pub fn starts_picture(&self) -> bool {
-        self.starts_frame && self.spatial == 0
-    }
-
-    /// The first packet of a keyframe: every layer above it may start here.
-    pub fn starts_keyframe(&self) -> bool {
-        self.starts_picture() && !self.inter_picture
-    }
-}
+use super::SvcLayer;
 
 /// The layer fields of a VP9 RTP payload; `None` when it carries none (L = 0: a stream
 /// without layers, which is forwarded as a whole) or is cut short.
-pub(crate) fn layer_of(payload: &[u8]) -> Option<Vp9Layer> {
+pub(crate) fn layer_of(payload: &[u8]) -> Option<SvcLayer> {
     let first = *payload.first()?;
     let has_picture_id = first & 0x80 != 0;
     let has_layers = first & 0x20 != 0;
@@ -47,7 +18,7 @@ pub(crate) fn layer_of(payload: &[u8]) -> Option<Vp9Layer> {
         at += if *payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
     }
     let layers = *payload.get(at)?;
-    Some(Vp9Layer {
+    Some(SvcLayer {
         temporal: layers >> 5,
         spatial: (layers >> 1) & 0x07,
         starts_frame: first & 0x08 != 0,
@@ -71,7 +42,7 @@ mod tests {
         let key = layer_of(&descriptor(false, true, false, 0, 0)).unwrap();
         assert_eq!(
             key,
-            Vp9Layer {
+            SvcLayer {
                 spatial: 0,
                 temporal: 0,
                 starts_frame: true,
