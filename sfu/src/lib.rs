@@ -19,6 +19,7 @@ mod data_budget;
 mod down_track;
 mod dtls_openssl;
 mod dynacast;
+mod feedback_in;
 mod forward;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]

@@ -101,6 +101,8 @@ pub(crate) struct WorkerMetrics {
     pub forwarded_bytes: u64,
     /// Packets sent again from our own send path's history, answering NACKs.
     pub retransmitted: u64,
+    /// Transport-wide feedback datagrams read before str0m (`feedback_in.rs`).
+    pub feedback_taken: u64,
     /// Datagrams and bytes on the wire, by [`Wire`] kind.
     pub udp_in: [u64; 5],
     pub udp_in_bytes: [u64; 5],
@@ -112,6 +114,7 @@ pub(crate) struct WorkerMetrics {
     c_forwarded: Local,
     c_forwarded_bytes: Local,
     c_retransmitted: Local,
+    c_feedback_taken: Local,
     c_udp_in: [Local; 5],
     c_udp_in_bytes: [Local; 5],
     c_udp_out: [Local; 5],
@@ -147,6 +150,7 @@ impl WorkerMetrics {
             forwarded: 0,
             forwarded_bytes: 0,
             retransmitted: 0,
+            feedback_taken: 0,
             udp_in: [0; 5],
             udp_in_bytes: [0; 5],
             udp_out: [0; 5],
@@ -157,6 +161,7 @@ impl WorkerMetrics {
             c_forwarded: Local::new(counter!("switchboard_packets_forwarded_total")),
             c_forwarded_bytes: Local::new(counter!("switchboard_bytes_forwarded_total")),
             c_retransmitted: Local::new(counter!("switchboard_packets_retransmitted_total")),
+            c_feedback_taken: Local::new(counter!("switchboard_transport_feedback_taken_total")),
             c_udp_in: by_wire("switchboard_udp_packets_total", "in"),
             c_udp_in_bytes: by_wire("switchboard_udp_bytes_total", "in"),
             c_udp_out: by_wire("switchboard_udp_packets_total", "out"),
@@ -247,6 +252,12 @@ impl WorkerMetrics {
         now >= self.next_flush
     }
 
+    /// Keeps the local counts from being flushed (to zero) for an hour: tests read them.
+    #[cfg(test)]
+    pub fn hold_flush(&mut self) {
+        self.next_flush = Instant::now() + std::time::Duration::from_secs(3600);
+    }
+
     /// Adds the local counts to the registry and updates the gauges.
     pub fn flush(&mut self, now: Instant, queue_depth: usize, population: &Population) {
         self.next_flush = now + FLUSH_EVERY;
@@ -256,6 +267,7 @@ impl WorkerMetrics {
             (&mut self.c_forwarded, &mut self.forwarded),
             (&mut self.c_forwarded_bytes, &mut self.forwarded_bytes),
             (&mut self.c_retransmitted, &mut self.retransmitted),
+            (&mut self.c_feedback_taken, &mut self.feedback_taken),
         ] {
             local.value = std::mem::take(value);
             local.flush();

@@ -34,6 +34,9 @@ pub(crate) struct Peer {
     pub disconnected_reported: bool,
     /// Candidates trickled to this peer since its last ICE restart (`max_remote_candidates`).
     pub trickled: usize,
+    /// Decrypts the transport-wide feedback this (subscriber) peer sends, which the worker
+    /// reads before str0m (`feedback_in.rs`); set with `direct`.
+    pub srtcp_in: Option<Box<crate::rtp_out::srtp::SrtcpReceiver>>,
     /// The header extension id of the dependency descriptor, when this (subscriber) peer
     /// negotiated it: AV1 packets forwarded to it carry their publisher's descriptor.
     pub descriptor_id: Option<u8>,
@@ -46,6 +49,7 @@ impl Peer {
         keys: &switchboard_dtls::ExportedKeys,
     ) -> Result<(), crate::rtp_out::srtp::KeysError> {
         let srtp = crate::rtp_out::srtp::SrtpSender::new(keys)?;
+        self.srtcp_in = Some(Box::new(crate::rtp_out::srtp::SrtcpReceiver::new(keys)?));
         self.direct = Some(DirectSend::new(srtp));
         Ok(())
     }
@@ -58,6 +62,7 @@ impl Peer {
             addrs: Vec::new(),
             disconnected_reported: false,
             trickled: 0,
+            srtcp_in: None,
             descriptor_id: None,
         }
     }

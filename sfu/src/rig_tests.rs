@@ -76,6 +76,39 @@ fn the_subscriber_accepts_transport_wide_numbers_and_our_packets_carry_them() {
 }
 
 #[test]
+fn transport_feedback_is_decrypted_by_our_path_and_reaches_the_estimator() {
+    let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
+    rig.worker.metrics.hold_flush();
+    let slot = first_subscriber(&rig);
+    let datagrams = rig.prepare(20);
+    rig.sink.capture.set(true);
+    for datagram in &datagrams {
+        rig.forward(datagram);
+    }
+    // The subscriber's str0m sends its reports on its own timer (every 50 ms).
+    let acknowledged = |rig: &ForwardRig| {
+        rig.worker.parts[slot]
+            .as_ref()
+            .and_then(|p| p.congestion.as_ref())
+            .and_then(|c| c.estimator.loss())
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while acknowledged(&rig).is_none() && Instant::now() < deadline {
+        rig.pump();
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        acknowledged(&rig),
+        Some(0.0),
+        "the estimator judged the packets"
+    );
+    assert!(
+        rig.worker.metrics.feedback_taken > 0,
+        "the reports came through our decryption, not str0m's"
+    );
+}
+
+#[test]
 fn a_packet_lost_on_the_way_is_resent_when_the_subscriber_nacks_it() {
     let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
     let datagrams = rig.prepare(8);

@@ -215,6 +215,8 @@ pub(crate) struct Worker {
     pub by_addr: HashMap<SocketAddr, (Slot, PeerRole)>,
     /// Reused buffer of down-tracks while forwarding one packet.
     pub scratch: Vec<crate::ids::DownTrackId>,
+    /// Decrypted feedback, reused (`feedback_in.rs`).
+    pub rtcp_plain: Vec<u8>,
     /// Subscriber peers str0m was handed a forwarded packet for, to send it right away.
     pub(crate) str0m_now: Vec<Slot>,
     /// Keyframe requests to pass to publishers after the current drain.
@@ -267,6 +269,7 @@ impl Worker {
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
             scratch: Vec::new(),
+            rtcp_plain: Vec::new(),
             str0m_now: Vec::new(),
             keyframe_queue: Vec::new(),
             current: None,
@@ -517,6 +520,13 @@ impl Worker {
             peer.addrs.push(source);
             self.by_addr.insert(source, (slot, role));
         }
+        if role == PeerRole::Subscriber && self.take_feedback(slot, data) {
+            return;
+        }
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        let peer = part.peer_mut(role);
         if let Err(e) = peer.rtc.handle_input(input) {
             // A bad packet costs only itself; the peer stays up.
             debug!(participant = %part.key, ?role, "dropped a datagram: {e}");

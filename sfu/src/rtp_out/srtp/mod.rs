@@ -2,10 +2,11 @@
 //! from the DTLS-exported master keys (RFC 3711 §4.3, RFC 7714 §11), then AEAD-AES-GCM
 //! (RFC 7714) or AES-CM with HMAC-SHA1-80 (RFC 3711), on aws-lc-rs like str0m's own SRTP.
 //!
-//! Only the sending direction of RTP: str0m keeps decrypting what the peer sends and
-//! encrypting RTCP, with its own context derived from the same master keys. Sharing the keys
-//! is safe because an SRTP IV is unique per (SSRC, packet index), and every index of a
-//! stream is sent once, by one of the two.
+//! The sending direction of RTP, and the receiving direction of SRTCP for the transport-wide
+//! feedback our estimator takes before str0m ([`SrtcpReceiver`]): str0m keeps decrypting
+//! everything else the peer sends, and encrypting RTCP, with its own context derived from
+//! the same master keys. Sharing the sending keys is safe because an SRTP IV is unique per
+//! (SSRC, packet index), and every index of a stream is sent once, by one of the two.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
 use aws_lc_rs::cipher::{EncryptingKey, EncryptionContext, UnboundCipherKey, AES_128, AES_256};
@@ -13,7 +14,7 @@ use aws_lc_rs::hmac;
 use str0m::crypto::dtls::SrtpProfile;
 use switchboard_dtls::ExportedKeys;
 
-/// RFC 3711 §4.3.1 key derivation labels (SRTP, not SRTCP).
+/// RFC 3711 §4.3.1 key derivation labels of SRTP (SRTCP's are in `receive.rs`).
 const LABEL_ENCRYPTION: u8 = 0x00;
 const LABEL_AUTH: u8 = 0x01;
 const LABEL_SALT: u8 = 0x02;
@@ -44,6 +45,52 @@ enum Cipher {
     CmSha1(Box<CmSha1>),
 }
 
+/// The key derivation labels of one kind of packet: encryption, authentication, salt.
+type Labels = [u8; 3];
+const SRTP_LABELS: Labels = [LABEL_ENCRYPTION, LABEL_AUTH, LABEL_SALT];
+
+impl Cipher {
+    /// The session keys for `profile` under `labels`, and the session salt (12 bytes for
+    /// GCM, 14 for AES-CM, the rest zero).
+    fn derive(
+        profile: SrtpProfile,
+        master_key: &[u8],
+        master_salt: &[u8],
+        [encryption, authentication, salting]: Labels,
+    ) -> Result<(Self, [u8; 14]), KeysError> {
+        let mut session_key = [0u8; 32];
+        let session_key = &mut session_key[..master_key.len()];
+        derive(master_key, master_salt, encryption, session_key)?;
+        let mut salt = [0u8; 14];
+        derive(
+            master_key,
+            master_salt,
+            salting,
+            &mut salt[..master_salt.len()],
+        )?;
+        let cipher = match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => {
+                let mut auth_key = [0u8; 20];
+                derive(master_key, master_salt, authentication, &mut auth_key)?;
+                Cipher::CmSha1(Box::new(CmSha1 {
+                    ctr: UnboundCipherKey::new(&AES_128, session_key)
+                        .and_then(EncryptingKey::ctr)
+                        .map_err(|_| KeysError::Crypto)?,
+                    auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth_key),
+                }))
+            }
+            SrtpProfile::AEAD_AES_128_GCM => Cipher::Gcm(LessSafeKey::new(
+                UnboundKey::new(&AES_128_GCM, session_key).map_err(|_| KeysError::Crypto)?,
+            )),
+            SrtpProfile::AEAD_AES_256_GCM => Cipher::Gcm(LessSafeKey::new(
+                UnboundKey::new(&AES_256_GCM, session_key).map_err(|_| KeysError::Crypto)?,
+            )),
+            other => return Err(KeysError::Profile(other)),
+        };
+        Ok((cipher, salt))
+    }
+}
+
 struct CmSha1 {
     ctr: EncryptingKey,
     auth: hmac::Key,
@@ -60,27 +107,7 @@ impl SrtpSender {
     /// The sender for this side of a DTLS-SRTP association (the DTLS client writes with
     /// the first key and salt of the exported material, the server with the second).
     pub(crate) fn new(keys: &ExportedKeys) -> Result<Self, KeysError> {
-        let (key_len, salt_len) = match keys.profile {
-            SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
-            SrtpProfile::AEAD_AES_128_GCM => (16, 12),
-            SrtpProfile::AEAD_AES_256_GCM => (32, 12),
-            other => return Err(KeysError::Profile(other)),
-        };
-        let want = 2 * (key_len + salt_len);
-        if keys.material.len() != want {
-            return Err(KeysError::Length {
-                profile: keys.profile,
-                got: keys.material.len(),
-                want,
-            });
-        }
-        let (key_at, salt_at) = if keys.active {
-            (0, 2 * key_len)
-        } else {
-            (key_len, 2 * key_len + salt_len)
-        };
-        let master_key = &keys.material[key_at..key_at + key_len];
-        let master_salt = &keys.material[salt_at..salt_at + salt_len];
+        let (master_key, master_salt) = master(keys, Direction::Ours)?;
         Self::from_master(keys.profile, master_key, master_salt)
     }
 
@@ -89,35 +116,7 @@ impl SrtpSender {
         master_key: &[u8],
         master_salt: &[u8],
     ) -> Result<Self, KeysError> {
-        let mut session_key = [0u8; 32];
-        let session_key = &mut session_key[..master_key.len()];
-        derive(master_key, master_salt, LABEL_ENCRYPTION, session_key)?;
-        let mut salt = [0u8; 14];
-        derive(
-            master_key,
-            master_salt,
-            LABEL_SALT,
-            &mut salt[..master_salt.len()],
-        )?;
-        let cipher = match profile {
-            SrtpProfile::AES128_CM_SHA1_80 => {
-                let mut auth_key = [0u8; 20];
-                derive(master_key, master_salt, LABEL_AUTH, &mut auth_key)?;
-                Cipher::CmSha1(Box::new(CmSha1 {
-                    ctr: UnboundCipherKey::new(&AES_128, session_key)
-                        .and_then(EncryptingKey::ctr)
-                        .map_err(|_| KeysError::Crypto)?,
-                    auth: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &auth_key),
-                }))
-            }
-            SrtpProfile::AEAD_AES_128_GCM => Cipher::Gcm(LessSafeKey::new(
-                UnboundKey::new(&AES_128_GCM, session_key).map_err(|_| KeysError::Crypto)?,
-            )),
-            SrtpProfile::AEAD_AES_256_GCM => Cipher::Gcm(LessSafeKey::new(
-                UnboundKey::new(&AES_256_GCM, session_key).map_err(|_| KeysError::Crypto)?,
-            )),
-            other => return Err(KeysError::Profile(other)),
-        };
+        let (cipher, salt) = Cipher::derive(profile, master_key, master_salt, SRTP_LABELS)?;
         Ok(Self { cipher, salt })
     }
 
@@ -181,6 +180,44 @@ impl SrtpSender {
     }
 }
 
+/// Which half of the exported keying material.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// What this side writes with.
+    Ours,
+    /// What the peer writes with (and this side reads with).
+    Theirs,
+}
+
+/// The master key and salt of one direction: the DTLS client writes with the first key and
+/// salt of the exported material, the server with the second (RFC 5764 §4.2).
+fn master(keys: &ExportedKeys, direction: Direction) -> Result<(&[u8], &[u8]), KeysError> {
+    let (key_len, salt_len) = match keys.profile {
+        SrtpProfile::AES128_CM_SHA1_80 => (16, 14),
+        SrtpProfile::AEAD_AES_128_GCM => (16, 12),
+        SrtpProfile::AEAD_AES_256_GCM => (32, 12),
+        other => return Err(KeysError::Profile(other)),
+    };
+    let want = 2 * (key_len + salt_len);
+    if keys.material.len() != want {
+        return Err(KeysError::Length {
+            profile: keys.profile,
+            got: keys.material.len(),
+            want,
+        });
+    }
+    let first = keys.active == (direction == Direction::Ours);
+    let (key_at, salt_at) = if first {
+        (0, 2 * key_len)
+    } else {
+        (key_len, 2 * key_len + salt_len)
+    };
+    Ok((
+        &keys.material[key_at..key_at + key_len],
+        &keys.material[salt_at..salt_at + salt_len],
+    ))
+}
+
 /// RFC 3711 §4.3.1 with a key derivation rate of zero: the AES-CM keystream under the master
 /// key, starting at (master salt XOR label·2^48)·2^16. RFC 7714 §11 runs the same function
 /// with its 12-byte salt (the two bytes after it are zero).
@@ -206,6 +243,9 @@ fn derive(
         .map_err(|_| KeysError::Crypto)?;
     Ok(())
 }
+
+mod receive;
+pub(crate) use receive::SrtcpReceiver;
 
 #[cfg(test)]
 mod tests;
