@@ -51,6 +51,17 @@ impl Worker {
     }
 }
 
+/// For `fuzzing.rs`: the reports a decrypted compound would give.
+#[cfg(feature = "fuzz")]
+pub(crate) fn fuzz_compound(plain: &[u8]) -> usize {
+    let mut reports = no_reports();
+    if only_feedback(plain, &mut reports) {
+        reports.iter().flatten().count()
+    } else {
+        0
+    }
+}
+
 fn no_reports() -> [Option<str0m::rtp::rtcp::Twcc>; MAX_REPORTS] {
     Default::default()
 }

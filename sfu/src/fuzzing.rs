@@ -202,8 +202,11 @@ pub fn rtp_forward(data: &[u8]) {
                 stream.sent(&rtp, &payload, now, true);
             }
             2 => {
-                // A NACK as str0m hands it over, from raw RTCP.
-                if let Ok(Rtcp::Nack(nack)) = Rtcp::try_from(input.field()) {
+                // A NACK as str0m hands it over, from raw RTCP; the same bytes as a compound
+                // our own path would read as transport-wide feedback.
+                let field = input.field();
+                let _ = crate::feedback_in::fuzz_compound(field);
+                if let Ok(Rtcp::Nack(nack)) = Rtcp::try_from(field) {
                     let seqs = nack.reports.iter().flat_map(|e| nacked(e.pid, e.blp));
                     answer(&direct, &mut stream, seqs, now);
                 }
