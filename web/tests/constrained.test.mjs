@@ -12,7 +12,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
-  measureWindow, publisherLayers, report, startConstrainedCall, stopConstrainedCall, topLayerWidth, waitForWidth,
+  measureWindow, publisherLayers, report, serverMetric, startConstrainedCall, stopConstrainedCall, topLayerWidth,
+  waitForWidth,
 } from './support/constrained.mjs';
 
 const CAP = '500kbit';
@@ -43,6 +44,11 @@ async function cappedThenLifted(codec) {
       // packet (more than one per frame) and draw a NACK.
       assert.ok(capped.packetsLost < capped.framesDecoded / 2, `no gaps where layers were left out: ${seen}`);
     }
+
+    // Chromium's transport-wide feedback is read before str0m (sfu/src/feedback_in.rs): its
+    // SRTCP decrypts with the keys our path derives, and the estimate above came from it.
+    const taken = await serverMetric(call, 'switchboard_transport_feedback_taken_total');
+    assert.ok(taken > 0, `feedback reports taken before str0m: ${taken}`);
 
     await call.pair.removeCap();
     const topNow = await topLayerWidth(call);

@@ -69,6 +69,16 @@ export async function startConstrainedCall({
   return call;
 }
 
+/** A counter or gauge from the server's /metrics (summed over its label sets), read inside its namespace. */
+export async function serverMetric(call, name) {
+  const text = await call.pair.exec(call.pair.serverNs, 'curl', '-sf', `${call.server.url}/metrics`);
+  const values = text.split('\n')
+    .filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`))
+    .map((l) => Number(l.split(' ').pop()));
+  if (values.length === 0) throw new Error(`the server reports no ${name}`);
+  return values.reduce((a, b) => a + b, 0);
+}
+
 /** Server log tail and each page's state, for failure reports. */
 export async function report(call) {
   const parts = [];
