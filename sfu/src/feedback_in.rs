@@ -113,13 +113,7 @@ fn only_feedback(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
-            .collect()
-    }
+    use crate::hex;
 
     /// One report of one packet, unpadded and padded (P set, one byte of padding counted).
     const REPORT: &str = "8fcd00050000000100000002000000010000000020010400";

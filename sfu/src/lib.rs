@@ -518,3 +518,12 @@ impl ParticipantHandle {
         answer.await.unwrap_or_default()
     }
 }
+
+/// Bytes from hex digits, for tests' known answers.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}

@@ -182,13 +182,7 @@ impl SrtcpReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
-            .collect()
-    }
+    use crate::hex;
 
     /// A transport-wide feedback packet (one packet reported), protected twice by libsrtp 2
     /// (pylibsrtp 1.0.0) under each profile with the keys of `super::tests`: SRTCP indices

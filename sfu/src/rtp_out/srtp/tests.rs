@@ -5,14 +5,9 @@
 use str0m::crypto::dtls::SrtpProfile;
 use switchboard_dtls::ExportedKeys;
 
-use super::{derive, SrtpSender, LABEL_AUTH, LABEL_ENCRYPTION, LABEL_SALT};
+use crate::hex;
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
-        .collect()
-}
+use super::{derive, SrtpSender, LABEL_AUTH, LABEL_ENCRYPTION, LABEL_SALT};
 
 #[test]
 fn key_derivation_matches_rfc_3711() {
