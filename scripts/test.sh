@@ -17,6 +17,8 @@ command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 # The constrained-link tests shape links between network namespaces (tc from iproute2, nft).
 command -v tc >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# coturn: the external TURN server web/tests/turn.test.mjs relays through.
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 # OpenSSL's headers and pkg-config: the `openssl` crate (WHIP/WHEP peers' DTLS) builds on them.
 for pkg in libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -5,7 +5,8 @@
 // ?url=WS&token=JWT&autojoin=1 (join with a given token); &codec=h264 picks the video codec;
 // &adaptive=1 turns on livekit-client's adaptiveStream (subscribed video follows the size and
 // visibility of its <video> element), &dynacast=1 its dynacast (the camera's simulcast layers
-// no subscriber needs are paused). Both are off unless given.
+// no subscriber needs are paused). Both are off unless given. &relay=1 connects through TURN
+// only (iceTransportPolicy 'relay', with the TURN servers the server announces).
 //
 // window.demo (for tests):
 //   room    the current LivekitClient.Room, or null before the first join
@@ -31,6 +32,7 @@
   const q = new URLSearchParams(location.search);
   const pageOptions = {
     codec: q.get('codec') || undefined, adaptive: q.get('adaptive') === '1', dynacast: q.get('dynacast') === '1',
+    relay: q.get('relay') === '1',
   };
 
   const layoutFor = (count) => (count <= 1 ? 'layout-1' : count <= 4 ? 'layout-2x2' : 'layout-3x3');
@@ -107,7 +109,7 @@
       room = new LK.Room(options);
       demo.room = room;
       wire(room);
-      await room.connect(url, token);
+      await room.connect(url, token, params.relay ? { rtcConfig: { iceTransportPolicy: 'relay' } } : undefined);
       const me = room.localParticipant;
       const roomName = room.name || roomLabel;
       setState('joined', `In room “${roomName}” as ${me.name || me.identity}`);

@@ -26,6 +26,7 @@ mod rooms;
 mod session;
 mod subscribe;
 pub mod token;
+mod turn_rest;
 mod websocket;
 mod whip;
 
@@ -43,6 +44,7 @@ pub use limits::{SessionLimits, TooLarge};
 pub use names::{NameError, NameRules};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
+pub use turn_rest::TurnRestSecret;
 
 /// The version reported to clients. livekit-client keeps VP9/AV1 on the classic path only
 /// for servers between 1.8.0 and 1.13.6, so we report a version in that range.
@@ -72,6 +74,9 @@ pub struct IceServer {
     pub url: String,
     pub username: Option<String>,
     pub credential: Option<String>,
+    /// A TURN server sharing this secret with us gets credentials minted per participant
+    /// (`turn_rest.rs`) instead of `username` and `credential`.
+    pub rest: Option<TurnRestSecret>,
 }
 
 /// Settings are logged: the credential never is.
@@ -81,11 +86,24 @@ impl std::fmt::Debug for IceServer {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("credential", &self.credential.as_ref().map(|_| "***"))
+            .field("rest", &self.rest)
             .finish()
     }
 }
 
 impl IceServer {
+    /// This server as `identity` is told about it at `now`: with credentials of its own
+    /// when the TURN server shares a secret with us.
+    pub fn for_participant(&self, identity: &str, now: std::time::SystemTime) -> IceServer {
+        let mut server = self.clone();
+        if let Some(secret) = server.rest.take() {
+            let (username, credential) = secret.mint(identity, now);
+            server.username = Some(username);
+            server.credential = Some(credential);
+        }
+        server
+    }
+
     /// The WHIP/WHEP `Link` header value for this server (RFC 9725 §4.6).
     pub fn link_header(&self) -> String {
         let mut link = format!("<{}>; rel=\"ice-server\"", self.url);

@@ -259,6 +259,7 @@ pub(crate) async fn run(
         ice_servers: sig
             .ice_servers
             .iter()
+            .map(|server| server.for_participant(&session.identity, std::time::SystemTime::now()))
             .map(|server| proto::IceServer {
                 urls: vec![server.url.clone()],
                 username: server.username.clone().unwrap_or_default(),

@@ -142,13 +142,30 @@ pub struct ServeArgs {
     /// STUN or TURN server clients may use (repeat for several).
     ///
     /// `stun:host:port`, or `USERNAME:CREDENTIAL@turn:host:port?transport=udp` for a TURN
-    /// server with a static credential. Sent in LiveKit JoinResponses and as `Link`
+    /// server with a static credential, or `turn:host:port` with `--turn-secret`. Sent in LiveKit JoinResponses and as `Link`
     /// headers of WHIP/WHEP answers.
     ///
     /// Environment: SWITCHBOARD_ICE_SERVERS (comma-separated). Config file:
     /// rtc.ice_servers (an array). Default: none (clients reach the server directly).
     #[arg(long = "ice-server", value_name = "[USER:CREDENTIAL@]URL")]
     pub ice_servers: Vec<String>,
+
+    /// Secret shared with the TURN servers of `--ice-server` that have no static credential
+    /// (coturn's `static-auth-secret` with `use-auth-secret`): each participant is given its
+    /// own credential, valid for `--turn-credential-ttl` (the TURN REST API scheme).
+    ///
+    /// Environment: SWITCHBOARD_TURN_SECRET. Config file: rtc.turn_secret. Default: none.
+    #[arg(long = "turn-secret", value_name = "SECRET")]
+    pub turn_secret: Option<String>,
+
+    /// How long a minted TURN credential is accepted (`90s`, `12h`; plain seconds too). A
+    /// TURN server also checks it when an allocation is refreshed, so it must outlast the
+    /// longest call.
+    ///
+    /// Environment: SWITCHBOARD_TURN_CREDENTIAL_TTL. Config file: rtc.turn_credential_ttl.
+    /// Default: 24h.
+    #[arg(long = "turn-credential-ttl", value_name = "DURATION")]
+    pub turn_credential_ttl: Option<String>,
 
     /// Database URL (sqlite: or postgres://).
     ///

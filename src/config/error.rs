@@ -71,6 +71,13 @@ pub enum ConfigError {
     )]
     NodeIpsRequired { ip: IpAddr },
 
+    #[error(
+        "the TURN server \"{url}\" has no credential: write USERNAME:CREDENTIAL@ in front of \
+         it, or set --turn-secret (SWITCHBOARD_TURN_SECRET, rtc.turn_secret) to mint one per \
+         participant"
+    )]
+    TurnWithoutCredential { url: String },
+
     /// `--api-key` without `--api-secret`, or the same for the environment variables.
     #[error("{given} given without {missing}")]
     Unpaired {

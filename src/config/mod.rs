@@ -51,6 +51,9 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::L
 pub const DEFAULT_RTC_PORT: u16 = 7882;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
+/// A day, as the TURN REST API draft suggests: a TURN server checks the credential again at
+/// every refresh of an allocation, so it must outlast a call.
+pub const DEFAULT_TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "switchboard.events";
 /// The subject of stream status messages in the deployment this project grew out of
@@ -443,13 +446,39 @@ fn rtc_settings(
         return Err(ConfigError::NodeIpsRequired { ip });
     }
     let ice_flags = (!args.ice_servers.is_empty()).then(|| args.ice_servers.join(","));
-    let ice_servers = get_redacted(
+    let mut ice_servers = get_redacted(
         src,
         ice_flags.as_deref(),
         &sources::ICE_SERVERS,
         parse::ice_servers,
     )?
     .unwrap_or_default();
+    let turn_secret = src.get(
+        args.turn_secret.as_deref(),
+        &sources::TURN_SECRET,
+        parse::secret,
+    )?;
+    let turn_ttl = src
+        .get(
+            args.turn_credential_ttl.as_deref(),
+            &sources::TURN_CREDENTIAL_TTL,
+            parse::secs_or_duration,
+        )?
+        .unwrap_or(DEFAULT_TURN_CREDENTIAL_TTL);
+    for server in &mut ice_servers {
+        if !server.url.starts_with("turn") || server.username.is_some() {
+            continue;
+        }
+        let Some(secret) = &turn_secret else {
+            return Err(ConfigError::TurnWithoutCredential {
+                url: server.url.clone(),
+            });
+        };
+        server.rest = Some(switchboard_signaling::TurnRestSecret::new(
+            secret.clone(),
+            turn_ttl,
+        ));
+    }
     Ok(RtcSettings {
         ip,
         port,

@@ -130,6 +130,14 @@ pub(super) fn node_ips(input: &str) -> Result<Vec<IpAddr>, String> {
     Ok(ips)
 }
 
+/// A secret: anything but empty (it is only ever shown when empty).
+pub(super) fn secret(input: &str) -> Result<String, String> {
+    if input.trim().is_empty() {
+        return Err("expected a secret, got nothing".to_owned());
+    }
+    Ok(input.to_owned())
+}
+
 /// `URL` or `USERNAME:CREDENTIAL@URL`, comma-separated; URLs are `stun:`, `turn:` or
 /// `turns:` (RFC 7064/7065).
 pub(super) fn ice_servers(input: &str) -> Result<Vec<switchboard_signaling::IceServer>, String> {
@@ -157,15 +165,11 @@ pub(super) fn ice_servers(input: &str) -> Result<Vec<switchboard_signaling::IceS
                 }
             },
         };
-        if url.starts_with("turn") && username.is_none() {
-            return Err(format!(
-                "the TURN server \"{url}\" needs USERNAME:CREDENTIAL@ in front"
-            ));
-        }
         servers.push(switchboard_signaling::IceServer {
             url: url.to_owned(),
             username,
             credential,
+            rest: None,
         });
     }
     Ok(servers)

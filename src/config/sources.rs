@@ -52,6 +52,9 @@ settings! {
         "SWITCHBOARD_RTC_BANDWIDTH_ESTIMATION", "rtc.bandwidth_estimation", Bool;
     NODE_IPS = "--node-ip", "SWITCHBOARD_NODE_IPS", "rtc.node_ips", StrList;
     ICE_SERVERS = "--ice-server", "SWITCHBOARD_ICE_SERVERS", "rtc.ice_servers", StrList;
+    TURN_SECRET = "--turn-secret", "SWITCHBOARD_TURN_SECRET", "rtc.turn_secret", Str;
+    TURN_CREDENTIAL_TTL = "--turn-credential-ttl", "SWITCHBOARD_TURN_CREDENTIAL_TTL",
+        "rtc.turn_credential_ttl", IntOrStr;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;
     DATA_DIR = "--data-dir", "SWITCHBOARD_DATA_DIR", "data_dir", Str;
     EGRESS_DIR = "--egress-dir", "SWITCHBOARD_EGRESS_DIR", "egress.directory", Str;

@@ -555,18 +555,50 @@ fn ice_servers_take_optional_credentials_and_refuse_anything_else() {
         !format!("{:?}", servers[1]).contains("s3cret"),
         "credentials stay out of logs"
     );
-    for bad in [
-        "http://x",
-        "turn:turn.example.net",
-        "bob@turn:t.example",
-        "stun:",
-    ] {
+    for bad in ["http://x", "bob@turn:t.example", "stun:"] {
         let err = super::parse::ice_servers(bad).expect_err(bad);
         assert!(
             err.contains("stun:") || err.contains("USERNAME:CREDENTIAL"),
             "{bad}: {err}"
         );
     }
+}
+
+#[test]
+fn a_turn_server_without_a_credential_needs_the_shared_secret() {
+    let err = resolve(
+        &serve(&["--dev", "--ice-server", "turn:turn.example.net:3478"]),
+        &no_env,
+    )
+    .expect_err("no credential at all");
+    assert!(err.to_string().contains("--turn-secret"), "{err}");
+    let settings = resolve(
+        &serve(&[
+            "--dev",
+            "--ice-server",
+            "turn:turn.example.net:3478",
+            "--ice-server",
+            "stun:stun.example.net",
+            "--turn-credential-ttl",
+            "2h",
+        ]),
+        &env(&[("SWITCHBOARD_TURN_SECRET", "north")]),
+    )
+    .expect("the secret mints credentials");
+    let servers = &settings.rtc.ice_servers;
+    assert!(servers[0].rest.is_some() && servers[1].rest.is_none());
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
+    let minted = servers[0].for_participant("alice", now);
+    assert_eq!(
+        minted.username.as_deref(),
+        Some("8200:alice"),
+        "two hours on"
+    );
+    assert!(minted.credential.is_some() && minted.rest.is_none());
+    assert!(
+        !format!("{settings:?}").contains("north"),
+        "the secret stays out of logs"
+    );
 }
 
 #[test]

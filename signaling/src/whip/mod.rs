@@ -209,7 +209,9 @@ fn created(sig: &Signaling, kind: Kind, resource: &Resource, answer: String) -> 
         "accept-patch",
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
+    let now = std::time::SystemTime::now();
     for server in &sig.ice_servers {
+        let server = server.for_participant(&resource.identity, now);
         if let Ok(v) = HeaderValue::from_str(&server.link_header()) {
             headers.append(header::LINK, v);
         }
