@@ -232,12 +232,14 @@ impl Worker {
                 .collect(),
             None => Vec::new(),
         };
-        let answer = crate::sdp_order::order_answer(sdp, &answer.to_sdp_string(), |mid| {
+        let codec_of = |mid: &str| {
             wanted
                 .iter()
                 .find(|(m, _)| m == mid)
                 .map(|(_, c)| c.clone())
-        });
+        };
+        let answer = crate::sdp_order::order_answer(sdp, &answer.to_sdp_string(), codec_of);
+        let answer = crate::svc::dependency_descriptor::only_for_av1(&answer, codec_of);
         tracing::trace!(
             participant = key,
             offer = sdp,

@@ -76,6 +76,40 @@ pub(crate) fn negotiated_id(sdp: &str) -> Option<u8> {
     crate::congestion::extmap_id(sdp, URI)
 }
 
+/// `answer` without the descriptor in the m-sections whose track is announced in another
+/// codec than AV1 (`codec_of_mid`; sections of unknown tracks keep it). Chromium sends the
+/// descriptor on every video codec once it is negotiated, and nothing but AV1 needs it here:
+/// VP8 and VP9 say what they need in their payload descriptors.
+pub(crate) fn only_for_av1(answer: &str, codec_of_mid: impl Fn(&str) -> Option<String>) -> String {
+    let extmap = format!(" {URI}");
+    let mut out = String::with_capacity(answer.len());
+    let mut section = String::new();
+    let flush = |section: &mut String, out: &mut String| {
+        let mid = section
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .map(str::trim);
+        let drop = mid
+            .and_then(&codec_of_mid)
+            .is_some_and(|codec| !codec.eq_ignore_ascii_case("av1"));
+        for line in section.split_inclusive('\n') {
+            let is_descriptor = line.starts_with("a=extmap:") && line.trim_end().ends_with(&extmap);
+            if !(drop && is_descriptor) {
+                out.push_str(line);
+            }
+        }
+        section.clear();
+    };
+    for line in answer.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push_str(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 /// The fields of one descriptor that place its packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Descriptor {
@@ -331,6 +365,28 @@ mod tests {
         );
         // Extended fields without a structure: the flags say so.
         assert_eq!(parse(&[0x40, 0x12, 0x34, 0x40]).unwrap().structure, None);
+    }
+
+    #[test]
+    fn answers_keep_the_descriptor_for_av1_tracks_only() {
+        let answer = format!(
+            "v=0\r\nm=video 9 UDP 96\r\na=mid:0\r\na=extmap:12 {URI}\r\na=extmap:3 x\r\n\
+             m=video 9 UDP 45\r\na=extmap:12 {URI}\r\na=mid:1\r\n\
+             m=video 9 UDP 45\r\na=mid:2\r\na=extmap:12 {URI}\r\n"
+        );
+        let codecs = |mid: &str| match mid {
+            "0" => Some("vp8".to_owned()),
+            "1" => Some("av1".to_owned()),
+            _ => None,
+        };
+        let out = only_for_av1(&answer, codecs);
+        assert_eq!(out.matches(URI).count(), 2, "{out}");
+        assert!(out.contains("a=mid:0\r\na=extmap:3 x\r\n"), "{out}");
+        assert!(
+            out.contains(&format!("a=extmap:12 {URI}\r\na=mid:1")),
+            "{out}"
+        );
+        assert!(out.starts_with("v=0\r\n") && out.ends_with(&format!("{URI}\r\n")));
     }
 
     #[test]
