@@ -520,10 +520,25 @@ async fn an_offer_with_a_thousand_media_sections_is_refused_naming_the_limit() {
     let close = client.expect_close().await.expect("a close frame");
     let reason = close.reason.to_string();
     assert!(reason.contains("1000") && reason.contains("32"), "{reason}");
-    // The WHIP/WHEP offers were refused before joining: the room never saw them.
-    let joined_hoarder = api.all_events(room).await.into_iter().any(|e| {
-        e["kind"] == "participant_joined" && e["payload"]["participant"]["identity"] == "hoarder"
-    });
+    // The WHIP/WHEP offers were refused before joining: the room never saw them. Its log is
+    // written after the join (asynchronously), so first wait for the LiveKit client's join,
+    // which came after the refused offers.
+    api.room_recorded(room).await;
+    let joined = |events: &[Value], identity: &str| {
+        events.iter().any(|e| {
+            e["kind"] == "participant_joined" && e["payload"]["participant"]["identity"] == identity
+        })
+    };
+    let events = support::api::eventually("lk-hoarder's join to be recorded", || async {
+        let events = api.all_events(room).await;
+        if joined(&events, "lk-hoarder") {
+            Ok(events)
+        } else {
+            Err(format!("{} events", events.len()))
+        }
+    })
+    .await;
+    let joined_hoarder = joined(&events, "hoarder");
     assert!(!joined_hoarder, "a refused offer joined the room");
 }
 
