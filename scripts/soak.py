@@ -185,7 +185,7 @@ def main():
     data = tempfile.mkdtemp(prefix='switchboard-soak-')
     base = f'http://127.0.0.1:{http_port}'
     server = subprocess.Popen(
-        [args.bin, 'serve', '--dev', '--http-addr', f'127.0.0.1:{http_port}', '--rtc-port', str(rtc_port),
+        [args.bin, 'serve', '--dev', '--http-addr', f'127.0.0.1:{http_port}', '--rtc-port', str(rtc_port), '--rtc-tcp-port', '0',
          '--rtc-workers', '1', '--data-dir', data, '--empty-timeout', '1', '--log', 'warn',
          # Every client of the soak comes from 127.0.0.1; the per-address request rates meant
          # for one real client would refuse its churn.

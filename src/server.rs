@@ -87,6 +87,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let sfu = Sfu::start(&SfuConfig {
         bind_ip: settings.rtc.ip,
         port: settings.rtc.port,
+        tcp_port: settings.rtc.tcp_port,
+        max_tcp_connections: settings.limits.max_tcp_connections as usize,
         workers: settings.rtc.workers,
         bandwidth_estimation: settings.rtc.bandwidth_estimation,
         advertise_ips: settings.rtc.advertised_ips(),
@@ -99,6 +101,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     })
     .context("cannot start the media plane")?;
     let media_addrs = sfu.local_addrs();
+    let media_tcp = sfu.tcp_addr();
     let sfu = Arc::new(sfu);
 
     let keys = KeyStore::new(settings.keys.clone());
@@ -187,7 +190,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }),
     };
     let app = http::router(state);
-    info!(%http_addr, media = ?media_addrs, "listening");
+    info!(%http_addr, media = ?media_addrs, ?media_tcp, "listening");
     // Tests and scripts wait for this exact line on stdout.
     println!("switchboard ready http://{http_addr}");
 

@@ -140,6 +140,7 @@ async fn cors_in_production_is_any_origin_without_credentials() {
     let data = tempfile::tempdir().unwrap();
     let mut child = command()
         .args(["serve", "--http-addr", "127.0.0.1:0", "--rtc-port", "0"])
+        .args(["--rtc-tcp-port", "0"])
         .args(["--api-key", "prodkey", "--api-secret", &"s".repeat(40)])
         .arg("--data-dir")
         .arg(data.path())
@@ -203,6 +204,8 @@ fn dev_mode_refuses_a_public_address_unless_told() {
             "serve",
             "--dev",
             "--rtc-port",
+            "0",
+            "--rtc-tcp-port",
             "0",
             "--node-ip",
             "127.0.0.1",

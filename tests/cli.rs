@@ -28,6 +28,8 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
         "serve",
         "--http-addr",
         "127.0.0.1:0",
+        "--rtc-tcp-port",
+        "0",
         "--data-dir",
         dir.as_str(),
     ];

@@ -282,6 +282,12 @@ pub(crate) enum Command {
         participant: String,
         publisher: Option<String>,
     },
+    /// A connection to the ICE-TCP port whose first frame some peer of this worker may
+    /// accept; handed back through `reply` when none does.
+    TcpConnection {
+        handoff: crate::ice_tcp::TcpHandoff,
+        reply: oneshot::Sender<crate::ice_tcp::TcpHandoff>,
+    },
     IceRestart {
         participant: String,
         role: PeerRole,

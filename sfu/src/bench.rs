@@ -42,7 +42,8 @@ struct SinkState {
 struct RigSink(Rc<SinkState>);
 
 impl DatagramSink for RigSink {
-    fn send(&mut self, data: Vec<u8>, to: SocketAddr) {
+    fn send(&mut self, data: Vec<u8>, to: crate::ice_tcp::Route) {
+        let to = to.addr();
         let state = &self.0;
         state.packets.set(state.packets.get() + 1);
         state.bytes.set(state.bytes.get() + data.len() as u64);

@@ -2,6 +2,7 @@
 //! answers, trickled candidates, announced tracks, mutes and data messages.
 
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::net::TcpType;
 use str0m::{Candidate, Input};
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -109,6 +110,7 @@ impl Worker {
                     self.track_settings(slot, &track_sids, settings);
                 }
             }
+            Command::TcpConnection { handoff, reply } => self.adopt_tcp(handoff, reply),
             Command::Shutdown => {}
         }
     }
@@ -130,6 +132,16 @@ impl Worker {
         for addr in &self.advertise {
             let candidate = Candidate::host(*addr, "udp")
                 .map_err(|e| SfuError::Config(format!("bad host candidate {addr}: {e}")))?;
+            publisher.rtc.add_local_candidate(candidate.clone());
+            subscriber.rtc.add_local_candidate(candidate);
+        }
+        for addr in self.tcp.advertise() {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| SfuError::Config(format!("bad TCP host candidate {addr}: {e}")))?;
             publisher.rtc.add_local_candidate(candidate.clone());
             subscriber.rtc.add_local_candidate(candidate);
         }
@@ -426,6 +438,7 @@ impl Worker {
         for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
             self.by_addr.remove(addr);
         }
+        self.close_tcp_links(slot);
         if let Some(members) = self.rooms.get_mut(&part.room) {
             members.retain(|s| *s != slot);
             if members.is_empty() {

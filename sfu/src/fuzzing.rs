@@ -244,7 +244,7 @@ fn answer(
 struct NullSink;
 
 impl DatagramSink for NullSink {
-    fn send(&mut self, _data: Vec<u8>, _to: SocketAddr) {}
+    fn send(&mut self, _data: Vec<u8>, _to: crate::ice_tcp::Route) {}
 }
 
 /// A media worker in memory with one room, `fuzz`, in which up to three participants join

@@ -24,6 +24,7 @@ mod forward;
 #[cfg(feature = "fuzz")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod ice_tcp;
 mod ids;
 mod layer_meter;
 mod layer_selection;
@@ -43,6 +44,7 @@ mod sdp_guard;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
+mod sink;
 mod speakers;
 mod subscriptions;
 mod svc;
@@ -67,6 +69,7 @@ pub use api::{
     ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind, TrackSettings,
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
+pub use ice_tcp::DEFAULT_MAX_TCP_CONNECTIONS;
 pub use speakers::Speaker;
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
@@ -79,6 +82,11 @@ pub struct SfuConfig {
     pub bind_ip: IpAddr,
     /// First UDP port; worker `i` listens on `port + i`. 0 picks ephemeral ports (tests).
     pub port: u16,
+    /// The ICE-TCP port every worker's peers share (`ice_tcp/`), on `bind_ip`; `None` turns
+    /// ICE-TCP off, 0 picks an ephemeral port (tests).
+    pub tcp_port: Option<u16>,
+    /// Most ICE-TCP connections open at once, over all peers; more are closed at accept.
+    pub max_tcp_connections: usize,
     /// Number of media workers (threads). Rooms are spread over them by name.
     pub workers: usize,
     /// Estimate subscribers' bandwidth (transport-wide congestion control) and fit their
@@ -112,6 +120,8 @@ impl Default for SfuConfig {
         Self {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
+            tcp_port: None,
+            max_tcp_connections: ice_tcp::DEFAULT_MAX_TCP_CONNECTIONS,
             workers: 1,
             bandwidth_estimation: true,
             advertise_ips: Vec::new(),
@@ -139,6 +149,9 @@ struct WorkerHandle {
 /// The running media plane.
 pub struct Sfu {
     workers: Vec<WorkerHandle>,
+    /// The ICE-TCP port's address, when it is on.
+    tcp_addr: Option<SocketAddr>,
+    stop_tcp: tokio::sync::watch::Sender<bool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     next_tap: AtomicU64,
     max_media_sections: usize,
@@ -192,6 +205,26 @@ impl Sfu {
             ));
         }
         rtc_config::install_crypto();
+        // Bound before the workers start, so they know the port to advertise.
+        let tcp_listener = match config.tcp_port {
+            Some(port) => {
+                let bind = SocketAddr::new(config.bind_ip, port);
+                let listener = std::net::TcpListener::bind(bind).map_err(|e| SfuError::Bind {
+                    addr: format!("{bind} (TCP)"),
+                    reason: e.to_string(),
+                })?;
+                let addr = listener.local_addr().map_err(|e| SfuError::Bind {
+                    addr: format!("{bind} (TCP)"),
+                    reason: e.to_string(),
+                })?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
+        let tcp_advertise = tcp_listener
+            .as_ref()
+            .map(|(_, addr)| worker::advertised_addrs(*addr, &config.advertise_ips))
+            .unwrap_or_default();
         let mut workers = Vec::with_capacity(config.workers);
         let mut threads = Vec::with_capacity(config.workers);
         for index in 0..config.workers {
@@ -222,6 +255,7 @@ impl Sfu {
             let (tx, rx) = mpsc::unbounded_channel();
             let advertise = worker::advertised_addrs(addr, &config.advertise_ips);
             let drop_every = config.test_drop_video_every;
+            let tcp_advertise = tcp_advertise.clone();
             let limits = worker::WorkerLimits {
                 liveness: liveness::LivenessLimits {
                     connect: config.ice_connect_timeout,
@@ -234,13 +268,35 @@ impl Sfu {
             };
             let thread = std::thread::Builder::new()
                 .name(format!("media-worker-{index}"))
-                .spawn(move || worker::run(index, socket, advertise, drop_every, limits, rx))
+                .spawn(move || {
+                    worker::run(
+                        index,
+                        socket,
+                        advertise,
+                        tcp_advertise,
+                        drop_every,
+                        limits,
+                        rx,
+                    )
+                })
                 .map_err(|e| SfuError::Config(format!("cannot start a media worker: {e}")))?;
             workers.push(WorkerHandle { commands: tx, addr });
             threads.push(thread);
         }
+        let (stop_tcp, stopped) = tokio::sync::watch::channel(false);
+        let mut tcp_addr = None;
+        if let Some((listener, addr)) = tcp_listener {
+            let queues = workers.iter().map(|w| w.commands.clone()).collect();
+            let thread =
+                ice_tcp::front_door::start(listener, queues, config.max_tcp_connections, stopped)
+                    .map_err(|e| SfuError::Config(format!("cannot start ICE-TCP: {e}")))?;
+            threads.push(thread);
+            tcp_addr = Some(addr);
+        }
         Ok(Sfu {
             workers,
+            tcp_addr,
+            stop_tcp,
             threads: Mutex::new(threads),
             next_tap: AtomicU64::new(1),
             max_media_sections: config.max_media_sections,
@@ -268,6 +324,11 @@ impl Sfu {
     /// The UDP addresses the workers listen on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.addr).collect()
+    }
+
+    /// The ICE-TCP address, when ICE-TCP is on.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     fn worker_for(&self, room: &str) -> &WorkerHandle {
@@ -338,6 +399,7 @@ impl Sfu {
 
     /// Stops every worker and waits for the threads to end. Calling it again is harmless.
     pub fn shutdown(&self) {
+        let _ = self.stop_tcp.send(true);
         for worker in &self.workers {
             let _ = worker.commands.send(Command::Shutdown);
         }

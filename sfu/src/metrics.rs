@@ -90,6 +90,8 @@ pub(crate) struct Population {
     pub participants: usize,
     pub published_tracks: usize,
     pub subscribed_tracks: usize,
+    /// ICE-TCP connections adopted by the worker's peers.
+    pub tcp_connections: usize,
 }
 
 pub(crate) struct WorkerMetrics {
@@ -133,6 +135,7 @@ pub(crate) struct WorkerMetrics {
     queue_depth: Gauge,
     worker_participants: Gauge,
     participants: Share,
+    tcp_connections: Share,
     published: Share,
     subscribed: Share,
 }
@@ -180,6 +183,7 @@ impl WorkerMetrics {
             queue_depth: gauge!("switchboard_media_worker_queue_depth", "worker" => worker.clone()),
             worker_participants: gauge!("switchboard_media_worker_participants", "worker" => worker),
             participants: Share::new(gauge!("switchboard_media_participants")),
+            tcp_connections: Share::new(gauge!("switchboard_tcp_connections")),
             published: Share::new(gauge!("switchboard_published_tracks")),
             subscribed: Share::new(gauge!("switchboard_subscribed_tracks")),
         }
@@ -286,6 +290,7 @@ impl WorkerMetrics {
         self.queue_depth.set(queue_depth as f64);
         self.worker_participants.set(population.participants as f64);
         self.participants.set(population.participants as f64);
+        self.tcp_connections.set(population.tcp_connections as f64);
         self.published.set(population.published_tracks as f64);
         self.subscribed.set(population.subscribed_tracks as f64);
     }

@@ -28,7 +28,7 @@ pub(crate) struct Peer {
     /// has exported keys); `None` sends through str0m.
     pub direct: Option<DirectSend>,
     /// Where str0m last sent this peer DTLS, RTP or RTCP: where our own packets go too.
-    pub media_to: Option<SocketAddr>,
+    pub media_to: Option<crate::ice_tcp::Route>,
     /// Remote addresses seen for this peer, so the worker's demultiplexer can forget them.
     pub addrs: Vec<SocketAddr>,
     pub disconnected_reported: bool,

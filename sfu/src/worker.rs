@@ -1,8 +1,8 @@
 //! A media worker: one thread, one UDP socket, every room placed on it.
 //!
-//! The loop waits for whichever comes first — a datagram, a command from signaling, or the
-//! earliest deadline any peer asked for — feeds it to the right str0m peer and drains that
-//! peer's output. Forwarding happens inside that drain, on this thread, without locks.
+//! The loop waits for whichever comes first — a datagram, a frame from one of its ICE-TCP
+//! connections (`ice_tcp/`), a command from signaling, or the earliest deadline any peer
+//! asked for — feeds it to the right str0m peer and drains that peer's output. Forwarding happens inside that drain, on this thread, without locks.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +16,8 @@ use tracing::{debug, info, warn};
 
 use crate::api::{Command, PeerEvent, PeerRole};
 use crate::down_track::OutState;
+use crate::ice_tcp::links::TcpLinks;
+use crate::ice_tcp::Route;
 use crate::liveness::LivenessLimits;
 use crate::metrics::{Population, WorkerMetrics};
 use crate::participant::{Participant, Slot};
@@ -56,99 +58,7 @@ impl Default for WorkerLimits {
     }
 }
 
-/// Where a worker's outgoing datagrams go: its UDP socket in production, a counter in the
-/// benches (so forwarding can be measured in process, without sockets).
-///
-/// A sink may hold datagrams back until [`DatagramSink::flush`], which the loop calls at the
-/// end of every turn; it must keep their order.
-pub(crate) trait DatagramSink {
-    /// Takes the datagram's buffer (str0m's own allocation), so queueing it copies nothing.
-    fn send(&mut self, data: Vec<u8>, to: SocketAddr);
-
-    /// An empty buffer for a datagram of our own: one already sent, when the sink keeps them.
-    fn buffer(&mut self) -> Vec<u8> {
-        Vec::new()
-    }
-
-    /// Sends whatever `send` held back.
-    fn flush(&mut self) {}
-}
-
-/// The production sink: the worker's own UDP socket. The datagrams of a loop turn (a fan-out
-/// is one per subscriber) are queued and handed to the kernel in batches (`sendmmsg` on Linux)
-/// when the turn ends or a batch is full, instead of one syscall each.
-struct UdpSink {
-    socket: std::sync::Arc<UdpSocket>,
-    queue: Vec<(Vec<u8>, SocketAddr)>,
-    /// Buffers of sent datagrams, reused for the next ones: a fan-out would otherwise
-    /// allocate and free one buffer per subscriber per packet.
-    spare: Vec<Vec<u8>>,
-}
-
-/// Spare buffers a sink keeps (two full batches, ~330 KB at most).
-const SPARE_BUFFERS: usize = 2 * SEND_BATCH;
-
-#[cfg(target_os = "linux")]
-const SEND_BATCH: usize = crate::sendmmsg::MAX_BATCH;
-#[cfg(not(target_os = "linux"))]
-const SEND_BATCH: usize = 64;
-
-impl UdpSink {
-    fn new(socket: std::sync::Arc<UdpSocket>) -> Self {
-        Self {
-            socket,
-            queue: Vec::with_capacity(SEND_BATCH),
-            spare: Vec::with_capacity(SPARE_BUFFERS),
-        }
-    }
-
-    /// Empties the queue after a send, keeping its buffers for reuse.
-    fn recycle(&mut self) {
-        let room = SPARE_BUFFERS.saturating_sub(self.spare.len());
-        self.spare
-            .extend(self.queue.drain(..).take(room).map(|(mut data, _)| {
-                data.clear();
-                data
-            }));
-    }
-}
-
-impl DatagramSink for UdpSink {
-    fn send(&mut self, data: Vec<u8>, to: SocketAddr) {
-        self.queue.push((data, to));
-        // A full batch goes now: waiting for the end of a long turn would only add latency.
-        if self.queue.len() >= SEND_BATCH {
-            self.flush();
-        }
-    }
-
-    fn buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
-    }
-
-    #[cfg(target_os = "linux")]
-    fn flush(&mut self) {
-        use std::os::fd::AsRawFd;
-        if self.queue.is_empty() {
-            return;
-        }
-        // Straight to the descriptor, not through tokio's readiness (which may answer
-        // `WouldBlock` without trying): the socket is non-blocking and nothing waits on its
-        // writability. Refused datagrams are dropped, as before (UDP is lossy); no metric
-        // counts them.
-        let _dropped = crate::sendmmsg::send_all(self.socket.as_raw_fd(), &self.queue);
-        self.recycle();
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn flush(&mut self) {
-        for (data, to) in &self.queue {
-            // UDP is lossy anyway: a full socket buffer drops this datagram only.
-            let _ = self.socket.try_send_to(data, *to);
-        }
-        self.recycle();
-    }
-}
+pub(crate) use crate::sink::DatagramSink;
 
 /// The host candidates a worker bound to `local` advertises.
 pub(crate) fn advertised_addrs(local: SocketAddr, advertise_ips: &[IpAddr]) -> Vec<SocketAddr> {
@@ -167,11 +77,25 @@ pub(crate) fn advertised_addrs(local: SocketAddr, advertise_ips: &[IpAddr]) -> V
     addrs
 }
 
-/// Entry point of a worker thread.
+/// The local address a datagram from `source` was sent to, as str0m must be told: the
+/// advertised address of the same family, loopback for a loopback source.
+pub(crate) fn destination_for(advertise: &[SocketAddr], source: SocketAddr) -> SocketAddr {
+    let wanted_loopback = source.ip().is_loopback();
+    advertise
+        .iter()
+        .copied()
+        .find(|a| a.ip().is_loopback() == wanted_loopback && a.is_ipv4() == source.is_ipv4())
+        .or_else(|| advertise.first().copied())
+        .unwrap_or(source)
+}
+
+/// Entry point of a worker thread. `tcp_advertise` are its ICE-TCP host candidates (the
+/// front door's port; empty when ICE-TCP is off).
 pub(crate) fn run(
     index: usize,
     socket: std::net::UdpSocket,
     advertise: Vec<SocketAddr>,
+    tcp_advertise: Vec<SocketAddr>,
     test_drop_video_every: Option<std::num::NonZeroU64>,
     limits: WorkerLimits,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -197,8 +121,9 @@ pub(crate) fn run(
                 return;
             }
         };
-        let sink = Box::new(UdpSink::new(std::sync::Arc::clone(&socket)));
+        let sink = Box::new(crate::sink::NetSink::new(std::sync::Arc::clone(&socket)));
         let mut worker = Worker::new(index, sink, advertise);
+        worker.tcp = TcpLinks::new(tcp_advertise);
         worker.limits = limits;
         worker.test_drop = test_drop_video_every.map(crate::rtp_out::DropEvery::new);
         worker.run(&socket, commands).await;
@@ -212,7 +137,10 @@ pub(crate) struct Worker {
     pub parts: Vec<Option<Participant>>,
     pub by_key: HashMap<String, Slot>,
     pub rooms: HashMap<String, Vec<Slot>>,
+    /// Which peer a UDP source address belongs to.
     pub by_addr: HashMap<SocketAddr, (Slot, PeerRole)>,
+    /// ICE-TCP connections, each bound to one peer when it was adopted.
+    pub(crate) tcp: TcpLinks,
     /// Reused buffer of down-tracks while forwarding one packet.
     pub scratch: Vec<crate::ids::DownTrackId>,
     /// Decrypted feedback, reused (`feedback_in.rs`).
@@ -268,6 +196,7 @@ impl Worker {
             by_key: HashMap::new(),
             rooms: HashMap::new(),
             by_addr: HashMap::new(),
+            tcp: TcpLinks::new(Vec::new()),
             scratch: Vec::new(),
             rtcp_plain: Vec::new(),
             str0m_now: Vec::new(),
@@ -326,8 +255,19 @@ impl Worker {
     }
 
     async fn run(&mut self, socket: &UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut buf = vec![0u8; 2048];
-        info!(worker = self.index, addrs = ?self.advertise, "media worker started");
+        let mut buf = vec![0u8; crate::ice_tcp::MAX_FRAME];
+        info!(
+            worker = self.index,
+            addrs = ?self.advertise,
+            tcp = ?self.tcp.advertise(),
+            "media worker started"
+        );
+        // Senders live in the connections' readers; the worker keeps one itself, so this
+        // never ends while the worker runs.
+        let Some(mut tcp_input) = self.tcp.take_receiver() else {
+            warn!(worker = self.index, "the ICE-TCP receiver was taken twice");
+            return;
+        };
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -346,6 +286,10 @@ impl Worker {
                     }
                     Err(e) => debug!(worker = self.index, "UDP receive failed: {e}"),
                 },
+                Some(input) = tcp_input.recv() => {
+                    let now = Instant::now();
+                    self.guarded(|w| w.handle_tcp_input(input, now));
+                }
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {}
             }
             let now = Instant::now();
@@ -424,7 +368,10 @@ impl Worker {
     /// What the gauges report, counted every flush (cheap at that rate, and never drifts
     /// the way increments on every state change could).
     fn population(&self) -> Population {
-        let mut population = Population::default();
+        let mut population = Population {
+            tcp_connections: self.tcp.len(),
+            ..Population::default()
+        };
         for part in self.parts.iter().flatten() {
             population.participants += 1;
             population.published_tracks += part.tracks.iter().flatten().count();
@@ -477,17 +424,6 @@ impl Worker {
         self.due.clear();
     }
 
-    /// The local address a datagram from `source` was sent to, as str0m must be told.
-    fn destination_for(&self, source: SocketAddr) -> SocketAddr {
-        let wanted_loopback = source.ip().is_loopback();
-        self.advertise
-            .iter()
-            .copied()
-            .find(|a| a.ip().is_loopback() == wanted_loopback && a.is_ipv4() == source.is_ipv4())
-            .or_else(|| self.advertise.first().copied())
-            .unwrap_or(source)
-    }
-
     pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         self.now = now;
         self.metrics.datagram_in(data);
@@ -499,7 +435,7 @@ impl Worker {
             Receive {
                 proto: Protocol::Udp,
                 source,
-                destination: self.destination_for(source),
+                destination: destination_for(&self.advertise, source),
                 contents,
             },
         );
@@ -520,6 +456,13 @@ impl Worker {
             peer.addrs.push(source);
             self.by_addr.insert(source, (slot, role));
         }
+        self.deliver(slot, role, data, input);
+    }
+
+    /// Hands a datagram (or ICE-TCP frame) that belongs to a peer to it, or to our own
+    /// feedback reader first (`feedback_in.rs`).
+    pub(crate) fn deliver(&mut self, slot: Slot, role: PeerRole, data: &[u8], input: Input) {
+        self.current = Some(slot);
         if role == PeerRole::Subscriber && self.take_feedback(slot, data) {
             return;
         }
@@ -534,7 +477,7 @@ impl Worker {
         self.drain(slot, role);
     }
 
-    fn find_accepting(&self, input: &Input) -> Option<(Slot, PeerRole)> {
+    pub(crate) fn find_accepting(&self, input: &Input) -> Option<(Slot, PeerRole)> {
         self.parts.iter().enumerate().find_map(|(slot, part)| {
             let part = part.as_ref()?;
             if part.publisher.rtc.accepts(input) {
@@ -589,11 +532,12 @@ impl Worker {
                     return;
                 }
                 Ok(Output::Transmit(t)) => {
+                    let route = Route::of(t.proto, t.destination);
                     if crate::rtp_out::goes_to_media_address(&t.contents) {
-                        peer.media_to = Some(t.destination);
+                        peer.media_to = Some(route);
                     }
                     self.metrics.datagram_out(&t.contents);
-                    self.sink.send(t.contents.into(), t.destination);
+                    self.sink.send(t.contents.into(), route);
                 }
                 Ok(Output::Event(event)) => {
                     Self::observe_liveness(part, role, &event, self.now);

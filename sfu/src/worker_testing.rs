@@ -10,7 +10,7 @@ use crate::worker::{DatagramSink, Worker};
 struct NullSink;
 
 impl DatagramSink for NullSink {
-    fn send(&mut self, _data: Vec<u8>, _to: SocketAddr) {}
+    fn send(&mut self, _data: Vec<u8>, _to: crate::ice_tcp::Route) {}
 }
 
 pub fn worker() -> Worker {

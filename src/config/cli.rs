@@ -113,6 +113,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PORT")]
     pub rtc_port: Option<String>,
 
+    /// TCP port for WebRTC media over ICE-TCP, for clients whose firewall drops UDP: one
+    /// port for every worker, offered as a lower-priority candidate so UDP wins when both
+    /// work. `off` turns it off; 0 picks a free port (tests).
+    ///
+    /// Environment: SWITCHBOARD_RTC_TCP_PORT. Config file: rtc.tcp_port. Default: 7881.
+    #[arg(long, value_name = "PORT|off")]
+    pub rtc_tcp_port: Option<String>,
+
     /// Number of media worker threads (at least 1).
     ///
     /// Environment: SWITCHBOARD_RTC_WORKERS. Config file: rtc.workers.

@@ -106,6 +106,10 @@ limits! {
     /// Most remote ICE candidates one PeerConnection takes: in one SDP (more: refused, 400)
     /// and trickled since its last ICE restart (more: ignored; a WHIP PATCH with more: 400).
     max_remote_candidates: u32 = 64, count;
+    /// ICE-TCP connections open at once on this node, over all participants; more are
+    /// closed at accept. (One participant may hold 8; a connection that sends no STUN
+    /// request a peer accepts within 5 s, or nothing for 30 s, is closed.)
+    max_tcp_connections: u32 = 4096, count;
     /// How long a client may take to send a request's head (line and headers), counted from
     /// its first byte; the connection is closed when it runs out (slowloris).
     http_header_timeout: Duration = Duration::from_secs(10), duration;

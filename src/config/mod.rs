@@ -49,6 +49,8 @@ use sources::Sources;
 
 pub const DEFAULT_HTTP_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7880);
 pub const DEFAULT_RTC_PORT: u16 = 7882;
+/// ICE-TCP's port, as LiveKit's.
+pub const DEFAULT_RTC_TCP_PORT: u16 = 7881;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_EMPTY_TIMEOUT: Duration = Duration::from_secs(300);
 /// A day, as the TURN REST API draft suggests: a TURN server checks the credential again at
@@ -146,6 +148,8 @@ pub struct RtcSettings {
     pub ip: IpAddr,
     /// UDP port of the media socket; 0 = ephemeral (tests).
     pub port: u16,
+    /// The ICE-TCP port; `None` = off, 0 = ephemeral (tests).
+    pub tcp_port: Option<u16>,
     /// Media worker threads, at least 1.
     pub workers: usize,
     /// Subscribers' bandwidth is estimated and their layers fit to it.
@@ -418,6 +422,13 @@ fn rtc_settings(
     let port = src
         .get(args.rtc_port.as_deref(), &sources::RTC_PORT, parse::port)?
         .unwrap_or(DEFAULT_RTC_PORT);
+    let tcp_port = src
+        .get(
+            args.rtc_tcp_port.as_deref(),
+            &sources::RTC_TCP_PORT,
+            parse::port_or_off,
+        )?
+        .unwrap_or(Some(DEFAULT_RTC_TCP_PORT));
     let workers = src
         .get(
             args.rtc_workers.as_deref(),
@@ -482,6 +493,7 @@ fn rtc_settings(
     Ok(RtcSettings {
         ip,
         port,
+        tcp_port,
         workers,
         bandwidth_estimation,
         node_ips,

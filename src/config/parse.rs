@@ -94,6 +94,17 @@ pub(super) fn port(input: &str) -> Result<u16, String> {
         .map_err(|_| "not a port number (0-65535)".to_owned())
 }
 
+/// A port, or `off` for none.
+pub(super) fn port_or_off(input: &str) -> Result<Option<u16>, String> {
+    if input.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    input
+        .parse()
+        .map(Some)
+        .map_err(|_| "not a port number (0-65535) or `off`".to_owned())
+}
+
 /// Upper bound on media workers: far above any CPU count we run on, low enough that a typo
 /// (an extra zero or two) fails at start instead of spawning thousands of threads.
 const MAX_WORKERS: usize = 1024;

@@ -47,6 +47,7 @@ settings! {
     HTTP_ADDR = "--http-addr", "SWITCHBOARD_HTTP_ADDR", "http_addr", Str;
     RTC_IP = "--rtc-ip", "SWITCHBOARD_RTC_IP", "rtc.ip", Str;
     RTC_PORT = "--rtc-port", "SWITCHBOARD_RTC_PORT", "rtc.port", Int;
+    RTC_TCP_PORT = "--rtc-tcp-port", "SWITCHBOARD_RTC_TCP_PORT", "rtc.tcp_port", IntOrStr;
     RTC_WORKERS = "--rtc-workers", "SWITCHBOARD_RTC_WORKERS", "rtc.workers", Int;
     RTC_BANDWIDTH_ESTIMATION = "--rtc-bandwidth-estimation",
         "SWITCHBOARD_RTC_BANDWIDTH_ESTIMATION", "rtc.bandwidth_estimation", Bool;

@@ -77,6 +77,11 @@ fn dev_mode_defaults() {
     assert_eq!(s.http_addr, addr("127.0.0.1:7880"));
     assert_eq!(s.rtc.ip, ip("127.0.0.1"));
     assert_eq!(s.rtc.port, 7882);
+    assert_eq!(
+        s.rtc.tcp_port,
+        Some(7881),
+        "ICE-TCP is on by default, also in --dev"
+    );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(s.rtc.workers, cpus);
     assert!(s.rtc.node_ips.is_empty());
@@ -118,6 +123,7 @@ log = "debug"
 [rtc]
 ip = "0.0.0.0"
 port = 0
+tcp_port = 443
 workers = 3
 node_ips = ["203.0.113.5", "2001:db8::5"]
 
@@ -130,6 +136,7 @@ prod = "{STRONG}"
     assert_eq!(s.http_addr, addr("0.0.0.0:8000"));
     assert_eq!(s.rtc.ip, ip("0.0.0.0"));
     assert_eq!(s.rtc.port, 0);
+    assert_eq!(s.rtc.tcp_port, Some(443));
     assert_eq!(s.rtc.workers, 3);
     assert_eq!(s.rtc.node_ips, vec![ip("203.0.113.5"), ip("2001:db8::5")]);
     assert_eq!(s.database_url, "postgres://sb@db/sb");
@@ -161,6 +168,7 @@ node_ips = ["10.0.0.1"]
         ("SWITCHBOARD_EMPTY_TIMEOUT", "20"),
         ("SWITCHBOARD_LOG", "error"),
         ("SWITCHBOARD_RTC_PORT", "1002"),
+        ("SWITCHBOARD_RTC_TCP_PORT", "off"),
         ("SWITCHBOARD_NODE_IPS", "10.0.0.2, 10.0.0.22"),
     ]);
 
@@ -197,6 +205,7 @@ node_ips = ["10.0.0.1"]
     assert_eq!(s.empty_timeout, Duration::from_secs(20));
     assert_eq!(s.log, "error");
     assert_eq!(s.rtc.port, 1002);
+    assert_eq!(s.rtc.tcp_port, None);
     assert_eq!(s.rtc.node_ips, vec![ip("10.0.0.2"), ip("10.0.0.22")]);
 
     let s = ok(&serve(&["--dev", "--config", config]), &no_env);
@@ -252,6 +261,11 @@ fn config_invalid_values_name_their_source() {
             &["--rtc-port", "70000"],
             &[],
             "invalid --rtc-port \"70000\": not a port number (0-65535)",
+        ),
+        (
+            &["--rtc-tcp-port", "no"],
+            &[],
+            "invalid --rtc-tcp-port \"no\": not a port number (0-65535) or `off`",
         ),
         (
             &["--http-addr", "foo"],

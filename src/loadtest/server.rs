@@ -54,6 +54,8 @@ impl StartedServer {
                 "127.0.0.1:0",
                 "--rtc-port",
                 "0",
+                "--rtc-tcp-port",
+                "0",
                 "--rtc-bandwidth-estimation",
                 bandwidth_estimation,
             ])

@@ -328,6 +328,8 @@ fn spawn_serve(
         "127.0.0.1:0",
         "--rtc-port",
         "0",
+        "--rtc-tcp-port",
+        "0",
         "--data-dir",
     ])
     .arg(data_dir)

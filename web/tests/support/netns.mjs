@@ -100,6 +100,7 @@ function installHandlers() {
  *   setCap(rate, {burst, latency})            tbf on server→client ('500kbit'); call again to change
  *   removeCap()
  *   setLoss(percent) / removeLoss()           random UDP loss on the client's input
+ *   blockUdp() / removeLoss()                 every UDP datagram dropped on the client's input
  *   teardown()                                kills what runs inside, deletes both namespaces
  */
 export async function createLinkPair() {
@@ -143,6 +144,13 @@ export async function createLinkPair() {
       await exec(clientNs, 'nft', 'flush', 'chain', 'inet', 'sbimp', 'in');
       await exec(clientNs, 'nft', 'add', 'rule', 'inet', 'sbimp', 'in',
         'meta', 'l4proto', 'udp', 'numgen', 'random', 'mod', '10000', 'lt', String(Math.round(percent * 100)), 'drop');
+      lossy = true;
+    },
+    async blockUdp() {
+      // A firewall that drops UDP: nothing the server sends over UDP reaches the client, so
+      // no UDP ICE pair ever completes; TCP (signaling, ICE-TCP) passes.
+      await exec(clientNs, 'nft', 'flush', 'chain', 'inet', 'sbimp', 'in');
+      await exec(clientNs, 'nft', 'add', 'rule', 'inet', 'sbimp', 'in', 'meta', 'l4proto', 'udp', 'drop');
       lossy = true;
     },
     async removeLoss() {

@@ -41,7 +41,7 @@ export async function startServer({
   // are tested in tests/attack_http.rs.
   const rates = ['api_requests_per_minute', 'rtc_requests_per_minute', 'whip_requests_per_minute']
     .flatMap((name) => ['--limit', `${name}=1000000`]);
-  const args = ['serve', '--dev', '--http-addr', `${host}:0`, '--rtc-port', '0', '--data-dir', dataDir, ...rates, ...extraArgs];
+  const args = ['serve', '--dev', '--http-addr', `${host}:0`, '--rtc-port', '0', '--rtc-tcp-port', '0', '--data-dir', dataDir, ...rates, ...extraArgs];
   const [cmd, cmdArgs] = netns ? ['ip', ['netns', 'exec', netns, bin, ...args]] : [bin, args];
   const proc = spawn(cmd, cmdArgs, {
     stdio: ['ignore', 'pipe', 'pipe'],
