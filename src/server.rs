@@ -277,5 +277,6 @@ fn session_limits(limits: &crate::config::Limits) -> SessionLimits {
         signal_requests_per_second: limits.signal_requests_per_second,
         signal_queue_bytes: limits.signal_queue_bytes,
         signal_write_timeout: limits.signal_write_timeout,
+        departure_timeout: limits.peer_departure_timeout,
     }
 }

@@ -200,28 +200,6 @@ async fn gone_within(
     }
 }
 
-/// The recorded leave of `identity` in the room's event log (waits for the recorder).
-async fn leave_reason(api: &Api, room: &str, identity: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = api.all_events(room).await;
-        let left = events.iter().find(|e| {
-            e["kind"] == "participant_left" && e["payload"]["participant"]["identity"] == identity
-        });
-        if let Some(left) = left {
-            return left["payload"]["participant"]["leave_reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no participant_left for {identity}: {events:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A WHIP or WHEP session whose client never answers a connectivity check.
 async fn never_connects(path: &str, direction: Direction) {
     let server = server();
@@ -247,7 +225,7 @@ async fn never_connects(path: &str, direction: Direction) {
         "ended after {took:?}, before ice_connect_timeout"
     );
     assert_eq!(
-        leave_reason(&api, &room, "ghost").await,
+        api.leave_reason(&room, "ghost").await,
         "media_connect_timeout"
     );
     assert_eq!(
@@ -314,7 +292,7 @@ async fn a_whip_publisher_that_goes_silent_is_ended_after_the_departure_timeout(
         "ended {took:?} after going silent"
     );
     assert_eq!(
-        leave_reason(&api, room, "encoder").await,
+        api.leave_reason(room, "encoder").await,
         "media_departure_timeout"
     );
     assert_eq!(
@@ -353,7 +331,7 @@ async fn a_livekit_client_that_never_connects_media_is_ended_at_ice_connect_time
         proto::leave_request::Action::Disconnect as i32
     );
     assert_eq!(
-        leave_reason(&api, room, "lurker").await,
+        api.leave_reason(room, "lurker").await,
         "media_connect_timeout"
     );
     assert!(live_identities(&api, room).await.is_empty());
@@ -414,7 +392,7 @@ async fn a_livekit_client_whose_media_goes_silent_is_ended_after_the_departure_t
         proto::DisconnectReason::ConnectionTimeout as i32
     );
     assert_eq!(
-        leave_reason(&api, room, "dropout").await,
+        api.leave_reason(room, "dropout").await,
         "media_departure_timeout"
     );
 }

@@ -1,5 +1,5 @@
 //! The `/rtc` WebSocket (LiveKit v0 signaling) against the real binary: join, participant
-//! updates, ping, publishing, mute, leave, duplicate identities, resume, and broken clients.
+//! updates, ping, publishing, mute, leave, duplicate identities, and broken clients (resume: tests/resume.rs).
 
 mod support;
 
@@ -509,27 +509,4 @@ async fn a_duplicate_identity_evicts_the_older_connection() {
     assert_ne!(state(&joined), State::Disconnected);
     new.assert_alive().await;
     watcher.assert_alive().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_reconnect_is_answered_with_a_full_reconnect() {
-    let server = Server::start();
-    let token = support::token("resume", "alice", &[]);
-    let (mut first, join) = Client::join(&server.ws, &token).await;
-    let sid = join.participant.unwrap().sid;
-    first.assert_alive().await;
-
-    let url = rtc_url(&server.ws, &token, &format!("&reconnect=1&sid={sid}"));
-    let mut again = Client::connect(&url).await.expect("upgrade for the resume");
-    match again.next_event().await {
-        Event::Response(Resp::Leave(leave)) => {
-            assert_eq!(
-                leave.action,
-                proto::leave_request::Action::Reconnect as i32,
-                "a resume we cannot honour asks for a full reconnect"
-            );
-            assert!(leave.can_reconnect);
-        }
-        other => panic!("expected a LeaveRequest, got {other:?}"),
-    }
 }

@@ -282,6 +282,11 @@ pub(crate) enum Command {
         participant: String,
         publisher: Option<String>,
     },
+    /// Restart ICE on the participant's subscriber PC with the next offer (at once, unless
+    /// an offer is out: then after its answer).
+    RestartSubscriberIce {
+        participant: String,
+    },
     /// A connection to the ICE-TCP port whose first frame some peer of this worker may
     /// accept; handed back through `reply` when none does.
     TcpConnection {

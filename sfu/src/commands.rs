@@ -111,6 +111,11 @@ impl Worker {
                 }
             }
             Command::TcpConnection { handoff, reply } => self.adopt_tcp(handoff, reply),
+            Command::RestartSubscriberIce { participant } => {
+                if let Ok(slot) = self.slot_of(&participant) {
+                    self.restart_subscriber_ice(slot);
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -173,6 +178,7 @@ impl Worker {
             quality: Default::default(),
             pending_offer: None,
             last_offer: None,
+            restart_subscriber_ice: false,
             channels: DataChannels::default(),
             data_budget: crate::data_budget::DataBudget::new(self.limits.data_queue_bytes),
             stats: Default::default(),
@@ -235,6 +241,7 @@ impl Worker {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
+        part.publisher.remote_sdp(sdp);
         self.drain(slot, PeerRole::Publisher);
         // The codec each announced track asked for, by the mid its msid sits on.
         let wanted: Vec<(String, String)> = match self.parts[slot].as_ref() {
@@ -281,6 +288,7 @@ impl Worker {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
+        part.subscriber.remote_sdp(sdp);
         part.subscriber.descriptor_id = crate::svc::dependency_descriptor::negotiated_id(sdp);
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
             // The allocator already starts from the initial estimate (see `join`).

@@ -565,6 +565,15 @@ impl ParticipantHandle {
         .await
     }
 
+    /// Restarts ICE on the subscriber PC: a new offer with new ICE credentials follows as a
+    /// [`PeerEvent::SubscriberOffer`] (after the answer to one still out). Nothing happens
+    /// if the subscriber PC was never negotiated.
+    pub fn restart_subscriber_ice(&self) -> Result<(), SfuError> {
+        self.send(Command::RestartSubscriberIce {
+            participant: self.participant.clone(),
+        })
+    }
+
     /// Removes the participant from the media plane and returns its traffic counters.
     pub async fn leave(&self) -> ParticipantStats {
         let (reply, answer) = oneshot::channel();

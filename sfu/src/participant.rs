@@ -34,6 +34,8 @@ pub(crate) struct Peer {
     pub disconnected_reported: bool,
     /// Candidates trickled to this peer since its last ICE restart (`max_remote_candidates`).
     pub trickled: usize,
+    /// The ICE ufrag of the client's last SDP: a new one is an ICE restart.
+    pub remote_ufrag: Option<String>,
     /// Decrypts the transport-wide feedback this (subscriber) peer sends, which the worker
     /// reads before str0m (`feedback_in.rs`); set with `direct`.
     pub srtcp_in: Option<Box<crate::rtp_out::srtp::SrtcpReceiver>>,
@@ -54,6 +56,19 @@ impl Peer {
         Ok(())
     }
 
+    /// Notes the ICE ufrag of an SDP the client sent. A new one restarts ICE, and with it
+    /// the count of candidates the client may trickle (`max_remote_candidates`).
+    pub fn remote_sdp(&mut self, sdp: &str) {
+        let ufrag = sdp
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned);
+        if ufrag.is_some() && ufrag != self.remote_ufrag {
+            self.trickled = 0;
+            self.remote_ufrag = ufrag;
+        }
+    }
+
     pub fn new(rtc: Rtc) -> Self {
         Self {
             rtc,
@@ -62,6 +77,7 @@ impl Peer {
             addrs: Vec::new(),
             disconnected_reported: false,
             trickled: 0,
+            remote_ufrag: None,
             srtcp_in: None,
             descriptor_id: None,
         }
@@ -111,6 +127,9 @@ pub(crate) struct Participant {
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).
     pub last_offer: Option<Instant>,
+    /// The next subscriber offer restarts ICE (a resumed client: its address may have
+    /// changed, and its subscriber PC may have given up on the old pair).
+    pub restart_subscriber_ice: bool,
     pub channels: DataChannels,
     /// Data-channel messages handed to signaling and not yet dropped by it.
     pub data_budget: crate::data_budget::DataBudget,

@@ -295,3 +295,59 @@ fn a_subscriber_asking_for_fewer_frames_gets_fewer_temporal_layers_with_no_gaps(
         );
     }
 }
+
+fn ice_ufrag(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+}
+
+#[test]
+fn a_subscriber_ice_restart_offers_new_credentials_and_media_flows_again() {
+    let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
+    let slot = first_subscriber(&rig);
+    let before = rig.worker.parts[slot]
+        .as_mut()
+        .map(|p| p.subscriber.rtc.direct_api().local_ice_credentials().ufrag)
+        .expect("the subscriber is there");
+    // The publisher's events come first, then the subscriber's.
+    let events = rig._events.last_mut().expect("the subscriber's events");
+    while events.try_recv().is_ok() {}
+
+    rig.worker.restart_subscriber_ice(slot);
+    let offer = std::iter::from_fn(|| events.try_recv().ok())
+        .find_map(|event| match event {
+            PeerEvent::SubscriberOffer { sdp, .. } => Some(sdp),
+            _ => None,
+        })
+        .expect("the restart is offered at once");
+    let offered = ice_ufrag(&offer).expect("the offer has a ufrag").to_owned();
+    assert_ne!(offered, before, "the offer carries new ICE credentials");
+
+    let offer = SdpOffer::from_sdp_string(&offer).unwrap();
+    let answer = rig.subscribers[0]
+        .rtc
+        .sdp_api()
+        .accept_offer(offer)
+        .unwrap()
+        .to_sdp_string();
+    rig.worker.subscriber_answer("PA_sub0", &answer).unwrap();
+    let received = rig.subscribers[0].rtp_received;
+    let started = Instant::now();
+    while rig.subscribers[0].rtp_received == received {
+        assert!(
+            started.elapsed() < SETUP_LIMIT,
+            "media reaches the subscriber after the restart"
+        );
+        let datagrams = rig.prepare(1);
+        rig.sink.capture.set(true);
+        for datagram in datagrams {
+            rig.forward(&datagram);
+        }
+        rig.pump();
+    }
+    let now = rig.worker.parts[slot]
+        .as_mut()
+        .map(|p| p.subscriber.rtc.direct_api().local_ice_credentials().ufrag)
+        .unwrap();
+    assert_eq!(now, offered, "the worker's peer uses the new credentials");
+}

@@ -178,6 +178,20 @@ impl Worker {
         self.renegotiate.iter().map(|(_, at)| *at).min()
     }
 
+    /// Asks for an ICE restart in the next subscriber offer, and for that offer.
+    pub(crate) fn restart_subscriber_ice(&mut self, slot: Slot) {
+        let Some(part) = self.parts[slot].as_mut() else {
+            return;
+        };
+        // A subscriber PC never offered has no ICE to restart: its first offer starts it.
+        if part.last_offer.is_none() {
+            return;
+        }
+        part.restart_subscriber_ice = true;
+        // Not spaced like other renegotiations: the client is waiting for its media.
+        self.negotiate(slot);
+    }
+
     /// Sends the next offer on `slot`'s subscriber PC if anything changed and no offer is
     /// outstanding (one offer at a time; the answer triggers the next round).
     pub(crate) fn negotiate(&mut self, slot: Slot) {
@@ -188,6 +202,11 @@ impl Worker {
             return;
         }
         let mut change = part.subscriber.rtc.sdp_api();
+        if part.restart_subscriber_ice {
+            part.restart_subscriber_ice = false;
+            // Our candidates stay what they were; the client gathers anew.
+            change.ice_restart(true);
+        }
         for out in part.down_tracks.iter_mut().flatten() {
             match out.state {
                 OutState::ToOpen => {
@@ -293,10 +312,11 @@ impl Worker {
         }
         // Changes that arrived while the offer was out go in the next one.
         let waiting = self.parts[slot].as_ref().is_some_and(|p| {
-            p.down_tracks
-                .iter()
-                .flatten()
-                .any(|o| matches!(o.state, OutState::ToOpen | OutState::ToStop(_)))
+            p.restart_subscriber_ice
+                || p.down_tracks
+                    .iter()
+                    .flatten()
+                    .any(|o| matches!(o.state, OutState::ToOpen | OutState::ToStop(_)))
         });
         if waiting {
             self.renegotiate_later(slot);

@@ -88,6 +88,8 @@ async fn rtc(
         reconnect: params
             .get("reconnect")
             .is_some_and(|v| v == "1" || v == "true"),
+        sid: params.get("sid").cloned(),
+        reconnect_reason: params.get("reconnect_reason").cloned(),
         verified_at,
     };
     let upgrade = accepted.upgrade;

@@ -20,6 +20,7 @@ mod limits;
 pub mod names;
 mod outbox;
 mod publish;
+mod resume;
 mod revocations;
 mod room_signals;
 mod rooms;
@@ -136,6 +137,8 @@ pub struct Signaling {
     live_sessions: watch::Sender<usize>,
     /// WHIP and WHEP sessions, by resource id.
     pub(crate) whip: whip::Resources,
+    /// LiveKit sessions a reconnect may resume (`resume.rs`).
+    pub(crate) resumables: resume::Resumables,
 }
 
 /// Counts a running session task from its start until it has reported its leave.
@@ -172,6 +175,7 @@ impl Signaling {
             limits: config.limits,
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
+            resumables: Default::default(),
         };
         (Arc::new(sig), events_rx)
     }

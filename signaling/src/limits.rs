@@ -24,6 +24,9 @@ pub struct SessionLimits {
     pub signal_queue_bytes: usize,
     /// Longest one message may take to be written to a participant's socket.
     pub signal_write_timeout: Duration,
+    /// How long a participant whose signaling was lost waits for its client to resume
+    /// (`resume.rs`) before it leaves.
+    pub departure_timeout: Duration,
 }
 
 impl Default for SessionLimits {
@@ -42,6 +45,7 @@ impl Default for SessionLimits {
             signal_requests_per_second: 50,
             signal_queue_bytes: 4 * 1024 * 1024,
             signal_write_timeout: Duration::from_secs(10),
+            departure_timeout: Duration::from_secs(20),
         }
     }
 }

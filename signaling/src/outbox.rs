@@ -198,6 +198,24 @@ impl Inbox {
         Ok(msg)
     }
 
+    /// Waits until a leave is queued, and takes it; everything else stays queued (a session
+    /// waiting for its client to resume, `resume.rs`).
+    pub(crate) async fn leave_requested(&mut self) -> LeaveReason {
+        loop {
+            {
+                let mut state = self.shared.lock();
+                if let Some(reason) = state.leave.take() {
+                    state.leaving = true;
+                    state.queue.clear();
+                    state.keyed.clear();
+                    state.bytes = 0;
+                    return reason;
+                }
+            }
+            self.shared.ready.notified().await;
+        }
+    }
+
     /// Encoded bytes waiting.
     #[cfg(test)]
     pub(crate) fn queued_bytes(&self) -> usize {

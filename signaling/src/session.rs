@@ -1,6 +1,7 @@
 //! One participant's signaling session: a WebSocket speaking LiveKit's v0 protocol, from the
 //! JoinResponse to the leave.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -16,6 +17,7 @@ use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
 use crate::limits::{Bucket, SIGNAL_BURST_SECS};
 use crate::outbox::{self, Inbox};
+use crate::resume::{Resume, ResumeSlot, Step};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
@@ -29,11 +31,11 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_POLICY: u16 = 1008;
 
 /// How a session ended, and whether the client must be told.
-struct Ending {
-    reason: LeaveReason,
+pub(crate) struct Ending {
+    pub reason: LeaveReason,
     /// Send a LeaveRequest before closing (server-initiated endings).
-    notify: bool,
-    close: Option<CloseFrame>,
+    pub notify: bool,
+    pub close: Option<CloseFrame>,
 }
 
 impl Ending {
@@ -68,7 +70,7 @@ pub(crate) struct Session {
     pub claims: Claims,
     pub media: ParticipantHandle,
     next_offer_id: u32,
-    last_heard: Instant,
+    pub(crate) last_heard: Instant,
     verified_at: Instant,
     /// A media packet of ours reached the server (for the join latency, once).
     published_media: bool,
@@ -77,6 +79,10 @@ pub(crate) struct Session {
     /// DataPackets and their bytes (`data_packets_per_second`, `data_bytes_per_second`).
     pub(crate) data_packets: Bucket,
     pub(crate) data_bytes: Bucket,
+    /// Where a reconnect's new socket arrives (`resume.rs`).
+    pub(crate) resume: Arc<ResumeSlot>,
+    /// Responses for the client held while it is away.
+    pub(crate) held: VecDeque<Resp>,
 }
 
 fn now_ms() -> i64 {
@@ -152,10 +158,13 @@ async fn send(ws: &mut SignalSocket, message: Resp) -> Result<(), crate::websock
 }
 
 /// Options from the `/rtc` query string.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct JoinParams {
     pub auto_subscribe: bool,
     pub reconnect: bool,
+    /// With `reconnect`: the participant sid to resume, and why the client reconnects.
+    pub sid: Option<String>,
+    pub reconnect_reason: Option<String>,
     /// When the token was verified: the start of the join latency ops see.
     pub verified_at: Instant,
 }
@@ -168,16 +177,27 @@ fn join_latency(stage: &'static str, verified_at: Instant) {
 }
 
 /// Runs a joined participant until it leaves. The token was verified before the upgrade.
-pub(crate) async fn run(
-    sig: Arc<Signaling>,
-    mut ws: SignalSocket,
-    claims: Claims,
-    join: JoinParams,
-) {
+pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, join: JoinParams) {
     // Dropped last, after the leave was reported: shutdown waits for it.
     let _live = sig.track_session();
+    let mut ws = ws;
     if join.reconnect {
-        // We do not resume sessions: ask the client to rejoin from scratch.
+        let resume = Box::new(Resume {
+            ws,
+            reason: join.reconnect_reason.clone(),
+        });
+        let room = &claims.video.room;
+        ws = match join.sid.as_deref() {
+            Some(sid) => match sig.resumables.offer(sid, room, &claims.sub, resume) {
+                // The waiting session has the socket now.
+                Ok(()) => return,
+                Err(resume) => resume.ws,
+            },
+            None => resume.ws,
+        };
+        // Nothing to resume (unknown or ended sid, another room or identity): ask the
+        // client to rejoin from scratch, which it does at once.
+        crate::resume::not_resumable();
         let leave = proto::LeaveRequest {
             can_reconnect: true,
             reason: proto::DisconnectReason::StateMismatch as i32,
@@ -225,6 +245,7 @@ pub(crate) async fn run(
     };
     media_joined(&sig, &room, &info, &claims, &media);
     info!(%room, %sid, identity = %claims.sub, "participant joined");
+    let resume = sig.resumables.register(&sid, &room, &claims.sub);
     let mut session = Session {
         sig: Arc::clone(&sig),
         room,
@@ -249,6 +270,8 @@ pub(crate) async fn run(
             let rate = sig.limits.data_bytes_per_second as f64;
             Bucket::new(rate, rate.max(sig.limits.max_data_packet_bytes as f64))
         },
+        resume,
+        held: VecDeque::new(),
     };
     let response = proto::JoinResponse {
         room: Some(joined.room),
@@ -256,44 +279,64 @@ pub(crate) async fn run(
         other_participants: joined.others,
         server_version: sig.server_version.clone(),
         subscriber_primary: false,
-        ice_servers: sig
-            .ice_servers
-            .iter()
-            .map(|server| server.for_participant(&session.identity, std::time::SystemTime::now()))
-            .map(|server| proto::IceServer {
-                urls: vec![server.url.clone()],
-                username: server.username.clone().unwrap_or_default(),
-                credential: server.credential.clone().unwrap_or_default(),
-            })
-            .collect(),
+        ice_servers: session.ice_servers(),
         ping_interval: sig.ping_interval.as_secs() as i32,
         ping_timeout: sig.ping_timeout.as_secs() as i32,
-        server_info: Some(proto::ServerInfo {
-            edition: proto::server_info::Edition::Standard as i32,
-            version: sig.server_version.clone(),
-            protocol: 16,
-            node_id: sig.node_id.clone(),
-            ..Default::default()
-        }),
+        server_info: Some(session.server_info()),
         ..Default::default()
     };
-    let ending = if let Err(e) = send(&mut ws, Resp::Join(response)).await {
-        Ending::send_failed(&e)
-    } else {
-        join_latency("join_response", join.verified_at);
-        session.serve(&mut ws, &mut room_rx, &mut peer_events).await
+    let mut step = match send(&mut ws, Resp::Join(response)).await {
+        Err(e) => Step::End(Ending::send_failed(&e)),
+        Ok(()) => {
+            join_latency("join_response", join.verified_at);
+            session.serve(&mut ws, &mut room_rx, &mut peer_events).await
+        }
+    };
+    // A lost socket may be replaced by the client's reconnect (`resume.rs`), any number of
+    // times; the session ends when one is not.
+    let ending = loop {
+        let resume = match step {
+            Step::End(ending) if ending.resumable() => {
+                match session.park(&mut room_rx, &mut peer_events, ending).await {
+                    Ok(resume) => resume,
+                    Err(ending) => break ending,
+                }
+            }
+            Step::End(ending) => break ending,
+            Step::Resume(resume) => resume,
+        };
+        // The old socket, if still open, is closed by dropping it: the client left it.
+        ws = resume.ws;
+        step = match session.resumed(&mut ws, resume.reason.as_deref()).await {
+            Ok(()) => session.serve(&mut ws, &mut room_rx, &mut peer_events).await,
+            Err(ending) => Step::End(ending),
+        };
     };
     session.finish(&mut ws, ending).await;
 }
 
 impl Session {
+    /// Serves the client on `ws` until the session ends, or the socket is lost or replaced.
     async fn serve(
         &mut self,
         ws: &mut SignalSocket,
         room_rx: &mut Inbox,
         peer_events: &mut mpsc::UnboundedReceiver<PeerEvent>,
-    ) -> Ending {
+    ) -> Step {
+        match self.serve_socket(ws, room_rx, peer_events).await {
+            Ok(resume) => Step::Resume(resume),
+            Err(ending) => Step::End(ending),
+        }
+    }
+
+    async fn serve_socket(
+        &mut self,
+        ws: &mut SignalSocket,
+        room_rx: &mut Inbox,
+        peer_events: &mut mpsc::UnboundedReceiver<PeerEvent>,
+    ) -> Result<Box<Resume>, Ending> {
         let mut shutdown = self.sig.shutdown.subscribe();
+        let slot = Arc::clone(&self.resume);
         loop {
             let silence_deadline =
                 tokio::time::Instant::from_std(self.last_heard + self.sig.ping_timeout);
@@ -302,50 +345,52 @@ impl Session {
                     let frame = match frame {
                         Some(Ok(frame)) => frame,
                         Some(Err(e)) if websocket::is_too_big(&e) => {
-                            return protocol_error(CLOSE_TOO_BIG, &format!("a message larger than {} bytes was sent; signaling messages are far smaller", websocket::MAX_MESSAGE));
+                            return Err(protocol_error(CLOSE_TOO_BIG, &format!("a message larger than {} bytes was sent; signaling messages are far smaller", websocket::MAX_MESSAGE)));
                         }
-                        Some(Err(_)) | None => return Ending::signal_closed(),
+                        Some(Err(_)) | None => return Err(Ending::signal_closed()),
                     };
                     self.last_heard = Instant::now();
                     if let Some(ending) = self.handle_frame(ws, frame).await {
-                        return ending;
+                        return Err(ending);
                     }
                 }
+                // The client reconnected while this socket still looked open to us.
+                resume = slot.wait() => return Ok(resume),
                 Some(msg) = room_rx.recv() => match msg {
                     SessionMsg::Update(frame) | SessionMsg::Broadcast(frame) => {
                         if let Err(e) = ws.send(frame.bytes()).await {
-                            return Ending::send_failed(&e);
+                            return Err(Ending::send_failed(&e));
                         }
                     }
                     SessionMsg::Signal(response) => {
                         if let Err(e) = send(ws, *response).await {
-                            return Ending::send_failed(&e);
+                            return Err(Ending::send_failed(&e));
                         }
                     }
                     SessionMsg::Permission(permission) => {
                         publish::apply_permission(&mut self.claims.video, &permission);
                     }
                     SessionMsg::Leave(LeaveReason::SlowClient) => {
-                        return Ending { reason: LeaveReason::SlowClient, ..Ending::signal_closed() };
+                        return Err(Ending { reason: LeaveReason::SlowClient, ..Ending::signal_closed() });
                     }
                     SessionMsg::Leave(reason) => {
-                        return Ending { reason, notify: true, close: None };
+                        return Err(Ending { reason, notify: true, close: None });
                     }
                 },
                 Some(event) = peer_events.recv() => {
-                    if let Err(ending) = self.handle_peer_event(ws, event).await {
-                        return ending;
+                    if let Some(response) = self.peer_event(event)? {
+                        self.reply(ws, response).await?;
                     }
                 }
                 _ = shutdown.changed() => {
-                    return Ending { reason: LeaveReason::ServerShutdown, notify: true, close: None };
+                    return Err(Ending { reason: LeaveReason::ServerShutdown, notify: true, close: None });
                 }
                 _ = tokio::time::sleep_until(silence_deadline) => {
-                    return Ending {
+                    return Err(Ending {
                         reason: LeaveReason::PingTimeout,
                         notify: true,
                         close: Some(CloseFrame { code: 1000.into(), reason: "no ping from the client within ping_timeout".into() }),
-                    };
+                    });
                 }
             }
         }
@@ -437,6 +482,7 @@ impl Session {
                 };
                 self.reply(ws, Resp::PongResp(pong)).await?;
             }
+            Req::SyncState(sync) => self.sync_state(sync),
             Req::UpdateMetadata(update) => {
                 if let Some(refusal) = publish::update_own_metadata(self, update) {
                     self.reply(ws, refusal).await?;
@@ -447,8 +493,33 @@ impl Session {
         Ok(())
     }
 
-    async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
+    pub(crate) async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
         send(ws, message).await.map_err(|e| Ending::send_failed(&e))
+    }
+
+    /// What a resumed client believes: its subscriptions and the tracks it has disabled are
+    /// applied again (they may have changed while it was away); the rest (its SDPs, the
+    /// tracks it published, its data channels) is what this server kept for it.
+    fn sync_state(&self, sync: proto::SyncState) {
+        debug!(
+            sid = %self.sid,
+            published = sync.publish_tracks.len(),
+            disabled = sync.track_sids_disabled.len(),
+            "sync state"
+        );
+        if let Some(subscription) = sync.subscription {
+            subscribe::update_subscription(self, subscription);
+        }
+        if !sync.track_sids_disabled.is_empty() {
+            subscribe::update_track_settings(
+                self,
+                proto::UpdateTrackSettings {
+                    track_sids: sync.track_sids_disabled,
+                    disabled: true,
+                    ..Default::default()
+                },
+            );
+        }
     }
 
     fn trickle(&self, trickle: &proto::TrickleRequest) {
@@ -461,47 +532,38 @@ impl Session {
         }
     }
 
-    async fn handle_peer_event(
-        &mut self,
-        ws: &mut SignalSocket,
-        event: PeerEvent,
-    ) -> Result<(), Ending> {
-        match event {
+    /// Handles an event of the media plane; returns what to tell the client, if anything.
+    /// Nothing here needs the socket, so a session waiting for a resume runs it too.
+    pub(crate) fn peer_event(&mut self, event: PeerEvent) -> Result<Option<Resp>, Ending> {
+        let response = match event {
             PeerEvent::SubscriberOffer { sdp, mid_to_track } => {
                 self.next_offer_id += 1;
-                let offer = proto::SessionDescription {
+                Resp::Offer(proto::SessionDescription {
                     r#type: "offer".into(),
                     sdp,
                     id: self.next_offer_id,
                     mid_to_track_id: mid_to_track.into_iter().collect(),
-                };
-                self.reply(ws, Resp::Offer(offer)).await?;
+                })
             }
-            PeerEvent::TrackUnpublished { sid } => publish::track_unpublished(self, &sid),
-            PeerEvent::ConnectionQuality { updates } => {
-                self.reply(ws, room_signals::connection_quality(updates))
-                    .await?;
+            PeerEvent::TrackUnpublished { sid } => {
+                publish::track_unpublished(self, &sid);
+                return Ok(None);
             }
-            PeerEvent::SpeakersChanged { speakers } => {
-                self.reply(ws, room_signals::speakers_changed(speakers))
-                    .await?;
-            }
+            PeerEvent::ConnectionQuality { updates } => room_signals::connection_quality(updates),
+            PeerEvent::SpeakersChanged { speakers } => room_signals::speakers_changed(speakers),
             PeerEvent::SubscribedQuality {
                 track_sid,
                 max_quality,
-            } => {
-                let update = publish::subscribed_quality(self, track_sid, max_quality);
-                self.reply(ws, update).await?;
-            }
+            } => publish::subscribed_quality(self, track_sid, max_quality),
             PeerEvent::StreamState {
                 publisher,
                 track_sid,
                 paused,
-            } => {
-                let update = subscribe::stream_state(publisher, track_sid, paused);
-                self.reply(ws, update).await?;
+            } => subscribe::stream_state(publisher, track_sid, paused),
+            PeerEvent::FirstMediaSent => {
+                join_latency("first_media_received", self.verified_at);
+                return Ok(None);
             }
-            PeerEvent::FirstMediaSent => join_latency("first_media_received", self.verified_at),
             PeerEvent::TrackMediaStarted { sid } => {
                 debug!(participant = %self.sid, track = %sid, "first media packet");
                 if !self.published_media {
@@ -518,8 +580,12 @@ impl Session {
                 if muted {
                     let _ = self.media.set_track_muted(sid, true);
                 }
+                return Ok(None);
             }
-            PeerEvent::Data { reliable, payload } => data::relay(self, reliable, &payload),
+            PeerEvent::Data { reliable, payload } => {
+                data::relay(self, reliable, &payload);
+                return Ok(None);
+            }
             PeerEvent::MediaDisconnected { role, reason } => {
                 // The media plane dropped this participant's peer (a fatal DTLS/ICE error, or
                 // a fault isolated to it): without media the session is hollow, so end it and
@@ -541,12 +607,39 @@ impl Session {
                     close: None,
                 });
             }
+        };
+        Ok(Some(response))
+    }
+
+    /// The STUN/TURN servers this participant is told about, with credentials of its own.
+    pub(crate) fn ice_servers(&self) -> Vec<proto::IceServer> {
+        let now = SystemTime::now();
+        self.sig
+            .ice_servers
+            .iter()
+            .map(|server| server.for_participant(&self.identity, now))
+            .map(|server| proto::IceServer {
+                urls: vec![server.url.clone()],
+                username: server.username.clone().unwrap_or_default(),
+                credential: server.credential.clone().unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn server_info(&self) -> proto::ServerInfo {
+        proto::ServerInfo {
+            edition: proto::server_info::Edition::Standard as i32,
+            version: self.sig.server_version.clone(),
+            protocol: 16,
+            node_id: self.sig.node_id.clone(),
+            ..Default::default()
         }
-        Ok(())
     }
 
     /// Leaves the room and the media plane, records it, and closes the socket.
     async fn finish(self, ws: &mut SignalSocket, ending: Ending) {
+        // From here a reconnect naming this sid rejoins from scratch.
+        self.sig.resumables.unregister(&self.sid);
         self.sig.rooms.leave(&self.room, &self.sid);
         let stats = self.media.leave().await;
         if ending.notify {

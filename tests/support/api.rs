@@ -392,6 +392,28 @@ impl Api {
         }
     }
 
+    /// The recorded leave reason of `identity` in the room's event log (waits for the
+    /// recorder).
+    pub async fn leave_reason(&self, room_id: &str, identity: &str) -> String {
+        eventually(&format!("{identity}'s participant_left"), || async {
+            let events = self.all_events(room_id).await;
+            events
+                .iter()
+                .find(|e| {
+                    e["kind"] == "participant_left"
+                        && e["payload"]["participant"]["identity"] == identity
+                })
+                .map(|left| {
+                    left["payload"]["participant"]["leave_reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .ok_or_else(|| Value::Array(events).to_string())
+        })
+        .await
+    }
+
     /// `GET /v1/sessions/{id}/participants` → the rows.
     pub async fn session_participants(&self, session_id: &str) -> Vec<Value> {
         self.get(&format!("/v1/sessions/{session_id}/participants"))
