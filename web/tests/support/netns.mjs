@@ -101,6 +101,12 @@ function installHandlers() {
  *   removeCap()
  *   setLoss(percent) / removeLoss()           random UDP loss on the client's input
  *   blockUdp() / removeLoss()                 every UDP datagram dropped on the client's input
+ *   cut() / restore()                         a silent outage both ways: everything arriving
+ *                                             over the veth is dropped, in both namespaces
+ *   linkDown() / linkUp()                     the client's interface goes down (what a laptop
+ *                                             sees when Wi-Fi drops), then up again
+ *   moveClient()                              the client gets a new address (another network):
+ *                                             its old one is gone, so is every 5-tuple it used
  *   teardown()                                kills what runs inside, deletes both namespaces
  */
 export async function createLinkPair() {
@@ -123,6 +129,7 @@ export async function createLinkPair() {
   const exec = (ns, cmd, ...args) => run('ip', ['netns', 'exec', ns, cmd, ...args]);
   let capped = false;
   let lossy = false;
+  let cutReady = false;
 
   const pair = {
     serverNs, clientNs, serverIp, clientIp, serverDev, clientDev, exec,
@@ -152,6 +159,47 @@ export async function createLinkPair() {
       await exec(clientNs, 'nft', 'flush', 'chain', 'inet', 'sbimp', 'in');
       await exec(clientNs, 'nft', 'add', 'rule', 'inet', 'sbimp', 'in', 'meta', 'l4proto', 'udp', 'drop');
       lossy = true;
+    },
+    async cut() {
+      // Drops on both input hooks: nothing crosses, and no sender gets an error (an
+      // output-hook drop would fail its sendto, which a dead link does not do). The
+      // namespaces' routes stay, as they would on a real link that went quiet.
+      for (const [ns, dev] of [[clientNs, clientDev], [serverNs, serverDev]]) {
+        if (!cutReady) {
+          await exec(ns, 'nft', 'add', 'table', 'inet', 'sbcut');
+          await exec(ns, 'nft', 'add', 'chain', 'inet', 'sbcut', 'in', '{ type filter hook input priority -10; }');
+        }
+        await exec(ns, 'nft', 'add', 'rule', 'inet', 'sbcut', 'in', 'iifname', dev, 'drop');
+      }
+      cutReady = true;
+    },
+    async restore() {
+      if (!cutReady) return;
+      for (const ns of [clientNs, serverNs]) await exec(ns, 'nft', 'flush', 'chain', 'inet', 'sbcut', 'in');
+    },
+    async linkDown() {
+      await exec(clientNs, 'ip', 'link', 'set', clientDev, 'down');
+    },
+    async linkUp() {
+      await exec(clientNs, 'ip', 'link', 'set', clientDev, 'up');
+      // Taking the interface down removed the host routes through it.
+      await exec(clientNs, 'ip', 'route', 'replace', `${serverIp}/32`, 'dev', clientDev);
+      await exec(serverNs, 'ip', 'route', 'replace', `${pair.clientIp}/32`, 'dev', serverDev);
+    },
+    async moveClient() {
+      const [a, b, c] = pair.clientIp.split('.');
+      const moved = `${a}.${b}.${c}.3`;
+      if (moved === pair.clientIp) throw new Error('netns: the client has moved already');
+      // lo's 127.0.0.0/8 makes every 127.x address local: without narrowing it, the old
+      // address would stay usable after it is removed from the veth.
+      await exec(clientNs, 'ip', 'addr', 'del', '127.0.0.1/8', 'dev', 'lo');
+      await exec(clientNs, 'ip', 'addr', 'add', '127.0.0.1/32', 'dev', 'lo');
+      await exec(clientNs, 'ip', 'addr', 'add', `${moved}/32`, 'dev', clientDev);
+      await exec(clientNs, 'ip', 'addr', 'del', `${pair.clientIp}/32`, 'dev', clientDev);
+      await exec(clientNs, 'ip', 'route', 'replace', `${serverIp}/32`, 'dev', clientDev, 'src', moved);
+      await exec(serverNs, 'ip', 'route', 'del', `${pair.clientIp}/32`, 'dev', serverDev);
+      await exec(serverNs, 'ip', 'route', 'replace', `${moved}/32`, 'dev', serverDev);
+      pair.clientIp = moved;
     },
     async removeLoss() {
       if (!lossy) return;
