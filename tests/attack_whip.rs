@@ -212,6 +212,11 @@ async fn never_connects(path: &str, direction: Direction) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let created = Instant::now();
     assert!(
+        body.lines()
+            .any(|l| l.contains(" tcp ") && l.contains(" tcptype passive")),
+        "WHIP/WHEP answers offer an ICE-TCP candidate too: {body}"
+    );
+    assert!(
         live_identities(&api, &room)
             .await
             .contains(&"ghost".to_owned()),
