@@ -4,7 +4,7 @@
 #
 #   docker build -t switchboard .
 #   docker run --rm \
-#     -p 7880:7880/tcp -p 7882:7882/udp \
+#     -p 7880:7880/tcp -p 7882:7882/udp -p 7881:7881/tcp \
 #     -e SWITCHBOARD_NODE_IPS=203.0.113.10 \
 #     -e SWITCHBOARD_KEYS="prod:$(openssl rand -hex 32)" \
 #     -v switchboard-data:/data \
@@ -13,7 +13,8 @@
 # SWITCHBOARD_NODE_IPS is the address browsers send media to (this host's IP). It is required
 # because the container listens on 0.0.0.0. Publish UDP ports under the same numbers on the
 # host: clients are told the container's port. Worker i listens on 7882 + i, so if you raise
-# SWITCHBOARD_RTC_WORKERS, publish 7882 to 7882+workers-1 (or use --network host).
+# SWITCHBOARD_RTC_WORKERS, publish 7882 to 7882+workers-1 (or use --network host). TCP 7881
+# is ICE-TCP, for clients whose network drops UDP. docs/deployment.md has the checklist.
 # See docs/configuration.md for every setting.
 
 FROM rust:1-bookworm AS build
@@ -50,7 +51,7 @@ ENV SWITCHBOARD_HTTP_ADDR=0.0.0.0:7880 \
 USER switchboard
 WORKDIR /data
 VOLUME ["/data"]
-EXPOSE 7880/tcp 7882/udp
+EXPOSE 7880/tcp 7881/tcp 7882/udp
 # SIGTERM (docker stop) is handled: participants are told to leave, then the server exits.
 ENTRYPOINT ["/usr/local/bin/switchboard"]
 CMD ["serve"]
