@@ -153,3 +153,29 @@ async fn recv_wakes_for_a_message_pushed_while_it_waits() {
         .unwrap();
     assert_eq!(got, Some(true));
 }
+
+#[tokio::test]
+async fn a_parked_session_takes_only_the_leave_and_keeps_the_rest_queued() {
+    let (outbox, mut inbox) = channel(usize::MAX);
+    outbox.update("PA_a", snapshot("PA_a", 1, 10)).unwrap();
+    outbox.send(mute()).unwrap();
+    // Updates alone do not end the wait.
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        inbox.leave_requested(),
+    )
+    .await;
+    assert!(waited.is_err(), "no leave yet");
+    assert!(inbox.queued_bytes() > 0, "the updates stay queued");
+
+    let parked = tokio::spawn(async move {
+        let reason = inbox.leave_requested().await;
+        (reason, drain(&mut inbox))
+    });
+    outbox
+        .send(SessionMsg::Leave(LeaveReason::ParticipantRemoved))
+        .unwrap();
+    let (reason, rest) = parked.await.unwrap();
+    assert_eq!(reason, LeaveReason::ParticipantRemoved);
+    assert!(rest.is_empty(), "nothing is read after a leave: {rest:?}");
+}
