@@ -19,6 +19,7 @@ mod ids;
 mod limits;
 pub mod names;
 mod outbox;
+mod peer_events;
 mod publish;
 mod resume;
 mod revocations;

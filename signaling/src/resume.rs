@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use crate::events::LeaveReason;
 use crate::outbox::Inbox;
 use crate::session::{Ending, Session};
+use crate::subscribe;
 use crate::websocket::SignalSocket;
 
 /// Responses held for a session waiting to be resumed. Offers are never dropped (at most one
@@ -225,6 +226,33 @@ impl Session {
             debug!(sid = %self.sid, "no subscriber ICE restart: {e}");
         }
         Ok(())
+    }
+}
+
+impl Session {
+    /// What a resumed client believes: its subscriptions and the tracks it has disabled are
+    /// applied again (they may have changed while it was away); the rest (its SDPs, the
+    /// tracks it published, its data channels) is what this server kept for it.
+    pub(crate) fn sync_state(&self, sync: proto::SyncState) {
+        debug!(
+            sid = %self.sid,
+            published = sync.publish_tracks.len(),
+            disabled = sync.track_sids_disabled.len(),
+            "sync state"
+        );
+        if let Some(subscription) = sync.subscription {
+            subscribe::update_subscription(self, subscription);
+        }
+        if !sync.track_sids_disabled.is_empty() {
+            subscribe::update_track_settings(
+                self,
+                proto::UpdateTrackSettings {
+                    track_sids: sync.track_sids_disabled,
+                    disabled: true,
+                    ..Default::default()
+                },
+            );
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::resume::{Resume, ResumeSlot, Step};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
-use crate::{data, ids, publish, room_signals, subscribe, Signaling};
+use crate::{ids, publish, subscribe, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
 const CLOSE_UNSUPPORTED: u16 = 1003;
@@ -69,11 +69,11 @@ pub(crate) struct Session {
     pub identity: String,
     pub claims: Claims,
     pub media: ParticipantHandle,
-    next_offer_id: u32,
+    pub(crate) next_offer_id: u32,
     pub(crate) last_heard: Instant,
-    verified_at: Instant,
+    pub(crate) verified_at: Instant,
     /// A media packet of ours reached the server (for the join latency, once).
-    published_media: bool,
+    pub(crate) published_media: bool,
     /// Signaling requests from the client (`signal_requests_per_second`).
     requests: Bucket,
     /// DataPackets and their bytes (`data_packets_per_second`, `data_bytes_per_second`).
@@ -171,7 +171,7 @@ pub(crate) struct JoinParams {
 
 /// Records one stage of a join in `switchboard_join_latency_seconds`, measured from the
 /// token's verification.
-fn join_latency(stage: &'static str, verified_at: Instant) {
+pub(crate) fn join_latency(stage: &'static str, verified_at: Instant) {
     metrics::histogram!("switchboard_join_latency_seconds", "stage" => stage)
         .record(verified_at.elapsed().as_secs_f64());
 }
@@ -497,31 +497,6 @@ impl Session {
         send(ws, message).await.map_err(|e| Ending::send_failed(&e))
     }
 
-    /// What a resumed client believes: its subscriptions and the tracks it has disabled are
-    /// applied again (they may have changed while it was away); the rest (its SDPs, the
-    /// tracks it published, its data channels) is what this server kept for it.
-    fn sync_state(&self, sync: proto::SyncState) {
-        debug!(
-            sid = %self.sid,
-            published = sync.publish_tracks.len(),
-            disabled = sync.track_sids_disabled.len(),
-            "sync state"
-        );
-        if let Some(subscription) = sync.subscription {
-            subscribe::update_subscription(self, subscription);
-        }
-        if !sync.track_sids_disabled.is_empty() {
-            subscribe::update_track_settings(
-                self,
-                proto::UpdateTrackSettings {
-                    track_sids: sync.track_sids_disabled,
-                    disabled: true,
-                    ..Default::default()
-                },
-            );
-        }
-    }
-
     fn trickle(&self, trickle: &proto::TrickleRequest) {
         match trickle_candidate(trickle) {
             Ok(Some((role, candidate))) => {
@@ -530,85 +505,6 @@ impl Session {
             Ok(None) => {}
             Err(e) => debug!(sid = %self.sid, "ignored an unreadable trickle candidate: {e}"),
         }
-    }
-
-    /// Handles an event of the media plane; returns what to tell the client, if anything.
-    /// Nothing here needs the socket, so a session waiting for a resume runs it too.
-    pub(crate) fn peer_event(&mut self, event: PeerEvent) -> Result<Option<Resp>, Ending> {
-        let response = match event {
-            PeerEvent::SubscriberOffer { sdp, mid_to_track } => {
-                self.next_offer_id += 1;
-                Resp::Offer(proto::SessionDescription {
-                    r#type: "offer".into(),
-                    sdp,
-                    id: self.next_offer_id,
-                    mid_to_track_id: mid_to_track.into_iter().collect(),
-                })
-            }
-            PeerEvent::TrackUnpublished { sid } => {
-                publish::track_unpublished(self, &sid);
-                return Ok(None);
-            }
-            PeerEvent::ConnectionQuality { updates } => room_signals::connection_quality(updates),
-            PeerEvent::SpeakersChanged { speakers } => room_signals::speakers_changed(speakers),
-            PeerEvent::SubscribedQuality {
-                track_sid,
-                max_quality,
-            } => publish::subscribed_quality(self, track_sid, max_quality),
-            PeerEvent::StreamState {
-                publisher,
-                track_sid,
-                paused,
-            } => subscribe::stream_state(publisher, track_sid, paused),
-            PeerEvent::FirstMediaSent => {
-                join_latency("first_media_received", self.verified_at);
-                return Ok(None);
-            }
-            PeerEvent::TrackMediaStarted { sid } => {
-                debug!(participant = %self.sid, track = %sid, "first media packet");
-                if !self.published_media {
-                    self.published_media = true;
-                    join_latency("first_media_published", self.verified_at);
-                }
-                // A mute that came before the media plane bound the track (published muted,
-                // or muted by an admin right away) did not reach it: apply it now.
-                let muted = self
-                    .sig
-                    .rooms
-                    .participant(&self.room, &self.identity)
-                    .is_some_and(|p| p.tracks.iter().any(|t| t.sid == sid && t.muted));
-                if muted {
-                    let _ = self.media.set_track_muted(sid, true);
-                }
-                return Ok(None);
-            }
-            PeerEvent::Data { reliable, payload } => {
-                data::relay(self, reliable, &payload);
-                return Ok(None);
-            }
-            PeerEvent::MediaDisconnected { role, reason } => {
-                // The media plane dropped this participant's peer (a fatal DTLS/ICE error, or
-                // a fault isolated to it): without media the session is hollow, so end it and
-                // let the client rejoin.
-                info!(participant = %self.sid, ?role, "media connection lost: {reason}");
-                return Err(Ending {
-                    reason: LeaveReason::MediaFailure,
-                    notify: true,
-                    close: None,
-                });
-            }
-            PeerEvent::MediaTimedOut { cause } => {
-                // Its media never connected, or has been gone for the departure timeout
-                // (sfu/src/liveness.rs): a signaling-only ghost; told CONNECTION_TIMEOUT.
-                info!(participant = %self.sid, "media timed out: {}", cause.describe());
-                return Err(Ending {
-                    reason: LeaveReason::from(cause),
-                    notify: true,
-                    close: None,
-                });
-            }
-        };
-        Ok(Some(response))
     }
 
     /// The STUN/TURN servers this participant is told about, with credentials of its own.
