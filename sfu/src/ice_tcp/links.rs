@@ -21,11 +21,12 @@ use crate::api::PeerRole;
 use crate::participant::Slot;
 use crate::worker::{destination_for, Worker};
 
-/// What a connection's reader tells its worker.
+/// What a connection's reader tells its worker. `link` tells a connection from one that
+/// replaced it from the same address.
 #[derive(Debug)]
 pub(crate) enum TcpInput {
     Frame { from: SocketAddr, data: Vec<u8> },
-    Closed { from: SocketAddr },
+    Closed { from: SocketAddr, link: u64 },
 }
 
 /// The connections of one worker, by the client's address.
@@ -36,9 +37,11 @@ pub(crate) struct TcpLinks {
     input: mpsc::Sender<TcpInput>,
     /// Taken by the worker's loop when it starts.
     receiver: Option<mpsc::Receiver<TcpInput>>,
+    next_link: u64,
 }
 
 struct Link {
+    id: u64,
     peer: (Slot, PeerRole),
     destination: SocketAddr,
     reader: AbortHandle,
@@ -61,6 +64,7 @@ impl TcpLinks {
             links: HashMap::new(),
             input,
             receiver: Some(receiver),
+            next_link: 0,
         }
     }
 
@@ -77,9 +81,14 @@ impl TcpLinks {
         self.links.len()
     }
 
-    /// Forgets a connection; its tasks end. The caller detaches it from the sink.
-    fn close(&mut self, from: SocketAddr) -> bool {
-        self.links.remove(&from).is_some()
+    /// Forgets connection `link` from `from` (not one that replaced it); its tasks end. The
+    /// caller detaches it from the sink.
+    fn close(&mut self, from: SocketAddr, link: u64) -> bool {
+        if self.links.get(&from).is_some_and(|l| l.id == link) {
+            self.links.remove(&from);
+            return true;
+        }
+        false
     }
 
     /// Forgets every connection of a participant; returns their addresses.
@@ -114,10 +123,12 @@ impl TcpLinks {
         let (read, write) = stream.into_split();
         let (queue, queued) = mpsc::channel(WRITE_QUEUE);
         let input = self.input.clone();
+        self.next_link += 1;
+        let id = self.next_link;
         let reader = tokio::spawn(async move {
             // The connection counts against the front door's limit while it is read.
             let _permit = permit;
-            read_frames(read, remote, input).await;
+            read_frames(read, remote, id, input).await;
         })
         .abort_handle();
         let writer = tokio::spawn(write_frames(write, remote, queued)).abort_handle();
@@ -125,6 +136,7 @@ impl TcpLinks {
         self.links.insert(
             remote,
             Link {
+                id,
                 peer,
                 destination,
                 reader,
@@ -135,7 +147,12 @@ impl TcpLinks {
     }
 }
 
-async fn read_frames(read: OwnedReadHalf, from: SocketAddr, input: mpsc::Sender<TcpInput>) {
+async fn read_frames(
+    read: OwnedReadHalf,
+    from: SocketAddr,
+    link: u64,
+    input: mpsc::Sender<TcpInput>,
+) {
     let mut reader = BufReader::new(read);
     loop {
         match tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut reader)).await {
@@ -156,7 +173,7 @@ async fn read_frames(read: OwnedReadHalf, from: SocketAddr, input: mpsc::Sender<
             }
         }
     }
-    let _ = input.send(TcpInput::Closed { from }).await;
+    let _ = input.send(TcpInput::Closed { from, link }).await;
 }
 
 async fn write_frames(write: OwnedWriteHalf, to: SocketAddr, mut queued: mpsc::Receiver<Vec<u8>>) {
@@ -233,8 +250,8 @@ impl Worker {
     pub(crate) fn handle_tcp_input(&mut self, input: TcpInput, now: Instant) {
         match input {
             TcpInput::Frame { from, data } => self.handle_tcp_frame(from, &data, now),
-            TcpInput::Closed { from } => {
-                if self.tcp.close(from) {
+            TcpInput::Closed { from, link } => {
+                if self.tcp.close(from, link) {
                     self.sink.detach_tcp(from);
                 }
             }
