@@ -5,13 +5,19 @@
 // whose time has passed gets no relay.
 // Needs Debian's coturn (`turnserver`), Chromium and a built binary; see web/README.md.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 import { launchBrowser } from './support/browser.mjs';
+import { createLinkPair } from './support/netns.mjs';
 import { startServer } from './support/server.mjs';
 
 const JOIN_MS = 20_000;
@@ -93,7 +99,7 @@ async function selectedCandidateType(identity) {
     const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
     const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
     const local = stats.find((s) => s.id === pair?.localCandidateId);
-    return { type: local?.candidateType ?? null, framesDecoded: stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video')?.framesDecoded ?? 0 };
+    return { type: local?.candidateType ?? null, relayProtocol: local?.relayProtocol ?? null, framesDecoded: stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video')?.framesDecoded ?? 0 };
   }
   return null;
 }
@@ -160,5 +166,103 @@ test('participants reach each other only through coturn, with the credentials th
     for (const page of pages) await page.close();
     await server.stop();
     await coturn.stop();
+  }
+});
+
+/** The server's ICE-TCP port, from its "listening" log line. */
+function iceTcpPort(server) {
+  // eslint-disable-next-line no-control-regex
+  const plain = server.stderrLines.map((l) => l.replace(/\x1b\[[0-9;]*m/g, ''));
+  for (const line of plain) {
+    const m = /media_tcp=Some\([^)]*:(\d+)\)/.exec(line);
+    if (m) return Number(m[1]);
+  }
+  throw new Error(`the server logged no ICE-TCP port:\n${plain.slice(-20).join('\n')}`);
+}
+
+/** coturn with TLS only, inside `ns` on `ip`; resolves once its TLS port accepts connections. */
+async function startCoturnTls(pair, ns, ip) {
+  const dir = await mkdtemp(join(tmpdir(), 'switchboard-coturn-'));
+  const cert = join(dir, 'cert.pem');
+  const key = join(dir, 'key.pem');
+  await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=turn.switchboard.test']);
+  const tlsPort = 5349;
+  const args = [
+    'netns', 'exec', ns, 'turnserver', '-n', '--listening-ip', ip, '--listening-port', '3478',
+    '--tls-listening-port', String(tlsPort), '--cert', cert, '--pkey', key, '--relay-ip', ip,
+    '--min-port', '49200', '--max-port', '49400', '--use-auth-secret', '--static-auth-secret', SECRET,
+    '--realm', 'switchboard.test', '--fingerprint', '--no-dtls', '--no-cli',
+    '--allow-loopback-peers', '--log-file', 'stdout', '--simple-log', '--verbose',
+  ];
+  const proc = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines = [];
+  createInterface({ input: proc.stdout }).on('line', (l) => lines.push(l));
+  createInterface({ input: proc.stderr }).on('line', (l) => lines.push(l));
+  let exited = null;
+  proc.once('exit', (code) => { exited = `exited (${code})`; });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const open = await pair.exec(ns, 'bash', '-c', `exec 3<>/dev/tcp/${ip}/${tlsPort}`).then(() => true, () => false);
+    if (open) break;
+    if (exited || Date.now() > deadline) {
+      throw new Error(`coturn (TLS) ${exited ?? 'not listening in 10 s'}:\n${lines.slice(-30).join('\n')}`);
+    }
+    await delay(100);
+  }
+  return {
+    url: `turns:${ip}:${tlsPort}?transport=tcp`,
+    lines,
+    stop: async () => {
+      if (!exited) await new Promise((resolve) => { proc.once('exit', resolve); proc.kill('SIGTERM'); });
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+test('behind a firewall that drops UDP and the ICE-TCP port, a participant relays through TURN over TLS', { timeout: 180_000 }, async () => {
+  const pair = await createLinkPair();
+  const browsers = [];
+  const pages = [];
+  let coturn = null;
+  let server = null;
+  try {
+    coturn = await startCoturnTls(pair, pair.serverNs, pair.serverIp);
+    server = await startServer({
+      netns: pair.serverNs, host: pair.serverIp, extraArgs: ['--ice-server', coturn.url, '--turn-secret', SECRET],
+    });
+    await pair.blockUdp();
+    await pair.blockTcpFrom(iceTcpPort(server));
+    const room = `turn-tls-${randomBytes(4).toString('hex')}`;
+    const open = async (name, netns) => {
+      // Chromium checks a TURN server's certificate like a website's; this one is self-signed.
+      const b = await launchBrowser({ netns, args: ['--ignore-certificate-errors'] });
+      browsers.push(b);
+      const page = await b.openDemo(name);
+      pages.push(page);
+      await page.open(server.url, { room, name, autojoin: '1' });
+      await page.joined(JOIN_MS);
+      return page;
+    };
+    const stay = await open('Stay', pair.serverNs);
+    const walled = await open('Walled', pair.clientNs);
+    await walled.mediaFrom([stay.identity], 45_000);
+    await stay.mediaFrom([walled.identity], 45_000);
+    const seen = await walled.page.evaluate(selectedCandidateType, stay.identity);
+    assert.equal(seen?.type, 'relay', `the walled participant's selected pair runs through the relay: ${JSON.stringify(seen)}`);
+    assert.equal(seen.relayProtocol, 'tls', `…reached over TLS: ${JSON.stringify(seen)}`);
+    assert.ok(seen.framesDecoded > 0, `…and decodes video: ${JSON.stringify(seen)}`);
+    console.log(`walled participant over TURN/TLS: ${JSON.stringify(seen)}`);
+  } catch (err) {
+    if (server) console.error(server.logTail(60));
+    if (coturn) console.error(coturn.lines.slice(-40).join('\n'));
+    for (const page of pages) console.error(await page.describe(`turn-tls-${page.label}`));
+    throw err;
+  } finally {
+    for (const page of pages) await page.close();
+    for (const b of browsers) await b.close();
+    await server?.stop();
+    await coturn?.stop();
+    await pair.teardown();
   }
 });

@@ -36,9 +36,9 @@ async function netnsLauncher(dir, netns) {
 
 /**
  * One headless Chromium with a fresh profile; `close()` removes the profile. With `netns` it
- * runs inside that network namespace.
+ * runs inside that network namespace; `args` are added to CHROMIUM_ARGS.
  */
-export async function launchBrowser({ netns = null } = {}) {
+export async function launchBrowser({ netns = null, args = [] } = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`Chromium not found at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_BIN)`);
   }
@@ -47,7 +47,7 @@ export async function launchBrowser({ netns = null } = {}) {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: netns ? await netnsLauncher(launcherDir, netns) : CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...args],
     viewport: { width: 1100, height: 760 },
   });
   return {

@@ -101,6 +101,8 @@ function installHandlers() {
  *   removeCap()
  *   setLoss(percent) / removeLoss()           random UDP loss on the client's input
  *   blockUdp() / removeLoss()                 every UDP datagram dropped on the client's input
+ *   blockTcpFrom(port)                        TCP from the server's `port` dropped too (with blockUdp:
+ *                                             a firewall that lets only some TCP ports through)
  *   cut() / restore()                         a silent outage both ways: everything arriving
  *                                             over the veth is dropped, in both namespaces
  *   linkDown() / linkUp()                     the client's interface goes down (what a laptop
@@ -176,6 +178,10 @@ export async function createLinkPair() {
     async restore() {
       if (!cutReady) return;
       for (const ns of [clientNs, serverNs]) await exec(ns, 'nft', 'flush', 'chain', 'inet', 'sbcut', 'in');
+    },
+    async blockTcpFrom(port) {
+      await exec(clientNs, 'nft', 'add', 'rule', 'inet', 'sbimp', 'in', 'tcp', 'sport', String(port), 'drop');
+      lossy = true;
     },
     async linkDown() {
       await exec(clientNs, 'ip', 'link', 'set', clientDev, 'down');
