@@ -165,10 +165,11 @@ test('the client moves to another address: the same participant, video both ways
   await stopCall(call);
 });
 
-test('a link down past the departure timeout: the others are told it left, and the record says why', { timeout: 180_000 }, async () => {
+test('a link down past the departure timeout: the others are told it left, the record says why, and back online it rejoins at once', { timeout: 180_000 }, async () => {
   const call = await startCall(['--limit', 'peer_departure_timeout=5s']);
   try {
     const { stay, roamer, pair, server, room } = call;
+    const sidBefore = await roamer.page.evaluate(() => window.demo.room.localParticipant.sid);
     const cutAt = Date.now();
     await pair.cut();
     await stay.until('Roamer is gone', (id) => window.leftRoom.includes(id), roamer.identity, 60_000);
@@ -190,7 +191,17 @@ test('a link down past the departure timeout: the others are told it left, and t
     assert.ok(['CONNECTION_TIMEOUT', 'SIGNAL_CLOSE', 'media_departure_timeout'].includes(reason),
       `the record says why it left: ${reason}`);
     console.log(`recorded leave reason: ${reason}`);
+
+    // Back online, the client's resume names a session that is gone: the server answers with
+    // a LeaveRequest to reconnect, and the client joins again at once as a new participant.
     await pair.restore();
+    const restored = Date.now();
+    await stay.until('Roamer is back as a new participant', ([id, old]) => {
+      const p = window.demo.room.remoteParticipants.get(id);
+      return !!p && p.sid !== old;
+    }, [roamer.identity, sidBefore], 60_000);
+    console.log(`Roamer rejoined ${Date.now() - restored} ms after the link came back`);
+    await stay.mediaFrom([roamer.identity], 30_000);
   } catch (err) {
     await stopCall(call, err);
     throw err;
