@@ -55,6 +55,8 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
         );
     }
     assert_eq!(field(&report, "schema"), "switchboard-loadtest/1");
+    assert_eq!(field(&report, "scenario.transport"), "udp");
+    assert!(field(&report, "tcp").is_null(), "{report:#}");
 
     // 2 rooms × (2 publishers + 2 subscribers).
     assert_eq!(number(&report, "scenario.participants"), 8.0);
@@ -131,6 +133,68 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
     assert!(field(&report, "floor.srtp_cheaper").is_string());
     assert!(field(&report, "efficiency").is_number() || field(&report, "efficiency").is_null());
     assert_eq!(field(&report, "errors"), &Value::Array(Vec::new()));
+}
+
+#[test]
+fn a_short_tcp_run_carries_every_track_over_ice_tcp() {
+    let (report, stdout) = run_loadtest(&[
+        "--tcp",
+        "--rooms",
+        "1",
+        "--video-publishers",
+        "1",
+        "--audio-publishers",
+        "1",
+        "--subscribers",
+        "2",
+        "--preset",
+        "low",
+        "--duration",
+        "3s",
+        "--threads",
+        "2",
+    ]);
+    assert!(
+        stdout.contains("ICE-TCP"),
+        "the table names the transport:\n{stdout}"
+    );
+    assert_eq!(field(&report, "scenario.transport"), "tcp");
+    assert_eq!(number(&report, "join.joined"), 4.0, "{report:#}");
+    // Each subscriber gets both tracks, each publisher the other's: 2×2 + 2×1.
+    assert_eq!(number(&report, "tracks.expected"), 6.0);
+    assert_eq!(
+        number(&report, "tracks.received"),
+        number(&report, "tracks.expected"),
+        "{report:#}"
+    );
+    assert!(
+        number(&report, "delivery.packets") > 0.0,
+        "packets forwarded to subscribers: {report:#}"
+    );
+    assert_eq!(number(&report, "delivery.lost"), 0.0, "{report:#}");
+    // The clients have no UDP socket: every PeerConnection (a publisher and a subscriber
+    // one per participant, all four receive) is one connection to the server's TCP port.
+    assert_eq!(number(&report, "tcp.server_connections"), 8.0, "{report:#}");
+    assert_eq!(number(&report, "tcp.client_dropped"), 0.0, "{report:#}");
+    assert_eq!(number(&report, "tcp.server_dropped"), 0.0, "{report:#}");
+}
+
+#[test]
+fn tcp_and_a_subscriber_cap_are_refused_together() {
+    let mut cmd = support::command();
+    cmd.args([
+        "loadtest",
+        "--start-server",
+        "--tcp",
+        "--subscriber-cap",
+        "1M",
+    ]);
+    let (status, _, stderr) = support::run_with_timeout(cmd, Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("--tcp") && stderr.contains("--subscriber-cap"),
+        "{stderr}"
+    );
 }
 
 /// Runs `switchboard loadtest --start-server --quiet` with `args`; returns the JSON report

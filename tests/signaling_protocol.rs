@@ -10,7 +10,7 @@ mod peer;
 
 use livekit_protocol as proto;
 use proto::participant_info::State;
-use support::{assert_sid, rtc_url, state, Client, Event, Req, Resp, Server, WAIT};
+use support::{assert_sid, state, Client, Event, Req, Resp, Server, WAIT};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;

@@ -1,15 +1,16 @@
 //! The media loop: one task that drives every PeerConnection of the participants given to
-//! it — UDP in and out, str0m timers, synthetic media out, RTP in.
+//! it — UDP or TCP in and out, str0m timers, synthetic media out, RTP in.
 //!
 //! A load test puts hundreds of PeerConnections on a thread. Each has its own UDP socket
-//! (the server tells its peers apart by source address), but they all live in one task:
-//! sockets report readiness through a `SelectAll`, so only sockets with data are read, and
-//! every deadline (str0m's timeouts, the next frame of each source) sits in one heap. No
-//! packet crosses a channel or a lock on its way between the socket and str0m.
+//! (the server tells its peers apart by source address) or ICE-TCP connection (`tcp.rs`),
+//! but they all live in one task: sockets report readiness through a `SelectAll`, so only
+//! sockets with data are read, and every deadline (str0m's timeouts, the next frame of each
+//! source) sits in one heap. No packet crosses a channel or a lock on its way between the
+//! socket and str0m.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,15 +20,18 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{SelectAll, Stream, StreamExt as _};
 use hdrhistogram::Histogram;
 
+use str0m::net::Protocol;
 use str0m::{Input, Output};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::state::{Part, PeerSlot, Role};
-use crate::{ClientError, ParticipantEvent, TrackSpec};
+use crate::state::{Part, PeerSlot, PeerSocket, Role};
+use crate::tcp::Transmitted;
+use crate::{ClientError, ParticipantEvent, TrackSpec, Transport};
 
-/// Datagrams read from one socket before others get their turn.
-const READ_BURST: usize = 64;
+/// Reads from one socket (datagrams, or TCP reads of many frames) before others get their
+/// turn.
+pub(crate) const READ_BURST: usize = 64;
 /// Outputs handled for one peer in one go; str0m always ends with a timeout, this only
 /// guards against a peer that would never yield.
 const DRAIN_LIMIT: usize = 10_000;
@@ -41,6 +45,8 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
     pub packets_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
+    /// Datagrams dropped because an ICE-TCP connection's send queue was full.
+    pub tcp_datagrams_dropped: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -50,6 +56,7 @@ pub struct CounterSnapshot {
     pub bytes_received: u64,
     pub packets_sent: u64,
     pub bytes_sent: u64,
+    pub tcp_datagrams_dropped: u64,
 }
 
 /// Handle to a media loop. Cloning it shares the loop; the loop ends when every handle and
@@ -67,6 +74,7 @@ pub(crate) enum Command {
         started: Instant,
         bind: IpAddr,
         downlink: Option<crate::LinkCap>,
+        transport: Transport,
         reply: oneshot::Sender<()>,
     },
     PublisherOffer {
@@ -122,6 +130,7 @@ impl Driver {
             bytes_received: c.bytes_received.load(Ordering::Relaxed),
             packets_sent: c.packets_sent.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+            tcp_datagrams_dropped: c.tcp_datagrams_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -149,8 +158,8 @@ impl Driver {
     }
 }
 
-/// Receive buffer each client socket asks for.
-const PEER_RECV_BUFFER: usize = 1024 * 1024;
+/// The loop's buffer for TCP reads: ~50 frames of media in one read.
+const TCP_READ_BUFFER: usize = 64 * 1024;
 
 /// What a deadline in the heap is for. Entries are never removed early: one whose peer or
 /// source changed (generation, or a different deadline) is skipped when it comes up.
@@ -178,23 +187,36 @@ pub(crate) enum Timer {
     },
 }
 
-/// Yields a peer's key each time its socket has something to read. Holds the socket
-/// weakly: when the peer is dropped, the socket closes and the stream ends.
+/// Yields a peer's key, and which socket it is, each time its socket has something to read.
+/// Holds the socket weakly: when the peer is dropped (or its TCP connection closed), the
+/// socket closes and the stream ends.
 struct Readable {
     peer: usize,
     gen: u64,
-    socket: Weak<UdpSocket>,
+    socket: Watched,
+}
+
+enum Watched {
+    Udp(Weak<UdpSocket>),
+    Tcp(Weak<TcpStream>),
 }
 
 impl Stream for Readable {
-    type Item = (usize, u64);
+    type Item = (usize, u64, Protocol);
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let Some(socket) = self.socket.upgrade() else {
-            return Poll::Ready(None);
+        let (ready, proto) = match &self.socket {
+            Watched::Udp(socket) => match socket.upgrade() {
+                Some(socket) => (socket.poll_recv_ready(cx), Protocol::Udp),
+                None => return Poll::Ready(None),
+            },
+            Watched::Tcp(stream) => match stream.upgrade() {
+                Some(stream) => (stream.poll_read_ready(cx), Protocol::Tcp),
+                None => return Poll::Ready(None),
+            },
         };
-        match socket.poll_recv_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Some((self.peer, self.gen))),
+        match ready {
+            Poll::Ready(Ok(())) => Poll::Ready(Some((self.peer, self.gen, proto))),
             Poll::Ready(Err(_)) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -211,6 +233,8 @@ pub(crate) struct Loop {
     readable: SelectAll<Readable>,
     next_gen: u64,
     buf: Vec<u8>,
+    /// TCP reads: one read takes many frames.
+    pub tcp_buf: Vec<u8>,
 }
 
 impl Loop {
@@ -225,6 +249,7 @@ impl Loop {
             readable: SelectAll::new(),
             next_gen: 1,
             buf: vec![0u8; 2048],
+            tcp_buf: vec![0u8; TCP_READ_BUFFER],
         }
     }
 
@@ -251,7 +276,10 @@ impl Loop {
                     Some(command) => self.handle_command(command),
                     None => open = false,
                 },
-                Some((peer, gen)) = self.readable.next() => self.read(peer, gen),
+                Some((peer, gen, proto)) = self.readable.next() => match proto {
+                    Protocol::Udp => self.read(peer, gen),
+                    _ => self.read_tcp(peer, gen),
+                },
                 _ = &mut sleep => {}
             }
             self.run_timers();
@@ -291,7 +319,10 @@ impl Loop {
             if peer.gen != gen {
                 return;
             }
-            let (len, source) = match peer.socket.try_recv_from(&mut self.buf) {
+            let PeerSocket::Udp { socket, .. } = &peer.socket else {
+                return;
+            };
+            let (len, source) = match socket.try_recv_from(&mut self.buf) {
                 Ok(received) => received,
                 Err(_) => return, // WouldBlock: drained. Other errors: nothing to read.
             };
@@ -304,7 +335,7 @@ impl Loop {
                 }
                 continue;
             }
-            peer.receive(now, source, &self.buf[..len]);
+            peer.receive(now, Protocol::Udp, source, &self.buf[..len]);
             self.drive(index);
         }
     }
@@ -329,7 +360,8 @@ impl Loop {
                 }
                 return;
             };
-            peer.receive(now, source, &datagram);
+            // A bottleneck is UDP's only: `Participant::join` refuses one over TCP.
+            peer.receive(now, Protocol::Udp, source, &datagram);
             self.drive(index);
         }
     }
@@ -365,7 +397,13 @@ impl Loop {
                     }
                     return;
                 }
-                Ok(Output::Transmit(t)) => peer.transmit(&t.contents, t.destination),
+                Ok(Output::Transmit(t)) => {
+                    let outcome = peer.transmit(t.proto, &t.contents, t.destination);
+                    // Always `Done` over UDP; the rest is ICE-TCP's (tcp.rs).
+                    if !matches!(outcome, Transmitted::Done) && !self.transmitted(index, outcome) {
+                        return;
+                    }
+                }
                 Ok(Output::Event(event)) => {
                     let (part, role) = (peer.part, peer.role);
                     self.on_event(part, role, index, event);
@@ -381,27 +419,22 @@ impl Loop {
         }
     }
 
-    /// A new str0m peer on its own UDP socket bound to `bind`, with that host candidate.
+    /// A new str0m peer with one host candidate at `bind`: on its own UDP socket, or an
+    /// active TCP candidate whose connection opens at its first transmit.
     pub fn new_peer(
         &mut self,
         part: usize,
         role: Role,
         bind: IpAddr,
+        transport: Transport,
     ) -> Result<usize, ClientError> {
-        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))?;
-        std_socket.set_nonblocking(true)?;
-        // A thread serves many peers; while it works on one (a renegotiation in a big room),
-        // the others' datagrams wait in their sockets. The default buffer (~90 datagrams)
-        // overflowed in S4 and lost DTLS and SCTP flights (retransmitted a second later).
-        // Best effort: the kernel caps it at net.core.rmem_max.
-        let _ = socket2::SockRef::from(&std_socket).set_recv_buffer_size(PEER_RECV_BUFFER);
-        let local = std_socket.local_addr()?;
-        // Sends go through a duplicate of the descriptor: see `PeerSlot::transmit`.
-        let sender = std_socket.try_clone()?;
-        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        let (socket, local, candidate) = PeerSocket::open(transport, bind)?;
+        let watched = match &socket {
+            PeerSocket::Udp { socket, .. } => Some(Watched::Udp(Arc::downgrade(socket))),
+            // Watched once connected (`watch_tcp`).
+            PeerSocket::Tcp(_) => None,
+        };
         let mut rtc = crate::state::new_rtc(Instant::now());
-        let candidate = str0m::Candidate::host(local, "udp")
-            .map_err(|e| ClientError::Rtc(format!("host candidate {local}: {e}")))?;
         rtc.add_local_candidate(candidate);
         let gen = self.gen();
         let slot = PeerSlot {
@@ -409,8 +442,7 @@ impl Loop {
             role,
             gen,
             rtc,
-            socket: Arc::clone(&socket),
-            sender,
+            socket,
             local,
             timeout: Instant::now(),
             connected: false,
@@ -426,21 +458,38 @@ impl Loop {
                 self.peers.len() - 1
             }
         };
-        self.readable.push(Readable {
-            peer: index,
-            gen,
-            socket: Arc::downgrade(&socket),
-        });
+        if let Some(socket) = watched {
+            self.readable.push(Readable {
+                peer: index,
+                gen,
+                socket,
+            });
+        }
         Ok(index)
+    }
+
+    /// Reads of a peer's new TCP connection wake the loop from now on.
+    pub(crate) fn watch_tcp(&mut self, peer: usize, gen: u64, stream: Weak<TcpStream>) {
+        self.readable.push(Readable {
+            peer,
+            gen,
+            socket: Watched::Tcp(stream),
+        });
     }
 
     /// Closes a peer: str0m's goodbyes go out, then the socket closes with the slot.
     pub fn drop_peer(&mut self, index: usize) {
         if let Some(Some(peer)) = self.peers.get_mut(index) {
+            if let PeerSocket::Tcp(link) = &mut peer.socket {
+                link.closing();
+            }
             peer.rtc.disconnect();
             while let Ok(output) = peer.rtc.poll_output() {
                 match output {
-                    Output::Transmit(t) => peer.transmit(&t.contents, t.destination),
+                    Output::Transmit(t) => {
+                        // Best effort: the slot and its socket go next.
+                        let _ = peer.transmit(t.proto, &t.contents, t.destination);
+                    }
                     Output::Timeout(_) => break,
                     Output::Event(_) => {}
                 }
@@ -459,11 +508,13 @@ impl Loop {
                 started,
                 bind,
                 downlink,
+                transport,
                 reply,
             } => {
                 let gen = self.gen();
                 let mut part = Part::new(gen, events, started, bind);
                 part.downlink = downlink;
+                part.transport = transport;
                 let index = match self.parts.iter().position(Option::is_none) {
                     Some(i) => {
                         self.parts[i] = Some(part);

@@ -3,7 +3,7 @@
 //!
 //! A [`Participant`] joins a room over WebSocket signaling (protocol v0: a publisher and a
 //! subscriber PeerConnection), publishes synthetic VP8 and Opus tracks over real ICE,
-//! DTLS and SRTP (str0m in RTP mode), answers the server's subscriber offers, and counts
+//! DTLS and SRTP (str0m in RTP mode; over UDP, or ICE-TCP with [`Transport::Tcp`]), answers the server's subscriber offers, and counts
 //! what it receives: packets per track, loss from sequence gaps, and end-to-end latency
 //! from the send time every synthetic packet carries.
 //!
@@ -33,6 +33,7 @@ mod participant;
 mod publish;
 mod signal;
 mod state;
+mod tcp;
 
 use std::time::Duration;
 
@@ -45,6 +46,19 @@ pub use pacer::DEFAULT_PACING_FACTOR;
 pub use participant::{
     JoinOptions, JoinTimings, Participant, ParticipantStats, PublishedTrack, SubscriberTimings,
 };
+
+/// What a participant's PeerConnections carry their media over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP socket per PeerConnection, as browsers prefer.
+    #[default]
+    Udp,
+    /// ICE-TCP only: each PeerConnection announces one active TCP candidate and connects to
+    /// the server's passive TCP candidate, carrying STUN, DTLS, RTP and RTCP in RFC 4571
+    /// frames — what a browser does when its network drops UDP. The server must offer
+    /// TCP candidates (Switchboard's `--rtc-tcp-port`, on by default).
+    Tcp,
+}
 
 /// Kind of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,8 +120,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("WebRTC: {0}")]
     Rtc(String),
-    #[error("UDP socket: {0}")]
+    #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    #[error("unsupported options: {0}")]
+    Unsupported(&'static str),
     #[error("the media driver has stopped")]
     DriverGone,
 }

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::driver::{Command, Driver};
 use crate::signal::{self, SignalCmd, SignalTask};
 use crate::{
-    AudioConfig, ClientError, ParticipantEvent, TrackKind, TrackSpec, TrackStats, VideoConfig,
+    AudioConfig, ClientError, ParticipantEvent, TrackKind, TrackSpec, TrackStats, Transport,
+    VideoConfig,
 };
 
 /// How to join.
@@ -30,8 +31,11 @@ pub struct JoinOptions {
     /// Open livekit-client's `_reliable` and `_lossy` data channels on the publisher PC.
     /// Without them and without tracks no publisher PC is made.
     pub data_channels: bool,
-    /// Local address of the UDP sockets (the server's candidates must be reachable).
+    /// Local address of the UDP sockets or TCP connections (the server's candidates must be
+    /// reachable from it).
     pub bind_ip: IpAddr,
+    /// UDP, or ICE-TCP only.
+    pub transport: Transport,
     /// Seeds the synthetic media (sizes, phases, first sequence numbers).
     pub seed: u64,
     /// Limit for each step of the join.
@@ -40,7 +44,8 @@ pub struct JoinOptions {
     /// The load tester sets it before minting the token.
     pub started: Option<Instant>,
     /// Puts the subscriber PC's incoming datagrams through a simulated bottleneck of this
-    /// capacity (`link.rs`); `None`: as they come.
+    /// capacity (`link.rs`); `None`: as they come. UDP only: the bottleneck drops datagrams
+    /// as a congested UDP link does, which no TCP connection would.
     pub downlink: Option<crate::LinkCap>,
 }
 
@@ -53,6 +58,7 @@ impl Default for JoinOptions {
             audio: None,
             data_channels: true,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            transport: Transport::Udp,
             seed: 0,
             timeout: Duration::from_secs(10),
             started: None,
@@ -151,6 +157,12 @@ impl Participant {
         options: JoinOptions,
     ) -> Result<(Participant, mpsc::UnboundedReceiver<ParticipantEvent>), ClientError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        if options.transport == Transport::Tcp && options.downlink.is_some() {
+            return Err(ClientError::Unsupported(
+                "a simulated downlink drops datagrams as a congested UDP link does, which a \
+                 TCP connection never would: use it with Transport::Udp",
+            ));
+        }
         let started = options.started.unwrap_or_else(Instant::now);
         let url = signal::rtc_url(url, token, options.auto_subscribe)?;
         let (ws, join) = within(options.timeout, "the JoinResponse", signal::connect(&url)).await?;
@@ -165,6 +177,7 @@ impl Participant {
                 started,
                 bind: options.bind_ip,
                 downlink: options.downlink.clone(),
+                transport: options.transport,
                 reply,
             })
             .await?;

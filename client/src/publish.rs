@@ -81,8 +81,8 @@ impl Loop {
                 "the publisher PC was already offered".into(),
             ));
         }
-        let bind = part.bind;
-        let peer = self.new_peer(index, Role::Publisher, bind)?;
+        let (bind, transport) = (part.bind, part.transport);
+        let peer = self.new_peer(index, Role::Publisher, bind, transport)?;
         let mut sources = Vec::new();
         let Some(Some(slot)) = self.peers.get_mut(peer) else {
             return Err(ClientError::DriverGone);
@@ -209,6 +209,7 @@ impl Loop {
             .get_mut(index)
             .and_then(Option::as_mut)
             .ok_or(ClientError::DriverGone)?;
+        crate::tcp::check_offers_tcp(part.transport, sdp)?;
         let (Some(peer), Some(pending)) = (part.publisher, part.pending.take()) else {
             return Err(ClientError::Rtc("no publisher offer is pending".into()));
         };

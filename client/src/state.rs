@@ -14,14 +14,15 @@ use str0m::channel::ChannelId;
 use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpPacket, Ssrc};
-use str0m::{Event, IceConnectionState, Input, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::Loop;
 use crate::media::read_stamp;
 use crate::publish::Source;
-use crate::{ClientError, DriverStats, ParticipantEvent, TrackKind, TrackStats};
+use crate::tcp::{TcpLink, Transmitted};
+use crate::{ClientError, DriverStats, ParticipantEvent, TrackKind, TrackStats, Transport};
 
 /// A client peer in RTP mode (we write and read packets, never frames) with the codecs the
 /// synthetic media uses. Full ICE: the server is ICE-lite, so we are the controlling agent.
@@ -50,13 +51,8 @@ pub(crate) struct PeerSlot {
     /// Distinguishes this occupant of the slot from earlier ones in stale timers.
     pub gen: u64,
     pub rtc: Rtc,
-    /// Reads (readiness comes from the runtime).
-    pub socket: Arc<UdpSocket>,
-    /// Writes: the same socket, non-blocking, outside the runtime. tokio's `try_send_to`
-    /// refuses (`WouldBlock`) until the reactor has seen the socket writable, which it has
-    /// not in the loop turn that created the socket; the subscriber PC sends its first ICE
-    /// check in exactly that turn, and losing it cost a 250 ms STUN retransmit per join.
-    pub sender: std::net::UdpSocket,
+    pub socket: PeerSocket,
+    /// The local candidate's address: where str0m is told datagrams arrive.
     pub local: SocketAddr,
     /// The deadline str0m last asked for (the one armed in the heap).
     pub timeout: Instant,
@@ -65,16 +61,64 @@ pub(crate) struct PeerSlot {
     pub bottleneck: Option<crate::link::Bottleneck>,
 }
 
+/// How a peer reaches the server: the one transport its single local candidate is on.
+pub(crate) enum PeerSocket {
+    Udp {
+        /// Reads (readiness comes from the runtime).
+        socket: Arc<UdpSocket>,
+        /// Writes: the same socket, non-blocking, outside the runtime. tokio's `try_send_to`
+        /// refuses (`WouldBlock`) until the reactor has seen the socket writable, which it
+        /// has not in the loop turn that created the socket; the subscriber PC sends its
+        /// first ICE check in exactly that turn, and losing it cost a 250 ms STUN
+        /// retransmit per join.
+        sender: std::net::UdpSocket,
+    },
+    /// ICE-TCP (`tcp.rs`): connected at the first transmit.
+    Tcp(TcpLink),
+}
+
+/// Receive buffer each client UDP socket asks for.
+const PEER_RECV_BUFFER: usize = 1024 * 1024;
+
+impl PeerSocket {
+    /// A peer's socket for `transport` at `bind`, the local candidate's address, and the
+    /// candidate: a UDP socket's, or an active TCP candidate whose connection opens at the
+    /// peer's first transmit.
+    pub fn open(
+        transport: Transport,
+        bind: IpAddr,
+    ) -> Result<(PeerSocket, SocketAddr, Candidate), ClientError> {
+        if transport == Transport::Tcp {
+            let (local, candidate) = crate::tcp::tcp_candidate(bind)?;
+            return Ok((PeerSocket::Tcp(TcpLink::new(bind)), local, candidate));
+        }
+        let std_socket = std::net::UdpSocket::bind(SocketAddr::new(bind, 0))?;
+        std_socket.set_nonblocking(true)?;
+        // A thread serves many peers; while it works on one (a renegotiation in a big room),
+        // the others' datagrams wait in their sockets. The default buffer (~90 datagrams)
+        // overflowed in S4 and lost DTLS and SCTP flights (retransmitted a second later).
+        // Best effort: the kernel caps it at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&std_socket).set_recv_buffer_size(PEER_RECV_BUFFER);
+        let local = std_socket.local_addr()?;
+        // Sends go through a duplicate of the descriptor: see `PeerSocket::Udp`.
+        let sender = std_socket.try_clone()?;
+        let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| ClientError::Rtc(format!("host candidate {local}: {e}")))?;
+        Ok((PeerSocket::Udp { socket, sender }, local, candidate))
+    }
+}
+
 impl PeerSlot {
-    /// Feeds one received datagram to str0m.
-    pub fn receive(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+    /// Feeds one received datagram, which came over `proto`, to str0m.
+    pub fn receive(&mut self, now: Instant, proto: Protocol, source: SocketAddr, datagram: &[u8]) {
         let Ok(contents) = datagram.try_into() else {
             return; // Not STUN, DTLS, RTP or RTCP.
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source,
                 destination: self.local,
                 contents,
@@ -85,10 +129,25 @@ impl PeerSlot {
         }
     }
 
-    /// Sends one datagram now. UDP is lossy: a full socket buffer costs this datagram only.
-    pub fn transmit(&self, contents: &[u8], destination: SocketAddr) {
-        if let Err(e) = self.sender.send_to(contents, destination) {
-            tracing::debug!("dropped an outgoing datagram to {destination}: {e}");
+    /// Sends one datagram now over `proto`. UDP is lossy: a full socket buffer costs this
+    /// datagram only, and the outcome is always `Done`. TCP may connect, queue, drop or
+    /// fail (`tcp.rs`).
+    pub fn transmit(
+        &mut self,
+        proto: Protocol,
+        contents: &[u8],
+        destination: SocketAddr,
+    ) -> Transmitted {
+        match (&mut self.socket, proto) {
+            (PeerSocket::Udp { sender, .. }, Protocol::Udp) => {
+                if let Err(e) = sender.send_to(contents, destination) {
+                    tracing::debug!("dropped an outgoing datagram to {destination}: {e}");
+                }
+                Transmitted::Done
+            }
+            (PeerSocket::Tcp(link), Protocol::Tcp) => link.send(contents, destination),
+            // str0m pairs only our own candidate's protocol: nothing to send this on.
+            _ => Transmitted::Done,
         }
     }
 }
@@ -159,6 +218,8 @@ pub(crate) struct Part {
     pub(crate) closed_reported: bool,
     /// The subscriber PC's simulated downlink.
     pub(crate) downlink: Option<crate::LinkCap>,
+    /// What both PCs carry their media over.
+    pub(crate) transport: Transport,
 }
 
 impl Part {
@@ -190,6 +251,7 @@ impl Part {
             subscriber_steps: crate::SubscriberTimings::default(),
             closed_reported: false,
             downlink: None,
+            transport: Transport::Udp,
         }
     }
 
@@ -216,14 +278,20 @@ impl Loop {
         mid_to_track: HashMap<String, String>,
     ) -> Result<String, ClientError> {
         let index = self.part_index(id)?;
-        let (existing, bind, downlink) = match self.parts.get(index) {
-            Some(Some(part)) => (part.subscriber, part.bind, part.downlink.clone()),
+        let (existing, bind, downlink, transport) = match self.parts.get(index) {
+            Some(Some(part)) => (
+                part.subscriber,
+                part.bind,
+                part.downlink.clone(),
+                part.transport,
+            ),
             _ => return Err(ClientError::DriverGone),
         };
+        crate::tcp::check_offers_tcp(transport, sdp)?;
         let peer = match existing {
             Some(peer) => peer,
             None => {
-                let peer = self.new_peer(index, Role::Subscriber, bind)?;
+                let peer = self.new_peer(index, Role::Subscriber, bind, transport)?;
                 if let Some(Some(slot)) = self.peers.get_mut(peer) {
                     slot.bottleneck = downlink.map(crate::link::Bottleneck::new);
                 }

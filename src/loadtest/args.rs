@@ -48,6 +48,17 @@ pub struct LoadtestArgs {
     #[arg(long, conflicts_with_all = ["url", "server_pid"])]
     pub start_server: bool,
 
+    /// Carry every participant's media over ICE-TCP instead of UDP: each PeerConnection
+    /// (publisher and subscriber) announces only an active TCP candidate, connects to the
+    /// server's passive one and sends STUN, DTLS, RTP and RTCP down that connection in
+    /// RFC 4571 frames, as a browser whose network drops UDP does. The report then shows the
+    /// server's TCP connections and what either side dropped on full send queues. The server
+    /// must have ICE-TCP on (`serve --rtc-tcp-port`, on by default at 7881; --start-server
+    /// turns it on at a free port). Not with --subscriber-cap: its bottleneck drops
+    /// datagrams as a congested UDP link does, which a TCP connection never would.
+    #[arg(long, conflicts_with = "subscriber_cap")]
+    pub tcp: bool,
+
     /// With --start-server: whether the server estimates subscribers' bandwidth
     /// (`serve --rtc-bandwidth-estimation`), to measure what estimation costs.
     #[arg(

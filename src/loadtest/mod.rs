@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use switchboard_client::{
-    AudioConfig, CounterSnapshot, Histogram, LinkCap, LinkRate, ParticipantStats, VideoConfig,
+    AudioConfig, CounterSnapshot, Histogram, LinkCap, LinkRate, ParticipantStats, Transport,
+    VideoConfig,
 };
 
 pub use args::LoadtestArgs;
@@ -197,6 +198,7 @@ fn counters(workers: &[Worker]) -> CounterSnapshot {
             bytes_received: a.bytes_received + c.bytes_received,
             packets_sent: a.packets_sent + c.packets_sent,
             bytes_sent: a.bytes_sent + c.bytes_sent,
+            tcp_datagrams_dropped: a.tcp_datagrams_dropped + c.tcp_datagrams_dropped,
         })
 }
 
@@ -285,6 +287,11 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             burst: args.subscriber_burst,
         }),
         seed: args.seed,
+        transport: if args.tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
     });
 
     let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
@@ -374,11 +381,12 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     // The measured window.
     let (start_stats, _) = snapshot_all(&workers, true).await?;
     let cpu_start = pid.map(server::cpu_seconds).transpose()?;
-    let metrics_start = server::forwarded_from_metrics(&http, &metrics_url).await;
+    let metrics_start = server::scrape(&http, &metrics_url).await;
     let window_start = Instant::now();
     let window_wall = chrono::Utc::now();
     let window_end = window_start + args.duration;
-    let mut previous = (Instant::now(), counters(&workers), cpu_start);
+    let counters_start = counters(&workers);
+    let mut previous = (Instant::now(), counters_start, cpu_start);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.tick().await;
     let mut watch = LinkWatch::new(args, &plans);
@@ -418,7 +426,8 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let (end_stats, latency) = snapshot_all(&workers, false).await?;
     let window_s = window_start.elapsed().as_secs_f64();
     let cpu_end = pid.map(server::cpu_seconds).transpose()?;
-    let metrics_end = server::forwarded_from_metrics(&http, &metrics_url).await;
+    let metrics_end = server::scrape(&http, &metrics_url).await;
+    let counters_end = counters(&workers);
     let rss_end = pid.map(server::rss_kib).transpose()?;
     progress.show("leaving…");
     for worker in &mut workers {
@@ -497,7 +506,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     let server_cost = match (pid, cpu_start, cpu_end, rss_end) {
         (Some(pid), Some(a), Some(b), Some(rss_kib)) => {
             let cpu_s = b - a;
-            let forwarded_metrics = match (metrics_start, metrics_end) {
+            let forwarded_metrics = match (metrics_start.forwarded, metrics_end.forwarded) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             };
@@ -532,6 +541,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         schema: report::SCHEMA,
         scenario: report::Scenario {
             url,
+            transport: if args.tcp { "tcp" } else { "udp" },
             started_server: args.start_server,
             rooms: args.rooms,
             video_publishers: args.video_publishers,
@@ -563,6 +573,16 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         layers: report::layer_mix(&start_stats, &end_stats),
         link_estimates,
         latency_ms: report::LatencySummary::of(&latency),
+        tcp: args.tcp.then(|| report::TcpSummary {
+            client_dropped: counters_end
+                .tcp_datagrams_dropped
+                .saturating_sub(counters_start.tcp_datagrams_dropped),
+            server_connections: metrics_end.tcp_connections,
+            // A counter the server had not touched at the start was zero then.
+            server_dropped: metrics_end
+                .tcp_dropped
+                .map(|end| end - metrics_start.tcp_dropped.unwrap_or(0.0)),
+        }),
         tracks: report::Tracks {
             expected,
             received: tracks_received(&end_stats),

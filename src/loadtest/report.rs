@@ -24,6 +24,8 @@ pub struct Report {
     /// links (`links.rs`).
     pub link_estimates: Option<super::links::LinkEstimates>,
     pub latency_ms: LatencySummary,
+    /// With `--tcp`: what the ICE-TCP connections did.
+    pub tcp: Option<TcpSummary>,
     pub tracks: Tracks,
     pub server: Option<ServerCost>,
     pub floor: Floor,
@@ -35,6 +37,8 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct Scenario {
     pub url: String,
+    /// What the participants' media went over: "udp", or "tcp" (ICE-TCP, `--tcp`).
+    pub transport: &'static str,
     pub started_server: bool,
     pub rooms: u32,
     pub video_publishers: u32,
@@ -61,6 +65,18 @@ pub struct Scenario {
     pub subscriber_cap_step_bps: Option<u32>,
     pub seed: u64,
     pub threads: usize,
+}
+
+/// The ICE-TCP connections of a `--tcp` run, over the window.
+#[derive(Debug, Serialize)]
+pub struct TcpSummary {
+    /// Datagrams the clients dropped because a connection's send queue (4 MiB) was full.
+    pub client_dropped: u64,
+    /// The server's `switchboard_tcp_connections` at the end of the window.
+    pub server_connections: Option<f64>,
+    /// Datagrams the server dropped because a connection's queue was full: the increase of
+    /// its `switchboard_tcp_datagrams_dropped_total`.
+    pub server_dropped: Option<f64>,
 }
 
 /// A distribution in milliseconds; `None`s when there were no samples.
@@ -330,6 +346,19 @@ impl Report {
             ),
         );
         row("video", video);
+        row(
+            "transport",
+            match &self.tcp {
+                None => "UDP".to_owned(),
+                Some(tcp) => format!(
+                    "ICE-TCP (RFC 4571 frames), {} server connections; dropped on full send \
+                     queues: {} by the clients, {} by the server",
+                    opt(tcp.server_connections, 0),
+                    tcp.client_dropped,
+                    opt(tcp.server_dropped, 0)
+                ),
+            },
+        );
         row(
             "window",
             format!(

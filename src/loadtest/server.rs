@@ -15,6 +15,10 @@ const LINK_LOG: &str = "info,switchboard_sfu::congestion=debug";
 
 /// Name of the forwarded-packets counter the server exports.
 pub const FORWARDED_METRIC: &str = "switchboard_packets_forwarded_total";
+/// The server's gauge of open ICE-TCP connections.
+const TCP_CONNECTIONS_METRIC: &str = "switchboard_tcp_connections";
+/// The server's count of datagrams it dropped because an ICE-TCP connection's queue was full.
+const TCP_DROPPED_METRIC: &str = "switchboard_tcp_datagrams_dropped_total";
 
 /// A `switchboard serve --dev` started by the tester, stopped when dropped.
 pub struct StartedServer {
@@ -189,9 +193,30 @@ pub fn metrics_url_for(ws_url: &str) -> String {
     format!("{}/metrics", base.trim_end_matches('/'))
 }
 
-/// The server's forwarded-packets counter (summed over its label sets), or `None` when the
-/// server has no such metric or no `/metrics`.
-pub async fn forwarded_from_metrics(client: &reqwest::Client, url: &str) -> Option<f64> {
+/// What the report reads from one scrape of the server's `/metrics`; each `None` when the
+/// server has no such metric (a counter it has not touched yet) or no `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scrape {
+    /// `switchboard_packets_forwarded_total`, summed over its label sets.
+    pub forwarded: Option<f64>,
+    /// `switchboard_tcp_connections`: ICE-TCP connections open.
+    pub tcp_connections: Option<f64>,
+    /// `switchboard_tcp_datagrams_dropped_total`.
+    pub tcp_dropped: Option<f64>,
+}
+
+pub async fn scrape(client: &reqwest::Client, url: &str) -> Scrape {
+    let Some(text) = metrics_text(client, url).await else {
+        return Scrape::default();
+    };
+    Scrape {
+        forwarded: parse_counter(&text, FORWARDED_METRIC),
+        tcp_connections: parse_counter(&text, TCP_CONNECTIONS_METRIC),
+        tcp_dropped: parse_counter(&text, TCP_DROPPED_METRIC),
+    }
+}
+
+async fn metrics_text(client: &reqwest::Client, url: &str) -> Option<String> {
     let response = client
         .get(url)
         .timeout(Duration::from_secs(2))
@@ -201,8 +226,7 @@ pub async fn forwarded_from_metrics(client: &reqwest::Client, url: &str) -> Opti
     if !response.status().is_success() {
         return None;
     }
-    let text = response.text().await.ok()?;
-    parse_counter(&text, FORWARDED_METRIC)
+    response.text().await.ok()
 }
 
 /// Sum of every sample of `name` in Prometheus text format.

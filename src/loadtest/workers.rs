@@ -42,6 +42,8 @@ pub struct Shared {
     pub video_with_audio: bool,
     /// Each subscriber's simulated downlink.
     pub subscriber_downlink: Option<switchboard_client::LinkCap>,
+    /// UDP, or ICE-TCP for everyone (`--tcp`).
+    pub transport: switchboard_client::Transport,
     pub seed: u64,
 }
 
@@ -241,6 +243,7 @@ async fn join(plan: &Plan, shared: &Shared, driver: Driver) -> anyhow::Result<Pa
             .wrapping_add(plan.index as u64),
         timeout: JOIN_TIMEOUT,
         started: Some(started),
+        transport: shared.transport,
         downlink: shared
             .subscriber_downlink
             .clone()
