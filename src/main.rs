@@ -9,6 +9,7 @@ mod http;
 mod loadtest;
 mod server;
 mod store;
+mod turn;
 
 use std::process::ExitCode;
 

@@ -104,6 +104,12 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let media_tcp = sfu.tcp_addr();
     let sfu = Arc::new(sfu);
 
+    let turn = crate::turn::start(&settings).await?;
+    let mut ice_servers = settings.rtc.ice_servers.clone();
+    if let Some(turn) = &turn {
+        ice_servers.extend(turn.announced.iter().cloned());
+    }
+
     let keys = KeyStore::new(settings.keys.clone());
     let (signaling, events) = Signaling::new(
         SignalingConfig {
@@ -115,7 +121,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(15),
             node_id: format!("ND_{}", settings.http_addr.port()),
-            ice_servers: settings.rtc.ice_servers.clone(),
+            ice_servers,
             names: NameRules {
                 max_room_name_bytes: settings.limits.max_room_name_bytes,
                 max_identity_bytes: settings.limits.max_participant_identity_bytes,
@@ -221,6 +227,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     store.close().await;
     sfu.shutdown();
+    if let Some(turn) = turn {
+        turn.server.shutdown().await;
+    }
     info!("stopped");
     Ok(())
 }

@@ -45,6 +45,19 @@ impl TurnRestSecret {
         self.credential_for(&format!("{expiry}:{identity}"))
     }
 
+    /// What a TURN server sharing this secret accepts for `username` at `now`: the identity
+    /// it was minted for and its password; `None` when the username is not `EXPIRY:IDENTITY`
+    /// or its expiry has passed.
+    pub fn password(&self, username: &str, now: SystemTime) -> Option<(String, String)> {
+        let (expiry, identity) = username.split_once(':')?;
+        let expiry: u64 = expiry.parse().ok()?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+        if expiry <= now || identity.is_empty() {
+            return None;
+        }
+        Some((identity.to_owned(), self.credential_for(username).1))
+    }
+
     fn credential_for(&self, username: &str) -> (String, String) {
         let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, self.secret.as_bytes());
         let tag = hmac::sign(&key, username.as_bytes());
@@ -67,5 +80,22 @@ mod tests {
         assert_eq!(password, "qe6uQh2FdtYywRuncfIrYF8O4Rk=");
         let (_, other) = TurnRestSecret::new("south", Duration::from_secs(3600)).mint("alice", now);
         assert_ne!(password, other, "another secret, another password");
+    }
+
+    #[test]
+    fn a_minted_username_is_accepted_until_it_expires() {
+        let secret = TurnRestSecret::new("north", Duration::from_secs(600));
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let (user, password) = secret.mint("bob:b", now);
+        assert_eq!(
+            secret.password(&user, now),
+            Some(("bob:b".to_owned(), password)),
+            "an identity may contain ':'; the expiry is what comes before the first"
+        );
+        let later = now + Duration::from_secs(600);
+        assert_eq!(secret.password(&user, later), None, "expired");
+        for bad in ["bob", ":bob", "soon:bob", "1800000600:", ""] {
+            assert_eq!(secret.password(bad, now), None, "{bad:?}");
+        }
     }
 }

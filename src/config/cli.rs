@@ -175,6 +175,22 @@ pub struct ServeArgs {
     #[arg(long = "turn-credential-ttl", value_name = "DURATION")]
     pub turn_credential_ttl: Option<String>,
 
+    /// Run the embedded TURN server on this UDP port (3478 is TURN's), on the media IP:
+    /// participants are told about it with credentials of their own, and it relays only to
+    /// this server's media addresses and the public internet. `off` (the default) runs none.
+    ///
+    /// Environment: SWITCHBOARD_TURN_UDP_PORT. Config file: turn.udp_port. Default: off.
+    #[arg(long = "turn-udp-port", value_name = "PORT|off")]
+    pub turn_udp_port: Option<String>,
+
+    /// Ports the embedded TURN server's relay sockets bind in, `START-END` (one per
+    /// allocation); `0` takes ephemeral ports (tests).
+    ///
+    /// Environment: SWITCHBOARD_TURN_RELAY_PORTS. Config file: turn.relay_ports.
+    /// Default: 30000-40000.
+    #[arg(long = "turn-relay-ports", value_name = "START-END")]
+    pub turn_relay_ports: Option<String>,
+
     /// Database URL (sqlite: or postgres://).
     ///
     /// Environment: SWITCHBOARD_DATABASE_URL. Config file: database_url.

@@ -68,7 +68,7 @@ fn config_help_documents_every_option() {
     }
     // A guard that the loop saw the subcommands (by name, so commands added elsewhere,
     // such as `rooms`, do not change these counts).
-    assert_eq!(checked.get("serve"), Some(&29), "{checked:?}");
+    assert_eq!(checked.get("serve"), Some(&31), "{checked:?}");
     assert_eq!(checked.get("token create"), Some(&12), "{checked:?}");
     assert_eq!(checked.get("migrate"), Some(&3), "{checked:?}");
 
@@ -86,6 +86,8 @@ fn config_help_documents_every_option() {
         "SWITCHBOARD_RTC_IP",
         "SWITCHBOARD_RTC_PORT",
         "SWITCHBOARD_RTC_TCP_PORT",
+        "SWITCHBOARD_TURN_UDP_PORT",
+        "SWITCHBOARD_TURN_RELAY_PORTS",
         "SWITCHBOARD_RTC_WORKERS",
         "SWITCHBOARD_NODE_IPS",
         "SWITCHBOARD_ICE_SERVERS",

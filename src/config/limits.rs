@@ -110,6 +110,13 @@ limits! {
     /// closed at accept. (One participant may hold 8; a connection that sends no STUN
     /// request a peer accepts within 5 s, or nothing for 30 s, is closed.)
     max_tcp_connections: u32 = 4096, count;
+    /// Allocations on the embedded TURN server (each holds a relay port); more are refused
+    /// with 508.
+    turn_max_allocations: u32 = 1000, count;
+    /// Allocations one participant identity may hold on the embedded TURN server (two
+    /// PeerConnections, each maybe on two address families and again after an ICE restart);
+    /// more are refused with 486.
+    turn_allocations_per_participant: u32 = 10, count;
     /// How long a client may take to send a request's head (line and headers), counted from
     /// its first byte; the connection is closed when it runs out (slowloris).
     http_header_timeout: Duration = Duration::from_secs(10), duration;

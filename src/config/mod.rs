@@ -26,6 +26,7 @@ mod parse;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod turn;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -44,6 +45,7 @@ pub use limits::Limits;
 pub(crate) use parse::redact_url;
 #[allow(unused_imports)]
 pub use parse::{parse_duration, parse_ttl, DurationError};
+pub use turn::TurnSettings;
 
 use sources::Sources;
 
@@ -98,6 +100,8 @@ pub struct Settings {
     /// Browser origins allowed by CORS; `None` = the default of the mode (see
     /// [`CorsOrigins`]).
     pub cors_origins: Option<CorsOrigins>,
+    /// The embedded TURN server, when it runs.
+    pub turn: Option<TurnSettings>,
 }
 
 /// Webhook delivery.
@@ -159,6 +163,11 @@ pub struct RtcSettings {
     pub node_ips: Vec<IpAddr>,
     /// STUN/TURN servers announced to clients.
     pub ice_servers: Vec<switchboard_signaling::IceServer>,
+    /// `--turn-secret` with the credential lifetime, when given (the embedded TURN server
+    /// uses it too; without it, it makes its own).
+    pub turn_rest: Option<switchboard_signaling::TurnRestSecret>,
+    /// How long a minted TURN credential is accepted.
+    pub turn_credential_ttl: Duration,
 }
 
 impl RtcSettings {
@@ -209,6 +218,7 @@ impl fmt::Debug for Settings {
             .field("limits", &self.limits)
             .field("dev_allow_public", &self.dev_allow_public)
             .field("cors_origins", &self.cors_origins)
+            .field("turn", &self.turn)
             .finish()
     }
 }
@@ -310,6 +320,7 @@ pub fn resolve(
         &sources::CORS_ORIGINS,
         exposure::cors_origins,
     )?;
+    let turn = turn::turn_settings(&src, args)?;
 
     Ok(Settings {
         dev,
@@ -328,6 +339,7 @@ pub fn resolve(
         limits,
         dev_allow_public,
         cors_origins,
+        turn,
     })
 }
 
@@ -490,7 +502,11 @@ fn rtc_settings(
             turn_ttl,
         ));
     }
+    let turn_rest =
+        turn_secret.map(|secret| switchboard_signaling::TurnRestSecret::new(secret, turn_ttl));
     Ok(RtcSettings {
+        turn_rest,
+        turn_credential_ttl: turn_ttl,
         ip,
         port,
         tcp_port,

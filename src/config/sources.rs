@@ -56,6 +56,9 @@ settings! {
     TURN_SECRET = "--turn-secret", "SWITCHBOARD_TURN_SECRET", "rtc.turn_secret", Str;
     TURN_CREDENTIAL_TTL = "--turn-credential-ttl", "SWITCHBOARD_TURN_CREDENTIAL_TTL",
         "rtc.turn_credential_ttl", IntOrStr;
+    TURN_UDP_PORT = "--turn-udp-port", "SWITCHBOARD_TURN_UDP_PORT", "turn.udp_port", IntOrStr;
+    TURN_RELAY_PORTS = "--turn-relay-ports", "SWITCHBOARD_TURN_RELAY_PORTS", "turn.relay_ports",
+        Str;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;
     DATA_DIR = "--data-dir", "SWITCHBOARD_DATA_DIR", "data_dir", Str;
     EGRESS_DIR = "--egress-dir", "SWITCHBOARD_EGRESS_DIR", "egress.directory", Str;
@@ -80,7 +83,7 @@ pub(super) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
 pub(super) const ENV_API_SECRET: &str = "SWITCHBOARD_API_SECRET";
 /// TOML sections holding settings (`[rtc]` holds `rtc.*`, and so on); `[keys]` maps free-form
 /// key names to secrets.
-const SECTIONS: &[&str] = &["rtc", "webhooks", "nats", "egress"];
+const SECTIONS: &[&str] = &["rtc", "turn", "webhooks", "nats", "egress"];
 const SECTION_KEYS: &str = "keys";
 const SECTION_LIMITS: &str = "limits";
 

@@ -82,6 +82,10 @@ fn dev_mode_defaults() {
         Some(7881),
         "ICE-TCP is on by default, also in --dev"
     );
+    assert_eq!(
+        s.turn, None,
+        "the embedded TURN server runs only when asked"
+    );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     assert_eq!(s.rtc.workers, cpus);
     assert!(s.rtc.node_ips.is_empty());
@@ -127,6 +131,10 @@ tcp_port = 443
 workers = 3
 node_ips = ["203.0.113.5", "2001:db8::5"]
 
+[turn]
+udp_port = 3478
+relay_ports = "40000-40100"
+
 [keys]
 prod = "{STRONG}"
 "#
@@ -137,6 +145,13 @@ prod = "{STRONG}"
     assert_eq!(s.rtc.ip, ip("0.0.0.0"));
     assert_eq!(s.rtc.port, 0);
     assert_eq!(s.rtc.tcp_port, Some(443));
+    assert_eq!(
+        s.turn,
+        Some(TurnSettings {
+            udp_port: 3478,
+            relay_ports: Some(40000..=40100)
+        })
+    );
     assert_eq!(s.rtc.workers, 3);
     assert_eq!(s.rtc.node_ips, vec![ip("203.0.113.5"), ip("2001:db8::5")]);
     assert_eq!(s.database_url, "postgres://sb@db/sb");

@@ -266,3 +266,37 @@ test('behind a firewall that drops UDP and the ICE-TCP port, a participant relay
     await pair.teardown();
   }
 });
+
+test('the embedded TURN server: relay-only participants exchange video through it', { timeout: 120_000 }, async () => {
+  const server = await startServer({ extraArgs: ['--turn-udp-port', '0', '--turn-relay-ports', '0'] });
+  const pages = [];
+  try {
+    const room = `turn-embedded-${randomBytes(4).toString('hex')}`;
+    const open = async (name) => {
+      const page = await browser.openDemo(name);
+      pages.push(page);
+      await page.open(server.url, { room, name, autojoin: '1', relay: '1' });
+      await page.joined(JOIN_MS);
+      return page;
+    };
+    const alice = await open('Alice');
+    const bob = await open('Bob');
+    await bob.mediaFrom([alice.identity], 30_000);
+    await alice.mediaFrom([bob.identity], 30_000);
+    for (const [who, from] of [[bob, alice], [alice, bob]]) {
+      const seen = await who.page.evaluate(selectedCandidateType, from.identity);
+      assert.equal(seen?.type, 'relay', `${who.label}'s selected pair runs through the embedded relay: ${JSON.stringify(seen)}`);
+      assert.equal(seen.relayProtocol, 'udp', JSON.stringify(seen));
+      assert.ok(seen.framesDecoded > 0, `${who.label} decodes ${from.label}'s video: ${JSON.stringify(seen)}`);
+    }
+    const log = server.stderrLines.join('\n');
+    assert.match(log, /embedded TURN server listening/, 'the server said where its TURN server listens');
+  } catch (err) {
+    console.error(server.logTail(60));
+    for (const page of pages) console.error(await page.describe(`turn-embedded-${page.label}`));
+    throw err;
+  } finally {
+    for (const page of pages) await page.close();
+    await server.stop();
+  }
+});
