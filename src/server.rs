@@ -89,6 +89,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         port: settings.rtc.port,
         tcp_port: settings.rtc.tcp_port,
         max_tcp_connections: settings.limits.max_tcp_connections as usize,
+        tcp_connections_per_address: settings.limits.tcp_connections_per_address as usize,
         workers: settings.rtc.workers,
         bandwidth_estimation: settings.rtc.bandwidth_estimation,
         advertise_ips: settings.rtc.advertised_ips(),

@@ -69,7 +69,7 @@ pub use api::{
     ParticipantStats, PeerEvent, PeerRole, SfuError, TrackKind, TrackSettings,
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
-pub use ice_tcp::DEFAULT_MAX_TCP_CONNECTIONS;
+pub use ice_tcp::{DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_ADDRESS};
 pub use speakers::Speaker;
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
@@ -87,6 +87,8 @@ pub struct SfuConfig {
     pub tcp_port: Option<u16>,
     /// Most ICE-TCP connections open at once, over all peers; more are closed at accept.
     pub max_tcp_connections: usize,
+    /// Most ICE-TCP connections open at once from one address (IPv6: one /64).
+    pub tcp_connections_per_address: usize,
     /// Number of media workers (threads). Rooms are spread over them by name.
     pub workers: usize,
     /// Estimate subscribers' bandwidth (transport-wide congestion control) and fit their
@@ -122,6 +124,7 @@ impl Default for SfuConfig {
             port: 0,
             tcp_port: None,
             max_tcp_connections: ice_tcp::DEFAULT_MAX_TCP_CONNECTIONS,
+            tcp_connections_per_address: ice_tcp::DEFAULT_TCP_CONNECTIONS_PER_ADDRESS,
             workers: 1,
             bandwidth_estimation: true,
             advertise_ips: Vec::new(),
@@ -287,9 +290,12 @@ impl Sfu {
         let mut tcp_addr = None;
         if let Some((listener, addr)) = tcp_listener {
             let queues = workers.iter().map(|w| w.commands.clone()).collect();
-            let thread =
-                ice_tcp::front_door::start(listener, queues, config.max_tcp_connections, stopped)
-                    .map_err(|e| SfuError::Config(format!("cannot start ICE-TCP: {e}")))?;
+            let limits = ice_tcp::front_door::ConnectionLimits {
+                total: config.max_tcp_connections,
+                per_address: config.tcp_connections_per_address,
+            };
+            let thread = ice_tcp::front_door::start(listener, queues, limits, stopped)
+                .map_err(|e| SfuError::Config(format!("cannot start ICE-TCP: {e}")))?;
             threads.push(thread);
             tcp_addr = Some(addr);
         }

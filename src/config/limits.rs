@@ -110,6 +110,9 @@ limits! {
     /// closed at accept. (One participant may hold 8; a connection that sends no STUN
     /// request a peer accepts within 5 s, or nothing for 30 s, is closed.)
     max_tcp_connections: u32 = 4096, count;
+    /// ICE-TCP connections open at once from one client address (IPv4 address, IPv6 /64);
+    /// more are closed at accept.
+    tcp_connections_per_address: u32 = 256, count;
     /// Allocations on the embedded TURN server (each holds a relay port); more are refused
     /// with 508.
     turn_max_allocations: u32 = 1000, count;

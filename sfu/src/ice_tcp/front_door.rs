@@ -8,15 +8,22 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tracing::{debug, info, warn};
 
-use super::{read_frame, TcpHandoff, FIRST_FRAME_TIMEOUT};
+use super::{read_frame, ConnectionSlot, PerAddress, TcpHandoff, FIRST_FRAME_TIMEOUT};
 use crate::api::Command;
 
 /// Starts the front door's thread on `listener`. It stops when `stop` says so (or its sender
 /// is dropped).
+/// How many connections the front door lets in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnectionLimits {
+    pub total: usize,
+    pub per_address: usize,
+}
+
 pub(crate) fn start(
     listener: std::net::TcpListener,
     workers: Vec<mpsc::UnboundedSender<Command>>,
-    max_connections: usize,
+    limits: ConnectionLimits,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
@@ -33,16 +40,17 @@ pub(crate) fn start(
                     return;
                 }
             };
-            runtime.block_on(serve(listener, workers, max_connections, stop));
+            runtime.block_on(serve(listener, workers, limits, stop));
         })
 }
 
 async fn serve(
     listener: std::net::TcpListener,
     workers: Vec<mpsc::UnboundedSender<Command>>,
-    max_connections: usize,
+    limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
+    let max_connections = limits.total;
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -54,6 +62,7 @@ async fn serve(
     info!(?addr, max_connections, "ICE-TCP listening");
     let workers: Arc<[mpsc::UnboundedSender<Command>]> = workers.into();
     let permits = Arc::new(Semaphore::new(max_connections));
+    let per_address = PerAddress::new(limits.per_address);
     let mut full_logged = false;
     loop {
         let accepted = tokio::select! {
@@ -77,11 +86,22 @@ async fn serve(
                 );
                 full_logged = true;
             }
-            metrics::counter!("switchboard_tcp_connections_refused_total").increment(1);
+            metrics::counter!("switchboard_tcp_connections_refused_total", "reason" => "node")
+                .increment(1);
             continue; // Dropping the stream closes it.
         };
         full_logged = false;
-        tokio::spawn(admit(stream, remote, Arc::clone(&workers), permit));
+        let Some(address) = per_address.take(remote.ip()) else {
+            debug!(%remote, "ICE-TCP connections from this address are at their limit");
+            metrics::counter!("switchboard_tcp_connections_refused_total", "reason" => "address")
+                .increment(1);
+            continue;
+        };
+        let slot = ConnectionSlot {
+            _total: permit,
+            _address: address,
+        };
+        tokio::spawn(admit(stream, remote, Arc::clone(&workers), slot));
     }
     debug!("ICE-TCP front door stopped");
 }
@@ -91,7 +111,7 @@ async fn admit(
     mut stream: TcpStream,
     remote: SocketAddr,
     workers: Arc<[mpsc::UnboundedSender<Command>]>,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    permit: ConnectionSlot,
 ) {
     let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_frame(&mut stream)).await {
         Ok(Ok(Some(frame))) => frame,

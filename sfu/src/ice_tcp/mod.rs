@@ -11,7 +11,9 @@
 //! no UDP pair works.
 //!
 //! Bounds, all for a client that opens connections and never uses them, or floods them:
-//! - connections in all: [`crate::SfuConfig::max_tcp_connections`]; more are closed at accept;
+//! - connections in all: [`crate::SfuConfig::max_tcp_connections`], and from one address (an
+//!   IPv4 address, an IPv6 /64): [`crate::SfuConfig::tcp_connections_per_address`]; more are
+//!   closed at accept;
 //! - the first frame must arrive within [`FIRST_FRAME_TIMEOUT`], and be a STUN request some
 //!   peer accepts;
 //! - one peer takes at most [`LINKS_PER_PEER`] connections;
@@ -26,7 +28,9 @@
 pub(crate) mod front_door;
 pub(crate) mod links;
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use str0m::net::Protocol;
@@ -74,6 +78,78 @@ pub(crate) const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const RECEIVE_QUEUE: usize = 1024;
 /// Default for [`crate::SfuConfig::max_tcp_connections`].
 pub const DEFAULT_MAX_TCP_CONNECTIONS: usize = 4096;
+/// Default for [`crate::SfuConfig::tcp_connections_per_address`].
+pub const DEFAULT_TCP_CONNECTIONS_PER_ADDRESS: usize = 256;
+
+/// Open connections per client address: an IPv4 address, or an IPv6 /64 (one host's share
+/// of a network), as the HTTP server counts them.
+#[derive(Debug)]
+pub(crate) struct PerAddress {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+    limit: usize,
+}
+
+impl PerAddress {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            counts: Mutex::new(HashMap::new()),
+            limit,
+        })
+    }
+
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::from(segments)
+            }
+        }
+    }
+
+    /// Counts a new connection from `ip`, if it is under the limit.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = Self::key(ip);
+        // Plain counters: a panic elsewhere while holding the lock leaves them usable.
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.entry(key).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            owner: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+/// A connection's place in its address's count, given back when the connection closes.
+#[derive(Debug)]
+pub(crate) struct AddressSlot {
+    owner: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Everything that counts a connection against the limits, released when it closes.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    pub _total: tokio::sync::OwnedSemaphorePermit,
+    pub _address: AddressSlot,
+}
 
 /// Reads one RFC 4571 frame. `Ok(None)` at a clean end of the stream between frames.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
@@ -109,8 +185,8 @@ pub(crate) struct TcpHandoff {
     pub remote: SocketAddr,
     /// The first frame, already read: a STUN binding request.
     pub first: Vec<u8>,
-    /// Counts the connection against `max_tcp_connections` until it closes.
-    pub permit: tokio::sync::OwnedSemaphorePermit,
+    /// Counts the connection against the limits until it closes.
+    pub permit: ConnectionSlot,
 }
 
 #[cfg(test)]

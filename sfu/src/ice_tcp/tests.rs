@@ -42,9 +42,14 @@ async fn empty_oversized_and_cut_short_frames_are_errors() {
 }
 
 fn start(max_tcp_connections: usize) -> Sfu {
+    start_with(max_tcp_connections, max_tcp_connections)
+}
+
+fn start_with(max_tcp_connections: usize, tcp_connections_per_address: usize) -> Sfu {
     Sfu::start(&SfuConfig {
         tcp_port: Some(0),
         max_tcp_connections,
+        tcp_connections_per_address,
         ..SfuConfig::default()
     })
     .expect("the media plane starts")
@@ -247,4 +252,43 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
         );
         fourth = TcpStream::connect(server).await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let sfu = start_with(16, 2);
+    let server = sfu.tcp_addr().unwrap();
+    let mut first = TcpStream::connect(server).await.unwrap();
+    let mut second = TcpStream::connect(server).await.unwrap();
+    let mut third = TcpStream::connect(server).await.unwrap();
+    assert!(
+        closed_by_server(&mut third, PATIENCE).await,
+        "a third connection from 127.0.0.1 is over its address's limit of two"
+    );
+    assert!(!closed_by_server(&mut first, Duration::from_millis(200)).await);
+    assert!(!closed_by_server(&mut second, Duration::from_millis(200)).await);
+    // Another address still gets in (127.0.0.2 is loopback too, a different address).
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other.connect(server).await.unwrap();
+    assert!(
+        !closed_by_server(&mut other, Duration::from_millis(300)).await,
+        "another address has its own count"
+    );
+}
+
+#[test]
+fn ipv6_addresses_count_per_64() {
+    let per = super::PerAddress::new(1);
+    let a: std::net::IpAddr = "2001:db8:1:2::1".parse().unwrap();
+    let b: std::net::IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+    let c: std::net::IpAddr = "2001:db8:1:3::1".parse().unwrap();
+    let held = per.take(a).expect("the first of its /64");
+    assert!(per.take(b).is_none(), "the same /64 is one address");
+    assert!(per.take(c).is_some(), "another /64 is another");
+    drop(held);
+    assert!(
+        per.take(b).is_some(),
+        "a closed connection gives its place back"
+    );
 }
