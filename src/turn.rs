@@ -6,7 +6,8 @@
 //! username at every request, so a credential stops working when it expires, and its quota
 //! counts allocations per identity. The secret is `--turn-secret` when given (an external
 //! TURN server may share it), else one made at start. It relays to this node's media
-//! addresses and the public internet only.
+//! addresses and the public internet only. With `--turn-tls-port` it also serves TURN over
+//! TLS (`turns:`), for networks that let only HTTPS out.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +15,9 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use switchboard_signaling::{IceServer, TurnRestSecret};
-use switchboard_turn::{Cidr, Limits, PeerPolicy, TurnAuth, TurnConfig, TurnServer};
+use switchboard_turn::{
+    Cidr, Limits, PeerPolicy, TlsCertificate, TlsConfig, TurnAuth, TurnConfig, TurnServer,
+};
 
 use crate::config::Settings;
 
@@ -51,7 +54,25 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Option<EmbeddedTurn>> 
         .is_unspecified()
         .then(|| advertised.first().copied())
         .flatten();
+    let tls = match &turn.tls {
+        Some(tls) => {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read(path)
+                    .with_context(|| format!("cannot read the TURN TLS {what} {}", path.display()))
+            };
+            let certificate = TlsCertificate::Pem {
+                chain: read(&tls.cert_file, "certificate")?,
+                key: read(&tls.key_file, "key")?,
+            };
+            Some(TlsConfig::new(
+                SocketAddr::new(rtc.ip, tls.port),
+                certificate,
+            ))
+        }
+        None => None,
+    };
     let config = TurnConfig {
+        tls,
         listen: SocketAddr::new(rtc.ip, turn.udp_port),
         relay_ip: rtc.ip,
         relay_public_ip,
@@ -74,10 +95,26 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Option<EmbeddedTurn>> 
         .await
         .context("cannot start the embedded TURN server")?;
     let port = server.local_addr().port();
-    let announced = advertised
+    let mut urls: Vec<String> = advertised
         .iter()
-        .map(|ip| IceServer {
-            url: format!("turn:{}?transport=udp", SocketAddr::new(*ip, port)),
+        .map(|ip| format!("turn:{}?transport=udp", SocketAddr::new(*ip, port)))
+        .collect();
+    if let (Some(tls), Some(bound)) = (&turn.tls, server.tls_local_addr()) {
+        // The name on the certificate, or the addresses (then the certificate must name them).
+        let hosts: Vec<String> = match &tls.domain {
+            Some(domain) => vec![format!("{domain}:{}", bound.port())],
+            None => advertised
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, bound.port()).to_string())
+                .collect(),
+        };
+        urls.extend(hosts.iter().map(|h| format!("turns:{h}?transport=tcp")));
+        tracing::info!(addr = %bound, "embedded TURN server listening (TLS)");
+    }
+    let announced = urls
+        .into_iter()
+        .map(|url| IceServer {
+            url,
             username: None,
             credential: None,
             rest: Some(secret.clone()),

@@ -191,6 +191,34 @@ pub struct ServeArgs {
     #[arg(long = "turn-relay-ports", value_name = "START-END")]
     pub turn_relay_ports: Option<String>,
 
+    /// Also serve the embedded TURN server over TLS on this TCP port (443 in production:
+    /// the way out of networks that let only HTTPS through), with `--turn-cert` and
+    /// `--turn-key`; needs `--turn-udp-port`. `off` (the default) serves UDP only.
+    ///
+    /// Environment: SWITCHBOARD_TURN_TLS_PORT. Config file: turn.tls_port. Default: off.
+    #[arg(long = "turn-tls-port", value_name = "PORT|off")]
+    pub turn_tls_port: Option<String>,
+
+    /// The TURN TLS certificate chain (PEM, leaf first).
+    ///
+    /// Environment: SWITCHBOARD_TURN_CERT. Config file: turn.cert_file. Default: none.
+    #[arg(long = "turn-cert", value_name = "FILE")]
+    pub turn_cert: Option<String>,
+
+    /// The TURN TLS private key (PEM).
+    ///
+    /// Environment: SWITCHBOARD_TURN_KEY. Config file: turn.key_file. Default: none.
+    #[arg(long = "turn-key", value_name = "FILE")]
+    pub turn_key: Option<String>,
+
+    /// The host name clients reach the embedded TURN server's TLS port at: the name on its
+    /// certificate, announced as `turns:NAME:PORT?transport=tcp`.
+    ///
+    /// Environment: SWITCHBOARD_TURN_DOMAIN. Config file: turn.domain. Default: each
+    /// announced media IP (the certificate must then name the IP).
+    #[arg(long = "turn-domain", value_name = "NAME")]
+    pub turn_domain: Option<String>,
+
     /// Database URL (sqlite: or postgres://).
     ///
     /// Environment: SWITCHBOARD_DATABASE_URL. Config file: database_url.

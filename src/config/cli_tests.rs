@@ -68,7 +68,7 @@ fn config_help_documents_every_option() {
     }
     // A guard that the loop saw the subcommands (by name, so commands added elsewhere,
     // such as `rooms`, do not change these counts).
-    assert_eq!(checked.get("serve"), Some(&31), "{checked:?}");
+    assert_eq!(checked.get("serve"), Some(&35), "{checked:?}");
     assert_eq!(checked.get("token create"), Some(&12), "{checked:?}");
     assert_eq!(checked.get("migrate"), Some(&3), "{checked:?}");
 
@@ -88,6 +88,10 @@ fn config_help_documents_every_option() {
         "SWITCHBOARD_RTC_TCP_PORT",
         "SWITCHBOARD_TURN_UDP_PORT",
         "SWITCHBOARD_TURN_RELAY_PORTS",
+        "SWITCHBOARD_TURN_TLS_PORT",
+        "SWITCHBOARD_TURN_CERT",
+        "SWITCHBOARD_TURN_KEY",
+        "SWITCHBOARD_TURN_DOMAIN",
         "SWITCHBOARD_RTC_WORKERS",
         "SWITCHBOARD_NODE_IPS",
         "SWITCHBOARD_ICE_SERVERS",

@@ -78,6 +78,13 @@ pub enum ConfigError {
     )]
     TurnWithoutCredential { url: String },
 
+    /// TURN over TLS asked for without what it needs.
+    #[error("{setting} needs {missing}")]
+    TurnTlsIncomplete {
+        setting: &'static str,
+        missing: &'static str,
+    },
+
     /// `--api-key` without `--api-secret`, or the same for the environment variables.
     #[error("{given} given without {missing}")]
     Unpaired {

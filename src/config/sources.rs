@@ -59,6 +59,10 @@ settings! {
     TURN_UDP_PORT = "--turn-udp-port", "SWITCHBOARD_TURN_UDP_PORT", "turn.udp_port", IntOrStr;
     TURN_RELAY_PORTS = "--turn-relay-ports", "SWITCHBOARD_TURN_RELAY_PORTS", "turn.relay_ports",
         Str;
+    TURN_TLS_PORT = "--turn-tls-port", "SWITCHBOARD_TURN_TLS_PORT", "turn.tls_port", IntOrStr;
+    TURN_CERT = "--turn-cert", "SWITCHBOARD_TURN_CERT", "turn.cert_file", Str;
+    TURN_KEY = "--turn-key", "SWITCHBOARD_TURN_KEY", "turn.key_file", Str;
+    TURN_DOMAIN = "--turn-domain", "SWITCHBOARD_TURN_DOMAIN", "turn.domain", Str;
     DATABASE_URL = "--database-url", "SWITCHBOARD_DATABASE_URL", "database_url", Str;
     DATA_DIR = "--data-dir", "SWITCHBOARD_DATA_DIR", "data_dir", Str;
     EGRESS_DIR = "--egress-dir", "SWITCHBOARD_EGRESS_DIR", "egress.directory", Str;

@@ -149,7 +149,8 @@ prod = "{STRONG}"
         s.turn,
         Some(TurnSettings {
             udp_port: 3478,
-            relay_ports: Some(40000..=40100)
+            relay_ports: Some(40000..=40100),
+            tls: None,
         })
     );
     assert_eq!(s.rtc.workers, 3);
@@ -675,5 +676,59 @@ fn limits_take_flag_over_env_over_file_and_name_unknown_ones() {
     assert!(
         msg.contains("max_unicorns") && msg.contains("config file"),
         "{msg}"
+    );
+}
+
+#[test]
+fn turn_over_tls_needs_its_certificate_key_and_udp_port() {
+    let full = [
+        "--dev",
+        "--turn-udp-port",
+        "3478",
+        "--turn-tls-port",
+        "443",
+        "--turn-cert",
+        "/etc/sb/turn.crt",
+        "--turn-key",
+        "/etc/sb/turn.key",
+        "--turn-domain",
+        "turn.example.com",
+    ];
+    let s = ok(&serve(&full), &no_env);
+    assert_eq!(
+        s.turn.and_then(|t| t.tls),
+        Some(turn::TurnTlsSettings {
+            port: 443,
+            cert_file: "/etc/sb/turn.crt".into(),
+            key_file: "/etc/sb/turn.key".into(),
+            domain: Some("turn.example.com".into()),
+        })
+    );
+    assert_eq!(
+        err(&serve(&full[..7]), &no_env),
+        "--turn-tls-port needs --turn-key"
+    );
+    assert_eq!(
+        err(&serve(&full[..5]), &no_env),
+        "--turn-tls-port needs --turn-cert"
+    );
+    assert_eq!(
+        err(
+            &serve(&[
+                "--dev",
+                "--turn-tls-port",
+                "443",
+                "--turn-cert",
+                "c",
+                "--turn-key",
+                "k"
+            ]),
+            &no_env
+        ),
+        "--turn-tls-port needs --turn-udp-port"
+    );
+    assert_eq!(
+        err(&serve(&["--dev", "--turn-domain", "turn example"]), &no_env),
+        "invalid --turn-domain \"turn example\": expected a host name like turn.example.com"
     );
 }

@@ -5,6 +5,7 @@
 //! on needs nothing else.
 
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 
 use super::error::ConfigError;
 use super::sources::{self, Sources};
@@ -19,6 +20,39 @@ pub struct TurnSettings {
     pub udp_port: u16,
     /// Ports relay sockets bind in; `None` = ephemeral ports (tests).
     pub relay_ports: Option<RangeInclusive<u16>>,
+    /// TURN over TLS, when asked for.
+    pub tls: Option<TurnTlsSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnTlsSettings {
+    /// The TCP port TLS clients connect to; 0 = ephemeral (tests).
+    pub port: u16,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The name in `turns:` URLs; `None` announces the media IPs.
+    pub domain: Option<String>,
+}
+
+fn path(input: &str) -> Result<PathBuf, String> {
+    if input.is_empty() {
+        Err("expected a file path".to_owned())
+    } else {
+        Ok(PathBuf::from(input))
+    }
+}
+
+fn domain(input: &str) -> Result<String, String> {
+    let ok = !input.is_empty()
+        && input.len() <= 253
+        && input
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if ok {
+        Ok(input.to_owned())
+    } else {
+        Err("expected a host name like turn.example.com".to_owned())
+    }
 }
 
 /// `START-END`, or `0` for ephemeral ports.
@@ -55,10 +89,39 @@ pub(super) fn turn_settings(
             relay_ports,
         )?
         .unwrap_or(Some(DEFAULT_TURN_RELAY_PORTS));
+    let tls_port = src
+        .get(
+            args.turn_tls_port.as_deref(),
+            &sources::TURN_TLS_PORT,
+            parse::port_or_off,
+        )?
+        .flatten();
+    let cert_file = src.get(args.turn_cert.as_deref(), &sources::TURN_CERT, path)?;
+    let key_file = src.get(args.turn_key.as_deref(), &sources::TURN_KEY, path)?;
+    let domain = src.get(args.turn_domain.as_deref(), &sources::TURN_DOMAIN, domain)?;
+    let tls = match (tls_port, cert_file, key_file) {
+        (None, _, _) => None,
+        (Some(_), None, _) => return Err(incomplete("--turn-tls-port", "--turn-cert")),
+        (Some(_), _, None) => return Err(incomplete("--turn-tls-port", "--turn-key")),
+        (Some(port), Some(cert_file), Some(key_file)) => Some(TurnTlsSettings {
+            port,
+            cert_file,
+            key_file,
+            domain,
+        }),
+    };
+    if tls.is_some() && udp_port.is_none() {
+        return Err(incomplete("--turn-tls-port", "--turn-udp-port"));
+    }
     Ok(udp_port.map(|udp_port| TurnSettings {
         udp_port,
         relay_ports,
+        tls,
     }))
+}
+
+fn incomplete(setting: &'static str, missing: &'static str) -> ConfigError {
+    ConfigError::TurnTlsIncomplete { setting, missing }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Switchboard's embedded TURN server: the subset of RFC 8656 that browsers use, over UDP.
+//! Switchboard's embedded TURN server: the subset of RFC 8656 that browsers use, over UDP
+//! and over TLS ("turns:"), relaying to peers over UDP.
 //!
 //! Why our own server rather than a TURN server crate: none of them had all of what an SFU
 //! exposed to the internet needs at once: a credential hook for the TURN REST usernames
@@ -10,17 +11,20 @@
 //! - [`core::TurnCore`], sans-IO like str0m: datagrams and the current time go in, datagrams
 //!   to send and relay sockets to open or close come out. No sockets, no clock reads, so
 //!   every rule (auth, quota, expiry, peer policy) is tested with time handed in.
-//! - [`start`], the tokio front: one UDP listener, one UDP relay socket per allocation, and
-//!   one task that owns the core.
+//! - [`start`], the tokio front: one UDP listener, an optional TLS listener ([`TlsConfig`]),
+//!   one UDP relay socket per allocation, and one task that owns the core.
 //!
 //! Bounded by construction: allocations (in total and per identity), permissions and
 //! channels per allocation are capped by [`Limits`]; nonces are stateless (a MAC over a
-//! timestamp and the client's address), so unauthenticated requests store nothing.
+//! timestamp and the client's address), so unauthenticated requests store nothing. TLS
+//! connections are capped in total and per IP, timed out in the handshake and when idle,
+//! and buffer a bounded number of bytes each ([`TlsLimits`]).
 
 pub mod core;
 mod nonce;
 pub mod policy;
 mod server;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -28,6 +32,7 @@ use std::time::{Duration, SystemTime};
 
 pub use policy::{Cidr, PeerPolicy};
 pub use server::{start, TurnServer};
+pub use tls::{TlsCertificate, TlsConfig, TlsLimits, MIN_BUFFERED_BYTES};
 
 /// Looks up the password of a TURN username. Implemented by the embedder: Switchboard
 /// recomputes TURN REST passwords from its shared secret.
@@ -100,6 +105,8 @@ pub struct TurnConfig {
     /// Datagrams from relay sockets waiting for the core. Beyond this they are dropped, as a
     /// congested UDP path would.
     pub peer_queue: usize,
+    /// TURN over TLS ("turns:...?transport=tcp"); `None` serves UDP only.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for TurnConfig {
@@ -113,6 +120,7 @@ impl Default for TurnConfig {
             limits: Limits::default(),
             peers: PeerPolicy::default(),
             peer_queue: 1024,
+            tls: None,
         }
     }
 }
@@ -129,4 +137,11 @@ pub enum TurnError {
     },
     #[error("cannot create the TURN nonce key: the system random generator failed")]
     Random,
+    #[error("cannot read the TURN TLS {what} from PEM: {source}")]
+    Pem {
+        what: &'static str,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the TURN TLS certificate or key was refused: {0}")]
+    Tls(rustls::Error),
 }

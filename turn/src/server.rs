@@ -1,20 +1,24 @@
-//! The tokio front: one UDP listener, one UDP socket per allocation, one task that owns the
-//! core. Relay sockets are read by a task each and feed the core through a bounded queue;
-//! sends never wait (`try_send_to`): a full socket buffer drops the datagram, as the
-//! network would, instead of stalling every other client behind it.
+//! The tokio front: one UDP listener, an optional TLS listener (`crate::tls`), one UDP
+//! socket per allocation, one task that owns the core. Relay sockets are read by a task
+//! each and feed the core through a bounded queue; TLS connections feed it through another.
+//! Sends never wait (`try_send_to`, `TlsLink::send`): a full socket buffer or connection
+//! queue drops the message, as the network would, instead of stalling every other client
+//! behind it.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::core::{AllocationId, Output, TurnCore};
+use crate::core::{AllocationId, Client, ClientTransport, ConnectionId, Output, TurnCore};
+use crate::tls::{self, ConnectionCount, TlsEvent, TlsLink};
 use crate::{TurnAuth, TurnConfig, TurnError};
 
 /// The listener reads whole datagrams: one buffer for the whole server.
@@ -28,19 +32,42 @@ const RELAY_BUFFER: usize = 4096;
 const BIND_ATTEMPTS: usize = 128;
 /// How often allocations, permissions and channels are swept for expiry.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// Events from all TLS connections waiting for the core. When it is full a connection
+/// stops reading until there is room (TCP pushes back on that client).
+const TLS_EVENT_QUEUE: usize = 1024;
 
 /// A running TURN server. Dropping it stops the server too, without waiting.
 #[derive(Debug)]
 pub struct TurnServer {
     local_addr: SocketAddr,
+    tls_local_addr: Option<SocketAddr>,
+    allocations: Arc<AtomicUsize>,
+    tls_connections: Option<ConnectionCount>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl TurnServer {
-    /// The listener's address (with the port chosen when the configured one was 0).
+    /// The UDP listener's address (with the port chosen when the configured one was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The TLS listener's address, if one was configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls_local_addr
+    }
+
+    /// Allocations alive, over every transport (for metrics).
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.load(Ordering::Relaxed)
+    }
+
+    /// TLS connections open, handshaking included (0 without a TLS listener).
+    pub fn tls_connection_count(&self) -> usize {
+        self.tls_connections
+            .as_ref()
+            .map_or(0, ConnectionCount::get)
     }
 
     /// Stops the server and waits until every socket is closed.
@@ -64,9 +91,19 @@ impl Drop for TurnServer {
     }
 }
 
-/// Binds the listener and starts serving on the current tokio runtime.
-pub async fn start(config: TurnConfig, auth: Arc<dyn TurnAuth>) -> Result<TurnServer, TurnError> {
+/// Binds the listeners and starts serving on the current tokio runtime.
+pub async fn start(
+    mut config: TurnConfig,
+    auth: Arc<dyn TurnAuth>,
+) -> Result<TurnServer, TurnError> {
     validate(&config)?;
+    // The core needs none of it (and should not hold the private key).
+    let tls_config = config.tls.take();
+    // Certificate errors first: nothing is bound yet.
+    let rustls_config = match &tls_config {
+        Some(tls) => Some(tls::server_config(&tls.certificate)?),
+        None => None,
+    };
     let listener = UdpSocket::bind(config.listen)
         .await
         .map_err(|source| TurnError::Bind {
@@ -82,6 +119,26 @@ pub async fn start(config: TurnConfig, auth: Arc<dyn TurnAuth>) -> Result<TurnSe
     let relay_ip = config.relay_ip;
     let ports = RelayPorts::new(config.relay_ports.clone());
     let (peer_tx, peer_rx) = mpsc::channel(config.peer_queue);
+    let mut tls_local_addr = None;
+    let mut tls_front = None;
+    if let (Some(tls), Some(rustls_config)) = (tls_config, rustls_config) {
+        let bind_err = |source| TurnError::Bind {
+            addr: tls.listen,
+            source,
+        };
+        let tcp = TcpListener::bind(tls.listen).await.map_err(bind_err)?;
+        tls_local_addr = Some(tcp.local_addr().map_err(bind_err)?);
+        let (tx, rx) = mpsc::channel(TLS_EVENT_QUEUE);
+        let acceptor = tls::spawn_acceptor(tcp, rustls_config, tls.limits, tx);
+        tls_front = Some(TlsFront {
+            count: acceptor.connection_count(),
+            acceptor: acceptor.task,
+            rx,
+            links: HashMap::new(),
+        });
+    }
+    let tls_connections = tls_front.as_ref().map(|t| t.count.clone());
+    let allocations = Arc::new(AtomicUsize::new(0));
     // The core refuses peers that are our own listener: give it the real port.
     let core_config = TurnConfig {
         listen: local_addr,
@@ -95,12 +152,16 @@ pub async fn start(config: TurnConfig, auth: Arc<dyn TurnAuth>) -> Result<TurnSe
         relays: HashMap::new(),
         ports,
         peer_tx,
+        allocations: allocations.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel();
-    let task = tokio::spawn(driver.run(peer_rx, stop_rx));
-    tracing::info!(%local_addr, "TURN server listening (UDP)");
+    let task = tokio::spawn(driver.run(peer_rx, tls_front, stop_rx));
+    tracing::info!(%local_addr, tls = ?tls_local_addr, "TURN server listening");
     Ok(TurnServer {
         local_addr,
+        tls_local_addr,
+        allocations,
+        tls_connections,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -132,6 +193,9 @@ fn validate(config: &TurnConfig) -> Result<(), TurnError> {
     if config.peer_queue == 0 {
         return bad("peer_queue must be positive");
     }
+    if let Some(tls) = &config.tls {
+        tls::validate(tls)?;
+    }
     Ok(())
 }
 
@@ -156,12 +220,32 @@ struct Driver {
     relays: HashMap<AllocationId, Relay>,
     ports: RelayPorts,
     peer_tx: mpsc::Sender<PeerDatagram>,
+    /// What `TurnServer::allocation_count` reads, updated after every input.
+    allocations: Arc<AtomicUsize>,
+}
+
+/// The driver's side of the TLS listener.
+struct TlsFront {
+    acceptor: JoinHandle<()>,
+    count: ConnectionCount,
+    rx: mpsc::Receiver<TlsEvent>,
+    /// Open connections that completed their handshake: bounded by `max_connections`.
+    links: HashMap<ConnectionId, TlsLink>,
+}
+
+/// The next TLS event, or never without a TLS listener.
+async fn next_tls_event(tls: &mut Option<TlsFront>) -> Option<TlsEvent> {
+    match tls {
+        Some(tls) => tls.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver {
     async fn run(
         mut self,
         mut peer_rx: mpsc::Receiver<PeerDatagram>,
+        mut tls: Option<TlsFront>,
         mut stop: oneshot::Receiver<()>,
     ) {
         let mut buf = vec![0u8; LISTENER_BUFFER];
@@ -174,6 +258,7 @@ impl Driver {
                 received = self.listener.recv_from(&mut buf) => match received {
                     Ok((n, from)) => {
                         let data = buf.get(..n).unwrap_or_default();
+                        let from = Client::udp(from);
                         self.core.handle_client(Instant::now(), SystemTime::now(), from, data);
                     }
                     // ICMP errors surface here on some platforms; the socket itself is fine.
@@ -182,25 +267,66 @@ impl Driver {
                 Some(p) = peer_rx.recv() => {
                     self.core.handle_peer(Instant::now(), p.allocation, p.from, &p.data);
                 }
+                Some(event) = next_tls_event(&mut tls) => self.handle_tls(&mut tls, event),
                 _ = sweep.tick() => self.core.handle_timeout(Instant::now()),
             }
-            self.flush();
+            self.flush(&tls);
         }
         for (_, relay) in self.relays.drain() {
             relay.reader.abort();
         }
+        if let Some(tls) = tls {
+            // Dropping the queue's receiver stops the accept task, which closes every
+            // connection before it ends; wait for it so the port is free on return.
+            drop(tls.rx);
+            if let Err(e) = tls.acceptor.await {
+                tracing::warn!(error = %e, "TURN TLS accept task failed");
+            }
+        }
         tracing::info!("TURN server stopped");
     }
 
+    fn handle_tls(&mut self, tls: &mut Option<TlsFront>, event: TlsEvent) {
+        let Some(tls) = tls else {
+            return;
+        };
+        match event {
+            TlsEvent::Opened { client, link } => {
+                if let ClientTransport::Tls(id) = client.transport {
+                    tls.links.insert(id, link);
+                }
+            }
+            TlsEvent::Message { client, data } => {
+                self.core
+                    .handle_client(Instant::now(), SystemTime::now(), client, &data);
+            }
+            TlsEvent::Closed { client } => {
+                if let ClientTransport::Tls(id) = client.transport {
+                    tls.links.remove(&id);
+                }
+                self.core.connection_closed(client);
+            }
+        }
+    }
+
     /// Carries out what the core asked for.
-    fn flush(&mut self) {
+    fn flush(&mut self, tls: &Option<TlsFront>) {
         while let Some(out) = self.core.poll_output() {
             match out {
-                Output::ToClient { to, data } => {
-                    if let Err(e) = self.listener.try_send_to(&data, to) {
-                        tracing::trace!(%to, error = %e, "TURN send to client dropped");
+                Output::ToClient { to, data } => match to.transport {
+                    ClientTransport::Udp => {
+                        if let Err(e) = self.listener.try_send_to(&data, to.addr) {
+                            tracing::trace!(%to, error = %e, "TURN send to client dropped");
+                        }
                     }
-                }
+                    ClientTransport::Tls(id) => {
+                        let link = tls.as_ref().and_then(|tls| tls.links.get(&id));
+                        // A connection that closed meanwhile has no link: nothing to do.
+                        if link.is_some_and(|link| !link.send(data)) {
+                            tracing::trace!(%to, "TURN send to a slow TLS client dropped");
+                        }
+                    }
+                },
                 Output::ToPeer {
                     allocation,
                     to,
@@ -224,6 +350,8 @@ impl Driver {
                 }
             }
         }
+        self.allocations
+            .store(self.core.allocation_count(), Ordering::Relaxed);
     }
 
     /// Binds a relay socket in the port range and starts its reader.

@@ -180,13 +180,20 @@ function iceTcpPort(server) {
   throw new Error(`the server logged no ICE-TCP port:\n${plain.slice(-20).join('\n')}`);
 }
 
-/** coturn with TLS only, inside `ns` on `ip`; resolves once its TLS port accepts connections. */
-async function startCoturnTls(pair, ns, ip) {
-  const dir = await mkdtemp(join(tmpdir(), 'switchboard-coturn-'));
+/** A self-signed certificate for `ip` (a server certificate: rustls refuses one that could be a CA). */
+async function selfSigned(ip) {
+  const dir = await mkdtemp(join(tmpdir(), 'switchboard-turn-tls-'));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
   await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
-    '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=turn.switchboard.test']);
+    '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=turn.switchboard.test',
+    '-addext', `subjectAltName=IP:${ip}`, '-addext', 'basicConstraints=critical,CA:FALSE']);
+  return { dir, cert, key };
+}
+
+/** coturn with TLS only, inside `ns` on `ip`; resolves once its TLS port accepts connections. */
+async function startCoturnTls(pair, ns, ip) {
+  const { dir, cert, key } = await selfSigned(ip);
   const tlsPort = 5349;
   const args = [
     'netns', 'exec', ns, 'turnserver', '-n', '--listening-ip', ip, '--listening-port', '3478',
@@ -220,17 +227,29 @@ async function startCoturnTls(pair, ns, ip) {
   };
 }
 
-test('behind a firewall that drops UDP and the ICE-TCP port, a participant relays through TURN over TLS', { timeout: 180_000 }, async () => {
+for (const which of ['embedded', 'coturn']) test(`behind a firewall that drops UDP and the ICE-TCP port, a participant relays through TURN over TLS (${which})`, { timeout: 180_000 }, async () => {
   const pair = await createLinkPair();
   const browsers = [];
   const pages = [];
   let coturn = null;
   let server = null;
+  let tls = null;
   try {
-    coturn = await startCoturnTls(pair, pair.serverNs, pair.serverIp);
-    server = await startServer({
-      netns: pair.serverNs, host: pair.serverIp, extraArgs: ['--ice-server', coturn.url, '--turn-secret', SECRET],
-    });
+    if (which === 'coturn') {
+      coturn = await startCoturnTls(pair, pair.serverNs, pair.serverIp);
+      server = await startServer({
+        netns: pair.serverNs, host: pair.serverIp, extraArgs: ['--ice-server', coturn.url, '--turn-secret', SECRET],
+      });
+    } else {
+      // The server's own TURN server, UDP and TLS; the walled page can reach only the TLS port.
+      tls = await selfSigned(pair.serverIp);
+      server = await startServer({
+        netns: pair.serverNs,
+        host: pair.serverIp,
+        extraArgs: ['--turn-udp-port', '3478', '--turn-relay-ports', '0', '--turn-tls-port', '5349',
+          '--turn-cert', tls.cert, '--turn-key', tls.key],
+      });
+    }
     await pair.blockUdp();
     await pair.blockTcpFrom(iceTcpPort(server));
     const room = `turn-tls-${randomBytes(4).toString('hex')}`;
@@ -263,6 +282,7 @@ test('behind a firewall that drops UDP and the ICE-TCP port, a participant relay
     for (const b of browsers) await b.close();
     await server?.stop();
     await coturn?.stop();
+    if (tls) await rm(tls.dir, { recursive: true, force: true });
     await pair.teardown();
   }
 });

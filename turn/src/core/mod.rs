@@ -1,4 +1,8 @@
-//! The sans-IO TURN server: datagrams and the time go in, [`Output`]s come out.
+//! The sans-IO TURN server: client messages and the time go in, [`Output`]s come out.
+//!
+//! A client is a [`Client`]: its address and the transport it came over (the listener's
+//! UDP socket, or one TLS connection). Over TLS the caller frames the stream and hands in
+//! whole messages; when the connection closes it calls [`TurnCore::connection_closed`].
 //!
 //! The caller owns the sockets and the clock (like str0m). After each call it drains
 //! [`TurnCore::poll_output`]; every call queues at most a couple of outputs, so the queue
@@ -13,6 +17,7 @@ mod requests;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -28,11 +33,71 @@ use allocation::Allocation;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AllocationId(u64);
 
+/// Names one TLS connection. The caller never reuses one while the server runs, so a late
+/// message of a closed connection cannot reach an allocation of a newer one from the same
+/// address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnectionId(pub u64);
+
+/// The transport of a client's 5-tuple (RFC 8656 §2: the allocation is keyed by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientTransport {
+    /// Datagrams on the UDP listener.
+    Udp,
+    /// One TLS-over-TCP connection on the TLS listener.
+    Tls(ConnectionId),
+}
+
+/// A client: its address and the transport it speaks over. With the listener addresses
+/// fixed, this is the 5-tuple an allocation belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Client {
+    pub transport: ClientTransport,
+    pub addr: SocketAddr,
+}
+
+impl Client {
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self {
+            transport: ClientTransport::Udp,
+            addr,
+        }
+    }
+
+    pub fn tls(connection: ConnectionId, addr: SocketAddr) -> Self {
+        Self {
+            transport: ClientTransport::Tls(connection),
+            addr,
+        }
+    }
+
+    /// Over a stream, ChannelData is padded to 4 bytes (RFC 8656 §12.5).
+    fn is_stream(&self) -> bool {
+        matches!(self.transport, ClientTransport::Tls(_))
+    }
+}
+
+impl From<SocketAddr> for Client {
+    fn from(addr: SocketAddr) -> Self {
+        Self::udp(addr)
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            ClientTransport::Udp => write!(f, "udp:{}", self.addr),
+            ClientTransport::Tls(ConnectionId(id)) => write!(f, "tls#{id}:{}", self.addr),
+        }
+    }
+}
+
 /// What the caller must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Send `data` from the listener socket to the client at `to`.
-    ToClient { to: SocketAddr, data: Vec<u8> },
+    /// Send `data` to the client: from the UDP listener, or down its TLS connection (one
+    /// whole, already framed message).
+    ToClient { to: Client, data: Vec<u8> },
     /// Send `data` from the allocation's relay socket to the peer at `to`.
     ToPeer {
         allocation: AllocationId,
@@ -50,9 +115,9 @@ pub struct TurnCore {
     config: TurnConfig,
     auth: Arc<dyn TurnAuth>,
     nonces: Nonces,
-    /// By client address: a UDP client's 5-tuple is its address, the listener being fixed.
-    allocations: HashMap<SocketAddr, Allocation>,
-    by_id: HashMap<AllocationId, SocketAddr>,
+    /// By client 5-tuple (address and transport, the listeners being fixed).
+    allocations: HashMap<Client, Allocation>,
+    by_id: HashMap<AllocationId, Client>,
     /// Allocations per identity; an entry goes when its count reaches zero, so this is
     /// never larger than `allocations`.
     per_identity: HashMap<String, usize>,
@@ -92,9 +157,10 @@ impl TurnCore {
         self.allocations.len()
     }
 
-    /// A datagram from a client on the listener. `wall` is the wall-clock time credentials
-    /// are checked against; `now` drives every timer.
-    pub fn handle_client(&mut self, now: Instant, wall: SystemTime, from: SocketAddr, data: &[u8]) {
+    /// A datagram from a client on the UDP listener, or one whole message from a TLS
+    /// connection. `wall` is the wall-clock time credentials are checked against; `now`
+    /// drives every timer.
+    pub fn handle_client(&mut self, now: Instant, wall: SystemTime, from: Client, data: &[u8]) {
         // RFC 8656 §12: the top two bits tell STUN (00) from ChannelData (01).
         match data.first().map(|b| b >> 6) {
             Some(0) => match Message::from_bytes(data) {
@@ -114,7 +180,7 @@ impl TurnCore {
     }
 
     /// ChannelData from a client: relay the payload to the channel's peer.
-    fn handle_channel_data(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    fn handle_channel_data(&mut self, now: Instant, from: Client, data: &[u8]) {
         let cd = match ChannelData::parse(data) {
             Ok(cd) => cd,
             Err(e) => return log_drop(from, "bad ChannelData", Some(e)),
@@ -159,7 +225,7 @@ impl TurnCore {
             return;
         }
         let data = match alloc.channel_of(from, now) {
-            Some(channel) => reply::channel_data(channel, data),
+            Some(channel) => reply::channel_data(channel, data, client.is_stream()),
             None => reply::data_indication(from, data).ok(),
         };
         match data {
@@ -211,9 +277,17 @@ impl TurnCore {
         }
     }
 
+    /// A TLS connection closed: its allocation, if any, ends now (RFC 8656: an allocation
+    /// made over a stream lives no longer than its connection). Also frees its quota.
+    pub fn connection_closed(&mut self, client: Client) {
+        if self.remove(client).is_some() {
+            tracing::debug!(%client, "TURN allocation ended with its connection");
+        }
+    }
+
     /// Ends expired allocations and forgets expired permissions and channels.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let expired: Vec<SocketAddr> = self
+        let expired: Vec<Client> = self
             .allocations
             .iter()
             .filter(|(_, a)| a.expires <= now)
@@ -238,7 +312,7 @@ impl TurnCore {
     }
 
     /// Removes an allocation and releases its relay socket.
-    fn remove(&mut self, client: SocketAddr) -> Option<Allocation> {
+    fn remove(&mut self, client: Client) -> Option<Allocation> {
         let alloc = self.allocations.remove(&client)?;
         self.by_id.remove(&alloc.id);
         if let Some(n) = self.per_identity.get_mut(&alloc.identity) {
@@ -255,7 +329,7 @@ impl TurnCore {
 
     fn send(
         &mut self,
-        to: SocketAddr,
+        to: Client,
         reply: reply::Reply,
         key: Option<&stun_types::message::IntegrityKey>,
     ) {
@@ -271,7 +345,7 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 }
 
 /// Bad input loses nothing but itself; logged at trace level since anyone can send it.
-fn log_drop(from: SocketAddr, what: &str, err: Option<StunParseError>) {
+fn log_drop(from: Client, what: &str, err: Option<StunParseError>) {
     match err {
         Some(e) => tracing::trace!(%from, error = %e, "TURN: dropped {what}"),
         None => tracing::trace!(%from, "TURN: dropped {what}"),

@@ -106,12 +106,15 @@ pub(super) fn data_indication(peer: SocketAddr, data: &[u8]) -> Result<Vec<u8>, 
     Ok(msg.finish())
 }
 
-/// A ChannelData message (over UDP no padding is needed, RFC 8656 §12.5).
-pub(super) fn channel_data(channel: u16, data: &[u8]) -> Option<Vec<u8>> {
+/// A ChannelData message. Over a stream it is padded to a multiple of 4 bytes, which the
+/// receiver's framing counts on; over UDP no padding is needed (RFC 8656 §12.5).
+pub(super) fn channel_data(channel: u16, data: &[u8], pad: bool) -> Option<Vec<u8>> {
     let len = u16::try_from(data.len()).ok()?;
-    let mut out = Vec::with_capacity(4 + data.len());
+    let padding = if pad { (4 - data.len() % 4) % 4 } else { 0 };
+    let mut out = Vec::with_capacity(4 + data.len() + padding);
     out.extend_from_slice(&channel.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(data);
+    out.resize(out.len() + padding, 0);
     Some(out)
 }

@@ -21,7 +21,7 @@ use turn_types::message::{ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, REFRESH};
 
 use super::allocation::{Allocation, InstallError};
 use super::reply::Reply;
-use super::{AllocationId, Output, TurnCore};
+use super::{AllocationId, Client, Output, TurnCore};
 use crate::nonce::NonceError;
 use crate::{CHANNEL_LIFETIME, PERMISSION_LIFETIME};
 
@@ -51,14 +51,14 @@ impl TurnCore {
         &mut self,
         now: Instant,
         wall: SystemTime,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
     ) {
         let method = msg.method();
         let extra: &[AttributeType] = match method {
             BINDING => {
                 return self.answer_unauthenticated(from, msg, &[], |reply| {
-                    reply.mapped(from);
+                    reply.mapped(from.addr);
                 })
             }
             ALLOCATE => &[
@@ -103,7 +103,7 @@ impl TurnCore {
     /// Binding needs no credentials (RFC 8656 §5 leaves it to STUN).
     fn answer_unauthenticated(
         &mut self,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
         extra: &[AttributeType],
         fill: impl FnOnce(&mut Reply),
@@ -129,14 +129,14 @@ impl TurnCore {
         &self,
         now: Instant,
         wall: SystemTime,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
     ) -> Result<Authed, Reply> {
         let method = msg.method();
         let txid = msg.transaction_id();
         let challenge = |code| {
             let mut reply = Reply::error(method, txid, code);
-            reply.challenge(&self.config.realm, &self.nonces.issue(from, now));
+            reply.challenge(&self.config.realm, &self.nonces.issue(from.addr, now));
             reply
         };
         // Only SHA-1 integrity is offered (no PASSWORD-ALGORITHMS in our 401), which every
@@ -151,7 +151,7 @@ impl TurnCore {
         ) else {
             return Err(Reply::error(method, txid, ErrorCode::BAD_REQUEST));
         };
-        match self.nonces.check(nonce.nonce(), from, now) {
+        match self.nonces.check(nonce.nonce(), from.addr, now) {
             Ok(()) => {}
             Err(NonceError::Expired | NonceError::Invalid) => {
                 return Err(challenge(ErrorCode::STALE_NONCE));
@@ -185,7 +185,7 @@ impl TurnCore {
     fn allocate(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
         auth: Authed,
     ) -> Result<(), (u16, Option<IntegrityKey>)> {
@@ -254,7 +254,7 @@ impl TurnCore {
     }
 
     /// The success of an Allocate whose relay is bound.
-    pub(super) fn answer_allocate(&mut self, now: Instant, client: SocketAddr) {
+    pub(super) fn answer_allocate(&mut self, now: Instant, client: Client) {
         let Some(alloc) = self.allocations.get(&client) else {
             return;
         };
@@ -265,7 +265,7 @@ impl TurnCore {
         reply
             .add(&XorRelayedAddress::new(relay, alloc.txid))
             .add(&Lifetime::new(secs_left(alloc.expires, now)))
-            .mapped(client);
+            .mapped(client.addr);
         let key = alloc.key.clone();
         self.send(client, reply, Some(&key));
     }
@@ -274,7 +274,7 @@ impl TurnCore {
     fn refresh(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
         auth: &Authed,
     ) -> Result<(), (u16, Option<IntegrityKey>)> {
@@ -308,7 +308,7 @@ impl TurnCore {
     fn create_permission(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
         auth: &Authed,
     ) -> Result<(), (u16, Option<IntegrityKey>)> {
@@ -346,7 +346,7 @@ impl TurnCore {
     fn channel_bind(
         &mut self,
         now: Instant,
-        from: SocketAddr,
+        from: Client,
         msg: &Message<'_>,
         auth: &Authed,
     ) -> Result<(), (u16, Option<IntegrityKey>)> {
@@ -388,7 +388,7 @@ impl TurnCore {
 
     /// A Send indication: relay its DATA to its peer. Indications are not authenticated;
     /// the client's address and a permission are what let it through.
-    pub(super) fn handle_send(&mut self, now: Instant, from: SocketAddr, msg: &Message<'_>) {
+    pub(super) fn handle_send(&mut self, now: Instant, from: Client, msg: &Message<'_>) {
         let Some(alloc) = self.allocations.get(&from) else {
             return;
         };
@@ -417,7 +417,7 @@ impl TurnCore {
     /// USERNAME (RFC 8656 §5).
     fn owned_allocation(
         &self,
-        from: SocketAddr,
+        from: Client,
         auth: &Authed,
     ) -> Result<&Allocation, (u16, Option<IntegrityKey>)> {
         let key = Some(auth.key.clone());
@@ -434,7 +434,7 @@ impl TurnCore {
     /// The relay address of the caller's live allocation.
     fn owned_relay(
         &self,
-        from: SocketAddr,
+        from: Client,
         auth: &Authed,
         now: Instant,
     ) -> Result<SocketAddr, (u16, Option<IntegrityKey>)> {

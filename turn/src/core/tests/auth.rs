@@ -294,8 +294,12 @@ fn a_relay_that_cannot_be_bound_answers_508_and_frees_the_quota() {
     let client = addr("198.51.100.7:40000");
     let nonce = rig.challenge(client);
     let (now, wall) = (rig.now(), wall0());
-    rig.core
-        .handle_client(now, wall, client, &signed(ALLOCATE, "alice", &nonce, udp));
+    rig.core.handle_client(
+        now,
+        wall,
+        client.into(),
+        &signed(ALLOCATE, "alice", &nonce, udp),
+    );
     let Some(Output::BindRelay { allocation }) = rig.core.poll_output() else {
         panic!("expected a bind request");
     };

@@ -2,6 +2,7 @@
 
 mod auth;
 mod relay;
+mod transport;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use stun_types::prelude::{AttributeWrite, MessageWrite};
 use turn_types::attribute::{Lifetime, RequestedTransport, XorRelayedAddress};
 use turn_types::message::ALLOCATE;
 
-use super::{AllocationId, Output, TurnCore};
+use super::{AllocationId, Client, Output, TurnCore};
 use crate::{PeerPolicy, TurnAuth, TurnConfig};
 
 /// Usernames and their (identity, password, valid until).
@@ -92,9 +93,9 @@ impl Rig {
     }
 
     /// Feeds a client datagram; returns what the core asked for, binding relays on the way.
-    pub(super) fn client_sends(&mut self, from: SocketAddr, data: &[u8]) -> Vec<Output> {
+    pub(super) fn client_sends(&mut self, from: impl Into<Client>, data: &[u8]) -> Vec<Output> {
         let (now, wall) = (self.now(), wall0() + self.elapsed);
-        self.core.handle_client(now, wall, from, data);
+        self.core.handle_client(now, wall, from.into(), data);
         self.drain()
     }
 
@@ -124,7 +125,8 @@ impl Rig {
     }
 
     /// The one response to a request, parsed.
-    pub(super) fn ask(&mut self, from: SocketAddr, req: &[u8]) -> Response {
+    pub(super) fn ask(&mut self, from: impl Into<Client>, req: &[u8]) -> Response {
+        let from = from.into();
         let outs = self.client_sends(from, req);
         let data = outs
             .iter()
@@ -140,9 +142,10 @@ impl Rig {
     /// address, the allocation's id and the nonce to use next.
     pub(super) fn allocate(
         &mut self,
-        from: SocketAddr,
+        from: impl Into<Client>,
         user: &str,
     ) -> (SocketAddr, AllocationId, String) {
+        let from = from.into();
         let nonce = self.challenge(from);
         let req = request(
             ALLOCATE,
@@ -171,7 +174,7 @@ impl Rig {
     }
 
     /// The nonce a 401 gives `from`.
-    pub(super) fn challenge(&mut self, from: SocketAddr) -> String {
+    pub(super) fn challenge(&mut self, from: impl Into<Client>) -> String {
         let resp = self.ask(from, &request(ALLOCATE, None, |_, _| {}));
         assert_eq!(resp.code(), Some(401));
         resp.nonce().expect("a 401 carries a nonce")

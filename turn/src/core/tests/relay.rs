@@ -9,11 +9,13 @@ use turn_types::message::{CHANNEL_BIND, CREATE_PERMISSION, DATA, SEND};
 use super::*;
 use crate::Cidr;
 
-const PEER: &str = "8.8.8.8:9000";
+pub(super) const PEER: &str = "8.8.8.8:9000";
 
 type Fill = Box<dyn FnOnce(&mut MessageWriteVec, TransactionId)>;
 
-fn permission(peers: &[SocketAddr]) -> impl FnOnce(&mut MessageWriteVec, TransactionId) + '_ {
+pub(super) fn permission(
+    peers: &[SocketAddr],
+) -> impl FnOnce(&mut MessageWriteVec, TransactionId) + '_ {
     move |m, t| {
         for p in peers {
             m.add_attribute(&XorPeerAddress::new(*p, t)).expect("attr");
@@ -21,7 +23,10 @@ fn permission(peers: &[SocketAddr]) -> impl FnOnce(&mut MessageWriteVec, Transac
     }
 }
 
-fn bind(channel: u16, peer: SocketAddr) -> impl FnOnce(&mut MessageWriteVec, TransactionId) {
+pub(super) fn bind(
+    channel: u16,
+    peer: SocketAddr,
+) -> impl FnOnce(&mut MessageWriteVec, TransactionId) {
     move |m, t| {
         m.add_attribute(&ChannelNumber::new(channel)).expect("attr");
         m.add_attribute(&XorPeerAddress::new(peer, t))
@@ -29,7 +34,7 @@ fn bind(channel: u16, peer: SocketAddr) -> impl FnOnce(&mut MessageWriteVec, Tra
     }
 }
 
-fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+pub(super) fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
     let mut m = Message::builder_indication(SEND, MessageWriteVec::new());
     let t = m.transaction_id();
     m.add_attribute(&XorPeerAddress::new(peer, t))
@@ -38,7 +43,7 @@ fn send_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
     m.finish()
 }
 
-fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
+pub(super) fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
     let mut out = channel.to_be_bytes().to_vec();
     out.extend_from_slice(&u16::try_from(data.len()).expect("small").to_be_bytes());
     out.extend_from_slice(data);
@@ -46,7 +51,7 @@ fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// What went to the peer, if anything.
-fn to_peer(outs: &[Output]) -> Option<(AllocationId, SocketAddr, Vec<u8>)> {
+pub(super) fn to_peer(outs: &[Output]) -> Option<(AllocationId, SocketAddr, Vec<u8>)> {
     outs.iter().find_map(|o| match o {
         Output::ToPeer {
             allocation,
@@ -57,7 +62,7 @@ fn to_peer(outs: &[Output]) -> Option<(AllocationId, SocketAddr, Vec<u8>)> {
     })
 }
 
-fn to_client(outs: &[Output]) -> Option<Vec<u8>> {
+pub(super) fn to_client(outs: &[Output]) -> Option<Vec<u8>> {
     outs.iter().find_map(|o| match o {
         Output::ToClient { data, .. } => Some(data.clone()),
         _ => None,
@@ -65,11 +70,12 @@ fn to_client(outs: &[Output]) -> Option<Vec<u8>> {
 }
 
 /// An allocation for alice with a permission for `PEER`.
-fn with_permission(rig: &mut Rig, client: SocketAddr) -> (AllocationId, String) {
+pub(super) fn with_permission(rig: &mut Rig, client: impl Into<Client>) -> (AllocationId, String) {
+    let client = client.into();
     let (relay, id, nonce) = rig.allocate(client, "alice");
     assert_eq!(
-        relay,
-        addr(RELAY),
+        relay.ip(),
+        addr(RELAY).ip(),
         "the public address is what clients are told"
     );
     let resp = rig.ask(
@@ -446,7 +452,12 @@ fn tables_shrink_when_entries_expire() {
         .code(),
         None
     );
-    let counts = |rig: &Rig| rig.core.allocations.get(&client).map(|a| a.counts());
+    let counts = |rig: &Rig| {
+        rig.core
+            .allocations
+            .get(&Client::udp(client))
+            .map(|a| a.counts())
+    };
     assert_eq!(counts(&rig), Some((1, 1)));
     rig.advance(Duration::from_secs(301));
     assert_eq!(
