@@ -94,6 +94,19 @@ fn cost(msg: &SessionMsg) -> usize {
     }
 }
 
+impl State {
+    /// Takes a pending leave. Whatever is still queued will never be sent, and nothing
+    /// pushed from now on.
+    fn take_leave(&mut self) -> Option<LeaveReason> {
+        let reason = self.leave.take()?;
+        self.leaving = true;
+        self.queue.clear();
+        self.keyed.clear();
+        self.bytes = 0;
+        Some(reason)
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Plain data: a panic elsewhere while holding it leaves a usable queue.
@@ -182,12 +195,7 @@ impl Inbox {
     /// The next message if one is queued.
     pub(crate) fn try_recv(&mut self) -> Result<SessionMsg, Empty> {
         let mut state = self.shared.lock();
-        if let Some(reason) = state.leave.take() {
-            // Whatever is still queued will never be sent, and nothing pushed from now on.
-            state.leaving = true;
-            state.queue.clear();
-            state.keyed.clear();
-            state.bytes = 0;
+        if let Some(reason) = state.take_leave() {
             return Ok(SessionMsg::Leave(reason));
         }
         let (_, (key, msg, size)) = state.queue.pop_first().ok_or(Empty)?;
@@ -202,15 +210,8 @@ impl Inbox {
     /// waiting for its client to resume, `resume.rs`).
     pub(crate) async fn leave_requested(&mut self) -> LeaveReason {
         loop {
-            {
-                let mut state = self.shared.lock();
-                if let Some(reason) = state.leave.take() {
-                    state.leaving = true;
-                    state.queue.clear();
-                    state.keyed.clear();
-                    state.bytes = 0;
-                    return reason;
-                }
+            if let Some(reason) = self.shared.lock().take_leave() {
+                return reason;
             }
             self.shared.ready.notified().await;
         }

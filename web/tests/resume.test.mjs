@@ -146,15 +146,8 @@ test('the client moves to another address: the same participant, video both ways
       decodesAgain(roamer, stay.identity, await framesFrom(roamer, stay.identity), 10, 30_000),
     ]);
     console.log(`moved ${oldIp} → ${pair.clientIp}: video both ways ${Math.max(a, b) - moved} ms later`);
-    const pairNow = await roamer.page.evaluate(async (id) => {
-      const p = window.demo.room.remoteParticipants.get(id);
-      const pub = [...p.trackPublications.values()].find((t) => t.kind === 'video' && t.track);
-      const stats = [...(await pub.track.getRTCStatsReport()).values()];
-      const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
-      const selected = stats.find((s) => s.id === transport?.selectedCandidatePairId);
-      return stats.find((s) => s.id === selected?.localCandidateId)?.address ?? null;
-    }, stay.identity);
-    assert.equal(pairNow, pair.clientIp, 'the subscriber PC runs from the new address');
+    const pairNow = await roamer.selectedPair(stay.identity);
+    assert.equal(pairNow?.local?.address, pair.clientIp, `the subscriber PC runs from the new address: ${JSON.stringify(pairNow)}`);
     const sidAfter = await roamer.page.evaluate(() => window.demo.room.localParticipant.sid);
     assert.equal(sidAfter, sidBefore, 'no new join: the same sid');
     assert.deepEqual(await stay.page.evaluate(() => window.leftRoom), [], 'nobody was told it left');

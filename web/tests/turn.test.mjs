@@ -89,19 +89,24 @@ function credential(identity, expiry) {
   return { username, credential: createHmac('sha1', SECRET).update(username).digest('base64') };
 }
 
-/** The type of the local candidate of the selected pair under `identity`'s video (in the page). */
-async function selectedCandidateType(identity) {
-  const p = window.demo.room.remoteParticipants.get(identity);
-  for (const pub of p ? p.trackPublications.values() : []) {
-    if (pub.kind !== 'video' || !pub.track) continue;
-    const report = await pub.track.getRTCStatsReport();
-    const stats = [...(report?.values() ?? [])];
-    const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
-    const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
-    const local = stats.find((s) => s.id === pair?.localCandidateId);
-    return { type: local?.candidateType ?? null, relayProtocol: local?.relayProtocol ?? null, framesDecoded: stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video')?.framesDecoded ?? 0 };
-  }
-  return null;
+/**
+ * Alice and Bob, relay-only livekit-client pages (`&relay=1`) in a new room of `server`,
+ * once each decodes the other's video and hears its audio. The pages go into `pages`.
+ */
+async function relayOnlyCall(server, prefix, pages) {
+  const room = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const open = async (name) => {
+    const page = await browser.openDemo(name);
+    pages.push(page);
+    await page.open(server.url, { room, name, autojoin: '1', relay: '1' });
+    await page.joined(JOIN_MS);
+    return page;
+  };
+  const alice = await open('Alice');
+  const bob = await open('Bob');
+  await bob.mediaFrom([alice.identity], 30_000);
+  await alice.mediaFrom([bob.identity], 30_000);
+  return [alice, bob];
 }
 
 /** Relay candidates one RTCPeerConnection gathers through `server` (in the page). */
@@ -126,21 +131,10 @@ test('participants reach each other only through coturn, with the credentials th
   const server = await startServer({ extraArgs: ['--ice-server', coturn.url, '--turn-secret', SECRET] });
   const pages = [];
   try {
-    const room = `turn-${randomBytes(4).toString('hex')}`;
-    const open = async (name) => {
-      const page = await browser.openDemo(name);
-      pages.push(page);
-      await page.open(server.url, { room, name, autojoin: '1', relay: '1' });
-      await page.joined(JOIN_MS);
-      return page;
-    };
-    const alice = await open('Alice');
-    const bob = await open('Bob');
-    await bob.mediaFrom([alice.identity], 30_000);
-    await alice.mediaFrom([bob.identity], 30_000);
+    const [alice, bob] = await relayOnlyCall(server, 'turn', pages);
     for (const [who, from] of [[bob, alice], [alice, bob]]) {
-      const seen = await who.page.evaluate(selectedCandidateType, from.identity);
-      assert.equal(seen?.type, 'relay', `${who.label}'s selected pair runs through the relay: ${JSON.stringify(seen)}`);
+      const seen = await who.selectedPair(from.identity);
+      assert.equal(seen?.local?.type, 'relay', `${who.label}'s selected pair runs through the relay: ${JSON.stringify(seen)}`);
       assert.ok(seen.framesDecoded > 0, `${who.label} decodes ${from.label}'s video: ${JSON.stringify(seen)}`);
     }
     // The server minted a credential per participant; coturn logged their allocations.
@@ -267,9 +261,9 @@ for (const which of ['embedded', 'coturn']) test(`behind a firewall that drops U
     const walled = await open('Walled', pair.clientNs);
     await walled.mediaFrom([stay.identity], 45_000);
     await stay.mediaFrom([walled.identity], 45_000);
-    const seen = await walled.page.evaluate(selectedCandidateType, stay.identity);
-    assert.equal(seen?.type, 'relay', `the walled participant's selected pair runs through the relay: ${JSON.stringify(seen)}`);
-    assert.equal(seen.relayProtocol, 'tls', `…reached over TLS: ${JSON.stringify(seen)}`);
+    const seen = await walled.selectedPair(stay.identity);
+    assert.equal(seen?.local?.type, 'relay', `the walled participant's selected pair runs through the relay: ${JSON.stringify(seen)}`);
+    assert.equal(seen.local.relayProtocol, 'tls', `…reached over TLS: ${JSON.stringify(seen)}`);
     assert.ok(seen.framesDecoded > 0, `…and decodes video: ${JSON.stringify(seen)}`);
     console.log(`walled participant over TURN/TLS: ${JSON.stringify(seen)}`);
   } catch (err) {
@@ -291,22 +285,11 @@ test('the embedded TURN server: relay-only participants exchange video through i
   const server = await startServer({ extraArgs: ['--turn-udp-port', '0', '--turn-relay-ports', '0'] });
   const pages = [];
   try {
-    const room = `turn-embedded-${randomBytes(4).toString('hex')}`;
-    const open = async (name) => {
-      const page = await browser.openDemo(name);
-      pages.push(page);
-      await page.open(server.url, { room, name, autojoin: '1', relay: '1' });
-      await page.joined(JOIN_MS);
-      return page;
-    };
-    const alice = await open('Alice');
-    const bob = await open('Bob');
-    await bob.mediaFrom([alice.identity], 30_000);
-    await alice.mediaFrom([bob.identity], 30_000);
+    const [alice, bob] = await relayOnlyCall(server, 'turn-embedded', pages);
     for (const [who, from] of [[bob, alice], [alice, bob]]) {
-      const seen = await who.page.evaluate(selectedCandidateType, from.identity);
-      assert.equal(seen?.type, 'relay', `${who.label}'s selected pair runs through the embedded relay: ${JSON.stringify(seen)}`);
-      assert.equal(seen.relayProtocol, 'udp', JSON.stringify(seen));
+      const seen = await who.selectedPair(from.identity);
+      assert.equal(seen?.local?.type, 'relay', `${who.label}'s selected pair runs through the embedded relay: ${JSON.stringify(seen)}`);
+      assert.equal(seen.local.relayProtocol, 'udp', JSON.stringify(seen));
       assert.ok(seen.framesDecoded > 0, `${who.label} decodes ${from.label}'s video: ${JSON.stringify(seen)}`);
     }
     const log = server.stderrLines.join('\n');

@@ -152,6 +152,34 @@ export class DemoPage {
     }
   }
 
+  /**
+   * The ICE pair carrying `identity`'s video to this page, from getStats: each side's
+   * candidate {protocol, type, address, port, relayProtocol}, and the frames decoded.
+   */
+  selectedPair(identity) {
+    return this.page.evaluate(async (id) => {
+      const p = window.demo.room.remoteParticipants.get(id);
+      for (const pub of p ? p.trackPublications.values() : []) {
+        if (pub.kind !== 'video' || !pub.track) continue;
+        const stats = [...((await pub.track.getRTCStatsReport())?.values() ?? [])];
+        const transport = stats.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+        const pair = stats.find((s) => s.id === transport?.selectedCandidatePairId);
+        const side = (cid) => {
+          const c = stats.find((s) => s.id === cid);
+          return c ? {
+            protocol: c.protocol, type: c.candidateType, address: c.address, port: c.port, relayProtocol: c.relayProtocol ?? null,
+          } : null;
+        };
+        return {
+          local: side(pair?.localCandidateId),
+          remote: side(pair?.remoteCandidateId),
+          framesDecoded: stats.find((s) => s.type === 'inbound-rtp' && s.kind === 'video')?.framesDecoded ?? 0,
+        };
+      }
+      return null;
+    }, identity);
+  }
+
   /** Inbound stats per remote identity: {framesDecoded, audioPacketsReceived, tracks}. */
   inbound() {
     return this.page.evaluate(collectInbound);
