@@ -1,6 +1,6 @@
 //! The valid inputs the corpus starts from (`tests/corpus.rs` writes them into `corpus/`):
 //! real SignalRequests, tokens, SDP offers from a real WebRTC stack (str0m, as a client),
-//! RTP payloads and RTCP as encoders and receivers send them.
+//! RTP payloads and RTCP as encoders and receivers send them, TURN client scripts.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -24,6 +24,7 @@ pub fn all() -> Vec<Seed> {
     seeds.extend(forward());
     seeds.extend(depacketize());
     seeds.extend(containers());
+    seeds.extend(turn_core());
     seeds
 }
 
@@ -478,4 +479,87 @@ fn containers() -> Vec<Seed> {
     ogg.extend_from_slice(&100u16.to_be_bytes());
     field(&mut ogg, &[0xfc, 0x02]);
     vec![("containers", "mkv", mkv), ("containers", "ogg", ogg)]
+}
+
+/// TURN client scripts (the operations are listed in `src/turn_core.rs`): the first byte
+/// configures the server, then one byte per operation and its fields.
+fn turn_core() -> Vec<Seed> {
+    // A signed request: op 1, client, user, flags, method (0 Allocate, 1 Refresh,
+    // 2 CreatePermission, 3 ChannelBind), then its fields. Allocate asks for UDP.
+    let allocate = |out: &mut Vec<u8>, client: u8, user: u8| {
+        out.extend_from_slice(&[1, client, user, 0, 0, 0x01]);
+    };
+    // The oldest relay waiting for its socket gets one.
+    let bind = |out: &mut Vec<u8>, port: u16| {
+        out.extend_from_slice(&[5, 0, 1]);
+        out.extend_from_slice(&port.to_be_bytes());
+    };
+    let short = |out: &mut Vec<u8>, data: &[u8]| {
+        out.push(data.len() as u8);
+        out.extend_from_slice(data);
+    };
+    // Peer 0 is 1.1.1.1:9, peer 4 the allow-listed 10.0.0.7:5000.
+    let mut send = vec![0];
+    allocate(&mut send, 0, 0);
+    bind(&mut send, 50_000);
+    send.extend_from_slice(&[1, 0, 0, 0, 2, 1, 0]); // CreatePermission for peer 0
+    send.extend_from_slice(&[2, 0, 0, 0]); // Send to peer 0
+    short(&mut send, b"hello");
+    send.extend_from_slice(&[4, 0, 0]); // peer 0 answers
+    short(&mut send, b"hello back");
+
+    // Over TLS, as bob: ChannelBind 0x4000 to peer 0, padded ChannelData both ways, close.
+    let mut channel = vec![0];
+    allocate(&mut channel, 2, 2);
+    bind(&mut channel, 50_001);
+    channel.extend_from_slice(&[1, 2, 2, 0, 3, 0x00, 0]);
+    channel.extend_from_slice(&[3, 2, 0x00, 1]);
+    short(&mut channel, b"abc");
+    channel.extend_from_slice(&[4, 0, 0]);
+    short(&mut channel, b"back");
+    channel.extend_from_slice(&[6, 2]);
+
+    let mut refresh = vec![0];
+    allocate(&mut refresh, 0, 0);
+    bind(&mut refresh, 50_002);
+    refresh.extend_from_slice(&[1, 0, 0, 0, 1, 0x01, 0, 0, 0, 0]); // LIFETIME 0
+
+    // IPv6 relay. alice (twice, under two usernames), then alice again (486), bob, then old
+    // (508: the cap of 3); two relays bound, one refused; 61 s later all have expired.
+    let mut quota = vec![1];
+    for (client, user) in [(0, 0), (1, 1), (3, 0), (3, 2), (4, 3)] {
+        allocate(&mut quota, client, user);
+    }
+    bind(&mut quota, 50_003);
+    bind(&mut quota, 50_004);
+    quota.extend_from_slice(&[5, 0, 0, 0, 0]); // no socket for the third
+    quota.extend_from_slice(&[7, 1, 0x80, 61]);
+
+    // Listener on a public address. Refresh to 600 s, 301 s pass (the nonce goes stale),
+    // then CreatePermission for peer 4 (438, retried) and a Send to it.
+    let mut stale = vec![2];
+    allocate(&mut stale, 0, 0);
+    bind(&mut stale, 50_005);
+    stale.extend_from_slice(&[1, 0, 0, 0, 1, 0x01, 0, 0, 0x02, 0x58]);
+    stale.extend_from_slice(&[7, 0, 0x81, 0x2d]);
+    stale.extend_from_slice(&[1, 0, 0, 0, 2, 1, 4]);
+    stale.extend_from_slice(&[2, 0, 4, 0]);
+    short(&mut stale, b"to the allow-listed peer");
+
+    // Raw datagrams: a Binding request, and ChannelData without an allocation.
+    let mut raw = vec![0, 0, 0];
+    let mut binding = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+    binding.extend_from_slice(&[7; 12]);
+    field(&mut raw, &binding);
+    raw.extend_from_slice(&[0, 1]);
+    field(&mut raw, &[0x40, 0x00, 0x00, 0x02, 0xaa, 0xbb]);
+
+    vec![
+        ("turn_core", "send", send),
+        ("turn_core", "channel", channel),
+        ("turn_core", "refresh_zero", refresh),
+        ("turn_core", "quota_expiry", quota),
+        ("turn_core", "stale_nonce", stale),
+        ("turn_core", "raw", raw),
+    ]
 }

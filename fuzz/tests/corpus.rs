@@ -51,3 +51,48 @@ fn write_seeds() {
         std::fs::write(dir.join(format!("seed-{file}")), data).expect("a written seed");
     }
 }
+
+/// The TURN scripts get past the long-term credential check (a NONCE from the 401, a valid
+/// MESSAGE-INTEGRITY): without that the fuzzer would only ever see the 401.
+#[test]
+fn the_turn_seeds_reach_the_authenticated_state_machine() {
+    let run = |file: &str| {
+        let (_, _, data) = seeds::all()
+            .into_iter()
+            .find(|(target, name, _)| *target == "turn_core" && *name == file)
+            .expect("a TURN seed");
+        switchboard_fuzz::turn_core::run(&data)
+    };
+    for file in ["send", "channel"] {
+        let r = run(file);
+        assert_eq!((r.allocated, r.permitted), (1, 1), "{file}: {r:?}");
+        assert_eq!((r.to_peer, r.to_client), (1, 1), "{file}: {r:?}");
+    }
+    let r = run("refresh_zero");
+    assert_eq!((r.allocated, r.deleted), (1, 1), "{r:?}");
+    let r = run("quota_expiry");
+    assert_eq!(r.allocated, 2, "{r:?}");
+    let r = run("stale_nonce");
+    assert_eq!((r.refreshed, r.permitted, r.to_peer), (1, 1, 1), "{r:?}");
+}
+
+/// How far a corpus gets into the TURN core, summed over its inputs:
+/// `TURN_CORPUS=dir cargo test --manifest-path fuzz/Cargo.toml -- --ignored --nocapture turn_reach`.
+#[test]
+#[ignore]
+fn turn_reach() {
+    let dir = std::env::var("TURN_CORPUS").map_or_else(|_| corpus("turn_core"), PathBuf::from);
+    let (mut inputs, mut sum) = (0, switchboard_fuzz::turn_core::Reached::default());
+    for entry in std::fs::read_dir(&dir).expect("a corpus directory") {
+        let data = std::fs::read(entry.expect("an entry").path()).expect("a readable input");
+        let r = switchboard_fuzz::turn_core::run(&data);
+        inputs += 1;
+        sum.allocated += r.allocated;
+        sum.permitted += r.permitted;
+        sum.refreshed += r.refreshed;
+        sum.deleted += r.deleted;
+        sum.to_peer += r.to_peer;
+        sum.to_client += r.to_client;
+    }
+    println!("{inputs} inputs in {}: {sum:?}", dir.display());
+}
