@@ -19,6 +19,9 @@ command -v tc >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # coturn: the external TURN server web/tests/turn.test.mjs relays through.
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# openssl makes the TURN-over-TLS tests' certificates; curl reads /metrics inside a namespace.
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # OpenSSL's headers and pkg-config: the `openssl` crate (WHIP/WHEP peers' DTLS) builds on them.
 for pkg in libssl-dev pkg-config; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
