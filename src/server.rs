@@ -288,5 +288,6 @@ fn session_limits(limits: &crate::config::Limits) -> SessionLimits {
         signal_queue_bytes: limits.signal_queue_bytes,
         signal_write_timeout: limits.signal_write_timeout,
         departure_timeout: limits.peer_departure_timeout,
+        token_refresh_interval: limits.token_refresh_interval,
     }
 }

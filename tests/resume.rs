@@ -168,3 +168,39 @@ async fn a_client_that_does_not_come_back_leaves_after_the_departure_timeout() {
         "too late to resume: rejoin ({first:?})"
     );
 }
+
+/// Waits for a RefreshToken and returns the token.
+async fn refreshed_token(client: &mut Client) -> String {
+    client
+        .expect("a RefreshToken", |r| match r {
+            Resp::RefreshToken(token) => Some(token.clone()),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connected_client_gets_fresh_tokens_it_can_resume_with() {
+    let server = Server::start_with(&["--limit", "token_refresh_interval=1s"]);
+    let room = "resume-token";
+    let token = support::token(room, "alice", &["--ttl", "30s"]);
+    let (mut alice, join) = Client::join(&server.ws, &token).await;
+    let sid = join.participant.unwrap().sid;
+
+    let fresh = refreshed_token(&mut alice).await;
+    let (old, new) = (support::jwt_payload(&token), support::jwt_payload(&fresh));
+    assert_eq!(new["sub"], "alice");
+    assert_eq!(new["video"]["room"], room);
+    assert!(
+        new["exp"].as_u64() > old["exp"].as_u64(),
+        "the fresh token lives longer: {old} → {new}"
+    );
+
+    // The fresh token resumes the session, and the resume brings another one at once.
+    drop(alice);
+    let (mut alice, first) = reconnect(&server, &fresh, &sid).await;
+    assert!(matches!(first, Resp::Reconnect(_)), "{first:?}");
+    let after_resume = refreshed_token(&mut alice).await;
+    assert_eq!(support::jwt_payload(&after_resume)["sub"], "alice");
+    alice.assert_alive().await;
+}

@@ -27,6 +27,9 @@ pub struct SessionLimits {
     /// How long a participant whose signaling was lost waits for its client to resume
     /// (`resume.rs`) before it leaves.
     pub departure_timeout: Duration,
+    /// How often a connected participant is sent a fresh join token (`RefreshToken`), so its
+    /// client can still resume once the token it joined with has expired.
+    pub token_refresh_interval: Duration,
 }
 
 impl Default for SessionLimits {
@@ -46,6 +49,7 @@ impl Default for SessionLimits {
             signal_queue_bytes: 4 * 1024 * 1024,
             signal_write_timeout: Duration::from_secs(10),
             departure_timeout: Duration::from_secs(20),
+            token_refresh_interval: Duration::from_secs(300),
         }
     }
 }

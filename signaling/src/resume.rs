@@ -216,6 +216,9 @@ impl Session {
             ..Default::default()
         };
         self.reply(ws, Resp::Reconnect(response)).await?;
+        // The token the client resumed with may be about to expire: the next resume needs
+        // a fresh one.
+        self.refresh_token(ws).await?;
         let held: VecDeque<Resp> = std::mem::take(&mut self.held);
         for response in held {
             self.reply(ws, response).await?;
@@ -230,6 +233,24 @@ impl Session {
 }
 
 impl Session {
+    /// Sends the client a fresh join token with its current grants, and schedules the next.
+    pub(crate) async fn refresh_token(&mut self, ws: &mut SignalSocket) -> Result<(), Ending> {
+        self.next_token_refresh =
+            tokio::time::Instant::now() + self.sig.limits.token_refresh_interval;
+        // A key removed since the join signs nothing more; the client keeps the token it has.
+        let Some(secret) = self.sig.keys.secret(&self.claims.iss) else {
+            return Ok(());
+        };
+        let claims = self.claims.refreshed(crate::token::now_secs());
+        match crate::token::issue(&self.claims.iss, secret, &claims) {
+            Ok(token) => self.reply(ws, Resp::RefreshToken(token)).await,
+            Err(e) => {
+                debug!(sid = %self.sid, "no refreshed token: {e}");
+                Ok(())
+            }
+        }
+    }
+
     /// What a resumed client believes: its subscriptions and the tracks it has disabled are
     /// applied again (they may have changed while it was away); the rest (its SDPs, the
     /// tracks it published, its data channels) is what this server kept for it.

@@ -83,6 +83,8 @@ pub(crate) struct Session {
     pub(crate) resume: Arc<ResumeSlot>,
     /// Responses for the client held while it is away.
     pub(crate) held: VecDeque<Resp>,
+    /// When the client is next sent a fresh join token.
+    pub(crate) next_token_refresh: tokio::time::Instant,
 }
 
 fn now_ms() -> i64 {
@@ -272,6 +274,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
         },
         resume,
         held: VecDeque::new(),
+        next_token_refresh: tokio::time::Instant::now() + sig.limits.token_refresh_interval,
     };
     let response = proto::JoinResponse {
         room: Some(joined.room),
@@ -385,6 +388,7 @@ impl Session {
                 _ = shutdown.changed() => {
                     return Err(Ending { reason: LeaveReason::ServerShutdown, notify: true, close: None });
                 }
+                _ = tokio::time::sleep_until(self.next_token_refresh) => self.refresh_token(ws).await?,
                 _ = tokio::time::sleep_until(silence_deadline) => {
                     return Err(Ending {
                         reason: LeaveReason::PingTimeout,

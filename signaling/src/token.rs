@@ -119,7 +119,28 @@ pub struct Claims {
     pub jti: Option<String>,
 }
 
+/// Shortest and longest lifetime of a refreshed join token.
+const REFRESHED_TTL: std::ops::RangeInclusive<u64> = 600..=6 * 3600;
+
 impl Claims {
+    /// The same grants, issued at `now` for as long as these claims were valid when issued
+    /// (10 minutes to 6 hours): what a connected participant's client gets to resume with
+    /// after its first token expired (`RefreshToken`).
+    pub fn refreshed(&self, now: u64) -> Claims {
+        let issued = self.iat.or(self.nbf).unwrap_or(now);
+        let ttl = self
+            .exp
+            .saturating_sub(issued)
+            .clamp(*REFRESHED_TTL.start(), *REFRESHED_TTL.end());
+        Claims {
+            exp: now.saturating_add(ttl),
+            nbf: Some(now),
+            iat: Some(now),
+            jti: None,
+            ..self.clone()
+        }
+    }
+
     /// Claims for joining `room` as `identity` for `ttl` from now, valid from now.
     pub fn for_join(
         api_key: impl Into<String>,

@@ -100,6 +100,10 @@ limits! {
     /// How long a participant whose media was connected may have none connected (ICE
     /// disconnected) before it is ended (leave reason `media_departure_timeout`).
     peer_departure_timeout: Duration = Duration::from_secs(20), duration;
+    /// How often a connected LiveKit participant is sent a fresh join token (RefreshToken)
+    /// with its current grants, so its client can resume after the token it joined with
+    /// expired.
+    token_refresh_interval: Duration = Duration::from_secs(300), duration;
     /// Most m-lines in a WHIP/WHEP offer or a LiveKit publisher offer (a subscriber answer
     /// may also have as many as our offer had); more are refused (400) before parsing.
     max_media_sections: u32 = 32, count;

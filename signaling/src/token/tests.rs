@@ -1,4 +1,22 @@
 use super::*;
+
+#[test]
+fn refreshed_claims_keep_the_grants_and_the_lifetime_from_now() {
+    let mut claims = Claims::for_join("k", "alice", "room", Duration::from_secs(3600));
+    claims.jti = Some("once".into());
+    let later = claims.exp + 100;
+    let fresh = claims.refreshed(later);
+    assert_eq!(fresh.sub, "alice");
+    assert_eq!(fresh.video.room, "room");
+    assert_eq!((fresh.iat, fresh.nbf), (Some(later), Some(later)));
+    assert_eq!(fresh.exp, later + 3600, "the same lifetime, from now");
+    assert_eq!(fresh.jti, None);
+    // A token minted for a minute is refreshed for ten; one for a week, for six hours.
+    let short = Claims::for_join("k", "a", "r", Duration::from_secs(60)).refreshed(later);
+    assert_eq!(short.exp - later, 600);
+    let long = Claims::for_join("k", "a", "r", Duration::from_secs(7 * 86400)).refreshed(later);
+    assert_eq!(long.exp - later, 6 * 3600);
+}
 use serde_json::{json, Value};
 
 const KEY: &str = "APIkeyOne";
