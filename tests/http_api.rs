@@ -107,21 +107,45 @@ async fn validate_accepts_good_tokens_and_explains_refusals() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 
+    // LiveKit's Rust core (its Python, Node and native SDKs) sends the token as a header.
+    let response = client
+        .get(&validate)
+        .bearer_auth(&good)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // A header and a query parameter: the header is the one read.
+    let response = client
+        .get(&validate)
+        .bearer_auth(&good)
+        .query(&[("access_token", "garbage")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
     for refused in refused_tokens() {
-        let mut request = client.get(&validate);
-        if !refused.token.is_empty() {
-            request = request.query(&[("access_token", refused.token.as_str())]);
+        for in_header in [false, true] {
+            let mut request = client.get(&validate);
+            if !refused.token.is_empty() {
+                request = if in_header {
+                    request.bearer_auth(&refused.token)
+                } else {
+                    request.query(&[("access_token", refused.token.as_str())])
+                };
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            let case = format!("{} (in the header: {in_header})", refused.case);
+            assert_eq!(status, refused.status, "{case}: body {body:?}");
+            assert!(
+                body.contains(refused.says),
+                "{case}: the body must mention {:?}: {body:?}",
+                refused.says
+            );
         }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let body = response.text().await.unwrap();
-        assert_eq!(status, refused.status, "{}: body {body:?}", refused.case);
-        assert!(
-            body.contains(refused.says),
-            "{}: the body must mention {:?}: {body:?}",
-            refused.case,
-            refused.says
-        );
     }
 }
 

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::credentials;
 use crate::rooms::JoinRefused;
 use crate::session::{self, JoinParams};
 use crate::token::Claims;
@@ -37,11 +38,15 @@ impl IntoResponse for Refusal {
 }
 
 /// Checks the join token and the room's capacity, exactly as the upgrade will.
-fn admit(sig: &Signaling, params: &HashMap<String, String>) -> Result<Claims, Refusal> {
-    let Some(raw) = params.get("access_token").filter(|t| !t.is_empty()) else {
+fn admit(
+    sig: &Signaling,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+) -> Result<Claims, Refusal> {
+    let Some(raw) = credentials::join_token(headers, params) else {
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
-            "no access_token: join with a token minted for this room".into(),
+            credentials::MISSING.into(),
         ));
     };
     let claims = sig.verify_join(raw).map_err(|e| {
@@ -71,7 +76,7 @@ async fn rtc(
     Query(params): Params,
     request: Request,
 ) -> Response {
-    let claims = match admit(&sig, &params) {
+    let claims = match admit(&sig, request.headers(), &params) {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
@@ -102,8 +107,12 @@ async fn rtc(
     accepted.response
 }
 
-async fn validate(State(sig): State<Arc<Signaling>>, Query(params): Params) -> Response {
-    match admit(&sig, &params) {
+async fn validate(
+    State(sig): State<Arc<Signaling>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    match admit(&sig, &headers, &params) {
         Ok(_) => text(StatusCode::OK, "success"),
         Err(refusal) => refusal.into_response(),
     }

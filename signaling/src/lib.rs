@@ -8,6 +8,7 @@ mod admin;
 #[cfg(any(test, feature = "bench"))]
 #[doc(hidden)]
 pub mod bench;
+mod credentials;
 mod data;
 pub mod events;
 mod frame;

@@ -25,6 +25,7 @@ use axum::routing::post;
 use axum::Router;
 use switchboard_sfu::{DtlsPeers, JoinOptions, PeerRole, SfuError};
 
+use crate::credentials;
 use crate::rooms::JoinRefused;
 use crate::token::Claims;
 use crate::Signaling;
@@ -53,28 +54,19 @@ impl Resources {
 /// Seconds a client is asked to wait before retrying a full room.
 const FULL_RETRY_AFTER_SECS: u64 = 5;
 
-fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "missing token",
-                "send the room token as `Authorization: Bearer <JWT>`",
-            )
-        })
-}
-
 /// Verifies the bearer token as a join token for its room.
-fn authenticate(sig: &Signaling, headers: &HeaderMap) -> Result<Claims, Problem> {
-    let raw = bearer(headers)?;
+fn authenticate(
+    sig: &Signaling,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Claims, Problem> {
+    let raw = credentials::join_token(headers, query).ok_or_else(|| {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token",
+            credentials::MISSING,
+        )
+    })?;
     let claims = sig.verify_join(raw).map_err(|e| {
         let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
         Problem::new(status, "token refused", e.to_string())
@@ -223,10 +215,14 @@ async fn start(
     sig: Arc<Signaling>,
     kind: Kind,
     headers: HeaderMap,
-    preferred: Option<String>,
+    query: HashMap<String, String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let claims = authenticate(&sig, &headers)?;
+    let claims = authenticate(&sig, &headers, &query)?;
+    let preferred = match kind {
+        Kind::Play => query.get("participant").filter(|p| !p.is_empty()).cloned(),
+        Kind::Publish => None,
+    };
     let allowed = match kind {
         Kind::Publish => claims.video.can_publish(),
         Kind::Play => claims.video.can_subscribe(),
@@ -291,11 +287,7 @@ async fn post_offer(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let preferred = match kind {
-        Kind::Play => query.get("participant").filter(|p| !p.is_empty()).cloned(),
-        Kind::Publish => None,
-    };
-    start(sig, kind, headers, preferred, body).await
+    start(sig, kind, headers, query, body).await
 }
 
 /// The resource a PATCH or DELETE names, if the caller's token is for it.
@@ -304,8 +296,9 @@ fn owned(
     kind: Kind,
     id: &str,
     headers: &HeaderMap,
+    query: &HashMap<String, String>,
 ) -> Result<Arc<Resource>, Problem> {
-    let claims = authenticate(sig, headers)?;
+    let claims = authenticate(sig, headers, query)?;
     let resource = sig.whip.get(kind, id).ok_or_else(|| {
         Problem::new(
             StatusCode::NOT_FOUND,
@@ -328,10 +321,11 @@ async fn patch(
     State(sig): State<Arc<Signaling>>,
     kind: Kind,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let resource = owned(&sig, kind, &id, &headers)?;
+    let resource = owned(&sig, kind, &id, &headers, &query)?;
     require_content_type(&headers, "application/trickle-ice-sdpfrag")?;
     if let Some(wanted) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
         if wanted.trim() != "*" && wanted.trim() != resource.etag() {
@@ -399,9 +393,10 @@ async fn delete(
     State(sig): State<Arc<Signaling>>,
     kind: Kind,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let resource = owned(&sig, kind, &id, &headers)?;
+    let resource = owned(&sig, kind, &id, &headers, &query)?;
     sig.whip.remove(&id);
     resource.end().await;
     Ok(StatusCode::OK.into_response())
