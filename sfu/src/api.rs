@@ -53,6 +53,9 @@ pub enum DtlsPeers {
 pub struct ExpectedTrack {
     /// The client's id for the track: the msid track id in its SDP offer.
     pub cid: String,
+    /// The cids of the track's codecs (simulcast codecs, a backup codec), which some SDKs
+    /// put in the msid instead of `cid`.
+    pub codec_cids: Vec<String>,
     /// The server-assigned `TR_…` sid.
     pub sid: String,
     pub kind: TrackKind,

@@ -158,6 +158,7 @@ impl ForwardRig {
                 participant: "PA_pub".into(),
                 track: ExpectedTrack {
                     cid: "bench-video".into(),
+                    codec_cids: Vec::new(),
                     sid: "TR_bench".into(),
                     kind: TrackKind::Video,
                     codec: Some("vp8".into()),

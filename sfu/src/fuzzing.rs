@@ -326,6 +326,7 @@ impl SdpRig {
                 participant: PUBLISHER.to_owned(),
                 track: ExpectedTrack {
                     cid: cid.to_owned(),
+                    codec_cids: Vec::new(),
                     sid: sid.to_owned(),
                     kind: if video {
                         TrackKind::Video

@@ -8,7 +8,7 @@ use str0m::rtp::RawPacket;
 use str0m::Event;
 use tracing::debug;
 
-use crate::api::{PeerEvent, PeerRole, TrackKind};
+use crate::api::{ExpectedTrack, PeerEvent, PeerRole, TrackKind};
 use crate::ids::TrackId;
 use crate::participant::Slot;
 use crate::published_track::{bit, PublishedTrack, Quality};
@@ -101,23 +101,21 @@ impl Worker {
             return;
         };
         let msid_track = media.track_id().to_owned();
-        let media_kind = media.kind();
-        // Clients announce by msid track id; WHIP publishers, whose offers may carry no msid,
-        // are announced by mid.
-        let mid_name = mid.to_string();
-        let Some(pos) = part
-            .expected
+        let kind = match media.kind() {
+            MediaKind::Audio => TrackKind::Audio,
+            MediaKind::Video => TrackKind::Video,
+        };
+        let bound = part
+            .tracks
             .iter()
-            .position(|t| t.cid == msid_track || t.cid == mid_name)
+            .flatten()
+            .any(|t| t.cid == msid_track || t.codec_cids.contains(&msid_track));
+        let Some(pos) = match_pending(&part.expected, &msid_track, &mid.to_string(), kind, bound)
         else {
             debug!(participant = %part.key, %mid, msid_track, "media without an announced track");
             return;
         };
         let expected = part.expected.remove(pos);
-        let kind = match media_kind {
-            MediaKind::Audio => TrackKind::Audio,
-            MediaKind::Video => TrackKind::Video,
-        };
         let track = PublishedTrack::new(expected, kind, mid);
         let index = match part.tracks.iter().position(Option::is_none) {
             Some(i) => {
@@ -259,5 +257,94 @@ impl KeyframeWant {
             track,
             layers: bit(quality),
         }
+    }
+}
+
+/// Which announced track a new publisher m-line carries, as LiveKit's server decides it:
+/// the track whose cid is the m-line's msid track id (or, for WHIP, its mid); else the one
+/// with a codec of that cid (a simulcast or backup codec); else, because LiveKit's native
+/// SDKs put their own WebRTC track id in the msid, the oldest pending track of the same
+/// kind. `already_bound` says the msid names a track that is already published: then the
+/// m-line is a second one for that track (a backup codec) and takes no pending track.
+pub(crate) fn match_pending(
+    pending: &[ExpectedTrack],
+    msid_track: &str,
+    mid: &str,
+    kind: TrackKind,
+    already_bound: bool,
+) -> Option<usize> {
+    pending
+        .iter()
+        .position(|t| t.cid == msid_track || t.cid == mid)
+        .or_else(|| {
+            pending
+                .iter()
+                .position(|t| t.codec_cids.iter().any(|c| c == msid_track))
+        })
+        .or_else(|| {
+            (!already_bound && !msid_track.is_empty())
+                .then(|| pending.iter().position(|t| t.kind == kind))
+                .flatten()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(cid: &str, codec_cids: &[&str], kind: TrackKind) -> ExpectedTrack {
+        ExpectedTrack {
+            cid: cid.into(),
+            codec_cids: codec_cids.iter().map(|c| (*c).to_owned()).collect(),
+            sid: format!("TR_{cid}"),
+            kind,
+            codec: None,
+            screen: false,
+            layers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_cid_wins_then_a_codec_cid_then_the_oldest_of_the_kind() {
+        let list = [
+            pending("mic", &[], TrackKind::Audio),
+            pending("cam", &["cam-vp9", "cam-vp8"], TrackKind::Video),
+            pending("screen", &[], TrackKind::Video),
+        ];
+        let video = TrackKind::Video;
+        assert_eq!(match_pending(&list, "screen", "3", video, false), Some(2));
+        assert_eq!(match_pending(&list, "cam-vp8", "3", video, false), Some(1));
+        // A native SDK's own track id: the oldest pending video track.
+        assert_eq!(
+            match_pending(&list, "webrtc-track-7", "3", video, false),
+            Some(1)
+        );
+        assert_eq!(
+            match_pending(&list, "webrtc-track-8", "4", TrackKind::Audio, false),
+            Some(0)
+        );
+        // WHIP announces by mid.
+        let whip = [pending("0", &[], TrackKind::Audio)];
+        assert_eq!(
+            match_pending(&whip, "", "0", TrackKind::Audio, false),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn nothing_of_the_kind_pending_or_a_second_m_line_of_a_bound_track_matches_nothing() {
+        let list = [pending("mic", &[], TrackKind::Audio)];
+        assert_eq!(
+            match_pending(&list, "x", "1", TrackKind::Video, false),
+            None
+        );
+        assert_eq!(
+            match_pending(&list, "cam", "2", TrackKind::Audio, true),
+            None
+        );
+        assert_eq!(
+            match_pending(&[], "cam", "0", TrackKind::Video, false),
+            None
+        );
     }
 }

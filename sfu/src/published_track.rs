@@ -142,6 +142,8 @@ pub(crate) struct PublishedTrack {
     pub sid: String,
     /// The client's track id (msid) and the codec it asked for.
     pub cid: String,
+    /// The cids of its codecs, which a second m-line for it (a backup codec) carries.
+    pub codec_cids: Vec<String>,
     pub codec: Option<String>,
     pub kind: TrackKind,
     pub mid: Mid,
@@ -182,6 +184,7 @@ impl PublishedTrack {
         Self {
             sid: expected.sid,
             cid: expected.cid,
+            codec_cids: expected.codec_cids,
             codec: expected.codec,
             kind,
             mid,
@@ -388,6 +391,7 @@ mod tests {
         };
         let expected = ExpectedTrack {
             cid: "cam".into(),
+            codec_cids: Vec::new(),
             sid: "TR_v".into(),
             kind: TrackKind::Video,
             codec: None,

@@ -123,6 +123,12 @@ pub(crate) fn add_track(session: &mut Session, request: proto::AddTrackRequest) 
     }
     let _ = session.media.expect_track(ExpectedTrack {
         cid: request.cid.clone(),
+        codec_cids: request
+            .simulcast_codecs
+            .iter()
+            .filter(|c| !c.cid.is_empty() && c.cid != request.cid)
+            .map(|c| c.cid.clone())
+            .collect(),
         sid: sid.clone(),
         kind,
         // The codec the publisher's answer puts first. Audio goes as RED (Opus with the

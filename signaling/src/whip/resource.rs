@@ -217,6 +217,7 @@ fn announce_tracks(
         };
         let _ = media.expect_track(ExpectedTrack {
             cid: cid.clone(),
+            codec_cids: Vec::new(),
             sid: track_sid.clone(),
             kind: m.kind,
             codec: Some(codec.to_owned()),
