@@ -7,7 +7,7 @@ use switchboard_sfu::PeerEvent;
 use tracing::{debug, info};
 
 use crate::events::LeaveReason;
-use crate::session::{join_latency, Ending, Session};
+use crate::session::{join_latency, Ending, Session, MEDIA_CLOSE_GRACE};
 use crate::{data, publish, room_signals, subscribe};
 
 impl Session {
@@ -66,15 +66,15 @@ impl Session {
                 return Ok(None);
             }
             PeerEvent::MediaDisconnected { role, reason } => {
-                // The media plane dropped this participant's peer (a fatal DTLS/ICE error, or
-                // a fault isolated to it): without media the session is hollow, so end it and
-                // let the client rejoin.
+                // The media plane dropped this participant's peer (a closed or failed
+                // DTLS/ICE connection, or a fault isolated to it): without media the session
+                // is hollow. It ends after MEDIA_CLOSE_GRACE unless the client's Leave or
+                // socket close says it is leaving.
                 info!(participant = %self.sid, ?role, "media connection lost: {reason}");
-                return Err(Ending {
-                    reason: LeaveReason::MediaFailure,
-                    notify: true,
-                    close: None,
-                });
+                if self.media_lost_until.is_none() {
+                    self.media_lost_until = Some(tokio::time::Instant::now() + MEDIA_CLOSE_GRACE);
+                }
+                return Ok(None);
             }
             PeerEvent::MediaTimedOut { cause } => {
                 // Its media never connected, or has been gone for the departure timeout

@@ -175,6 +175,11 @@ impl Session {
                 resume = slot.wait() => return Ok(resume),
                 reason = room_rx.leave_requested() => return Err(quiet(reason)),
                 Some(event) = peer_events.recv() => match self.peer_event(event) {
+                    // Its socket gone and now its PeerConnection closed: the client is not
+                    // coming back to this session (a resume keeps its PeerConnections).
+                    _ if self.media_lost_until.is_some() => {
+                        return Err(quiet(LeaveReason::ClientInitiated));
+                    }
                     Ok(Some(response)) => self.hold(response),
                     Ok(None) => {}
                     Err(ending) => return Err(quiet(ending.reason)),

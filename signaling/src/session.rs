@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use livekit_protocol as proto;
 use prost::Message as _;
@@ -85,6 +85,24 @@ pub(crate) struct Session {
     pub(crate) held: VecDeque<Resp>,
     /// When the client is next sent a fresh join token.
     pub(crate) next_token_refresh: tokio::time::Instant,
+    /// The media plane lost a peer: the session ends as a media failure at this instant
+    /// unless the client says it is leaving first (`MEDIA_CLOSE_GRACE`).
+    pub(crate) media_lost_until: Option<tokio::time::Instant>,
+}
+
+/// How long a session outlives its lost media connection waiting for the client's Leave or
+/// socket close. LiveKit's Rust core (its Python, Node and native SDKs) closes its
+/// PeerConnections before its signal socket when it disconnects, so a clean close looks
+/// like a lost peer for a few milliseconds; it is recorded as the client's leave, not as
+/// a media failure.
+pub(crate) const MEDIA_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn now_ms() -> i64 {
@@ -275,6 +293,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
         resume,
         held: VecDeque::new(),
         next_token_refresh: tokio::time::Instant::now() + sig.limits.token_refresh_interval,
+        media_lost_until: None,
     };
     let response = proto::JoinResponse {
         room: Some(joined.room),
@@ -350,7 +369,7 @@ impl Session {
                         Some(Err(e)) if websocket::is_too_big(&e) => {
                             return Err(protocol_error(CLOSE_TOO_BIG, &format!("a message larger than {} bytes was sent; signaling messages are far smaller", websocket::MAX_MESSAGE)));
                         }
-                        Some(Err(_)) | None => return Err(Ending::signal_closed()),
+                        Some(Err(_)) | None => return Err(self.socket_closed()),
                     };
                     self.last_heard = Instant::now();
                     if let Some(ending) = self.handle_frame(ws, frame).await {
@@ -389,6 +408,9 @@ impl Session {
                     return Err(Ending { reason: LeaveReason::ServerShutdown, notify: true, close: None });
                 }
                 _ = tokio::time::sleep_until(self.next_token_refresh) => self.refresh_token(ws).await?,
+                _ = sleep_until_some(self.media_lost_until) => {
+                    return Err(Ending { reason: LeaveReason::MediaFailure, notify: true, close: None });
+                }
                 _ = tokio::time::sleep_until(silence_deadline) => {
                     return Err(Ending {
                         reason: LeaveReason::PingTimeout,
@@ -413,7 +435,7 @@ impl Session {
                 });
             }
             Message::Binary(bytes) => bytes,
-            Message::Close(_) => return Some(Ending::signal_closed()),
+            Message::Close(_) => return Some(self.socket_closed()),
             // Raw frames are only ever sent; tungstenite reads whole messages.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
             Message::Text(_) => {
@@ -471,12 +493,13 @@ impl Session {
             Req::Mute(mute) => publish::mute(self, &mute),
             Req::Subscription(update) => subscribe::update_subscription(self, update),
             Req::TrackSetting(update) => subscribe::update_track_settings(self, update),
-            Req::Leave(_) => {
+            Req::Leave(leave) => {
+                debug!(sid = %self.sid, ?leave, "leave requested");
                 return Err(Ending {
                     reason: LeaveReason::ClientInitiated,
                     notify: false,
                     close: None,
-                })
+                });
             }
             Req::Ping(timestamp) => self.reply(ws, Resp::Pong(timestamp)).await?,
             Req::PingReq(ping) => {
@@ -495,6 +518,19 @@ impl Session {
             other => debug!(sid = %self.sid, "ignored signal request: {other:?}"),
         }
         Ok(())
+    }
+
+    /// The client's socket closed. After its media connection closed too, the client has
+    /// left (it cannot resume without a PeerConnection); otherwise it may come back.
+    fn socket_closed(&self) -> Ending {
+        if self.media_lost_until.is_some() {
+            Ending {
+                reason: LeaveReason::ClientInitiated,
+                ..Ending::signal_closed()
+            }
+        } else {
+            Ending::signal_closed()
+        }
     }
 
     pub(crate) async fn reply(&self, ws: &mut SignalSocket, message: Resp) -> Result<(), Ending> {
