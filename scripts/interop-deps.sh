@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the WHIP/WHEP interop tests (web/tests/interop.test.mjs, tests/interop/) need:
-#   - .venv-interop/: a venv of Debian's /usr/bin/python3 with aiortc (tests/interop/requirements.txt)
+# Installs what the interop tests (web/tests/interop.test.mjs, sdk-python.test.mjs, tests/interop/) need:
+#   - .venv-interop/: a venv of Debian's /usr/bin/python3 with aiortc and LiveKit's Python SDKs
+#     (tests/interop/requirements.txt)
 #   - Debian's GStreamer webrtcbin with its Python bindings (run with /usr/bin/python3, not the venv)
 # Idempotent: when everything is present it only checks and exits within a second or two.
 set -euo pipefail
@@ -28,7 +29,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The venv with aiortc; re-installed when requirements.txt changes.
+# The venv; re-installed when requirements.txt changes.
 stamp="$VENV/.requirements.sha256"
 want=$(sha256sum "$REQ" | cut -d' ' -f1)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
@@ -41,6 +42,8 @@ fi
 # Check that both stacks import (fails loudly, never silently).
 "$VENV/bin/python" -c 'import aiortc, av' \
   || { echo "interop-deps: aiortc does not import from $VENV" >&2; exit 1; }
+"$VENV/bin/python" -c 'from livekit import api, rtc' \
+  || { echo "interop-deps: LiveKit's Python SDK does not import from $VENV" >&2; exit 1; }
 "$SYS_PY" - <<'PY' || { echo "interop-deps: GStreamer webrtcbin is not usable from $SYS_PY" >&2; exit 1; }
 import gi
 gi.require_version('Gst', '1.0'); gi.require_version('GstWebRTC', '1.0'); gi.require_version('GstSdp', '1.0')

@@ -4,34 +4,21 @@
 // The clients live in tests/interop/; scripts/interop-deps.sh installs what they need (a venv
 // with aiortc, Debian's GStreamer) and is run here first: a missing dependency fails the run.
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import { AccessToken } from 'livekit-server-sdk';
 import { launchBrowser } from './support/browser.mjs';
-import { REPO_ROOT, startServer } from './support/server.mjs';
+import { INTEROP, INTEROP_PY as AIORTC_PY, ensureInteropDeps } from './support/interop.mjs';
+import { jsonlProcess } from './support/jsonl-process.mjs';
+import { startServer } from './support/server.mjs';
 
-const run = promisify(execFile);
-const INTEROP = join(REPO_ROOT, 'tests/interop');
-const AIORTC_PY = join(REPO_ROOT, '.venv-interop/bin/python');
 /** GStreamer's Python bindings are Debian's: run with Debian's Python, not the venv's. */
 const SYSTEM_PY = '/usr/bin/python3';
 const JOIN_MS = 20_000;
 
 let browser;
-before(async () => {
-  try {
-    const { stdout } = await run('bash', [join(REPO_ROOT, 'scripts/interop-deps.sh')],
-      { timeout: 15 * 60_000, maxBuffer: 16 << 20 });
-    process.stderr.write(stdout);
-  } catch (e) {
-    throw new Error('the interop dependencies are missing and scripts/interop-deps.sh could not install them '
-      + `(a venv with aiortc at .venv-interop/, Debian's GStreamer): ${e.message}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
-  }
-}, { timeout: 15 * 60_000 });
+before(ensureInteropDeps, { timeout: 15 * 60_000 });
 after(async () => { await browser?.close(); });
 
 async function chromium() {
@@ -47,67 +34,8 @@ async function token(room, identity, { publish = false, subscribe = false } = {}
   return at.toJwt();
 }
 
-/**
- * Runs one of the Python clients. Each prints one JSON object per line ({event, …}); they are
- * collected in `events`. `waitFor(name)` resolves with the first such event; `stop()` asks a
- * publisher to end (a "stop" line on stdin: it DELETEs its session) and resolves with its exit.
- */
-function client(label, python, script, args) {
-  const proc = spawn(python, [join(INTEROP, script), ...args], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, PYTHONUNBUFFERED: '1' },
-  });
-  const events = [];
-  const stderr = [];
-  const waiters = [];
-  const settle = () => {
-    for (const w of [...waiters]) {
-      const hit = events.find((e) => e.event === w.name);
-      const err = events.find((e) => e.event === 'error');
-      if (hit) w.resolve(hit);
-      else if (err) w.reject(new Error(`${label}: ${err.message}`));
-      else if (exit) w.reject(new Error(`${label} exited (${JSON.stringify(exit)}) before "${w.name}"`));
-      else continue;
-      waiters.splice(waiters.indexOf(w), 1);
-    }
-  };
-  let exit = null;
-  const exited = new Promise((res) => proc.once('close', (code, signal) => { exit = { code, signal }; settle(); res(exit); }));
-  createInterface({ input: proc.stdout }).on('line', (line) => {
-    try { events.push(JSON.parse(line)); } catch { stderr.push(`(stdout) ${line}`); }
-    settle();
-  });
-  createInterface({ input: proc.stderr }).on('line', (line) => {
-    stderr.push(line);
-    if (stderr.length > 200) stderr.shift();
-  });
-  proc.stdin.on('error', () => {});
-  return {
-    label,
-    events,
-    get exit() { return exit; },
-    exited,
-    waitFor(name, timeoutMs = 20_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${label}: no "${name}" within ${timeoutMs / 1000}s`)), timeoutMs);
-        waiters.push({ name, resolve: (v) => { clearTimeout(timer); resolve(v); }, reject: (e) => { clearTimeout(timer); reject(e); } });
-        settle();
-      });
-    },
-    event(name) { return events.find((e) => e.event === name); },
-    async stop(graceMs = 10_000) {
-      if (!exit) proc.stdin.end('stop\n');
-      const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
-      await exited;
-      clearTimeout(timer);
-      return exit;
-    },
-    describe() {
-      return [`--- ${label} (${exit ? `exited ${JSON.stringify(exit)}` : `running, pid ${proc.pid}`}) ---`,
-        ...events.map((e) => JSON.stringify(e)), '(stderr)', ...stderr.slice(-40)].join('\n');
-    },
-  };
-}
+/** Runs one of the Python clients (support/jsonl-process.mjs). */
+const client = (label, python, script, args) => jsonlProcess(label, python, [join(INTEROP, script), ...args]);
 
 const aiortc = (label, mode, server, tok, extra = []) => client(label, AIORTC_PY, 'aiortc_client.py',
   [mode, '--url', server.url, '--token', tok, ...extra]);

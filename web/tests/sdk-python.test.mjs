@@ -1,0 +1,149 @@
+// LiveKit's Python SDK (`livekit`: its Rust core through FFI, the core of LiveKit's Node,
+// Unity and native SDKs and of LiveKit Agents) against Switchboard, unmodified: it sends its
+// token as `Authorization: Bearer`, names its published m-lines with its own WebRTC track
+// ids, and closes its PeerConnections before its signal socket. The participants live in
+// tests/interop/livekit_peers.py; their tokens are minted with LiveKit's `livekit-api`.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { AccessToken } from 'livekit-server-sdk';
+import { launchBrowser } from './support/browser.mjs';
+import { INTEROP, INTEROP_PY, ensureInteropDeps } from './support/interop.mjs';
+import { jsonlProcess } from './support/jsonl-process.mjs';
+import { startServer } from './support/server.mjs';
+
+const KEYS = { LIVEKIT_API_KEY: 'devkey', LIVEKIT_API_SECRET: 'secret' };
+/** The colour and pitch livekit_peers.py publishes. */
+const COLOUR = [200, 40, 120];
+const TONE_HZ = 440;
+
+let browser;
+before(ensureInteropDeps, { timeout: 15 * 60_000 });
+after(async () => { await browser?.close(); });
+
+const roomId = (what) => `py-${what}-${randomBytes(4).toString('hex')}`;
+const wsUrl = (server) => server.url.replace(/^http/, 'ws');
+const python = (label, args) => jsonlProcess(label, INTEROP_PY, [join(INTEROP, 'livekit_peers.py'), ...args], { env: KEYS });
+
+/** Runs `body` against a fresh server; on failure prints the server log and the peers' output. */
+async function withServer(body) {
+  const server = await startServer();
+  const procs = [];
+  const pages = [];
+  try {
+    await body(server, procs, pages);
+  } catch (err) {
+    console.error(server.logTail(80));
+    for (const p of procs) console.error(p.describe());
+    for (const page of pages) console.error(await page.describe(`sdk-python-${page.label}`));
+    throw err;
+  } finally {
+    for (const p of procs) if (!p.exit) await p.stop(5_000);
+    for (const page of pages) await page.close();
+    await server.stop();
+  }
+}
+
+function assertColour(centre, what) {
+  for (const [i, want] of COLOUR.entries()) {
+    assert.ok(Math.abs(centre[i] - want) <= 12, `${what}: decoded centre pixel ${centre}, published ${COLOUR}`);
+  }
+}
+
+/**
+ * Polls the room's recorded event log until `count` participants have left; returns the
+ * leave reasons by identity. (The record is written asynchronously, after the leave.)
+ */
+async function leaveReasons(server, room, count, timeoutMs = 15_000) {
+  const admin = new AccessToken('devkey', 'secret', { identity: 'ops' });
+  admin.addGrant({ room, roomAdmin: true, roomList: true });
+  const headers = { authorization: `Bearer ${await admin.toJwt()}` };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const resp = await fetch(`${server.url}/v1/rooms/${room}/events?limit=1000`, { headers });
+    const events = resp.status === 200 ? (await resp.json()).events : [];
+    const left = events.filter((e) => e.kind === 'participant_left');
+    if (left.length >= count) {
+      return Object.fromEntries(left.map((e) => [e.payload.participant.identity, e.payload.participant.leave_reason]));
+    }
+    if (Date.now() > deadline) throw new Error(`${left.length} of ${count} leaves recorded in ${room} (HTTP ${resp.status})`);
+    await new Promise((res) => { setTimeout(res, 200); });
+  }
+}
+
+test('two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream', { timeout: 120_000 }, () => withServer(async (server, procs) => {
+  const room = roomId('pair');
+  const pair = python('python-pair', ['pair', wsUrl(server), room]);
+  procs.push(pair);
+  const result = await pair.waitFor('result', 90_000);
+  assert.equal((await pair.exited).code, 0, 'the pair script exits cleanly');
+  const { bob, alice } = result;
+
+  // Media: bob decodes alice's camera (the colour survives) and hears her tone.
+  assert.equal(bob.video.from, 'alice');
+  assert.ok(bob.video.frames >= 30, `decoded ${bob.video.frames} frames`);
+  assert.deepEqual([bob.video.width, bob.video.height], [320, 240]);
+  assertColour(bob.video.centre, 'alice → bob');
+  assert.ok(bob.audio.peak > 6000, `audio peak ${bob.audio.peak} (published at 12000)`);
+  assert.ok(Math.abs(bob.audio.pitch_hz - TONE_HZ) <= 15, `heard ${bob.audio.pitch_hz} Hz, published ${TONE_HZ} Hz`);
+
+  // Data: the server stamps the sender; an addressed packet reaches only those it names.
+  assert.deepEqual(bob.data, [
+    { from: 'alice', topic: 'chat', reliable: true, payload: 'reliable hello' },
+    { from: 'alice', topic: 'direct', reliable: true, payload: 'only for bob' },
+  ]);
+  assert.deepEqual(alice.data, [{ from: 'bob', topic: 'telemetry', reliable: false, payload: 'lossy back' }]);
+  assert.deepEqual(bob.text, { from: 'alice', topic: 'notes', text: 'a text stream' });
+  // RPC both ways: an answer, and an application error with its code.
+  assert.equal(alice.rpc, 'hello alice, you said hi');
+  assert.deepEqual(bob.rpc_error, { code: 1500, message: 'refused on purpose' });
+
+  // Both left cleanly: recorded as the client's own leave, not as a media failure (the SDK
+  // closes its PeerConnections before its signal socket).
+  assert.deepEqual(await leaveReasons(server, room, 2), { alice: 'CLIENT_INITIATED', bob: 'CLIENT_INITIATED' });
+}));
+
+test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat and call each other', { timeout: 150_000 }, () => withServer(async (server, procs, pages) => {
+  const room = roomId('browser');
+  browser ??= await launchBrowser();
+  const page = await browser.openDemo('browser');
+  pages.push(page);
+  const at = new AccessToken('devkey', 'secret', { identity: 'browser' });
+  at.addGrant({ room, roomJoin: true });
+  await page.open(server.url, { url: wsUrl(server), token: await at.toJwt(), autojoin: '1' });
+  await page.joined(20_000);
+
+  const py = python('python-peer', ['peer', wsUrl(server), room, 'py']);
+  procs.push(py);
+  await py.waitFor('joined', 30_000);
+
+  // The browser decodes the Python camera at its size, and receives its audio.
+  const stats = await page.mediaFrom(['py'], 30_000);
+  assert.equal(stats.py.frameWidth, 320, `frame width ${stats.py.frameWidth}`);
+  // The Python participant decodes the browser's camera and hears its fake microphone.
+  const video = await py.waitFor('video', 30_000);
+  assert.equal(video.from, 'browser');
+  assert.ok(video.frames >= 30 && video.width > 0, JSON.stringify(video));
+  const audio = await py.waitFor('audio', 30_000);
+  assert.equal(audio.from, 'browser');
+  assert.ok(audio.peak > 0, `the browser's audio was silent: ${JSON.stringify(audio)}`);
+
+  // Chat both ways on the demo page's topic.
+  await py.waitFor('chat_sent');
+  await page.until('the Python chat message arrives', () => window.demo.chat.some((m) => m.from === 'py'));
+  assert.deepEqual(await page.page.evaluate(() => window.demo.chat.find((m) => m.from === 'py').text), 'hello from py');
+  await page.page.evaluate(() => window.demo.room.localParticipant.publishData(
+    new TextEncoder().encode('hello from the browser'), { reliable: true, topic: 'chat' }));
+  const chat = await py.waitFor('chat');
+  assert.deepEqual([chat.from, chat.payload], ['browser', 'hello from the browser']);
+
+  // livekit-client's RPC to a method the Python SDK registered: the server set the caller.
+  const answer = await page.page.evaluate(() => window.demo.room.localParticipant.performRpc(
+    { destinationIdentity: 'py', method: 'whoami', payload: 'ping' }));
+  assert.deepEqual(JSON.parse(answer), { caller: 'browser', callee: 'py', payload: 'ping' });
+
+  await py.stop();
+  assert.equal(py.exit.code, 0, py.event('error')?.message);
+  await page.until('the Python participant leaves', () => !window.demo.room.remoteParticipants.has('py'), null, 15_000);
+}));
