@@ -144,6 +144,13 @@ pub enum PeerEvent {
         track_sid: String,
         paused: bool,
     },
+    /// This participant may not (`allowed` false) or now may receive track `track_sid` of
+    /// participant `publisher` (its key), under that publisher's subscribe permission.
+    SubscriptionPermission {
+        publisher: String,
+        track_sid: String,
+        allowed: bool,
+    },
     /// A data-channel message from this participant, to be checked and relayed by signaling.
     Data {
         reliable: bool,
@@ -261,6 +268,10 @@ pub(crate) enum Command {
         participant: String,
         track_sids: Vec<String>,
         subscribe: bool,
+    },
+    SetSubscribePermission {
+        participant: String,
+        permission: Option<crate::permissions::SubscribePermission>,
     },
     TrackSettings {
         participant: String,

@@ -58,6 +58,10 @@ impl Worker {
                 track_sids,
                 subscribe,
             } => self.set_subscriptions(&participant, &track_sids, subscribe),
+            Command::SetSubscribePermission {
+                participant,
+                permission,
+            } => self.set_subscribe_permission(&participant, permission),
             Command::SendData {
                 to,
                 reliable,
@@ -161,6 +165,7 @@ impl Worker {
             subscriber,
             expected: Vec::new(),
             tracks: Vec::new(),
+            permission: None,
             ssrc_tracks: Vec::new(),
             down_tracks: Vec::new(),
             // Our offers carry transport-wide feedback when estimation is on: until the
@@ -476,6 +481,13 @@ impl Worker {
         }
         let mut touched: Vec<Slot> = self.rooms.get(&part.room).cloned().unwrap_or_default();
         touched.retain(|s| *s != slot);
+        for &publisher in &touched {
+            if let Some(other) = self.parts[publisher].as_mut() {
+                for track in other.tracks.iter_mut().flatten() {
+                    track.denied.retain(|k| *k != part.key);
+                }
+            }
+        }
         for sub in touched {
             self.renegotiate_later(sub);
         }

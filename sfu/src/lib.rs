@@ -32,6 +32,7 @@ mod liveness;
 mod media;
 mod metrics;
 mod participant;
+mod permissions;
 mod published_track;
 mod quality;
 mod red;
@@ -70,6 +71,7 @@ pub use api::{
 };
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
 pub use ice_tcp::{DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_ADDRESS};
+pub use permissions::{AllowedSubscriber, SubscribePermission};
 pub use speakers::Speaker;
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
@@ -492,6 +494,17 @@ impl ParticipantHandle {
             participant: self.participant.clone(),
             sid,
             muted,
+        })
+    }
+
+    /// Sets whom this participant lets subscribe to its tracks (`None`: everyone).
+    pub fn set_subscribe_permission(
+        &self,
+        permission: Option<SubscribePermission>,
+    ) -> Result<(), SfuError> {
+        self.send(Command::SetSubscribePermission {
+            participant: self.participant.clone(),
+            permission,
         })
     }
 

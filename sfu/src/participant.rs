@@ -105,6 +105,8 @@ pub(crate) struct Participant {
     pub expected: Vec<ExpectedTrack>,
     /// Published tracks; `None` slots keep the ids subscribers hold stable.
     pub tracks: Vec<Option<PublishedTrack>>,
+    /// Whom it lets subscribe to its tracks; `None`: everyone (`permissions.rs`).
+    pub permission: Option<crate::permissions::SubscribePermission>,
     /// (SSRC, index into `tracks`), learned from the first packet of each stream. A few
     /// entries (tracks × simulcast layers): a scan beats hashing on every packet.
     pub ssrc_tracks: Vec<(u32, usize)>,

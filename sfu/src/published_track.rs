@@ -167,6 +167,9 @@ pub(crate) struct PublishedTrack {
     /// RED payload type maps to the codec it wraps, whose `red()` it is).
     pub payloads: Vec<(Pt, PayloadParams)>,
     pub down_tracks: Vec<DownTrackId>,
+    /// Keys of participants that want this track and may not have it (`permissions.rs`):
+    /// at most one per member of the room, forgotten when they leave.
+    pub denied: Vec<String>,
     /// How loud it is (audio tracks; `speakers.rs`).
     pub audio_level: Option<crate::speakers::AudioLevel>,
     /// What its publisher was told to send (`dynacast.rs`).
@@ -198,6 +201,7 @@ impl PublishedTrack {
             wanted: 0,
             payloads: Vec::new(),
             down_tracks: Vec::new(),
+            denied: Vec::new(),
             audio_level: (kind == TrackKind::Audio).then(Default::default),
             dynacast: Default::default(),
             keyframes: KeyframeThrottle::default(),

@@ -56,6 +56,13 @@ impl Worker {
         if subscriber.is_subscribed_to(source) {
             return;
         }
+        if !self.may_subscribe(sub, source) {
+            self.deny(sub, source);
+            return;
+        }
+        let Some(subscriber) = self.parts[sub].as_mut() else {
+            return;
+        };
         let index =
             subscriber.add_down_track(DownTrack::new(track_sid, publisher_key, source, kind));
         if let Some(track) = self.published_mut(source) {
@@ -89,6 +96,7 @@ impl Worker {
                         self.subscribe(slot, source);
                     }
                 } else {
+                    self.forget_denied(slot, source);
                     self.unsubscribe(slot, source);
                 }
             }
