@@ -22,6 +22,7 @@ pub mod names;
 mod outbox;
 mod peer_events;
 mod publish;
+mod requests;
 mod resume;
 mod revocations;
 mod room_signals;

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use crate::events::LeaveReason;
 use crate::session::{join_latency, Ending, Session, MEDIA_CLOSE_GRACE};
-use crate::{data, publish, room_signals, subscribe};
+use crate::{data, publish, requests, room_signals, subscribe};
 
 impl Session {
     /// Handles an event of the media plane; returns what to tell the client, if anything.
@@ -61,6 +61,11 @@ impl Session {
                 }
                 return Ok(None);
             }
+            PeerEvent::SubscriptionPermission {
+                publisher,
+                track_sid,
+                allowed,
+            } => requests::permission_update(publisher, track_sid, allowed),
             PeerEvent::Data { reliable, payload } => {
                 data::relay(self, reliable, &payload);
                 return Ok(None);

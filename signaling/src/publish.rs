@@ -259,8 +259,14 @@ pub(crate) fn update_own_metadata(
     update: proto::UpdateParticipantMetadata,
 ) -> Option<Resp> {
     if session.claims.video.can_update_own_metadata != Some(true) {
-        debug!(participant = %session.sid, "metadata update refused: no canUpdateOwnMetadata");
-        return None;
+        return Some(refuse_request(
+            session,
+            proto::request_response::Reason::NotAllowed,
+            "the token does not allow updating your own metadata, name or attributes \
+             (canUpdateOwnMetadata is false)"
+                .to_owned(),
+            proto::request_response::Request::UpdateMetadata(update),
+        ));
     }
     let limits = &session.sig.limits;
     let changes = update.clone();

@@ -21,7 +21,7 @@ use crate::resume::{Resume, ResumeSlot, Step};
 use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
-use crate::{ids, publish, subscribe, Signaling};
+use crate::{ids, publish, requests, subscribe, Signaling};
 
 /// Close code for a frame we could not understand (RFC 6455 "unsupported data").
 const CLOSE_UNSUPPORTED: u16 = 1003;
@@ -515,7 +515,57 @@ impl Session {
                     self.reply(ws, refusal).await?;
                 }
             }
-            other => debug!(sid = %self.sid, "ignored signal request: {other:?}"),
+            Req::SubscriptionPermission(permission) => {
+                if let Some(refusal) = requests::subscription_permission(self, permission) {
+                    self.reply(ws, refusal).await?;
+                }
+            }
+            Req::UpdateAudioTrack(update) => {
+                if let Some(refusal) = requests::update_local_audio_track(self, update) {
+                    self.reply(ws, refusal).await?;
+                }
+            }
+            Req::UpdateVideoTrack(update) => {
+                if let Some(refusal) = requests::update_local_video_track(self, update) {
+                    self.reply(ws, refusal).await?;
+                }
+            }
+            Req::Simulate(scenario) => match requests::simulate(self, scenario) {
+                requests::Simulated::End(ending) => return Err(ending),
+                requests::Simulated::Answer(response) => self.reply(ws, *response).await?,
+            },
+            // Deprecated upstream; layers come with AddTrackRequest.
+            #[allow(deprecated)]
+            Req::UpdateLayers(_) => {
+                let answer = requests::unsupported(self, "UpdateVideoLayers (deprecated)", None);
+                self.reply(ws, answer).await?;
+            }
+            Req::PublishDataTrackRequest(request) => {
+                let answer = requests::unsupported(
+                    self,
+                    "publishing data tracks",
+                    Some(proto::request_response::Request::PublishDataTrack(request)),
+                );
+                self.reply(ws, answer).await?;
+            }
+            Req::UnpublishDataTrackRequest(request) => {
+                let answer = requests::unsupported(
+                    self,
+                    "publishing data tracks",
+                    Some(proto::request_response::Request::UnpublishDataTrack(
+                        request,
+                    )),
+                );
+                self.reply(ws, answer).await?;
+            }
+            Req::UpdateDataSubscription(_) => {
+                let answer = requests::unsupported(self, "subscribing to data tracks", None);
+                self.reply(ws, answer).await?;
+            }
+            Req::StoreDataBlobRequest(_) | Req::GetDataBlobRequest(_) => {
+                let answer = requests::unsupported(self, "data blobs", None);
+                self.reply(ws, answer).await?;
+            }
         }
         Ok(())
     }

@@ -1,0 +1,170 @@
+//! Signal requests beyond publishing and subscribing: a publisher's subscription
+//! permissions, its local track settings, the client SDKs' `Simulate` test hooks, and a clear
+//! refusal for what this server does not do. Nothing a client sends is dropped unanswered.
+
+use livekit_protocol as proto;
+use proto::request_response::{Reason, Request};
+use proto::signal_response::Message as Resp;
+use switchboard_sfu::{AllowedSubscriber, SubscribePermission};
+use tracing::{debug, info};
+
+use crate::events::LeaveReason;
+use crate::session::{Ending, Session};
+
+/// At most this many entries in one SubscriptionPermission (one per participant allowed):
+/// the media plane checks them on every subscription.
+pub(crate) const MAX_TRACK_PERMISSIONS: usize = 1_000;
+
+/// A publisher sets whom it lets subscribe to its tracks. Those no longer allowed lose them
+/// and are told (SubscriptionPermissionUpdate); those waiting and now allowed get them.
+pub(crate) fn subscription_permission(
+    session: &Session,
+    request: proto::SubscriptionPermission,
+) -> Option<Resp> {
+    if request.track_permissions.len() > MAX_TRACK_PERMISSIONS {
+        metrics::counter!("switchboard_signal_refusals_total", "limit" => "track_permissions")
+            .increment(1);
+        return Some(error(
+            Reason::LimitExceeded,
+            format!(
+                "a SubscriptionPermission may name at most {MAX_TRACK_PERMISSIONS} participants \
+                 ({} given); it was not applied",
+                request.track_permissions.len()
+            ),
+            None,
+        ));
+    }
+    let permission = (!request.all_participants).then(|| SubscribePermission {
+        all_participants: false,
+        allowed: request
+            .track_permissions
+            .into_iter()
+            .map(|p| AllowedSubscriber {
+                sid: p.participant_sid,
+                identity: p.participant_identity,
+                track_sids: (!p.all_tracks).then_some(p.track_sids),
+            })
+            .collect(),
+    });
+    let _ = session.media.set_subscribe_permission(permission);
+    None
+}
+
+/// The media plane's verdict on a track this participant wants, as LiveKit reports it.
+pub(crate) fn permission_update(publisher: String, track_sid: String, allowed: bool) -> Resp {
+    Resp::SubscriptionPermissionUpdate(proto::SubscriptionPermissionUpdate {
+        participant_sid: publisher,
+        track_sid,
+        allowed,
+    })
+}
+
+/// The client changed its microphone's features (stereo, DTX, noise suppression…): they
+/// go in the track's info for everyone.
+pub(crate) fn update_local_audio_track(
+    session: &Session,
+    request: proto::UpdateLocalAudioTrack,
+) -> Option<Resp> {
+    let (sid, features) = (request.track_sid.clone(), request.features.clone());
+    let found = session
+        .sig
+        .rooms
+        .try_update(&session.room, &session.sid, move |info| {
+            let track = info.tracks.iter_mut().find(|t| t.sid == sid).ok_or(())?;
+            if track.r#type != proto::TrackType::Audio as i32 {
+                return Err(());
+            }
+            track.audio_features = features;
+            Ok(())
+        });
+    match found {
+        Some(Ok(_)) => None,
+        _ => Some(error(
+            Reason::NotFound,
+            format!("you publish no audio track {:?}", request.track_sid),
+            Some(Request::UpdateAudioTrack(request)),
+        )),
+    }
+}
+
+/// The client changed its camera's size: the track's info follows, so subscribers can pick
+/// layers for it.
+pub(crate) fn update_local_video_track(
+    session: &Session,
+    request: proto::UpdateLocalVideoTrack,
+) -> Option<Resp> {
+    let (sid, width, height) = (request.track_sid.clone(), request.width, request.height);
+    let found = session
+        .sig
+        .rooms
+        .try_update(&session.room, &session.sid, move |info| {
+            let track = info.tracks.iter_mut().find(|t| t.sid == sid).ok_or(())?;
+            if track.r#type != proto::TrackType::Video as i32 {
+                return Err(());
+            }
+            track.width = width;
+            track.height = height;
+            Ok(())
+        });
+    match found {
+        Some(Ok(_)) => None,
+        _ => Some(error(
+            Reason::NotFound,
+            format!("you publish no video track {:?}", request.track_sid),
+            Some(Request::UpdateVideoTrack(request)),
+        )),
+    }
+}
+
+/// What a `Simulate` request makes the server do.
+pub(crate) enum Simulated {
+    /// End the session this way (the signal connection drops, or the server sends Leave).
+    End(Ending),
+    /// Answer this and go on.
+    Answer(Box<Resp>),
+}
+
+/// The client SDKs' test hooks. A node failure drops the signal connection without a word
+/// (the client resumes, as after a real failure); a server leave ends the session with a
+/// LeaveRequest. Scenarios about other nodes, migrations or artificial limits are refused.
+pub(crate) fn simulate(session: &Session, request: proto::SimulateScenario) -> Simulated {
+    use proto::simulate_scenario::Scenario;
+    info!(participant = %session.sid, scenario = ?request.scenario, "simulate requested");
+    match request.scenario {
+        Some(Scenario::NodeFailure(true)) => Simulated::End(Ending {
+            reason: LeaveReason::SignalClosed,
+            notify: false,
+            close: None,
+        }),
+        Some(Scenario::ServerLeave(true)) => Simulated::End(Ending {
+            reason: LeaveReason::ServerShutdown,
+            notify: true,
+            close: None,
+        }),
+        other => Simulated::Answer(Box::new(error(
+            Reason::UnsupportedType,
+            format!("this server does not simulate {other:?}; it simulates node_failure and server_leave"),
+            None,
+        ))),
+    }
+}
+
+/// A request this server does not implement: said so, never silently dropped.
+pub(crate) fn unsupported(session: &Session, what: &str, request: Option<Request>) -> Resp {
+    debug!(participant = %session.sid, "unsupported signal request: {what}");
+    metrics::counter!("switchboard_signal_unsupported_total").increment(1);
+    error(
+        Reason::UnsupportedType,
+        format!("{what} is not supported by this server"),
+        request,
+    )
+}
+
+fn error(reason: Reason, message: String, request: Option<Request>) -> Resp {
+    Resp::RequestResponse(proto::RequestResponse {
+        request_id: 0,
+        reason: reason as i32,
+        message,
+        request,
+    })
+}
