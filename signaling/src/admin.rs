@@ -112,6 +112,8 @@ pub enum AdminError {
         identity: String,
         track_sid: String,
     },
+    #[error("nobody publishes a track {track_sid:?} in room {room:?}")]
+    NoSuchTrack { room: String, track_sid: String },
     #[error("room {room:?} is being deleted; try again in a moment")]
     RoomClosing { room: String },
     #[error("this server has its maximum of {max} rooms open (max_rooms); try again later")]
@@ -294,6 +296,18 @@ impl Signaling {
         muted: bool,
     ) -> Result<proto::TrackInfo, AdminError> {
         self.rooms.mute(room_id, identity, track_sid, muted)
+    }
+
+    /// Subscribes `identity` to the tracks `track_sids`, or unsubscribes it, on its behalf.
+    pub fn update_subscriptions(
+        &self,
+        room_id: &str,
+        identity: &str,
+        track_sids: Vec<String>,
+        subscribe: bool,
+    ) -> Result<(), AdminError> {
+        self.rooms
+            .subscribe_for(room_id, identity, track_sids, subscribe)
     }
 
     /// Changes a participant's metadata, name, attributes or permission. Everyone is told,

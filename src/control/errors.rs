@@ -63,9 +63,10 @@ impl From<switchboard_signaling::AdminError> for ControlError {
         use switchboard_signaling::AdminError as A;
         let detail = e.to_string();
         match e {
-            A::RoomNotFound { .. } | A::ParticipantNotFound { .. } | A::TrackNotFound { .. } => {
-                ControlError::NotFound(detail)
-            }
+            A::RoomNotFound { .. }
+            | A::ParticipantNotFound { .. }
+            | A::TrackNotFound { .. }
+            | A::NoSuchTrack { .. } => ControlError::NotFound(detail),
             A::RoomClosing { .. } => ControlError::Conflict(detail),
             A::TooManyRooms { .. } => ControlError::Busy {
                 detail,

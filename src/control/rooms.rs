@@ -236,6 +236,21 @@ impl Control {
             .map_err(ControlError::from)
     }
 
+    /// Subscribes a live participant to tracks, or unsubscribes it, on its behalf.
+    pub fn update_subscriptions(
+        &self,
+        room_id: &str,
+        identity: &str,
+        track_sids: Vec<String>,
+        subscribe: bool,
+    ) -> Result<(), ControlError> {
+        self.check_room_id(room_id)?;
+        self.check_identity(identity)?;
+        self.signaling
+            .update_subscriptions(room_id, identity, track_sids, subscribe)
+            .map_err(ControlError::from)
+    }
+
     /// Changes a live participant's metadata, name, attributes or permissions.
     pub fn update_participant(
         &self,

@@ -299,6 +299,34 @@ pub async fn room_service(
                 .await?;
             Ok(encode(e, &info))
         }
+        // participant_tracks is deprecated upstream (sids name tracks uniquely), but older
+        // server SDKs still fill it.
+        #[allow(deprecated)]
+        "UpdateSubscriptions" => {
+            let req: proto::UpdateSubscriptionsRequest = decode(e, &body)?;
+            caller.require(Need::Admin(&req.room))?;
+            let mut sids = req.track_sids;
+            sids.extend(
+                req.participant_tracks
+                    .into_iter()
+                    .flat_map(|p| p.track_sids),
+            );
+            if sids.is_empty() {
+                return Err(TwirpError::new(
+                    "invalid_argument",
+                    "name at least one track in track_sids",
+                ));
+            }
+            let target = format!("{}/{}", req.room, req.identity);
+            let result = state
+                .control
+                .update_subscriptions(&req.room, &req.identity, sids, req.subscribe)
+                .map_err(Problem::from);
+            state
+                .audited(&caller, "twirp.UpdateSubscriptions", &target, result)
+                .await?;
+            Ok(encode(e, &proto::UpdateSubscriptionsResponse {}))
+        }
         "UpdateRoomMetadata" => {
             let req: proto::UpdateRoomMetadataRequest = decode(e, &body)?;
             caller.require(Need::Admin(&req.room))?;

@@ -147,6 +147,36 @@ impl Rooms {
         Ok(track)
     }
 
+    /// Subscribes a participant to tracks of the room, or unsubscribes it, for it (RoomService
+    /// UpdateSubscriptions). Tracks are named by sid; a sid that no one here publishes is an
+    /// error, and nothing changes.
+    pub fn subscribe_for(
+        &self,
+        room: &str,
+        identity: &str,
+        track_sids: Vec<String>,
+        subscribe: bool,
+    ) -> Result<(), AdminError> {
+        let rooms = self.lock();
+        let state = rooms.get(room).ok_or_else(|| not_found(room))?;
+        let sid = state.sid_of(room, identity)?;
+        if let Some(missing) = track_sids.iter().find(|t| {
+            !state
+                .members
+                .values()
+                .any(|m| m.info.tracks.iter().any(|track| track.sid == **t))
+        }) {
+            return Err(AdminError::NoSuchTrack {
+                room: room.to_owned(),
+                track_sid: missing.clone(),
+            });
+        }
+        if let Some(media) = state.members.get(&sid).and_then(|m| m.media.as_ref()) {
+            let _ = media.subscribe(track_sids, subscribe);
+        }
+        Ok(())
+    }
+
     /// Applies an admin's change to a participant; everyone hears of it, the participant too.
     /// A change that would take it over `limits` is refused whole.
     pub fn change(
