@@ -35,6 +35,9 @@ fi
 echo "== installing npm packages (web/)"
 (cd web && npm ci --no-fund --no-audit --loglevel=error)
 
+echo "== installing the third-party peers (.venv-interop: aiortc, LiveKit's Python SDKs; GStreamer)"
+bash scripts/interop-deps.sh
+
 echo "== building"
 cargo build --workspace --all-targets
 

@@ -68,6 +68,32 @@ async fn until(
     }
 }
 
+/// Verifies one webhook with LiveKit's Python `livekit-api` (in the interop venv that
+/// scripts/interop-deps.sh makes); returns its parsed event.
+fn python_sdk_verify(auth: &str, body: &str) -> Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python = format!("{root}/.venv-interop/bin/python");
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: run scripts/interop-deps.sh (scripts/test.sh does) to install \
+         LiveKit's Python SDKs"
+    );
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), body).unwrap();
+    let out = std::process::Command::new(&python)
+        .arg(format!("{root}/tests/interop/lk_webhook.py"))
+        .args(["devkey", "secret", auth])
+        .arg(file.path())
+        .output()
+        .expect("the interop venv's python runs");
+    assert!(
+        out.status.success(),
+        "livekit-api refused our webhook: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("livekit-api's event prints as JSON")
+}
+
 /// Verifies one webhook with livekit-server-sdk's WebhookReceiver; returns its parsed event.
 fn sdk_verify(auth: &str, body: &str) -> Value {
     let script = concat!(
@@ -160,6 +186,13 @@ async fn a_broadcast_reaches_webhooks_and_nats_in_order() {
         assert_eq!(event["room"]["name"], "stage", "{event}");
     }
     let joined = sdk_verify(&raw[4].0, &raw[4].1);
+    assert_eq!(joined["participant"]["identity"], "hana");
+    // LiveKit's Python SDK takes the same webhooks.
+    for (auth, body) in &raw {
+        let event = python_sdk_verify(auth, body);
+        assert_eq!(event["room"]["name"], "stage", "{event}");
+    }
+    let joined = python_sdk_verify(&raw[4].0, &raw[4].1);
     assert_eq!(joined["participant"]["identity"], "hana");
 
     // NATS saw the same events in the same order, and the session subject the state changes.
