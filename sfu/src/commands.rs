@@ -164,6 +164,7 @@ impl Worker {
             publisher,
             subscriber,
             expected: Vec::new(),
+            early_subscribers: Vec::new(),
             tracks: Vec::new(),
             permission: None,
             ssrc_tracks: Vec::new(),
@@ -486,6 +487,7 @@ impl Worker {
                 for track in other.tracks.iter_mut().flatten() {
                     track.denied.retain(|k| *k != part.key);
                 }
+                other.early_subscribers.retain(|(_, k)| *k != part.key);
             }
         }
         for sub in touched {

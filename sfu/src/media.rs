@@ -130,6 +130,7 @@ impl Worker {
         let room = part.room.clone();
         let members = self.rooms.get(&room).cloned().unwrap_or_default();
         self.viewers_follow(slot);
+        self.take_early_subscribers(slot, index);
         for sub in members {
             if sub == slot {
                 continue;

@@ -103,6 +103,9 @@ pub(crate) struct Participant {
     pub publisher: Peer,
     pub subscriber: Peer,
     pub expected: Vec<ExpectedTrack>,
+    /// Subscriptions asked for announced tracks before their media arrived: (track sid,
+    /// subscriber key), taken when the track binds. At most one per subscriber and track.
+    pub early_subscribers: Vec<(String, String)>,
     /// Published tracks; `None` slots keep the ids subscribers hold stable.
     pub tracks: Vec<Option<PublishedTrack>>,
     /// Whom it lets subscribe to its tracks; `None`: everyone (`permissions.rs`).

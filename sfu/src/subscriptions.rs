@@ -88,6 +88,9 @@ impl Worker {
                     .as_ref()
                     .and_then(|p| p.track_index_by_sid(sid));
                 let Some(index) = found else {
+                    // Announced but not yet sending (a client that subscribes as soon as it
+                    // hears of a track): taken when its media binds.
+                    self.subscribe_early(publisher, slot, sid, subscribe);
                     continue;
                 };
                 let source = TrackId { publisher, index };
@@ -102,6 +105,56 @@ impl Worker {
             }
         }
         self.negotiate(slot);
+    }
+
+    /// Remembers (or forgets) that `sub` wants the announced track `sid` of `publisher`.
+    fn subscribe_early(&mut self, publisher: Slot, sub: Slot, sid: &str, subscribe: bool) {
+        if publisher == sub {
+            return;
+        }
+        let Some(key) = self.parts[sub].as_ref().map(|p| p.key.clone()) else {
+            return;
+        };
+        let Some(part) = self.parts[publisher].as_mut() else {
+            return;
+        };
+        if !part.expected.iter().any(|t| t.sid == sid) {
+            return;
+        }
+        part.early_subscribers
+            .retain(|(t, k)| !(t.as_str() == sid && *k == key));
+        if subscribe {
+            part.early_subscribers.push((sid.to_owned(), key));
+        }
+    }
+
+    /// Subscribes those who asked for track `index` of `publisher` before it bound.
+    pub(crate) fn take_early_subscribers(&mut self, publisher: Slot, index: usize) {
+        let Some(part) = self.parts[publisher].as_mut() else {
+            return;
+        };
+        let Some(sid) = part
+            .tracks
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|t| t.sid.clone())
+        else {
+            return;
+        };
+        let mut keys = Vec::new();
+        part.early_subscribers.retain(|(t, k)| {
+            let taken = *t == sid;
+            if taken {
+                keys.push(k.clone());
+            }
+            !taken
+        });
+        for key in keys {
+            if let Some(&sub) = self.by_key.get(&key) {
+                self.subscribe(sub, TrackId { publisher, index });
+                self.renegotiate_later(sub);
+            }
+        }
     }
 
     pub(crate) fn unsubscribe(&mut self, sub: Slot, source: TrackId) {
