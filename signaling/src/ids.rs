@@ -27,6 +27,21 @@ pub fn track_sid() -> String {
     new_sid("TR_")
 }
 
+/// An agent job (one offer of a dispatch to a worker).
+pub fn job_id() -> String {
+    new_sid("AJ_")
+}
+
+/// An agent dispatch.
+pub fn dispatch_id() -> String {
+    new_sid("AD_")
+}
+
+/// A registered agent worker.
+pub fn worker_id() -> String {
+    new_sid("AW_")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! that the server's session store consumes.
 
 mod admin;
+pub mod agents;
 #[cfg(any(test, feature = "bench"))]
 #[doc(hidden)]
 pub mod bench;
@@ -142,6 +143,8 @@ pub struct Signaling {
     pub(crate) whip: whip::Resources,
     /// LiveKit sessions a reconnect may resume (`resume.rs`).
     pub(crate) resumables: resume::Resumables,
+    /// LiveKit Agents workers and their dispatches (`agents/`).
+    pub(crate) agents: agents::Agents,
 }
 
 /// Counts a running session task from its start until it has reported its leave.
@@ -179,6 +182,7 @@ impl Signaling {
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
             resumables: Default::default(),
+            agents: Default::default(),
         };
         (Arc::new(sig), events_rx)
     }
@@ -186,7 +190,9 @@ impl Signaling {
     /// Routes `/rtc`, `/rtc/validate`, the refused `/rtc/v1` paths, and WHIP/WHEP
     /// (`/whip`, `/whep` and their session resources).
     pub fn router(self: &Arc<Self>) -> axum::Router {
-        http::router(Arc::clone(self)).merge(whip::router(Arc::clone(self)))
+        http::router(Arc::clone(self))
+            .merge(whip::router(Arc::clone(self)))
+            .merge(agents::router(Arc::clone(self)))
     }
 
     /// The API keys tokens are checked against.

@@ -106,6 +106,8 @@ pub enum JoinRefused {
 pub(crate) struct Joined {
     pub room: proto::Room,
     pub others: Vec<proto::ParticipantInfo>,
+    /// This join opened the room (its agents are dispatched now).
+    pub started: bool,
 }
 
 /// Participant counts reach a room's members at most this often (RoomUpdate).
@@ -272,6 +274,7 @@ impl Rooms {
         if let Some(max) = self.over_room_limit(&rooms, room) {
             return Err(JoinRefused::TooManyRooms { max });
         }
+        let started = !rooms.contains_key(room);
         let state = rooms.entry(room.to_owned()).or_insert_with(|| {
             let defaults = self.defaults;
             let state = self.new_state(
@@ -335,6 +338,7 @@ impl Rooms {
         Ok(Joined {
             room: Self::room_for_members(room, state),
             others,
+            started,
         })
     }
 

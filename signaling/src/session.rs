@@ -129,6 +129,11 @@ pub(crate) fn participant_info(sid: &str, claims: &Claims) -> proto::Participant
             .into_iter()
             .collect(),
         state: proto::participant_info::State::Joined as i32,
+        kind: if claims.is_agent() {
+            proto::participant_info::Kind::Agent as i32
+        } else {
+            proto::participant_info::Kind::Standard as i32
+        },
         joined_at: now / 1000,
         joined_at_ms: now,
         version: 1,
@@ -244,6 +249,14 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
             return;
         }
     };
+    if joined.started {
+        let configured = claims
+            .room_config
+            .as_ref()
+            .map(|c| c.agents.as_slice())
+            .unwrap_or_default();
+        crate::agents::room_started(&sig, &joined.room, configured);
+    }
     let options = switchboard_sfu::JoinOptions {
         auto_subscribe: join.auto_subscribe,
         can_subscribe: claims.video.can_subscribe(),

@@ -64,6 +64,10 @@ pub struct VideoGrant {
     pub hidden: bool,
     #[serde(skip_serializing_if = "is_false", deserialize_with = "null_as_default")]
     pub recorder: bool,
+    /// An agent: as a join grant, the participant is an agent; on a worker's token
+    /// (`/agent`), the worker may register.
+    #[serde(skip_serializing_if = "is_false", deserialize_with = "null_as_default")]
+    pub agent: bool,
 }
 
 impl VideoGrant {
@@ -83,8 +87,8 @@ impl VideoGrant {
     }
 }
 
-/// The claims of a LiveKit access token. Unknown claims (`kind`, `roomConfig`, `sip`, ...) are
-/// ignored when parsing, as livekit-server-sdk adds more of them over time.
+/// The claims of a LiveKit access token. Unknown claims (`sip`, ...) are ignored when
+/// parsing, as livekit-server-sdk adds more of them over time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Claims {
@@ -105,6 +109,18 @@ pub struct Claims {
     pub attributes: Option<BTreeMap<String, String>>,
     #[serde(deserialize_with = "null_as_default")]
     pub video: VideoGrant,
+    /// The participant's kind: `agent` for LiveKit Agents (LiveKit also knows `standard`,
+    /// `ingress`, `egress`, `sip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The room's configuration, applied when this token's join creates the room: here,
+    /// the agents to dispatch into it.
+    #[serde(
+        rename = "roomConfig",
+        alias = "room_config",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub room_config: Option<RoomConfig>,
     /// Base64 of the SHA-256 of a webhook body; binds a webhook token to its request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -117,6 +133,39 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// A token's `roomConfig` claim (LiveKit's `RoomConfiguration` in protobuf JSON): the
+/// parts this server applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomConfig {
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub agents: Vec<RoomAgentDispatch>,
+}
+
+/// One agent a room's configuration dispatches when the room starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoomAgentDispatch {
+    #[serde(
+        rename = "agentName",
+        alias = "agent_name",
+        deserialize_with = "null_as_default"
+    )]
+    pub agent_name: String,
+    #[serde(deserialize_with = "null_as_default")]
+    pub metadata: String,
+}
+
+impl Claims {
+    /// Whether the bearer joins as an agent (LiveKit: `kind: agent`, or the agent grant).
+    pub fn is_agent(&self) -> bool {
+        self.kind.as_deref() == Some("agent") || self.video.agent
+    }
 }
 
 /// Shortest and longest lifetime of a refreshed join token.

@@ -56,7 +56,7 @@ fn surface(path: &str) -> Option<Surface> {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
-    if under("/rtc") {
+    if under("/rtc") || under("/agent") {
         Some(Surface::Rtc)
     } else if under("/whip") || under("/whep") {
         Some(Surface::Whip)

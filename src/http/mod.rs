@@ -18,6 +18,7 @@ mod serve;
 mod sessions;
 mod tokens;
 mod twirp;
+mod twirp_agents;
 mod twirp_egress;
 mod web;
 
@@ -205,6 +206,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/twirp/livekit.Egress/{method}",
             post(twirp_egress::egress_service),
+        )
+        .route(
+            "/twirp/livekit.AgentDispatchService/{method}",
+            post(twirp_agents::agent_dispatch_service),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -74,9 +74,36 @@ fn round_trip_keeps_every_claim() {
         can_update_own_metadata: Some(true),
         hidden: true,
         recorder: true,
+        agent: true,
     };
+    claims.kind = Some("agent".to_owned());
+    claims.room_config = Some(RoomConfig {
+        agents: vec![RoomAgentDispatch {
+            agent_name: "notes".to_owned(),
+            metadata: "{}".to_owned(),
+        }],
+    });
     let token = issue(KEY, SECRET, &claims).unwrap();
     assert_eq!(verify_join(&token, &keys()).unwrap(), claims);
+}
+
+#[test]
+fn room_config_is_read_as_livekit_sdks_mint_it() {
+    // livekit-server-sdk and livekit-api write protobuf JSON (lowerCamelCase); snake_case
+    // is protobuf JSON too.
+    for (claim, agent_key) in [("roomConfig", "agentName"), ("room_config", "agent_name")] {
+        let json = format!(
+            r#"{{"sub":"u","exp":1,"video":{{"room":"r","roomJoin":true}},"{claim}":{{"agents":[{{"{agent_key}":"notes","metadata":"m"}}],"emptyTimeout":30}}}}"#
+        );
+        let claims: Claims = serde_json::from_str(&json).unwrap();
+        let agents = claims.room_config.unwrap().agents;
+        assert_eq!(agents.len(), 1, "{claim}");
+        assert_eq!(agents[0].agent_name, "notes");
+        assert_eq!(agents[0].metadata, "m");
+    }
+    let agent: Claims = serde_json::from_str(r#"{"exp":1,"kind":"agent"}"#).unwrap();
+    assert!(agent.is_agent());
+    assert!(!Claims::default().is_agent());
 }
 
 #[test]
