@@ -2,6 +2,7 @@
 # Installs what the interop tests (web/tests/interop.test.mjs, sdk-python.test.mjs, tests/interop/) need:
 #   - .venv-interop/: a venv of Debian's /usr/bin/python3 with aiortc and LiveKit's Python SDKs
 #     (tests/interop/requirements.txt)
+#   - .venv-agents/: LiveKit Agents (tests/interop/requirements-agents.txt)
 #   - Debian's GStreamer webrtcbin with its Python bindings (run with /usr/bin/python3, not the venv)
 # Idempotent: when everything is present it only checks and exits within a second or two.
 set -euo pipefail
@@ -38,6 +39,20 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
   echo "$want" >"$stamp"
 fi
+
+# LiveKit Agents, in a venv of its own (it pins an older `livekit`).
+AGENTS_VENV=.venv-agents
+AGENTS_REQ=tests/interop/requirements-agents.txt
+stamp="$AGENTS_VENV/.requirements.sha256"
+want=$(sha256sum "$AGENTS_REQ" | cut -d' ' -f1)
+if [ ! -x "$AGENTS_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== interop-deps: creating $AGENTS_VENV (pip install -r $AGENTS_REQ)"
+  [ -x "$AGENTS_VENV/bin/python" ] || "$SYS_PY" -m venv "$AGENTS_VENV"
+  "$AGENTS_VENV/bin/pip" install -q --disable-pip-version-check -r "$AGENTS_REQ"
+  echo "$want" >"$stamp"
+fi
+"$AGENTS_VENV/bin/python" -c 'from livekit.agents import AgentServer' \
+  || { echo "interop-deps: livekit-agents does not import from $AGENTS_VENV" >&2; exit 1; }
 
 # Check that both stacks import (fails loudly, never silently).
 "$VENV/bin/python" -c 'import aiortc, av' \
