@@ -10,8 +10,9 @@ Each prints one JSON object per line ({"event": …}); the Node test asserts on 
   livekit_peers.py peer URL ROOM IDENTITY [--single-pc]
       One participant publishing the same camera and microphone, reporting what it decodes
       from others ("video", "audio"), chat messages ("chat": data on topic "chat", as the
-      demo page sends them), and answering RPC method "whoami". It sends a chat message once
-      someone else is in the room. A "stop" line on stdin makes it leave.
+      demo page sends them; "chat_text": text streams on topic "lk.chat", LiveKit's chat),
+      and answering RPC method "whoami". Once someone else is in the room it sends a chat
+      message both ways. A "stop" line on stdin makes it leave.
 
 Tokens are minted with LiveKit's own `livekit-api` from LIVEKIT_API_KEY/LIVEKIT_API_SECRET.
 """
@@ -242,6 +243,13 @@ async def peer(url, room_name, identity):
 
     room.on("participant_connected", lambda _p: someone.set())
 
+    def on_chat_text(reader, sender_identity):
+        async def read():
+            emit("chat_text", **{"from": sender_identity, "text": await reader.read_all()})
+        asyncio.create_task(read())
+
+    room.register_text_stream_handler("lk.chat", on_chat_text)
+
     await room.connect(url, token(room_name, identity), room_options())
 
     @room.local_participant.register_rpc_method("whoami")
@@ -257,6 +265,7 @@ async def peer(url, room_name, identity):
     await someone.wait()
     await room.local_participant.publish_data(
         f"hello from {identity}".encode(), reliable=True, topic="chat")
+    await room.local_participant.send_text(f"{identity} on lk.chat", topic="lk.chat")
     emit("chat_sent")
 
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)

@@ -113,6 +113,13 @@ test('Chromium on livekit-client and a Python SDK participant see and hear each 
   at.addGrant({ room, roomJoin: true });
   await page.open(server.url, { url: wsUrl(server), token: await at.toJwt(), autojoin: '1' });
   await page.joined(20_000);
+  // LiveKit's chat: text streams on topic lk.chat.
+  await page.page.evaluate(() => {
+    window.lkChat = [];
+    window.demo.room.registerTextStreamHandler('lk.chat', async (reader, from) => {
+      window.lkChat.push({ from: from.identity, text: await reader.readAll() });
+    });
+  });
 
   const py = python('python-peer', ['peer', wsUrl(server), room, 'py']);
   procs.push(py);
@@ -137,6 +144,10 @@ test('Chromium on livekit-client and a Python SDK participant see and hear each 
     new TextEncoder().encode('hello from the browser'), { reliable: true, topic: 'chat' }));
   const chat = await py.waitFor('chat');
   assert.deepEqual([chat.from, chat.payload], ['browser', 'hello from the browser']);
+  await page.until('the Python lk.chat message arrives', () => window.lkChat.some((m) => m.from === 'py' && m.text === 'py on lk.chat'));
+  await page.page.evaluate(() => window.demo.room.localParticipant.sendText('the browser on lk.chat', { topic: 'lk.chat' }));
+  const chatText = await py.waitFor('chat_text');
+  assert.deepEqual([chatText.from, chatText.text], ['browser', 'the browser on lk.chat']);
 
   // livekit-client's RPC to a method the Python SDK registered: the server set the caller.
   const answer = await page.page.evaluate(() => window.demo.room.localParticipant.performRpc(
