@@ -165,6 +165,7 @@ impl Worker {
             subscriber,
             expected: Vec::new(),
             early_subscribers: Vec::new(),
+            inactive_placeholder: None,
             tracks: Vec::new(),
             permission: None,
             ssrc_tracks: Vec::new(),

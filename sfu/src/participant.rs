@@ -129,6 +129,9 @@ pub(crate) struct Participant {
     /// (`remb.rs`).
     pub remb: Option<Box<crate::remb::RembLink>>,
     pub pending_offer: Option<SdpPendingOffer>,
+    /// The subscriber m-line kept inactive so its BUNDLE group is never empty
+    /// (`subscriptions.rs`).
+    pub inactive_placeholder: Option<Mid>,
     /// When the last subscriber offer went out (renegotiations are spaced by
     /// `RENEGOTIATION_INTERVAL`).
     pub last_offer: Option<Instant>,

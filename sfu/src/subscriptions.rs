@@ -262,6 +262,16 @@ impl Worker {
         if part.pending_offer.is_some() || !part.options.can_subscribe {
             return;
         }
+        // An offer whose every m-line is stopped leaves its BUNDLE group empty, and the
+        // client (libwebrtc) then closes the transport: the PC is dead. So the last m-line
+        // to go is kept, inactive, for as long as the PC lives (at most one).
+        let mut stays_bundled = part.inactive_placeholder.is_some()
+            || part.down_tracks.iter().flatten().any(|o| {
+                matches!(
+                    o.state,
+                    OutState::ToOpen | OutState::Open(_) | OutState::Negotiating(_)
+                )
+            });
         let mut change = part.subscriber.rtc.sdp_api();
         if part.restart_subscriber_ice {
             part.restart_subscriber_ice = false;
@@ -285,6 +295,12 @@ impl Worker {
                         None,
                     );
                     out.state = OutState::Negotiating(mid);
+                }
+                OutState::ToStop(mid) if !stays_bundled => {
+                    change.set_direction(mid, Direction::Inactive);
+                    part.inactive_placeholder = Some(mid);
+                    stays_bundled = true;
+                    out.state = OutState::NegotiatingStop(mid);
                 }
                 OutState::ToStop(mid) => {
                     change.stop_media(mid);

@@ -281,3 +281,26 @@ scenario('messages over a WebSocket frame (a 12 KB JoinResponse, a 9 KB update) 
   assert.equal(await seen(alice, 'bob'), bobMeta);
   assert.equal(await bob.page.evaluate(() => window.demo.room.localParticipant.metadata), bobMeta);
 });
+
+scenario('the only other participant leaves and a new one joins: the one who stayed keeps its connection and decodes the newcomer', 120_000, async ({ open }) => {
+  const room = roomId('stay');
+  const alice = await open('Alice', { room, name: 'Alice', autojoin: '1' });
+  await alice.joined(JOIN_MS);
+  await alice.page.evaluate(() => {
+    window.roomStates = [];
+    for (const name of ['reconnecting', 'signalReconnecting', 'reconnected', 'disconnected']) {
+      window.demo.room.on(name, () => window.roomStates.push(name));
+    }
+  });
+  const bob = await open('Bob', { room, name: 'Bob', autojoin: '1' });
+  await bob.joined(JOIN_MS);
+  await alice.mediaFrom([bob.identity], MEDIA_MS);
+  // Bob leaves: every m-line of Alice's subscriber PC carried Bob's tracks.
+  await bob.page.evaluate(() => window.demo.room.disconnect());
+  await alice.until('Bob is gone', (id) => !window.demo.room.remoteParticipants.has(id), bob.identity, JOIN_MS);
+  const carol = await open('Carol', { room, name: 'Carol', autojoin: '1' });
+  await carol.joined(JOIN_MS);
+  await alice.mediaFrom([carol.identity], MEDIA_MS);
+  assert.deepEqual(await alice.page.evaluate(() => window.roomStates), [],
+    'Alice never had to reconnect (her subscriber PC survived an offer that removed all its tracks)');
+});
