@@ -12,7 +12,8 @@ Each prints one JSON object per line ({"event": …}); the Node test asserts on 
       from others ("video", "audio"), chat messages ("chat": data on topic "chat", as the
       demo page sends them; "chat_text": text streams on topic "lk.chat", LiveKit's chat),
       and answering RPC method "whoami". Once someone else is in the room it sends a chat
-      message both ways. A "stop" line on stdin makes it leave.
+      message both ways. It reports "reconnecting" and "reconnected" {sid} when its link
+      fails and comes back. A "stop" line on stdin makes it leave.
 
 Tokens are minted with LiveKit's own `livekit-api` from LIVEKIT_API_KEY/LIVEKIT_API_SECRET.
 """
@@ -242,6 +243,9 @@ async def peer(url, room_name, identity):
             emit("chat", **packet_record(packet))
 
     room.on("participant_connected", lambda _p: someone.set())
+    # Link trouble: the SDK resumes (same sid) or rejoins; the test reads which.
+    room.on("reconnecting", lambda: emit("reconnecting"))
+    room.on("reconnected", lambda: emit("reconnected", sid=room.local_participant.sid))
 
     def on_chat_text(reader, sender_identity):
         async def read():

@@ -3,14 +3,18 @@
 // one whose link stays down past the departure timeout is removed, and the record says why.
 // The link is cut with nftables on both ends of a veth between two network namespaces
 // (support/netns.mjs): the server and one participant on one side, the roaming participant
-// on the other. Needs root, iproute2, nftables, Chromium.
+// on the other. LiveKit's Python SDK gets the same 10 s blip. Needs root, iproute2, nftables,
+// Chromium.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { test } from 'node:test';
 import { AccessToken } from 'livekit-server-sdk';
 import { launchBrowser } from './support/browser.mjs';
 import { serverMetric } from './support/constrained.mjs';
+import { INTEROP, INTEROP_PY, ensureInteropDeps } from './support/interop.mjs';
+import { jsonlProcess } from './support/jsonl-process.mjs';
 import { createLinkPair } from './support/netns.mjs';
 import { startServer } from './support/server.mjs';
 
@@ -55,7 +59,7 @@ async function startCall(serverArgs = []) {
 }
 
 async function stopCall(call, err = null) {
-  if (err && call.server) console.error(call.server.logTail(80));
+  if (err && call.server) console.error(call.server.logTail(Number(process.env.LOG_TAIL ?? 80)));
   for (const page of call.pages) {
     if (err) console.error(await page.describe(`resume-${page.label}`));
     await page.close();
@@ -198,6 +202,63 @@ test('a link down past the departure timeout: the others are told it left, the r
   } catch (err) {
     await stopCall(call, err);
     throw err;
+  }
+  await stopCall(call);
+});
+
+test('LiveKit\'s Python SDK, link down 10 s: it comes back, the browser decodes it again and is never disturbed', { timeout: 180_000 }, async () => {
+  await ensureInteropDeps();
+  const pair = await createLinkPair();
+  const call = { pair, browsers: [], pages: [], server: null };
+  let py = null;
+  try {
+    call.server = await startServer({ netns: pair.serverNs, host: pair.serverIp });
+    const room = `resume-py-${randomBytes(4).toString('hex')}`;
+    const browser = await launchBrowser({ netns: pair.serverNs });
+    call.browsers.push(browser);
+    const stay = await browser.openDemo('Stay');
+    call.pages.push(stay);
+    await stay.open(call.server.url, { room, name: 'Stay', autojoin: '1' });
+    await stay.joined(JOIN_MS);
+    await stay.page.evaluate(() => {
+      window.roomStates = [];
+      for (const name of ['reconnecting', 'signalReconnecting', 'reconnected', 'disconnected']) {
+        window.demo.room.on(name, () => window.roomStates.push(name));
+      }
+    });
+    const ws = call.server.url.replace(/^http/, 'ws');
+    py = jsonlProcess('python-roamer', 'ip', ['netns', 'exec', pair.clientNs, INTEROP_PY,
+      join(INTEROP, 'livekit_peers.py'), 'peer', ws, room, 'py'],
+    { env: { LIVEKIT_API_KEY: 'devkey', LIVEKIT_API_SECRET: 'secret' } });
+    const { sid } = await py.waitFor('joined', JOIN_MS);
+    await stay.mediaFrom(['py'], JOIN_MS);
+    const sidAt = () => stay.page.evaluate(() => window.demo.room.remoteParticipants.get('py')?.sid ?? null);
+
+    await pair.linkDown();
+    await delay(10_000);
+    const beforeUp = await framesFrom(stay, 'py');
+    await pair.linkUp();
+    const restored = Date.now();
+    await py.waitFor('reconnected', 60_000);
+    // The SDK resumes (same sid) when its first resume attempt gets through; when the link
+    // refused it while down, the SDK rejoins in full (a new sid, the old session replaced).
+    // Either way the browser must decode it again: a resumed participant's frames count on
+    // from before, a rejoined one's start from zero.
+    let how = null;
+    for (const deadline = Date.now() + 30_000; !how; await delay(200)) {
+      assert.ok(Date.now() < deadline, `the browser did not decode the Python participant again (sid now ${await sidAt()})`);
+      const [now, frames] = [await sidAt(), await framesFrom(stay, 'py')];
+      if (now === sid && frames >= beforeUp + 10) how = 'resumed (same sid)';
+      else if (now && now !== sid && frames >= 10) how = `rejoined (${sid} → ${now})`;
+    }
+    console.log(`the Python SDK ${how}; the browser decodes it ${Date.now() - restored} ms after the link came back`);
+    assert.deepEqual(await stay.page.evaluate(() => window.roomStates), [], 'the browser never had to reconnect');
+  } catch (err) {
+    if (py) console.error(py.describe());
+    await stopCall(call, err);
+    throw err;
+  } finally {
+    if (py && !py.exit) await py.stop(5_000);
   }
   await stopCall(call);
 });
