@@ -428,6 +428,20 @@ impl SdpRig {
         );
     }
 
+    /// The publisher sets whom it lets subscribe (`None`: everyone); then the subscriber
+    /// asks for every track, as a subscriber refused and later allowed would.
+    pub fn subscribe_permission(&mut self, permission: Option<crate::SubscribePermission>) {
+        self.join(PUBLISHER);
+        self.join(SUBSCRIBER);
+        self.worker.handle_command(
+            Command::SetSubscribePermission {
+                participant: PUBLISHER.to_owned(),
+                permission,
+            },
+            std::time::Instant::now(),
+        );
+    }
+
     /// Relays a data message to participants by key.
     pub fn send_data(&mut self, to: Vec<String>, reliable: bool, payload: &[u8]) {
         self.worker.handle_command(

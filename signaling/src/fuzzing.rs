@@ -17,7 +17,7 @@ use switchboard_sfu::fuzzing::{Input, SdpRig, PUBLISHER, SUBSCRIBER};
 use switchboard_sfu::PeerRole;
 
 use crate::token::{self, Claims, KeyStore, TokenError};
-use crate::{data, publish, session};
+use crate::{data, publish, requests, session};
 
 const API_KEY: &str = "devkey";
 const SECRET: &str = "secret";
@@ -151,6 +151,11 @@ fn handle(rig: &mut SdpRig, message: Req) {
         Req::Subscription(update) => {
             for sid in update.track_sids {
                 rig.track_commands(&sid, update.subscribe);
+            }
+        }
+        Req::SubscriptionPermission(permission) => {
+            if let Some(permission) = requests::permission_of(permission) {
+                rig.subscribe_permission(permission);
             }
         }
         _ => {}

@@ -21,33 +21,45 @@ pub(crate) fn subscription_permission(
     session: &Session,
     request: proto::SubscriptionPermission,
 ) -> Option<Resp> {
-    if request.track_permissions.len() > MAX_TRACK_PERMISSIONS {
+    let given = request.track_permissions.len();
+    let Some(permission) = permission_of(request) else {
         metrics::counter!("switchboard_signal_refusals_total", "limit" => "track_permissions")
             .increment(1);
         return Some(error(
             Reason::LimitExceeded,
             format!(
                 "a SubscriptionPermission may name at most {MAX_TRACK_PERMISSIONS} participants \
-                 ({} given); it was not applied",
-                request.track_permissions.len()
+                 ({given} given); it was not applied"
             ),
             None,
         ));
-    }
-    let permission = (!request.all_participants).then(|| SubscribePermission {
-        all_participants: false,
-        allowed: request
-            .track_permissions
-            .into_iter()
-            .map(|p| AllowedSubscriber {
-                sid: p.participant_sid,
-                identity: p.participant_identity,
-                track_sids: (!p.all_tracks).then_some(p.track_sids),
-            })
-            .collect(),
-    });
+    };
     let _ = session.media.set_subscribe_permission(permission);
     None
+}
+
+/// The media plane's form of a SubscriptionPermission (`None` inside: everyone may), or
+/// `None` when it names more than [`MAX_TRACK_PERMISSIONS`] participants.
+pub(crate) fn permission_of(
+    request: proto::SubscriptionPermission,
+) -> Option<Option<SubscribePermission>> {
+    if request.track_permissions.len() > MAX_TRACK_PERMISSIONS {
+        return None;
+    }
+    Some((!request.all_participants).then(|| {
+        SubscribePermission {
+            all_participants: false,
+            allowed: request
+                .track_permissions
+                .into_iter()
+                .map(|p| AllowedSubscriber {
+                    sid: p.participant_sid,
+                    identity: p.participant_identity,
+                    track_sids: (!p.all_tracks).then_some(p.track_sids),
+                })
+                .collect(),
+        }
+    }))
 }
 
 /// The media plane's verdict on a track this participant wants, as LiveKit reports it.
