@@ -30,27 +30,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The venv; re-installed when requirements.txt changes.
-stamp="$VENV/.requirements.sha256"
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
-if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== interop-deps: creating $VENV (pip install -r $REQ)"
-  [ -x "$VENV/bin/python" ] || "$SYS_PY" -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
-  echo "$want" >"$stamp"
-fi
+# A venv of Debian's Python with a requirements file, re-installed when the file changes.
+ensure_venv() {
+  local venv=$1 req=$2
+  local stamp="$venv/.requirements.sha256" want
+  want=$(sha256sum "$req" | cut -d' ' -f1)
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== interop-deps: creating $venv (pip install -r $req)"
+    [ -x "$venv/bin/python" ] || "$SYS_PY" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+    echo "$want" >"$stamp"
+  fi
+}
 
+ensure_venv "$VENV" "$REQ"
 # LiveKit Agents, in a venv of its own (it pins an older `livekit`).
 AGENTS_VENV=.venv-agents
-AGENTS_REQ=tests/interop/requirements-agents.txt
-stamp="$AGENTS_VENV/.requirements.sha256"
-want=$(sha256sum "$AGENTS_REQ" | cut -d' ' -f1)
-if [ ! -x "$AGENTS_VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== interop-deps: creating $AGENTS_VENV (pip install -r $AGENTS_REQ)"
-  [ -x "$AGENTS_VENV/bin/python" ] || "$SYS_PY" -m venv "$AGENTS_VENV"
-  "$AGENTS_VENV/bin/pip" install -q --disable-pip-version-check -r "$AGENTS_REQ"
-  echo "$want" >"$stamp"
-fi
+ensure_venv "$AGENTS_VENV" tests/interop/requirements-agents.txt
 "$AGENTS_VENV/bin/python" -c 'from livekit.agents import AgentServer' \
   || { echo "interop-deps: livekit-agents does not import from $AGENTS_VENV" >&2; exit 1; }
 

@@ -77,26 +77,17 @@ pub(crate) fn update_local_audio_track(
     session: &Session,
     request: proto::UpdateLocalAudioTrack,
 ) -> Option<Resp> {
-    let (sid, features) = (request.track_sid.clone(), request.features.clone());
-    let found = session
-        .sig
-        .rooms
-        .try_update(&session.room, &session.sid, move |info| {
-            let track = info.tracks.iter_mut().find(|t| t.sid == sid).ok_or(())?;
-            if track.r#type != proto::TrackType::Audio as i32 {
-                return Err(());
-            }
-            track.audio_features = features;
-            Ok(())
-        });
-    match found {
-        Some(Ok(_)) => None,
-        _ => Some(error(
+    let features = request.features.clone();
+    let found = update_own_track(session, &request.track_sid, proto::TrackType::Audio, |t| {
+        t.audio_features = features;
+    });
+    (!found).then(|| {
+        error(
             Reason::NotFound,
             format!("you publish no audio track {:?}", request.track_sid),
             Some(Request::UpdateAudioTrack(request)),
-        )),
-    }
+        )
+    })
 }
 
 /// The client changed its camera's size: the track's info follows, so subscribers can pick
@@ -105,27 +96,41 @@ pub(crate) fn update_local_video_track(
     session: &Session,
     request: proto::UpdateLocalVideoTrack,
 ) -> Option<Resp> {
-    let (sid, width, height) = (request.track_sid.clone(), request.width, request.height);
-    let found = session
-        .sig
-        .rooms
-        .try_update(&session.room, &session.sid, move |info| {
-            let track = info.tracks.iter_mut().find(|t| t.sid == sid).ok_or(())?;
-            if track.r#type != proto::TrackType::Video as i32 {
-                return Err(());
-            }
-            track.width = width;
-            track.height = height;
-            Ok(())
-        });
-    match found {
-        Some(Ok(_)) => None,
-        _ => Some(error(
+    let (width, height) = (request.width, request.height);
+    let found = update_own_track(session, &request.track_sid, proto::TrackType::Video, |t| {
+        t.width = width;
+        t.height = height;
+    });
+    (!found).then(|| {
+        error(
             Reason::NotFound,
             format!("you publish no video track {:?}", request.track_sid),
             Some(Request::UpdateVideoTrack(request)),
-        )),
-    }
+        )
+    })
+}
+
+/// Applies `change` to the session's own track `sid` of type `kind` and tells the room;
+/// false when it publishes no such track.
+fn update_own_track(
+    session: &Session,
+    sid: &str,
+    kind: proto::TrackType,
+    change: impl FnOnce(&mut proto::TrackInfo),
+) -> bool {
+    let updated = session
+        .sig
+        .rooms
+        .try_update(&session.room, &session.sid, |info| {
+            let track = info
+                .tracks
+                .iter_mut()
+                .find(|t| t.sid == sid && t.r#type == kind as i32)
+                .ok_or(())?;
+            change(track);
+            Ok::<(), ()>(())
+        });
+    matches!(updated, Some(Ok(_)))
 }
 
 /// What a `Simulate` request makes the server do.

@@ -11,7 +11,7 @@ import { AccessToken } from 'livekit-server-sdk';
 import { launchBrowser } from './support/browser.mjs';
 import { INTEROP, INTEROP_PY as AIORTC_PY, ensureInteropDeps } from './support/interop.mjs';
 import { jsonlProcess } from './support/jsonl-process.mjs';
-import { startServer } from './support/server.mjs';
+import { withServer } from './support/with-server.mjs';
 
 /** GStreamer's Python bindings are Debian's: run with Debian's Python, not the venv's. */
 const SYSTEM_PY = '/usr/bin/python3';
@@ -42,25 +42,6 @@ const aiortc = (label, mode, server, tok, extra = []) => client(label, AIORTC_PY
 const gstreamer = (label, server, tok, extra = []) => client(label, SYSTEM_PY, 'gst_whip.py',
   ['--url', server.url, '--token', tok, ...extra]);
 
-/** Runs `body` against a fresh server; on failure prints the server log and the clients' output. */
-async function withServer(body) {
-  const server = await startServer();
-  const procs = [];
-  const pages = [];
-  try {
-    await body(server, procs, pages);
-  } catch (err) {
-    console.error(server.logTail(80));
-    for (const p of procs) console.error(p.describe());
-    for (const page of pages) console.error(await page.describe(`interop-${page.label}`));
-    throw err;
-  } finally {
-    for (const p of procs) if (!p.exit) await p.stop(5_000);
-    for (const page of pages) await page.close();
-    await server.stop();
-  }
-}
-
 /** The demo page joined as a subscriber-only participant with a token of our own. */
 async function watcher(server, room, pages) {
   const identity = `watcher-${randomBytes(3).toString('hex')}`;
@@ -78,7 +59,7 @@ async function deletedCleanly(proc) {
   assert.equal(proc.event('deleted')?.status, 200, `${proc.label}: DELETE of its session`);
 }
 
-test('aiortc publishes VP8 and Opus via WHIP; a second aiortc plays them via WHEP', { timeout: 90_000 }, () => withServer(async (server, procs) => {
+test('aiortc publishes VP8 and Opus via WHIP; a second aiortc plays them via WHEP', { timeout: 90_000 }, () => withServer('interop', async (server, procs) => {
   const room = roomId('aio');
   const pub = aiortc('aiortc-whip', 'whip', server, await token(room, 'aiortc-pub', { publish: true }), ['--seconds', '60']);
   procs.push(pub);
@@ -103,7 +84,7 @@ test('aiortc publishes VP8 and Opus via WHIP; a second aiortc plays them via WHE
   assert.ok(pub.event('sent').packets.video > 30, `sent ${JSON.stringify(pub.event('sent').packets)}`);
 }));
 
-test('aiortc publishes via WHIP; Chromium on livekit-client sees the participant and decodes it', { timeout: 120_000 }, () => withServer(async (server, procs, pages) => {
+test('aiortc publishes via WHIP; Chromium on livekit-client sees the participant and decodes it', { timeout: 120_000 }, () => withServer('interop', async (server, procs, pages) => {
   const room = roomId('aio-lk');
   const identity = 'aiortc-cam';
   const pub = aiortc('aiortc-whip', 'whip', server, await token(room, identity, { publish: true }), ['--seconds', '90']);
@@ -119,7 +100,7 @@ test('aiortc publishes via WHIP; Chromium on livekit-client sees the participant
   await page.until('the WHIP participant leaves', (id) => !window.demo.room.remoteParticipants.has(id), identity, 15_000);
 }));
 
-test('GStreamer webrtcbin (its own RSA DTLS certificate) publishes H.264 and Opus via WHIP; Chromium on livekit-client decodes it', { timeout: 120_000 }, () => withServer(async (server, procs, pages) => {
+test('GStreamer webrtcbin (its own RSA DTLS certificate) publishes H.264 and Opus via WHIP; Chromium on livekit-client decodes it', { timeout: 120_000 }, () => withServer('interop', async (server, procs, pages) => {
   const room = roomId('gst');
   const identity = 'gst-h264';
   // GStreamer's default: a self-signed RSA certificate, which WHIP peers' OpenSSL DTLS takes.
@@ -136,7 +117,7 @@ test('GStreamer webrtcbin (its own RSA DTLS certificate) publishes H.264 and Opu
   await deletedCleanly(pub);
 }));
 
-test('GStreamer webrtcbin publishes VP8 via WHIP with an ECDSA certificate; aiortc plays it via WHEP', { timeout: 60_000 }, () => withServer(async (server, procs) => {
+test('GStreamer webrtcbin publishes VP8 via WHIP with an ECDSA certificate; aiortc plays it via WHEP', { timeout: 60_000 }, () => withServer('interop', async (server, procs) => {
   const room = roomId('gst-ecdsa');
   const pub = gstreamer('gst-whip-ecdsa', server, await token(room, 'gst-ecdsa', { publish: true }),
     ['--codec', 'vp8', '--cert', 'ecdsa', '--no-audio', '--seconds', '60']);
@@ -149,7 +130,7 @@ test('GStreamer webrtcbin publishes VP8 via WHIP with an ECDSA certificate; aior
   await deletedCleanly(pub);
 }));
 
-test('aiortc over real HTTP: a trickled candidate (204), an ICE restart (200, new ufrag, new ETag), media after it', { timeout: 90_000 }, () => withServer(async (server, procs) => {
+test('aiortc over real HTTP: a trickled candidate (204), an ICE restart (200, new ufrag, new ETag), media after it', { timeout: 90_000 }, () => withServer('interop', async (server, procs) => {
   const room = roomId('aio-patch');
   const pub = aiortc('aiortc-whip', 'whip-patch', server, await token(room, 'aiortc-pub', { publish: true }), ['--seconds', '60']);
   procs.push(pub);

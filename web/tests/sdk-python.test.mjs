@@ -11,7 +11,7 @@ import { AccessToken } from 'livekit-server-sdk';
 import { launchBrowser } from './support/browser.mjs';
 import { INTEROP, INTEROP_PY, ensureInteropDeps } from './support/interop.mjs';
 import { jsonlProcess } from './support/jsonl-process.mjs';
-import { startServer } from './support/server.mjs';
+import { withServer } from './support/with-server.mjs';
 
 const KEYS = { LIVEKIT_API_KEY: 'devkey', LIVEKIT_API_SECRET: 'secret' };
 /** The colour and pitch livekit_peers.py publishes. */
@@ -25,25 +25,6 @@ after(async () => { await browser?.close(); });
 const roomId = (what) => `py-${what}-${randomBytes(4).toString('hex')}`;
 const wsUrl = (server) => server.url.replace(/^http/, 'ws');
 const python = (label, args) => jsonlProcess(label, INTEROP_PY, [join(INTEROP, 'livekit_peers.py'), ...args], { env: KEYS });
-
-/** Runs `body` against a fresh server; on failure prints the server log and the peers' output. */
-async function withServer(body) {
-  const server = await startServer();
-  const procs = [];
-  const pages = [];
-  try {
-    await body(server, procs, pages);
-  } catch (err) {
-    console.error(server.logTail(80));
-    for (const p of procs) console.error(p.describe());
-    for (const page of pages) console.error(await page.describe(`sdk-python-${page.label}`));
-    throw err;
-  } finally {
-    for (const p of procs) if (!p.exit) await p.stop(5_000);
-    for (const page of pages) await page.close();
-    await server.stop();
-  }
-}
 
 function assertColour(centre, what) {
   for (const [i, want] of COLOUR.entries()) {
@@ -72,7 +53,7 @@ async function leaveReasons(server, room, count, timeoutMs = 15_000) {
   }
 }
 
-test('two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream', { timeout: 120_000 }, () => withServer(async (server, procs) => {
+test('two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream', { timeout: 120_000 }, () => withServer('sdk-python', async (server, procs) => {
   const room = roomId('pair');
   const pair = python('python-pair', ['pair', wsUrl(server), room]);
   procs.push(pair);
@@ -104,7 +85,7 @@ test('two Python SDK participants exchange decoded video and audio, data packets
   assert.deepEqual(await leaveReasons(server, room, 2), { alice: 'CLIENT_INITIATED', bob: 'CLIENT_INITIATED' });
 }));
 
-test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat and call each other', { timeout: 150_000 }, () => withServer(async (server, procs, pages) => {
+test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat and call each other', { timeout: 150_000 }, () => withServer('sdk-python', async (server, procs, pages) => {
   const room = roomId('browser');
   browser ??= await launchBrowser();
   const page = await browser.openDemo('browser');

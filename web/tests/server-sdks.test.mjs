@@ -9,7 +9,7 @@ import { AccessToken, DataPacket_Kind, RoomServiceClient, TrackType } from 'live
 import { launchBrowser } from './support/browser.mjs';
 import { INTEROP, INTEROP_PY, ensureInteropDeps } from './support/interop.mjs';
 import { jsonlProcess } from './support/jsonl-process.mjs';
-import { startServer } from './support/server.mjs';
+import { withServer } from './support/with-server.mjs';
 
 const JOIN_MS = 15_000;
 
@@ -22,24 +22,6 @@ after(async () => { await browser?.close(); });
 
 const roomId = (what) => `sdk-${what}-${randomBytes(4).toString('hex')}`;
 
-async function withServer(body) {
-  const server = await startServer();
-  const pages = [];
-  const procs = [];
-  try {
-    await body(server, pages, procs);
-  } catch (err) {
-    console.error(server.logTail(80));
-    for (const p of procs) console.error(p.describe());
-    for (const page of pages) console.error(await page.describe(`server-sdks-${page.label}`));
-    throw err;
-  } finally {
-    for (const p of procs) if (!p.exit) await p.stop(5_000);
-    for (const page of pages) await page.close();
-    await server.stop();
-  }
-}
-
 async function joinPage(server, pages, room, identity) {
   const at = new AccessToken('devkey', 'secret', { identity });
   at.addGrant({ room, roomJoin: true });
@@ -50,7 +32,7 @@ async function joinPage(server, pages, room, identity) {
   return page;
 }
 
-test('livekit-server-sdk: list, update subscriptions, send addressed data, update attributes, mute and remove in a live room', { timeout: 120_000 }, () => withServer(async (server, pages) => {
+test('livekit-server-sdk: list, update subscriptions, send addressed data, update attributes, mute and remove in a live room', { timeout: 120_000 }, () => withServer('server-sdks', async (server, _procs, pages) => {
   const room = roomId('node');
   const svc = new RoomServiceClient(server.url, 'devkey', 'secret');
   const alice = await joinPage(server, pages, room, 'alice');
@@ -95,7 +77,7 @@ test('livekit-server-sdk: list, update subscriptions, send addressed data, updat
   await alice.until('alice sees bob leave', () => !window.demo.room.remoteParticipants.has('bob'));
 }));
 
-test('livekit-api (Python): RoomService on a Python SDK participant, and AgentDispatchService', { timeout: 120_000 }, () => withServer(async (server, pages, procs) => {
+test('livekit-api (Python): RoomService on a Python SDK participant, and AgentDispatchService', { timeout: 120_000 }, () => withServer('server-sdks', async (server, procs) => {
   const room = roomId('py');
   const py = jsonlProcess('livekit-api', INTEROP_PY, [join(INTEROP, 'livekit_server_api.py'), server.url, room],
     { env: { LIVEKIT_API_KEY: 'devkey', LIVEKIT_API_SECRET: 'secret' } });
