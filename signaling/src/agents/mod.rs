@@ -141,10 +141,12 @@ impl Agents {
             if update.status == proto::JobStatus::JsRunning as i32 && job_state.started_at == 0 {
                 job_state.started_at = now;
             }
-            if update.status == proto::JobStatus::JsSuccess as i32
-                || update.status == proto::JobStatus::JsFailed as i32
-            {
+            let ended = update.status == proto::JobStatus::JsSuccess as i32
+                || update.status == proto::JobStatus::JsFailed as i32;
+            if ended {
                 job_state.ended_at = now;
+                // An ended job needs no termination: its worker entry goes.
+                state.job_workers.remove(&update.job_id);
             }
             return;
         }
@@ -456,5 +458,41 @@ mod tests {
             agents.delete("r", &d.id),
             Err(AgentError::NoSuchDispatch { .. })
         ));
+    }
+
+    #[test]
+    fn an_ended_job_is_forgotten_by_its_worker_and_not_terminated_again() {
+        let agents = Agents::default();
+        let (w, mut rx) = worker("notes");
+        agents.register("AW_1".into(), w);
+        let d = dispatch("r");
+        agents.add(d.clone(), |_| true).unwrap();
+        let job = proto::Job {
+            id: "AJ_1".into(),
+            dispatch_id: d.id.clone(),
+            room: Some(proto::Room {
+                name: "r".into(),
+                ..Default::default()
+            }),
+            state: Some(Default::default()),
+            ..Default::default()
+        };
+        agents.job_created(&job);
+        agents.assigned("AJ_1", "AW_1");
+        agents.job_status(&proto::UpdateJobStatus {
+            job_id: "AJ_1".into(),
+            status: proto::JobStatus::JsSuccess as i32,
+            error: String::new(),
+        });
+        assert!(agents.lock().job_workers.is_empty());
+        let listed = agents.list("r", "");
+        let state = listed[0].state.as_ref().unwrap().jobs[0]
+            .state
+            .clone()
+            .unwrap();
+        assert_eq!(state.status, proto::JobStatus::JsSuccess as i32);
+        assert!(state.ended_at > 0);
+        agents.delete("r", &d.id).unwrap();
+        assert!(rx.try_recv().is_err(), "no termination for an ended job");
     }
 }
