@@ -11,6 +11,7 @@ pub mod agents;
 pub mod bench;
 mod credentials;
 mod data;
+mod ending;
 pub mod events;
 mod frame;
 #[cfg(feature = "fuzz")]

@@ -6,8 +6,9 @@ use proto::signal_response::Message as Resp;
 use switchboard_sfu::PeerEvent;
 use tracing::{debug, info};
 
+use crate::ending::{Ending, MEDIA_CLOSE_GRACE};
 use crate::events::LeaveReason;
-use crate::session::{join_latency, Ending, Session, MEDIA_CLOSE_GRACE};
+use crate::session::{join_latency, Session};
 use crate::{data, publish, requests, room_signals, subscribe};
 
 impl Session {

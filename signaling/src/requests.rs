@@ -4,12 +4,49 @@
 
 use livekit_protocol as proto;
 use proto::request_response::{Reason, Request};
+use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
 use switchboard_sfu::{AllowedSubscriber, SubscribePermission};
 use tracing::{debug, info};
 
+use crate::ending::Ending;
 use crate::events::LeaveReason;
-use crate::session::{Ending, Session};
+use crate::session::Session;
+
+/// Handles a request beyond publishing and subscribing: the answer to send, if any, or how
+/// the session ends (a simulated failure).
+pub(crate) fn handle(session: &Session, request: Req) -> Result<Option<Resp>, Ending> {
+    Ok(match request {
+        Req::SubscriptionPermission(permission) => subscription_permission(session, permission),
+        Req::UpdateAudioTrack(update) => update_local_audio_track(session, update),
+        Req::UpdateVideoTrack(update) => update_local_video_track(session, update),
+        Req::Simulate(scenario) => Some(simulate(session, scenario)?),
+        // Deprecated upstream; layers come with AddTrackRequest.
+        #[allow(deprecated)]
+        Req::UpdateLayers(_) => Some(unsupported(session, "UpdateVideoLayers (deprecated)", None)),
+        Req::PublishDataTrackRequest(request) => Some(unsupported(
+            session,
+            "publishing data tracks",
+            Some(Request::PublishDataTrack(request)),
+        )),
+        Req::UnpublishDataTrackRequest(request) => Some(unsupported(
+            session,
+            "publishing data tracks",
+            Some(Request::UnpublishDataTrack(request)),
+        )),
+        Req::UpdateDataSubscription(_) => {
+            Some(unsupported(session, "subscribing to data tracks", None))
+        }
+        Req::StoreDataBlobRequest(_) | Req::GetDataBlobRequest(_) => {
+            Some(unsupported(session, "data blobs", None))
+        }
+        // The session handles the rest itself; nothing else reaches here.
+        other => {
+            debug!(participant = %session.sid, "signal request handled elsewhere: {other:?}");
+            None
+        }
+    })
+}
 
 /// At most this many entries in one SubscriptionPermission (one per participant allowed):
 /// the media plane checks them on every subscription.
@@ -17,7 +54,7 @@ pub(crate) const MAX_TRACK_PERMISSIONS: usize = 1_000;
 
 /// A publisher sets whom it lets subscribe to its tracks. Those no longer allowed lose them
 /// and are told (SubscriptionPermissionUpdate); those waiting and now allowed get them.
-pub(crate) fn subscription_permission(
+fn subscription_permission(
     session: &Session,
     request: proto::SubscriptionPermission,
 ) -> Option<Resp> {
@@ -73,7 +110,7 @@ pub(crate) fn permission_update(publisher: String, track_sid: String, allowed: b
 
 /// The client changed its microphone's features (stereo, DTX, noise suppression…): they
 /// go in the track's info for everyone.
-pub(crate) fn update_local_audio_track(
+fn update_local_audio_track(
     session: &Session,
     request: proto::UpdateLocalAudioTrack,
 ) -> Option<Resp> {
@@ -92,7 +129,7 @@ pub(crate) fn update_local_audio_track(
 
 /// The client changed its camera's size: the track's info follows, so subscribers can pick
 /// layers for it.
-pub(crate) fn update_local_video_track(
+fn update_local_video_track(
     session: &Session,
     request: proto::UpdateLocalVideoTrack,
 ) -> Option<Resp> {
@@ -133,41 +170,33 @@ fn update_own_track(
     matches!(updated, Some(Ok(_)))
 }
 
-/// What a `Simulate` request makes the server do.
-pub(crate) enum Simulated {
-    /// End the session this way (the signal connection drops, or the server sends Leave).
-    End(Ending),
-    /// Answer this and go on.
-    Answer(Box<Resp>),
-}
-
 /// The client SDKs' test hooks. A node failure drops the signal connection without a word
 /// (the client resumes, as after a real failure); a server leave ends the session with a
 /// LeaveRequest. Scenarios about other nodes, migrations or artificial limits are refused.
-pub(crate) fn simulate(session: &Session, request: proto::SimulateScenario) -> Simulated {
+fn simulate(session: &Session, request: proto::SimulateScenario) -> Result<Resp, Ending> {
     use proto::simulate_scenario::Scenario;
     info!(participant = %session.sid, scenario = ?request.scenario, "simulate requested");
     match request.scenario {
-        Some(Scenario::NodeFailure(true)) => Simulated::End(Ending {
+        Some(Scenario::NodeFailure(true)) => Err(Ending {
             reason: LeaveReason::SignalClosed,
             notify: false,
             close: None,
         }),
-        Some(Scenario::ServerLeave(true)) => Simulated::End(Ending {
+        Some(Scenario::ServerLeave(true)) => Err(Ending {
             reason: LeaveReason::ServerShutdown,
             notify: true,
             close: None,
         }),
-        other => Simulated::Answer(Box::new(error(
+        other => Ok(error(
             Reason::UnsupportedType,
             format!("this server does not simulate {other:?}; it simulates node_failure and server_leave"),
             None,
-        ))),
+        )),
     }
 }
 
 /// A request this server does not implement: said so, never silently dropped.
-pub(crate) fn unsupported(session: &Session, what: &str, request: Option<Request>) -> Resp {
+fn unsupported(session: &Session, what: &str, request: Option<Request>) -> Resp {
     debug!(participant = %session.sid, "unsupported signal request: {what}");
     metrics::counter!("switchboard_signal_unsupported_total").increment(1);
     error(

@@ -21,9 +21,10 @@ use switchboard_sfu::PeerEvent;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
+use crate::ending::Ending;
 use crate::events::LeaveReason;
 use crate::outbox::Inbox;
-use crate::session::{Ending, Session};
+use crate::session::Session;
 use crate::subscribe;
 use crate::websocket::SignalSocket;
 

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use livekit_protocol as proto;
 use prost::Message as _;
@@ -13,6 +13,7 @@ use switchboard_sfu::{ParticipantHandle, PeerEvent, PeerRole};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::ending::{protocol_error, Ending, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED};
 use crate::events::{LeaveReason, SignalEvent};
 use crate::frame::SharedFrame;
 use crate::limits::{Bucket, SIGNAL_BURST_SECS};
@@ -22,45 +23,6 @@ use crate::rooms::SessionMsg;
 use crate::token::Claims;
 use crate::websocket::{self, CloseFrame, Message, SignalSocket};
 use crate::{ids, publish, requests, subscribe, Signaling};
-
-/// Close code for a frame we could not understand (RFC 6455 "unsupported data").
-const CLOSE_UNSUPPORTED: u16 = 1003;
-/// Close code for a message over the size limit (RFC 6455 "message too big").
-const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code for a client over its request rate (RFC 6455 "policy violation").
-const CLOSE_POLICY: u16 = 1008;
-
-/// How a session ended, and whether the client must be told.
-pub(crate) struct Ending {
-    pub reason: LeaveReason,
-    /// Send a LeaveRequest before closing (server-initiated endings).
-    pub notify: bool,
-    pub close: Option<CloseFrame>,
-}
-
-impl Ending {
-    /// The client closed the socket or it failed: nothing more can be sent.
-    fn signal_closed() -> Self {
-        Ending {
-            reason: LeaveReason::SignalClosed,
-            notify: false,
-            close: None,
-        }
-    }
-
-    /// A send failed: a write that timed out is a client that does not keep up (nothing
-    /// more can be written to it either); anything else, the socket is gone.
-    fn send_failed(error: &websocket::Error) -> Self {
-        if websocket::is_timeout(error) {
-            Ending {
-                reason: LeaveReason::SlowClient,
-                ..Self::signal_closed()
-            }
-        } else {
-            Self::signal_closed()
-        }
-    }
-}
 
 pub(crate) struct Session {
     pub sig: Arc<Signaling>,
@@ -89,13 +51,6 @@ pub(crate) struct Session {
     /// unless the client says it is leaving first (`MEDIA_CLOSE_GRACE`).
     pub(crate) media_lost_until: Option<tokio::time::Instant>,
 }
-
-/// How long a session outlives its lost media connection waiting for the client's Leave or
-/// socket close. LiveKit's Rust core (its Python, Node and native SDKs) closes its
-/// PeerConnections before its signal socket when it disconnects, so a clean close looks
-/// like a lost peer for a few milliseconds; it is recorded as the client's leave, not as
-/// a media failure.
-pub(crate) const MEDIA_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
@@ -528,56 +483,11 @@ impl Session {
                     self.reply(ws, refusal).await?;
                 }
             }
-            Req::SubscriptionPermission(permission) => {
-                if let Some(refusal) = requests::subscription_permission(self, permission) {
-                    self.reply(ws, refusal).await?;
+            // Beyond publishing and subscribing (`requests.rs`).
+            other => {
+                if let Some(answer) = requests::handle(self, other)? {
+                    self.reply(ws, answer).await?;
                 }
-            }
-            Req::UpdateAudioTrack(update) => {
-                if let Some(refusal) = requests::update_local_audio_track(self, update) {
-                    self.reply(ws, refusal).await?;
-                }
-            }
-            Req::UpdateVideoTrack(update) => {
-                if let Some(refusal) = requests::update_local_video_track(self, update) {
-                    self.reply(ws, refusal).await?;
-                }
-            }
-            Req::Simulate(scenario) => match requests::simulate(self, scenario) {
-                requests::Simulated::End(ending) => return Err(ending),
-                requests::Simulated::Answer(response) => self.reply(ws, *response).await?,
-            },
-            // Deprecated upstream; layers come with AddTrackRequest.
-            #[allow(deprecated)]
-            Req::UpdateLayers(_) => {
-                let answer = requests::unsupported(self, "UpdateVideoLayers (deprecated)", None);
-                self.reply(ws, answer).await?;
-            }
-            Req::PublishDataTrackRequest(request) => {
-                let answer = requests::unsupported(
-                    self,
-                    "publishing data tracks",
-                    Some(proto::request_response::Request::PublishDataTrack(request)),
-                );
-                self.reply(ws, answer).await?;
-            }
-            Req::UnpublishDataTrackRequest(request) => {
-                let answer = requests::unsupported(
-                    self,
-                    "publishing data tracks",
-                    Some(proto::request_response::Request::UnpublishDataTrack(
-                        request,
-                    )),
-                );
-                self.reply(ws, answer).await?;
-            }
-            Req::UpdateDataSubscription(_) => {
-                let answer = requests::unsupported(self, "subscribing to data tracks", None);
-                self.reply(ws, answer).await?;
-            }
-            Req::StoreDataBlobRequest(_) | Req::GetDataBlobRequest(_) => {
-                let answer = requests::unsupported(self, "data blobs", None);
-                self.reply(ws, answer).await?;
             }
         }
         Ok(())
@@ -690,20 +600,4 @@ pub(crate) fn trickle_candidate(
     };
     let init = serde_json::from_str::<CandidateInit>(&trickle.candidate_init)?;
     Ok((!init.candidate.is_empty()).then_some((role, init.candidate)))
-}
-
-fn protocol_error(code: u16, reason: &str) -> Ending {
-    // Close reasons are capped at 123 bytes by the WebSocket protocol.
-    let mut text = reason.to_owned();
-    while text.len() > 123 {
-        text.pop();
-    }
-    Ending {
-        reason: LeaveReason::ProtocolError,
-        notify: false,
-        close: Some(CloseFrame {
-            code: code.into(),
-            reason: text.into(),
-        }),
-    }
 }
