@@ -133,7 +133,7 @@ impl Signaling {
     /// creates is reported with RoomStarted (its `RM_` sid), as a first join would. Call it
     /// inside the Tokio runtime (it starts the close timer).
     pub fn ensure_room(
-        &self,
+        self: &Arc<Self>,
         room_id: &str,
         settings: RoomSettings,
     ) -> Result<EnsuredRoom, AdminError> {
@@ -141,6 +141,10 @@ impl Signaling {
             self.check_room_metadata(metadata)?;
         }
         let (room, created) = self.rooms.ensure(room_id, settings)?;
+        if created {
+            // A room opened through the API starts here, not at its first join.
+            crate::agents::room_started(self, &room, &[]);
+        }
         Ok(EnsuredRoom { room, created })
     }
 

@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { AccessToken, AgentDispatchClient, RoomAgentDispatch, RoomConfiguration } from 'livekit-server-sdk';
+import {
+  AccessToken, AgentDispatchClient, RoomAgentDispatch, RoomConfiguration, RoomServiceClient,
+} from 'livekit-server-sdk';
 import { launchBrowser } from './support/browser.mjs';
 import { INTEROP, ensureInteropDeps } from './support/interop.mjs';
 import { jsonlProcess } from './support/jsonl-process.mjs';
@@ -137,3 +139,14 @@ scenario('a join token\'s roomConfig dispatches a named agent when its join star
   const { job } = await agentServed(worker, page, room);
   assert.equal(job.metadata, 'from the token');
 });
+
+scenario('a room created through RoomService gets the automatic agent before anyone joins', '', async ({ server, worker, open }) => {
+  const room = roomId('created');
+  await new RoomServiceClient(server.url, 'devkey', 'secret').createRoom({ name: room });
+  const connected = await worker.waitFor('connected', 30_000);
+  assert.equal(connected.kind, 4, 'the agent joined as an AGENT');
+  assert.equal((await worker.waitFor('job')).room, room, 'dispatched when the room was created');
+  const page = await open(room, 'human');
+  await agentServed(worker, page, room);
+});
+
