@@ -430,40 +430,15 @@ mod tests {
         assert!(agents.has_unnamed_worker());
     }
 
-    #[test]
-    fn deleting_a_dispatch_terminates_its_jobs() {
+    /// A registry with worker AW_1, a dispatch in room r, and its job AJ_1 assigned to AW_1;
+    /// the worker's queue.
+    fn one_assigned_job() -> (
+        Agents,
+        proto::AgentDispatch,
+        mpsc::Receiver<proto::ServerMessage>,
+    ) {
         let agents = Agents::default();
-        let (w, mut rx) = worker("notes");
-        agents.register("AW_1".into(), w);
-        let d = dispatch("r");
-        agents.add(d.clone(), |_| true).unwrap();
-        let job = proto::Job {
-            id: "AJ_1".into(),
-            dispatch_id: d.id.clone(),
-            room: Some(proto::Room {
-                name: "r".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        agents.job_created(&job);
-        agents.assigned("AJ_1", "AW_1");
-        let deleted = agents.delete("r", &d.id).unwrap();
-        assert_eq!(deleted.state.unwrap().jobs.len(), 1);
-        match rx.try_recv().unwrap().message {
-            Some(proto::server_message::Message::Termination(t)) => assert_eq!(t.job_id, "AJ_1"),
-            other => panic!("expected a JobTermination, got {other:?}"),
-        }
-        assert!(matches!(
-            agents.delete("r", &d.id),
-            Err(AgentError::NoSuchDispatch { .. })
-        ));
-    }
-
-    #[test]
-    fn an_ended_job_is_forgotten_by_its_worker_and_not_terminated_again() {
-        let agents = Agents::default();
-        let (w, mut rx) = worker("notes");
+        let (w, rx) = worker("notes");
         agents.register("AW_1".into(), w);
         let d = dispatch("r");
         agents.add(d.clone(), |_| true).unwrap();
@@ -479,6 +454,27 @@ mod tests {
         };
         agents.job_created(&job);
         agents.assigned("AJ_1", "AW_1");
+        (agents, d, rx)
+    }
+
+    #[test]
+    fn deleting_a_dispatch_terminates_its_jobs() {
+        let (agents, d, mut rx) = one_assigned_job();
+        let deleted = agents.delete("r", &d.id).unwrap();
+        assert_eq!(deleted.state.unwrap().jobs.len(), 1);
+        match rx.try_recv().unwrap().message {
+            Some(proto::server_message::Message::Termination(t)) => assert_eq!(t.job_id, "AJ_1"),
+            other => panic!("expected a JobTermination, got {other:?}"),
+        }
+        assert!(matches!(
+            agents.delete("r", &d.id),
+            Err(AgentError::NoSuchDispatch { .. })
+        ));
+    }
+
+    #[test]
+    fn an_ended_job_is_forgotten_by_its_worker_and_not_terminated_again() {
+        let (agents, d, mut rx) = one_assigned_job();
         agents.job_status(&proto::UpdateJobStatus {
             job_id: "AJ_1".into(),
             status: proto::JobStatus::JsSuccess as i32,
