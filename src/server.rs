@@ -128,6 +128,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
                 max_identity_bytes: settings.limits.max_participant_identity_bytes,
             },
             limits: session_limits(&settings.limits),
+            single_pc: settings.rtc.single_pc,
         },
         Arc::clone(&sfu),
     );

@@ -4,10 +4,11 @@
 
 mod support;
 
+use livekit_protocol as proto;
 use reqwest::header::{ACCESS_CONTROL_ALLOW_ORIGIN, CONTENT_TYPE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::{join_claims, now_secs, rtc_url, sign, unsigned, Client, Server, DEV_SECRET};
+use support::{join_claims, now_secs, rtc_url, sign, unsigned, Client, Resp, Server, DEV_SECRET};
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 const ORIGIN: &str = "https://app.example.com";
@@ -233,15 +234,117 @@ async fn a_good_token_without_a_websocket_handshake_is_told_what_is_missing() {
     alice.assert_alive().await;
 }
 
+/// A v1 `join_request`: a plain `WrappedJoinRequest` in URL-safe base64, with `offer` as the
+/// publisher offer (id 7).
+fn join_request(offer: Option<String>) -> String {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let request = proto::JoinRequest {
+        connection_settings: Some(proto::ConnectionSettings {
+            auto_subscribe: true,
+            ..Default::default()
+        }),
+        publisher_offer: offer.map(|sdp| proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp,
+            id: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let wrapped = proto::WrappedJoinRequest {
+        compression: 0,
+        join_request: request.encode_to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE.encode(wrapped.encode_to_vec())
+}
+
+/// A single-PC client's first offer: receive lines and a data channel, as livekit-client's.
+fn single_pc_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_channel("_reliable".into());
+    let (offer, _) = api.apply().expect("an offer");
+    offer.to_sdp_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn v1_is_refused_so_clients_fall_back_and_cors_answers_listed_origins() {
-    let server = Server::start_with(&["--cors-origin", ORIGIN]);
+async fn v1_joins_with_its_offer_answered_after_the_join_response() {
+    let server = Server::start();
+    let token = support::token("v1", "alice", &[]);
+    let url = format!(
+        "{}/rtc/v1?access_token={token}&join_request={}",
+        server.ws,
+        join_request(Some(single_pc_offer()))
+    );
+    let mut alice = Client::connect(&url).await.expect("upgrade to /rtc/v1");
+    let join = alice
+        .expect("the JoinResponse", |r| match r {
+            Resp::Join(join) => Some(join.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(!join.subscriber_primary);
+    let answer = alice
+        .expect("the answer", |r| match r {
+            Resp::Answer(answer) => Some(answer.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answer.id, 7, "the answer names the offer's id");
+    // Nothing is received yet: both receive lines are answered inactive.
+    assert_eq!(
+        answer.sdp.matches("a=inactive").count(),
+        2,
+        "{}",
+        answer.sdp
+    );
+    assert!(answer.mid_to_track_id.is_empty());
+    alice.assert_alive().await;
+
+    // A join request that cannot be read is refused before the upgrade, saying why.
+    let client = http();
+    for (param, says) in [
+        (None, "needs a join_request"),
+        (Some("not base64!".to_owned()), "not URL-safe base64"),
+    ] {
+        let mut query = vec![("access_token", token.clone())];
+        query.extend(param.map(|p| ("join_request", p)));
+        for path in ["/rtc/v1", "/rtc/v1/validate"] {
+            let response = client
+                .get(format!("{}{path}", server.http))
+                .query(&query)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+            let body = response.text().await.unwrap();
+            assert!(body.contains(says), "{path}: {body}");
+        }
+    }
+    let response = client
+        .get(format!("{}/rtc/v1/validate", server.http))
+        .query(&[("join_request", join_request(None))])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1_switched_off_is_refused_so_clients_fall_back_and_cors_answers_listed_origins() {
+    let server = Server::start_with(&["--cors-origin", ORIGIN, "--rtc-single-pc", "off"]);
     let client = http();
     let token = support::token("fallback", "alice", &[]);
+    let request = join_request(None);
 
     let response = client
         .get(format!("{}/rtc/v1", server.http))
-        .query(&[("access_token", token.as_str())])
+        .query(&[("access_token", token.as_str()), ("join_request", &request)])
         .send()
         .await
         .unwrap();
@@ -249,7 +352,7 @@ async fn v1_is_refused_so_clients_fall_back_and_cors_answers_listed_origins() {
 
     let response = client
         .get(format!("{}/rtc/v1/validate", server.http))
-        .query(&[("access_token", token.as_str())])
+        .query(&[("access_token", token.as_str()), ("join_request", &request)])
         .header("Origin", ORIGIN)
         .send()
         .await
@@ -262,7 +365,10 @@ async fn v1_is_refused_so_clients_fall_back_and_cors_answers_listed_origins() {
     assert!(allowed == "*" || allowed == ORIGIN, "{allowed:?}");
 
     // A WebSocket upgrade on /rtc/v1 is refused too.
-    let url = format!("{}/rtc/v1?access_token={token}", server.ws);
+    let url = format!(
+        "{}/rtc/v1?access_token={token}&join_request={request}",
+        server.ws
+    );
     match Client::connect(&url).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
         Err(other) => panic!("expected a 404 refusal, got {other}"),

@@ -33,6 +33,9 @@ pub struct JoinOptions {
     pub can_subscribe: bool,
     /// The participant may send media.
     pub can_publish: bool,
+    /// One PeerConnection carries both directions, the client always offering (LiveKit's
+    /// signaling v1, `single_pc.rs`); otherwise a publisher and a subscriber PC (v0).
+    pub single_pc: bool,
     /// Which DTLS certificates the participant's peers accept from the other side.
     pub dtls: DtlsPeers,
 }
@@ -114,6 +117,9 @@ pub enum PeerEvent {
         sdp: String,
         mid_to_track: BTreeMap<String, String>,
     },
+    /// A single-PC participant must offer again, with `audios` and `videos` more receive
+    /// m-lines (LiveKit's `MediaSectionsRequirement`; none: just offer again).
+    MediaSectionsRequirement { audios: u32, videos: u32 },
     /// The first RTP packet of an announced track arrived.
     TrackMediaStarted { sid: String },
     /// The first RTP packet was forwarded to this participant (its join is complete as far
@@ -243,7 +249,7 @@ pub(crate) enum Command {
     PublisherOffer {
         participant: String,
         sdp: String,
-        reply: Reply<String>,
+        reply: Reply<crate::single_pc::Answer>,
     },
     SubscriberAnswer {
         participant: String,

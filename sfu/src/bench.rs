@@ -132,6 +132,7 @@ impl ForwardRig {
                         auto_subscribe: true,
                         can_subscribe: true,
                         can_publish: true,
+                        single_pc: false,
                         dtls: DtlsPeers::Ecdsa,
                     },
                     events: tx,

@@ -10,7 +10,7 @@ use tracing::debug;
 use crate::api::{Command, ExpectedTrack, JoinOptions, PeerEvent, PeerRole, SfuError};
 use crate::ids::TrackId;
 use crate::participant::{DataChannels, Participant, Peer, Slot};
-use crate::rtc_config::{new_publisher_rtc, new_subscriber_rtc};
+use crate::rtc_config::{new_publisher_rtc, new_single_rtc, new_subscriber_rtc};
 use crate::sdp_guard;
 use crate::worker::Worker;
 
@@ -33,7 +33,7 @@ impl Worker {
                 sdp,
                 reply,
             } => {
-                let _ = reply.send(self.publisher_offer(&participant, &sdp));
+                let _ = reply.send(self.offer(&participant, &sdp));
             }
             Command::SubscriberAnswer {
                 participant,
@@ -136,13 +136,19 @@ impl Worker {
             return Err(SfuError::DuplicateParticipant(key));
         }
         let now = self.now;
-        let mut publisher = Peer::new(new_publisher_rtc(now, options.dtls));
-        let mut subscriber = Peer::new(new_subscriber_rtc(now, options.dtls));
+        let (mut publisher, mut subscriber) = if options.single_pc {
+            (Peer::new(new_single_rtc(now, options.dtls)), None)
+        } else {
+            (
+                Peer::new(new_publisher_rtc(now, options.dtls)),
+                Some(Peer::new(new_subscriber_rtc(now, options.dtls))),
+            )
+        };
+        let mut candidates = Vec::new();
         for addr in &self.advertise {
             let candidate = Candidate::host(*addr, "udp")
                 .map_err(|e| SfuError::Config(format!("bad host candidate {addr}: {e}")))?;
-            publisher.rtc.add_local_candidate(candidate.clone());
-            subscriber.rtc.add_local_candidate(candidate);
+            candidates.push(candidate);
         }
         for addr in self.tcp.advertise() {
             let candidate = Candidate::builder()
@@ -151,8 +157,13 @@ impl Worker {
                 .tcptype(TcpType::Passive)
                 .build()
                 .map_err(|e| SfuError::Config(format!("bad TCP host candidate {addr}: {e}")))?;
+            candidates.push(candidate);
+        }
+        for candidate in candidates {
             publisher.rtc.add_local_candidate(candidate.clone());
-            subscriber.rtc.add_local_candidate(candidate);
+            if let Some(subscriber) = subscriber.as_mut() {
+                subscriber.rtc.add_local_candidate(candidate);
+            }
         }
         let participant = Participant {
             key: key.clone(),
@@ -163,6 +174,8 @@ impl Worker {
             events,
             publisher,
             subscriber,
+            receive_lines: Vec::new(),
+            awaiting_offer: false,
             expected: Vec::new(),
             early_subscribers: Vec::new(),
             inactive_placeholder: None,
@@ -207,7 +220,9 @@ impl Worker {
         self.by_key.insert(key, slot);
         // Both peers get their first timeout on this loop turn.
         self.timers.set(slot, PeerRole::Publisher, now);
-        self.timers.set(slot, PeerRole::Subscriber, now);
+        if !options.single_pc {
+            self.timers.set(slot, PeerRole::Subscriber, now);
+        }
         let members = self.rooms.entry(room).or_default();
         let others: Vec<Slot> = members.clone();
         members.push(slot);
@@ -231,6 +246,18 @@ impl Worker {
         Ok(slot)
     }
 
+    /// A client's offer: on its publisher PC, or on the one PC of a single-PC session.
+    pub(crate) fn offer(&mut self, key: &str, sdp: &str) -> Result<crate::Answer, SfuError> {
+        let slot = self.slot_of(key)?;
+        if self.parts[slot].as_ref().is_some_and(|p| p.single_pc()) {
+            return self.single_pc_offer(slot, sdp);
+        }
+        self.publisher_offer(key, sdp).map(|sdp| crate::Answer {
+            sdp,
+            mid_to_track: Default::default(),
+        })
+    }
+
     pub(crate) fn publisher_offer(&mut self, key: &str, sdp: &str) -> Result<String, SfuError> {
         let slot = self.slot_of(key)?;
         sdp_guard::check(
@@ -250,6 +277,19 @@ impl Worker {
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
         part.publisher.remote_sdp(sdp);
         self.drain(slot, PeerRole::Publisher);
+        let answer = self.publisher_answer_text(slot, sdp, &answer.to_sdp_string());
+        tracing::trace!(
+            participant = key,
+            offer = sdp,
+            answer,
+            "publisher negotiation"
+        );
+        Ok(answer)
+    }
+
+    /// str0m's answer to a publisher offer, with each published m-line's codecs in the
+    /// order the client asked for, and the dependency descriptor only where AV1 is sent.
+    pub(crate) fn publisher_answer_text(&self, slot: Slot, sdp: &str, answer: &str) -> String {
         // The codec each announced track asked for, by the mid its msid sits on.
         let wanted: Vec<(String, String)> = match self.parts[slot].as_ref() {
             Some(part) => crate::sdp_order::msid_tracks(sdp)
@@ -264,15 +304,8 @@ impl Worker {
                 .find(|(m, _)| m == mid)
                 .map(|(_, c)| c.clone())
         };
-        let answer = crate::sdp_order::order_answer(sdp, &answer.to_sdp_string(), codec_of);
-        let answer = crate::svc::dependency_descriptor::only_for_av1(&answer, codec_of);
-        tracing::trace!(
-            participant = key,
-            offer = sdp,
-            answer,
-            "publisher negotiation"
-        );
-        Ok(answer)
+        let answer = crate::sdp_order::order_answer(sdp, answer, codec_of);
+        crate::svc::dependency_descriptor::only_for_av1(&answer, codec_of)
     }
 
     pub(crate) fn subscriber_answer(&mut self, key: &str, sdp: &str) -> Result<(), SfuError> {
@@ -290,13 +323,14 @@ impl Worker {
         };
         let pending = part.pending_offer.take().ok_or(SfuError::NoPendingOffer)?;
         tracing::trace!(participant = key, answer = sdp, "subscriber negotiation");
-        part.subscriber
+        let subscriber = part.sender_mut();
+        subscriber
             .rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| sdp_guard::negotiation_error(sdp, &e))?;
-        part.subscriber.remote_sdp(sdp);
-        part.subscriber.descriptor_id = crate::svc::dependency_descriptor::negotiated_id(sdp);
+        subscriber.remote_sdp(sdp);
+        subscriber.descriptor_id = crate::svc::dependency_descriptor::negotiated_id(sdp);
         if part.congestion.is_none() && crate::congestion::answer_accepts_transport_cc(sdp) {
             // The allocator already starts from the initial estimate (see `join`).
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(
@@ -324,7 +358,7 @@ impl Worker {
         // checks until it knows the remote credentials and answers one per timeout, the next
         // one due a pacing interval (50 ms) later. Running the timeout now answers the first
         // check at once; any further parked ones follow on str0m's own schedule.
-        if let Err(e) = part.subscriber.rtc.handle_input(Input::Timeout(self.now)) {
+        if let Err(e) = part.sender_mut().rtc.handle_input(Input::Timeout(self.now)) {
             debug!(
                 participant = key,
                 "subscriber timeout after the answer: {e}"
@@ -450,7 +484,8 @@ impl Worker {
         self.renegotiate.retain(|(s, _)| *s != slot);
         self.probing.retain(|s| *s != slot);
         self.dynacast_pending.retain(|t| t.publisher != slot);
-        for addr in part.publisher.addrs.iter().chain(&part.subscriber.addrs) {
+        let subscriber_addrs = part.subscriber.iter().flat_map(|p| &p.addrs);
+        for addr in part.publisher.addrs.iter().chain(subscriber_addrs) {
             self.by_addr.remove(addr);
         }
         self.close_tcp_links(slot);
@@ -495,7 +530,9 @@ impl Worker {
             self.renegotiate_later(sub);
         }
         part.publisher.rtc.disconnect();
-        part.subscriber.rtc.disconnect();
+        if let Some(subscriber) = part.subscriber.as_mut() {
+            subscriber.rtc.disconnect();
+        }
         part.stats.packets_lost += part
             .tracks
             .iter()

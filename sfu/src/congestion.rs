@@ -111,6 +111,11 @@ impl Congestion {
         }
     }
 
+    /// The header extension id the peer knows transport-wide numbers by.
+    pub fn extension_id(&self) -> u8 {
+        self.extension_id
+    }
+
     /// The number for the next packet our path sends to this peer.
     pub fn next(&mut self) -> (u64, TransportSeq) {
         let seq = self.next_seq;
@@ -405,7 +410,8 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
-        let (Some(direct), Some(to)) = (&part.subscriber.direct, part.subscriber.media_to) else {
+        let sender = crate::participant::sender_mut(&mut part.subscriber, &mut part.publisher);
+        let (Some(direct), Some(to)) = (&sender.direct, sender.media_to) else {
             return;
         };
         if part.congestion.is_none() && part.remb.is_none() {

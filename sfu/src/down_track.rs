@@ -313,6 +313,17 @@ impl DownTrack {
         }
     }
 
+    /// The m-line it holds, in any state but waiting for one.
+    pub fn mid(&self) -> Option<Mid> {
+        match self.state {
+            OutState::ToOpen => None,
+            OutState::Negotiating(mid)
+            | OutState::Open(mid)
+            | OutState::ToStop(mid)
+            | OutState::NegotiatingStop(mid) => Some(mid),
+        }
+    }
+
     pub fn open_mid(&self) -> Option<Mid> {
         match self.state {
             OutState::Open(mid) => Some(mid),

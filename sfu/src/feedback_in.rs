@@ -33,7 +33,8 @@ impl Worker {
         if part.congestion.is_none() {
             return false;
         }
-        let Some(receiver) = part.subscriber.srtcp_in.as_mut() else {
+        let sender = crate::participant::sender_mut(&mut part.subscriber, &mut part.publisher);
+        let Some(receiver) = sender.srtcp_in.as_mut() else {
             return false;
         };
         let mut plain = std::mem::take(&mut self.rtcp_plain);

@@ -258,7 +258,10 @@ impl Worker {
             let (Some(_), Some(ssrc_out)) = (down.open_mid(), down.ssrc) else {
                 continue;
             };
-            let peer = &subscriber.subscriber;
+            let peer = subscriber
+                .subscriber
+                .as_ref()
+                .unwrap_or(&subscriber.publisher);
             if peer.direct.is_none() && !peer.rtc.is_connected() {
                 // Nothing can leave before DTLS is up. str0m would queue the packet and send
                 // it once connected, after the packets our own path sends from that moment,
@@ -298,7 +301,11 @@ impl Worker {
                 pt,
                 incoming.params,
                 incoming.red.is_some(),
-                &subscriber.subscriber.rtc,
+                &subscriber
+                    .subscriber
+                    .as_ref()
+                    .unwrap_or(&subscriber.publisher)
+                    .rtc,
             )
             else {
                 continue;
@@ -323,7 +330,10 @@ impl Worker {
                 .as_ref()
                 .and_then(|d| down.vp8.rewrite(layer.ssrc, d));
             let now = incoming.now;
-            let peer = &mut subscriber.subscriber;
+            let peer = crate::participant::sender_mut(
+                &mut subscriber.subscriber,
+                &mut subscriber.publisher,
+            );
             match (&peer.direct, peer.media_to) {
                 (Some(direct), Some(to)) if !down.send.str0m_due(now) => {
                     let (transport, stamp) = crate::congestion::stamp_for(
@@ -424,7 +434,7 @@ impl Worker {
             let Some(part) = self.parts[sub].as_mut() else {
                 continue;
             };
-            if let Err(e) = part.subscriber.rtc.handle_input(Input::Timeout(now)) {
+            if let Err(e) = part.sender_mut().rtc.handle_input(Input::Timeout(now)) {
                 debug!(participant = %part.key, "timeout input failed: {e}");
             }
             self.drain(sub, crate::api::PeerRole::Subscriber);
@@ -440,7 +450,7 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
-        let peer = &part.subscriber;
+        let peer = part.subscriber.as_ref().unwrap_or(&part.publisher);
         let (Some(direct), Some(to)) = (&peer.direct, peer.media_to) else {
             return;
         };

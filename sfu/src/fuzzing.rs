@@ -304,6 +304,7 @@ impl SdpRig {
                     auto_subscribe: true,
                     can_subscribe: true,
                     can_publish: key == PUBLISHER,
+                    single_pc: false,
                     dtls: if self.rsa {
                         DtlsPeers::EcdsaOrRsa
                     } else {

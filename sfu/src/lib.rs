@@ -45,6 +45,7 @@ mod sdp_guard;
 mod sdp_order;
 #[cfg(target_os = "linux")]
 mod sendmmsg;
+mod single_pc;
 mod sink;
 mod speakers;
 mod subscriptions;
@@ -72,6 +73,7 @@ pub use api::{
 pub use data_budget::{DataPayload, DEFAULT_DATA_QUEUE_BYTES};
 pub use ice_tcp::{DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_CONNECTIONS_PER_ADDRESS};
 pub use permissions::{AllowedSubscriber, SubscribePermission};
+pub use single_pc::Answer;
 pub use speakers::Speaker;
 pub use tap::{
     SenderClock, TapCodec, TapEvent, TapHandle, TapPacket, TapReceiver, TapScope, TapTrack,
@@ -451,6 +453,12 @@ impl ParticipantHandle {
 
     /// Applies the client's offer on the publisher PC and returns the SDP answer.
     pub async fn publisher_offer(&self, sdp: String) -> Result<String, SfuError> {
+        self.offer(sdp).await.map(|answer| answer.sdp)
+    }
+
+    /// Applies the client's offer on its publisher PC (in a single-PC session, its only PC)
+    /// and returns the answer, with the track each receive line carries.
+    pub async fn offer(&self, sdp: String) -> Result<Answer, SfuError> {
         let participant = self.participant.clone();
         self.ask(|reply| Command::PublisherOffer {
             participant,

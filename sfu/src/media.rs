@@ -90,7 +90,7 @@ impl Worker {
     }
 
     /// A publisher m-line appeared: match it to the track the client announced by its msid.
-    fn bind_track(&mut self, slot: Slot, mid: Mid) {
+    pub(crate) fn bind_track(&mut self, slot: Slot, mid: Mid) {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };

@@ -1,5 +1,5 @@
-//! What a media worker knows about one participant: its two peers, the tracks it publishes
-//! and the tracks it receives.
+//! What a media worker knows about one participant: its peers (two, or one in a single-PC
+//! session), the tracks it publishes and the tracks it receives.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -100,8 +100,17 @@ pub(crate) struct Participant {
     pub room: String,
     pub options: JoinOptions,
     pub events: mpsc::UnboundedSender<PeerEvent>,
+    /// The PC the client publishes on; in a single-PC (v1) session, its only PC, which also
+    /// carries what it receives.
     pub publisher: Peer,
-    pub subscriber: Peer,
+    /// The PC the server offers received tracks on (v0); `None` in a single-PC session
+    /// (`single_pc.rs`). Reached through [`Participant::sender_mut`] and friends.
+    pub subscriber: Option<Peer>,
+    /// A single-PC session's receive m-lines: the client's `recvonly` sections, in offer
+    /// order (`single_pc.rs`).
+    pub receive_lines: Vec<crate::single_pc::ReceiveLine>,
+    /// A single-PC session asked the client for a new offer and has not had it yet.
+    pub awaiting_offer: bool,
     pub expected: Vec<ExpectedTrack>,
     /// Subscriptions asked for announced tracks before their media arrived: (track sid,
     /// subscriber key), taken when the track binds. At most one per subscriber and track.
@@ -154,11 +163,47 @@ pub(crate) struct Participant {
     pub offered_sections: usize,
 }
 
+/// The peer forwarded media leaves by: the subscriber PC, or a single-PC session's one PC.
+/// A function of the two fields, so callers can hold other fields of the participant too.
+pub(crate) fn sender_mut<'a>(
+    subscriber: &'a mut Option<Peer>,
+    publisher: &'a mut Peer,
+) -> &'a mut Peer {
+    match subscriber {
+        Some(peer) => peer,
+        None => publisher,
+    }
+}
+
 impl Participant {
+    /// Whether one PeerConnection carries both directions (LiveKit's signaling v1).
+    pub fn single_pc(&self) -> bool {
+        self.subscriber.is_none()
+    }
+
+    /// The role whose peer, timers and output `role` means: a single-PC session has only
+    /// the publisher's.
+    pub fn peer_role(&self, role: PeerRole) -> PeerRole {
+        if self.single_pc() {
+            PeerRole::Publisher
+        } else {
+            role
+        }
+    }
+
+    /// The peer forwarded media leaves by (see [`sender_mut`]).
+    pub fn sender(&self) -> &Peer {
+        self.subscriber.as_ref().unwrap_or(&self.publisher)
+    }
+
+    pub fn sender_mut(&mut self) -> &mut Peer {
+        sender_mut(&mut self.subscriber, &mut self.publisher)
+    }
+
     pub fn peer_mut(&mut self, role: PeerRole) -> &mut Peer {
         match role {
             PeerRole::Publisher => &mut self.publisher,
-            PeerRole::Subscriber => &mut self.subscriber,
+            PeerRole::Subscriber => self.sender_mut(),
         }
     }
 

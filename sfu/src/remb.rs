@@ -64,6 +64,11 @@ pub(crate) struct RembLink {
 }
 
 impl RembLink {
+    /// The header extension id the receiver knows the send time by, if it has one.
+    pub fn abs_send_time_id(&self) -> Option<u8> {
+        self.abs_send_time_id
+    }
+
     pub fn new(now: Instant, abs_send_time_id: Option<u8>) -> Self {
         Self {
             abs_send_time_id,

@@ -16,7 +16,7 @@ fn one_packet_in_is_one_srtp_packet_out_per_subscriber_and_the_peers_decrypt_it(
         .parts
         .iter()
         .flatten()
-        .filter(|p| p.subscriber.direct.is_some());
+        .filter(|p| p.sender().direct.is_some());
     assert_eq!(
         direct.count(),
         3,
@@ -307,7 +307,13 @@ fn a_subscriber_ice_restart_offers_new_credentials_and_media_flows_again() {
     let slot = first_subscriber(&rig);
     let before = rig.worker.parts[slot]
         .as_mut()
-        .map(|p| p.subscriber.rtc.direct_api().local_ice_credentials().ufrag)
+        .map(|p| {
+            p.sender_mut()
+                .rtc
+                .direct_api()
+                .local_ice_credentials()
+                .ufrag
+        })
         .expect("the subscriber is there");
     // The publisher's events come first, then the subscriber's.
     let events = rig._events.last_mut().expect("the subscriber's events");
@@ -347,7 +353,13 @@ fn a_subscriber_ice_restart_offers_new_credentials_and_media_flows_again() {
     }
     let now = rig.worker.parts[slot]
         .as_mut()
-        .map(|p| p.subscriber.rtc.direct_api().local_ice_credentials().ufrag)
+        .map(|p| {
+            p.sender_mut()
+                .rtc
+                .direct_api()
+                .local_ice_credentials()
+                .ufrag
+        })
         .unwrap();
     assert_eq!(now, offered, "the worker's peer uses the new credentials");
 }

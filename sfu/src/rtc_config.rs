@@ -32,6 +32,16 @@ fn dependency_descriptor_extension() -> Extension {
     )
 }
 
+/// The one PC of a single-PC (v1) participant: it receives like a publisher PC and sends
+/// like a subscriber PC. str0m's raw packets, for the RTCP about what we forward, cost a
+/// copy of each packet the client publishes; transport-wide sequence numbers stay out of
+/// the lines we send on (`single_pc.rs`).
+pub(crate) fn new_single_rtc(now: Instant, dtls: DtlsPeers) -> Rtc {
+    let mut exts = ExtensionMap::standard();
+    exts.set(dependency_descriptor::ID, dependency_descriptor_extension());
+    new_rtc(exts, dtls).enable_raw_packets(true).build(now)
+}
+
 /// The subscriber PC of a participant (or a WHEP viewer): it only sends media.
 ///
 /// It negotiates no transport-wide congestion control extension. That extension only feeds

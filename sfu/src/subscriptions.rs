@@ -244,8 +244,9 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
-        // A subscriber PC never offered has no ICE to restart: its first offer starts it.
-        if part.last_offer.is_none() {
+        // A subscriber PC never offered has no ICE to restart: its first offer starts it. A
+        // single-PC client restarts ICE itself, with its own offer.
+        if part.last_offer.is_none() || part.single_pc() {
             return;
         }
         part.restart_subscriber_ice = true;
@@ -259,6 +260,10 @@ impl Worker {
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };
+        if part.single_pc() {
+            self.single_pc_negotiate(slot);
+            return;
+        }
         if part.pending_offer.is_some() || !part.options.can_subscribe {
             return;
         }
@@ -272,7 +277,9 @@ impl Worker {
                     OutState::ToOpen | OutState::Open(_) | OutState::Negotiating(_)
                 )
             });
-        let mut change = part.subscriber.rtc.sdp_api();
+        let mut change = crate::participant::sender_mut(&mut part.subscriber, &mut part.publisher)
+            .rtc
+            .sdp_api();
         if part.restart_subscriber_ice {
             part.restart_subscriber_ice = false;
             // Our candidates stay what they were; the client gathers anew.
@@ -350,7 +357,9 @@ impl Worker {
             match out.state {
                 OutState::Negotiating(mid) => {
                     out.state = OutState::Open(mid);
-                    let mut api = part.subscriber.rtc.direct_api();
+                    let sender =
+                        crate::participant::sender_mut(&mut part.subscriber, &mut part.publisher);
+                    let mut api = sender.rtc.direct_api();
                     let stream = api.stream_tx_by_mid(mid, None);
                     out.ssrc = stream.as_ref().map(|s| s.ssrc());
                     match (stream, out.kind) {

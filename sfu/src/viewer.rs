@@ -44,7 +44,7 @@ impl Worker {
             ));
         }
         let answer = part
-            .subscriber
+            .sender_mut()
             .rtc
             .sdp_api()
             .accept_offer(offer)
@@ -53,7 +53,7 @@ impl Worker {
             .into_iter()
             .filter_map(|mid| {
                 let mid = str0m::media::Mid::from(mid.as_str());
-                let media = part.subscriber.rtc.media(mid)?;
+                let media = part.sender().rtc.media(mid)?;
                 if !media.direction().is_sending() {
                     return None;
                 }
@@ -71,7 +71,7 @@ impl Worker {
         }
         for (mid, kind) in sending {
             let ssrc = part
-                .subscriber
+                .sender_mut()
                 .rtc
                 .direct_api()
                 .stream_tx_by_mid(mid, None)
@@ -111,7 +111,7 @@ impl Worker {
                 answer.to_sdp_string()
             }
         };
-        part.subscriber.descriptor_id = dependency_descriptor::negotiated_id(&answer);
+        part.sender_mut().descriptor_id = dependency_descriptor::negotiated_id(&answer);
         self.drain(slot, PeerRole::Subscriber);
         self.attach_viewer(slot);
         Ok(answer)

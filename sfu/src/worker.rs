@@ -463,7 +463,9 @@ impl Worker {
     /// feedback reader first (`feedback_in.rs`).
     pub(crate) fn deliver(&mut self, slot: Slot, role: PeerRole, data: &[u8], input: Input) {
         self.current = Some(slot);
-        if role == PeerRole::Subscriber && self.take_feedback(slot, data) {
+        let sends = role == PeerRole::Subscriber
+            || self.parts[slot].as_ref().is_some_and(|p| p.single_pc());
+        if sends && self.take_feedback(slot, data) {
             return;
         }
         let Some(part) = self.parts[slot].as_mut() else {
@@ -482,7 +484,11 @@ impl Worker {
             let part = part.as_ref()?;
             if part.publisher.rtc.accepts(input) {
                 Some((slot, PeerRole::Publisher))
-            } else if part.subscriber.rtc.accepts(input) {
+            } else if part
+                .subscriber
+                .as_ref()
+                .is_some_and(|s| s.rtc.accepts(input))
+            {
                 Some((slot, PeerRole::Subscriber))
             } else {
                 None
@@ -492,6 +498,9 @@ impl Worker {
 
     /// Feeds str0m's output to the socket and to the event handlers until it asks for time.
     pub(crate) fn drain(&mut self, slot: Slot, role: PeerRole) {
+        let Some(role) = self.parts[slot].as_ref().map(|p| p.peer_role(role)) else {
+            return;
+        };
         let outer = self.current.replace(slot);
         self.drain_peer(slot, role);
         self.current = outer;
@@ -502,6 +511,7 @@ impl Worker {
             let Some(part) = self.parts[slot].as_mut() else {
                 return;
             };
+            let single = part.single_pc();
             let peer = part.peer_mut(role);
             if !peer.rtc.is_alive() {
                 // A closed peer never needs waking again.
@@ -519,7 +529,7 @@ impl Worker {
             // A handshake that completed in this poll left its keys on this thread: a
             // subscriber peer's become its own send path; a publisher's are not needed.
             if let Some(keys) = switchboard_dtls::take_exported_keys() {
-                if role == PeerRole::Subscriber {
+                if role == PeerRole::Subscriber || single {
                     if let Err(e) = peer.start_direct_send(&keys) {
                         // str0m's path still works, only slower.
                         warn!(worker = self.index, slot, "forwarding through str0m: {e}");
@@ -541,7 +551,12 @@ impl Worker {
                 }
                 Ok(Output::Event(event)) => {
                     Self::observe_liveness(part, role, &event, self.now);
-                    self.handle_event(slot, role, event);
+                    let about = if single {
+                        crate::single_pc::role_of(&event)
+                    } else {
+                        role
+                    };
+                    self.handle_event(slot, about, event);
                 }
                 Err(e) => {
                     peer.rtc.disconnect();

@@ -20,6 +20,25 @@ pub fn worker() -> Worker {
 
 /// Joins participant `key` (publishes and subscribes); its events come on the receiver.
 pub fn join(worker: &mut Worker, key: &str) -> mpsc::UnboundedReceiver<PeerEvent> {
+    join_with(
+        worker,
+        key,
+        JoinOptions {
+            auto_subscribe: false,
+            can_subscribe: true,
+            can_publish: true,
+            single_pc: false,
+            dtls: DtlsPeers::Ecdsa,
+        },
+    )
+}
+
+/// Joins participant `key` with `options`.
+pub fn join_with(
+    worker: &mut Worker,
+    key: &str,
+    options: JoinOptions,
+) -> mpsc::UnboundedReceiver<PeerEvent> {
     let (events, received) = mpsc::unbounded_channel();
     let (reply, joined) = oneshot::channel();
     worker.handle_command(
@@ -27,12 +46,7 @@ pub fn join(worker: &mut Worker, key: &str) -> mpsc::UnboundedReceiver<PeerEvent
             participant: key.into(),
             identity: key.into(),
             room: "r".into(),
-            options: JoinOptions {
-                auto_subscribe: false,
-                can_subscribe: true,
-                can_publish: true,
-                dtls: DtlsPeers::Ecdsa,
-            },
+            options,
             events,
             reply,
         },

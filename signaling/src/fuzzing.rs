@@ -1,8 +1,8 @@
 //! **Not public API.** Entry points for the fuzz targets in `fuzz/` (feature `fuzz`); they
 //! may change at any time.
 //!
-//! What a client sends reaches the server as bytes: a token, SignalRequest frames, data
-//! packets, a WHIP/WHEP offer or PATCH body. Each entry point takes the fuzzer's bytes through
+//! What a client sends reaches the server as bytes: a token, a v1 `join_request`,
+//! SignalRequest frames, data packets, a WHIP/WHEP offer or PATCH body. Each entry point takes the fuzzer's bytes through
 //! the same functions the server runs, with the media plane as a worker in memory
 //! (`switchboard_sfu::fuzzing::SdpRig`), so no socket or runtime is involved. A panic is a
 //! finding; so is a failed assertion about what the server must always do.
@@ -24,6 +24,18 @@ const SECRET: &str = "secret";
 
 fn keys() -> KeyStore {
     KeyStore::new([(API_KEY.to_owned(), SECRET.to_owned())])
+}
+
+/// A signaling v1 `join_request` parameter: the fuzzer's text as it is, or its bytes as the
+/// encoded `WrappedJoinRequest` (so the protobuf and gzip layers are reached).
+pub fn join_request(data: &[u8]) {
+    let mut input = Input::new(data);
+    let param = if input.bool() {
+        String::from_utf8_lossy(input.rest()).into_owned()
+    } else {
+        base64::engine::general_purpose::URL_SAFE.encode(input.rest())
+    };
+    crate::v1::fuzz_decode(&param);
 }
 
 /// A token as a client presents it: either raw text, or a header and payload of the

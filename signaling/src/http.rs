@@ -1,5 +1,5 @@
-//! The HTTP face of signaling: the `/rtc` WebSocket upgrade and the validate endpoints the
-//! LiveKit client probes when an upgrade fails.
+//! The HTTP face of signaling: the `/rtc` (v0) and `/rtc/v1` WebSocket upgrades, and the
+//! validate endpoints the LiveKit client probes when an upgrade fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -96,7 +96,19 @@ async fn rtc(
         sid: params.get("sid").cloned(),
         reconnect_reason: params.get("reconnect_reason").cloned(),
         verified_at,
+        single_pc: false,
+        offer: None,
     };
+    upgrade(sig, accepted, claims, join)
+}
+
+/// Runs the session once the WebSocket upgrade completes.
+fn upgrade(
+    sig: Arc<Signaling>,
+    accepted: websocket::Accepted,
+    claims: Claims,
+    join: JoinParams,
+) -> Response {
     let upgrade = accepted.upgrade;
     tokio::spawn(async move {
         match SignalSocket::upgraded(upgrade).await {
@@ -118,12 +130,67 @@ async fn validate(
     }
 }
 
-/// The single-PeerConnection protocol is not spoken here; a 404 makes livekit-client fall
-/// back to `/rtc`.
-async fn v1_not_supported() -> Response {
+/// Signaling v1: one PeerConnection, the join (and usually the first offer) in the
+/// `join_request` parameter (`v1.rs`).
+async fn rtc_v1(
+    State(sig): State<Arc<Signaling>>,
+    Query(params): Params,
+    request: Request,
+) -> Response {
+    if !sig.single_pc {
+        return v1_switched_off();
+    }
+    let claims = match admit(&sig, request.headers(), &params) {
+        Ok(claims) => claims,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let verified_at = std::time::Instant::now();
+    let join_request = match crate::v1::decode(params.get("join_request").map(String::as_str)) {
+        Ok(request) => request,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let accepted = match websocket::accept(request) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let join = JoinParams {
+        // A JoinRequest without settings subscribes, as a v0 query without the parameter.
+        auto_subscribe: join_request
+            .connection_settings
+            .as_ref()
+            .is_none_or(|s| s.auto_subscribe),
+        reconnect: join_request.reconnect,
+        sid: Some(join_request.participant_sid.clone()).filter(|s| !s.is_empty()),
+        reconnect_reason: crate::v1::reconnect_reason(&join_request),
+        verified_at,
+        single_pc: true,
+        offer: join_request.publisher_offer,
+    };
+    upgrade(sig, accepted, claims, join)
+}
+
+async fn validate_v1(
+    State(sig): State<Arc<Signaling>>,
+    headers: HeaderMap,
+    Query(params): Params,
+) -> Response {
+    if !sig.single_pc {
+        return v1_switched_off();
+    }
+    if let Err(refusal) = admit(&sig, &headers, &params) {
+        return refusal.into_response();
+    }
+    match crate::v1::decode(params.get("join_request").map(String::as_str)) {
+        Ok(_) => text(StatusCode::OK, "success"),
+        Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// With v1 switched off (`rtc.single_pc = false`) a 404 makes the SDKs fall back to `/rtc`.
+fn v1_switched_off() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "signaling v1 (/rtc/v1) is not supported by this server; use /rtc",
+        "signaling v1 (/rtc/v1) is switched off on this server; use /rtc",
     )
 }
 
@@ -131,7 +198,7 @@ pub(crate) fn router(sig: Arc<Signaling>) -> Router {
     Router::new()
         .route("/rtc", get(rtc))
         .route("/rtc/validate", get(validate))
-        .route("/rtc/v1", get(v1_not_supported))
-        .route("/rtc/v1/validate", get(v1_not_supported))
+        .route("/rtc/v1", get(rtc_v1))
+        .route("/rtc/v1/validate", get(validate_v1))
         .with_state(sig)
 }

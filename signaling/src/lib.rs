@@ -33,6 +33,7 @@ mod session;
 mod subscribe;
 pub mod token;
 mod turn_rest;
+mod v1;
 mod websocket;
 mod whip;
 
@@ -71,6 +72,9 @@ pub struct SignalingConfig {
     pub names: NameRules,
     /// What one participant may send and hold (sizes, rates, tracks, queued output).
     pub limits: SessionLimits,
+    /// Whether `/rtc/v1` (one PeerConnection per participant) is served; off, it answers
+    /// 404 and the SDKs fall back to `/rtc`.
+    pub single_pc: bool,
 }
 
 /// A STUN or TURN server for clients.
@@ -138,6 +142,7 @@ pub struct Signaling {
     pub(crate) revocations: revocations::Revocations,
     pub(crate) names: NameRules,
     pub(crate) limits: SessionLimits,
+    pub(crate) single_pc: bool,
     /// Session tasks still running (joined or not), so shutdown can wait for their records.
     live_sessions: watch::Sender<usize>,
     /// WHIP and WHEP sessions, by resource id.
@@ -180,6 +185,7 @@ impl Signaling {
             revocations: Default::default(),
             names: config.names,
             limits: config.limits,
+            single_pc: config.single_pc,
             live_sessions: watch::channel(0).0,
             whip: Default::default(),
             resumables: Default::default(),

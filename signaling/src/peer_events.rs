@@ -25,6 +25,12 @@ impl Session {
                     mid_to_track_id: mid_to_track.into_iter().collect(),
                 })
             }
+            PeerEvent::MediaSectionsRequirement { audios, videos } => {
+                Resp::MediaSectionsRequirement(proto::MediaSectionsRequirement {
+                    num_audios: audios,
+                    num_videos: videos,
+                })
+            }
             PeerEvent::TrackUnpublished { sid } => {
                 publish::track_unpublished(self, &sid);
                 return Ok(None);

@@ -147,6 +147,10 @@ pub(crate) struct JoinParams {
     pub reconnect_reason: Option<String>,
     /// When the token was verified: the start of the join latency ops see.
     pub verified_at: Instant,
+    /// Signaling v1: one PeerConnection, the client always offering.
+    pub single_pc: bool,
+    /// The first offer, carried in a v1 join; answered right after the JoinResponse.
+    pub offer: Option<proto::SessionDescription>,
 }
 
 /// Records one stage of a join in `switchboard_join_latency_seconds`, measured from the
@@ -216,6 +220,7 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
         auto_subscribe: join.auto_subscribe,
         can_subscribe: claims.video.can_subscribe(),
         can_publish: claims.video.can_publish(),
+        single_pc: join.single_pc,
         dtls: switchboard_sfu::DtlsPeers::Ecdsa,
     };
     let (media, mut peer_events) = match sig.sfu.join(&room, &sid, &claims.sub, options).await {
@@ -232,7 +237,8 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
         }
     };
     media_joined(&sig, &room, &info, &claims, &media);
-    info!(%room, %sid, identity = %claims.sub, "participant joined");
+    let signaling = if join.single_pc { "v1" } else { "v0" };
+    info!(%room, %sid, identity = %claims.sub, signaling, "participant joined");
     let resume = sig.resumables.register(&sid, &room, &claims.sub);
     let mut session = Session {
         sig: Arc::clone(&sig),
@@ -279,7 +285,13 @@ pub(crate) async fn run(sig: Arc<Signaling>, ws: SignalSocket, claims: Claims, j
         Err(e) => Step::End(Ending::send_failed(&e)),
         Ok(()) => {
             join_latency("join_response", join.verified_at);
-            session.serve(&mut ws, &mut room_rx, &mut peer_events).await
+            match join.offer {
+                Some(offer) => match session.answer(&mut ws, offer).await {
+                    Ok(()) => session.serve(&mut ws, &mut room_rx, &mut peer_events).await,
+                    Err(ending) => Step::End(ending),
+                },
+                None => session.serve(&mut ws, &mut room_rx, &mut peer_events).await,
+            }
         }
     };
     // A lost socket may be replaced by the client's reconnect (`resume.rs`), any number of
@@ -428,23 +440,7 @@ impl Session {
 
     async fn handle_request(&mut self, ws: &mut SignalSocket, message: Req) -> Result<(), Ending> {
         match message {
-            Req::Offer(offer) => match self.media.publisher_offer(offer.sdp).await {
-                Ok(sdp) => {
-                    let answer = proto::SessionDescription {
-                        r#type: "answer".into(),
-                        sdp,
-                        id: offer.id,
-                        ..Default::default()
-                    };
-                    self.reply(ws, Resp::Answer(answer)).await?;
-                }
-                Err(e) => {
-                    return Err(protocol_error(
-                        CLOSE_UNSUPPORTED,
-                        &format!("publisher offer refused: {e}"),
-                    ))
-                }
-            },
+            Req::Offer(offer) => self.answer(ws, offer).await?,
             Req::Answer(answer) => {
                 if let Err(e) = self.media.subscriber_answer(answer.sdp).await {
                     return Err(protocol_error(
@@ -503,6 +499,29 @@ impl Session {
             }
         } else {
             Ending::signal_closed()
+        }
+    }
+
+    /// Answers the client's offer (on its publisher PC, or its one PC in v1).
+    async fn answer(
+        &mut self,
+        ws: &mut SignalSocket,
+        offer: proto::SessionDescription,
+    ) -> Result<(), Ending> {
+        match self.media.offer(offer.sdp).await {
+            Ok(answer) => {
+                let answer = proto::SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: answer.sdp,
+                    id: offer.id,
+                    mid_to_track_id: answer.mid_to_track.into_iter().collect(),
+                };
+                self.reply(ws, Resp::Answer(answer)).await
+            }
+            Err(e) => Err(protocol_error(
+                CLOSE_UNSUPPORTED,
+                &format!("publisher offer refused: {e}"),
+            )),
         }
     }
 

@@ -137,6 +137,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "on|off")]
     pub rtc_bandwidth_estimation: Option<String>,
 
+    /// Serve LiveKit's signaling v1 at /rtc/v1 (one PeerConnection per participant): on or
+    /// off.
+    ///
+    /// Off, /rtc/v1 answers 404 and the SDKs fall back to /rtc (two PeerConnections).
+    /// Environment: SWITCHBOARD_RTC_SINGLE_PC. Config file: rtc.single_pc. Default: on.
+    #[arg(long, value_name = "on|off")]
+    pub rtc_single_pc: Option<String>,
+
     /// IP address browsers send media to (repeat for several).
     ///
     /// Announced to clients as ICE candidates. Required when the media socket binds to

@@ -158,6 +158,8 @@ pub struct RtcSettings {
     pub workers: usize,
     /// Subscribers' bandwidth is estimated and their layers fit to it.
     pub bandwidth_estimation: bool,
+    /// `/rtc/v1` (one PeerConnection per participant) is served.
+    pub single_pc: bool,
     /// IPs announced to browsers as ICE candidates; empty = announce `ip`. Never contains
     /// a wildcard address, and is non-empty whenever `ip` is a wildcard.
     pub node_ips: Vec<IpAddr>,
@@ -455,6 +457,13 @@ fn rtc_settings(
             parse::bool,
         )?
         .unwrap_or(true);
+    let single_pc = src
+        .get(
+            args.rtc_single_pc.as_deref(),
+            &sources::RTC_SINGLE_PC,
+            parse::bool,
+        )?
+        .unwrap_or(true);
     // Repeated `--node-ip` flags form one value, so they replace the env/file list as a
     // whole like every other flag.
     let node_ip_flags = (!args.node_ips.is_empty()).then(|| args.node_ips.join(","));
@@ -512,6 +521,7 @@ fn rtc_settings(
         tcp_port,
         workers,
         bandwidth_estimation,
+        single_pc,
         node_ips,
         ice_servers,
     })

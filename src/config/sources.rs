@@ -51,6 +51,7 @@ settings! {
     RTC_WORKERS = "--rtc-workers", "SWITCHBOARD_RTC_WORKERS", "rtc.workers", Int;
     RTC_BANDWIDTH_ESTIMATION = "--rtc-bandwidth-estimation",
         "SWITCHBOARD_RTC_BANDWIDTH_ESTIMATION", "rtc.bandwidth_estimation", Bool;
+    RTC_SINGLE_PC = "--rtc-single-pc", "SWITCHBOARD_RTC_SINGLE_PC", "rtc.single_pc", Bool;
     NODE_IPS = "--node-ip", "SWITCHBOARD_NODE_IPS", "rtc.node_ips", StrList;
     ICE_SERVERS = "--ice-server", "SWITCHBOARD_ICE_SERVERS", "rtc.ice_servers", StrList;
     TURN_SECRET = "--turn-secret", "SWITCHBOARD_TURN_SECRET", "rtc.turn_secret", Str;

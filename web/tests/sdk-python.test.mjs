@@ -53,9 +53,11 @@ async function leaveReasons(server, room, count, timeoutMs = 15_000) {
   }
 }
 
-test('two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream', { timeout: 120_000 }, () => withServer('sdk-python', async (server, procs) => {
+// v0 (two PeerConnections, the default of the SDK's peers here) and v1 (one PeerConnection,
+// `single_peer_connection=True`).
+for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream (signaling ${protocol})`, { timeout: 120_000 }, () => withServer('sdk-python', async (server, procs) => {
   const room = roomId('pair');
-  const pair = python('python-pair', ['pair', wsUrl(server), room]);
+  const pair = python('python-pair', ['pair', wsUrl(server), room, ...flags]);
   procs.push(pair);
   const result = await pair.waitFor('result', 90_000);
   assert.equal((await pair.exited).code, 0, 'the pair script exits cleanly');
@@ -83,6 +85,11 @@ test('two Python SDK participants exchange decoded video and audio, data packets
   // Both left cleanly: recorded as the client's own leave, not as a media failure (the SDK
   // closes its PeerConnections before its signal socket).
   assert.deepEqual(await leaveReasons(server, room, 2), { alice: 'CLIENT_INITIATED', bob: 'CLIENT_INITIATED' });
+  // …over the protocol asked for (the server logs which one each join spoke).
+  const log = server.logTail(2000).replace(/\x1b\[[0-9;]*m/g, '');
+  for (const who of ['alice', 'bob']) {
+    assert.match(log, new RegExp(`participant joined .*identity=${who} signaling="${protocol}"`));
+  }
 }));
 
 test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat and call each other', { timeout: 150_000 }, () => withServer('sdk-python', async (server, procs, pages) => {

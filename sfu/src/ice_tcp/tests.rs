@@ -103,6 +103,7 @@ async fn a_client_connects_over_tcp_only() {
                 auto_subscribe: true,
                 can_subscribe: true,
                 can_publish: true,
+                single_pc: false,
                 dtls: Default::default(),
             },
         )

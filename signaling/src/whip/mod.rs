@@ -253,12 +253,15 @@ async fn start(
             auto_subscribe: false,
             can_subscribe: false,
             can_publish: true,
+            single_pc: false,
             dtls: DtlsPeers::EcdsaOrRsa,
         },
         Kind::Play => JoinOptions {
             auto_subscribe: false,
             can_subscribe: true,
             can_publish: false,
+            // A player's one PC is its subscriber PC (`viewer.rs`).
+            single_pc: false,
             dtls: DtlsPeers::EcdsaOrRsa,
         },
     };

@@ -62,6 +62,7 @@ impl Server {
             node_id: "admin-test".into(),
             names: Default::default(),
             limits: Default::default(),
+            single_pc: true,
         };
         let (sig, events) = Signaling::new(config, Arc::clone(&sfu));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -112,6 +112,12 @@ export class DemoPage {
     page.on('pageerror', (e) => note(`[pageerror] ${e.stack || e.message}`));
     page.on('requestfailed', (r) => note(`[requestfailed] ${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
     page.on('response', (r) => { if (r.status() >= 400) note(`[http ${r.status()}] ${r.request().method()} ${r.url()}`); });
+    /** Every WebSocket the page opened (its path, e.g. `/rtc/v1`), and every failed request. */
+    this.sockets = [];
+    this.failures = [];
+    page.on('websocket', (ws) => this.sockets.push(new URL(ws.url()).pathname));
+    page.on('requestfailed', (r) => this.failures.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+    page.on('response', (r) => { if (r.status() >= 400) this.failures.push(`${r.status()} ${r.url()}`); });
   }
 
   /** Opens the demo page at `baseUrl` with the given query parameters. */
