@@ -32,6 +32,9 @@ pub struct RoomSettings {
     /// 0 = the node's default.
     pub max_participants: u32,
     pub metadata: Option<String>,
+    /// The agents dispatched when this call opens the room (LiveKit's
+    /// `CreateRoomRequest.agents`); none: an automatic agent, if a worker takes those.
+    pub agents: Vec<crate::token::RoomAgentDispatch>,
 }
 
 /// What [`Signaling::ensure_room`] did.
@@ -140,10 +143,11 @@ impl Signaling {
         if let Some(metadata) = &settings.metadata {
             self.check_room_metadata(metadata)?;
         }
+        let agents = settings.agents.clone();
         let (room, created) = self.rooms.ensure(room_id, settings)?;
         if created {
             // A room opened through the API starts here, not at its first join.
-            crate::agents::room_started(self, &room, &[]);
+            crate::agents::room_started(self, &room, &agents);
         }
         Ok(EnsuredRoom { room, created })
     }

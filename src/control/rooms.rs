@@ -32,6 +32,10 @@ pub struct RoomOptions {
     pub channel_id: Option<String>,
     #[serde(default)]
     pub guest_access: bool,
+    /// Agents to dispatch when the room opens (Twirp `CreateRoom`'s `agents`; not part of
+    /// the `/v1` API).
+    #[serde(skip)]
+    pub agents: Vec<switchboard_signaling::token::RoomAgentDispatch>,
 }
 
 impl Control {
@@ -55,7 +59,11 @@ impl Control {
     /// it closes after its empty timeout if nobody comes. When that opened it, the record
     /// gets its `RM_` sid now (signaling's RoomStarted for it then changes nothing), so the
     /// caller sees the room as it is.
-    async fn open_live(&self, room: RoomRecord) -> Result<RoomRecord, ControlError> {
+    async fn open_live(
+        &self,
+        room: RoomRecord,
+        agents: Vec<switchboard_signaling::token::RoomAgentDispatch>,
+    ) -> Result<RoomRecord, ControlError> {
         let ensured = self
             .signaling
             .ensure_room(
@@ -64,6 +72,7 @@ impl Control {
                     empty_timeout: Duration::from_secs(u64::from(room.empty_timeout_secs)),
                     max_participants: room.max_participants,
                     metadata: room.metadata.clone(),
+                    agents,
                 },
             )
             .map_err(ControlError::from)?;
@@ -126,7 +135,7 @@ impl Control {
         };
         let (room, created) = self.store.create_room(&spec).await?;
         self.written();
-        let room = self.open_live(room).await?;
+        let room = self.open_live(room, options.agents).await?;
         Ok((room, created))
     }
 
@@ -135,7 +144,7 @@ impl Control {
     pub async fn ensure_room(&self, room_id: &str) -> Result<RoomRecord, ControlError> {
         let existing = self.store.get_room(room_id).await;
         match existing {
-            Ok(room) if room.status == RoomStatus::Active => self.open_live(room).await,
+            Ok(room) if room.status == RoomStatus::Active => self.open_live(room, Vec::new()).await,
             Err(e) if !e.is_not_found() => Err(e.into()),
             Ok(_) | Err(_) => {
                 let (room, _) = self
@@ -168,7 +177,7 @@ impl Control {
             let _ = self.signaling.update_room_metadata(room_id, metadata);
         }
         if limit.is_some() && self.signaling.live_room(room_id).is_some() {
-            self.open_live(room.clone()).await?;
+            self.open_live(room.clone(), Vec::new()).await?;
         }
         Ok(room)
     }

@@ -196,6 +196,14 @@ pub async fn room_service(
                 metadata: (!req.metadata.is_empty()).then_some(req.metadata),
                 empty_timeout_secs: (req.empty_timeout > 0).then_some(req.empty_timeout),
                 max_participants: (req.max_participants > 0).then_some(req.max_participants),
+                agents: req
+                    .agents
+                    .iter()
+                    .map(|a| switchboard_signaling::token::RoomAgentDispatch {
+                        agent_name: a.agent_name.clone(),
+                        metadata: a.metadata.clone(),
+                    })
+                    .collect(),
                 ..Default::default()
             };
             let result = state

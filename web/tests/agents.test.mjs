@@ -150,3 +150,15 @@ scenario('a room created through RoomService gets the automatic agent before any
   await agentServed(worker, page, room);
 });
 
+
+scenario('a room created through RoomService with agents dispatches those named agents at once', 'notes', async ({ server, worker, open }) => {
+  const room = roomId('created-named');
+  await new RoomServiceClient(server.url, 'devkey', 'secret').createRoom({
+    name: room, agents: [new RoomAgentDispatch({ agentName: 'notes', metadata: 'from CreateRoom' })],
+  });
+  const job = await worker.waitFor('job', 30_000);
+  assert.equal(job.room, room, 'dispatched when the room was created');
+  assert.equal(job.metadata, 'from CreateRoom');
+  const page = await open(room, 'human');
+  await agentServed(worker, page, room);
+});

@@ -126,6 +126,7 @@ async fn an_api_room_waits_for_its_first_participant_then_closes_on_its_own_time
         empty_timeout: Duration::from_secs(1000),
         max_participants: 0,
         metadata: Some("m".into()),
+        ..Default::default()
     };
     let (room, created) = rooms.ensure("a", settings.clone()).unwrap();
     assert!(created && room.metadata == "m" && room.empty_timeout == 1000);
