@@ -7,7 +7,9 @@
 //!
 //! Throughput is reported in subscriber packets, so `time / N` is the cost of one forwarded
 //! packet. `1_sub_500_idle` adds 500 participants of other rooms on the same worker that
-//! never connect: the cost of a packet must not grow with the worker's population.
+//! never connect: the cost of a packet must not grow with the worker's population. The
+//! `_single_pc` cases are the same with signaling v1 subscribers (one PeerConnection each,
+//! `sfu/src/single_pc.rs`).
 //!
 //! Run: `cargo bench --bench forward`
 
@@ -19,13 +21,20 @@ use switchboard_sfu::bench::ForwardRig;
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward_vp8_1200B");
     group.measurement_time(Duration::from_secs(5));
-    for (subscribers, idle, name) in [
-        (1, 0, "1_sub"),
-        (10, 0, "10_subs"),
-        (100, 0, "100_subs"),
-        (1, 500, "1_sub_500_idle"),
+    for (subscribers, idle, single_pc, name) in [
+        (1, 0, false, "1_sub"),
+        (10, 0, false, "10_subs"),
+        (100, 0, false, "100_subs"),
+        (1, 500, false, "1_sub_500_idle"),
+        (10, 0, true, "10_subs_single_pc"),
+        (100, 0, true, "100_subs_single_pc"),
     ] {
-        let mut rig = ForwardRig::new(subscribers, idle).expect("connect the bench rig");
+        let mut rig = if single_pc {
+            ForwardRig::single_pc(subscribers)
+        } else {
+            ForwardRig::new(subscribers, idle)
+        }
+        .expect("connect the bench rig");
         group.throughput(Throughput::Elements(subscribers as u64));
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {

@@ -114,13 +114,23 @@ impl ForwardRig {
     /// Builds and connects the rig: ICE, DTLS, negotiation of the publisher's VP8 track and
     /// of every subscriber's m-line, until every subscriber has received media.
     pub fn new(subscribers: usize, idle: usize) -> Result<Self, String> {
+        Self::build(subscribers, idle, false)
+    }
+
+    /// The rig with single-PC (signaling v1) subscribers: each offers one receive line, which
+    /// the publisher's track takes.
+    pub fn single_pc(subscribers: usize) -> Result<Self, String> {
+        Self::build(subscribers, 0, true)
+    }
+
+    fn build(subscribers: usize, idle: usize, single_pc: bool) -> Result<Self, String> {
         crate::rtc_config::install_crypto();
         let sink = Rc::new(SinkState::default());
         sink.capture.set(true);
         let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000);
         let mut worker = Worker::new(0, Box::new(RigSink(Rc::clone(&sink))), vec![server]);
         let mut events = Vec::new();
-        let join = |worker: &mut Worker, key: &str, room: &str| {
+        let join = |worker: &mut Worker, key: &str, room: &str, single_pc: bool| {
             let (tx, rx) = mpsc::unbounded_channel();
             let (reply, _answer) = oneshot::channel();
             worker.handle_command(
@@ -132,7 +142,7 @@ impl ForwardRig {
                         auto_subscribe: true,
                         can_subscribe: true,
                         can_publish: true,
-                        single_pc: false,
+                        single_pc,
                         dtls: DtlsPeers::Ecdsa,
                     },
                     events: tx,
@@ -147,13 +157,14 @@ impl ForwardRig {
                 &mut worker,
                 &format!("PA_idle{i}"),
                 &format!("idle-{i}"),
+                false,
             ));
         }
         let mut sub_events = Vec::new();
         for i in 0..subscribers {
-            sub_events.push(join(&mut worker, &format!("PA_sub{i}"), "bench"));
+            sub_events.push(join(&mut worker, &format!("PA_sub{i}"), "bench", single_pc));
         }
-        events.push(join(&mut worker, "PA_pub", "bench"));
+        events.push(join(&mut worker, "PA_pub", "bench", false));
         worker.handle_command(
             Command::ExpectTrack {
                 participant: "PA_pub".into(),
@@ -211,7 +222,10 @@ impl ForwardRig {
         // Once the publisher is connected the worker binds its track and offers it to every
         // subscriber.
         let started = Instant::now();
-        let mut offers: Vec<Option<String>> = vec![None; subscribers];
+        if single_pc {
+            rig.single_pc_subscribers(subscribers, started)?;
+        }
+        let mut offers: Vec<Option<String>> = vec![None; if single_pc { 0 } else { subscribers }];
         while offers.iter().any(Option::is_none) {
             if started.elapsed() > SETUP_LIMIT {
                 return Err("not every subscriber got an offer".into());
@@ -260,6 +274,46 @@ impl ForwardRig {
         }
         rig.sink.capture.set(false);
         Ok(rig)
+    }
+
+    /// Once the publisher's track is bound, each single-PC subscriber offers one receive line
+    /// and takes the answer, which binds the track to it.
+    fn single_pc_subscribers(
+        &mut self,
+        subscribers: usize,
+        started: Instant,
+    ) -> Result<(), String> {
+        let bound = |worker: &Worker| {
+            worker
+                .parts
+                .iter()
+                .flatten()
+                .any(|p| p.key == "PA_pub" && p.tracks.iter().flatten().count() > 0)
+        };
+        while !bound(&self.worker) {
+            if started.elapsed() > SETUP_LIMIT {
+                return Err("the publisher's track did not bind".into());
+            }
+            self.pump();
+        }
+        for i in 0..subscribers {
+            let mut client = ClientPeer::new(client_addr(i + 1))?;
+            let mut api = client.rtc.sdp_api();
+            api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+            let (offer, pending) = api.apply().ok_or("the subscriber made no offer")?;
+            let answer = self
+                .worker
+                .offer(&format!("PA_sub{i}"), &offer.to_sdp_string())
+                .map_err(|e| e.to_string())?;
+            let answer = SdpAnswer::from_sdp_string(&answer.sdp).map_err(|e| e.to_string())?;
+            client
+                .rtc
+                .sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|e| e.to_string())?;
+            self.subscribers.push(client);
+        }
+        Ok(())
     }
 
     /// Exchanges whatever the peers have to say (STUN, DTLS, RTCP, media while connecting)

@@ -35,6 +35,30 @@ fn one_packet_in_is_one_srtp_packet_out_per_subscriber_and_the_peers_decrypt_it(
     }
 }
 
+#[test]
+fn single_pc_subscribers_get_every_packet_on_our_send_path_and_decrypt_it() {
+    let mut rig = ForwardRig::single_pc(3).expect("the rig connects");
+    let single = rig
+        .worker
+        .parts
+        .iter()
+        .flatten()
+        .filter(|p| p.single_pc() && p.sender().direct.is_some());
+    assert_eq!(single.count(), 3, "their one peer sends on our path");
+    let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
+    let before = rig.sent_rtp();
+    let datagrams = rig.prepare(10);
+    rig.sink.capture.set(true);
+    for datagram in datagrams {
+        rig.forward(&datagram);
+    }
+    assert_eq!(rig.sent_rtp() - before, 30);
+    rig.pump();
+    for (client, before) in rig.subscribers.iter().zip(received) {
+        assert_eq!(client.rtp_received - before, 10);
+    }
+}
+
 /// The worker's slot of the rig's first subscriber.
 fn first_subscriber(rig: &ForwardRig) -> crate::participant::Slot {
     *rig.worker
