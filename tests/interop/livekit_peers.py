@@ -6,7 +6,7 @@ Each prints one JSON object per line ({"event": …}); the Node test asserts on 
   livekit_peers.py pair URL ROOM [--single-pc]
       `alice` publishes a camera (solid-colour frames) and a microphone (a 440 Hz tone);
       `bob` decodes both. Then data packets (reliable, lossy, addressed, with topics), RPC
-      both ways and a text stream. Ends with one "result" event and exits.
+      both ways, a text stream and a byte stream. Ends with one "result" event and exits.
   livekit_peers.py peer URL ROOM IDENTITY [--single-pc]
       One participant publishing the same camera and microphone, reporting what it decodes
       from others ("video", "audio"), chat messages ("chat": data on topic "chat", as the
@@ -19,6 +19,7 @@ Tokens are minted with LiveKit's own `livekit-api` from LIVEKIT_API_KEY/LIVEKIT_
 """
 
 import asyncio
+import hashlib
 import json
 import math
 import sys
@@ -33,6 +34,7 @@ TONE_HZ = 440
 SAMPLE_RATE = 48000
 FRAME_SAMPLES = 480  # 10 ms
 VIDEO_FRAMES = 30
+BYTE_STREAM_SIZE = 100_000
 AUDIO_FRAMES = 200
 
 
@@ -133,6 +135,7 @@ async def pair(url, room_name):
     result = {"bob": {"data": []}, "alice": {"data": []}}
     alice_got_data = asyncio.Event()
     texts = asyncio.Queue()
+    byte_streams = asyncio.Queue()
 
     def decode_into(future, decoder, track, participant):
         async def run():
@@ -166,6 +169,19 @@ async def pair(url, room_name):
 
     bob.register_text_stream_handler("notes", on_text)
 
+    def on_bytes(reader, sender_identity):
+        async def read():
+            digest, size = hashlib.sha256(), 0
+            async for chunk in reader:
+                digest.update(chunk)
+                size += len(chunk)
+            byte_streams.put_nowait({"from": sender_identity, "topic": reader.info.topic,
+                                     "name": reader.info.name, "size": size,
+                                     "sha256": digest.hexdigest()})
+        asyncio.create_task(read())
+
+    bob.register_byte_stream_handler("files", on_bytes)
+
     await alice.connect(url, token(room_name, "alice"), room_options())
     await bob.connect(url, token(room_name, "bob"), room_options())
     emit("joined", alice=alice.local_participant.sid, bob=bob.local_participant.sid)
@@ -194,6 +210,14 @@ async def pair(url, room_name):
     await lp_bob.publish_data(b"lossy back", reliable=False, topic="telemetry")
     await lp_alice.send_text("a text stream", topic="notes")
     result["bob"]["text"] = await asyncio.wait_for(texts.get(), 10)
+    # A byte stream of several chunks (the SDK cuts at 15 KB), its content checked whole.
+    blob = bytes(i % 251 for i in range(BYTE_STREAM_SIZE))
+    writer = await lp_alice.stream_bytes("blob.bin", topic="files", total_size=len(blob))
+    for at in range(0, len(blob), 40_000):
+        await writer.write(blob[at:at + 40_000])
+    await writer.aclose()
+    result["bob"]["bytes"] = await asyncio.wait_for(byte_streams.get(), 20)
+    result["bob"]["bytes"]["sent_sha256"] = hashlib.sha256(blob).hexdigest()
     result["alice"]["rpc"] = await lp_alice.perform_rpc(
         destination_identity="bob", method="greet", payload="hi", response_timeout=10)
     try:
@@ -253,6 +277,19 @@ async def peer(url, room_name, identity):
         asyncio.create_task(read())
 
     room.register_text_stream_handler("lk.chat", on_chat_text)
+
+    def on_file(reader, sender_identity):
+        async def read():
+            digest, size = hashlib.sha256(), 0
+            async for chunk in reader:
+                digest.update(chunk)
+                size += len(chunk)
+            emit("bytes", **{"from": sender_identity, "topic": reader.info.topic,
+                             "name": reader.info.name, "size": size,
+                             "sha256": digest.hexdigest()})
+        asyncio.create_task(read())
+
+    room.register_byte_stream_handler("files", on_file)
 
     await room.connect(url, token(room_name, identity), room_options())
 

@@ -55,7 +55,7 @@ async function leaveReasons(server, room, count, timeoutMs = 15_000) {
 
 // v0 (two PeerConnections, the default of the SDK's peers here) and v1 (one PeerConnection,
 // `single_peer_connection=True`).
-for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`two Python SDK participants exchange decoded video and audio, data packets, RPC and a text stream (signaling ${protocol})`, { timeout: 120_000 }, () => withServer('sdk-python', async (server, procs) => {
+for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`two Python SDK participants exchange decoded video and audio, data packets, RPC, a text and a byte stream (signaling ${protocol})`, { timeout: 120_000 }, () => withServer('sdk-python', async (server, procs) => {
   const room = roomId('pair');
   const pair = python('python-pair', ['pair', wsUrl(server), room, ...flags]);
   procs.push(pair);
@@ -78,6 +78,9 @@ for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`two
   ]);
   assert.deepEqual(alice.data, [{ from: 'bob', topic: 'telemetry', reliable: false, payload: 'lossy back' }]);
   assert.deepEqual(bob.text, { from: 'alice', topic: 'notes', text: 'a text stream' });
+  // A byte stream of 100 kB in several chunks arrives whole, from alice.
+  const { sent_sha256: sent, ...bytes } = bob.bytes;
+  assert.deepEqual(bytes, { from: 'alice', topic: 'files', name: 'blob.bin', size: 100_000, sha256: sent });
   // RPC both ways: an answer, and an application error with its code.
   assert.equal(alice.rpc, 'hello alice, you said hi');
   assert.deepEqual(bob.rpc_error, { code: 1500, message: 'refused on purpose' });
@@ -92,7 +95,7 @@ for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`two
   }
 }));
 
-test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat and call each other', { timeout: 150_000 }, () => withServer('sdk-python', async (server, procs, pages) => {
+test('Chromium on livekit-client and a Python SDK participant see and hear each other, chat, send a file and call each other', { timeout: 150_000 }, () => withServer('sdk-python', async (server, procs, pages) => {
   const room = roomId('browser');
   browser ??= await launchBrowser();
   const page = await browser.openDemo('browser');
@@ -136,6 +139,16 @@ test('Chromium on livekit-client and a Python SDK participant see and hear each 
   await page.page.evaluate(() => window.demo.room.localParticipant.sendText('the browser on lk.chat', { topic: 'lk.chat' }));
   const chatText = await py.waitFor('chat_text');
   assert.deepEqual([chatText.from, chatText.text], ['browser', 'the browser on lk.chat']);
+
+  // livekit-client's byte stream (sendFile: 100 kB in several chunks) reaches Python whole.
+  const sent = await page.page.evaluate(async () => {
+    const blob = new Uint8Array(100_000).map((_, i) => i % 251);
+    await window.demo.room.localParticipant.sendFile(new File([blob], 'blob.bin'), { topic: 'files' });
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', blob));
+    return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
+  });
+  const file = await py.waitFor('bytes');
+  assert.deepEqual(file, { event: 'bytes', from: 'browser', topic: 'files', name: 'blob.bin', size: 100_000, sha256: sent });
 
   // livekit-client's RPC to a method the Python SDK registered: the server set the caller.
   const answer = await page.page.evaluate(() => window.demo.room.localParticipant.performRpc(
