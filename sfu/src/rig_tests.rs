@@ -6,45 +6,23 @@ use super::*;
 #[test]
 fn one_packet_in_is_one_srtp_packet_out_per_subscriber_and_the_peers_decrypt_it() {
     let mut rig = ForwardRig::new(3, 2).expect("the rig connects");
-    let before = rig.sent_rtp();
-    for datagram in rig.prepare(10) {
-        rig.forward(&datagram);
-    }
-    assert_eq!(rig.sent_rtp() - before, 30);
+    assert_three_subscribers_decrypt_what_is_forwarded(&mut rig);
+}
+
+/// Every one of the rig's three subscribers sends on our path, gets one packet per packet
+/// in, and its client peer decrypts it as RTP.
+fn assert_three_subscribers_decrypt_what_is_forwarded(rig: &mut ForwardRig) {
     let direct = rig
         .worker
         .parts
         .iter()
         .flatten()
-        .filter(|p| p.sender().direct.is_some());
+        .filter(|p| p.key.starts_with("PA_sub") && p.sender().direct.is_some());
     assert_eq!(
         direct.count(),
         3,
         "every connected subscriber peer sends on our path"
     );
-    // Delivered to the client peers, those packets decrypt as RTP.
-    let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
-    let datagrams = rig.prepare(5);
-    rig.sink.capture.set(true);
-    for datagram in datagrams {
-        rig.forward(&datagram);
-    }
-    rig.pump();
-    for (client, before) in rig.subscribers.iter().zip(received) {
-        assert_eq!(client.rtp_received - before, 5);
-    }
-}
-
-#[test]
-fn single_pc_subscribers_get_every_packet_on_our_send_path_and_decrypt_it() {
-    let mut rig = ForwardRig::single_pc(3).expect("the rig connects");
-    let single = rig
-        .worker
-        .parts
-        .iter()
-        .flatten()
-        .filter(|p| p.single_pc() && p.sender().direct.is_some());
-    assert_eq!(single.count(), 3, "their one peer sends on our path");
     let received: Vec<u64> = rig.subscribers.iter().map(|c| c.rtp_received).collect();
     let before = rig.sent_rtp();
     let datagrams = rig.prepare(10);
@@ -57,6 +35,21 @@ fn single_pc_subscribers_get_every_packet_on_our_send_path_and_decrypt_it() {
     for (client, before) in rig.subscribers.iter().zip(received) {
         assert_eq!(client.rtp_received - before, 10);
     }
+}
+
+#[test]
+fn single_pc_subscribers_get_every_packet_on_our_send_path_and_decrypt_it() {
+    let mut rig = ForwardRig::single_pc(3).expect("the rig connects");
+    assert!(
+        rig.worker
+            .parts
+            .iter()
+            .flatten()
+            .filter(|p| p.single_pc())
+            .count()
+            == 3
+    );
+    assert_three_subscribers_decrypt_what_is_forwarded(&mut rig);
 }
 
 /// The worker's slot of the rig's first subscriber.
@@ -325,20 +318,23 @@ fn ice_ufrag(sdp: &str) -> Option<&str> {
         .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
 }
 
+/// The ICE ufrag the worker's peer of `slot` uses now.
+fn local_ufrag(rig: &mut ForwardRig, slot: crate::participant::Slot) -> String {
+    let part = rig.worker.parts[slot]
+        .as_mut()
+        .expect("the subscriber is there");
+    part.sender_mut()
+        .rtc
+        .direct_api()
+        .local_ice_credentials()
+        .ufrag
+}
+
 #[test]
 fn a_subscriber_ice_restart_offers_new_credentials_and_media_flows_again() {
     let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
     let slot = first_subscriber(&rig);
-    let before = rig.worker.parts[slot]
-        .as_mut()
-        .map(|p| {
-            p.sender_mut()
-                .rtc
-                .direct_api()
-                .local_ice_credentials()
-                .ufrag
-        })
-        .expect("the subscriber is there");
+    let before = local_ufrag(&mut rig, slot);
     // The publisher's events come first, then the subscriber's.
     let events = rig._events.last_mut().expect("the subscriber's events");
     while events.try_recv().is_ok() {}
@@ -375,15 +371,6 @@ fn a_subscriber_ice_restart_offers_new_credentials_and_media_flows_again() {
         }
         rig.pump();
     }
-    let now = rig.worker.parts[slot]
-        .as_mut()
-        .map(|p| {
-            p.sender_mut()
-                .rtc
-                .direct_api()
-                .local_ice_credentials()
-                .ufrag
-        })
-        .unwrap();
+    let now = local_ufrag(&mut rig, slot);
     assert_eq!(now, offered, "the worker's peer uses the new credentials");
 }

@@ -128,6 +128,16 @@ def packet_record(packet):
             "payload": packet.data.decode()}
 
 
+async def read_byte_stream(reader, sender_identity):
+    """Reads a byte stream whole: who sent it, its topic and name, its size and SHA-256."""
+    digest, size = hashlib.sha256(), 0
+    async for chunk in reader:
+        digest.update(chunk)
+        size += len(chunk)
+    return {"from": sender_identity, "topic": reader.info.topic, "name": reader.info.name,
+            "size": size, "sha256": digest.hexdigest()}
+
+
 async def pair(url, room_name):
     alice, bob = rtc.Room(), rtc.Room()
     loop = asyncio.get_running_loop()
@@ -171,13 +181,7 @@ async def pair(url, room_name):
 
     def on_bytes(reader, sender_identity):
         async def read():
-            digest, size = hashlib.sha256(), 0
-            async for chunk in reader:
-                digest.update(chunk)
-                size += len(chunk)
-            byte_streams.put_nowait({"from": sender_identity, "topic": reader.info.topic,
-                                     "name": reader.info.name, "size": size,
-                                     "sha256": digest.hexdigest()})
+            byte_streams.put_nowait(await read_byte_stream(reader, sender_identity))
         asyncio.create_task(read())
 
     bob.register_byte_stream_handler("files", on_bytes)
@@ -280,13 +284,7 @@ async def peer(url, room_name, identity):
 
     def on_file(reader, sender_identity):
         async def read():
-            digest, size = hashlib.sha256(), 0
-            async for chunk in reader:
-                digest.update(chunk)
-                size += len(chunk)
-            emit("bytes", **{"from": sender_identity, "topic": reader.info.topic,
-                             "name": reader.info.name, "size": size,
-                             "sha256": digest.hexdigest()})
+            emit("bytes", **await read_byte_stream(reader, sender_identity))
         asyncio.create_task(read())
 
     room.register_byte_stream_handler("files", on_file)

@@ -2,10 +2,11 @@
 // processes (support/jsonl-process.mjs) and demo pages go in the arrays `body` is handed,
 // and are stopped and closed afterwards. On failure it prints the server's log tail, each
 // process's output and each page's state (screenshots named `${prefix}-${label}`).
+// `serverOptions` go to startServer (support/server.mjs).
 import { startServer } from './server.mjs';
 
-export async function withServer(prefix, body) {
-  const server = await startServer();
+export async function withServer(prefix, body, serverOptions = {}) {
+  const server = await startServer(serverOptions);
   const procs = [];
   const pages = [];
   try {
