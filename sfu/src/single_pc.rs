@@ -167,30 +167,27 @@ fn rewrite_answer(answer: &str, lines: &[(Mid, LineAnswer)], extensions: &[(u8, 
 /// Binds down-tracks waiting for a line to free lines of their kind; returns how many
 /// lines of each kind (audio, video) are still missing.
 fn bind_free_lines(part: &mut Participant) -> (u32, u32) {
+    let mut taken: Vec<Mid> = part
+        .down_tracks
+        .iter()
+        .flatten()
+        .filter_map(|d| d.mid())
+        .collect();
     let mut missing = (0, 0);
-    for index in 0..part.down_tracks.len() {
-        let Some(down) = part.down_tracks[index].as_ref() else {
-            continue;
-        };
+    for down in part.down_tracks.iter_mut().flatten() {
         if down.state != OutState::ToOpen {
             continue;
         }
-        let kind = down.kind;
-        let free = part.receive_lines.iter().find(|line| {
-            line.kind == kind
-                && !part
-                    .down_tracks
-                    .iter()
-                    .flatten()
-                    .any(|d| d.mid() == Some(line.mid))
-        });
-        match free.map(|l| l.mid) {
-            Some(mid) => {
-                if let Some(down) = part.down_tracks[index].as_mut() {
-                    down.state = OutState::Negotiating(mid);
-                }
+        let free = part
+            .receive_lines
+            .iter()
+            .find(|line| line.kind == down.kind && !taken.contains(&line.mid));
+        match free {
+            Some(line) => {
+                down.state = OutState::Negotiating(line.mid);
+                taken.push(line.mid);
             }
-            None if kind == TrackKind::Audio => missing.0 += 1,
+            None if down.kind == TrackKind::Audio => missing.0 += 1,
             None => missing.1 += 1,
         }
     }

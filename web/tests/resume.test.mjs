@@ -206,7 +206,8 @@ test('a link down past the departure timeout: the others are told it left, the r
   await stopCall(call);
 });
 
-test('LiveKit\'s Python SDK, link down 10 s: it comes back, the browser decodes it again and is never disturbed', { timeout: 180_000 }, async () => {
+// Over v0 (two PeerConnections) and v1 (one: the SDK restarts ICE with its own offer).
+for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`LiveKit's Python SDK (signaling ${protocol}), link down 10 s: it comes back, the browser decodes it again and is never disturbed`, { timeout: 180_000 }, async () => {
   await ensureInteropDeps();
   const pair = await createLinkPair();
   const call = { pair, browsers: [], pages: [], server: null };
@@ -228,7 +229,7 @@ test('LiveKit\'s Python SDK, link down 10 s: it comes back, the browser decodes 
     });
     const ws = call.server.url.replace(/^http/, 'ws');
     py = jsonlProcess('python-roamer', 'ip', ['netns', 'exec', pair.clientNs, INTEROP_PY,
-      join(INTEROP, 'livekit_peers.py'), 'peer', ws, room, 'py'],
+      join(INTEROP, 'livekit_peers.py'), 'peer', ws, room, 'py', ...flags],
     { env: { LIVEKIT_API_KEY: 'devkey', LIVEKIT_API_SECRET: 'secret' } });
     const { sid } = await py.waitFor('joined', JOIN_MS);
     await stay.mediaFrom(['py'], JOIN_MS);
