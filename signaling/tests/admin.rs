@@ -31,6 +31,7 @@ async fn a_room_created_through_the_api_is_open_before_anyone_joins_and_applies_
         empty_timeout: Duration::from_secs(600),
         max_participants: 1,
         metadata: Some("{\"topic\":\"launch\"}".into()),
+        ..Default::default()
     };
     let ensured = server.sig.ensure_room("launch", settings.clone()).unwrap();
     assert!(ensured.created);
