@@ -238,3 +238,28 @@ fn a_track_without_a_free_line_asks_for_one_and_an_unsubscribed_line_is_freed() 
         "the line is free"
     );
 }
+
+#[test]
+fn receive_lines_are_bounded_by_the_m_line_limit_plus_what_the_participant_receives() {
+    let mut worker = testing::worker();
+    worker.limits.max_media_sections = 4;
+    let _events = single_pc(&mut worker, "PA_sub");
+    // A client that offers lines beyond the bound is refused before str0m reads the offer.
+    let lines = |n: usize| format!("v=0\r\n{}", "m=video 9 UDP/TLS/RTP/SAVPF 96\r\n".repeat(n));
+    assert_eq!(
+        worker.single_pc_offer(0, &lines(5)),
+        Err(SfuError::TooManyMediaSections { sent: 5, limit: 4 })
+    );
+    // Each track it receives allows one more line: a big room's subscriber needs them.
+    publish_camera(&mut worker);
+    let receiving = worker.parts[0].as_ref().map(|p| p.down_tracks.len());
+    assert_eq!(receiving, Some(1));
+    assert!(matches!(
+        worker.single_pc_offer(0, &lines(5)),
+        Err(SfuError::BadSdp(_))
+    ));
+    assert_eq!(
+        worker.single_pc_offer(0, &lines(6)),
+        Err(SfuError::TooManyMediaSections { sent: 6, limit: 5 })
+    );
+}
