@@ -410,6 +410,9 @@ impl Worker {
             down.last_pt = Some(*pt_out);
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += payload.len() as u64;
+            if let Some(remb) = subscriber.remb.as_deref_mut() {
+                remb.on_media_sent(now, payload.len());
+            }
             self.metrics.forwarded += 1;
             self.metrics.forwarded_bytes += payload.len() as u64;
             if !subscriber.first_media_sent {

@@ -42,6 +42,8 @@ const MAX_QUIET: Duration = Duration::from_secs(12);
 const BLAMED_WITHIN: Duration = Duration::from_secs(2);
 /// Padding owed is counted over at most this long (a late tick sends no burst).
 const MAX_TICK: Duration = Duration::from_millis(50);
+/// What the media sent measures over windows of this length.
+const SENT_WINDOW: Duration = Duration::from_millis(500);
 
 /// A subscriber link estimated by its receiver.
 pub(crate) struct RembLink {
@@ -61,6 +63,43 @@ pub(crate) struct RembLink {
     padded_at: Option<Instant>,
     quiet_until: Option<Instant>,
     quiet_for: Duration,
+    /// What the media actually sent, not what the allocator's layer rates say: a layer
+    /// that measures above what it sends now (an encoder easing off, a low temporal layer)
+    /// would leave the receiver below its report with no padding to grow it, and its
+    /// estimate stuck (seen: a first report of 98 kbit/s held for 37 s).
+    sent: SentMeter,
+}
+
+/// Media bits sent over the last whole window.
+#[derive(Debug, Default)]
+struct SentMeter {
+    window_start: Option<Instant>,
+    bits: u64,
+    last_bps: u64,
+}
+
+impl SentMeter {
+    fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.roll(now);
+        self.bits += bytes as u64 * 8;
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= SENT_WINDOW {
+            self.last_bps = self.bits * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            self.bits = 0;
+            self.window_start = Some(now);
+        }
+    }
+
+    /// Bits per second over the last whole window (a window with nothing sent counts as
+    /// nothing once it is over).
+    fn bps(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        self.last_bps
+    }
 }
 
 impl RembLink {
@@ -80,7 +119,13 @@ impl RembLink {
             padded_at: None,
             quiet_until: None,
             quiet_for: FIRST_QUIET,
+            sent: SentMeter::default(),
         }
+    }
+
+    /// A media packet of `bytes` went to the receiver (padding is not counted).
+    pub fn on_media_sent(&mut self, now: Instant, bytes: usize) {
+        self.sent.on_sent(now, bytes);
     }
 
     /// The stamp for a packet sent now.
@@ -121,21 +166,23 @@ impl RembLink {
         due.then_some(link)
     }
 
-    /// Padding packets of `packet_bits` due now to top `sending` bits per second up to
-    /// the report, while the allocator lacks `deficit`; `None` (topping up stops) when it
-    /// lacks nothing, or the link shows congestion, or it showed it recently.
+    /// Padding packets of `packet_bits` due now to top the media sent up to the report
+    /// (at most to `allocated` + `deficit`, what the allocator's layers would take), while
+    /// the allocator lacks `deficit`; `None` (topping up stops) when it lacks nothing, or
+    /// the link shows congestion, or it showed it recently.
     pub fn padding_due(
         &mut self,
         now: Instant,
-        sending: u64,
+        allocated: u64,
         deficit: u64,
         packet_bits: u64,
     ) -> Option<u64> {
         let last = self.last_tick.replace(now);
+        let sending = self.sent.bps(now);
         let target = self
             .reported
             .unwrap_or(0)
-            .min(sending + deficit)
+            .min(allocated + deficit)
             .min(MAX_PADDED_BPS);
         let quiet = self.quiet_until.is_some_and(|until| now < until);
         if deficit == 0 || target <= sending || quiet || self.congested() {
@@ -269,31 +316,72 @@ mod tests {
         assert!(!ample.congested);
     }
 
+    /// Media of 1,000 bytes every 20 ms (400 kbit/s) from `from` up to `to` ms.
+    fn media(link: &mut RembLink, t0: Instant, from: u64, to: u64) {
+        for ms in (from..to).step_by(20) {
+            link.on_media_sent(t0 + Duration::from_millis(ms), 1_000);
+        }
+    }
+
     #[test]
     fn padding_tops_the_media_up_to_the_report_while_bits_are_lacking() {
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
         let mut link = RembLink::new(t0, Some(2));
-        link.report(t0, 1_000_000, 400_000);
+        media(&mut link, t0, 0, 600);
+        link.report(at(600), 1_000_000, 400_000);
         let bits = 2_000;
-        assert_eq!(link.padding_due(t0, 400_000, 2_000_000, bits), Some(0));
+        assert_eq!(link.padding_due(at(600), 400_000, 2_000_000, bits), Some(0));
         // 600 kbit/s missing for 20 ms: 12,000 bits, six packets.
-        assert_eq!(link.padding_due(at(20), 400_000, 2_000_000, bits), Some(6));
+        media(&mut link, t0, 600, 620);
+        assert_eq!(link.padding_due(at(620), 400_000, 2_000_000, bits), Some(6));
         // Nothing lacking: no padding.
-        assert_eq!(link.padding_due(at(40), 400_000, 0, bits), None);
+        assert_eq!(link.padding_due(at(640), 400_000, 0, bits), None);
         // Congestion right after padding: none for 6 s (twice the first quiet time).
-        assert_eq!(link.padding_due(at(50), 400_000, 2_000_000, bits), Some(0));
-        link.report(at(60), 300_000, 400_000);
-        link.report(at(1_100), 800_000, 400_000);
-        assert_eq!(link.padding_due(at(5_000), 400_000, 2_000_000, bits), None);
+        assert_eq!(link.padding_due(at(650), 400_000, 2_000_000, bits), Some(0));
+        link.report(at(660), 300_000, 400_000);
+        link.report(at(1_700), 800_000, 400_000);
+        media(&mut link, t0, 620, 5_600);
+        assert_eq!(link.padding_due(at(5_600), 400_000, 2_000_000, bits), None);
+        media(&mut link, t0, 5_600, 6_700);
         assert_eq!(
-            link.padding_due(at(6_100), 400_000, 2_000_000, bits),
+            link.padding_due(at(6_700), 400_000, 2_000_000, bits),
             Some(0)
         );
         assert_eq!(
-            link.padding_due(at(6_120), 400_000, 2_000_000, bits),
+            link.padding_due(at(6_720), 400_000, 2_000_000, bits),
             Some(4)
         );
+    }
+
+    #[test]
+    fn padding_measures_what_the_media_sends_not_what_its_layers_should() {
+        // The allocator's layer measures 160 kbit/s, the media sends 80 kbit/s (1,000
+        // bytes every 100 ms), the receiver reports 98 kbit/s: once the first report's
+        // quiet time is over, padding tops the 80 up to 98 (the receiver's estimate can only
+        // grow from what arrives), although the layer alone "should" exceed the report.
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut link = RembLink::new(t0, Some(2));
+        let sparse = |link: &mut RembLink, from: u64, to: u64| {
+            for ms in (from..to).step_by(100) {
+                link.on_media_sent(t0 + Duration::from_millis(ms), 1_000);
+            }
+        };
+        sparse(&mut link, 0, 1_000);
+        assert!(link.report(at(1_000), 98_000, 160_000).unwrap().congested);
+        sparse(&mut link, 1_000, 2_000);
+        assert!(!link.report(at(2_000), 98_000, 160_000).unwrap().congested);
+        sparse(&mut link, 2_000, 4_000);
+        let bits = 1_000;
+        assert_eq!(link.padding_due(at(3_900), 160_000, 500_000, bits), None);
+        assert_eq!(link.padding_due(at(4_000), 160_000, 500_000, bits), Some(0));
+        // 18 kbit/s missing for 50 ms: 900 bits, then 1,800 over the next 50 ms.
+        assert_eq!(link.padding_due(at(4_050), 160_000, 500_000, bits), Some(0));
+        assert_eq!(link.padding_due(at(4_100), 160_000, 500_000, bits), Some(1));
+        // Media alone above the report: nothing to add.
+        media(&mut link, t0, 4_100, 4_700);
+        assert_eq!(link.padding_due(at(4_700), 160_000, 500_000, bits), None);
     }
 
     #[test]
