@@ -43,6 +43,24 @@ async fn sqlite_open_creates_parent_directories_with_wal_and_foreign_keys() {
     store.close().await;
 }
 
+/// The queries are written once with PostgreSQL's `$N` placeholders (`store/queries/`):
+/// SQLite must bind them by number, not in the order they first appear.
+#[tokio::test]
+async fn sqlite_binds_dollar_placeholders_by_number() {
+    let store = SqliteStore::open("sqlite::memory:").await.expect("open");
+    let (second, first, second_again): (String, i64, String) = sqlx::query_as("SELECT $2, $1, $2")
+        .bind(7_i64)
+        .bind("two")
+        .fetch_one(store.pool())
+        .await
+        .expect("select");
+    assert_eq!(
+        (second.as_str(), first, second_again.as_str()),
+        ("two", 7, "two")
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn sqlite_file_keeps_data_across_reopen_and_migrate_is_idempotent() {
     let dir = tempfile::tempdir().expect("temp dir");
