@@ -11,18 +11,28 @@
 //! Both apply the versioned migrations in `migrations/<dialect>/` when they open, so a
 //! fresh database is usable at once and `switchboard migrate` is the same code path.
 //!
-//! New methods go here and in both implementations (written once in `shared/` when the two
-//! dialects differ only in spelling), and new tables go into a new numbered migration per
-//! dialect.
+//! Where things are:
+//! - `queries/`: every query and the `Store` implementation, written once. Each backend
+//!   module includes it as its own child, so it is compiled once per backend against that
+//!   backend's driver; `queries/mod.rs` lists what it gets from the backend. One file per
+//!   area: `rooms.rs`, `sessions.rs`, `participants.rs`, `egress.rs`, `transcripts.rs`,
+//!   `revocations.rs`, `log.rs` (events, delivery cursors, audit), `reconcile.rs`, plus
+//!   `tx.rs` (steps inside one write transaction) and `columns.rs` (column lists).
+//! - `sqlite/`, `postgres/`: opening and migrating, the write transaction, and `dialect.rs`,
+//!   the spellings that differ (timestamps, JSON, `MAX`/`GREATEST`, collation, row locks)
+//!   and PostgreSQL's extra lock before appending an event.
+//! - `records/`: inputs, records, and the mapping from rows; `outbox.rs`: the event each
+//!   change appends; `error.rs`, `breaker.rs`; `tests/`: the conformance suite.
+//!
+//! A new method goes into the trait here, its body into `queries/` and its forwarding into
+//! `queries/store_impl.rs`; a new column into `queries/columns.rs`, the row struct in
+//! `records/` and a new numbered migration per dialect.
 
 mod breaker;
 mod error;
-mod forward;
 mod outbox;
-mod records;
-#[macro_use]
-mod shared;
 mod postgres;
+mod records;
 mod sqlite;
 
 #[cfg(test)]

@@ -1,47 +1,45 @@
 //! The PostgreSQL store (production; several nodes can share one database).
 //!
-//! Columns are TIMESTAMPTZ and JSONB; see `columns` for how they cross the wire.
+//! Columns are TIMESTAMPTZ and JSONB; see `dialect.rs` for how they cross the wire. This
+//! module connects and provides what the queries need; the queries and the trait methods
+//! are written once for both dialects in `store/queries/`, compiled here with PostgreSQL's
+//! spelling and locks from `dialect.rs`.
 //!
 //! Concurrency: every write transaction first locks its room's row (`FOR NO KEY UPDATE`, or
 //! the UPDATE of that row), then touches that room's sessions, connections and egress. One
 //! lock order for all writers means concurrent writers of a room queue instead of
 //! deadlocking, the per-room event `seq` is allocated race-free, and a session's
 //! compare-and-set sees the committed state of the writer before it. Appending events also
-//! takes a transaction-scoped advisory lock (see `tx::append`), so event ids become visible
-//! in id order and a delivery cursor never skips an event that committed late.
+//! takes a transaction-scoped advisory lock (`dialect::before_append`), so event ids become
+//! visible in id order and a delivery cursor never skips an event that committed late.
 //!
 //! Tables are referenced unqualified, so the store works in whatever schema `search_path`
 //! selects (the conformance tests give every test its own schema).
 
 #[macro_use]
-mod columns;
-mod egress;
-mod extras;
-mod log;
-mod participants;
-mod reconcile;
-mod rooms;
-mod sessions;
-mod tx;
+mod dialect;
+// The queries and the `Store` implementation, written once for both dialects and compiled
+// again here with this dialect's spelling and driver (see `store/queries/mod.rs`).
+#[path = "../queries/mod.rs"]
+#[allow(clippy::duplicate_mod)] // included by both dialects on purpose
+mod queries;
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::{
-    AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, NewEgress, NewRoom,
-    NewSession, ParticipantJoin, ParticipantLeave, ParticipantRecord, Reconciled, RoomRecord,
-    RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store,
-    StoreError, TrackEvent, TranscriptRecord, TranscriptSegment,
-};
 use crate::store::breaker::Breaker;
-use crate::store::forward::forward_store_to_impls;
+use crate::store::StoreError;
+
+/// What `queries` implements the store on, and the driver's connection type.
+type DialectStore = PostgresStore;
+type Connection = sqlx::PgConnection;
+/// The name [`Store::backend`](crate::store::Store::backend) reports.
+const BACKEND: &str = "postgres";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -123,5 +121,3 @@ impl PostgresStore {
         Ok(self.pool.begin().await?)
     }
 }
-
-forward_store_to_impls!(PostgresStore, "postgres");

@@ -6,40 +6,35 @@
 //! deferred transaction tries to upgrade its read lock. That same lock is what makes the
 //! per-room event `seq` (read-increment-insert) and the session compare-and-set race-free.
 //!
-//! The trait methods live in per-area modules (`rooms`, `sessions`, …) as inherent methods;
-//! `tx` holds the steps several of them share inside one transaction (appending an event,
-//! closing a connection, moving a session).
+//! This module opens the database and provides what the queries need; the queries and the
+//! trait methods are written once for both dialects in `store/queries/`, compiled here with
+//! SQLite's spelling from `dialect.rs`.
 
 #[macro_use]
-mod columns;
-mod egress;
-mod extras;
-mod log;
-mod participants;
-mod reconcile;
-mod rooms;
-mod sessions;
-mod tx;
+mod dialect;
+// The queries and the `Store` implementation, written once for both dialects and compiled
+// again here with this dialect's spelling and driver (see `store/queries/mod.rs`).
+#[path = "../queries/mod.rs"]
+#[allow(clippy::duplicate_mod)] // included by both dialects on purpose
+mod queries;
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
-use super::{
-    AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, NewEgress, NewRoom,
-    NewSession, ParticipantJoin, ParticipantLeave, ParticipantRecord, Reconciled, RoomRecord,
-    RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store,
-    StoreError, TrackEvent, TranscriptRecord, TranscriptSegment,
-};
-use crate::store::forward::forward_store_to_impls;
+use crate::store::StoreError;
+
+/// What `queries` implements the store on, and the driver's connection type.
+type DialectStore = SqliteStore;
+type Connection = sqlx::SqliteConnection;
+/// The name [`Store::backend`](crate::store::Store::backend) reports.
+const BACKEND: &str = "sqlite";
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -147,5 +142,3 @@ impl SqliteStore {
         call.await
     }
 }
-
-forward_store_to_impls!(SqliteStore, "sqlite");

@@ -3,13 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{tx, PostgresStore};
+use super::{tx, DialectStore};
 use crate::store::error::is_foreign_key_violation;
 use crate::store::outbox;
 use crate::store::records::{all, found, to_millis, SessionRow};
 use crate::store::{NewSession, RoomStatus, SessionRecord, SessionState, StoreError};
 
-impl PostgresStore {
+impl DialectStore {
     pub(super) async fn create_session_impl(
         &self,
         s: &NewSession,
@@ -100,8 +100,9 @@ impl PostgresStore {
         let rows: Vec<SessionRow> = sqlx::query_as(concat!(
             "SELECT ",
             session_columns!(),
-            " FROM sessions WHERE room_id = $1 \
-             ORDER BY created_at DESC, session_id COLLATE \"C\" DESC"
+            " FROM sessions WHERE room_id = $1 ORDER BY created_at DESC, session_id",
+            by_bytes!(),
+            " DESC"
         ))
         .bind(room_id)
         .fetch_all(&self.pool)
@@ -162,10 +163,11 @@ impl PostgresStore {
     }
 
     pub(super) async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE session_id = $1")
-            .bind(session_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM sessions WHERE session_id = $1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 }

@@ -1,19 +1,17 @@
-//! Transcript segments and revoked identities.
+//! Transcript segments of a session.
 
-use chrono::{DateTime, Utc};
-
-use super::PostgresStore;
-use crate::store::records::{all, from_millis, to_millis, TranscriptRow};
+use super::DialectStore;
+use crate::store::records::{all, to_millis, TranscriptRow};
 use crate::store::{StoreError, TranscriptRecord, TranscriptSegment};
 
-impl PostgresStore {
+impl DialectStore {
     pub(super) async fn upsert_transcript_impl(
         &self,
         t: &TranscriptSegment,
     ) -> Result<(TranscriptRecord, bool), StoreError> {
         let mut tx = self.write().await?;
-        let session: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM sessions WHERE session_id = $1")
+        let session: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM sessions WHERE session_id = $1")
                 .bind(&t.session_id)
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -32,11 +30,11 @@ impl PostgresStore {
             ", ",
             ts!("$9"),
             ") ON CONFLICT (session_id, segment_id) DO UPDATE SET \
-                 participant_identity = EXCLUDED.participant_identity, text = EXCLUDED.text, \
-                 language = EXCLUDED.language, is_final = EXCLUDED.is_final, \
-                 start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, \
-                 updated_at = EXCLUDED.updated_at \
-             WHERE NOT transcript_segments.is_final OR EXCLUDED.is_final \
+                 participant_identity = excluded.participant_identity, text = excluded.text, \
+                 language = excluded.language, is_final = excluded.is_final, \
+                 start_ms = excluded.start_ms, end_ms = excluded.end_ms, \
+                 updated_at = excluded.updated_at \
+             WHERE NOT transcript_segments.is_final OR excluded.is_final \
              RETURNING ",
             transcript_columns!()
         ))
@@ -77,8 +75,8 @@ impl PostgresStore {
         let rows: Vec<TranscriptRow> = sqlx::query_as(concat!(
             "SELECT ",
             transcript_columns!(),
-            " FROM transcript_segments WHERE session_id = $1 \
-             ORDER BY start_ms, segment_id COLLATE \"C\""
+            " FROM transcript_segments WHERE session_id = $1 ORDER BY start_ms, segment_id",
+            by_bytes!()
         ))
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -87,51 +85,5 @@ impl PostgresStore {
             return Err(StoreError::not_found(format!("session `{session_id}`")));
         }
         Ok(all(rows)?)
-    }
-
-    pub(super) async fn revoke_identity_impl(
-        &self,
-        room_id: &str,
-        identity: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        // A revocation only ever moves forward: an older, replayed one must not re-admit
-        // tokens the newer one refused.
-        sqlx::query(concat!(
-            "INSERT INTO revocations (room_id, identity, revoked_at) VALUES ($1, $2, ",
-            ts!("$3"),
-            ") ON CONFLICT (room_id, identity) DO UPDATE SET \
-                 revoked_at = GREATEST(revocations.revoked_at, EXCLUDED.revoked_at)"
-        ))
-        .bind(room_id)
-        .bind(identity)
-        .bind(to_millis(at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn list_revocations_impl(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(concat!(
-            "SELECT room_id, identity, FLOOR(EXTRACT(EPOCH FROM revoked_at) * 1000)::BIGINT \
-             FROM revocations WHERE revoked_at > ",
-            ts!("$1"),
-            " ORDER BY revoked_at, room_id COLLATE \"C\", identity COLLATE \"C\""
-        ))
-        .bind(to_millis(since))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(room_id, identity, at)| {
-                Ok((
-                    room_id,
-                    identity,
-                    from_millis(at, "revocations.revoked_at")?,
-                ))
-            })
-            .collect()
     }
 }

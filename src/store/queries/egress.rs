@@ -1,12 +1,12 @@
 //! Egress records and their status reports.
 
-use super::{tx, SqliteStore};
+use super::{tx, Connection, DialectStore};
 use crate::store::error::{is_foreign_key_violation, is_unique_violation};
 use crate::store::outbox;
 use crate::store::records::{all, found, to_millis, EgressRow};
 use crate::store::{kinds, EgressRecord, EgressUpdate, NewEgress, StoreError};
 
-impl SqliteStore {
+impl DialectStore {
     pub(super) async fn create_egress_impl(
         &self,
         e: &NewEgress,
@@ -16,11 +16,16 @@ impl SqliteStore {
         if let Some(session_id) = &e.session_id {
             check_session_room(&mut tx, session_id, &e.room_id).await?;
         }
-        let at = to_millis(e.at);
         let row: EgressRow = sqlx::query_as(concat!(
             "INSERT INTO egress (egress_id, session_id, room_id, kind, status, output, error, \
                  created_at, updated_at, started_at, ended_at) \
-             VALUES (?1, ?2, ?3, ?4, 'starting', ?5, NULL, ?6, ?6, NULL, NULL) RETURNING ",
+             VALUES ($1, $2, $3, $4, 'starting', ",
+            json!("$5"),
+            ", NULL, ",
+            ts!("$6"),
+            ", ",
+            ts!("$6"),
+            ", NULL, NULL) RETURNING ",
             egress_columns!()
         ))
         .bind(&e.egress_id)
@@ -28,7 +33,7 @@ impl SqliteStore {
         .bind(&e.room_id)
         .bind(&e.kind)
         .bind(e.output.to_string())
-        .bind(at)
+        .bind(to_millis(e.at))
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| {
@@ -56,10 +61,21 @@ impl SqliteStore {
         u: &EgressUpdate,
     ) -> Result<EgressRecord, StoreError> {
         let mut tx = self.write().await?;
+        // An egress never changes rooms, so its room can be read before taking the lock;
+        // the status is read again after it.
+        let room_id: Option<String> =
+            sqlx::query_scalar("SELECT room_id FROM egress WHERE egress_id = $1")
+                .bind(egress_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(room_id) = room_id else {
+            return Err(StoreError::not_found(format!("egress `{egress_id}`")));
+        };
+        tx::require_room(&mut tx, &room_id).await?;
         let current: Option<EgressRow> = sqlx::query_as(concat!(
             "SELECT ",
             egress_columns!(),
-            " FROM egress WHERE egress_id = ?"
+            " FROM egress WHERE egress_id = $1"
         ))
         .bind(egress_id)
         .fetch_optional(&mut *tx)
@@ -72,12 +88,18 @@ impl SqliteStore {
             )));
         }
         let row: EgressRow = sqlx::query_as(concat!(
-            "UPDATE egress SET status = ?1, error = COALESCE(?2, error), \
-                 output = COALESCE(?3, output), updated_at = ?4, \
-                 started_at = CASE WHEN ?1 = 'active' THEN COALESCE(started_at, ?4) \
-                     ELSE started_at END, \
-                 ended_at = CASE WHEN ?1 IN ('complete', 'failed') THEN ?4 ELSE ended_at END \
-             WHERE egress_id = ?5 RETURNING ",
+            "UPDATE egress SET status = $1, error = COALESCE($2, error), \
+                 output = COALESCE(",
+            json!("$3"),
+            ", output), updated_at = ",
+            ts!("$4"),
+            ", started_at = CASE WHEN $1 = 'active' THEN COALESCE(started_at, ",
+            ts!("$4"),
+            ") ELSE started_at END, \
+                 ended_at = CASE WHEN $1 IN ('complete', 'failed') THEN ",
+            ts!("$4"),
+            " ELSE ended_at END \
+             WHERE egress_id = $5 RETURNING ",
             egress_columns!()
         ))
         .bind(u.status.as_str())
@@ -104,7 +126,7 @@ impl SqliteStore {
         let row: Option<EgressRow> = sqlx::query_as(concat!(
             "SELECT ",
             egress_columns!(),
-            " FROM egress WHERE egress_id = ?"
+            " FROM egress WHERE egress_id = $1"
         ))
         .bind(egress_id)
         .fetch_optional(&self.pool)
@@ -120,8 +142,11 @@ impl SqliteStore {
         let rows: Vec<EgressRow> = sqlx::query_as(concat!(
             "SELECT ",
             egress_columns!(),
-            " FROM egress WHERE (?1 IS NULL OR room_id = ?1) AND (?2 IS NULL OR session_id = ?2) \
-             ORDER BY created_at DESC, egress_id DESC"
+            " FROM egress WHERE (CAST($1 AS TEXT) IS NULL OR room_id = $1) \
+                 AND (CAST($2 AS TEXT) IS NULL OR session_id = $2) \
+             ORDER BY created_at DESC, egress_id",
+            by_bytes!(),
+            " DESC"
         ))
         .bind(room_id)
         .bind(session_id)
@@ -133,12 +158,12 @@ impl SqliteStore {
 
 /// NotFound for an unknown session, Conflict for a session of another room.
 async fn check_session_room(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Connection,
     session_id: &str,
     room_id: &str,
 ) -> Result<(), StoreError> {
     let owner: Option<String> =
-        sqlx::query_scalar("SELECT room_id FROM sessions WHERE session_id = ?")
+        sqlx::query_scalar("SELECT room_id FROM sessions WHERE session_id = $1")
             .bind(session_id)
             .fetch_optional(conn)
             .await?;

@@ -2,29 +2,33 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{tx, SqliteStore};
+use super::{tx, DialectStore};
 use crate::store::outbox::{self, EGRESS_RESTART_ERROR, SERVER_RESTART};
 use crate::store::records::{all, to_millis, EgressRow};
 use crate::store::{EgressRecord, Reconciled, SessionState, StoreError};
 
-impl SqliteStore {
+impl DialectStore {
     pub(super) async fn reconcile_after_restart_impl(
         &self,
         at: DateTime<Utc>,
     ) -> Result<Reconciled, StoreError> {
-        let rooms: Vec<String> = sqlx::query_scalar(
-            "SELECT room_id FROM connections WHERE left_at IS NULL \
-             UNION SELECT room_id FROM sessions \
-                 WHERE state IN ('PUBLISHING', 'LIVE', 'ENDING') \
-             UNION SELECT room_id FROM egress WHERE status IN ('starting', 'active', 'ending') \
-             ORDER BY room_id",
-        )
+        let rooms: Vec<String> = sqlx::query_scalar(concat!(
+            "SELECT room_id FROM ( \
+                 SELECT room_id FROM connections WHERE left_at IS NULL \
+                 UNION SELECT room_id FROM sessions \
+                     WHERE state IN ('PUBLISHING', 'LIVE', 'ENDING') \
+                 UNION SELECT room_id FROM egress \
+                     WHERE status IN ('starting', 'active', 'ending') \
+             ) AS unfinished ORDER BY room_id",
+            by_bytes!()
+        ))
         .fetch_all(&self.pool)
         .await?;
 
         let mut done = Reconciled::default();
         for room_id in rooms {
             let mut tx = self.write().await?;
+            tx::require_room(&mut tx, &room_id).await?;
             // Nobody is connected to a server that just started.
             for connection in tx::open_connections(&mut tx, &room_id).await? {
                 if tx::close_connection(&mut tx, &connection.sid, at, SERVER_RESTART, None)
@@ -36,8 +40,11 @@ impl SqliteStore {
             }
             // Egress ran inside the old process: it is gone.
             let rows: Vec<EgressRow> = sqlx::query_as(concat!(
-                "UPDATE egress SET status = 'failed', error = ?1, updated_at = ?2, ended_at = ?2 \
-                 WHERE room_id = ?3 AND status IN ('starting', 'active', 'ending') \
+                "UPDATE egress SET status = 'failed', error = $1, updated_at = ",
+                ts!("$2"),
+                ", ended_at = ",
+                ts!("$2"),
+                " WHERE room_id = $3 AND status IN ('starting', 'active', 'ending') \
                  RETURNING ",
                 egress_columns!()
             ))

@@ -1,9 +1,12 @@
-//! Steps shared by several writes, each run inside the caller's transaction after it has
-//! locked the room (see the module docs of `postgres` for the lock order).
+//! Steps shared by several writes, each run inside the caller's write transaction after it
+//! has locked the room (so they see and change one consistent state, and their events
+//! commit or vanish with the change). On PostgreSQL the room lock is a row lock, taken
+//! first by every writer of a room so concurrent writers queue instead of deadlocking; on
+//! SQLite the transaction already holds the database's single write lock.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
 
+use super::{dialect, Connection};
 use crate::store::error::is_unique_violation;
 use crate::store::outbox;
 use crate::store::records::{
@@ -34,17 +37,17 @@ macro_rules! saturating_add {
     };
 }
 
-/// Locks the room's row for this transaction and returns it. Every writer of a room takes
-/// this lock first; `NO KEY UPDATE` still lets other transactions insert rows that
-/// reference the room (their foreign key check only needs `KEY SHARE`).
+/// Locks the room for this transaction and returns it (`None` when there is no such room).
+/// Every writer of a room takes this lock first (see the module docs).
 pub(super) async fn lock_room(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     room_id: &str,
 ) -> Result<Option<RoomRecord>, StoreError> {
     let row: Option<RoomRow> = sqlx::query_as(concat!(
         "SELECT ",
         room_columns!(),
-        " FROM rooms WHERE room_id = $1 FOR NO KEY UPDATE"
+        " FROM rooms WHERE room_id = $1",
+        lock_rows!()
     ))
     .bind(room_id)
     .fetch_optional(conn)
@@ -54,7 +57,7 @@ pub(super) async fn lock_room(
 
 /// Locks the room, or NotFound.
 pub(super) async fn require_room(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     room_id: &str,
 ) -> Result<RoomRecord, StoreError> {
     lock_room(conn, room_id)
@@ -62,17 +65,10 @@ pub(super) async fn require_room(
         .ok_or_else(|| StoreError::not_found(format!("room `{room_id}`")))
 }
 
-/// Appends an event with the room's next seq, in the caller's transaction.
-///
-/// Identity values are handed out at insert time, but transactions commit in their own
-/// order; a reader of `id > cursor` could then pass over an id that commits later. The
-/// advisory lock (per schema, held until commit) makes appending transactions take turns,
-/// so ids commit in order. It is taken after the room lock, and no transaction takes a room
-/// lock after it, so it adds no deadlock.
-pub(super) async fn append(conn: &mut PgConnection, event: NewEvent) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.events'))")
-        .execute(&mut *conn)
-        .await?;
+/// Appends an event with the room's next seq. The increment and the insert are in the
+/// caller's transaction, so a failed change leaves neither a gap nor an event behind.
+pub(super) async fn append(conn: &mut Connection, event: NewEvent) -> Result<(), StoreError> {
+    dialect::before_append(&mut *conn).await?;
     let seq: Option<i64> = sqlx::query_scalar(
         "UPDATE rooms SET last_event_seq = last_event_seq + 1 WHERE room_id = $1 \
          RETURNING last_event_seq",
@@ -83,7 +79,9 @@ pub(super) async fn append(conn: &mut PgConnection, event: NewEvent) -> Result<(
     let seq = seq.ok_or_else(|| StoreError::not_found(format!("room `{}`", event.room_id)))?;
     sqlx::query(concat!(
         "INSERT INTO events (room_id, seq, kind, session_id, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5::JSONB, ",
+         VALUES ($1, $2, $3, $4, ",
+        json!("$5"),
+        ", ",
         ts!("$6"),
         ")"
     ))
@@ -100,12 +98,14 @@ pub(super) async fn append(conn: &mut PgConnection, event: NewEvent) -> Result<(
 
 /// Moves `last_active_at` forward (never back: events may arrive late).
 pub(super) async fn touch_room(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     room_id: &str,
     at_ms: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(concat!(
-        "UPDATE rooms SET last_active_at = GREATEST(last_active_at, ",
+        "UPDATE rooms SET last_active_at = ",
+        greatest!(),
+        "(last_active_at, ",
         ts!("$1"),
         ") WHERE room_id = $2"
     ))
@@ -118,7 +118,7 @@ pub(super) async fn touch_room(
 
 /// The room's open session, if any.
 pub(super) async fn open_session(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     room_id: &str,
 ) -> Result<Option<SessionRecord>, StoreError> {
     let row: Option<SessionRow> = sqlx::query_as(concat!(
@@ -135,15 +135,14 @@ pub(super) async fn open_session(
 
 /// The room's open connections, oldest first.
 pub(super) async fn open_connections(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     room_id: &str,
 ) -> Result<Vec<ParticipantRecord>, StoreError> {
-    // COLLATE "C" sorts ties by bytes, as SQLite does, so both stores list alike.
     let rows: Vec<ParticipantRow> = sqlx::query_as(concat!(
         "SELECT ",
         connection_columns!(),
-        " FROM connections WHERE room_id = $1 AND left_at IS NULL \
-         ORDER BY joined_at, sid COLLATE \"C\""
+        " FROM connections WHERE room_id = $1 AND left_at IS NULL ORDER BY joined_at, sid",
+        by_bytes!()
     ))
     .bind(room_id)
     .fetch_all(conn)
@@ -155,7 +154,7 @@ pub(super) async fn open_connections(
 /// row, a later one (rejoin) keeps joined_at and the totals, takes the new sid and profile,
 /// clears the leave and counts the connection.
 pub(super) async fn upsert_session_participant(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     session_id: &str,
     c: &ParticipantRecord,
 ) -> Result<SessionParticipantRecord, StoreError> {
@@ -166,8 +165,8 @@ pub(super) async fn upsert_session_participant(
         ts!("$8"),
         ", 1) \
          ON CONFLICT (session_id, identity) DO UPDATE SET \
-             sid = EXCLUDED.sid, name = EXCLUDED.name, role = EXCLUDED.role, \
-             metadata = EXCLUDED.metadata, left_at = NULL, leave_reason = NULL, \
+             sid = excluded.sid, name = excluded.name, role = excluded.role, \
+             metadata = excluded.metadata, left_at = NULL, leave_reason = NULL, \
              connections = participants.connections + 1 \
          RETURNING ",
         session_participant_columns!()
@@ -190,17 +189,19 @@ pub(super) async fn upsert_session_participant(
 /// totals of its session's participant, bumps the room and appends participant_left.
 /// `None` when the connection had already left. The caller holds the room lock.
 pub(super) async fn close_connection(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     sid: &str,
     at: DateTime<Utc>,
     reason: &str,
     summary: Option<&ParticipantSummary>,
 ) -> Result<Option<ParticipantRecord>, StoreError> {
     let count = |f: fn(&ParticipantSummary) -> u64| summary.map(|s| to_db_count(f(s)));
-    // `left_at IS NULL` makes the first leave win; GREATEST(joined_at, …) keeps left_at
-    // from preceding joined_at if the clock stepped backwards.
+    // `left_at IS NULL` makes the first leave win; the greatest of joined_at and `at` keeps
+    // left_at from preceding joined_at if the clock stepped backwards.
     let row: Option<ConnectionRow> = sqlx::query_as(concat!(
-        "UPDATE connections SET left_at = GREATEST(joined_at, ",
+        "UPDATE connections SET left_at = ",
+        greatest!(),
+        "(joined_at, ",
         ts!("$1"),
         "), leave_reason = $2, bytes_in = $3, bytes_out = $4, packets_in = $5, \
              packets_out = $6, packets_lost = $7, rtt_ms = $8 \
@@ -234,7 +235,9 @@ pub(super) async fn close_connection(
     sqlx::query(concat!(
         "UPDATE participants SET \
              left_at = CASE WHEN sid = $1 AND left_at IS NULL \
-                 THEN GREATEST(joined_at, ",
+                 THEN ",
+        greatest!(),
+        "(joined_at, ",
         ts!("$2"),
         ") ELSE left_at END, \
              leave_reason = CASE WHEN sid = $1 AND left_at IS NULL \
@@ -278,7 +281,7 @@ pub(super) async fn close_connection(
 /// `from` (or does not exist). Conflict when `to` is open and the room already has another
 /// open session. The caller holds the room lock, so the compare sees the committed state.
 pub(super) async fn move_session(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     session_id: &str,
     from: SessionState,
     to: SessionState,
@@ -317,7 +320,7 @@ pub(super) async fn move_session(
 /// Ends an open session the way a closing room or a restart does (see
 /// [`SessionState::closing_steps`]), one event per step.
 pub(super) async fn end_session(
-    conn: &mut PgConnection,
+    conn: &mut Connection,
     session: &SessionRecord,
     reason: &str,
     at: DateTime<Utc>,

@@ -2,29 +2,59 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{tx, SqliteStore};
+use super::{tx, DialectStore};
 use crate::store::outbox;
 use crate::store::records::{all, found, to_millis, RoomRow};
 use crate::store::{kinds, NewRoom, RoomRecord, RoomSpec, RoomStatus, RoomUpdate, StoreError};
 
-impl SqliteStore {
+impl DialectStore {
     pub(super) async fn create_room_impl(
         &self,
         spec: &RoomSpec,
     ) -> Result<(RoomRecord, bool), StoreError> {
         let mut tx = self.write().await?;
-        let existing = tx::room(&mut tx, &spec.room_id).await?;
-        let row: RoomRow = match existing {
-            Some(room) if room.status == RoomStatus::Active => return Ok((room, false)),
-            // A closed room comes back as a new incarnation: no sid until someone joins,
-            // settings from the spec, created_at kept (it is the room's first creation).
-            Some(_) => {
+        // Insert-if-absent first: two PostgreSQL nodes creating one new room cannot both
+        // insert, and the loser waits for the winner's commit and then sees the row below.
+        let inserted: Option<RoomRow> = sqlx::query_as(concat!(
+            "INSERT INTO rooms (room_id, sid, name, metadata, status, created_at, \
+                 last_active_at, closed_at, empty_timeout_secs, max_participants, \
+                 channel_id, guest_access) \
+             VALUES ($1, NULL, $2, $3, 'active', ",
+            ts!("$4"),
+            ", ",
+            ts!("$4"),
+            ", NULL, $5, $6, $7, $8) \
+             ON CONFLICT (room_id) DO NOTHING RETURNING ",
+            room_columns!()
+        ))
+        .bind(&spec.room_id)
+        .bind(&spec.name)
+        .bind(&spec.metadata)
+        .bind(to_millis(spec.at))
+        .bind(i64::from(spec.empty_timeout_secs))
+        .bind(i64::from(spec.max_participants))
+        .bind(&spec.channel_id)
+        .bind(spec.guest_access)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = match inserted {
+            Some(row) => row,
+            None => {
+                let existing = tx::require_room(&mut tx, &spec.room_id).await?;
+                if existing.status == RoomStatus::Active {
+                    return Ok((existing, false));
+                }
+                // A closed room comes back as a new incarnation: no sid until someone joins,
+                // settings from the spec, created_at kept (it is the room's first creation).
                 sqlx::query_as(concat!(
                     "UPDATE rooms SET status = 'active', closed_at = NULL, sid = NULL, \
-                         name = ?, metadata = ?, empty_timeout_secs = ?, max_participants = ?, \
-                         channel_id = ?, guest_access = ?, \
-                         last_active_at = MAX(last_active_at, ?) \
-                     WHERE room_id = ? RETURNING ",
+                         name = $1, metadata = $2, empty_timeout_secs = $3, \
+                         max_participants = $4, channel_id = $5, guest_access = $6, \
+                         last_active_at = ",
+                    greatest!(),
+                    "(last_active_at, ",
+                    ts!("$7"),
+                    ") WHERE room_id = $8 RETURNING ",
                     room_columns!()
                 ))
                 .bind(&spec.name)
@@ -35,26 +65,6 @@ impl SqliteStore {
                 .bind(spec.guest_access)
                 .bind(to_millis(spec.at))
                 .bind(&spec.room_id)
-                .fetch_one(&mut *tx)
-                .await?
-            }
-            None => {
-                sqlx::query_as(concat!(
-                    "INSERT INTO rooms (room_id, sid, name, metadata, status, created_at, \
-                         last_active_at, closed_at, empty_timeout_secs, max_participants, \
-                         channel_id, guest_access) \
-                     VALUES (?1, NULL, ?2, ?3, 'active', ?4, ?4, NULL, ?5, ?6, ?7, ?8) \
-                     RETURNING ",
-                    room_columns!()
-                ))
-                .bind(&spec.room_id)
-                .bind(&spec.name)
-                .bind(&spec.metadata)
-                .bind(to_millis(spec.at))
-                .bind(i64::from(spec.empty_timeout_secs))
-                .bind(i64::from(spec.max_participants))
-                .bind(&spec.channel_id)
-                .bind(spec.guest_access)
                 .fetch_one(&mut *tx)
                 .await?
             }
@@ -67,19 +77,26 @@ impl SqliteStore {
 
     pub(super) async fn room_started_impl(&self, room: &NewRoom) -> Result<RoomRecord, StoreError> {
         let mut tx = self.write().await?;
-        let before = tx::room(&mut tx, &room.room_id).await?;
-        let at = to_millis(room.started_at);
+        let before = tx::lock_room(&mut tx, &room.room_id).await?;
+        // One statement, so concurrent first starts of one room on several nodes cannot
+        // interleave (the row does not exist yet, so there was nothing to lock above).
         let row: RoomRow = sqlx::query_as(concat!(
             "INSERT INTO rooms (room_id, sid, name, metadata, status, created_at, \
                  last_active_at, closed_at, empty_timeout_secs, max_participants) \
-             VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?5, NULL, ?6, ?7) \
+             VALUES ($1, $2, $3, $4, 'active', ",
+            ts!("$5"),
+            ", ",
+            ts!("$5"),
+            ", NULL, $6, $7) \
              ON CONFLICT (room_id) DO UPDATE SET \
                  sid = excluded.sid, \
                  name = COALESCE(excluded.name, rooms.name), \
                  metadata = COALESCE(excluded.metadata, rooms.metadata), \
                  status = 'active', \
                  closed_at = NULL, \
-                 last_active_at = MAX(rooms.last_active_at, excluded.last_active_at), \
+                 last_active_at = ",
+            greatest!(),
+            "(rooms.last_active_at, excluded.last_active_at), \
                  empty_timeout_secs = excluded.empty_timeout_secs, \
                  max_participants = excluded.max_participants \
              RETURNING ",
@@ -89,7 +106,7 @@ impl SqliteStore {
         .bind(&room.sid)
         .bind(&room.name)
         .bind(&room.metadata)
-        .bind(at)
+        .bind(to_millis(room.started_at))
         .bind(i64::from(room.empty_timeout_secs))
         .bind(i64::from(room.max_participants))
         .fetch_one(&mut *tx)
@@ -114,11 +131,12 @@ impl SqliteStore {
         update: &RoomUpdate,
     ) -> Result<RoomRecord, StoreError> {
         let mut tx = self.write().await?;
+        // The UPDATE takes the room's row lock, first, like every writer.
         let row: Option<RoomRow> = sqlx::query_as(concat!(
-            "UPDATE rooms SET metadata = COALESCE(?, metadata), name = COALESCE(?, name), \
-                 guest_access = COALESCE(?, guest_access), \
-                 max_participants = COALESCE(?, max_participants) \
-             WHERE room_id = ? RETURNING ",
+            "UPDATE rooms SET metadata = COALESCE($1, metadata), name = COALESCE($2, name), \
+                 guest_access = COALESCE($3, guest_access), \
+                 max_participants = COALESCE($4, max_participants) \
+             WHERE room_id = $5 RETURNING ",
             room_columns!()
         ))
         .bind(&update.metadata)
@@ -154,11 +172,18 @@ impl SqliteStore {
         if let Some(session) = tx::open_session(&mut tx, room_id).await? {
             tx::end_session(&mut tx, &session, reason_for_open, at).await?;
         }
-        // MAX(created_at, …) keeps closed_at from preceding created_at if the clock stepped.
+        // The greatest of created_at and `at` keeps closed_at from preceding created_at if
+        // the clock stepped backwards.
         let row: RoomRow = sqlx::query_as(concat!(
-            "UPDATE rooms SET status = 'closed', closed_at = MAX(created_at, ?1), \
-                 last_active_at = MAX(last_active_at, ?1) \
-             WHERE room_id = ?2 RETURNING ",
+            "UPDATE rooms SET status = 'closed', closed_at = ",
+            greatest!(),
+            "(created_at, ",
+            ts!("$1"),
+            "), last_active_at = ",
+            greatest!(),
+            "(last_active_at, ",
+            ts!("$1"),
+            ") WHERE room_id = $2 RETURNING ",
             room_columns!()
         ))
         .bind(to_millis(at))
@@ -175,7 +200,7 @@ impl SqliteStore {
         let row: Option<RoomRow> = sqlx::query_as(concat!(
             "SELECT ",
             room_columns!(),
-            " FROM rooms WHERE room_id = ?"
+            " FROM rooms WHERE room_id = $1"
         ))
         .bind(room_id)
         .fetch_optional(&self.pool)
@@ -187,10 +212,13 @@ impl SqliteStore {
         &self,
         status: Option<RoomStatus>,
     ) -> Result<Vec<RoomRecord>, StoreError> {
+        // CAST gives the parameter a type in PostgreSQL even when it is NULL.
         let rows: Vec<RoomRow> = sqlx::query_as(concat!(
             "SELECT ",
             room_columns!(),
-            " FROM rooms WHERE ?1 IS NULL OR status = ?1 ORDER BY created_at, room_id"
+            " FROM rooms WHERE CAST($1 AS TEXT) IS NULL OR status = $1 \
+             ORDER BY created_at, room_id",
+            by_bytes!()
         ))
         .bind(status.map(RoomStatus::as_str))
         .fetch_all(&self.pool)
@@ -211,9 +239,16 @@ impl SqliteStore {
         let rows: Vec<RoomRow> = sqlx::query_as(concat!(
             "SELECT ",
             room_columns!(),
-            " FROM rooms WHERE (?1 IS NULL OR status = ?1) \
-               AND (?2 IS NULL OR (created_at, room_id) > (?2, ?3)) \
-             ORDER BY created_at, room_id LIMIT ?4"
+            " FROM rooms WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+               AND (CAST($2 AS BIGINT) IS NULL OR (created_at, room_id",
+            by_bytes!(),
+            ") > (",
+            ts!("CAST($2 AS BIGINT)"),
+            ", CAST($3 AS TEXT)",
+            by_bytes!(),
+            ")) ORDER BY created_at, room_id",
+            by_bytes!(),
+            " LIMIT $4"
         ))
         .bind(status.map(RoomStatus::as_str))
         .bind(after_at)
@@ -231,11 +266,14 @@ impl SqliteStore {
         let rows: Vec<RoomRow> = sqlx::query_as(concat!(
             "SELECT ",
             room_columns!(),
-            " FROM rooms AS r WHERE status = 'active' \
-                 AND last_active_at + empty_timeout_secs * 1000 < ? \
-                 AND NOT EXISTS (SELECT 1 FROM connections AS c \
+            " FROM rooms AS r WHERE status = 'active' AND last_active_at + ",
+            duration_secs!("empty_timeout_secs"),
+            " < ",
+            ts!("$1"),
+            " AND NOT EXISTS (SELECT 1 FROM connections AS c \
                      WHERE c.room_id = r.room_id AND c.left_at IS NULL) \
-             ORDER BY created_at, room_id"
+             ORDER BY created_at, room_id",
+            by_bytes!()
         ))
         .bind(to_millis(now))
         .fetch_all(&self.pool)
@@ -244,10 +282,11 @@ impl SqliteStore {
     }
 
     pub(super) async fn room_exists(&self, room_id: &str) -> Result<bool, StoreError> {
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM rooms WHERE room_id = ?")
-            .bind(room_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT room_id FROM rooms WHERE room_id = $1")
+                .bind(room_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 }

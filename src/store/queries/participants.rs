@@ -1,6 +1,6 @@
 //! Connections and session participants; tracks (events only).
 
-use super::{tx, SqliteStore};
+use super::{tx, DialectStore};
 use crate::store::error::is_foreign_key_violation;
 use crate::store::outbox;
 use crate::store::records::{
@@ -11,7 +11,7 @@ use crate::store::{
     StoreError, TrackEvent,
 };
 
-impl SqliteStore {
+impl DialectStore {
     pub(super) async fn participant_joined_impl(
         &self,
         p: &ParticipantJoin,
@@ -20,7 +20,7 @@ impl SqliteStore {
         tx::require_room(&mut tx, &p.room_id).await?;
         if let Some(session_id) = &p.session_id {
             let room_id: Option<String> =
-                sqlx::query_scalar("SELECT room_id FROM sessions WHERE session_id = ?")
+                sqlx::query_scalar("SELECT room_id FROM sessions WHERE session_id = $1")
                     .bind(session_id)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -39,7 +39,9 @@ impl SqliteStore {
         let inserted: Option<ParticipantRow> = sqlx::query_as(concat!(
             "INSERT INTO connections (sid, room_id, identity, name, role, metadata, joined_at, \
                  session_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             VALUES ($1, $2, $3, $4, $5, $6, ",
+            ts!("$7"),
+            ", $8) \
              ON CONFLICT (sid) DO NOTHING \
              RETURNING ",
             connection_columns!()
@@ -68,7 +70,7 @@ impl SqliteStore {
             let existing: ParticipantRow = sqlx::query_as(concat!(
                 "SELECT ",
                 connection_columns!(),
-                " FROM connections WHERE sid = ?"
+                " FROM connections WHERE sid = $1"
             ))
             .bind(&p.sid)
             .fetch_one(&mut *tx)
@@ -105,6 +107,16 @@ impl SqliteStore {
         left: &ParticipantLeave,
     ) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
+        // A connection never changes rooms, so its room can be read before taking the lock.
+        let room_id: Option<String> =
+            sqlx::query_scalar("SELECT room_id FROM connections WHERE sid = $1")
+                .bind(sid)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(room_id) = room_id else {
+            return Err(StoreError::not_found(format!("participant `{sid}`")));
+        };
+        tx::require_room(&mut tx, &room_id).await?;
         let closed = tx::close_connection(
             &mut tx,
             sid,
@@ -113,21 +125,12 @@ impl SqliteStore {
             Some(&left.summary),
         )
         .await?;
-        if closed.is_some() {
-            tx.commit().await?;
+        if closed.is_none() {
+            tracing::debug!(sid, reason = %left.reason, "participant already left");
             return Ok(());
         }
-        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM connections WHERE sid = ?")
-            .bind(sid)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match known {
-            Some(_) => {
-                tracing::debug!(sid, reason = %left.reason, "participant already left");
-                Ok(())
-            }
-            None => Err(StoreError::not_found(format!("participant `{sid}`"))),
-        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn get_participant_impl(
@@ -137,7 +140,7 @@ impl SqliteStore {
         let row: Option<ParticipantRow> = sqlx::query_as(concat!(
             "SELECT ",
             connection_columns!(),
-            " FROM connections WHERE sid = ?"
+            " FROM connections WHERE sid = $1"
         ))
         .bind(sid)
         .fetch_optional(&self.pool)
@@ -152,7 +155,8 @@ impl SqliteStore {
         let rows: Vec<ParticipantRow> = sqlx::query_as(concat!(
             "SELECT ",
             connection_columns!(),
-            " FROM connections WHERE room_id = ? ORDER BY joined_at, sid"
+            " FROM connections WHERE room_id = $1 ORDER BY joined_at, sid",
+            by_bytes!()
         ))
         .bind(room_id)
         .fetch_all(&self.pool)
@@ -170,7 +174,8 @@ impl SqliteStore {
         let rows: Vec<SessionParticipantRow> = sqlx::query_as(concat!(
             "SELECT ",
             session_participant_columns!(),
-            " FROM participants WHERE session_id = ? ORDER BY joined_at, identity"
+            " FROM participants WHERE session_id = $1 ORDER BY joined_at, identity",
+            by_bytes!()
         ))
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -187,7 +192,8 @@ impl SqliteStore {
     ) -> Result<Vec<ParticipantRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let open = tx::open_connections(&mut conn, room_id).await?;
-        if open.is_empty() && tx::room(&mut conn, room_id).await?.is_none() {
+        drop(conn);
+        if open.is_empty() && !self.room_exists(room_id).await? {
             return Err(StoreError::not_found(format!("room `{room_id}`")));
         }
         Ok(open)

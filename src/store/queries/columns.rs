@@ -1,39 +1,7 @@
-//! Column lists shared by SELECT and RETURNING clauses, and the timestamp conversions.
-//! Macros, because `concat!` needs literals; every list matches a row struct in `records`.
-//!
-//! sqlx is built without its chrono feature, so timestamps cross the wire as unix
-//! milliseconds: written with `ts!("$n")` and read as `FLOOR(EXTRACT(EPOCH FROM col) *
-//! 1000)`. Both are exact for millisecond values. JSONB crosses as text.
-
-/// The n-th bound parameter, for queries shared with SQLite (`store/shared/`).
-macro_rules! param {
-    ($n:literal) => {
-        concat!("$", $n)
-    };
-}
-
-/// A bound unix-millisecond parameter as TIMESTAMPTZ.
-macro_rules! ts {
-    ($param:expr) => {
-        concat!(
-            "(TIMESTAMPTZ 'epoch' + ",
-            $param,
-            " * INTERVAL '1 millisecond')"
-        )
-    };
-}
-
-/// A TIMESTAMPTZ column as unix milliseconds, named like the column.
-macro_rules! ms {
-    ($column:literal) => {
-        concat!(
-            "FLOOR(EXTRACT(EPOCH FROM ",
-            $column,
-            ") * 1000)::BIGINT AS ",
-            $column
-        )
-    };
-}
+//! Column lists shared by SELECT and RETURNING clauses. Macros, because `concat!` needs
+//! literals; every list matches a row struct in `records`. `ms!` and `json_text!` are the
+//! dialect's (`<dialect>/dialect.rs`): they read a timestamp as unix milliseconds and JSON
+//! as text.
 
 macro_rules! room_columns {
     () => {
@@ -91,7 +59,9 @@ macro_rules! session_participant_columns {
 macro_rules! egress_columns {
     () => {
         concat!(
-            "egress_id, session_id, room_id, kind, status, output::TEXT AS output, error, ",
+            "egress_id, session_id, room_id, kind, status, ",
+            json_text!("output"),
+            ", error, ",
             ms!("created_at"),
             ", ",
             ms!("updated_at"),
@@ -106,7 +76,9 @@ macro_rules! egress_columns {
 macro_rules! event_columns {
     () => {
         concat!(
-            "id, room_id, seq, kind, session_id, payload::TEXT AS payload, ",
+            "id, room_id, seq, kind, session_id, ",
+            json_text!("payload"),
+            ", ",
             ms!("created_at")
         )
     };

@@ -1,6 +1,0 @@
-//! Reads and writes of the event log, delivery cursors and the audit log: the queries are
-//! shared with the other dialect (`store/shared/log.rs`).
-
-use super::SqliteStore;
-
-impl_log_queries!(SqliteStore);
