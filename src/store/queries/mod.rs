@@ -1,10 +1,10 @@
 //! The store's queries and the [`Store`](crate::store::Store) implementation, written once
 //! for both dialects.
 //!
-//! This module has no parent of its own: `sqlite/mod.rs` and `postgres/mod.rs` each include
-//! it (`#[path = "../queries/mod.rs"]`), so it is compiled twice, and every query is
-//! type-checked against each backend's sqlx driver. In each copy, the parent (`super`)
-//! provides:
+//! `store/mod.rs` does not declare this folder: `sqlite/mod.rs` and `postgres/mod.rs` each
+//! include it as their own `queries` (`#[path = "../queries/mod.rs"]`), so it is compiled
+//! twice, as `sqlite::queries` and `postgres::queries`, and every query is type-checked
+//! against each backend's sqlx driver. In each copy, the parent (`super`) provides:
 //! - `DialectStore`, the store type the methods are implemented on, with its `pool`,
 //!   `write()` (a write transaction) and `guarded()` (the call wrapper);
 //! - `Connection`, the driver's connection type, and `BACKEND`, its name;

@@ -131,7 +131,7 @@ impl DialectStore {
         update: &RoomUpdate,
     ) -> Result<RoomRecord, StoreError> {
         let mut tx = self.write().await?;
-        // The UPDATE takes the room's row lock, first, like every writer.
+        // On PostgreSQL the UPDATE takes the room's row lock, first, like every writer.
         let row: Option<RoomRow> = sqlx::query_as(concat!(
             "UPDATE rooms SET metadata = COALESCE($1, metadata), name = COALESCE($2, name), \
                  guest_access = COALESCE($3, guest_access), \
