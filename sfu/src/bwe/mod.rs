@@ -100,8 +100,7 @@ impl Estimator {
     /// A packet left with transport-wide sequence number `seq` (extended) at `at`, `bytes`
     /// on the wire; `probe`: padding sent to probe.
     pub fn on_sent(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool) {
-        let cluster = self.probe.cluster_for(at, probe);
-        self.ring.insert(seq, at, bytes, probe, cluster);
+        let cluster = self.ring.insert(seq, at, bytes, probe);
         if cluster != 0 {
             self.probe.on_sent(cluster, seq, at, bytes);
         }
@@ -224,6 +223,7 @@ impl Estimator {
         }
         self.finish_probe(now);
         let probe = self.probe.due(now, self.estimate(), desired_bps)?;
+        self.ring.set_probe(self.probe.window());
         self.before_probe = self.acked.rate().map(|acked| acked.min(self.estimate()));
         Some(probe)
     }
@@ -232,6 +232,7 @@ impl Estimator {
         let Some(outcome) = self.probe.poll(now, self.highest_reported) else {
             return;
         };
+        self.ring.set_probe(self.probe.window());
         self.probe_judged = Some(now);
         if let Outcome::Success(bps) = outcome {
             self.rate.raise_to(bps);

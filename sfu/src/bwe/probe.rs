@@ -116,6 +116,26 @@ impl Tally {
     }
 }
 
+/// When a probe cluster sends: packets in it (and padding sent after it ended, for the
+/// feedback still due) count towards its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ProbeWindow {
+    pub id: u8,
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl ProbeWindow {
+    /// The cluster a packet sent at `at` belongs to, 0 for none.
+    pub fn cluster_for(&self, at: Instant, padding: bool) -> u8 {
+        if at >= self.start && (at < self.end || padding) {
+            self.id
+        } else {
+            0
+        }
+    }
+}
+
 struct Cluster {
     id: u8,
     start: Instant,
@@ -203,12 +223,14 @@ impl ProbeControl {
         })
     }
 
-    /// The cluster a packet sent at `at` belongs to, 0 for none.
-    pub fn cluster_for(&self, at: Instant, padding: bool) -> u8 {
-        match &self.running {
-            Some(c) if at >= c.start && (at < c.end || padding) => c.id,
-            _ => 0,
-        }
+    /// The running probe's id, start and end: what decides which cluster a packet sent
+    /// belongs to (kept beside the send ring, `ring.rs`).
+    pub fn window(&self) -> Option<ProbeWindow> {
+        self.running.as_ref().map(|c| ProbeWindow {
+            id: c.id,
+            start: c.start,
+            end: c.end,
+        })
     }
 
     pub fn on_sent(&mut self, cluster: u8, seq: u64, at: Instant, bytes: usize) {

@@ -9,6 +9,8 @@
 
 use std::time::{Duration, Instant};
 
+use super::probe::ProbeWindow;
+
 /// 256 entries (4 KiB): a quarter second of a 10 Mbit/s stream of 1200-byte packets, more
 /// than twice the 50–100 ms between two feedback messages of a browser.
 const INITIAL_CAPACITY: usize = 256;
@@ -52,6 +54,9 @@ pub(super) struct Reported {
     pub first: bool,
 }
 
+/// Everything a send touches sits together here (the ring's header and the probe window),
+/// apart from the slot itself: with 100 subscribers each packet's record is a cache miss
+/// per subscriber, and the probe controller's state a line further on was another one.
 pub(super) struct SendRing {
     slots: Vec<Slot>,
     origin: Option<Instant>,
@@ -59,6 +64,8 @@ pub(super) struct SendRing {
     highest: u64,
     /// Feedback has named a packet: only then is lagging feedback worth a bigger ring.
     heard: bool,
+    /// The probe cluster sending now, if any (a copy of the probe controller's).
+    probe: Option<ProbeWindow>,
 }
 
 impl SendRing {
@@ -68,7 +75,13 @@ impl SendRing {
             origin: None,
             highest: 0,
             heard: false,
+            probe: None,
         }
+    }
+
+    /// The probe cluster packets are sent in from now on (`None`: none).
+    pub fn set_probe(&mut self, window: Option<ProbeWindow>) {
+        self.probe = window;
     }
 
     #[cfg(test)]
@@ -80,7 +93,10 @@ impl SendRing {
         (seq as usize) & (self.slots.len() - 1)
     }
 
-    pub fn insert(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool, cluster: u8) {
+    /// Records a packet sent (`padding`: sent to probe); returns the probe cluster it
+    /// belongs to, 0 for none.
+    pub fn insert(&mut self, seq: u64, at: Instant, bytes: usize, padding: bool) -> u8 {
+        let cluster = self.probe.map_or(0, |w| w.cluster_for(at, padding));
         let origin = *self.origin.get_or_insert(at);
         let sent_us = at.saturating_duration_since(origin).as_micros() as u64;
         let occupant = self.slots[self.index(seq)];
@@ -99,8 +115,9 @@ impl SendRing {
             seq_tag: seq as u32,
             bytes: bytes.min(usize::from(u16::MAX)) as u16,
             cluster,
-            flags: VALID | if probe { PROBE } else { 0 },
+            flags: VALID | if padding { PROBE } else { 0 },
         };
+        cluster
     }
 
     /// Doubles the ring, moving every live entry to its slot under the new mask.
@@ -165,7 +182,6 @@ mod tests {
                 t0 + Duration::from_millis(seq),
                 1000 + seq as usize,
                 false,
-                0,
             );
         }
         let got = ring.report(3, true).unwrap();
@@ -187,7 +203,7 @@ mod tests {
         }
         let cap = ring.capacity() as u64;
         for seq in 10..cap + 8 {
-            ring.insert(seq, t0, 100, false, 0);
+            ring.insert(seq, t0, 100, false);
             ring.report(seq, true);
         }
         assert_eq!(
@@ -202,8 +218,13 @@ mod tests {
     fn grows_while_feedback_lags_and_keeps_the_entries() {
         let t0 = Instant::now();
         let mut ring = SendRing::new();
+        ring.set_probe(Some(ProbeWindow {
+            id: 7,
+            start: t0,
+            end: t0 + Duration::from_secs(1),
+        }));
         for seq in 0..3000u64 {
-            ring.insert(seq, t0, 500, seq % 2 == 0, 7);
+            ring.insert(seq, t0, 500, seq % 2 == 0);
         }
         assert_eq!(
             ring.capacity(),
@@ -212,14 +233,14 @@ mod tests {
         );
         ring.report(2999, true);
         for seq in 3000..6000u64 {
-            ring.insert(seq, t0, 500, seq % 2 == 0, 7);
+            ring.insert(seq, t0, 500, seq % 2 == 0);
         }
         assert_eq!(ring.capacity(), 4096);
         let first = ring.report(3000, true).unwrap();
         assert_eq!((first.bytes, first.cluster), (500, 7));
         assert!(ring.report(5999, false).is_some());
         for seq in 3000..100_000u64 {
-            ring.insert(seq, t0, 500, false, 0);
+            ring.insert(seq, t0, 500, false);
         }
         assert_eq!(ring.capacity(), MAX_CAPACITY);
         assert_eq!(ring.report(100_000 - MAX_CAPACITY as u64 - 1, true), None);
