@@ -14,6 +14,7 @@ use tracing::debug;
 use crate::bwe::Estimator;
 use crate::participant::Slot;
 use crate::rtp_out::{RtpOut, Stamp, TransportSeq};
+use crate::twcc_report::TwccReport;
 use crate::worker::Worker;
 
 /// The extension id we offer transport-wide sequence numbers under: the one str0m's
@@ -61,6 +62,13 @@ pub(crate) struct Congestion {
     results: Vec<(u64, Option<Instant>)>,
     /// The probe running, if any.
     probe: Option<ProbeRun>,
+}
+
+/// One transport-wide feedback message: parsed by str0m (it came in a compound with other
+/// RTCP), or read in place by `feedback_in.rs` (it came alone, as nearly all do).
+pub(crate) enum TransportFeedback<'a> {
+    Parsed(Twcc),
+    InPlace(&'a TwccReport<'a>),
 }
 
 /// What the allocator is told about a subscriber's link.
@@ -142,17 +150,30 @@ impl Congestion {
     }
 
     /// Feeds one feedback message to the estimator.
-    pub fn feedback(&mut self, now: Instant, twcc: Twcc) {
+    pub fn feedback(&mut self, now: Instant, feedback: TransportFeedback) {
         let mut results = std::mem::take(&mut self.results);
         results.clear();
-        results.extend(
-            twcc.into_iter(self.time_zero, self.feedback_seq.into())
-                .map(|(seq, _, arrival)| (*seq, arrival))
-                // Numbers we never sent (a confused or hostile receiver) say nothing, and
-                // one message names at most what a few seconds of sending could.
-                .filter(|(seq, _)| *seq < self.next_seq)
-                .take(MAX_REPORTED),
-        );
+        let sent = self.next_seq;
+        // Numbers we never sent (a confused or hostile receiver) say nothing, and one
+        // message names at most what a few seconds of sending could.
+        let mut take = |seq: u64, arrival: Option<Instant>| {
+            if seq < sent {
+                results.push((seq, arrival));
+            }
+            results.len() < MAX_REPORTED
+        };
+        match feedback {
+            TransportFeedback::Parsed(twcc) => {
+                for (seq, _, arrival) in twcc.into_iter(self.time_zero, self.feedback_seq.into()) {
+                    if !take(*seq, arrival) {
+                        break;
+                    }
+                }
+            }
+            TransportFeedback::InPlace(report) => {
+                report.for_each(self.time_zero, self.feedback_seq, take);
+            }
+        }
         if let Some(highest) = results.iter().map(|(seq, _)| *seq).max() {
             self.feedback_seq = self.feedback_seq.max(highest);
         }
@@ -301,7 +322,7 @@ pub(crate) const QUIET_PROBE_CHECK: Duration = Duration::from_secs(1);
 impl Worker {
     /// A subscriber's TWCC feedback: into its estimator, and to its allocator when the
     /// estimate moved.
-    pub(crate) fn transport_feedback(&mut self, slot: Slot, twcc: Twcc) {
+    pub(crate) fn transport_feedback(&mut self, slot: Slot, feedback: TransportFeedback) {
         let now = self.now;
         let Some(part) = self.parts[slot].as_mut() else {
             return;
@@ -309,7 +330,7 @@ impl Worker {
         let Some(congestion) = part.congestion.as_mut() else {
             return;
         };
-        congestion.feedback(now, twcc);
+        congestion.feedback(now, feedback);
         let confirmed = part.allocator.provisional
             && (congestion.estimator.probed()
                 || now.saturating_duration_since(congestion.time_zero) >= PROVISIONAL_FOR);
@@ -516,13 +537,13 @@ mod tests {
         for _ in 0..8000 {
             congestion.next();
         }
-        congestion.feedback(t0, all_lost(0, 8000));
+        congestion.feedback(t0, TransportFeedback::Parsed(all_lost(0, 8000)));
         assert_eq!(congestion.feedback_seq, MAX_REPORTED as u64 - 1);
         assert!(congestion.results.capacity() <= 2 * MAX_REPORTED);
         // Numbers never sent say nothing, however many are claimed.
         let mut fresh = Congestion::new(t0, TRANSPORT_CC_ID);
         fresh.next();
-        fresh.feedback(t0, all_lost(0, 8000));
+        fresh.feedback(t0, TransportFeedback::Parsed(all_lost(0, 8000)));
         assert_eq!(fresh.results.len(), 1);
     }
 

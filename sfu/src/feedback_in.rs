@@ -7,9 +7,9 @@
 //! else (receiver reports, NACKs, PLIs, or feedback in the same compound as them) goes to
 //! str0m as before.
 
-use str0m::rtp::rtcp::Rtcp;
-
+use crate::congestion::TransportFeedback;
 use crate::participant::Slot;
+use crate::twcc_report::TwccReport;
 use crate::worker::Worker;
 
 /// RTPFB (RFC 4585) with FMT 15: transport-wide congestion control feedback.
@@ -18,6 +18,8 @@ const TWCC_FMT: u8 = 15;
 
 /// Reports one datagram may carry here; more go to str0m.
 const MAX_REPORTS: usize = 4;
+
+type Reports<'a> = [Option<TwccReport<'a>>; MAX_REPORTS];
 
 impl Worker {
     /// Takes `datagram` from subscriber `slot` if it is SRTCP holding only transport-wide
@@ -38,33 +40,28 @@ impl Worker {
             return false;
         };
         let mut plain = std::mem::take(&mut self.rtcp_plain);
-        let mut reports = no_reports();
+        let mut reports: Reports = [None; MAX_REPORTS];
         let taken = receiver.unprotect(datagram, &mut plain) && only_feedback(&plain, &mut reports);
+        if taken {
+            self.metrics.feedback_taken += 1;
+            for report in reports.iter().flatten() {
+                self.transport_feedback(slot, TransportFeedback::InPlace(report));
+            }
+        }
         self.rtcp_plain = plain;
-        if !taken {
-            return false;
-        }
-        self.metrics.feedback_taken += 1;
-        for twcc in reports.into_iter().flatten() {
-            self.transport_feedback(slot, twcc);
-        }
-        true
+        taken
     }
 }
 
 /// For `fuzzing.rs`: the reports a decrypted compound would give.
 #[cfg(feature = "fuzz")]
 pub(crate) fn fuzz_compound(plain: &[u8]) -> usize {
-    let mut reports = no_reports();
+    let mut reports: Reports = [None; MAX_REPORTS];
     if only_feedback(plain, &mut reports) {
         reports.iter().flatten().count()
     } else {
         0
     }
-}
-
-fn no_reports() -> [Option<str0m::rtp::rtcp::Twcc>; MAX_REPORTS] {
-    Default::default()
 }
 
 /// RFC 5761 §4: the second byte of RTCP is its packet type, 192–223; RTP's is a payload type
@@ -75,10 +72,7 @@ fn starts_with_transport_feedback(datagram: &[u8]) -> bool {
 
 /// Whether the compound `plain` is transport-wide feedback and nothing else, each report
 /// parsed into `reports` (at most [`MAX_REPORTS`]).
-fn only_feedback(
-    plain: &[u8],
-    reports: &mut [Option<str0m::rtp::rtcp::Twcc>; MAX_REPORTS],
-) -> bool {
+fn only_feedback<'a>(plain: &'a [u8], reports: &mut Reports<'a>) -> bool {
     let mut rest = plain;
     let mut count = 0;
     while !rest.is_empty() {
@@ -101,9 +95,9 @@ fn only_feedback(
         } else {
             packet
         };
-        match Rtcp::try_from(unpadded) {
-            Ok(Rtcp::Twcc(twcc)) => reports[count] = Some(twcc),
-            _ => return false,
+        match TwccReport::parse(unpadded) {
+            Some(report) => reports[count] = Some(report),
+            None => return false,
         }
         count += 1;
         rest = &rest[length..];
@@ -124,23 +118,27 @@ mod tests {
 
     #[test]
     fn only_compounds_of_transport_feedback_are_taken() {
-        let mut reports = no_reports();
-        assert!(only_feedback(&hex(REPORT), &mut reports));
+        let report = hex(REPORT);
+        let mut reports: Reports = [None; MAX_REPORTS];
+        assert!(only_feedback(&report, &mut reports));
         assert!(reports[0].is_some() && reports[1].is_none());
         let two = hex(&format!("{REPORT}{PADDED}"));
-        assert!(only_feedback(&two, &mut no_reports()));
+        assert!(only_feedback(&two, &mut [None; MAX_REPORTS]));
         let with_rr = hex(&format!("{REPORT}{RR}"));
-        assert!(!only_feedback(&with_rr, &mut no_reports()));
-        assert!(!only_feedback(&hex(RR), &mut no_reports()));
-        assert!(!only_feedback(&[], &mut no_reports()));
+        assert!(!only_feedback(&with_rr, &mut [None; MAX_REPORTS]));
+        assert!(!only_feedback(&hex(RR), &mut [None; MAX_REPORTS]));
+        assert!(!only_feedback(&[], &mut [None; MAX_REPORTS]));
         // A length past the end, and padding longer than the packet.
-        assert!(!only_feedback(&hex(&REPORT[..40]), &mut no_reports()));
+        assert!(!only_feedback(
+            &hex(&REPORT[..40]),
+            &mut [None; MAX_REPORTS]
+        ));
         let mut overpadded = hex(PADDED);
         overpadded[23] = 30;
-        assert!(!only_feedback(&overpadded, &mut no_reports()));
+        assert!(!only_feedback(&overpadded, &mut [None; MAX_REPORTS]));
         let five = hex(&REPORT.repeat(5));
         assert!(
-            !only_feedback(&five, &mut no_reports()),
+            !only_feedback(&five, &mut [None; MAX_REPORTS]),
             "more than we take here"
         );
     }

@@ -53,6 +53,7 @@ mod svc;
 mod tap;
 mod tap_forward;
 mod timers;
+mod twcc_report;
 mod viewer;
 mod vp8_ids;
 mod worker;

@@ -54,7 +54,8 @@ impl Worker {
             }
             (PeerRole::Subscriber, Event::RawPacket(raw)) => match *raw {
                 RawPacket::RtcpRx(Rtcp::Nack(nack)) => self.answer_nack(slot, &nack),
-                RawPacket::RtcpRx(Rtcp::Twcc(twcc)) => self.transport_feedback(slot, twcc),
+                RawPacket::RtcpRx(Rtcp::Twcc(twcc)) => self
+                    .transport_feedback(slot, crate::congestion::TransportFeedback::Parsed(twcc)),
                 RawPacket::RtcpRx(Rtcp::Remb(remb)) => self.remb_feedback(slot, remb.bitrate),
                 _ => {}
             },
