@@ -82,6 +82,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = store::open_store(&settings.database_url)
         .await
         .context("cannot open the session store")?;
+    let node_id = format!("ND_{}", settings.http_addr.port());
 
     let test_drop_video_every = test_drop_video_every()?;
     let sfu = Sfu::start(&SfuConfig {
@@ -121,7 +122,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             },
             ping_interval: Duration::from_secs(5),
             ping_timeout: Duration::from_secs(15),
-            node_id: format!("ND_{}", settings.http_addr.port()),
+            node_id: node_id.clone(),
             ice_servers,
             names: NameRules {
                 max_room_name_bytes: settings.limits.max_room_name_bytes,
@@ -143,6 +144,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.egress_dir.clone(),
             settings.limits.max_egress as usize,
         ),
+        node_id.clone(),
     );
     control
         .recover_after_restart()

@@ -204,6 +204,7 @@ impl Control {
                 kind: kind.into(),
                 output: output_json(&output, request.track_sid.as_deref()),
                 at: now(),
+                node_id: Some(self.node_id.clone()),
             })
             .await?;
         self.written();

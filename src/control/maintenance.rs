@@ -21,11 +21,15 @@ const REVOCATION_POLL: Duration = Duration::from_secs(5);
 const REVOCATION_OVERLAP: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Control {
-    /// Run once at start, before serving: participants the crash left "joined" are closed,
-    /// stuck sessions and egress move on, and removed identities stay removed.
+    /// Run once at start, after registering the node and before serving: participants the
+    /// crash left "joined" on this node are closed, its stuck sessions and egress move on
+    /// (other nodes' records are theirs), and removed identities stay removed.
     pub async fn recover_after_restart(&self) -> Result<Reconciled, ControlError> {
         let at = now();
-        let reconciled = self.store.reconcile_after_restart(at).await?;
+        let reconciled = self
+            .store
+            .reconcile_after_restart(&self.node_id, at)
+            .await?;
         if reconciled != Reconciled::default() {
             info!(?reconciled, "reconciled state left by the previous run");
         }

@@ -48,6 +48,9 @@ pub struct Control {
     pub default_max_participants: u32,
     /// Recordings and restreams running in this process.
     pub egress: EgressRuntime,
+    /// This node's cluster-unique id: what it records as the owner of the rooms,
+    /// connections and egress it serves.
+    pub node_id: String,
 }
 
 impl Control {
@@ -57,6 +60,7 @@ impl Control {
         default_empty_timeout_secs: u32,
         default_max_participants: u32,
         egress: EgressRuntime,
+        node_id: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -65,6 +69,7 @@ impl Control {
             default_empty_timeout_secs,
             default_max_participants,
             egress,
+            node_id,
         })
     }
 

@@ -92,6 +92,7 @@ impl Control {
                 // exactly this again and the store records no second event.
                 started_at: chrono::DateTime::from_timestamp_millis(ensured.room.creation_time_ms)
                     .unwrap_or_else(now),
+                node_id: Some(self.node_id.clone()),
             })
             .await?;
         self.written();

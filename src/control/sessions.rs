@@ -229,6 +229,7 @@ impl Control {
                     kind: "room".into(),
                     output: options.output.unwrap_or(serde_json::Value::Null),
                     at,
+                    node_id: Some(self.node_id.clone()),
                 })
                 .await;
             self.written();

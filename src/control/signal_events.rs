@@ -42,6 +42,7 @@ impl Control {
                         empty_timeout_secs: *empty_timeout_secs,
                         max_participants: *max_participants,
                         started_at: utc(*at),
+                        node_id: Some(self.node_id.clone()),
                     })
                     .await?;
             }
@@ -84,6 +85,7 @@ impl Control {
                         }),
                         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
                         joined_at: at,
+                        node_id: Some(self.node_id.clone()),
                     })
                     .await?;
             }

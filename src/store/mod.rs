@@ -16,7 +16,8 @@
 //!   module includes it as its own child, so it is compiled once per backend against that
 //!   backend's driver; `queries/mod.rs` lists what it gets from the backend. One file per
 //!   area: `rooms.rs`, `sessions.rs`, `participants.rs`, `egress.rs`, `transcripts.rs`,
-//!   `revocations.rs`, `log.rs` (events, delivery cursors, audit), `reconcile.rs`, plus
+//!   `revocations.rs`, `log.rs` (events, delivery cursors, audit), `nodes.rs` (cluster
+//!   membership), `reconcile.rs` (recovery per node), plus
 //!   `tx.rs` (steps inside one write transaction) and `columns.rs` (column lists).
 //! - `sqlite/`, `postgres/`: opening and migrating, the write transaction, and `dialect.rs`,
 //!   the spellings that differ (timestamps, JSON, `MAX`/`GREATEST`, collation, row locks)
@@ -49,10 +50,10 @@ pub use postgres::PostgresStore;
 #[allow(unused_imports)]
 pub use records::{
     kinds, AuditEntry, AuditRecord, EgressRecord, EgressStatus, EgressUpdate, EventRecord,
-    NewEgress, NewRoom, NewSession, ParticipantJoin, ParticipantLeave, ParticipantRecord,
-    ParticipantRole, ParticipantSummary, Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
-    SessionParticipantRecord, SessionRecord, SessionState, TrackEvent, TranscriptRecord,
-    TranscriptSegment,
+    NewEgress, NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState,
+    ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole, ParticipantSummary,
+    Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord,
+    SessionRecord, SessionState, TrackEvent, TranscriptRecord, TranscriptSegment,
 };
 pub use sqlite::SqliteStore;
 
@@ -294,14 +295,66 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
     ) -> Result<Vec<(String, String, DateTime<Utc>)>, StoreError>;
 
-    // ---- crash recovery ----
+    // ---- cluster membership ----
 
-    /// Run once at start, before serving; one transaction per room, with events: open
-    /// connections (and their session participants) leave at `at` with "server_restart";
-    /// sessions PUBLISHING → CANCELLED, LIVE → ENDING → STOPPED, ENDING → STOPPED (reason
-    /// "server_restart"); egress starting/active/ending → failed with "server restarted
-    /// during egress". Rooms stay active.
-    async fn reconcile_after_restart(&self, at: DateTime<Utc>) -> Result<Reconciled, StoreError>;
+    /// Registers a node at its start (upsert by node_id): its URLs and capacity, no load,
+    /// state active, `started_at` and `heartbeat_at` = `node.started_at`, not released.
+    async fn register_node(&self, node: &NodeRegistration) -> Result<(), StoreError>;
+
+    /// A node's heartbeat: its load, `heartbeat_at` moved forward to `at` (never back), and
+    /// any earlier release forgotten (the node is evidently there). NotFound for a node that
+    /// never registered.
+    async fn node_heartbeat(
+        &self,
+        node_id: &str,
+        load: NodeLoad,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a node's own change of state (draining at shutdown, stopped at its end),
+    /// counting as a heartbeat at `at`. NotFound for a node that never registered.
+    async fn set_node_state(
+        &self,
+        node_id: &str,
+        state: NodeState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Every node ever registered, by node_id, each alive when it is not stopped and its
+    /// heartbeat is at most `timeout` older than `now`.
+    async fn list_nodes(
+        &self,
+        now: DateTime<Utc>,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<NodeRecord>, StoreError>;
+
+    // ---- recovery per node ----
+
+    /// Run once at start by node `node_id`, after it registered and before it serves; one
+    /// transaction per room, with events. Its own rows, and rows with no node (written
+    /// before clustering), are closed; other nodes' rows are left alone. Open connections
+    /// (and their session participants) leave at `at` with "server_restart"; the open
+    /// session of a room that ran on it moves PUBLISHING → CANCELLED, LIVE → ENDING →
+    /// STOPPED, ENDING → STOPPED (reason "server_restart"); egress starting/active/ending →
+    /// failed with "server restarted during egress". Rooms stay active, on no node.
+    async fn reconcile_after_restart(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Reconciled, StoreError>;
+
+    /// Run by a live node for a dead one: does what [`Store::reconcile_after_restart`] does
+    /// for `node_id`'s rows only (no legacy rows), with reason "node_lost", but only while
+    /// that node's heartbeat is more than `timeout` before `at` (checked under each room's
+    /// lock, so a node that came back keeps its rows), then marks it released. Nothing to do
+    /// (a live, unknown or already released node) is not an error; running it twice, or on
+    /// two nodes at once, closes everything once.
+    async fn release_node(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+        timeout: std::time::Duration,
+    ) -> Result<Reconciled, StoreError>;
 }
 
 /// The backend a database URL selects.

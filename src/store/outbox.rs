@@ -17,6 +17,11 @@ use super::{
 pub(crate) const SERVER_RESTART: &str = "server_restart";
 /// The error of an egress that was running when the server went down.
 pub(crate) const EGRESS_RESTART_ERROR: &str = "server restarted during egress";
+/// The reason recorded when a live node closes what a dead node (no heartbeat within the
+/// node timeout) left open.
+pub(crate) const NODE_LOST: &str = "node_lost";
+/// The error of an egress that was running on a node that died.
+pub(crate) const EGRESS_NODE_LOST_ERROR: &str = "the node running the egress was lost";
 
 fn to_json<T: Serialize>(value: &T) -> Value {
     // Invariant: records are plain structs with string keys, strings, numbers and

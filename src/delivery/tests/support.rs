@@ -237,6 +237,7 @@ pub async fn room_story(store: &dyn Store, room_id: &str) -> String {
             empty_timeout_secs: 60,
             max_participants: 10,
             started_at: at,
+            node_id: None,
         })
         .await
         .expect("room_started");
@@ -260,6 +261,7 @@ pub async fn room_story(store: &dyn Store, room_id: &str) -> String {
             role: Some(ParticipantRole::Host),
             metadata: None,
             joined_at: at,
+            node_id: None,
             session_id: Some(session_id.clone()),
         })
         .await
@@ -295,6 +297,7 @@ pub async fn room_story(store: &dyn Store, room_id: &str) -> String {
             kind: "room".to_owned(),
             output: json!({"rtmp": "rtmp://127.0.0.1/live"}),
             at,
+            node_id: None,
         })
         .await
         .expect("create_egress");

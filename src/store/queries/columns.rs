@@ -104,3 +104,16 @@ macro_rules! transcript_columns {
         )
     };
 }
+
+macro_rules! node_columns {
+    () => {
+        concat!(
+            "node_id, http_url, public_url, max_rooms, rooms, participants, state, ",
+            ms!("started_at"),
+            ", ",
+            ms!("heartbeat_at"),
+            ", ",
+            ms!("released_at")
+        )
+    };
+}

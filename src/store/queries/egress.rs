@@ -18,14 +18,14 @@ impl DialectStore {
         }
         let row: EgressRow = sqlx::query_as(concat!(
             "INSERT INTO egress (egress_id, session_id, room_id, kind, status, output, error, \
-                 created_at, updated_at, started_at, ended_at) \
+                 created_at, updated_at, started_at, ended_at, node_id) \
              VALUES ($1, $2, $3, $4, 'starting', ",
             json!("$5"),
             ", NULL, ",
             ts!("$6"),
             ", ",
             ts!("$6"),
-            ", NULL, NULL) RETURNING ",
+            ", NULL, NULL, $7) RETURNING ",
             egress_columns!()
         ))
         .bind(&e.egress_id)
@@ -34,6 +34,7 @@ impl DialectStore {
         .bind(&e.kind)
         .bind(e.output.to_string())
         .bind(to_millis(e.at))
+        .bind(&e.node_id)
         .fetch_one(&mut *tx)
         .await
         .map_err(|err| {

@@ -23,6 +23,7 @@
 mod columns;
 mod egress;
 mod log;
+mod nodes;
 mod participants;
 mod reconcile;
 mod revocations;

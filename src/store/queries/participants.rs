@@ -38,10 +38,10 @@ impl DialectStore {
 
         let inserted: Option<ParticipantRow> = sqlx::query_as(concat!(
             "INSERT INTO connections (sid, room_id, identity, name, role, metadata, joined_at, \
-                 session_id) \
+                 session_id, node_id) \
              VALUES ($1, $2, $3, $4, $5, $6, ",
             ts!("$7"),
-            ", $8) \
+            ", $8, $9) \
              ON CONFLICT (sid) DO NOTHING \
              RETURNING ",
             connection_columns!()
@@ -54,6 +54,7 @@ impl DialectStore {
         .bind(&p.metadata)
         .bind(to_millis(p.joined_at))
         .bind(&p.session_id)
+        .bind(&p.node_id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(|e| {

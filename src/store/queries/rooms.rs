@@ -82,12 +82,12 @@ impl DialectStore {
         // interleave (the row does not exist yet, so there was nothing to lock above).
         let row: RoomRow = sqlx::query_as(concat!(
             "INSERT INTO rooms (room_id, sid, name, metadata, status, created_at, \
-                 last_active_at, closed_at, empty_timeout_secs, max_participants) \
+                 last_active_at, closed_at, empty_timeout_secs, max_participants, node_id) \
              VALUES ($1, $2, $3, $4, 'active', ",
             ts!("$5"),
             ", ",
             ts!("$5"),
-            ", NULL, $6, $7) \
+            ", NULL, $6, $7, $8) \
              ON CONFLICT (room_id) DO UPDATE SET \
                  sid = excluded.sid, \
                  name = COALESCE(excluded.name, rooms.name), \
@@ -98,7 +98,8 @@ impl DialectStore {
             greatest!(),
             "(rooms.last_active_at, excluded.last_active_at), \
                  empty_timeout_secs = excluded.empty_timeout_secs, \
-                 max_participants = excluded.max_participants \
+                 max_participants = excluded.max_participants, \
+                 node_id = excluded.node_id \
              RETURNING ",
             room_columns!()
         ))
@@ -109,6 +110,7 @@ impl DialectStore {
         .bind(to_millis(room.started_at))
         .bind(i64::from(room.empty_timeout_secs))
         .bind(i64::from(room.max_participants))
+        .bind(&room.node_id)
         .fetch_one(&mut *tx)
         .await?;
         let record = RoomRecord::try_from(row)?;
@@ -175,7 +177,8 @@ impl DialectStore {
         // The greatest of created_at and `at` keeps closed_at from preceding created_at if
         // the clock stepped backwards.
         let row: RoomRow = sqlx::query_as(concat!(
-            "UPDATE rooms SET status = 'closed', closed_at = ",
+            // A closed room runs on no node.
+            "UPDATE rooms SET status = 'closed', node_id = NULL, closed_at = ",
             greatest!(),
             "(created_at, ",
             ts!("$1"),

@@ -1,15 +1,18 @@
 //! The `Store` trait for a backend: each method runs the inherent `*_impl` method of the
 //! same name through the store's `guarded` wrapper (PostgreSQL's circuit breaker).
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{DialectStore, BACKEND};
 use crate::store::{
     AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, NewEgress, NewRoom,
-    NewSession, ParticipantJoin, ParticipantLeave, ParticipantRecord, Reconciled, RoomRecord,
-    RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store,
-    StoreError, TrackEvent, TranscriptRecord, TranscriptSegment,
+    NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState, ParticipantJoin,
+    ParticipantLeave, ParticipantRecord, Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
+    SessionParticipantRecord, SessionRecord, SessionState, Store, StoreError, TrackEvent,
+    TranscriptRecord, TranscriptSegment,
 };
 
 #[async_trait]
@@ -244,7 +247,54 @@ impl Store for DialectStore {
         self.guarded(self.list_revocations_impl(since)).await
     }
 
-    async fn reconcile_after_restart(&self, at: DateTime<Utc>) -> Result<Reconciled, StoreError> {
-        self.guarded(self.reconcile_after_restart_impl(at)).await
+    async fn register_node(&self, node: &NodeRegistration) -> Result<(), StoreError> {
+        self.guarded(self.register_node_impl(node)).await
+    }
+
+    async fn node_heartbeat(
+        &self,
+        node_id: &str,
+        load: NodeLoad,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.guarded(self.node_heartbeat_impl(node_id, load, at))
+            .await
+    }
+
+    async fn set_node_state(
+        &self,
+        node_id: &str,
+        state: NodeState,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.guarded(self.set_node_state_impl(node_id, state, at))
+            .await
+    }
+
+    async fn list_nodes(
+        &self,
+        now: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Result<Vec<NodeRecord>, StoreError> {
+        self.guarded(self.list_nodes_impl(now, timeout)).await
+    }
+
+    async fn reconcile_after_restart(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Reconciled, StoreError> {
+        self.guarded(self.reconcile_after_restart_impl(node_id, at))
+            .await
+    }
+
+    async fn release_node(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+        timeout: Duration,
+    ) -> Result<Reconciled, StoreError> {
+        self.guarded(self.release_node_impl(node_id, at, timeout))
+            .await
     }
 }

@@ -70,6 +70,9 @@ pub struct NewEgress {
     /// Where the output goes (URLs, file names, …).
     pub output: serde_json::Value,
     pub at: DateTime<Utc>,
+    /// The node that runs (or accepted) the egress (see [`NewRoom::node_id`](super::NewRoom)).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// A status report for an egress.

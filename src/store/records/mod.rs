@@ -10,6 +10,7 @@
 mod convert;
 mod egress;
 mod events;
+mod nodes;
 mod participants;
 mod rooms;
 mod sessions;
@@ -20,6 +21,8 @@ pub(crate) use egress::EgressRow;
 pub use egress::{EgressRecord, EgressStatus, EgressUpdate, NewEgress};
 pub use events::{kinds, AuditEntry, AuditRecord, EventRecord};
 pub(crate) use events::{AuditRow, EventRow, NewEvent};
+pub(crate) use nodes::NodeRow;
+pub use nodes::{NodeLoad, NodeRecord, NodeRegistration, NodeState};
 pub(crate) use participants::{
     same_connection, ConnectionRow, ParticipantRow, SessionParticipantRow,
 };

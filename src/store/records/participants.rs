@@ -61,6 +61,9 @@ pub struct ParticipantJoin {
     pub joined_at: DateTime<Utc>,
     /// The room's open session at join time; the person is then recorded as its participant.
     pub session_id: Option<String>,
+    /// The node the connection is served by (see [`NewRoom::node_id`](super::NewRoom)).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// Traffic of one connection over its lifetime, written when it leaves (and, for a session

@@ -61,6 +61,10 @@ pub struct NewRoom {
     pub max_participants: u32,
     /// When the room started; becomes `created_at` on first insert and `last_active_at`.
     pub started_at: DateTime<Utc>,
+    /// The node the room runs on (`None` only for callers outside a server, such as tests of
+    /// rows written before clustering).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// A room created through the API (before anyone joins, so without an `RM_` sid).

@@ -15,6 +15,7 @@ fn room(room_id: &str) -> NewRoom {
         empty_timeout_secs: 300,
         max_participants: 0,
         started_at: DateTime::from_timestamp_millis(1_700_000_000_000).expect("in range"),
+        node_id: None,
     }
 }
 

@@ -22,6 +22,7 @@ pub fn new_room(room_id: &str, sid: &str, at: DateTime<Utc>) -> NewRoom {
         empty_timeout_secs: 300,
         max_participants: 0,
         started_at: at,
+        node_id: None,
     }
 }
 
@@ -34,6 +35,7 @@ pub fn join(room_id: &str, sid: &str, identity: &str, at: DateTime<Utc>) -> Part
         role: None,
         metadata: None,
         joined_at: at,
+        node_id: None,
         session_id: None,
     }
 }
@@ -185,6 +187,7 @@ pub fn new_egress(
         kind: "room".to_owned(),
         output: serde_json::json!({"rtmp": "rtmp://example.test/live/key"}),
         at,
+        node_id: None,
     }
 }
 

@@ -11,8 +11,10 @@ mod egress;
 mod event_log;
 mod fixtures;
 mod harness;
+mod nodes;
 mod reconcile;
 mod records_misc;
+mod recovery;
 mod rooms_api;
 mod session_participants;
 mod sessions;
@@ -101,4 +103,8 @@ conformance_suite!(
     records_misc::transcripts_list_in_order,
     records_misc::revocations_move_forward_only,
     reconcile::reconcile_after_restart_applies_every_rule,
+    nodes::nodes_register_heartbeat_and_list,
+    recovery::restart_reconciles_only_its_own_rows,
+    recovery::releasing_a_dead_node_closes_its_rows_once,
+    recovery::concurrent_releases_close_everything_once,
 );

@@ -75,7 +75,7 @@ pub async fn reconcile_after_restart_applies_every_rule(store: Arc<dyn Store>) {
     };
 
     let done = store
-        .reconcile_after_restart(t(100))
+        .reconcile_after_restart("ND_a", t(100))
         .await
         .expect("reconcile");
     assert_eq!(
@@ -180,6 +180,9 @@ pub async fn reconcile_after_restart_applies_every_rule(store: Arc<dyn Store>) {
     }
 
     // A second run finds nothing left to do.
-    let again = store.reconcile_after_restart(t(200)).await.expect("again");
+    let again = store
+        .reconcile_after_restart("ND_a", t(200))
+        .await
+        .expect("again");
     assert_eq!(again, Reconciled::default());
 }
