@@ -2,6 +2,7 @@
 //! session store and HTTP API.
 
 mod admin_cli;
+mod cluster;
 mod config;
 mod control;
 mod delivery;

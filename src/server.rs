@@ -14,11 +14,12 @@ use tokio::sync::watch;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+use crate::cluster;
 use crate::config::Settings;
 use crate::control::{Control, EgressRuntime};
 use crate::delivery::{self, DeliveryConfig};
 use crate::http::{self, AppState};
-use crate::store;
+use crate::store::{self, NodeRegistration, NodeState};
 
 /// How often rooms idle past their empty_timeout are looked for.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(30);
@@ -82,7 +83,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = store::open_store(&settings.database_url)
         .await
         .context("cannot open the session store")?;
-    let node_id = format!("ND_{}", settings.http_addr.port());
+    let node_id =
+        cluster::identity::resolve(settings.cluster.node_id.as_deref(), &settings.data_dir)
+            .context("cannot settle this node's id")?;
+    info!(%node_id, "node identity");
 
     let test_drop_video_every = test_drop_video_every()?;
     let sfu = Sfu::start(&SfuConfig {
@@ -146,11 +150,42 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         ),
         node_id.clone(),
     );
+    // Bound before registering: the node advertises the address it really listens on.
+    let listener = tokio::net::TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let public_ws_url = match &settings.public_url {
+        Some(url) => url.clone(),
+        None if settings.http_addr.port() == 0 => format!("ws://{http_addr}"),
+        None => settings.public_ws_url(),
+    };
+    let membership = cluster::Membership::new(
+        Arc::clone(&store),
+        Arc::clone(&signaling),
+        NodeRegistration {
+            node_id: node_id.clone(),
+            http_url: settings.http_url_for(http_addr),
+            public_url: public_ws_url.clone(),
+            max_rooms: settings.limits.max_rooms,
+            started_at: crate::control::now(),
+        },
+        settings.cluster.heartbeat_interval,
+        settings.cluster.node_timeout,
+    );
+    // Registered before recovering: a live node releasing this one's records from now on
+    // sees a fresh heartbeat and leaves them to this node.
+    membership
+        .register()
+        .await
+        .context("cannot register this node in the session store")?;
     control
         .recover_after_restart()
         .await
         .context("cannot reconcile the records left by the previous run")?;
     let (stop_tasks, tasks_stop) = watch::channel(false);
+    let heartbeat = tokio::spawn(Arc::clone(&membership).run_heartbeat(tasks_stop.clone()));
+    let release = tokio::spawn(Arc::clone(&membership).run_release(tasks_stop.clone()));
     let recorder = tokio::spawn(Arc::clone(&control).run_signal_events(
         events,
         settings.limits.recorder_queue_bytes,
@@ -169,15 +204,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tasks_stop.clone(),
     );
 
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
-    let http_addr = listener.local_addr()?;
-    let public_ws_url = match &settings.public_url {
-        Some(url) => url.clone(),
-        None if settings.http_addr.port() == 0 => format!("ws://{http_addr}"),
-        None => settings.public_ws_url(),
-    };
     let state = AppState {
         control: Arc::clone(&control),
         signaling: Arc::clone(&signaling),
@@ -191,6 +217,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             settings.cors_origins.as_ref(),
             &own_origins(http_addr, &settings),
         )),
+        node_timeout: settings.cluster.node_timeout,
         guard: http::Guard::new(http::GuardLimits {
             rtc_per_minute: settings.limits.rtc_requests_per_minute,
             whip_per_minute: settings.limits.whip_requests_per_minute,
@@ -205,6 +232,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     println!("switchboard ready http://{http_addr}");
 
     let shutdown_signaling = Arc::clone(&signaling);
+    let shutdown_membership = Arc::clone(&membership);
     let serve_limits = http::ServeLimits {
         header_timeout: settings.limits.http_header_timeout,
         idle_timeout: settings.limits.http_idle_timeout,
@@ -214,6 +242,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     http::serve(listener, app, serve_limits, async move {
         shutdown_signal().await;
+        shutdown_membership.set_state(NodeState::Draining).await;
         info!("shutting down: telling participants to leave");
         shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
     })
@@ -225,10 +254,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = recorder.await;
     let _ = egress_events.await;
     let _ = maintenance.await;
+    let _ = heartbeat.await;
+    let _ = release.await;
     // The recorder's last events are in the log; delivery gets its stop grace for them.
     for task in deliveries {
         let _ = task.await;
     }
+    // Last: what this node recorded on the way out is in, and no heartbeat follows.
+    membership.set_state(NodeState::Stopped).await;
     store.close().await;
     sfu.shutdown();
     if let Some(turn) = turn {

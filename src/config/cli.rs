@@ -337,6 +337,32 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SUBJECT")]
     pub nats_session_subject: Option<String>,
 
+    /// This node's id, unique in the cluster (nodes sharing one database): 1 to 64
+    /// characters from A-Z, a-z, 0-9, '_', '.' and '-'.
+    ///
+    /// It marks the rooms, connections and egress the node serves, so a restarted node
+    /// recovers its own records only: it must stay the same across restarts.
+    ///
+    /// Environment: SWITCHBOARD_NODE_ID. Config file: node_id. Default: ND_ and a ULID,
+    /// generated once and kept in <data-dir>/node-id.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+
+    /// How often this node records its heartbeat in the database (`2s`; plain seconds too).
+    ///
+    /// Environment: SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL. Config file:
+    /// cluster.heartbeat_interval. Default: 2s.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_heartbeat_interval: Option<String>,
+
+    /// How long a node may go without a heartbeat before the others call it dead and close
+    /// what it left open; at least twice the heartbeat interval.
+    ///
+    /// Environment: SWITCHBOARD_CLUSTER_NODE_TIMEOUT. Config file: cluster.node_timeout.
+    /// Default: 10s.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_node_timeout: Option<String>,
+
     /// Sets one resource limit, like max_tracks_per_participant=8 (repeat for several).
     ///
     /// docs/configuration.md lists every limit and its default.

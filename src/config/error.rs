@@ -123,6 +123,17 @@ pub enum ConfigError {
     )]
     DevNotLoopback { setting: &'static str, ip: IpAddr },
 
+    /// The node timeout leaves no room for a late heartbeat.
+    #[error(
+        "cluster.node_timeout ({node_timeout:?}) must be at least twice \
+         cluster.heartbeat_interval ({heartbeat_interval:?}), so one late heartbeat does not \
+         make a node dead"
+    )]
+    NodeTimeoutTooShort {
+        heartbeat_interval: std::time::Duration,
+        node_timeout: std::time::Duration,
+    },
+
     /// `token create --api-key K` where K is not among the configured keys.
     #[error("API key \"{key}\" (from --api-key) is not configured; configured keys: {known}")]
     UnknownKey { key: String, known: String },

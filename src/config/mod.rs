@@ -16,6 +16,9 @@
 mod cli;
 #[cfg(test)]
 mod cli_tests;
+mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod delivery_tests;
 mod error;
@@ -36,6 +39,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cli::{Cli, Command, MigrateArgs, ServeArgs, TokenCommand, TokenCreateArgs};
+#[allow(unused_imports)] // the defaults are part of the module's API, used by tests
+pub use cluster::{
+    node_id as parse_node_id, ClusterSettings, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_TIMEOUT,
+};
 #[allow(unused_imports)] // part of the module's API, used by tests
 pub use error::{ConfigError, Origin};
 pub use exposure::{is_loopback_origin, normalize_origin, CorsOrigins};
@@ -102,6 +109,8 @@ pub struct Settings {
     pub cors_origins: Option<CorsOrigins>,
     /// The embedded TURN server, when it runs.
     pub turn: Option<TurnSettings>,
+    /// This node's id and its membership timing (`node_id`, `[cluster]`).
+    pub cluster: ClusterSettings,
 }
 
 /// Webhook delivery.
@@ -198,6 +207,13 @@ impl Settings {
             None => derived_ws_url(self.http_addr, &self.rtc.node_ips),
         }
     }
+
+    /// The `http://` URL of the API bound at `bound`, as other nodes and operators reach it
+    /// (a wildcard address replaced like in [`Settings::public_ws_url`]).
+    pub fn http_url_for(&self, bound: SocketAddr) -> String {
+        let ws = derived_ws_url(bound, &self.rtc.node_ips);
+        format!("http://{}", ws.trim_start_matches("ws://"))
+    }
 }
 
 /// Secrets are left out so settings can be logged at start.
@@ -221,6 +237,7 @@ impl fmt::Debug for Settings {
             .field("dev_allow_public", &self.dev_allow_public)
             .field("cors_origins", &self.cors_origins)
             .field("turn", &self.turn)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -323,6 +340,7 @@ pub fn resolve(
         exposure::cors_origins,
     )?;
     let turn = turn::turn_settings(&src, args)?;
+    let cluster = cluster::resolve(&src, args)?;
 
     Ok(Settings {
         dev,
@@ -342,6 +360,7 @@ pub fn resolve(
         dev_allow_public,
         cors_origins,
         turn,
+        cluster,
     })
 }
 

@@ -80,6 +80,11 @@ settings! {
         "nats.subject_prefix", Str;
     NATS_SESSION_SUBJECT = "--nats-session-subject", "SWITCHBOARD_NATS_SESSION_SUBJECT",
         "nats.session_subject", Str;
+    NODE_ID = "--node-id", "SWITCHBOARD_NODE_ID", "node_id", Str;
+    CLUSTER_HEARTBEAT_INTERVAL = "--cluster-heartbeat-interval",
+        "SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval", IntOrStr;
+    CLUSTER_NODE_TIMEOUT = "--cluster-node-timeout", "SWITCHBOARD_CLUSTER_NODE_TIMEOUT",
+        "cluster.node_timeout", IntOrStr;
 }
 
 pub(super) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
@@ -88,7 +93,7 @@ pub(super) const ENV_API_KEY: &str = "SWITCHBOARD_API_KEY";
 pub(super) const ENV_API_SECRET: &str = "SWITCHBOARD_API_SECRET";
 /// TOML sections holding settings (`[rtc]` holds `rtc.*`, and so on); `[keys]` maps free-form
 /// key names to secrets.
-const SECTIONS: &[&str] = &["rtc", "turn", "webhooks", "nats", "egress"];
+const SECTIONS: &[&str] = &["rtc", "turn", "webhooks", "nats", "egress", "cluster"];
 const SECTION_KEYS: &str = "keys";
 const SECTION_LIMITS: &str = "limits";
 

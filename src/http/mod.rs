@@ -11,6 +11,7 @@ mod guard;
 mod guests;
 mod livekit_json;
 pub mod metrics;
+mod nodes;
 mod paging;
 mod problem;
 mod rooms;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub cors: Arc<CorsPolicy>,
     /// Per-address request rates and request bodies.
     pub guard: Arc<Guard>,
+    /// A node whose heartbeat is older than this is dead (`GET /v1/nodes`).
+    pub node_timeout: Duration,
 }
 
 impl AppState {
@@ -157,6 +160,7 @@ async fn whip_options(
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/nodes", get(nodes::list))
         .route("/v1/rooms", post(rooms::create).get(rooms::list))
         .route(
             "/v1/rooms/{room_id}",

@@ -1,0 +1,152 @@
+//! This node's row in the store's `nodes` table: registered at start, a heartbeat with its
+//! load every `heartbeat_interval`, its state at shutdown; and the release of nodes that
+//! stopped heartbeating for longer than `node_timeout`.
+//!
+//! Both loops run on tasks of their own and only talk to the database: nothing here is on
+//! the path of media or signaling. Each call is bounded by a timeout; a failure is logged
+//! and the next tick tries again, so a database outage never stops the node. The release
+//! has a task of its own so a long release never delays this node's own heartbeat (which
+//! would make the others call it dead).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_signaling::Signaling;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tracing::{debug, info, warn};
+
+use crate::control::now;
+use crate::store::{NodeLoad, NodeRegistration, NodeState, Store, StoreError};
+
+pub struct Membership {
+    store: Arc<dyn Store>,
+    signaling: Arc<Signaling>,
+    registration: NodeRegistration,
+    heartbeat_interval: Duration,
+    node_timeout: Duration,
+}
+
+impl Membership {
+    pub fn new(
+        store: Arc<dyn Store>,
+        signaling: Arc<Signaling>,
+        registration: NodeRegistration,
+        heartbeat_interval: Duration,
+        node_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            signaling,
+            registration,
+            heartbeat_interval,
+            node_timeout,
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.registration.node_id
+    }
+
+    /// Registers this node (before it reconciles and serves: from then on, a live node
+    /// releasing it finds a fresh heartbeat and leaves its rows alone).
+    pub async fn register(&self) -> Result<(), StoreError> {
+        self.store.register_node(&self.registration).await?;
+        info!(node_id = %self.node_id(), "registered in the cluster");
+        Ok(())
+    }
+
+    /// Records this node's own state (draining at shutdown, stopped at its end), within a
+    /// heartbeat interval; a failure is only logged, shutdown goes on.
+    pub async fn set_state(&self, state: NodeState) {
+        let call = self.store.set_node_state(self.node_id(), state, now());
+        match tokio::time::timeout(self.heartbeat_interval, call).await {
+            Ok(Ok(())) => info!(node_id = %self.node_id(), %state, "node state recorded"),
+            Ok(Err(e)) => warn!("recording node state {state} failed: {e}"),
+            Err(_) => warn!("recording node state {state} timed out"),
+        }
+    }
+
+    /// The load signaling sees right now.
+    fn load(&self) -> NodeLoad {
+        let rooms = self.signaling.live_rooms();
+        NodeLoad {
+            rooms: u32::try_from(rooms.len()).unwrap_or(u32::MAX),
+            participants: rooms
+                .iter()
+                .fold(0u32, |sum, room| sum.saturating_add(room.num_participants)),
+        }
+    }
+
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        let load = self.load();
+        match self.store.node_heartbeat(self.node_id(), load, now()).await {
+            // The row went away (an operator cleaned the table): register again.
+            Err(StoreError::NotFound { .. }) => self.register().await,
+            other => other,
+        }
+    }
+
+    /// Heartbeats every `heartbeat_interval` until `stop` turns true.
+    pub async fn run_heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match tokio::time::timeout(self.heartbeat_interval, self.heartbeat()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!("heartbeat failed (retrying): {e}"),
+                        Err(_) => warn!("heartbeat timed out (retrying)"),
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// Releases every other node whose heartbeat is older than the node timeout and that
+    /// no node released yet.
+    async fn release_dead(&self) -> Result<(), StoreError> {
+        let at = now();
+        let nodes = self.store.list_nodes(at, self.node_timeout).await?;
+        let timeout =
+            chrono::Duration::from_std(self.node_timeout).unwrap_or(chrono::Duration::MAX);
+        for node in nodes {
+            let silent = at.signed_duration_since(node.heartbeat_at) > timeout;
+            if node.node_id == self.node_id() || !silent || node.released_at.is_some() {
+                continue;
+            }
+            debug!(node_id = %node.node_id, "releasing a node without heartbeat");
+            let released = self
+                .store
+                .release_node(&node.node_id, at, self.node_timeout)
+                .await?;
+            if released.connections_closed + released.sessions_moved + released.egress_failed > 0 {
+                info!(node_id = %node.node_id, ?released, "released a lost node's records");
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks for dead nodes every heartbeat interval until `stop` turns true. A release cut
+    /// short (timeout, error) rolls back its current room and is picked up on a later tick:
+    /// releasing is idempotent.
+    pub async fn run_release(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let bound = self.node_timeout;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    match tokio::time::timeout(bound, self.release_dead()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => warn!("releasing dead nodes failed (retrying): {e}"),
+                        Err(_) => warn!("releasing dead nodes timed out (retrying)"),
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Cluster membership settings: this node's id (`--node-id`, `node_id`) and how often it
+//! heartbeats and how long a silent node counts as alive (`[cluster]`).
+//!
+//! Only the configured id is resolved here: resolving settings has no side effects, so the
+//! id generated and kept in the data directory when none is configured is made at start
+//! (`crate::cluster::identity`), checked with the same [`node_id`] rule.
+
+use std::time::Duration;
+
+use super::error::ConfigError;
+use super::limits;
+use super::sources::{self, Sources};
+use super::ServeArgs;
+
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Node ids end up in every row a node writes and in LiveKit's `ServerInfo.node_id`: short.
+pub const MAX_NODE_ID_BYTES: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The configured node id; `None` = generated once and kept in the data directory.
+    pub node_id: Option<String>,
+    /// How often this node records its heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A node whose last heartbeat is older than this is dead.
+    pub node_timeout: Duration,
+}
+
+/// A node id: 1 to 64 characters from `A-Z a-z 0-9 _ . -` (safe in URLs, logs, file names
+/// and SQL literals alike).
+pub fn node_id(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Err("a node id must not be empty".to_owned());
+    }
+    if input.len() > MAX_NODE_ID_BYTES {
+        return Err(format!(
+            "a node id has at most {MAX_NODE_ID_BYTES} characters, this one {}",
+            input.len()
+        ));
+    }
+    if !input
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Err("a node id may only contain A-Z, a-z, 0-9, '_', '.' and '-'".to_owned());
+    }
+    Ok(input.to_owned())
+}
+
+pub(super) fn resolve(src: &Sources<'_>, args: &ServeArgs) -> Result<ClusterSettings, ConfigError> {
+    let node_id = src.get(args.node_id.as_deref(), &sources::NODE_ID, node_id)?;
+    let heartbeat_interval = src
+        .get(
+            args.cluster_heartbeat_interval.as_deref(),
+            &sources::CLUSTER_HEARTBEAT_INTERVAL,
+            limits::duration,
+        )?
+        .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL);
+    let node_timeout = src
+        .get(
+            args.cluster_node_timeout.as_deref(),
+            &sources::CLUSTER_NODE_TIMEOUT,
+            limits::duration,
+        )?
+        .unwrap_or(DEFAULT_NODE_TIMEOUT);
+    // One late heartbeat (a slow database, a busy host) must not make a node dead.
+    if node_timeout < heartbeat_interval.saturating_mul(2) {
+        return Err(ConfigError::NodeTimeoutTooShort {
+            heartbeat_interval,
+            node_timeout,
+        });
+    }
+    Ok(ClusterSettings {
+        node_id,
+        heartbeat_interval,
+        node_timeout,
+    })
+}

@@ -1,0 +1,120 @@
+//! Tests of the cluster settings: the node id and the heartbeat timing, from every source.
+
+use std::time::Duration;
+
+use super::tests::{env, err, no_env, path_str, serve, toml_file};
+use super::*;
+
+#[test]
+fn cluster_defaults() {
+    let settings = resolve(&serve(&["--dev"]), &no_env).expect("defaults");
+    assert_eq!(
+        settings.cluster,
+        ClusterSettings {
+            node_id: None,
+            heartbeat_interval: Duration::from_secs(2),
+            node_timeout: Duration::from_secs(10),
+        }
+    );
+}
+
+#[test]
+fn cluster_settings_from_flag_env_and_file() {
+    let file = toml_file(
+        "node_id = \"from-file\"\n[cluster]\nheartbeat_interval = 3\nnode_timeout = \"1m\"\n",
+    );
+    let args = serve(&["--dev", "--config", path_str(&file)]);
+    let settings = resolve(&args, &no_env).expect("file");
+    assert_eq!(settings.cluster.node_id.as_deref(), Some("from-file"));
+    assert_eq!(settings.cluster.heartbeat_interval, Duration::from_secs(3));
+    assert_eq!(settings.cluster.node_timeout, Duration::from_secs(60));
+
+    let environment = env(&[
+        ("SWITCHBOARD_NODE_ID", "from-env"),
+        ("SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL", "1s"),
+    ]);
+    let settings = resolve(&args, &environment).expect("env");
+    assert_eq!(settings.cluster.node_id.as_deref(), Some("from-env"));
+    assert_eq!(settings.cluster.heartbeat_interval, Duration::from_secs(1));
+
+    let args = serve(&[
+        "--dev",
+        "--config",
+        path_str(&file),
+        "--node-id",
+        "edge-1.eu_west",
+        "--cluster-node-timeout",
+        "20s",
+    ]);
+    let settings = resolve(&args, &environment).expect("flags");
+    assert_eq!(settings.cluster.node_id.as_deref(), Some("edge-1.eu_west"));
+    assert_eq!(settings.cluster.node_timeout, Duration::from_secs(20));
+}
+
+#[test]
+fn node_ids_are_checked() {
+    let long = "n".repeat(65);
+    for (bad, says) in [
+        ("a/b", "may only contain"),
+        ("node one", "may only contain"),
+        ("nöde", "may only contain"),
+        (long.as_str(), "at most 64"),
+    ] {
+        let message = err(&serve(&["--dev", "--node-id", bad]), &no_env);
+        assert!(message.contains("--node-id"), "{message}");
+        assert!(message.contains(says), "{bad:?}: {message}");
+    }
+    assert!(parse_node_id(&"n".repeat(64)).is_ok());
+    assert_eq!(
+        parse_node_id(""),
+        Err("a node id must not be empty".to_owned())
+    );
+    // An empty environment variable is unset (as for every setting); an empty value in the
+    // file is an error that names the file's key.
+    let file = toml_file("node_id = \"\"\n");
+    let message = err(&serve(&["--dev", "--config", path_str(&file)]), &no_env);
+    assert!(message.contains("node_id = \"\""), "{message}");
+    assert!(message.contains("must not be empty"), "{message}");
+}
+
+#[test]
+fn the_node_timeout_must_outlast_two_heartbeats() {
+    let message = err(
+        &serve(&["--dev", "--cluster-heartbeat-interval", "6s"]),
+        &no_env,
+    );
+    assert!(message.contains("cluster.node_timeout"), "{message}");
+    assert!(message.contains("at least twice"), "{message}");
+    let ok = serve(&[
+        "--dev",
+        "--cluster-heartbeat-interval",
+        "5s",
+        "--cluster-node-timeout",
+        "10s",
+    ]);
+    assert!(resolve(&ok, &no_env).is_ok());
+    let message = err(
+        &serve(&["--dev", "--cluster-heartbeat-interval", "0"]),
+        &no_env,
+    );
+    assert!(
+        message.contains("--cluster-heartbeat-interval"),
+        "{message}"
+    );
+    let message = err(
+        &serve(&["--dev"]),
+        &env(&[("SWITCHBOARD_CLUSTER_NODE_TIMEOUT", "soon")]),
+    );
+    assert!(
+        message.contains("SWITCHBOARD_CLUSTER_NODE_TIMEOUT"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_cluster_keys_list_the_known_ones() {
+    let file = toml_file("[cluster]\nheartbeat = 2\n");
+    let message = err(&serve(&["--dev", "--config", path_str(&file)]), &no_env);
+    assert!(message.contains("cluster.heartbeat_interval"), "{message}");
+    assert!(message.contains("cluster.node_timeout"), "{message}");
+}
