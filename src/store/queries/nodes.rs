@@ -62,10 +62,7 @@ impl DialectStore {
         .bind(node_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found(format!("node `{node_id}`")));
-        }
-        Ok(())
+        registered(done.rows_affected(), node_id)
     }
 
     pub(super) async fn set_node_state_impl(
@@ -86,10 +83,7 @@ impl DialectStore {
         .bind(node_id)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::not_found(format!("node `{node_id}`")));
-        }
-        Ok(())
+        registered(done.rows_affected(), node_id)
     }
 
     pub(super) async fn list_nodes_impl(
@@ -109,4 +103,12 @@ impl DialectStore {
             .map(|row| row.into_record(now, timeout).map_err(StoreError::from))
             .collect()
     }
+}
+
+/// An UPDATE of a node's own row found it, or the node never registered.
+fn registered(rows: u64, node_id: &str) -> Result<(), StoreError> {
+    if rows == 0 {
+        return Err(StoreError::not_found(format!("node `{node_id}`")));
+    }
+    Ok(())
 }

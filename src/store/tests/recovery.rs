@@ -55,6 +55,18 @@ async fn connect(store: &dyn Store, node: &str, room: &str, sid: &str) {
         .expect("join");
 }
 
+/// A room and a connection recorded before clustering (no node).
+async fn legacy_connection(store: &dyn Store) {
+    store
+        .create_room(&super::fixtures::room_spec("legacy", t(0)))
+        .await
+        .expect("legacy room");
+    store
+        .participant_joined(&join("legacy", "PA_legacy", "old", t(7)))
+        .await
+        .expect("legacy join");
+}
+
 async fn open_sids(store: &dyn Store, room: &str) -> Vec<String> {
     let open = store
         .open_connections(room)
@@ -103,14 +115,7 @@ pub async fn restart_reconciles_only_its_own_rows(store: Arc<dyn Store>) {
     live_room_on(&*store, "ND_b", "rb").await;
     // A connection of A's in a room B runs, and one written before clustering (no node).
     connect(&*store, "ND_a", "rb", "PA_rb_from_a").await;
-    store
-        .create_room(&super::fixtures::room_spec("legacy", t(0)))
-        .await
-        .expect("legacy room");
-    store
-        .participant_joined(&join("legacy", "PA_legacy", "old", t(7)))
-        .await
-        .expect("legacy join");
+    legacy_connection(&*store).await;
     let rb_events = events(&*store, "rb").await.len();
 
     let done = store
@@ -168,14 +173,7 @@ pub async fn releasing_a_dead_node_closes_its_rows_once(store: Arc<dyn Store>) {
         .expect("b");
     live_room_on(&*store, "ND_a", "ra").await;
     live_room_on(&*store, "ND_b", "rb").await;
-    store
-        .create_room(&super::fixtures::room_spec("legacy", t(0)))
-        .await
-        .expect("legacy room");
-    store
-        .participant_joined(&join("legacy", "PA_legacy", "old", t(7)))
-        .await
-        .expect("legacy join");
+    legacy_connection(&*store).await;
 
     // Within the timeout A is alive: nothing is released.
     let early = store
