@@ -1,7 +1,7 @@
 //! Two real nodes on one PostgreSQL database: each registers and heartbeats, a node killed
 //! with `kill -9` and started again (same data directory, so the same generated node id)
-//! recovers only its own records, and a node that stays dead has its records released by
-//! the live one.
+//! recovers only its own records, a node that stays dead has its records released by the
+//! live one, and a node that stops cleanly is recorded as stopped.
 
 mod support;
 
@@ -105,7 +105,7 @@ async fn a_restarted_node_recovers_only_its_own_records_and_a_dead_one_is_releas
         .expect("connect to the test database");
     let token = admin_token("ops-room", "ops");
     let mut node_a = start(&db, &[]);
-    let node_b = start(&db, &["--node-id", "node-b"]);
+    let mut node_b = start(&db, &["--node-id", "node-b"]);
 
     let (_alice, _) = node_a.join("room-a", "alice", &[]).await;
     let (mut bob, _) = node_b.join("room-b", "bob", &[]).await;
@@ -198,5 +198,14 @@ async fn a_restarted_node_recovers_only_its_own_records_and_a_dead_one_is_releas
     assert_eq!(listed[&a_id]["alive"], false, "{listed:#?}");
     assert!(listed[&a_id]["released_at"].is_string(), "{listed:#?}");
     assert_eq!(listed["node-b"]["alive"], true);
+
+    // A clean shutdown says so.
+    drop(bob);
+    assert!(node_b.stop().success(), "node B exits cleanly");
+    let state: String = sqlx::query_scalar("SELECT state FROM nodes WHERE node_id = 'node-b'")
+        .fetch_one(&pool)
+        .await
+        .expect("node B's row");
+    assert_eq!(state, "stopped");
     pool.close().await;
 }

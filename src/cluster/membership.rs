@@ -7,13 +7,18 @@
 //! and the next tick tries again, so a database outage never stops the node. The release
 //! has a task of its own so a long release never delays this node's own heartbeat (which
 //! would make the others call it dead).
+//!
+//! A node releases others only after its own heartbeats have succeeded for a whole node
+//! timeout. After a database outage every node's heartbeat is stale; without that wait, the
+//! first node back would release all the others before their next heartbeat landed. The
+//! same wait keeps a node that just started from releasing nodes that are starting too.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use switchboard_signaling::Signaling;
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use crate::control::now;
@@ -25,6 +30,37 @@ pub struct Membership {
     registration: NodeRegistration,
     heartbeat_interval: Duration,
     node_timeout: Duration,
+    /// How this node's own heartbeats have been going.
+    health: Health,
+}
+
+/// Since when every heartbeat of this node has succeeded (`None` after a failure).
+#[derive(Default)]
+struct Health(Mutex<Option<Instant>>);
+
+impl Health {
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // Never held across an await; a poisoned lock only means a panic elsewhere while
+        // this Option was set, and any value of it is still valid.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, ok: bool, now: Instant) {
+        let mut since = self.since();
+        match (ok, *since) {
+            (true, None) => *since = Some(now),
+            (false, _) => *since = None,
+            (true, Some(_)) => {}
+        }
+    }
+
+    /// Every heartbeat has succeeded for at least `span` before `now`.
+    fn steady_for(&self, span: Duration, now: Instant) -> bool {
+        self.since()
+            .is_some_and(|since| now.saturating_duration_since(since) >= span)
+    }
 }
 
 impl Membership {
@@ -41,6 +77,7 @@ impl Membership {
             registration,
             heartbeat_interval,
             node_timeout,
+            health: Health::default(),
         })
     }
 
@@ -94,11 +131,14 @@ impl Membership {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    match tokio::time::timeout(self.heartbeat_interval, self.heartbeat()).await {
+                    let beat = tokio::time::timeout(self.heartbeat_interval, self.heartbeat()).await;
+                    let ok = matches!(beat, Ok(Ok(())));
+                    match beat {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => warn!("heartbeat failed (retrying): {e}"),
                         Err(_) => warn!("heartbeat timed out (retrying)"),
                     }
+                    self.health.record(ok, Instant::now());
                 }
                 _ = stop.changed() => return,
             }
@@ -108,6 +148,11 @@ impl Membership {
     /// Releases every other node whose heartbeat is older than the node timeout and that
     /// no node released yet.
     async fn release_dead(&self) -> Result<(), StoreError> {
+        // Only once this node's own heartbeats have gone through for a whole timeout: a
+        // silence it sees in others is then theirs, not the database's.
+        if !self.health.steady_for(self.node_timeout, Instant::now()) {
+            return Ok(());
+        }
         let at = now();
         let nodes = self.store.list_nodes(at, self.node_timeout).await?;
         let timeout =
@@ -148,5 +193,32 @@ impl Membership {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_waits_for_a_whole_timeout_of_own_heartbeats() {
+        let health = Health::default();
+        let timeout = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        assert!(!health.steady_for(timeout, at(0)), "no heartbeat yet");
+        health.record(true, at(0));
+        health.record(true, at(9));
+        assert!(!health.steady_for(timeout, at(9)));
+        assert!(
+            health.steady_for(timeout, at(10)),
+            "10 s of good heartbeats"
+        );
+        // One failure (a database outage) starts the wait again.
+        health.record(false, at(11));
+        assert!(!health.steady_for(timeout, at(11)));
+        health.record(true, at(12));
+        assert!(!health.steady_for(timeout, at(21)));
+        assert!(health.steady_for(timeout, at(22)));
     }
 }
