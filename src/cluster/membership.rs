@@ -13,6 +13,7 @@
 //! first node back would release all the others before their next heartbeat landed. The
 //! same wait keeps a node that just started from releasing nodes that are starting too.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,24 +126,13 @@ impl Membership {
     }
 
     /// Heartbeats every `heartbeat_interval` until `stop` turns true.
-    pub async fn run_heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.heartbeat_interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    let beat = tokio::time::timeout(self.heartbeat_interval, self.heartbeat()).await;
-                    let ok = matches!(beat, Ok(Ok(())));
-                    match beat {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => warn!("heartbeat failed (retrying): {e}"),
-                        Err(_) => warn!("heartbeat timed out (retrying)"),
-                    }
-                    self.health.record(ok, Instant::now());
-                }
-                _ = stop.changed() => return,
-            }
-        }
+    pub async fn run_heartbeat(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let bound = self.heartbeat_interval;
+        every(self.heartbeat_interval, stop, || async {
+            let beat = bounded(bound, "heartbeat", self.heartbeat()).await;
+            self.health.record(beat, Instant::now());
+        })
+        .await;
     }
 
     /// Releases every other node whose heartbeat is older than the node timeout and that
@@ -175,23 +165,54 @@ impl Membership {
     }
 
     /// Looks for dead nodes every heartbeat interval until `stop` turns true. A release cut
-    /// short (timeout, error) rolls back its current room and is picked up on a later tick:
-    /// releasing is idempotent.
-    pub async fn run_release(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.heartbeat_interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    /// short (timeout, error, stop) rolls back its current room and is picked up on a later
+    /// tick: releasing is idempotent.
+    pub async fn run_release(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let bound = self.node_timeout;
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {
-                    match tokio::time::timeout(bound, self.release_dead()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => warn!("releasing dead nodes failed (retrying): {e}"),
-                        Err(_) => warn!("releasing dead nodes timed out (retrying)"),
-                    }
-                }
-                _ = stop.changed() => return,
-            }
+        every(self.heartbeat_interval, stop, || async {
+            bounded(bound, "releasing dead nodes", self.release_dead()).await;
+        })
+        .await;
+    }
+}
+
+/// Runs `work` every `interval` until `stop` turns true; a stop also cuts a run short, so
+/// shutdown never waits for the database here.
+async fn every<Fut: Future<Output = ()>>(
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut work: impl FnMut() -> Fut,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        tokio::select! {
+            () = work() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs one store call for at most `limit`; a failure is logged (the next tick retries).
+/// Whether it succeeded.
+async fn bounded(
+    limit: Duration,
+    what: &str,
+    call: impl Future<Output = Result<(), StoreError>>,
+) -> bool {
+    match tokio::time::timeout(limit, call).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            warn!("{what} failed (retrying): {e}");
+            false
+        }
+        Err(_) => {
+            warn!("{what} timed out (retrying)");
+            false
         }
     }
 }
