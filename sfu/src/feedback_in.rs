@@ -53,15 +53,22 @@ impl Worker {
     }
 }
 
-/// For `fuzzing.rs`: the reports a decrypted compound would give.
+/// For `fuzzing.rs`: the packets a decrypted compound's reports name, each report walked
+/// to its end.
 #[cfg(feature = "fuzz")]
 pub(crate) fn fuzz_compound(plain: &[u8]) -> usize {
     let mut reports: Reports = [None; MAX_REPORTS];
-    if only_feedback(plain, &mut reports) {
-        reports.iter().flatten().count()
-    } else {
-        0
+    if !only_feedback(plain, &mut reports) {
+        return 0;
     }
+    let mut named = 0;
+    for report in reports.iter().flatten() {
+        report.for_each(std::time::Instant::now(), 0, |_, _| {
+            named += 1;
+            true
+        });
+    }
+    named
 }
 
 /// RFC 5761 §4: the second byte of RTCP is its packet type, 192–223; RTP's is a payload type
