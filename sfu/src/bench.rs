@@ -98,6 +98,8 @@ pub struct ForwardRig {
     pt: Pt,
     seq: u64,
     rtp_time: u32,
+    /// The clock [`ForwardRig::forward_with_feedback`] hands in, once it has run.
+    clock: Option<Instant>,
 }
 
 fn client_addr(index: usize) -> SocketAddr {
@@ -114,21 +116,33 @@ impl ForwardRig {
     /// Builds and connects the rig: ICE, DTLS, negotiation of the publisher's VP8 track and
     /// of every subscriber's m-line, until every subscriber has received media.
     pub fn new(subscribers: usize, idle: usize) -> Result<Self, String> {
-        Self::build(subscribers, idle, false)
+        Self::build(subscribers, idle, false, true)
+    }
+
+    /// The rig with bandwidth estimation on or off (`WorkerLimits::bandwidth_estimation`):
+    /// on, the subscribers' PCs negotiate transport-wide feedback.
+    pub fn with_estimation(subscribers: usize, estimation: bool) -> Result<Self, String> {
+        Self::build(subscribers, 0, false, estimation)
     }
 
     /// The rig with single-PC (signaling v1) subscribers: each offers one receive line, which
     /// the publisher's track takes.
     pub fn single_pc(subscribers: usize) -> Result<Self, String> {
-        Self::build(subscribers, 0, true)
+        Self::build(subscribers, 0, true, true)
     }
 
-    fn build(subscribers: usize, idle: usize, single_pc: bool) -> Result<Self, String> {
+    fn build(
+        subscribers: usize,
+        idle: usize,
+        single_pc: bool,
+        estimation: bool,
+    ) -> Result<Self, String> {
         crate::rtc_config::install_crypto();
         let sink = Rc::new(SinkState::default());
         sink.capture.set(true);
         let server = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000);
         let mut worker = Worker::new(0, Box::new(RigSink(Rc::clone(&sink))), vec![server]);
+        worker.limits.bandwidth_estimation = estimation;
         let mut events = Vec::new();
         let join = |worker: &mut Worker, key: &str, room: &str, single_pc: bool| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -218,6 +232,7 @@ impl ForwardRig {
             pt,
             seq: 1,
             rtp_time: 0,
+            clock: None,
         };
         // Once the publisher is connected the worker binds its track and offers it to every
         // subscriber.
@@ -378,7 +393,16 @@ impl ForwardRig {
         count: usize,
         keyframe: bool,
     ) -> Result<Vec<Vec<u8>>, String> {
-        let now = Instant::now();
+        self.publisher_datagrams_at(count, keyframe, Instant::now())
+    }
+
+    /// [`Self::publisher_datagrams`] on a clock handed in.
+    fn publisher_datagrams_at(
+        &mut self,
+        count: usize,
+        keyframe: bool,
+        now: Instant,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut payload = vec![0u8; VIDEO_PAYLOAD];
         payload[0] = 0x10; // VP8 descriptor: start of partition 0.
         payload[1] = if keyframe { 0x00 } else { 0x01 }; // VP8 header: P bit.
@@ -413,11 +437,8 @@ impl ForwardRig {
                     Ok(Output::Timeout(_)) | Err(_) => break,
                     Ok(Output::Transmit(t)) if is_rtp(&t.contents) => out.push(t.contents.to_vec()),
                     Ok(Output::Transmit(t)) => {
-                        self.worker.handle_datagram(
-                            &t.contents,
-                            self.publisher.addr,
-                            Instant::now(),
-                        );
+                        self.worker
+                            .handle_datagram(&t.contents, self.publisher.addr, now);
                     }
                     Ok(Output::Event(_)) => {}
                 }
@@ -505,6 +526,10 @@ impl ForwardRig {
         self.sink.rtp.get()
     }
 }
+
+#[path = "bench_feedback.rs"]
+mod feedback;
+pub use feedback::FeedbackRun;
 
 #[cfg(test)]
 #[path = "rig_tests.rs"]

@@ -126,6 +126,37 @@ fn transport_feedback_is_decrypted_by_our_path_and_reaches_the_estimator() {
 }
 
 #[test]
+fn on_the_handed_in_clock_subscribers_report_and_the_estimate_follows_or_nothing_is_estimated() {
+    let interval = Duration::from_micros(3_650);
+    let mut on = ForwardRig::with_estimation(2, true).expect("the rig connects");
+    on.worker.metrics.hold_flush();
+    // 1.1 s of S1's packet rate: str0m reports every 50 ms, so ~22 reports per subscriber.
+    let run = on.forward_with_feedback(300, interval);
+    assert_eq!(run.packets, 300);
+    assert!(run.replies >= 2 * 15, "{} datagrams back", run.replies);
+    let slot = first_subscriber(&on);
+    let acked = on.worker.parts[slot]
+        .as_ref()
+        .and_then(|p| p.congestion.as_ref())
+        .and_then(|c| c.estimator.acked_bitrate());
+    // 1200-byte payloads every 3.65 ms: ~2.7 Mbit/s on the wire.
+    assert!(
+        acked.is_some_and(|bps| (2_000_000..3_500_000).contains(&bps)),
+        "acknowledged {acked:?}"
+    );
+    assert!(on.worker.metrics.feedback_taken > 0);
+
+    let mut off = ForwardRig::with_estimation(2, false).expect("the rig connects");
+    off.worker.metrics.hold_flush();
+    off.forward_with_feedback(300, interval);
+    let slot = first_subscriber(&off);
+    assert!(off.worker.parts[slot]
+        .as_ref()
+        .is_some_and(|p| p.congestion.is_none()));
+    assert_eq!(off.worker.metrics.feedback_taken, 0);
+}
+
+#[test]
 fn a_packet_lost_on_the_way_is_resent_when_the_subscriber_nacks_it() {
     let mut rig = ForwardRig::new(1, 0).expect("the rig connects");
     let datagrams = rig.prepare(8);
