@@ -50,10 +50,11 @@ pub use postgres::PostgresStore;
 #[allow(unused_imports)]
 pub use records::{
     kinds, AuditEntry, AuditRecord, EgressRecord, EgressStatus, EgressUpdate, EventRecord,
-    NewEgress, NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState,
-    ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole, ParticipantSummary,
-    Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord,
-    SessionRecord, SessionState, TrackEvent, TranscriptRecord, TranscriptSegment,
+    LeaseOutcome, NewEgress, NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration,
+    NodeState, ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole,
+    ParticipantSummary, Reconciled, RoomLease, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
+    SessionParticipantRecord, SessionRecord, SessionState, TrackEvent, TranscriptRecord,
+    TranscriptSegment,
 };
 pub use sqlite::SqliteStore;
 
@@ -328,6 +329,44 @@ pub trait Store: Send + Sync + 'static {
         timeout: std::time::Duration,
     ) -> Result<Vec<NodeRecord>, StoreError>;
 
+    // ---- placement by lease ----
+
+    /// Takes room `room_id` for node `node_id` until `now + ttl`, in one atomic conditional
+    /// upsert: granted when the room has no lease, its lease expired (at or before `now`),
+    /// or `node_id` already holds it (renewed; `acquired_at` kept). Otherwise the current
+    /// holder, with its public URL when its `nodes` row exists. The room need not be
+    /// recorded yet. Of nodes racing for one room, exactly one is granted.
+    async fn acquire_room_lease(
+        &self,
+        room_id: &str,
+        node_id: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<LeaseOutcome, StoreError>;
+
+    /// Renews (or takes again, when free or expired) `node_id`'s leases of `room_ids` until
+    /// `now + ttl`, as [`Store::acquire_room_lease`] does for each; returns the rooms held by
+    /// another node, in the order given (the lease was lost: this node must stop serving
+    /// them).
+    async fn renew_room_leases(
+        &self,
+        node_id: &str,
+        room_ids: &[String],
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Gives up `node_id`'s lease of `room_id` (the room closed there). Whether it held one;
+    /// another node's lease is left alone.
+    async fn release_room_lease(&self, room_id: &str, node_id: &str) -> Result<bool, StoreError>;
+
+    /// The room's unexpired lease at `now`, if any.
+    async fn room_owner(
+        &self,
+        room_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RoomLease>, StoreError>;
+
     // ---- recovery per node ----
 
     /// Run once at start by node `node_id`, after it registered and before it serves; one
@@ -346,7 +385,8 @@ pub trait Store: Send + Sync + 'static {
     /// Run by a live node for a dead one: does what [`Store::reconcile_after_restart`] does
     /// for `node_id`'s rows only (no legacy rows), with reason "node_lost", but only while
     /// that node's heartbeat is more than `timeout` before `at` (checked under each room's
-    /// lock, so a node that came back keeps its rows), then marks it released. Nothing to do
+    /// lock, so a node that came back keeps its rows), then marks it released and deletes
+    /// its room leases (same guard). Nothing to do
     /// (a live, unknown or already released node) is not an error; running it twice, or on
     /// two nodes at once, closes everything once.
     async fn release_node(

@@ -22,6 +22,7 @@
 #[macro_use]
 mod columns;
 mod egress;
+mod leases;
 mod log;
 mod nodes;
 mod participants;

@@ -87,6 +87,18 @@ impl DialectStore {
         .bind(to_millis(dead_before))
         .execute(&self.pool)
         .await?;
+        // Its rooms are free at once rather than when their leases run out. Same guard: a
+        // node that came back keeps its leases (and would take them again at its renewal).
+        sqlx::query(concat!(
+            "DELETE FROM room_leases WHERE node_id = $1 AND EXISTS ( \
+                 SELECT 1 FROM nodes WHERE node_id = $1 AND heartbeat_at < ",
+            ts!("$2"),
+            ")"
+        ))
+        .bind(node_id)
+        .bind(to_millis(dead_before))
+        .execute(&self.pool)
+        .await?;
         if done != Reconciled::default() {
             tracing::info!(node_id, ?done, "released the records of a lost node");
         }

@@ -8,11 +8,11 @@ use chrono::{DateTime, Utc};
 
 use super::{DialectStore, BACKEND};
 use crate::store::{
-    AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, NewEgress, NewRoom,
-    NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState, ParticipantJoin,
-    ParticipantLeave, ParticipantRecord, Reconciled, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
-    SessionParticipantRecord, SessionRecord, SessionState, Store, StoreError, TrackEvent,
-    TranscriptRecord, TranscriptSegment,
+    AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, LeaseOutcome, NewEgress,
+    NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState, ParticipantJoin,
+    ParticipantLeave, ParticipantRecord, Reconciled, RoomLease, RoomRecord, RoomSpec, RoomStatus,
+    RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store, StoreError,
+    TrackEvent, TranscriptRecord, TranscriptSegment,
 };
 
 #[async_trait]
@@ -277,6 +277,41 @@ impl Store for DialectStore {
         timeout: Duration,
     ) -> Result<Vec<NodeRecord>, StoreError> {
         self.guarded(self.list_nodes_impl(now, timeout)).await
+    }
+
+    async fn acquire_room_lease(
+        &self,
+        room_id: &str,
+        node_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<LeaseOutcome, StoreError> {
+        self.guarded(self.acquire_room_lease_impl(room_id, node_id, now, ttl))
+            .await
+    }
+
+    async fn renew_room_leases(
+        &self,
+        node_id: &str,
+        room_ids: &[String],
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        self.guarded(self.renew_room_leases_impl(node_id, room_ids, now, ttl))
+            .await
+    }
+
+    async fn release_room_lease(&self, room_id: &str, node_id: &str) -> Result<bool, StoreError> {
+        self.guarded(self.release_room_lease_impl(room_id, node_id))
+            .await
+    }
+
+    async fn room_owner(
+        &self,
+        room_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RoomLease>, StoreError> {
+        self.guarded(self.room_owner_impl(room_id, now)).await
     }
 
     async fn reconcile_after_restart(

@@ -11,6 +11,7 @@ mod egress;
 mod event_log;
 mod fixtures;
 mod harness;
+mod leases;
 mod nodes;
 mod reconcile;
 mod records_misc;
@@ -104,6 +105,9 @@ conformance_suite!(
     records_misc::revocations_move_forward_only,
     reconcile::reconcile_after_restart_applies_every_rule,
     nodes::nodes_register_heartbeat_and_list,
+    leases::leases_grant_renew_refuse_expire_and_release,
+    leases::renewal_reports_the_rooms_another_node_took,
+    leases::releasing_a_dead_node_frees_its_leases,
     recovery::restart_reconciles_only_its_own_rows,
     recovery::releasing_a_dead_node_closes_its_rows_once,
     recovery::concurrent_releases_close_everything_once,

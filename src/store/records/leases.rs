@@ -1,0 +1,45 @@
+//! Placement by lease: which node owns a room, and what an attempt to take one gives.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::convert::from_millis;
+
+/// A room's current (unexpired) lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomLease {
+    pub room_id: String,
+    pub node_id: String,
+    pub expires_at: DateTime<Utc>,
+    /// The owner's WebSocket URL for clients, when its `nodes` row is known.
+    pub public_url: Option<String>,
+}
+
+/// What [`Store::acquire_room_lease`](crate::store::Store::acquire_room_lease) got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaseOutcome {
+    /// The room is this node's until `expires_at` (taken, taken over, or renewed).
+    Granted { expires_at: DateTime<Utc> },
+    /// Another node holds an unexpired lease.
+    HeldBy(RoomLease),
+}
+
+/// A `room_leases` row joined with its owner's public URL.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct LeaseRow {
+    room_id: String,
+    node_id: String,
+    expires_at: i64,
+    public_url: Option<String>,
+}
+
+impl LeaseRow {
+    pub(crate) fn into_lease(self) -> Result<RoomLease, sqlx::Error> {
+        Ok(RoomLease {
+            expires_at: from_millis(self.expires_at, "room_leases.expires_at")?,
+            room_id: self.room_id,
+            node_id: self.node_id,
+            public_url: self.public_url,
+        })
+    }
+}
