@@ -363,6 +363,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub cluster_node_timeout: Option<String>,
 
+    /// How long this node's hold on a room (its lease) lasts without renewal; renewed every
+    /// heartbeat. At least twice the heartbeat interval, at most the node timeout.
+    ///
+    /// Environment: SWITCHBOARD_CLUSTER_ROOM_LEASE_TTL. Config file: cluster.room_lease_ttl.
+    /// Default: the node timeout.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_room_lease_ttl: Option<String>,
+
     /// Sets one resource limit, like max_tracks_per_participant=8 (repeat for several).
     ///
     /// docs/configuration.md lists every limit and its default.

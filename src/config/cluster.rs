@@ -1,5 +1,6 @@
 //! Cluster membership settings: this node's id (`--node-id`, `node_id`) and how often it
-//! heartbeats and how long a silent node counts as alive (`[cluster]`).
+//! heartbeats, how long a silent node counts as alive and how long it holds a room without
+//! renewing its lease (`[cluster]`).
 //!
 //! Only the configured id is resolved here: resolving settings has no side effects, so the
 //! id generated and kept in the data directory when none is configured is made at start
@@ -25,6 +26,10 @@ pub struct ClusterSettings {
     pub heartbeat_interval: Duration,
     /// A node whose last heartbeat is older than this is dead.
     pub node_timeout: Duration,
+    /// How long a room lease lasts without renewal (renewed every heartbeat). Defaults to
+    /// `node_timeout`: a room is never free while its node still counts as alive, and is
+    /// free when it is called dead (releasing it deletes its leases at the same time).
+    pub room_lease_ttl: Duration,
 }
 
 /// A node id: 1 to 64 characters from `A-Z a-z 0-9 _ . -` (safe in URLs, logs, file names
@@ -71,9 +76,24 @@ pub(super) fn resolve(src: &Sources<'_>, args: &ServeArgs) -> Result<ClusterSett
             node_timeout,
         });
     }
+    let room_lease_ttl = src
+        .get(
+            args.cluster_room_lease_ttl.as_deref(),
+            &sources::CLUSTER_ROOM_LEASE_TTL,
+            limits::duration,
+        )?
+        .unwrap_or(node_timeout);
+    if room_lease_ttl < heartbeat_interval.saturating_mul(2) || room_lease_ttl > node_timeout {
+        return Err(ConfigError::RoomLeaseTtlOutOfRange {
+            heartbeat_interval,
+            node_timeout,
+            ttl: room_lease_ttl,
+        });
+    }
     Ok(ClusterSettings {
         node_id,
         heartbeat_interval,
         node_timeout,
+        room_lease_ttl,
     })
 }

@@ -14,6 +14,7 @@ fn cluster_defaults() {
             node_id: None,
             heartbeat_interval: Duration::from_secs(2),
             node_timeout: Duration::from_secs(10),
+            room_lease_ttl: Duration::from_secs(10),
         }
     );
 }
@@ -28,6 +29,11 @@ fn cluster_settings_from_flag_env_and_file() {
     assert_eq!(settings.cluster.node_id.as_deref(), Some("from-file"));
     assert_eq!(settings.cluster.heartbeat_interval, Duration::from_secs(3));
     assert_eq!(settings.cluster.node_timeout, Duration::from_secs(60));
+    assert_eq!(
+        settings.cluster.room_lease_ttl,
+        Duration::from_secs(60),
+        "the node timeout by default"
+    );
 
     let environment = env(&[
         ("SWITCHBOARD_NODE_ID", "from-env"),
@@ -45,10 +51,13 @@ fn cluster_settings_from_flag_env_and_file() {
         "edge-1.eu_west",
         "--cluster-node-timeout",
         "20s",
+        "--cluster-room-lease-ttl",
+        "8s",
     ]);
     let settings = resolve(&args, &environment).expect("flags");
     assert_eq!(settings.cluster.node_id.as_deref(), Some("edge-1.eu_west"));
     assert_eq!(settings.cluster.node_timeout, Duration::from_secs(20));
+    assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(8));
 }
 
 #[test]
@@ -109,6 +118,21 @@ fn the_node_timeout_must_outlast_two_heartbeats() {
         message.contains("SWITCHBOARD_CLUSTER_NODE_TIMEOUT"),
         "{message}"
     );
+}
+
+#[test]
+fn the_room_lease_ttl_lies_between_two_heartbeats_and_the_node_timeout() {
+    for ttl in ["3s", "11s"] {
+        let message = err(&serve(&["--dev", "--cluster-room-lease-ttl", ttl]), &no_env);
+        assert!(message.contains("cluster.room_lease_ttl"), "{message}");
+        assert!(message.contains("at most"), "{message}");
+    }
+    let ok = serve(&["--dev", "--cluster-room-lease-ttl", "4s"]);
+    let settings = resolve(&ok, &no_env).expect("4s");
+    assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(4));
+    let file = toml_file("[cluster]\nroom_lease_ttl = \"6s\"\n");
+    let settings = resolve(&serve(&["--dev", "--config", path_str(&file)]), &no_env).expect("file");
+    assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(6));
 }
 
 #[test]

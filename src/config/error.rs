@@ -134,6 +134,19 @@ pub enum ConfigError {
         node_timeout: std::time::Duration,
     },
 
+    /// The room lease TTL is outside [2 × heartbeat interval, node timeout].
+    #[error(
+        "cluster.room_lease_ttl ({ttl:?}) must be at least twice cluster.heartbeat_interval \
+         ({heartbeat_interval:?}), so one late renewal does not lose a room, and at most \
+         cluster.node_timeout ({node_timeout:?}), so a room is free by the time its node is \
+         called dead"
+    )]
+    RoomLeaseTtlOutOfRange {
+        heartbeat_interval: std::time::Duration,
+        node_timeout: std::time::Duration,
+        ttl: std::time::Duration,
+    },
+
     /// `token create --api-key K` where K is not among the configured keys.
     #[error("API key \"{key}\" (from --api-key) is not configured; configured keys: {known}")]
     UnknownKey { key: String, known: String },

@@ -85,6 +85,8 @@ settings! {
         "SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval", IntOrStr;
     CLUSTER_NODE_TIMEOUT = "--cluster-node-timeout", "SWITCHBOARD_CLUSTER_NODE_TIMEOUT",
         "cluster.node_timeout", IntOrStr;
+    CLUSTER_ROOM_LEASE_TTL = "--cluster-room-lease-ttl", "SWITCHBOARD_CLUSTER_ROOM_LEASE_TTL",
+        "cluster.room_lease_ttl", IntOrStr;
 }
 
 pub(super) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
