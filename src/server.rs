@@ -172,7 +172,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         },
         settings.cluster.heartbeat_interval,
         settings.cluster.node_timeout,
+        settings.cluster.room_lease_ttl,
     );
+    // From here on, a room opens on this node only with its lease.
+    signaling.set_placement(cluster::LeasePlacement::new(
+        Arc::clone(&store),
+        node_id.clone(),
+        settings.cluster.room_lease_ttl,
+    ));
     // Registered before recovering: a live node releasing this one's records from now on
     // sees a fresh heartbeat and leaves them to this node.
     membership

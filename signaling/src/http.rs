@@ -15,7 +15,7 @@ use crate::rooms::JoinRefused;
 use crate::session::{self, JoinParams};
 use crate::token::Claims;
 use crate::websocket::{self, SignalSocket};
-use crate::Signaling;
+use crate::{PlacementRefused, Signaling};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -37,8 +37,9 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Checks the join token and the room's capacity, exactly as the upgrade will.
-fn admit(
+/// Checks the join token, the room's capacity and that no other node serves the room,
+/// exactly as the upgrade will.
+async fn admit(
     sig: &Signaling,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
@@ -68,6 +69,13 @@ fn admit(
             };
             Refusal(status, e.to_string())
         })?;
+    sig.claim_room(&claims.video.room).await.map_err(|e| {
+        let status = match &e {
+            PlacementRefused::OwnedElsewhere { .. } => StatusCode::CONFLICT,
+            PlacementRefused::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Refusal(status, e.to_string())
+    })?;
     Ok(claims)
 }
 
@@ -76,7 +84,7 @@ async fn rtc(
     Query(params): Params,
     request: Request,
 ) -> Response {
-    let claims = match admit(&sig, request.headers(), &params) {
+    let claims = match admit(&sig, request.headers(), &params).await {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
@@ -124,7 +132,7 @@ async fn validate(
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
-    match admit(&sig, &headers, &params) {
+    match admit(&sig, &headers, &params).await {
         Ok(_) => text(StatusCode::OK, "success"),
         Err(refusal) => refusal.into_response(),
     }
@@ -140,7 +148,7 @@ async fn rtc_v1(
     if !sig.single_pc {
         return v1_switched_off();
     }
-    let claims = match admit(&sig, request.headers(), &params) {
+    let claims = match admit(&sig, request.headers(), &params).await {
         Ok(claims) => claims,
         Err(refusal) => return refusal.into_response(),
     };
@@ -177,7 +185,7 @@ async fn validate_v1(
     if !sig.single_pc {
         return v1_switched_off();
     }
-    if let Err(refusal) = admit(&sig, &headers, &params) {
+    if let Err(refusal) = admit(&sig, &headers, &params).await {
         return refusal.into_response();
     }
     match crate::v1::decode(params.get("join_request").map(String::as_str)) {

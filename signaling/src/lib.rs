@@ -23,6 +23,7 @@ mod limits;
 pub mod names;
 mod outbox;
 mod peer_events;
+mod placement;
 mod publish;
 mod requests;
 mod resume;
@@ -49,6 +50,7 @@ pub use admin::{
 pub use events::{LeaveReason, SignalEvent};
 pub use limits::{SessionLimits, TooLarge};
 pub use names::{NameError, NameRules};
+pub use placement::{Claim, Placement, PlacementRefused};
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
 pub use turn_rest::TurnRestSecret;
@@ -151,6 +153,8 @@ pub struct Signaling {
     pub(crate) resumables: resume::Resumables,
     /// LiveKit Agents workers and their dispatches (`agents/`).
     pub(crate) agents: agents::Agents,
+    /// Which node may open a room (`placement.rs`); unset on a single node.
+    pub(crate) placement: std::sync::OnceLock<Arc<dyn Placement>>,
 }
 
 /// Counts a running session task from its start until it has reported its leave.
@@ -190,6 +194,7 @@ impl Signaling {
             whip: Default::default(),
             resumables: Default::default(),
             agents: Default::default(),
+            placement: Default::default(),
         };
         (Arc::new(sig), events_rx)
     }

@@ -229,6 +229,11 @@ impl Rooms {
         }
     }
 
+    /// Whether `room` is open on this node.
+    pub fn is_open(&self, room: &str) -> bool {
+        self.lock().contains_key(room)
+    }
+
     /// True when a participant could join `room` right now (used before the WebSocket
     /// upgrade so a full room is refused with a readable error).
     pub fn check_capacity(&self, room: &str, identity: &str) -> Result<(), JoinRefused> {

@@ -1,6 +1,7 @@
 //! This node's row in the store's `nodes` table: registered at start, a heartbeat with its
-//! load every `heartbeat_interval`, its state at shutdown; and the release of nodes that
-//! stopped heartbeating for longer than `node_timeout`.
+//! load (and the renewal of its room leases) every `heartbeat_interval`, its state at
+//! shutdown; and the release of nodes that stopped heartbeating for longer than
+//! `node_timeout`.
 //!
 //! Both loops run on tasks of their own and only talk to the database: nothing here is on
 //! the path of media or signaling. Each call is bounded by a timeout; a failure is logged
@@ -20,7 +21,7 @@ use std::time::Duration;
 use switchboard_signaling::Signaling;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::control::now;
 use crate::store::{NodeLoad, NodeRegistration, NodeState, Store, StoreError};
@@ -31,6 +32,8 @@ pub struct Membership {
     registration: NodeRegistration,
     heartbeat_interval: Duration,
     node_timeout: Duration,
+    /// How long a room lease lasts; renewed with every heartbeat.
+    room_lease_ttl: Duration,
     /// How this node's own heartbeats have been going.
     health: Health,
 }
@@ -71,6 +74,7 @@ impl Membership {
         registration: NodeRegistration,
         heartbeat_interval: Duration,
         node_timeout: Duration,
+        room_lease_ttl: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -78,6 +82,7 @@ impl Membership {
             registration,
             heartbeat_interval,
             node_timeout,
+            room_lease_ttl,
             health: Health::default(),
         })
     }
@@ -125,12 +130,39 @@ impl Membership {
         }
     }
 
-    /// Heartbeats every `heartbeat_interval` until `stop` turns true.
+    /// Renews the leases of the rooms open on this node. A room whose lease another node
+    /// took (this node could not renew it for a whole TTL, e.g. cut off from the database)
+    /// is now served twice; it is only reported here (see docs/cluster.md, known gaps).
+    async fn renew_leases(&self) -> Result<(), StoreError> {
+        let rooms: Vec<String> = self
+            .signaling
+            .live_rooms()
+            .into_iter()
+            .map(|room| room.room_id)
+            .collect();
+        let lost = self
+            .store
+            .renew_room_leases(self.node_id(), &rooms, now(), self.room_lease_ttl)
+            .await?;
+        for room in lost {
+            error!(
+                room,
+                node_id = %self.node_id(),
+                "another node took the lease of a room open here: the room now runs on two \
+                 nodes; its participants here should reconnect"
+            );
+        }
+        Ok(())
+    }
+
+    /// Heartbeats, and renews this node's room leases, every `heartbeat_interval` until
+    /// `stop` turns true.
     pub async fn run_heartbeat(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let bound = self.heartbeat_interval;
         every(self.heartbeat_interval, stop, || async {
             let beat = bounded(bound, "heartbeat", self.heartbeat()).await;
             self.health.record(beat, Instant::now());
+            bounded(bound, "renewing room leases", self.renew_leases()).await;
         })
         .await;
     }

@@ -51,6 +51,13 @@ impl Control {
                 self.store
                     .room_finished(room_id, utc(*at), "ROOM_CLOSED")
                     .await?;
+                // The room is free for any node now, unless a join opened it here again since
+                // (events are recorded after the fact). If this fails, the lease runs out.
+                if !self.signaling.room_is_open(room_id) {
+                    if let Err(e) = self.store.release_room_lease(room_id, &self.node_id).await {
+                        tracing::warn!(room = %room_id, "releasing the room's lease failed: {e}");
+                    }
+                }
             }
             SignalEvent::ParticipantJoined {
                 room_id,

@@ -28,6 +28,7 @@ use switchboard_sfu::{DtlsPeers, JoinOptions, PeerRole, SfuError};
 use crate::credentials;
 use crate::rooms::JoinRefused;
 use crate::token::Claims;
+use crate::PlacementRefused;
 use crate::Signaling;
 pub(crate) use problem::Problem;
 use resource::{Kind, Resource};
@@ -248,6 +249,9 @@ async fn start(
     if let Err(refused) = sig.rooms.check_capacity(&claims.video.room, &claims.sub) {
         return Err(room_refusal(refused));
     }
+    if let Err(refused) = sig.claim_room(&claims.video.room).await {
+        return Err(placement_refusal(refused));
+    }
     let options = match kind {
         Kind::Publish => JoinOptions {
             auto_subscribe: false,
@@ -280,6 +284,26 @@ fn room_refusal(refused: JoinRefused) -> Problem {
     );
     problem.retry_after = Some(FULL_RETRY_AFTER_SECS);
     problem
+}
+
+/// Another node serves the room (409), or nobody can tell right now (503).
+fn placement_refusal(refused: PlacementRefused) -> Problem {
+    match refused {
+        PlacementRefused::OwnedElsewhere { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "room on another node",
+            refused.to_string(),
+        ),
+        PlacementRefused::Unavailable { .. } => {
+            let mut problem = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "room placement unavailable",
+                refused.to_string(),
+            );
+            problem.retry_after = Some(FULL_RETRY_AFTER_SECS);
+            problem
+        }
+    }
 }
 
 /// `POST /whip` or `POST /whep[?participant=IDENTITY]`.
