@@ -40,6 +40,15 @@ fn restart_args(db: &TestDatabase) -> Vec<&str> {
     args
 }
 
+/// A small pool of the test's own, to read what the nodes wrote.
+async fn reader(db: &TestDatabase) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .expect("connect to the test database")
+}
+
 /// identity → (node_id, leave_reason, still open) of every connection.
 async fn connections(pool: &PgPool) -> BTreeMap<String, (Option<String>, Option<String>, bool)> {
     let rows = sqlx::query(
@@ -100,11 +109,7 @@ async fn nodes(server: &Server, token: &str) -> (String, BTreeMap<String, Value>
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_node_recovers_only_its_own_records_and_a_dead_one_is_released() {
     let db = TestDatabase::direct("cluster").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect to the test database");
+    let pool = reader(&db).await;
     let token = admin_token("ops-room", "ops");
     let mut node_a = start(&db, &[]);
     let mut node_b = start(&db, &["--node-id", "node-b"]);
@@ -240,11 +245,7 @@ async fn lease_holder(pool: &PgPool, room: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_room_is_served_by_the_node_holding_its_lease_until_that_node_dies() {
     let db = TestDatabase::direct("leases").await;
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect to the test database");
+    let pool = reader(&db).await;
     let mut node_a = start(&db, &["--node-id", "node-a"]);
     let node_b = start(&db, &["--node-id", "node-b"]);
 

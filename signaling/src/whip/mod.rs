@@ -277,11 +277,12 @@ async fn start(
 }
 
 fn room_refusal(refused: JoinRefused) -> Problem {
-    let mut problem = Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "room unavailable",
-        refused.to_string(),
-    );
+    try_again_soon("room unavailable", refused.to_string())
+}
+
+/// A 503 whose cause passes within seconds (`Retry-After`).
+fn try_again_soon(title: &'static str, detail: String) -> Problem {
+    let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, title, detail);
     problem.retry_after = Some(FULL_RETRY_AFTER_SECS);
     problem
 }
@@ -295,13 +296,7 @@ fn placement_refusal(refused: PlacementRefused) -> Problem {
             refused.to_string(),
         ),
         PlacementRefused::Unavailable { .. } => {
-            let mut problem = Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "room placement unavailable",
-                refused.to_string(),
-            );
-            problem.retry_after = Some(FULL_RETRY_AFTER_SECS);
-            problem
+            try_again_soon("room placement unavailable", refused.to_string())
         }
     }
 }
