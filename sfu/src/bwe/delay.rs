@@ -2,18 +2,20 @@
 //! into bursts by send time, the one-way delay gradient between consecutive groups, a
 //! least-squares trend of the accumulated delay over the last groups, and a threshold that
 //! adapts to the trend's usual size.
-
-use std::time::{Duration, Instant};
+//!
+//! Times are microseconds, each clock from its own origin (the sender's for send times, the
+//! receiver's for arrivals): this runs for every packet every report names, and plain
+//! integers cost a fraction of `Instant` arithmetic there.
 
 /// Packets sent within 5 ms of a group's first packet form one group: our sends leave in
 /// bursts (a worker turn, a frame), and only the spacing between bursts means anything.
-const GROUP_SEND_SPAN: Duration = Duration::from_millis(5);
+const GROUP_SEND_SPAN_US: u64 = 5_000;
 /// A packet arriving less than 5 ms after the group's last, having gained on the sender's
 /// spacing, also joins it: the network bunched them (a queue draining), and a gradient
 /// taken inside such a burst would read as a spurious negative one ...
-const BURST_ARRIVAL_GAP: Duration = Duration::from_millis(5);
+const BURST_ARRIVAL_GAP_US: u64 = 5_000;
 /// ... as long as the group spans at most 100 ms of arrivals.
-const MAX_BURST_SPAN: Duration = Duration::from_millis(100);
+const MAX_BURST_SPAN_US: u64 = 100_000;
 /// A delay change of more than 3 s between two groups is a clock jump or a long silence,
 /// not a queue: the trend starts over.
 const RESET_JUMP_MS: f64 = 3000.0;
@@ -55,20 +57,18 @@ pub(super) enum Usage {
     Underuse,
 }
 
+/// Microseconds: send times on the sender's clock, arrivals on the receiver's.
 #[derive(Debug, Clone, Copy)]
 struct Group {
-    first_send: Instant,
-    last_send: Instant,
-    first_arrival: Instant,
-    last_arrival: Instant,
+    first_send: u64,
+    last_send: u64,
+    first_arrival: u64,
+    last_arrival: u64,
 }
 
-/// Milliseconds from `b` to `a`, negative when `a` is earlier.
-fn signed_ms(a: Instant, b: Instant) -> f64 {
-    match a.checked_duration_since(b) {
-        Some(d) => d.as_secs_f64() * 1000.0,
-        None => -(b.saturating_duration_since(a).as_secs_f64() * 1000.0),
-    }
+/// Milliseconds from `b` to `a` (microseconds), negative when `a` is earlier.
+fn signed_ms(a: u64, b: u64) -> f64 {
+    (a as i64).wrapping_sub(b as i64) as f64 / 1000.0
 }
 
 pub(super) struct DelayDetector {
@@ -90,9 +90,10 @@ impl DelayDetector {
         self.trend.usage
     }
 
-    /// A packet arrived (packets come in send order). Returns the detector's verdict when a
-    /// group completed and moved it.
-    pub fn on_packet(&mut self, sent: Instant, arrival: Instant) -> Option<Usage> {
+    /// A packet sent at `sent` arrived at `arrival` (microseconds, each on its own clock;
+    /// packets come in send order). Returns the detector's verdict when a group completed
+    /// and moved it.
+    pub fn on_packet(&mut self, sent: u64, arrival: u64) -> Option<Usage> {
         let Some(mut current) = self.current else {
             self.current = Some(Group {
                 first_send: sent,
@@ -138,15 +139,15 @@ impl DelayDetector {
         verdict
     }
 
-    fn belongs(group: &Group, sent: Instant, arrival: Instant) -> bool {
-        if sent.saturating_duration_since(group.first_send) <= GROUP_SEND_SPAN {
+    fn belongs(group: &Group, sent: u64, arrival: u64) -> bool {
+        if sent.saturating_sub(group.first_send) <= GROUP_SEND_SPAN_US {
             return true;
         }
-        let arrival_gap = arrival.saturating_duration_since(group.last_arrival);
-        let send_gap = sent.saturating_duration_since(group.last_send);
-        arrival_gap < BURST_ARRIVAL_GAP
+        let arrival_gap = arrival.saturating_sub(group.last_arrival);
+        let send_gap = sent.saturating_sub(group.last_send);
+        arrival_gap < BURST_ARRIVAL_GAP_US
             && arrival_gap < send_gap
-            && arrival.saturating_duration_since(group.first_arrival) <= MAX_BURST_SPAN
+            && arrival.saturating_sub(group.first_arrival) <= MAX_BURST_SPAN_US
     }
 }
 
@@ -156,7 +157,8 @@ struct Trendline {
     history: [(f64, f64); WINDOW],
     len: usize,
     next: usize,
-    origin: Option<Instant>,
+    /// The first sample's arrival (microseconds).
+    origin: Option<u64>,
     accumulated: f64,
     smoothed: f64,
     samples: u32,
@@ -188,7 +190,7 @@ impl Trendline {
         }
     }
 
-    fn update(&mut self, send_delta: f64, arrival_delta: f64, arrival: Instant) -> Usage {
+    fn update(&mut self, send_delta: f64, arrival_delta: f64, arrival: u64) -> Usage {
         let origin = *self.origin.get_or_insert(arrival);
         let x = signed_ms(arrival, origin);
         self.samples = (self.samples + 1).min(MAX_GAIN_SAMPLES);
@@ -276,15 +278,14 @@ mod tests {
     /// packet; the verdicts.
     fn run(
         detector: &mut DelayDetector,
-        t0: Instant,
         (from, to): (u64, u64),
         (base_ms, growth_ms): (f64, f64),
     ) -> Vec<Usage> {
         (from..to)
             .filter_map(|i| {
-                let sent = t0 + Duration::from_millis(10 * i);
+                let sent = 10_000 * i;
                 let delay = base_ms + growth_ms * (i - from) as f64;
-                let arrival = sent + Duration::from_secs_f64(delay / 1000.0);
+                let arrival = sent + (delay * 1000.0) as u64;
                 detector.on_packet(sent, arrival)
             })
             .collect()
@@ -292,9 +293,8 @@ mod tests {
 
     #[test]
     fn steady_delay_is_normal_a_growing_one_overuse_a_shrinking_one_underuse() {
-        let t0 = Instant::now();
         let mut detector = DelayDetector::new();
-        let steady = run(&mut detector, t0, (0, 200), (50.0, 0.0));
+        let steady = run(&mut detector, (0, 200), (50.0, 0.0));
         assert!(steady.iter().all(|&u| u == Usage::Normal));
         assert_eq!(
             steady.len(),
@@ -302,7 +302,7 @@ mod tests {
             "one verdict per group after the first two"
         );
         // A queue building by 2 ms per 10 ms sent.
-        let building = run(&mut detector, t0, (200, 260), (50.0, 2.0));
+        let building = run(&mut detector, (200, 260), (50.0, 2.0));
         let first = building
             .iter()
             .position(|&u| u == Usage::Overuse)
@@ -310,21 +310,20 @@ mod tests {
         assert!(first < 15, "seen after {first} groups");
         assert_eq!(detector.usage(), Usage::Overuse);
         // Draining: arrivals come closer than sends.
-        let draining = run(&mut detector, t0, (260, 300), (170.0, -4.0));
+        let draining = run(&mut detector, (260, 300), (170.0, -4.0));
         assert!(draining.contains(&Usage::Underuse));
     }
 
     #[test]
     fn a_burst_is_one_group_and_jitter_is_not_overuse() {
-        let t0 = Instant::now();
         let mut detector = DelayDetector::new();
         // Five packets per 2 ms burst, bursts every 20 ms, ±3 ms alternating jitter.
         let mut verdicts = Vec::new();
         for burst in 0..300u64 {
             for k in 0..5u64 {
-                let sent = t0 + Duration::from_millis(20 * burst) + Duration::from_micros(400 * k);
-                let jitter = if burst % 2 == 0 { 3 } else { 0 };
-                let arrival = sent + Duration::from_millis(40 + jitter);
+                let sent = 20_000 * burst + 400 * k;
+                let jitter = if burst % 2 == 0 { 3_000 } else { 0 };
+                let arrival = sent + 40_000 + jitter;
                 verdicts.extend(detector.on_packet(sent, arrival));
             }
         }

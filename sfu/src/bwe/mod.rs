@@ -39,6 +39,9 @@ use ring::SendRing;
 const ACKED_STALE: Duration = Duration::from_secs(1);
 /// A probe's queue drains within this after it is judged; overuse later is the link's own.
 const PROBE_DRAIN: Duration = Duration::from_secs(1);
+/// Arrivals are counted from this long before the first one reported: a later report may
+/// name packets that arrived earlier (reordered, or a negative delta).
+const ARRIVAL_SLACK: Duration = Duration::from_secs(60);
 
 /// A probe to run now: media topped up with padding to `target_bps` for `duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,8 @@ pub(crate) struct Estimator {
     before_probe: Option<u64>,
     /// When the last probe was judged.
     probe_judged: Option<Instant>,
+    /// Where arrivals are counted from (see [`Estimator::arrival_us`]).
+    arrival_origin: Option<Instant>,
 }
 
 impl Default for Estimator {
@@ -94,6 +99,7 @@ impl Estimator {
             last_probe: None,
             before_probe: None,
             probe_judged: None,
+            arrival_origin: None,
         }
     }
 
@@ -130,12 +136,17 @@ impl Estimator {
                 continue;
             };
             any_received = true;
-            self.acked.on_received(arrival, sent.bytes);
+            let arrival_us = self.arrival_us(arrival);
+            self.acked.on_received(arrival_us, sent.bytes);
             if sent.cluster != 0 {
-                self.probe
-                    .on_received(sent.cluster, sent.sent, arrival, sent.bytes);
+                if let Some(sent_at) = self.ring.sent_at(sent.sent_us) {
+                    self.probe
+                        .on_received(sent.cluster, sent_at, arrival, sent.bytes);
+                }
             }
-            if !sent.resent && self.delay.on_packet(sent.sent, arrival) == Some(Usage::Overuse) {
+            if !sent.resent
+                && self.delay.on_packet(sent.sent_us, arrival_us) == Some(Usage::Overuse)
+            {
                 overuse = true;
             }
         }
@@ -175,6 +186,16 @@ impl Estimator {
         self.loss
             .evaluate(now, self.estimate(), self.rate.estimate());
         self.finish_probe(now);
+    }
+
+    /// `arrival` (the receiver's clock) in microseconds from the first arrival reported,
+    /// less [`ARRIVAL_SLACK`]: the integers the delay detector and the acknowledged rate
+    /// work in.
+    fn arrival_us(&mut self, arrival: Instant) -> u64 {
+        let origin = *self
+            .arrival_origin
+            .get_or_insert_with(|| arrival.checked_sub(ARRIVAL_SLACK).unwrap_or(arrival));
+        arrival.saturating_duration_since(origin).as_micros() as u64
     }
 
     /// The current estimate, bits per second.

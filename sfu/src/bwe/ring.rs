@@ -45,7 +45,8 @@ struct Slot {
 /// A packet feedback names, as the ring knew it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reported {
-    pub sent: Instant,
+    /// When it was sent: microseconds from the ring's origin (see [`SendRing::sent_at`]).
+    pub sent_us: u64,
     pub bytes: u16,
     /// The probe cluster it was sent in, 0 for none.
     pub cluster: u8,
@@ -140,6 +141,11 @@ impl SendRing {
             .then_some(slot)
     }
 
+    /// The instant `sent_us` (a [`Reported::sent_us`]) stands for.
+    pub fn sent_at(&self, sent_us: u64) -> Option<Instant> {
+        Some(self.origin? + Duration::from_micros(sent_us))
+    }
+
     pub fn mark_resent(&mut self, seq: u64) {
         if let Some(slot) = self.live(seq) {
             slot.flags |= RESENT;
@@ -149,7 +155,7 @@ impl SendRing {
     /// Feedback names `seq`: what we sent, unless the packet is unknown, stale, or was
     /// already reported received (a duplicate report).
     pub fn report(&mut self, seq: u64, received: bool) -> Option<Reported> {
-        let origin = self.origin?;
+        self.origin?;
         let slot = self.live(seq)?;
         if slot.flags & RECEIVED != 0 || (!received && slot.flags & REPORTED != 0) {
             return None;
@@ -157,7 +163,7 @@ impl SendRing {
         let first = slot.flags & REPORTED == 0;
         slot.flags |= REPORTED | if received { RECEIVED } else { 0 };
         let reported = Reported {
-            sent: origin + Duration::from_micros(slot.sent_us),
+            sent_us: slot.sent_us,
             bytes: slot.bytes,
             cluster: slot.cluster,
             resent: slot.flags & RESENT != 0,
@@ -185,9 +191,10 @@ mod tests {
             );
         }
         let got = ring.report(3, true).unwrap();
+        assert_eq!((got.sent_us, got.bytes, got.first), (3_000, 1003, true));
         assert_eq!(
-            (got.sent, got.bytes, got.first),
-            (t0 + Duration::from_millis(3), 1003, true)
+            ring.sent_at(got.sent_us),
+            Some(t0 + Duration::from_millis(3))
         );
         assert_eq!(ring.report(3, true), None, "a duplicate report");
         assert_eq!(ring.report(10, true), None, "never sent");
