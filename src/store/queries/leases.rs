@@ -148,13 +148,15 @@ async fn take(
         .map_err(StoreError::from)
 }
 
-/// The room's lease row, expired or not, with its holder's public URL if known.
+/// The room's lease row, expired or not, with its holder's URLs if known.
 async fn lease(conn: &mut Connection, room_id: &str) -> Result<Option<RoomLease>, StoreError> {
     let row: Option<LeaseRow> = sqlx::query_as(concat!(
         "SELECT room_id, node_id, ",
         ms!("expires_at"),
         ", (SELECT public_url FROM nodes WHERE nodes.node_id = room_leases.node_id) \
-             AS public_url \
+             AS public_url, \
+           (SELECT http_url FROM nodes WHERE nodes.node_id = room_leases.node_id) \
+             AS http_url \
          FROM room_leases WHERE room_id = $1"
     ))
     .bind(room_id)

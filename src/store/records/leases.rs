@@ -13,6 +13,9 @@ pub struct RoomLease {
     pub expires_at: DateTime<Utc>,
     /// The owner's WebSocket URL for clients, when its `nodes` row is known.
     pub public_url: Option<String>,
+    /// The owner's HTTP URL for other nodes (relayed signaling, forwarded calls), when its
+    /// `nodes` row is known.
+    pub http_url: Option<String>,
 }
 
 /// What [`Store::acquire_room_lease`](crate::store::Store::acquire_room_lease) got.
@@ -24,13 +27,14 @@ pub enum LeaseOutcome {
     HeldBy(RoomLease),
 }
 
-/// A `room_leases` row joined with its owner's public URL.
+/// A `room_leases` row joined with its owner's URLs.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct LeaseRow {
     room_id: String,
     node_id: String,
     expires_at: i64,
     public_url: Option<String>,
+    http_url: Option<String>,
 }
 
 impl LeaseRow {
@@ -40,6 +44,7 @@ impl LeaseRow {
             room_id: self.room_id,
             node_id: self.node_id,
             public_url: self.public_url,
+            http_url: self.http_url,
         })
     }
 }

@@ -51,6 +51,7 @@ pub async fn leases_grant_renew_refuse_expire_and_release(store: Arc<dyn Store>)
             node_id: "ND_a".into(),
             expires_at: t(15),
             public_url: Some("ws://ND_a.test:7880".into()),
+            http_url: Some("http://ND_a.test:7880".into()),
         })
     );
 
