@@ -179,6 +179,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         Arc::clone(&store),
         node_id.clone(),
         settings.cluster.room_lease_ttl,
+        settings.cluster.node_timeout,
     ));
     // Registered before recovering: a live node releasing this one's records from now on
     // sees a fresh heartbeat and leaves them to this node.

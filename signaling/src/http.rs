@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use crate::credentials;
+use crate::relay::{self, RelayRefused};
 use crate::rooms::JoinRefused;
 use crate::session::{self, JoinParams};
 use crate::token::Claims;
 use crate::websocket::{self, SignalSocket};
-use crate::{PlacementRefused, Signaling};
+use crate::{Owner, PlacementRefused, Placing, Signaling};
 
 type Params = Query<HashMap<String, String>>;
 
@@ -37,13 +38,22 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// Checks the join token, the room's capacity and that no other node serves the room,
+/// Where an admitted join is served.
+enum Admission {
+    /// Here: the token's claims (boxed: an admission lives only until the upgrade).
+    Here(Box<Claims>),
+    /// On another node, through a relay.
+    Relay { owner: Owner, room: String },
+}
+
+/// Checks the join token, which node serves the room (taking it here, or placing it on the
+/// least-loaded node, when nobody does) and, when it is this one, the room's capacity,
 /// exactly as the upgrade will.
 async fn admit(
     sig: &Signaling,
     headers: &HeaderMap,
     params: &HashMap<String, String>,
-) -> Result<Claims, Refusal> {
+) -> Result<Admission, Refusal> {
     let Some(raw) = credentials::join_token(headers, params) else {
         return Err(Refusal(
             StatusCode::UNAUTHORIZED,
@@ -60,6 +70,26 @@ async fn admit(
             format!("the join token is refused: {e}"),
         )
     })?;
+    let relayed = relay::was_relayed(headers);
+    // A request another node relayed here is served here or refused: one hop at most.
+    let placing = if relayed {
+        Placing::Here
+    } else {
+        Placing::Anywhere
+    };
+    match sig.claim_room(&claims.video.room, placing).await {
+        Ok(()) => {}
+        Err(PlacementRefused::OwnedElsewhere { room, owner }) if !relayed => {
+            return Ok(Admission::Relay { owner, room });
+        }
+        Err(e) => {
+            let status = match &e {
+                PlacementRefused::OwnedElsewhere { .. } => StatusCode::CONFLICT,
+                PlacementRefused::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return Err(Refusal(status, e.to_string()));
+        }
+    }
     sig.rooms
         .check_capacity(&claims.video.room, &claims.sub)
         .map_err(|e| {
@@ -69,14 +99,7 @@ async fn admit(
             };
             Refusal(status, e.to_string())
         })?;
-    sig.claim_room(&claims.video.room).await.map_err(|e| {
-        let status = match &e {
-            PlacementRefused::OwnedElsewhere { .. } => StatusCode::CONFLICT,
-            PlacementRefused::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        Refusal(status, e.to_string())
-    })?;
-    Ok(claims)
+    Ok(Admission::Here(Box::new(claims)))
 }
 
 async fn rtc(
@@ -85,7 +108,8 @@ async fn rtc(
     request: Request,
 ) -> Response {
     let claims = match admit(&sig, request.headers(), &params).await {
-        Ok(claims) => claims,
+        Ok(Admission::Here(claims)) => *claims,
+        Ok(Admission::Relay { owner, room }) => return relay_to(sig, request, owner, room).await,
         Err(refusal) => return refusal.into_response(),
     };
     // Join latency is measured from here: the token is verified and the room has room.
@@ -110,6 +134,42 @@ async fn rtc(
     upgrade(sig, accepted, claims, join)
 }
 
+/// Serves a join whose room another node serves: the owner's answer to the same request,
+/// then the messages of both sides copied until either closes (`relay.rs`).
+async fn relay_to(sig: Arc<Signaling>, request: Request, owner: Owner, room: String) -> Response {
+    let uri = request.uri().clone();
+    let headers = request.headers().clone();
+    let accepted = match websocket::accept(request) {
+        Ok(accepted) => accepted,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let upstream = match relay::open(&owner, &room, &sig.node_id, &uri, &headers).await {
+        Ok(upstream) => upstream,
+        Err(RelayRefused(answer)) => return answer,
+    };
+    tracing::debug!(
+        room,
+        owner = owner.node_id,
+        "relaying a join to the room's node"
+    );
+    metrics::counter!("switchboard_signal_relays_total").increment(1);
+    let write_timeout = sig.limits.signal_write_timeout;
+    let upgrade = accepted.upgrade;
+    tokio::spawn(async move {
+        match SignalSocket::upgraded(upgrade).await {
+            Ok(mut socket) => {
+                socket.set_write_timeout(write_timeout);
+                let relays = metrics::gauge!("switchboard_signal_relays");
+                relays.increment(1.0);
+                relay::pipe(socket, upstream, room).await;
+                relays.decrement(1.0);
+            }
+            Err(e) => tracing::debug!("a relayed /rtc connection closed during the upgrade: {e}"),
+        }
+    });
+    accepted.response
+}
+
 /// Runs the session once the WebSocket upgrade completes.
 fn upgrade(
     sig: Arc<Signaling>,
@@ -129,11 +189,15 @@ fn upgrade(
 
 async fn validate(
     State(sig): State<Arc<Signaling>>,
+    uri: Uri,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
     match admit(&sig, &headers, &params).await {
-        Ok(_) => text(StatusCode::OK, "success"),
+        Ok(Admission::Here(_)) => text(StatusCode::OK, "success"),
+        Ok(Admission::Relay { owner, room }) => {
+            relay::validate(&owner, &room, &sig.node_id, &uri, &headers).await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
@@ -149,7 +213,8 @@ async fn rtc_v1(
         return v1_switched_off();
     }
     let claims = match admit(&sig, request.headers(), &params).await {
-        Ok(claims) => claims,
+        Ok(Admission::Here(claims)) => *claims,
+        Ok(Admission::Relay { owner, room }) => return relay_to(sig, request, owner, room).await,
         Err(refusal) => return refusal.into_response(),
     };
     let verified_at = std::time::Instant::now();
@@ -179,14 +244,19 @@ async fn rtc_v1(
 
 async fn validate_v1(
     State(sig): State<Arc<Signaling>>,
+    uri: Uri,
     headers: HeaderMap,
     Query(params): Params,
 ) -> Response {
     if !sig.single_pc {
         return v1_switched_off();
     }
-    if let Err(refusal) = admit(&sig, &headers, &params).await {
-        return refusal.into_response();
+    match admit(&sig, &headers, &params).await {
+        Ok(Admission::Here(_)) => {}
+        Ok(Admission::Relay { owner, room }) => {
+            return relay::validate(&owner, &room, &sig.node_id, &uri, &headers).await;
+        }
+        Err(refusal) => return refusal.into_response(),
     }
     match crate::v1::decode(params.get("join_request").map(String::as_str)) {
         Ok(_) => text(StatusCode::OK, "success"),

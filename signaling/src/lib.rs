@@ -25,6 +25,7 @@ mod outbox;
 mod peer_events;
 mod placement;
 mod publish;
+mod relay;
 mod requests;
 mod resume;
 mod revocations;
@@ -50,7 +51,8 @@ pub use admin::{
 pub use events::{LeaveReason, SignalEvent};
 pub use limits::{SessionLimits, TooLarge};
 pub use names::{NameError, NameRules};
-pub use placement::{Claim, Placement, PlacementRefused};
+pub use placement::{Claim, Owner, Placement, PlacementRefused, Placing};
+pub use relay::FORWARDED_BY;
 pub use rooms::{JoinRefused, RoomDefaults};
 pub use token::KeyStore;
 pub use turn_rest::TurnRestSecret;

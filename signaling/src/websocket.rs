@@ -37,7 +37,7 @@ pub(crate) const MAX_MESSAGE: usize = 1 << 20;
 /// resident for every connection, was half of an idle participant's memory; it grows for a
 /// large frame when needed. A zero write threshold writes each frame as it is queued, so
 /// the write buffer holds one fragment, not a message.
-fn config() -> WebSocketConfig {
+pub(crate) fn config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(8 * 1024)
         .write_buffer_size(0)
@@ -208,6 +208,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SignalSocket<S> {
         }
         let last = Frame::message(message, opcode, true);
         self.stream.send(Message::Frame(last)).await
+    }
+
+    /// Sends a message as it is (a relayed text message), within the write timeout.
+    pub async fn forward(&mut self, message: Message) -> Result<(), Error> {
+        match self.write_timeout {
+            None => self.stream.send(message).await,
+            Some(limit) => tokio::time::timeout(limit, self.stream.send(message))
+                .await
+                .unwrap_or_else(|_| Err(Error::Io(std::io::ErrorKind::TimedOut.into()))),
+        }
     }
 
     /// Starts the closing handshake (best effort: the peer may be gone already).

@@ -1,71 +1,127 @@
 //! Placement by lease: this node takes a room's lease in the store before the room opens
-//! here ([`LeasePlacement`], installed into signaling), and, for routing later, which node a
-//! new room should go to ([`least_loaded`]).
+//! here ([`LeasePlacement`], installed into signaling), or, for a client's join to a room
+//! nobody serves, gives it to the least-loaded live node ([`least_loaded`]), to which
+//! signaling then relays the client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_signaling::{Claim, Placement, PlacementRefused};
+use switchboard_signaling::{Claim, Owner, Placement, PlacementRefused, Placing};
 use tracing::warn;
 
 use crate::control::now;
-use crate::store::{LeaseOutcome, NodeRecord, NodeState, Store};
+use crate::store::{LeaseOutcome, NodeRecord, NodeState, RoomLease, Store, StoreError};
 
-/// Takes room leases for this node.
+/// Takes room leases for this node, or places new rooms on the least-loaded node.
 pub struct LeasePlacement {
     store: Arc<dyn Store>,
     node_id: String,
     ttl: Duration,
+    /// Heartbeats older than this mark a node dead: it gets no new room.
+    node_timeout: Duration,
+}
+
+fn held_elsewhere(room: &str, lease: RoomLease) -> PlacementRefused {
+    PlacementRefused::OwnedElsewhere {
+        room: room.to_owned(),
+        owner: Owner {
+            node_id: lease.node_id,
+            public_url: lease.public_url,
+            http_url: lease.http_url,
+        },
+    }
 }
 
 impl LeasePlacement {
-    pub fn new(store: Arc<dyn Store>, node_id: String, ttl: Duration) -> Arc<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        node_id: String,
+        ttl: Duration,
+        node_timeout: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             node_id,
             ttl,
+            node_timeout,
         })
     }
 
-    async fn take(&self, room: &str) -> Result<(), PlacementRefused> {
+    async fn take(&self, room: &str, placing: Placing) -> Result<(), PlacementRefused> {
         // Bounded like a heartbeat: a join waits no longer than a lease lasts.
-        let call = self
-            .store
-            .acquire_room_lease(room, &self.node_id, now(), self.ttl);
+        let call = self.place(room, placing);
         let unavailable = |reason: String| PlacementRefused::Unavailable {
             room: room.to_owned(),
             reason,
         };
         match tokio::time::timeout(self.ttl, call).await {
-            Ok(Ok(LeaseOutcome::Granted { .. })) => Ok(()),
-            Ok(Ok(LeaseOutcome::HeldBy(lease))) => Err(PlacementRefused::OwnedElsewhere {
-                room: room.to_owned(),
-                node_id: lease.node_id,
-                url: lease.public_url,
-            }),
+            Ok(Ok(placed)) => placed,
             Ok(Err(e)) => {
-                warn!(room, "taking the room's lease failed: {e}");
+                warn!(room, "placing the room failed: {e}");
                 Err(unavailable("the session store failed".to_owned()))
             }
             Err(_) => {
-                warn!(room, "taking the room's lease timed out");
+                warn!(room, "placing the room timed out");
                 Err(unavailable("the session store did not answer".to_owned()))
             }
         }
     }
+
+    /// The room's node: its current owner, else (for [`Placing::Anywhere`]) the
+    /// least-loaded live node, which may be this one; `Ok(())` when it is this node, whose
+    /// lease is then taken or renewed.
+    async fn place(
+        &self,
+        room: &str,
+        placing: Placing,
+    ) -> Result<Result<(), PlacementRefused>, StoreError> {
+        let at = now();
+        if placing == Placing::Anywhere && self.store.room_owner(room, at).await?.is_none() {
+            let nodes = self.store.list_nodes(at, self.node_timeout).await?;
+            if let Some(pick) = least_loaded(&nodes).filter(|n| n.node_id != self.node_id) {
+                // The lease names the chosen node, so racing placements agree on it; that
+                // node renews it once the relayed client opens the room there, and it lapses
+                // after one TTL if nobody comes.
+                let outcome = self
+                    .store
+                    .acquire_room_lease(room, &pick.node_id, at, self.ttl)
+                    .await?;
+                return Ok(match outcome {
+                    LeaseOutcome::Granted { .. } => Err(PlacementRefused::OwnedElsewhere {
+                        room: room.to_owned(),
+                        owner: Owner {
+                            node_id: pick.node_id.clone(),
+                            public_url: Some(pick.public_url.clone()),
+                            http_url: Some(pick.http_url.clone()),
+                        },
+                    }),
+                    LeaseOutcome::HeldBy(lease) if lease.node_id == self.node_id => Ok(()),
+                    LeaseOutcome::HeldBy(lease) => Err(held_elsewhere(room, lease)),
+                });
+            }
+        }
+        Ok(
+            match self
+                .store
+                .acquire_room_lease(room, &self.node_id, at, self.ttl)
+                .await?
+            {
+                LeaseOutcome::Granted { .. } => Ok(()),
+                LeaseOutcome::HeldBy(lease) => Err(held_elsewhere(room, lease)),
+            },
+        )
+    }
 }
 
 impl Placement for LeasePlacement {
-    fn claim<'a>(&'a self, room: &'a str) -> Claim<'a> {
-        Box::pin(self.take(room))
+    fn claim<'a>(&'a self, room: &'a str, placing: Placing) -> Claim<'a> {
+        Box::pin(self.take(room, placing))
     }
 }
 
 /// The node a new room should be placed on: among live, active nodes with a free room, the
 /// one with the fewest rooms (then participants, then node id, so every node picks alike).
 /// `max_rooms` 0 means no limit.
-// For routing joins to the owning node (issue 21), which does not exist yet.
-#[allow(dead_code)]
 pub fn least_loaded(nodes: &[NodeRecord]) -> Option<&NodeRecord> {
     nodes
         .iter()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchboard_signaling::{ParticipantChange, PlacementRefused, RoomSettings};
+use switchboard_signaling::{ParticipantChange, PlacementRefused, Placing, RoomSettings};
 use tracing::info;
 
 use super::{new_id, now, Control, ControlError};
@@ -64,19 +64,22 @@ impl Control {
         room: RoomRecord,
         agents: Vec<switchboard_signaling::token::RoomAgentDispatch>,
     ) -> Result<RoomRecord, ControlError> {
-        // The room opens here only if no other node serves it.
-        self.signaling
-            .claim_room(&room.room_id)
+        // The room opens here only if no other node serves it; one that does keeps it
+        // (its record is the same from every node).
+        match self
+            .signaling
+            .claim_room(&room.room_id, Placing::Here)
             .await
-            .map_err(|refused| match refused {
-                PlacementRefused::OwnedElsewhere { .. } => {
-                    ControlError::Conflict(refused.to_string())
-                }
-                PlacementRefused::Unavailable { .. } => ControlError::Busy {
+        {
+            Ok(()) => {}
+            Err(PlacementRefused::OwnedElsewhere { .. }) => return Ok(room),
+            Err(refused @ PlacementRefused::Unavailable { .. }) => {
+                return Err(ControlError::Busy {
                     detail: refused.to_string(),
                     retry_after_secs: 5,
-                },
-            })?;
+                })
+            }
+        }
         let ensured = self
             .signaling
             .ensure_room(

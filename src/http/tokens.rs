@@ -60,6 +60,30 @@ fn ttl(requested: Option<u64>) -> Result<Duration, Problem> {
     }
 }
 
+/// The URL a client should join `room_id` at: its owner's when another node serves it (any
+/// node would relay the join, the owner saves the hop), else this node's. A store that
+/// cannot answer gives this node's URL: it relays too.
+async fn join_url(state: &AppState, room_id: &str) -> String {
+    match state
+        .control
+        .store
+        .room_owner(room_id, crate::control::now())
+        .await
+    {
+        Ok(Some(lease)) => lease
+            .public_url
+            .unwrap_or_else(|| state.public_ws_url.clone()),
+        Ok(None) => state.public_ws_url.clone(),
+        Err(e) => {
+            tracing::warn!(
+                room_id,
+                "cannot look up the room's node for its join URL: {e}"
+            );
+            state.public_ws_url.clone()
+        }
+    }
+}
+
 fn sign(state: &AppState, claims: &Claims) -> Result<String, Problem> {
     token::issue(&claims.iss, state.signing_secret(&claims.iss)?, claims)
         .map_err(|e| Problem::internal(format!("could not sign the token: {e}")))
@@ -96,7 +120,7 @@ pub async fn create_for_room(
         let token = sign(&state, &claims)?;
         Ok(Json(TokenResponse {
             token,
-            url: state.public_ws_url.clone(),
+            url: join_url(&state, &room_id).await,
             room_id,
             identity: request.identity,
         }))
@@ -165,7 +189,7 @@ pub async fn create_dev(
     let token = sign(&state, &claims)?;
     Ok(Json(TokenResponse {
         token,
-        url: state.public_ws_url.clone(),
+        url: join_url(&state, &request.room_id).await,
         room_id: request.room_id,
         identity,
     }))

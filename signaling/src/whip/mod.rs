@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
@@ -28,8 +28,8 @@ use switchboard_sfu::{DtlsPeers, JoinOptions, PeerRole, SfuError};
 use crate::credentials;
 use crate::rooms::JoinRefused;
 use crate::token::Claims;
-use crate::PlacementRefused;
 use crate::Signaling;
+use crate::{Owner, PlacementRefused, Placing};
 pub(crate) use problem::Problem;
 use resource::{Kind, Resource};
 
@@ -215,6 +215,7 @@ fn created(sig: &Signaling, kind: Kind, resource: &Resource, answer: String) -> 
 async fn start(
     sig: Arc<Signaling>,
     kind: Kind,
+    uri: Uri,
     headers: HeaderMap,
     query: HashMap<String, String>,
     body: Bytes,
@@ -246,11 +247,15 @@ async fn start(
     let sdp_text = body_text(&body)?;
     check_offer_size(&sig, sdp_text)?;
     let offer = check_offer(sdp_text, kind)?;
+    match sig.claim_room(&claims.video.room, Placing::Anywhere).await {
+        Ok(()) => {}
+        Err(PlacementRefused::OwnedElsewhere { owner, .. }) if owner.public_url.is_some() => {
+            return Ok(redirect_to(&owner, &uri));
+        }
+        Err(refused) => return Err(placement_refusal(refused)),
+    }
     if let Err(refused) = sig.rooms.check_capacity(&claims.video.room, &claims.sub) {
         return Err(room_refusal(refused));
-    }
-    if let Err(refused) = sig.claim_room(&claims.video.room).await {
-        return Err(placement_refusal(refused));
     }
     let options = match kind {
         Kind::Publish => JoinOptions {
@@ -287,6 +292,27 @@ fn try_again_soon(title: &'static str, detail: String) -> Problem {
     problem
 }
 
+/// Sends the offer to the node serving the room: a 307 keeps the method and the body, and
+/// the resource URL the owner answers with is relative, so PATCH and DELETE go there too.
+fn redirect_to(owner: &Owner, uri: &Uri) -> Response {
+    let base = owner.public_http_url().unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{base}{path}");
+    let problem = Problem::new(
+        StatusCode::TEMPORARY_REDIRECT,
+        "room on another node",
+        format!(
+            "this room is served by node {}: send the offer to {location}",
+            owner.node_id
+        ),
+    );
+    let mut response = problem.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
 /// Another node serves the room (409), or nobody can tell right now (503).
 fn placement_refusal(refused: PlacementRefused) -> Problem {
     match refused {
@@ -305,11 +331,12 @@ fn placement_refusal(refused: PlacementRefused) -> Problem {
 async fn post_offer(
     State(sig): State<Arc<Signaling>>,
     kind: Kind,
+    uri: Uri,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    start(sig, kind, headers, query, body).await
+    start(sig, kind, uri, headers, query, body).await
 }
 
 /// The resource a PATCH or DELETE names, if the caller's token is for it.
