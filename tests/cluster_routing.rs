@@ -1,0 +1,244 @@
+//! Three real nodes on one PostgreSQL database, and clients that reach whichever node they
+//! like: a new room is placed on the least-loaded node, joins through the other nodes are
+//! relayed to it, WHIP is redirected to it, token endpoints name it; when it dies the
+//! relayed clients are closed at once and the room opens again on a live node once the
+//! dead node's lease is gone.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use support::api::{admin_token, grant_token, Api};
+use support::postgres::TestDatabase;
+use support::{Event, Server};
+use tokio_tungstenite::tungstenite::Error as WsError;
+
+/// Short membership timing: a dead node's lease (as long as the node timeout) is gone
+/// within seconds.
+const TIMING: [&str; 4] = [
+    "--cluster-heartbeat-interval",
+    "1s",
+    "--cluster-node-timeout",
+    "4s",
+];
+
+fn start(db: &TestDatabase, node_id: &str) -> Server {
+    let mut args = vec!["--database-url", db.url.as_str(), "--node-id", node_id];
+    args.extend(TIMING);
+    Server::start_with(&args)
+}
+
+async fn reader(db: &TestDatabase) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&db.url)
+        .await
+        .expect("connect to the test database")
+}
+
+async fn lease_holder(pool: &PgPool, room: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT node_id FROM room_leases WHERE room_id = $1")
+        .bind(room)
+        .fetch_optional(pool)
+        .await
+        .expect("read room_leases")
+}
+
+/// The node `identity`'s open connection is recorded on, once the recorder wrote it
+/// (records are written after the join, by the node's event loop).
+async fn recorded_on(pool: &PgPool, identity: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes: Vec<String> = sqlx::query_scalar(
+            "SELECT node_id FROM connections WHERE identity = $1 AND left_at IS NULL",
+        )
+        .bind(identity)
+        .fetch_all(pool)
+        .await
+        .expect("read connections");
+        match nodes.as_slice() {
+            [] => {}
+            [node] => return node.clone(),
+            more => panic!("{identity} has {} open connections: {more:?}", more.len()),
+        }
+        assert!(Instant::now() < deadline, "{identity}'s join recorded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// No redirects followed: the test looks at them.
+fn plain_http() -> reqwest::Client {
+    support::api::http_client();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("HTTP client")
+}
+
+/// A one-line WHIP offer (one sendonly Opus m-line), enough to reach placement.
+fn whip_offer() -> String {
+    "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\n\
+a=fingerprint:sha-256 00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF\r\n\
+a=setup:actpass\r\na=group:BUNDLE 0\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
+a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
+        .to_owned()
+}
+
+/// Waits for the server side of `client` to go away (a close frame or the stream's end).
+async fn closed(client: &mut support::Client) {
+    loop {
+        match client.next_event().await {
+            Event::Response(_) => {}
+            Event::Closed(_) | Event::Ended(_) => return,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn joins_through_any_node_meet_on_the_room_node_and_move_on_when_it_dies() {
+    let db = TestDatabase::direct("routing").await;
+    let pool = reader(&db).await;
+    let mut node_a = start(&db, "node-a");
+    let node_b = start(&db, "node-b");
+    let node_c = start(&db, "node-c");
+
+    // Alice joins a new room through B. Every node is empty, so the least-loaded one is
+    // node-a (ties go by node id): the room is placed there and her signaling relayed.
+    let (mut alice, joined) = node_b.join("stage", "alice", &[]).await;
+    let served_by = joined.server_info.as_ref().map(|s| s.node_id.as_str());
+    assert_eq!(
+        served_by,
+        Some("node-a"),
+        "alice is served by the room's node"
+    );
+    assert_eq!(
+        lease_holder(&pool, "stage").await.as_deref(),
+        Some("node-a")
+    );
+    let alice_sid = joined.participant.as_ref().expect("alice").sid.clone();
+
+    // Bob joins through C and meets her on node-a.
+    let (_bob, joined) = node_c.join("stage", "bob", &[]).await;
+    let served_by = joined.server_info.as_ref().map(|s| s.node_id.as_str());
+    assert_eq!(served_by, Some("node-a"));
+    assert!(
+        joined.other_participants.iter().any(|p| p.sid == alice_sid),
+        "bob sees alice: {:?}",
+        joined.other_participants
+    );
+    let bob_sid = joined.participant.as_ref().expect("bob").sid.clone();
+    alice
+        .expect_participant("bob joining", &bob_sid, |_| true)
+        .await;
+    alice.assert_alive().await;
+    assert_eq!(recorded_on(&pool, "alice").await, "node-a");
+    assert_eq!(recorded_on(&pool, "bob").await, "node-a");
+
+    // validate is relayed too: the owner's answer, whatever node is asked.
+    let http = plain_http();
+    let token = support::token("stage", "carol", &[]);
+    let reply = http
+        .get(format!("{}/rtc/validate", node_c.http))
+        .query(&[("access_token", token.as_str())])
+        .send()
+        .await
+        .expect("validate through C");
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(reply.text().await.expect("body"), "success");
+
+    // The token endpoints name the room's node.
+    let issued = Api::new(&node_c.http, Some(&admin_token("stage", "ops")))
+        .post("/v1/rooms/stage/tokens", &json!({ "identity": "dave" }))
+        .await;
+    assert_eq!(issued.expect(StatusCode::OK)["url"], node_a.ws.as_str());
+
+    // WHIP through C is redirected to node-a, and the redirected offer is served there.
+    let publisher = grant_token(
+        "erin",
+        json!({ "room": "stage", "roomJoin": true, "canPublish": true }),
+    );
+    let offer = |base: &str| {
+        http.post(format!("{base}/whip"))
+            .header(AUTHORIZATION, format!("Bearer {publisher}"))
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(whip_offer())
+            .send()
+    };
+    let reply = offer(&node_c.http).await.expect("POST /whip through C");
+    assert_eq!(reply.status(), StatusCode::TEMPORARY_REDIRECT);
+    let location = reply
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(location, format!("{}/whip", node_a.http));
+    let reply = offer(&node_a.http).await.expect("POST /whip on node-a");
+    assert_eq!(
+        reply.status(),
+        StatusCode::CREATED,
+        "served where redirected"
+    );
+    assert_eq!(recorded_on(&pool, "erin").await, "node-a");
+
+    // node-a dies: the relays close both clients at once (livekit-client would reconnect).
+    node_a.kill9();
+    let killed = Instant::now();
+    closed(&mut alice).await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "alice's relay closed {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // Joining again through B: refused (503, node-a unreachable) while its lease lasts, then
+    // placed on a live node.
+    let deadline = killed + Duration::from_secs(20);
+    let mut refusals = 0;
+    let rejoined_after = loop {
+        let url = support::rtc_url(&node_b.ws, &support::token("stage", "alice", &[]), "");
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok(_) => break killed.elapsed(),
+            Err(WsError::Http(response)) => {
+                let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                    .into_owned();
+                assert_eq!(response.status().as_u16(), 503, "{body}");
+                assert!(body.contains("node-a"), "names the lost node: {body}");
+                refusals += 1;
+            }
+            Err(e) => panic!("the join failed without an HTTP answer: {e}"),
+        }
+        assert!(Instant::now() < deadline, "the room never came back");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("the room was served again {rejoined_after:?} after its node's kill");
+    assert!(refusals > 0, "node-a's lease outlived it for a while");
+    assert!(
+        rejoined_after < Duration::from_secs(8),
+        "within the 4 s lease plus a heartbeat: {rejoined_after:?}"
+    );
+    let (mut alice, joined) = node_c.join("stage", "alice", &[]).await;
+    let new_node = joined
+        .server_info
+        .as_ref()
+        .map(|s| s.node_id.clone())
+        .expect("server info");
+    assert!(
+        new_node == "node-b" || new_node == "node-c",
+        "a live node: {new_node}"
+    );
+    assert_eq!(
+        lease_holder(&pool, "stage").await.as_deref(),
+        Some(new_node.as_str())
+    );
+    alice.assert_alive().await;
+    pool.close().await;
+}
