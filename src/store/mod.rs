@@ -37,7 +37,7 @@ mod records;
 mod sqlite;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -49,12 +49,12 @@ pub use postgres::PostgresStore;
 // Part of the store's API for its callers (control, HTTP, delivery), some not wired yet.
 #[allow(unused_imports)]
 pub use records::{
-    kinds, AuditEntry, AuditRecord, EgressRecord, EgressStatus, EgressUpdate, EventRecord,
-    LeaseOutcome, NewEgress, NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration,
-    NodeState, ParticipantJoin, ParticipantLeave, ParticipantRecord, ParticipantRole,
-    ParticipantSummary, Reconciled, RoomLease, RoomRecord, RoomSpec, RoomStatus, RoomUpdate,
-    SessionParticipantRecord, SessionRecord, SessionState, TrackEvent, TranscriptRecord,
-    TranscriptSegment,
+    kinds, AuditEntry, AuditRecord, DeliveryLease, DeliveryLeaseOutcome, EgressRecord,
+    EgressStatus, EgressUpdate, EventRecord, LeaseOutcome, NewEgress, NewRoom, NewSession,
+    NodeLoad, NodeRecord, NodeRegistration, NodeState, ParticipantJoin, ParticipantLeave,
+    ParticipantRecord, ParticipantRole, ParticipantSummary, Reconciled, RoomLease, RoomRecord,
+    RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState,
+    TrackEvent, TranscriptRecord, TranscriptSegment,
 };
 pub use sqlite::SqliteStore;
 
@@ -250,8 +250,50 @@ pub trait Store: Send + Sync + 'static {
     /// The last event id a sink has delivered; 0 when unknown.
     async fn delivery_cursor(&self, sink: &str) -> Result<i64, StoreError>;
 
-    /// Remembers (durably) the last event id a sink has delivered.
+    /// Remembers (durably) the last event id a sink has delivered, unconditionally (tests,
+    /// tools; delivery itself uses [`Store::set_delivery_cursor_fenced`]).
     async fn set_delivery_cursor(&self, sink: &str, event_id: i64) -> Result<(), StoreError>;
+
+    /// Remembers the last event id a sink has delivered, only if `node_id` holds the sink's
+    /// delivery lease in `generation` and it is unexpired at `now`; the check and the write
+    /// are one transaction that locks the lease row, so a takeover cannot slip in between.
+    /// False (nothing written) when the lease is not held: the caller must stop delivering.
+    async fn set_delivery_cursor_fenced(
+        &self,
+        sink: &str,
+        node_id: &str,
+        generation: i64,
+        event_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+
+    // ---- delivery once ----
+
+    /// Takes sink `sink`'s delivery lease for `node_id` until `now + ttl`, in one atomic
+    /// conditional upsert: granted when the sink has no lease, its lease expired (at or
+    /// before `now`; the generation then goes up by one, also for the same node), or
+    /// `node_id` holds it unexpired (renewed: generation and `acquired_at` kept, the expiry
+    /// only moves forward). Otherwise the current holder. Of nodes racing, one is granted.
+    async fn acquire_delivery_lease(
+        &self,
+        sink: &str,
+        node_id: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<DeliveryLeaseOutcome, StoreError>;
+
+    /// Gives up `node_id`'s lease of `sink` in `generation` (graceful stop): it expires at
+    /// once, so any node may take it; the row stays, so generations keep counting. Whether
+    /// it was held; a newer or another node's lease is left alone.
+    async fn release_delivery_lease(
+        &self,
+        sink: &str,
+        node_id: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// The sink's lease row, expired or not, if it ever had one.
+    async fn delivery_lease(&self, sink: &str) -> Result<Option<DeliveryLease>, StoreError>;
 
     // ---- audit log ----
 

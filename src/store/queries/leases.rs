@@ -102,7 +102,7 @@ impl DialectStore {
 }
 
 /// `now + ttl`, saturating.
-fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+pub(super) fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     now.checked_add_signed(ttl)
         .unwrap_or(DateTime::<Utc>::MAX_UTC)

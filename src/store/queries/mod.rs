@@ -21,6 +21,7 @@
 
 #[macro_use]
 mod columns;
+mod delivery_leases;
 mod egress;
 mod leases;
 mod log;

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 
 use super::{DialectStore, BACKEND};
 use crate::store::{
-    AuditEntry, AuditRecord, EgressRecord, EgressUpdate, EventRecord, LeaseOutcome, NewEgress,
-    NewRoom, NewSession, NodeLoad, NodeRecord, NodeRegistration, NodeState, ParticipantJoin,
-    ParticipantLeave, ParticipantRecord, Reconciled, RoomLease, RoomRecord, RoomSpec, RoomStatus,
-    RoomUpdate, SessionParticipantRecord, SessionRecord, SessionState, Store, StoreError,
-    TrackEvent, TranscriptRecord, TranscriptSegment,
+    AuditEntry, AuditRecord, DeliveryLease, DeliveryLeaseOutcome, EgressRecord, EgressUpdate,
+    EventRecord, LeaseOutcome, NewEgress, NewRoom, NewSession, NodeLoad, NodeRecord,
+    NodeRegistration, NodeState, ParticipantJoin, ParticipantLeave, ParticipantRecord, Reconciled,
+    RoomLease, RoomRecord, RoomSpec, RoomStatus, RoomUpdate, SessionParticipantRecord,
+    SessionRecord, SessionState, Store, StoreError, TrackEvent, TranscriptRecord,
+    TranscriptSegment,
 };
 
 #[async_trait]
@@ -202,6 +203,43 @@ impl Store for DialectStore {
     async fn set_delivery_cursor(&self, sink: &str, event_id: i64) -> Result<(), StoreError> {
         self.guarded(self.set_delivery_cursor_impl(sink, event_id))
             .await
+    }
+
+    async fn set_delivery_cursor_fenced(
+        &self,
+        sink: &str,
+        node_id: &str,
+        generation: i64,
+        event_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.guarded(self.set_delivery_cursor_fenced_impl(sink, node_id, generation, event_id, now))
+            .await
+    }
+
+    async fn acquire_delivery_lease(
+        &self,
+        sink: &str,
+        node_id: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<DeliveryLeaseOutcome, StoreError> {
+        self.guarded(self.acquire_delivery_lease_impl(sink, node_id, now, ttl))
+            .await
+    }
+
+    async fn release_delivery_lease(
+        &self,
+        sink: &str,
+        node_id: &str,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        self.guarded(self.release_delivery_lease_impl(sink, node_id, generation))
+            .await
+    }
+
+    async fn delivery_lease(&self, sink: &str) -> Result<Option<DeliveryLease>, StoreError> {
+        self.guarded(self.delivery_lease_impl(sink)).await
     }
 
     async fn record_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {

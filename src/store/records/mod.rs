@@ -22,8 +22,8 @@ pub(crate) use egress::EgressRow;
 pub use egress::{EgressRecord, EgressStatus, EgressUpdate, NewEgress};
 pub use events::{kinds, AuditEntry, AuditRecord, EventRecord};
 pub(crate) use events::{AuditRow, EventRow, NewEvent};
-pub(crate) use leases::LeaseRow;
-pub use leases::{LeaseOutcome, RoomLease};
+pub use leases::{DeliveryLease, DeliveryLeaseOutcome, LeaseOutcome, RoomLease};
+pub(crate) use leases::{DeliveryLeaseRow, LeaseRow};
 pub(crate) use nodes::NodeRow;
 pub use nodes::{NodeLoad, NodeRecord, NodeRegistration, NodeState};
 pub(crate) use participants::{

@@ -7,10 +7,11 @@
 
 mod backends;
 mod conformance;
+mod delivery_leases;
 mod egress;
 mod event_log;
 mod fixtures;
-mod harness;
+pub(crate) mod harness;
 mod leases;
 mod nodes;
 mod reconcile;
@@ -108,6 +109,8 @@ conformance_suite!(
     leases::leases_grant_renew_refuse_expire_and_release,
     leases::renewal_reports_the_rooms_another_node_took,
     leases::releasing_a_dead_node_frees_its_leases,
+    delivery_leases::delivery_leases_grant_renew_refuse_expire_and_release,
+    delivery_leases::fenced_cursor_writes_need_the_current_lease,
     recovery::restart_reconciles_only_its_own_rows,
     recovery::releasing_a_dead_node_closes_its_rows_once,
     recovery::concurrent_releases_close_everything_once,
