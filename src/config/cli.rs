@@ -371,6 +371,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION")]
     pub cluster_room_lease_ttl: Option<String>,
 
+    /// How long this node's hold on delivering the events to one webhook or to NATS (its
+    /// delivery lease) lasts without renewal; renewed every third of it. Another node takes
+    /// a sink over this long after its holder died.
+    ///
+    /// Environment: SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL. Config file:
+    /// cluster.delivery_lease_ttl. Default: the node timeout.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_delivery_lease_ttl: Option<String>,
+
     /// Sets one resource limit, like max_tracks_per_participant=8 (repeat for several).
     ///
     /// docs/configuration.md lists every limit and its default.

@@ -1,6 +1,6 @@
 //! Cluster membership settings: this node's id (`--node-id`, `node_id`) and how often it
-//! heartbeats, how long a silent node counts as alive and how long it holds a room without
-//! renewing its lease (`[cluster]`).
+//! heartbeats, how long a silent node counts as alive, and how long it holds a room or a
+//! sink's delivery without renewing its lease (`[cluster]`).
 //!
 //! Only the configured id is resolved here: resolving settings has no side effects, so the
 //! id generated and kept in the data directory when none is configured is made at start
@@ -30,6 +30,10 @@ pub struct ClusterSettings {
     /// `node_timeout`: a room is never free while its node still counts as alive, and is
     /// free when it is called dead (releasing it deletes its leases at the same time).
     pub room_lease_ttl: Duration,
+    /// How long a sink's delivery lease lasts without renewal (renewed every third of it):
+    /// how long a dead node's sinks wait for another node. Defaults to the node timeout,
+    /// like the room lease TTL.
+    pub delivery_lease_ttl: Duration,
 }
 
 /// A node id: 1 to 64 characters from `A-Z a-z 0-9 _ . -` (safe in URLs, logs, file names
@@ -90,10 +94,18 @@ pub(super) fn resolve(src: &Sources<'_>, args: &ServeArgs) -> Result<ClusterSett
             ttl: room_lease_ttl,
         });
     }
+    let delivery_lease_ttl = src
+        .get(
+            args.cluster_delivery_lease_ttl.as_deref(),
+            &sources::CLUSTER_DELIVERY_LEASE_TTL,
+            limits::duration,
+        )?
+        .unwrap_or(node_timeout);
     Ok(ClusterSettings {
         node_id,
         heartbeat_interval,
         node_timeout,
         room_lease_ttl,
+        delivery_lease_ttl,
     })
 }

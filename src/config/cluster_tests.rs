@@ -15,6 +15,7 @@ fn cluster_defaults() {
             heartbeat_interval: Duration::from_secs(2),
             node_timeout: Duration::from_secs(10),
             room_lease_ttl: Duration::from_secs(10),
+            delivery_lease_ttl: Duration::from_secs(10),
         }
     );
 }
@@ -133,6 +134,54 @@ fn the_room_lease_ttl_lies_between_two_heartbeats_and_the_node_timeout() {
     let file = toml_file("[cluster]\nroom_lease_ttl = \"6s\"\n");
     let settings = resolve(&serve(&["--dev", "--config", path_str(&file)]), &no_env).expect("file");
     assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(6));
+}
+
+#[test]
+fn the_delivery_lease_ttl_defaults_to_the_node_timeout_from_every_source() {
+    let file = toml_file("[cluster]\nnode_timeout = \"30s\"\n");
+    let from_file = serve(&["--dev", "--config", path_str(&file)]);
+    let settings = resolve(&from_file, &no_env).expect("file");
+    assert_eq!(
+        settings.cluster.delivery_lease_ttl,
+        Duration::from_secs(30),
+        "the node timeout by default"
+    );
+    let file = toml_file("[cluster]\ndelivery_lease_ttl = \"4s\"\n");
+    let args = serve(&["--dev", "--config", path_str(&file)]);
+    let settings = resolve(&args, &no_env).expect("file");
+    assert_eq!(settings.cluster.delivery_lease_ttl, Duration::from_secs(4));
+    let environment = env(&[("SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL", "90s")]);
+    let settings = resolve(&args, &environment).expect("env");
+    assert_eq!(settings.cluster.delivery_lease_ttl, Duration::from_secs(90));
+    let flags = serve(&[
+        "--dev",
+        "--config",
+        path_str(&file),
+        "--cluster-delivery-lease-ttl",
+        "1s",
+    ]);
+    let settings = resolve(&flags, &environment).expect("flag");
+    assert_eq!(settings.cluster.delivery_lease_ttl, Duration::from_secs(1));
+    // Independent of the heartbeat and of the room lease.
+    assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(10));
+
+    let message = err(
+        &serve(&["--dev", "--cluster-delivery-lease-ttl", "0"]),
+        &no_env,
+    );
+    assert!(
+        message.contains("--cluster-delivery-lease-ttl"),
+        "{message}"
+    );
+    assert!(message.contains("above zero"), "{message}");
+    let message = err(
+        &serve(&["--dev"]),
+        &env(&[("SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL", "later")]),
+    );
+    assert!(
+        message.contains("SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -87,6 +87,8 @@ settings! {
         "cluster.node_timeout", IntOrStr;
     CLUSTER_ROOM_LEASE_TTL = "--cluster-room-lease-ttl", "SWITCHBOARD_CLUSTER_ROOM_LEASE_TTL",
         "cluster.room_lease_ttl", IntOrStr;
+    CLUSTER_DELIVERY_LEASE_TTL = "--cluster-delivery-lease-ttl",
+        "SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL", "cluster.delivery_lease_ttl", IntOrStr;
 }
 
 pub(super) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";
