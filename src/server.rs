@@ -203,8 +203,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let maintenance = tokio::spawn(
         Arc::clone(&control).run_maintenance(MAINTENANCE_INTERVAL, tasks_stop.clone()),
     );
-    let delivery_config =
-        DeliveryConfig::from_settings(&settings).context("invalid event delivery settings")?;
+    let delivery_config = DeliveryConfig::from_settings(&settings, &node_id)
+        .context("invalid event delivery settings")?;
     let deliveries = delivery::spawn(
         Arc::clone(&store),
         delivery_config,

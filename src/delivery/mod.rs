@@ -1,21 +1,32 @@
 //! Event delivery from the store's transactional outbox (the event log) to webhooks and NATS.
 //!
 //! Every sink (each webhook URL is one, named `webhook:<url>`; NATS is `nats`) runs as its
-//! own task: it reads its cursor from the store, loads the events after it in id order,
-//! delivers them one by one and stores the cursor after each success. So delivery is in
-//! order (per room, and globally), survives restarts without re-sending what was delivered,
-//! and is at-least-once across crashes (an event delivered just before a crash, whose cursor
-//! was not stored yet, is sent again). A failing delivery is retried with exponential backoff
-//! forever: an event is never skipped while the log holds it, and one slow or broken sink
-//! does not hold up the others. When caught up a sink sleeps until a writer wakes it (the
-//! `wake` notify) or a poll tick, and every sink stops promptly when `stop` turns true.
+//! own task (`run.rs`). Nodes sharing one database share the log, the cursors and one
+//! delivery lease per sink (`lease.rs`): only the node holding a sink's lease delivers to
+//! it, the others stand by and take over when the lease expires or is released. The holder
+//! reads the sink's cursor, loads the events after it in id order, delivers them one by one
+//! and stores the cursor after each success; the store refuses that write unless the lease
+//! is still the node's, and a refused write or a failed renewal stops the node's delivery at
+//! once. So delivery is in order (per room, and globally), survives restarts and takeovers
+//! without re-sending what was delivered and acknowledged, and is at-least-once across
+//! crashes: an event delivered just before a crash (or a lost lease), whose cursor was not
+//! stored yet, is sent again, with the same id (`EV_<id>`), by the next holder. A failing
+//! delivery is retried with exponential backoff forever: an event is never skipped while
+//! the log holds it, and one slow or broken sink does not hold up the others. When caught
+//! up a sink sleeps until a writer wakes it (the `wake` notify) or a poll tick, and every
+//! sink stops promptly when `stop` turns true, releasing its lease.
 
+mod lease;
 mod livekit;
 mod nats;
+mod run;
 mod webhook;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) use webhook::EVENT_ID_HEADER;
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -26,9 +37,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
 
-use crate::config::{redact_url, NatsSettings, Settings};
+use crate::config::{redact_url, NatsSettings, Settings, DEFAULT_NODE_TIMEOUT};
 use crate::store::{EventRecord, Store};
 
 /// Events loaded per query.
@@ -96,11 +106,15 @@ pub struct DeliveryConfig {
     pub gap_grace: Duration,
     /// How long a delivery under way may still finish once `stop` turns true.
     pub stop_grace: Duration,
+    /// This node's id: the holder named in the sinks' delivery leases.
+    pub node_id: String,
+    /// How long a delivery lease lasts without renewal; renewed every third of it.
+    pub lease_ttl: Duration,
 }
 
 impl DeliveryConfig {
-    /// The delivery configured in `settings`, with the default timings.
-    pub fn from_settings(settings: &Settings) -> Result<Self, DeliveryError> {
+    /// The delivery configured in `settings` for node `node_id`, with the default timings.
+    pub fn from_settings(settings: &Settings, node_id: &str) -> Result<Self, DeliveryError> {
         let api_key = &settings.webhooks.api_key;
         let webhook_key = match settings.keys.get(api_key) {
             Some(secret) => SigningKey {
@@ -118,13 +132,15 @@ impl DeliveryConfig {
             webhook_urls: settings.webhooks.urls.clone(),
             webhook_key,
             nats: settings.nats.clone(),
+            node_id: node_id.to_owned(),
+            lease_ttl: settings.cluster.delivery_lease_ttl,
             ..DeliveryConfig::default()
         })
     }
 }
 
 impl Default for DeliveryConfig {
-    /// No sinks, default timings.
+    /// No sinks, default timings, and a placeholder node id (a server always sets its own).
     fn default() -> Self {
         DeliveryConfig {
             webhook_urls: Vec::new(),
@@ -135,6 +151,8 @@ impl Default for DeliveryConfig {
             poll_interval: Duration::from_secs(1),
             gap_grace: Duration::from_secs(5),
             stop_grace: Duration::from_secs(2),
+            node_id: "ND_local".to_owned(),
+            lease_ttl: DEFAULT_NODE_TIMEOUT,
         }
     }
 }
@@ -152,6 +170,8 @@ impl fmt::Debug for DeliveryConfig {
             .field("poll_interval", &self.poll_interval)
             .field("gap_grace", &self.gap_grace)
             .field("stop_grace", &self.stop_grace)
+            .field("node_id", &self.node_id)
+            .field("lease_ttl", &self.lease_ttl)
             .finish()
     }
 }
@@ -189,7 +209,7 @@ pub fn spawn(
     for url in &config.webhook_urls {
         let sink =
             webhook::WebhookSink::new(url.clone(), config.webhook_key.clone(), config.timeout);
-        tasks.push(tokio::spawn(run_sink(
+        tasks.push(tokio::spawn(run::run_sink(
             sink,
             Arc::clone(&store),
             Arc::clone(&timings),
@@ -199,7 +219,9 @@ pub fn spawn(
     }
     if let Some(nats) = &config.nats {
         let sink = nats::NatsSink::new(nats.clone(), config.timeout);
-        tasks.push(tokio::spawn(run_sink(sink, store, timings, wake, stop)));
+        tasks.push(tokio::spawn(run::run_sink(
+            sink, store, timings, wake, stop,
+        )));
     }
     tasks
 }
@@ -214,143 +236,6 @@ trait Sink: Send + 'static {
         &mut self,
         event: &EventRecord,
     ) -> impl Future<Output = Result<(), DeliveryError>> + Send;
-}
-
-/// The delivery loop of one sink; see the module docs.
-async fn run_sink<S: Sink>(
-    mut sink: S,
-    store: Arc<dyn Store>,
-    config: Arc<DeliveryConfig>,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = sink.name().to_owned();
-    let shown = redact_url(&name);
-    let mut failures = 0;
-    let mut cursor = loop {
-        match or_stop(&mut stop, store.delivery_cursor(&name)).await {
-            None => return,
-            Some(Ok(cursor)) => break cursor,
-            Some(Err(err)) => {
-                failures += 1;
-                let delay = config.retry.delay(failures);
-                warn!(sink = %shown, retry_in = ?delay, error = %chain(&err), "cannot read the delivery cursor");
-                if or_stop(&mut stop, tokio::time::sleep(delay))
-                    .await
-                    .is_none()
-                {
-                    return;
-                }
-            }
-        }
-    };
-    info!(sink = %shown, cursor, "event delivery started");
-    let mut saved = cursor;
-    let mut gap = GapWait::default();
-    let mut failures = 0;
-    loop {
-        // Registered before the log is read: writers use notify_waiters, which wakes only
-        // registered waiters, and an event appended after the read must still wake us.
-        let notified = wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
-        if saved != cursor {
-            // The last save failed; until this one works, a restart would re-send events.
-            match store.set_delivery_cursor(&name, cursor).await {
-                Ok(()) => saved = cursor,
-                Err(err) => {
-                    warn!(sink = %shown, cursor, error = %chain(&err), "cannot save the delivery cursor")
-                }
-            }
-        }
-        let batch = match or_stop(&mut stop, store.events_after(cursor, BATCH)).await {
-            None => return,
-            Some(Ok(batch)) => {
-                failures = 0;
-                batch
-            }
-            Some(Err(err)) => {
-                failures += 1;
-                let delay = config.retry.delay(failures);
-                warn!(sink = %shown, retry_in = ?delay, error = %chain(&err), "cannot read the event log");
-                // A write that succeeds means the database is back: read again at once
-                // instead of sleeping out a backoff that grew during the outage.
-                tokio::select! {
-                    biased;
-                    _ = stopped(&mut stop) => return,
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                continue;
-            }
-        };
-        let ready = gap.ready(cursor, &batch, Instant::now(), config.gap_grace);
-        if ready == 0 && !batch.is_empty() {
-            debug!(sink = %shown, cursor, next = batch[0].id, "waiting for a hole in the event ids to fill");
-        }
-        for event in &batch[..ready] {
-            if !deliver_until_ok(&mut sink, event, &config, &mut stop, &shown).await {
-                return;
-            }
-            cursor = event.id;
-            // Not raced with `stop`: the event is delivered, and a quick save now spares
-            // the receiver a duplicate after the restart.
-            match store.set_delivery_cursor(&name, cursor).await {
-                Ok(()) => saved = cursor,
-                Err(err) => {
-                    warn!(sink = %shown, cursor, error = %chain(&err), "cannot save the delivery cursor")
-                }
-            }
-        }
-        if ready > 0 {
-            continue;
-        }
-        tokio::select! {
-            biased;
-            _ = stopped(&mut stop) => return,
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(config.poll_interval) => {}
-        }
-    }
-}
-
-/// Delivers one event, retrying with backoff until it works. False when stopped first.
-async fn deliver_until_ok<S: Sink>(
-    sink: &mut S,
-    event: &EventRecord,
-    config: &DeliveryConfig,
-    stop: &mut watch::Receiver<bool>,
-    shown: &str,
-) -> bool {
-    let mut failures = 0;
-    loop {
-        match attempt_or_stop(stop, sink.deliver(event), config.stop_grace).await {
-            None => return false,
-            Some(Ok(())) => {
-                if failures > 0 {
-                    info!(sink = %shown, event_id = event.id, attempts = failures + 1, "event delivered after retries");
-                }
-                return true;
-            }
-            Some(Err(err)) => {
-                failures += 1;
-                let delay = config.retry.delay(failures);
-                warn!(
-                    sink = %shown,
-                    event_id = event.id,
-                    kind = %event.kind,
-                    attempt = failures,
-                    retry_in = ?delay,
-                    error = %chain(&err),
-                    "event delivery failed"
-                );
-                if or_stop(stop, tokio::time::sleep(delay)).await.is_none() {
-                    return false;
-                }
-            }
-        }
-    }
 }
 
 /// Runs one delivery attempt. If `stop` turns true meanwhile, the attempt gets `grace` to

@@ -76,12 +76,18 @@ impl NatsSink {
         &self,
         client: &async_nats::Client,
         subject: String,
+        message_id: &str,
         message: &Value,
     ) -> Result<(), DeliveryError> {
         let payload =
             serde_json::to_vec(message).map_err(|err| DeliveryError::Nats(err.to_string()))?;
+        // The same id on every attempt, from any node: a JetStream stream capturing these
+        // subjects drops a resend within its duplicate window, and core subscribers can
+        // deduplicate by it.
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
         client
-            .publish(subject.clone(), payload.into())
+            .publish_with_headers(subject.clone(), headers, payload.into())
             .await
             .map_err(|err| DeliveryError::Nats(format!("cannot publish to {subject}: {err}")))?;
         // Flushed per message: only what the server has taken counts as delivered.
@@ -103,14 +109,28 @@ impl Sink for NatsSink {
             return Err(DeliveryError::Nats("not connected".to_owned()));
         }
         let subject = format!("{}.{}", self.settings.subject_prefix, event.kind);
-        self.publish(&client, subject, &event_message(event)?)
+        let (event_id, status_id) = message_ids(event);
+        self.publish(&client, subject, &event_id, &event_message(event)?)
             .await?;
         if let Some(status) = stream_status(event) {
-            self.publish(&client, self.settings.session_subject.clone(), &status)
-                .await?;
+            self.publish(
+                &client,
+                self.settings.session_subject.clone(),
+                &status_id,
+                &status,
+            )
+            .await?;
         }
         Ok(())
     }
+}
+
+/// The `Nats-Msg-Id` of an event's message (`EV_<id>`, as the webhook's `id`) and of its
+/// stream status message (`EV_<id>.status`): distinct, since one stream may capture both.
+pub(super) fn message_ids(event: &EventRecord) -> (String, String) {
+    let id = format!("EV_{}", event.id);
+    let status = format!("{id}.status");
+    (id, status)
 }
 
 /// The event as published to `<prefix>.<event>`: the event record (snake_case fields) plus

@@ -14,6 +14,9 @@ use crate::store::EventRecord;
 
 use super::{DeliveryError, SigningKey, Sink};
 
+/// Carries the event's id (`EV_<id>`, as the body's `id`), the same on every attempt and from
+/// every node, so a receiver can drop a resend without parsing the body.
+pub(crate) const EVENT_ID_HEADER: &str = "switchboard-event-id";
 /// LiveKit's webhook content type; receivers may check it.
 pub(super) const CONTENT_TYPE_WEBHOOK: &str = "application/webhook+json";
 /// How long a signature stays valid, as in LiveKit.
@@ -105,6 +108,7 @@ impl Sink for WebhookSink {
             .post(&self.url)
             .header(CONTENT_TYPE, CONTENT_TYPE_WEBHOOK)
             .header(AUTHORIZATION, token)
+            .header(EVENT_ID_HEADER, format!("EV_{}", event.id))
             .body(body)
             .send()
             .await

@@ -18,11 +18,14 @@ use tempfile::TempDir;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
+use sqlx::postgres::PgPoolOptions;
+
 use crate::delivery::{self, DeliveryConfig, RetryPolicy, SigningKey};
+use crate::store::tests::harness::PgSchema;
 use crate::store::{
     EgressStatus, EgressUpdate, EventRecord, NewEgress, NewRoom, NewSession, ParticipantJoin,
-    ParticipantLeave, ParticipantRole, ParticipantSummary, RoomSpec, SessionState, SqliteStore,
-    Store, TrackEvent,
+    ParticipantLeave, ParticipantRole, ParticipantSummary, PostgresStore, RoomSpec, SessionState,
+    SqliteStore, Store, TrackEvent,
 };
 
 /// Long enough for a loaded CI machine; a hang fails instead of blocking the suite.
@@ -80,6 +83,34 @@ pub struct Running {
 }
 
 impl Running {
+    /// As a node named `node_id` (delivery leases are per node).
+    pub fn start_as(store: &Arc<dyn Store>, config: DeliveryConfig, node_id: &str) -> Self {
+        Running::start(
+            store,
+            DeliveryConfig {
+                node_id: node_id.to_owned(),
+                ..config
+            },
+        )
+    }
+
+    /// Kills the tasks as `kill -9` would the node: nothing runs after the current await
+    /// point, so the lease is not released and a cursor write under way does not happen.
+    pub async fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let ended = tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("an aborted delivery task ends at once");
+            assert!(
+                matches!(&ended, Err(e) if e.is_cancelled()) || ended.is_ok(),
+                "delivery task panicked: {ended:?}"
+            );
+        }
+    }
+
     pub fn start(store: &Arc<dyn Store>, config: DeliveryConfig) -> Self {
         let wake = Arc::new(Notify::new());
         let (stop, stop_rx) = watch::channel(false);
@@ -120,11 +151,16 @@ impl Received {
     }
 }
 
+/// The event id (`EV_<id>`) whose first request is left unanswered until the sender gives
+/// up, and what it waits on meanwhile.
+type Held = Arc<Mutex<Option<(String, Arc<Notify>)>>>;
+
 #[derive(Clone)]
 struct ReceiverState {
     requests: mpsc::UnboundedSender<Received>,
     /// Statuses to answer, in order; 200 once used up.
     script: Arc<Mutex<VecDeque<StatusCode>>>,
+    hold: Held,
 }
 
 /// A real HTTP server collecting webhook POSTs.
@@ -132,6 +168,7 @@ pub struct Receiver {
     pub url: String,
     requests: mpsc::UnboundedReceiver<Received>,
     script: Arc<Mutex<VecDeque<StatusCode>>>,
+    hold: Held,
     server: JoinHandle<()>,
 }
 
@@ -139,9 +176,11 @@ impl Receiver {
     pub async fn start(script: &[StatusCode]) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(script.iter().copied().collect()));
+        let hold = Arc::new(Mutex::new(None));
         let state = ReceiverState {
             requests: tx,
             script: Arc::clone(&script),
+            hold: Arc::clone(&hold),
         };
         let app = Router::new()
             .route("/hook", post(receive))
@@ -157,8 +196,30 @@ impl Receiver {
             url: format!("http://{addr}/hook"),
             requests: rx,
             script,
+            hold,
             server,
         }
+    }
+
+    /// The first request for event `EV_<event_id>` is recorded but not answered: its
+    /// sender sees neither success nor failure until it gives up the connection (or the
+    /// returned notify is triggered, then it gets 503).
+    pub fn hold(&self, event_id: i64) -> Arc<Notify> {
+        let release = Arc::new(Notify::new());
+        *self.hold.lock().expect("hold lock") =
+            Some((format!("EV_{event_id}"), Arc::clone(&release)));
+        release
+    }
+
+    /// The requests that arrived and are not taken yet, without waiting. Call it once every
+    /// sender has finished (tasks stopped): each request is recorded before it is answered,
+    /// so nothing sent can still be on its way.
+    pub fn rest(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Ok(request) = self.requests.try_recv() {
+            out.push(request);
+        }
+        out
     }
 
     /// From now on, answer every request with `status`.
@@ -201,9 +262,75 @@ async fn receive(
         .expect("script lock")
         .pop_front()
         .unwrap_or(StatusCode::OK);
+    let id = headers
+        .get(crate::delivery::EVENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let held = {
+        let mut hold = state.hold.lock().expect("hold lock");
+        let wanted = hold
+            .as_ref()
+            .is_some_and(|(wanted, _)| Some(wanted) == id.as_ref());
+        if wanted {
+            hold.take().map(|(_, release)| release)
+        } else {
+            None
+        }
+    };
     // Recorded before answering, so the test sees every attempt, failed ones included.
     let _ = state.requests.send(Received { headers, body });
+    if let Some(release) = held {
+        release.notified().await;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     status
+}
+
+/// Two stores on one fresh PostgreSQL schema, each with its own pool: two nodes sharing one
+/// database. Dropped (schema and all) by [`PgNodes::finish`].
+pub struct PgNodes {
+    pub a: Arc<dyn Store>,
+    pub b: Arc<dyn Store>,
+    schema: PgSchema,
+}
+
+impl PgNodes {
+    /// Fails (never skips) when PostgreSQL is not reachable.
+    pub async fn open() -> Self {
+        let schema = PgSchema::create().await;
+        let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+        for _ in 0..2 {
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(Duration::from_secs(30));
+            match PostgresStore::connect_with(schema.store_options(), pool).await {
+                Ok(store) => stores.push(Arc::new(store)),
+                Err(e) => {
+                    schema.drop_schema().await;
+                    panic!("open a PostgreSQL store: {e}");
+                }
+            }
+        }
+        let b = stores.pop().expect("two stores");
+        let a = stores.pop().expect("two stores");
+        PgNodes { a, b, schema }
+    }
+
+    /// Runs `test` (in a task of its own, so a panic still drops the schema).
+    pub async fn run<F, Fut>(test: F)
+    where
+        F: FnOnce(Arc<dyn Store>, Arc<dyn Store>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let nodes = PgNodes::open().await;
+        let outcome = tokio::spawn(test(Arc::clone(&nodes.a), Arc::clone(&nodes.b))).await;
+        nodes.a.close().await;
+        nodes.b.close().await;
+        nodes.schema.drop_schema().await;
+        if let Err(e) = outcome {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 /// A room's life through the store's own methods: created, started, a session that goes

@@ -217,4 +217,9 @@ fn nats_messages_have_the_record_and_the_stream_status_shape() {
         nats::stream_status(&event(8, "room_started", json!({}))),
         None
     );
+    // Stable per event, and distinct per message, for JetStream's duplicate window.
+    assert_eq!(
+        nats::message_ids(&changed),
+        ("EV_7".to_owned(), "EV_7.status".to_owned())
+    );
 }

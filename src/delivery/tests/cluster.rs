@@ -1,0 +1,282 @@
+//! Delivery once with two nodes: two delivery instances with their own node ids and their
+//! own store pools on one fresh PostgreSQL schema, sending to one webhook receiver (and to
+//! the nats-server on 127.0.0.1:4222). Only the holder of a sink's lease delivers; the other
+//! takes over when the holder dies (after the TTL) or stops (at once, it released).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::{FutureExt, StreamExt};
+use serde_json::Value;
+
+use super::support::{config, room_id, room_story, PgNodes, Received, Receiver, Running, WAIT};
+use crate::config::{NatsSettings, DEFAULT_NATS_SESSION_SUBJECT};
+use crate::delivery::{DeliveryConfig, EVENT_ID_HEADER};
+use crate::store::{EventRecord, Store};
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Short, so a takeover after a kill takes seconds; renewed every third of it.
+const TTL: Duration = Duration::from_secs(3);
+
+fn node_config(receiver: &Receiver) -> DeliveryConfig {
+    DeliveryConfig {
+        webhook_urls: vec![receiver.url.clone()],
+        lease_ttl: TTL,
+        ..config()
+    }
+}
+
+/// The event id a webhook carries, from its header, checked against its body.
+fn event_id(request: &Received) -> i64 {
+    let header = request
+        .headers
+        .get(EVENT_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .expect("every webhook names its event")
+        .to_owned();
+    assert_eq!(
+        request.json()["id"],
+        header.as_str(),
+        "header and body agree"
+    );
+    header
+        .strip_prefix("EV_")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("not an EV_ id: {header}"))
+}
+
+fn ids(requests: &[Received]) -> Vec<i64> {
+    requests.iter().map(event_id).collect()
+}
+
+fn log_ids(log: &[EventRecord]) -> Vec<i64> {
+    log.iter().map(|e| e.id).collect()
+}
+
+async fn all_events(store: &dyn Store) -> Vec<EventRecord> {
+    store.events_after(0, 1000).await.expect("read event log")
+}
+
+/// Each room's seqs, in the order they arrived, are 1, 2, 3 … without gaps.
+fn assert_per_room_order(bodies: &[Value]) {
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for body in bodies {
+        let room = body["roomId"].as_str().expect("roomId").to_owned();
+        let seq = body["seq"].as_i64().expect("seq");
+        let previous = last.insert(room, seq).unwrap_or(0);
+        assert_eq!(seq, previous + 1, "per-room order: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_each_event_once_in_order() {
+    PgNodes::run(|a, b| async move {
+        let mut receiver = Receiver::start(&[]).await;
+        let nats = async_nats::connect(NATS_URL).await.unwrap_or_else(|err| {
+            panic!("this test needs nats-server listening on {NATS_URL}: {err}")
+        });
+        let prefix = format!("switchboard.events.test{}", ulid::Ulid::new());
+        let mut published = nats
+            .subscribe(format!("{prefix}.>"))
+            .await
+            .expect("subscribe");
+        nats.flush().await.expect("subscription in place");
+        let with_nats = |receiver: &Receiver| DeliveryConfig {
+            nats: Some(NatsSettings {
+                url: NATS_URL.to_owned(),
+                subject_prefix: prefix.clone(),
+                session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+            }),
+            ..node_config(receiver)
+        };
+        let node_a = Running::start_as(&a, with_nats(&receiver), "ND_a");
+        let node_b = Running::start_as(&b, with_nats(&receiver), "ND_b");
+
+        // Both nodes write events (each its own rooms), interleaved in the shared log.
+        let (room_a, room_b) = (room_id("ro_on_a"), room_id("ro_on_b"));
+        tokio::join!(
+            room_story(a.as_ref(), &room_a),
+            room_story(b.as_ref(), &room_b),
+        );
+        node_a.wake.notify_waiters();
+        node_b.wake.notify_waiters();
+        let log = all_events(a.as_ref()).await;
+        assert!(log.len() >= 24, "the stories wrote {} events", log.len());
+
+        let received = receiver.take(log.len()).await;
+        let mut messages = Vec::new();
+        for _ in &log {
+            let message = tokio::time::timeout(WAIT, published.next())
+                .await
+                .expect("a NATS message arrives in time")
+                .expect("subscription open");
+            messages.push(message);
+        }
+        // One node held each sink throughout: it never changed hands.
+        for sink in [format!("webhook:{}", receiver.url), "nats".to_owned()] {
+            let lease = b.delivery_lease(&sink).await.expect("lease").expect("row");
+            assert_eq!(lease.generation, 1, "{sink}: {lease:?}");
+        }
+        tokio::join!(node_a.stop(), node_b.stop());
+
+        // Every event once, in log order (hence per room in seq order), on both sinks.
+        assert_eq!(ids(&received), log_ids(&log), "webhooks");
+        let bodies: Vec<Value> = received.iter().map(Received::json).collect();
+        assert_per_room_order(&bodies);
+        assert!(receiver.rest().is_empty(), "no webhook twice");
+        let nats_ids: Vec<i64> = messages
+            .iter()
+            .map(|m| {
+                let body: Value = serde_json::from_slice(&m.payload).expect("JSON");
+                let id = body["id"].as_i64().expect("id");
+                let header = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID));
+                assert_eq!(
+                    header.map(|v| v.as_str().to_owned()),
+                    Some(format!("EV_{id}")),
+                    "the message id JetStream deduplicates by"
+                );
+                id
+            })
+            .collect();
+        assert_eq!(nats_ids, log_ids(&log), "NATS");
+        // Whatever the server routed to us before our flush is in the subscription now.
+        nats.flush().await.expect("flush");
+        assert!(
+            published.next().now_or_never().is_none(),
+            "no NATS message twice"
+        );
+
+        let last = log.last().expect("events").id;
+        for sink in [format!("webhook:{}", receiver.url), "nats".to_owned()] {
+            assert_eq!(
+                b.delivery_cursor(&sink).await.expect("cursor"),
+                last,
+                "{sink}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_is_taken_over_after_the_ttl_without_loss_or_duplicates() {
+    PgNodes::run(|a, b| async move {
+        let mut receiver = Receiver::start(&[]).await;
+        let sink = format!("webhook:{}", receiver.url);
+        room_story(a.as_ref(), &room_id("ro_kill")).await;
+        let log = all_events(a.as_ref()).await;
+        // The third event is received but never answered: A is killed while it waits.
+        let held = log[2].id;
+        let _never = receiver.hold(held);
+
+        let node_a = Running::start_as(&a, node_config(&receiver), "ND_a");
+        let first = receiver.take(3).await;
+        assert_eq!(ids(&first), log_ids(&log[..3]));
+        // A stores each cursor before it sends the next event, so with the third one
+        // unanswered the cursor is exactly the second: the stop falls between deliveries.
+        assert_eq!(a.delivery_cursor(&sink).await.expect("cursor"), log[1].id);
+
+        // B stands by while A holds the lease.
+        let node_b = Running::start_as(&b, node_config(&receiver), "ND_b");
+        let held_by_a = b.delivery_lease(&sink).await.expect("lease").expect("row");
+        assert_eq!(
+            (held_by_a.node_id.as_str(), held_by_a.generation),
+            ("ND_a", 1)
+        );
+
+        node_a.abort().await;
+        let a_lease = b.delivery_lease(&sink).await.expect("lease").expect("row");
+        assert_eq!(a_lease.node_id, "ND_a", "a killed node releases nothing");
+
+        // B resends the unanswered event once A's lease has run out, then the rest.
+        let resent = receiver.next().await;
+        assert!(
+            Utc::now() >= a_lease.expires_at,
+            "taken over only after A's lease expired at {}",
+            a_lease.expires_at
+        );
+        assert_eq!(event_id(&resent), held);
+        let rest = receiver.take(log.len() - 3).await;
+        assert_eq!(ids(&rest), log_ids(&log[3..]));
+        node_b.stop().await;
+        assert!(receiver.rest().is_empty(), "nothing more, nothing twice");
+
+        // What receivers accepted (a 2xx answer): every event exactly once, in order. The
+        // held request got no answer: it is not a delivery, and its resend carries the same
+        // id, so a receiver that did act on it can tell.
+        let accepted: Vec<i64> = ids(&first[..2])
+            .into_iter()
+            .chain([event_id(&resent)])
+            .chain(ids(&rest))
+            .collect();
+        assert_eq!(accepted, log_ids(&log));
+        let mut bodies: Vec<Value> = first[..2].iter().map(Received::json).collect();
+        bodies.push(resent.json());
+        bodies.extend(rest.iter().map(Received::json));
+        assert_per_room_order(&bodies);
+
+        let lease = b.delivery_lease(&sink).await.expect("lease").expect("row");
+        assert_eq!((lease.node_id.as_str(), lease.generation), ("ND_b", 2));
+        assert_eq!(
+            b.delivery_cursor(&sink).await.expect("cursor"),
+            log.last().expect("events").id
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_holder_releases_and_the_other_node_carries_on() {
+    PgNodes::run(|a, b| async move {
+        let mut receiver = Receiver::start(&[]).await;
+        let sink = format!("webhook:{}", receiver.url);
+        // A long TTL: B can only take over this soon because A released.
+        let long = DeliveryConfig {
+            lease_ttl: Duration::from_secs(600),
+            ..node_config(&receiver)
+        };
+        let node_a = Running::start_as(&a, long.clone(), "ND_a");
+        room_story(a.as_ref(), &room_id("ro_before")).await;
+        node_a.wake.notify_waiters();
+        let before = all_events(a.as_ref()).await;
+        let first = receiver.take(before.len()).await;
+        assert_eq!(ids(&first), log_ids(&before));
+
+        // B tries every 300 ms (a third of its own short TTL), but A's lease lasts 600 s:
+        // B gets the sink within this test's wait only because A releases it.
+        let node_b = Running::start_as(
+            &b,
+            DeliveryConfig {
+                lease_ttl: Duration::from_millis(900),
+                ..long
+            },
+            "ND_b",
+        );
+        node_a.stop().await;
+        let released = b.delivery_lease(&sink).await.expect("lease").expect("row");
+        assert_eq!(
+            (released.node_id.as_str(), released.generation),
+            ("ND_a", 1)
+        );
+        assert!(released.expires_at < Utc::now(), "released on stop");
+
+        room_story(b.as_ref(), &room_id("ro_after")).await;
+        node_b.wake.notify_waiters();
+        let all = all_events(b.as_ref()).await;
+        let after = receiver.take(all.len() - before.len()).await;
+        assert_eq!(
+            ids(&after),
+            log_ids(&all[before.len()..]),
+            "resumed after A's cursor"
+        );
+        node_b.stop().await;
+        assert!(receiver.rest().is_empty(), "nothing twice");
+        let lease = b.delivery_lease(&sink).await.expect("lease").expect("row");
+        assert_eq!((lease.node_id.as_str(), lease.generation), ("ND_b", 2));
+    })
+    .await;
+}
