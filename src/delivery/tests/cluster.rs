@@ -1,7 +1,9 @@
 //! Delivery once with two nodes: two delivery instances with their own node ids and their
 //! own store pools on one fresh PostgreSQL schema, sending to one webhook receiver (and to
 //! the nats-server on 127.0.0.1:4222). Only the holder of a sink's lease delivers; the other
-//! takes over when the holder dies (after the TTL) or stops (at once, it released).
+//! takes over when the holder dies (after the TTL) or stops (at once, it released). A
+//! holder dying between a receiver's acceptance and its cursor write makes the one resend
+//! the guarantee allows, recognisable by its id.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures_util::{FutureExt, StreamExt};
 use serde_json::Value;
+use sqlx::{Connection, PgConnection};
 
 use super::support::{config, room_id, room_story, PgNodes, Received, Receiver, Running, WAIT};
 use crate::config::{NatsSettings, DEFAULT_NATS_SESSION_SUBJECT};
@@ -71,7 +74,7 @@ fn assert_per_room_order(bodies: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_event_once_in_order() {
-    PgNodes::run(|a, b| async move {
+    PgNodes::run(|a, b, _| async move {
         let mut receiver = Receiver::start(&[]).await;
         let nats = async_nats::connect(NATS_URL).await.unwrap_or_else(|err| {
             panic!("this test needs nats-server listening on {NATS_URL}: {err}")
@@ -164,7 +167,7 @@ async fn two_nodes_deliver_each_event_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_is_taken_over_after_the_ttl_without_loss_or_duplicates() {
-    PgNodes::run(|a, b| async move {
+    PgNodes::run(|a, b, _| async move {
         let mut receiver = Receiver::start(&[]).await;
         let sink = format!("webhook:{}", receiver.url);
         room_story(a.as_ref(), &room_id("ro_kill")).await;
@@ -231,7 +234,7 @@ async fn a_killed_holder_is_taken_over_after_the_ttl_without_loss_or_duplicates(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_holder_releases_and_the_other_node_carries_on() {
-    PgNodes::run(|a, b| async move {
+    PgNodes::run(|a, b, _| async move {
         let mut receiver = Receiver::start(&[]).await;
         let sink = format!("webhook:{}", receiver.url);
         // A long TTL: B can only take over this soon because A released.
@@ -277,6 +280,111 @@ async fn a_stopped_holder_releases_and_the_other_node_carries_on() {
         assert!(receiver.rest().is_empty(), "nothing twice");
         let lease = b.delivery_lease(&sink).await.expect("lease").expect("row");
         assert_eq!((lease.node_id.as_str(), lease.generation), ("ND_b", 2));
+    })
+    .await;
+}
+
+/// The one case the guarantee leaves: the receiver accepted an event, and the node died
+/// before its cursor write committed. The test holds the sink's lease row locked (as a slow
+/// database would), so A's fenced write cannot commit, lets the receiver accept the third
+/// event, waits until A's write is blocked on that lock, and kills A. B then sends the
+/// third event again, with the same id: the receiver can tell, and drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_killed_between_acceptance_and_cursor_write_resends_that_event_with_its_id() {
+    PgNodes::run(|a, b, options| async move {
+        let mut receiver = Receiver::start(&[]).await;
+        let sink = format!("webhook:{}", receiver.url);
+        room_story(a.as_ref(), &room_id("ro_dup")).await;
+        let log = all_events(a.as_ref()).await;
+        let third = log[2].id;
+        let accept = receiver.hold(third);
+
+        let node_a = Running::start_as(&a, node_config(&receiver), "ND_a");
+        let first = receiver.take(3).await;
+        assert_eq!(ids(&first), log_ids(&log[..3]));
+        let node_b = Running::start_as(&b, node_config(&receiver), "ND_b");
+
+        let mut lock = PgConnection::connect_with(&options)
+            .await
+            .expect("a connection of the test's own");
+        let locker: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut lock)
+            .await
+            .expect("pid");
+        sqlx::query("BEGIN")
+            .execute(&mut lock)
+            .await
+            .expect("begin");
+        sqlx::query("SELECT 1 FROM delivery_leases WHERE sink = $1 FOR UPDATE")
+            .bind(&sink)
+            .execute(&mut lock)
+            .await
+            .expect("lock the lease row");
+        accept.notify_one();
+        // No event to await inside PostgreSQL: poll, bounded, until A's fenced write (its
+        // own query text) waits on the lock this connection holds.
+        let blocked = async {
+            loop {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE $1 = ANY(pg_blocking_pids(pid)) \
+                       AND query LIKE 'SELECT generation FROM delivery_leases%'",
+                )
+                .bind(locker)
+                .fetch_one(&mut lock)
+                .await
+                .expect("pg_stat_activity");
+                if waiting > 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, blocked)
+            .await
+            .expect("A's cursor write waits on the lock");
+        node_a.abort().await;
+        // Its connections go as a dead process's would.
+        tokio::time::timeout(WAIT, a.close())
+            .await
+            .expect("A's pool closes");
+        sqlx::query("ROLLBACK")
+            .execute(&mut lock)
+            .await
+            .expect("unlock");
+        assert_eq!(
+            b.delivery_cursor(&sink).await.expect("cursor"),
+            log[1].id,
+            "the accepted third event's cursor never committed"
+        );
+
+        // B, once A's lease expired, sends the third event again, then the rest.
+        let again = receiver.next().await;
+        let rest = receiver.take(log.len() - 3).await;
+        node_b.stop().await;
+        assert!(receiver.rest().is_empty(), "nothing more");
+        assert_eq!(event_id(&again), third, "the one resend");
+        assert_eq!(
+            again.json()["id"],
+            first[2].json()["id"],
+            "with the same id"
+        );
+        assert_eq!(again.json()["seq"], first[2].json()["seq"]);
+        assert_eq!(ids(&rest), log_ids(&log[3..]));
+        // Dropping what was seen before, by id, leaves every event once, in order.
+        let mut seen = std::collections::BTreeSet::new();
+        let deduplicated: Vec<i64> = first
+            .iter()
+            .chain([&again])
+            .chain(&rest)
+            .map(event_id)
+            .filter(|id| seen.insert(*id))
+            .collect();
+        assert_eq!(deduplicated, log_ids(&log));
+        assert_eq!(
+            b.delivery_cursor(&sink).await.expect("cursor"),
+            log.last().expect("events").id
+        );
     })
     .await;
 }

@@ -18,7 +18,7 @@ use tempfile::TempDir;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::delivery::{self, DeliveryConfig, RetryPolicy, SigningKey};
 use crate::store::tests::harness::PgSchema;
@@ -201,9 +201,9 @@ impl Receiver {
         }
     }
 
-    /// The first request for event `EV_<event_id>` is recorded but not answered: its
-    /// sender sees neither success nor failure until it gives up the connection (or the
-    /// returned notify is triggered, then it gets 503).
+    /// The first request for event `EV_<event id>` is recorded but not answered: its
+    /// sender sees neither success nor failure until it gives up the connection, or until
+    /// the returned notify is triggered: then the event is accepted (200).
     pub fn hold(&self, event_id: i64) -> Arc<Notify> {
         let release = Arc::new(Notify::new());
         *self.hold.lock().expect("hold lock") =
@@ -281,7 +281,7 @@ async fn receive(
     let _ = state.requests.send(Received { headers, body });
     if let Some(release) = held {
         release.notified().await;
-        return StatusCode::SERVICE_UNAVAILABLE;
+        return StatusCode::OK;
     }
     status
 }
@@ -316,14 +316,16 @@ impl PgNodes {
         PgNodes { a, b, schema }
     }
 
-    /// Runs `test` (in a task of its own, so a panic still drops the schema).
+    /// Runs `test` (in a task of its own, so a panic still drops the schema) with both
+    /// stores and the options of a connection to the same schema.
     pub async fn run<F, Fut>(test: F)
     where
-        F: FnOnce(Arc<dyn Store>, Arc<dyn Store>) -> Fut,
+        F: FnOnce(Arc<dyn Store>, Arc<dyn Store>, PgConnectOptions) -> Fut,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         let nodes = PgNodes::open().await;
-        let outcome = tokio::spawn(test(Arc::clone(&nodes.a), Arc::clone(&nodes.b))).await;
+        let options = nodes.schema.store_options();
+        let outcome = tokio::spawn(test(Arc::clone(&nodes.a), Arc::clone(&nodes.b), options)).await;
         nodes.a.close().await;
         nodes.b.close().await;
         nodes.schema.drop_schema().await;
