@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgPoolOptions;
 
 use super::fixtures::t;
-use crate::store::{DeliveryLease, DeliveryLeaseOutcome, Store};
+use super::harness::PgSchema;
+use crate::store::{DeliveryLease, DeliveryLeaseOutcome, PostgresStore, SqliteStore, Store};
 
 const TTL: Duration = Duration::from_secs(15);
 const HOOK: &str = "webhook:https://example.test/hook";
@@ -164,4 +166,91 @@ pub async fn fenced_cursor_writes_need_the_current_lease(store: Arc<dyn Store>) 
     assert_eq!(store.delivery_cursor(HOOK).await.expect("cursor"), 10);
     // Other sinks' cursors are untouched.
     assert_eq!(store.delivery_cursor("nats").await.expect("nats"), 0);
+}
+
+/// Two stores on one database (two nodes) take the same `SINKS` sinks at once, in opposite
+/// orders. Every sink ends with exactly one holder, in generation 1, and every refusal names
+/// it.
+async fn race(a: Arc<dyn Store>, b: Arc<dyn Store>) {
+    const SINKS: usize = 50;
+    let sinks: Vec<String> = (0..SINKS).map(|i| format!("webhook:race/{i:02}")).collect();
+    let now = Utc::now();
+    let mut tasks = Vec::new();
+    for i in 0..SINKS {
+        for (store, node, sink) in [
+            (&a, "ND_a", sinks[i].clone()),
+            (&b, "ND_b", sinks[SINKS - 1 - i].clone()),
+        ] {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let got = store
+                    .acquire_delivery_lease(&sink, node, now, TTL)
+                    .await
+                    .unwrap_or_else(|e| panic!("{node} acquires {sink}: {e}"));
+                (sink, node, got)
+            }));
+        }
+    }
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.expect("task"));
+    }
+    for sink in &sinks {
+        let holder = a.delivery_lease(sink).await.expect("lease").expect("row");
+        assert_eq!(holder.generation, 1, "{sink}");
+        let mine: Vec<_> = outcomes.iter().filter(|(s, _, _)| s == sink).collect();
+        assert_eq!(mine.len(), 2);
+        let granted: Vec<&str> = mine
+            .iter()
+            .filter(|(_, _, got)| matches!(got, DeliveryLeaseOutcome::Granted { .. }))
+            .map(|(_, node, _)| *node)
+            .collect();
+        assert_eq!(granted, [holder.node_id.as_str()], "{sink}: one holder");
+        for (_, node, got) in mine {
+            if let DeliveryLeaseOutcome::HeldBy(lease) = got {
+                assert_ne!(*node, holder.node_id, "{sink}");
+                assert_eq!(lease, &holder, "{sink}: the refusal names the holder");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_nodes_racing_for_50_sinks_give_each_one_holder() {
+    let schema = PgSchema::create().await;
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..2 {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30));
+        match PostgresStore::connect_with(schema.store_options(), pool).await {
+            Ok(store) => stores.push(Arc::new(store)),
+            Err(e) => {
+                schema.drop_schema().await;
+                panic!("open a PostgreSQL store: {e}");
+            }
+        }
+    }
+    let outcome = tokio::spawn(race(Arc::clone(&stores[0]), Arc::clone(&stores[1]))).await;
+    for store in &stores {
+        store.close().await;
+    }
+    schema.drop_schema().await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_two_stores_racing_for_50_sinks_give_each_one_holder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("store.db").display()
+    );
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("open a"));
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("open b"));
+    race(Arc::clone(&a), Arc::clone(&b)).await;
+    a.close().await;
+    b.close().await;
 }
