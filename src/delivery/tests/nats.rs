@@ -167,9 +167,14 @@ struct OwnNats {
 
 impl OwnNats {
     async fn start(port: u16) -> Self {
+        OwnNats::start_with(port, &[]).await
+    }
+
+    async fn start_with(port: u16, extra: &[&str]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect(
@@ -291,4 +296,81 @@ async fn delivery_survives_losing_the_nats_server() {
     let log = db.all_events().await;
     assert_eq!(log.len(), 3);
     assert_eq!(db.store.delivery_cursor("nats").await.unwrap(), log[2].id);
+}
+
+/// JetStream's reply to an API request, failing on an error reply.
+async fn jetstream_api(client: &async_nats::Client, subject: &str, request: Value) -> Value {
+    let reply = tokio::time::timeout(
+        WAIT,
+        client.request(subject.to_owned(), request.to_string().into()),
+    )
+    .await
+    .expect("JetStream answers in time")
+    .unwrap_or_else(|err| panic!("{subject}: {err}"));
+    let reply: Value = serde_json::from_slice(&reply.payload).expect("JSON reply");
+    assert!(reply.get("error").is_none(), "{subject}: {reply}");
+    reply
+}
+
+/// A resend (here: every event, after the cursor was set back) carries the same
+/// `Nats-Msg-Id`, so a JetStream stream capturing the subjects stores each event once.
+/// Core subscribers do see the resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_drops_a_resend_by_its_message_id() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port();
+    let store_dir = tempfile::tempdir().expect("JetStream dir");
+    let dir = store_dir.path().to_str().expect("UTF-8 path");
+    let _server = OwnNats::start_with(port, &["-js", "-sd", dir]).await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let prefix = format!("switchboard.events.test{}", ulid::Ulid::new());
+    let (client, mut core) = subscribe(&url, &format!("{prefix}.>")).await;
+    jetstream_api(
+        &client,
+        "$JS.API.STREAM.CREATE.EVENTS",
+        serde_json::json!({
+            "name": "EVENTS",
+            "subjects": [format!("{prefix}.>")],
+            "storage": "memory",
+            "duplicate_window": 120_000_000_000_i64,
+        }),
+    )
+    .await;
+
+    let db = TestStore::new().await;
+    let config = DeliveryConfig {
+        nats: Some(NatsSettings {
+            url: url.clone(),
+            subject_prefix: prefix.clone(),
+            session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+        }),
+        ..config()
+    };
+    for _ in 0..3 {
+        another_room(db.store.as_ref()).await;
+    }
+    for round in ["first", "resend"] {
+        let running = Running::start(&db.store, config.clone());
+        for _ in 0..3 {
+            next_json(&mut core).await;
+        }
+        running.stop().await;
+        assert_eq!(
+            db.store.delivery_cursor("nats").await.unwrap(),
+            3,
+            "{round}"
+        );
+        // As if the next holder had not seen the cursor writes: everything goes again.
+        db.store
+            .set_delivery_cursor("nats", 0)
+            .await
+            .expect("reset");
+    }
+    let info = jetstream_api(&client, "$JS.API.STREAM.INFO.EVENTS", Value::Null).await;
+    assert_eq!(
+        info["state"]["messages"], 3,
+        "each event stored once: {info}"
+    );
 }
