@@ -3,6 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -107,10 +110,9 @@ async fn rtc(
     Query(params): Params,
     request: Request,
 ) -> Response {
-    let claims = match admit(&sig, request.headers(), &params).await {
-        Ok(Admission::Here(claims)) => *claims,
-        Ok(Admission::Relay { owner, room }) => return relay_to(sig, request, owner, room).await,
-        Err(refusal) => return refusal.into_response(),
+    let (claims, request) = match admit_or_relay(&sig, request, &params).await {
+        Ok(admitted) => admitted,
+        Err(answered) => return answered,
     };
     // Join latency is measured from here: the token is verified and the room has room.
     let verified_at = std::time::Instant::now();
@@ -134,18 +136,58 @@ async fn rtc(
     upgrade(sig, accepted, claims, join)
 }
 
-/// Serves a join whose room another node serves: the owner's answer to the same request,
-/// then the messages of both sides copied until either closes (`relay.rs`).
-async fn relay_to(sig: Arc<Signaling>, request: Request, owner: Owner, room: String) -> Response {
-    let uri = request.uri().clone();
-    let headers = request.headers().clone();
+/// How long a join waits for the room's node when it cannot be reached: a dead node's lease
+/// lapses within its TTL and the room then opens on a live node, so a reconnecting client is
+/// served on that attempt instead of backing off for seconds. Under livekit-client's 15 s
+/// signal connect timeout.
+const OWNER_LOST_WAIT: Duration = Duration::from_secs(8);
+
+/// How often a waiting join asks again which node serves the room.
+const OWNER_LOST_RETRY: Duration = Duration::from_millis(500);
+
+/// Admits a join here (its claims, and the request to upgrade), or answers it: a refusal,
+/// or the relay to the node serving the room.
+async fn admit_or_relay(
+    sig: &Arc<Signaling>,
+    request: Request,
+    params: &HashMap<String, String>,
+) -> Result<(Claims, Request), Response> {
+    let deadline = Instant::now() + OWNER_LOST_WAIT;
+    loop {
+        let (owner, room) = match admit(sig, request.headers(), params).await {
+            Ok(Admission::Here(claims)) => return Ok((*claims, request)),
+            Ok(Admission::Relay { owner, room }) => (owner, room),
+            Err(refusal) => return Err(refusal.into_response()),
+        };
+        // Not a WebSocket: refused before the owner is asked to start a session.
+        if let Err(refusal) = websocket::check(&request) {
+            return Err(refusal.into_response());
+        }
+        let node_id = &sig.node_id;
+        match relay::open(&owner, &room, node_id, request.uri(), request.headers()).await {
+            Ok(upstream) => return Err(relay_to(Arc::clone(sig), request, upstream, owner, room)),
+            Err(RelayRefused::Unreachable(answer)) if Instant::now() < deadline => {
+                tracing::debug!(room, owner = owner.node_id, "waiting for the room's node");
+                drop(answer);
+                tokio::time::sleep(OWNER_LOST_RETRY).await;
+            }
+            Err(refused) => return Err(refused.into_response()),
+        }
+    }
+}
+
+/// Serves a join whose room another node serves: the owner's answer (the upgrade), then the
+/// messages of both sides copied until either closes (`relay.rs`).
+fn relay_to(
+    sig: Arc<Signaling>,
+    request: Request,
+    upstream: relay::Upstream,
+    owner: Owner,
+    room: String,
+) -> Response {
     let accepted = match websocket::accept(request) {
         Ok(accepted) => accepted,
         Err(refusal) => return refusal.into_response(),
-    };
-    let upstream = match relay::open(&owner, &room, &sig.node_id, &uri, &headers).await {
-        Ok(upstream) => upstream,
-        Err(RelayRefused(answer)) => return answer,
     };
     tracing::debug!(
         room,
@@ -212,10 +254,9 @@ async fn rtc_v1(
     if !sig.single_pc {
         return v1_switched_off();
     }
-    let claims = match admit(&sig, request.headers(), &params).await {
-        Ok(Admission::Here(claims)) => *claims,
-        Ok(Admission::Relay { owner, room }) => return relay_to(sig, request, owner, room).await,
-        Err(refusal) => return refusal.into_response(),
+    let (claims, request) = match admit_or_relay(&sig, request, &params).await {
+        Ok(admitted) => admitted,
+        Err(answered) => return answered,
     };
     let verified_at = std::time::Instant::now();
     let join_request = match crate::v1::decode(params.get("join_request").map(String::as_str)) {

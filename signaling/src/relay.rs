@@ -42,11 +42,24 @@ pub(crate) fn was_relayed(headers: &HeaderMap) -> bool {
 }
 
 /// The socket to the owner.
-type Upstream = WebSocketStream<TcpStream>;
+pub(crate) type Upstream = WebSocketStream<TcpStream>;
 
-/// Why the owner's signaling could not be opened, as the answer to give the client.
+/// Why the owner's signaling could not be opened, with the answer to give the client.
 #[derive(Debug)]
-pub(crate) struct RelayRefused(pub Response);
+pub(crate) enum RelayRefused {
+    /// The owner answered with a refusal: passed on as it is.
+    ByOwner(Response),
+    /// The owner could not be reached (dead, or cut off): a 503 naming it.
+    Unreachable(Response),
+}
+
+impl IntoResponse for RelayRefused {
+    fn into_response(self) -> Response {
+        match self {
+            RelayRefused::ByOwner(answer) | RelayRefused::Unreachable(answer) => answer,
+        }
+    }
+}
 
 fn text(status: StatusCode, message: String) -> Response {
     (
@@ -58,7 +71,7 @@ fn text(status: StatusCode, message: String) -> Response {
 }
 
 fn unreachable(owner: &Owner, room: &str, why: impl std::fmt::Display) -> RelayRefused {
-    RelayRefused(text(
+    RelayRefused::Unreachable(text(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
             "room {room} is served by node {}, which cannot be reached right now ({why}); \
@@ -129,7 +142,7 @@ pub(crate) async fn open(
                 .into_body()
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default();
-            Err(RelayRefused(text(status, body)))
+            Err(RelayRefused::ByOwner(text(status, body)))
         }
         Ok(Err(e)) => Err(unreachable(owner, room, e)),
         Err(_) => Err(unreachable(owner, room, "the owner did not answer in time")),
@@ -207,7 +220,8 @@ pub(crate) async fn validate(
     headers: &HeaderMap,
 ) -> Response {
     match ask_validate(owner, room, node_id, request_uri, headers).await {
-        Ok(response) | Err(RelayRefused(response)) => response,
+        Ok(response) => response,
+        Err(refused) => refused.into_response(),
     }
 }
 

@@ -112,8 +112,12 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|part| part.trim().eq_ignore_ascii_case(token))
 }
 
-/// Checks the RFC 6455 handshake of `request` and prepares the switch.
-pub(crate) fn accept(mut request: Request) -> Result<Accepted, NotWebSocket> {
+/// Whether `request` is a valid RFC 6455 handshake (without taking it over).
+pub(crate) fn check(request: &Request) -> Result<(), NotWebSocket> {
+    key(request).map(drop)
+}
+
+fn key(request: &Request) -> Result<&HeaderValue, NotWebSocket> {
     if request.method() != Method::GET {
         return Err(NotWebSocket::Method(request.method().clone()));
     }
@@ -129,10 +133,14 @@ pub(crate) fn accept(mut request: Request) -> Result<Accepted, NotWebSocket> {
     {
         return Err(NotWebSocket::Version);
     }
-    let key = headers
+    headers
         .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or(NotWebSocket::NoKey)?;
-    let accept_key = derive_accept_key(key.as_bytes());
+        .ok_or(NotWebSocket::NoKey)
+}
+
+/// Checks the RFC 6455 handshake of `request` and prepares the switch.
+pub(crate) fn accept(mut request: Request) -> Result<Accepted, NotWebSocket> {
+    let accept_key = derive_accept_key(key(&request)?.as_bytes());
     let upgrade = request
         .extensions_mut()
         .remove::<OnUpgrade>()
