@@ -226,6 +226,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             &own_origins(http_addr, &settings),
         )),
         node_timeout: settings.cluster.node_timeout,
+        forwarder: cluster::Forwarder::new(
+            Arc::clone(&store),
+            node_id.clone(),
+            settings.cluster.room_lease_ttl,
+        )?,
         guard: http::Guard::new(http::GuardLimits {
             rtc_per_minute: settings.limits.rtc_requests_per_minute,
             whip_per_minute: settings.limits.whip_requests_per_minute,

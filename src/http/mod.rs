@@ -7,6 +7,7 @@ mod auth;
 mod conn;
 mod cors;
 mod egress;
+mod forwarding;
 mod guard;
 mod guests;
 mod livekit_json;
@@ -35,6 +36,7 @@ use axum::Router;
 use switchboard_sfu::Sfu;
 use switchboard_signaling::Signaling;
 
+use crate::cluster::Forwarder;
 use crate::control::Control;
 pub use cors::CorsPolicy;
 pub use guard::{Guard, GuardLimits};
@@ -59,6 +61,8 @@ pub struct AppState {
     pub guard: Arc<Guard>,
     /// A node whose heartbeat is older than this is dead (`GET /v1/nodes`).
     pub node_timeout: Duration,
+    /// Relays admin calls about a room another node runs to that node.
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl AppState {
@@ -158,10 +162,8 @@ async fn whip_options(
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/nodes", get(nodes::list))
-        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+    // Calls that read or change a live room, or open it: answered by the node running it.
+    let one_room = Router::new()
         .route(
             "/v1/rooms/{room_id}",
             get(rooms::get).patch(rooms::update).delete(rooms::delete),
@@ -176,6 +178,24 @@ pub fn router(state: AppState) -> Router {
             post(rooms::mute_track),
         )
         .route("/v1/rooms/{room_id}/tokens", post(tokens::create_for_room))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forwarding::room_routes,
+        ));
+    // The room is in the body, or the egress names it.
+    let room_in_body = Router::new()
+        .route("/v1/rooms", post(rooms::create).get(rooms::list))
+        .route("/v1/egress", post(egress::create).get(egress::list))
+        .route("/v1/egress/{egress_id}/stop", post(egress::stop))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            forwarding::body_or_egress_routes,
+        ));
+    let api = Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/nodes", get(nodes::list))
+        .merge(room_in_body)
+        .merge(one_room)
         .route("/v1/rooms/{room_id}/guest-token", get(guests::guest_token))
         .route("/v1/rooms/{room_id}/events", get(sessions::events))
         .route("/v1/sessions", post(sessions::create).get(sessions::list))
@@ -187,13 +207,18 @@ pub fn router(state: AppState) -> Router {
             "/v1/sessions/{session_id}/participants",
             get(sessions::participants),
         )
-        .route(
-            "/v1/sessions/{session_id}/transcripts",
-            post(sessions::add_transcript).get(sessions::transcripts),
+        .merge(
+            Router::new()
+                .route(
+                    "/v1/sessions/{session_id}/transcripts",
+                    post(sessions::add_transcript).get(sessions::transcripts),
+                )
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    forwarding::session_routes,
+                )),
         )
-        .route("/v1/egress", post(egress::create).get(egress::list))
         .route("/v1/egress/{egress_id}", get(egress::get))
-        .route("/v1/egress/{egress_id}/stop", post(egress::stop))
         .route("/v1/egress/{egress_id}/status", post(egress::status))
         .route("/v1/audit", get(sessions::audit))
         .route(

@@ -1,7 +1,7 @@
 //! `/v1/rooms`: rooms and the people in them.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,29 @@ fn room_json(state: &AppState, room: &RoomRecord) -> Value {
             live.map(|ps| ps.iter().map(super::livekit_json::participant).collect())
                 .unwrap_or_else(|| Value::Array(Vec::new())),
         );
+    }
+    value
+}
+
+/// [`room_json`] for a list: when another node runs the room, with the participants that
+/// node reports, so every node lists alike.
+async fn listed_room_json(state: &AppState, headers: &HeaderMap, room: &RoomRecord) -> Value {
+    let mut value = room_json(state, room);
+    if room.status != RoomStatus::Active {
+        return value;
+    }
+    // Room ids are [A-Za-z0-9_-]: nothing to escape in the path.
+    let path = format!("/v1/rooms/{}", room.room_id);
+    let Some(answer) =
+        super::forwarding::ask_owner(state, &room.room_id, headers, &path, None).await
+    else {
+        return value;
+    };
+    let remote: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+    if let (Value::Object(map), Some(participants)) =
+        (&mut value, remote["room"].get("participants"))
+    {
+        map.insert("participants".into(), participants.clone());
     }
     value
 }
@@ -59,6 +82,7 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, Problem> {
@@ -102,9 +126,12 @@ pub async fn list(
     } else {
         None
     };
-    let rooms: Vec<Value> = rooms.iter().map(|r| room_json(&state, r)).collect();
+    let mut listed = Vec::with_capacity(rooms.len());
+    for room in &rooms {
+        listed.push(listed_room_json(&state, &headers, room).await);
+    }
     Ok(Json(
-        json!({ "rooms": rooms, "next_page_token": next_page_token }),
+        json!({ "rooms": listed, "next_page_token": next_page_token }),
     ))
 }
 

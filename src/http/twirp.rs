@@ -7,7 +7,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use livekit_protocol as proto;
 use prost::Message;
@@ -177,9 +177,65 @@ fn participant_of(
     })
 }
 
+/// The room a RoomService call is about, when it names one (ListRooms does not). `None`
+/// also for a body that does not decode: the local handler then says what is wrong with it.
+fn room_of(method: &str, e: Encoding, body: &[u8]) -> Option<String> {
+    let room = match method {
+        "CreateRoom" => decode::<proto::CreateRoomRequest>(e, body).ok()?.name,
+        "DeleteRoom" => decode::<proto::DeleteRoomRequest>(e, body).ok()?.room,
+        "ListParticipants" => decode::<proto::ListParticipantsRequest>(e, body).ok()?.room,
+        "GetParticipant" | "RemoveParticipant" => {
+            decode::<proto::RoomParticipantIdentity>(e, body).ok()?.room
+        }
+        "MutePublishedTrack" => decode::<proto::MuteRoomTrackRequest>(e, body).ok()?.room,
+        "UpdateParticipant" => {
+            decode::<proto::UpdateParticipantRequest>(e, body)
+                .ok()?
+                .room
+        }
+        "UpdateSubscriptions" => {
+            decode::<proto::UpdateSubscriptionsRequest>(e, body)
+                .ok()?
+                .room
+        }
+        "UpdateRoomMetadata" => {
+            decode::<proto::UpdateRoomMetadataRequest>(e, body)
+                .ok()?
+                .room
+        }
+        "SendData" => decode::<proto::SendDataRequest>(e, body).ok()?.room,
+        _ => return None,
+    };
+    (!room.is_empty()).then_some(room)
+}
+
+/// A room another node runs, as that node reports it (`ListRooms` there, which answers
+/// from its memory); `None` when no other node runs it or its node did not answer.
+async fn remote_room_proto(
+    state: &AppState,
+    headers: &HeaderMap,
+    room: &str,
+) -> Option<proto::Room> {
+    let request = proto::ListRoomsRequest {
+        names: vec![room.to_owned()],
+    };
+    let body = serde_json::to_vec(&request).ok()?;
+    let answer = super::forwarding::ask_owner(
+        state,
+        room,
+        headers,
+        "/twirp/livekit.RoomService/ListRooms",
+        Some(body.into()),
+    )
+    .await?;
+    let listed: proto::ListRoomsResponse = serde_json::from_slice(&answer).ok()?;
+    listed.rooms.into_iter().find(|r| r.name == room)
+}
+
 pub async fn room_service(
     State(state): State<AppState>,
     Path(method): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     caller: Result<Caller, Problem>,
     body: Bytes,
@@ -187,6 +243,11 @@ pub async fn room_service(
     let encoding = encoding(&headers)?;
     let caller = caller?;
     let e = encoding;
+    if let Some(room) = room_of(&method, e, &body) {
+        if let Some(answer) = super::forwarding::twirp(&state, &room, &uri, &headers, &body).await {
+            return Ok(answer);
+        }
+    }
     match method.as_str() {
         "CreateRoom" => {
             let req: proto::CreateRoomRequest = decode(e, &body)?;
@@ -224,12 +285,21 @@ pub async fn room_service(
                 .store
                 .list_rooms(Some(RoomStatus::Active))
                 .await?;
-            let rooms = rooms
+            let mut listed = Vec::new();
+            for record in rooms
                 .iter()
                 .filter(|r| req.names.is_empty() || req.names.contains(&r.room_id))
-                .map(|r| room_proto(&state, r))
-                .collect();
-            Ok(encode(e, &proto::ListRoomsResponse { rooms }))
+            {
+                let mut room = room_proto(&state, record);
+                // Live numbers from the node that runs the room, so every node lists alike.
+                if let Some(remote) = remote_room_proto(&state, &headers, &record.room_id).await {
+                    room.sid = remote.sid;
+                    room.num_participants = remote.num_participants;
+                    room.num_publishers = remote.num_publishers;
+                }
+                listed.push(room);
+            }
+            Ok(encode(e, &proto::ListRoomsResponse { rooms: listed }))
         }
         "DeleteRoom" => {
             let req: proto::DeleteRoomRequest = decode(e, &body)?;

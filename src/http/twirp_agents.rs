@@ -4,14 +4,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use livekit_protocol as proto;
 use switchboard_signaling::agents::{AgentError, DispatchError};
 
 use super::auth::{Caller, Need};
 use super::problem::Problem;
-use super::twirp::{decode, encode, encoding, TwirpError};
+use super::twirp::{decode, encode, encoding, Encoding, TwirpError};
 use super::AppState;
 use crate::control::{ControlError, RoomOptions};
 
@@ -28,15 +28,45 @@ impl From<AgentError> for TwirpError {
     }
 }
 
+/// The room a call is about: dispatches live in the room, on the node running it. `None`
+/// for a body that does not decode (the local handler says what is wrong with it).
+fn room_of(method: &str, e: Encoding, body: &[u8]) -> Option<String> {
+    let room = match method {
+        "CreateDispatch" => {
+            decode::<proto::CreateAgentDispatchRequest>(e, body)
+                .ok()?
+                .room
+        }
+        "ListDispatch" => {
+            decode::<proto::ListAgentDispatchRequest>(e, body)
+                .ok()?
+                .room
+        }
+        "DeleteDispatch" => {
+            decode::<proto::DeleteAgentDispatchRequest>(e, body)
+                .ok()?
+                .room
+        }
+        _ => return None,
+    };
+    (!room.is_empty()).then_some(room)
+}
+
 pub async fn agent_dispatch_service(
     State(state): State<AppState>,
     Path(method): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     caller: Result<Caller, Problem>,
     body: Bytes,
 ) -> Result<Response, TwirpError> {
     let e = encoding(&headers)?;
     let caller = caller?;
+    if let Some(room) = room_of(&method, e, &body) {
+        if let Some(answer) = super::forwarding::twirp(&state, &room, &uri, &headers, &body).await {
+            return Ok(answer);
+        }
+    }
     match method.as_str() {
         "CreateDispatch" => {
             let req: proto::CreateAgentDispatchRequest = decode(e, &body)?;

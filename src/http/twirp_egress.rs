@@ -12,7 +12,7 @@ use std::path::{Component, Path as FsPath};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use livekit_protocol as proto;
@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::auth::{Caller, Need};
 use super::problem::Problem;
-use super::twirp::{decode, encode, encoding, TwirpError};
+use super::twirp::{decode, encode, encoding, Encoding, TwirpError};
 use super::AppState;
 use crate::control::{EgressRequest, OutputRequest};
 use crate::store::{EgressRecord, EgressStatus, StoreError};
@@ -320,15 +320,47 @@ async fn listed(
         .collect())
 }
 
+/// The room an Egress call acts on, when it needs the node running that room: a recording
+/// runs where the room's media is, and only that node can stop it. `None` for the rest and
+/// for a body that does not decode (the local handler says what is wrong with it).
+async fn room_of(state: &AppState, method: &str, e: Encoding, body: &[u8]) -> Option<String> {
+    let room = match method {
+        "StartRoomCompositeEgress" => {
+            decode::<proto::RoomCompositeEgressRequest>(e, body)
+                .ok()?
+                .room_name
+        }
+        "StartTrackEgress" => decode::<proto::TrackEgressRequest>(e, body).ok()?.room_name,
+        "StopEgress" => {
+            let req = decode::<proto::StopEgressRequest>(e, body).ok()?;
+            state
+                .control
+                .store
+                .get_egress(&req.egress_id)
+                .await
+                .ok()?
+                .room_id
+        }
+        _ => return None,
+    };
+    (!room.is_empty()).then_some(room)
+}
+
 pub async fn egress_service(
     State(state): State<AppState>,
     Path(method): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     caller: Result<Caller, Problem>,
     body: Bytes,
 ) -> Result<Response, TwirpError> {
     let e = encoding(&headers)?;
     let caller = caller?;
+    if let Some(room) = room_of(&state, &method, e, &body).await {
+        if let Some(answer) = super::forwarding::twirp(&state, &room, &uri, &headers, &body).await {
+            return Ok(answer);
+        }
+    }
     match method.as_str() {
         "StartRoomCompositeEgress" => {
             let req: proto::RoomCompositeEgressRequest = decode(e, &body)?;
