@@ -11,41 +11,16 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row as _};
 use support::api::{admin_token, Api};
+use support::cluster::{lease_holder, reader, start, TIMING};
 use support::postgres::TestDatabase;
 use support::Server;
-
-/// Short membership timing so a dead node is noticed within seconds. The timeout leaves a
-/// restart (well under a second here) plenty of room before the live node would release.
-const TIMING: [&str; 4] = [
-    "--cluster-heartbeat-interval",
-    "1s",
-    "--cluster-node-timeout",
-    "6s",
-];
-
-fn start(db: &TestDatabase, node_args: &[&str]) -> Server {
-    let mut args = vec!["--database-url", db.url.as_str()];
-    args.extend(TIMING);
-    args.extend(node_args);
-    Server::start_with(&args)
-}
 
 fn restart_args(db: &TestDatabase) -> Vec<&str> {
     let mut args = vec!["--database-url", db.url.as_str()];
     args.extend(TIMING);
     args
-}
-
-/// A small pool of the test's own, to read what the nodes wrote.
-async fn reader(db: &TestDatabase) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect to the test database")
 }
 
 /// identity → (node_id, leave_reason, still open) of every connection.

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod cluster;
 pub mod postgres;
 
 use std::io::{BufRead, BufReader, Read};
