@@ -251,6 +251,56 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
     let from_a = via_a.get(path).await.expect(StatusCode::OK).clone();
     assert_eq!(from_a["participants"], json!([]), "gone from A");
 
+    // Agent dispatches live in the room: created and listed through B, they are A's.
+    let dispatch = |server: &Server, method: &'static str, body: Value| {
+        let (url, token) = (
+            format!(
+                "{}/twirp/livekit.AgentDispatchService/{method}",
+                server.http
+            ),
+            token.clone(),
+        );
+        async move {
+            let reply = http_client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("a dispatch call");
+            assert_eq!(reply.status(), StatusCode::OK, "{method}");
+            reply.json::<Value>().await.expect("JSON")
+        }
+    };
+    let created = dispatch(
+        &node_b,
+        "CreateDispatch",
+        json!({"room": "stage", "agentName": "helper"}),
+    )
+    .await;
+    let id = created["id"].as_str().expect("a dispatch id").to_owned();
+    let on_a = dispatch(&node_a, "ListDispatch", json!({"room": "stage"})).await;
+    assert_eq!(on_a["agentDispatches"][0]["id"], id.as_str(), "{on_a}");
+    let on_b = dispatch(&node_b, "ListDispatch", json!({"room": "stage"})).await;
+    assert_eq!(on_b, on_a);
+
+    // Deleting a room through B closes it on A: everyone there is told.
+    let (mut carol, _) = node_a.join("green", "carol", &[]).await;
+    via_a.room_recorded("green").await;
+    via_b
+        .delete("/v1/rooms/green")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    let leave = carol
+        .expect("the leave", |r| match r {
+            Resp::Leave(leave) => Some(leave.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(leave.reason, proto::DisconnectReason::RoomDeleted as i32);
+    let green = via_b.get("/v1/rooms/green").await;
+    assert_eq!(green.expect(StatusCode::OK)["room"]["status"], "closed");
+
     // A dies with someone in the room. While its lease lasts, B says at once that the
     // room's node does not answer, naming it, instead of hanging or answering wrongly.
     let (_bob, _) = node_a.join("stage", "bob", &[]).await;
