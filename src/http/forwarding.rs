@@ -152,11 +152,19 @@ async fn path_param(parts: &mut Parts, state: &AppState, name: &str) -> Option<S
 
 /// Middleware on the `/v1/rooms/{room_id}/…` routes that read or change a live room.
 pub async fn room_routes(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (mut parts, body) = match candidate(&state, request).await {
+    let (mut parts, body) = request.into_parts();
+    let room = path_param(&mut parts, &state, "room_id").await;
+    // A room open here is answered here before the credentials are looked at twice.
+    if room
+        .as_ref()
+        .is_none_or(|room| state.signaling.live_room(room).is_some())
+    {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let (parts, body) = match candidate(&state, Request::from_parts(parts, body)).await {
         Ok(candidate) => candidate,
         Err(request) => return next.run(request).await,
     };
-    let room = path_param(&mut parts, &state, "room_id").await;
     relay_or_run(&state, room, parts, body, next).await
 }
 
