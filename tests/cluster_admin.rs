@@ -121,22 +121,29 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
         Some("node-a")
     );
 
+    // And Dave in `backstage` on B: each node lists the other's room as its node does.
+    let (_dave, _) = node_b.join("backstage", "dave", &[]).await;
+
     // Reads: B answers as A does.
     for path in [
         "/v1/rooms",
         "/v1/rooms/stage",
         "/v1/rooms/stage/participants",
     ] {
-        let alice_in = |answer: &Value| {
+        let in_room = |answer: &Value, room: &str, who: &str| {
             let participants = match path {
                 "/v1/rooms" => answer["rooms"]
                     .as_array()
-                    .and_then(|rooms| rooms.iter().find(|r| r["room_id"] == "stage"))
+                    .and_then(|rooms| rooms.iter().find(|r| r["room_id"] == room))
                     .map(|room| room["participants"].clone()),
                 "/v1/rooms/stage" => Some(answer["room"]["participants"].clone()),
                 _ => Some(answer["participants"].clone()),
             };
-            participants.is_some_and(|p| p.is_array() && identities(&p) == ["alice"])
+            participants.is_some_and(|p| p.is_array() && identities(&p) == [who])
+        };
+        let alice_in = |answer: &Value| {
+            in_room(answer, "stage", "alice")
+                && (path != "/v1/rooms" || in_room(answer, "backstage", "dave"))
         };
         agreed(path, alice_in, |on_a| {
             let api = if on_a { via_a.clone() } else { via_b.clone() };
@@ -151,9 +158,11 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
     ] {
         let listed_stage = |answer: &Value| {
             answer["participants"].is_array()
-                || answer["rooms"]
-                    .as_array()
-                    .is_some_and(|rooms| rooms.iter().any(|r| r["name"] == "stage"))
+                || answer["rooms"].as_array().is_some_and(|rooms| {
+                    ["stage", "backstage"]
+                        .iter()
+                        .all(|name| rooms.iter().any(|r| r["name"] == *name))
+                })
         };
         let answer = agreed(method, listed_stage, |on_a| {
             let (server, body, token) = (if on_a { &node_a } else { &node_b }, &body, &token);
@@ -176,6 +185,14 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
                 .clone();
             assert_eq!(stage["numParticipants"], 1, "{stage}");
             assert_eq!(stage["numPublishers"], 1, "{stage}");
+            let backstage = answer["rooms"]
+                .as_array()
+                .expect("rooms")
+                .iter()
+                .find(|r| r["name"] == "backstage")
+                .expect("backstage listed")
+                .clone();
+            assert_eq!(backstage["numParticipants"], 1, "{backstage}");
         }
     }
     assert_eq!(
@@ -329,5 +346,9 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
     // A list does not fail for one unreachable node: the room shows its record.
     let listed_b = via_b.get("/v1/rooms").await.expect(StatusCode::OK).clone();
     assert_eq!(listed(&listed_b, "stage")["participants"], json!([]));
+    assert_eq!(
+        identities(&listed(&listed_b, "backstage")["participants"]),
+        ["dave"]
+    );
     pool.close().await;
 }
