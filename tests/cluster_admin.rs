@@ -12,7 +12,7 @@ use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use support::api::{admin_token, http_client, Api};
-use support::cluster::{lease_holder, reader, start};
+use support::cluster::{lease_holder, reader, start, until_another_node_has_rooms};
 use support::postgres::TestDatabase;
 use support::{Resp, Server};
 
@@ -121,7 +121,9 @@ async fn admin_calls_through_any_node_reach_the_room_where_it_runs() {
         Some("node-a")
     );
 
-    // And Dave in `backstage` on B: each node lists the other's room as its node does.
+    // And Dave in `backstage` on B (the least-loaded node once A's heartbeat counts its
+    // room): each node lists the other's room as its node does.
+    until_another_node_has_rooms(&node_b, &token, "node-b", 1).await;
     let (_dave, _) = node_b.join("backstage", "dave", &[]).await;
 
     // Reads: B answers as A does.

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::{PgPool, Row as _};
 use support::api::{admin_token, Api};
-use support::cluster::{lease_holder, reader, start, TIMING};
+use support::cluster::{reader, start, until_another_node_has_rooms, TIMING};
 use support::postgres::TestDatabase;
 use support::Server;
 
@@ -91,19 +91,7 @@ async fn a_restarted_node_recovers_only_its_own_records_and_a_dead_one_is_releas
     let (_alice, _) = node_a.join("room-a", "alice", &[]).await;
     // New rooms go to the least-loaded node: once A's heartbeat counts alice's room, B is
     // the emptier one and bob's room opens on B, where he joins.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !nodes(&node_b, &token)
-        .await
-        .1
-        .values()
-        .any(|n| n["node_id"] != "node-b" && n["rooms"] == 1)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "A's heartbeat counts its room"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_another_node_has_rooms(&node_b, &token, "node-b", 1).await;
     let (mut bob, _) = node_b.join("room-b", "bob", &[]).await;
     let a_id = until(
         &pool,

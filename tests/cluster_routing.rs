@@ -11,41 +11,23 @@ use std::time::{Duration, Instant};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use support::api::{admin_token, grant_token, Api};
+use support::cluster::{lease_holder, reader};
 use support::postgres::TestDatabase;
 use support::{Event, Server};
 
-/// Short membership timing: a dead node's lease (as long as the node timeout) is gone
-/// within seconds.
-const TIMING: [&str; 4] = [
-    "--cluster-heartbeat-interval",
-    "1s",
-    "--cluster-node-timeout",
-    "4s",
-];
-
+/// A 4 s node timeout (so lease) instead of the shared 6 s: the failover part waits for it.
 fn start(db: &TestDatabase, node_id: &str) -> Server {
+    let timing = [
+        "--cluster-heartbeat-interval",
+        "1s",
+        "--cluster-node-timeout",
+        "4s",
+    ];
     let mut args = vec!["--database-url", db.url.as_str(), "--node-id", node_id];
-    args.extend(TIMING);
+    args.extend(timing);
     Server::start_with(&args)
-}
-
-async fn reader(db: &TestDatabase) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect to the test database")
-}
-
-async fn lease_holder(pool: &PgPool, room: &str) -> Option<String> {
-    sqlx::query_scalar("SELECT node_id FROM room_leases WHERE room_id = $1")
-        .bind(room)
-        .fetch_optional(pool)
-        .await
-        .expect("read room_leases")
 }
 
 /// The node `identity`'s open connection is recorded on, once the recorder wrote it

@@ -20,7 +20,7 @@ use crate::store::{RoomLease, Store};
 
 /// Marks a request one node relayed to another, naming the relaying node. Shared with the
 /// `/rtc` relay, so a request is relayed once whichever way it went first.
-pub const FORWARDED_BY: &str = "x-switchboard-forwarded-by";
+pub use switchboard_signaling::FORWARDED_BY;
 
 /// How long a relayed call may take, connection included.
 pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);

@@ -41,3 +41,29 @@ pub async fn lease_holder(pool: &PgPool, room: &str) -> Option<String> {
         .await
         .expect("read room_leases")
 }
+
+/// Waits until `server`'s `GET /v1/nodes` shows a node other than `except` with `rooms`
+/// rooms open (its heartbeat counted them). New rooms go to the least-loaded node, so a test
+/// that wants a room on a given node waits for the others' load first.
+pub async fn until_another_node_has_rooms(server: &Server, token: &str, except: &str, rooms: u64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let reply = super::api::Api::new(&server.http, Some(token))
+            .get("/v1/nodes")
+            .await;
+        let body = reply.expect(reqwest::StatusCode::OK);
+        let counted = body["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["node_id"] != except && n["rooms"].as_u64() == Some(rooms))
+        });
+        if counted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "another node's heartbeat counts {rooms} room(s): {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
