@@ -225,6 +225,15 @@ impl Signaling {
         Ok(())
     }
 
+    /// Closes the room on this node only, because another node owns it now (its lease was
+    /// lost): participants get LeaveRequest{MIGRATION, RECONNECT} (livekit-client rejoins),
+    /// their leaves are recorded as `room_lease_lost`, the media plane drops the room as
+    /// they go, and no RoomFinished is reported (the room's record is the new owner's).
+    /// Returns how many participants were told.
+    pub fn close_room_moved(&self, room_id: &str) -> usize {
+        self.rooms.close_here(room_id, LeaveReason::LeaseLost)
+    }
+
     /// Disconnects the participant (LeaveRequest PARTICIPANT_REMOVED) and revokes the tokens
     /// it holds: any token for this room and identity issued at or before the returned time
     /// (Unix seconds) is refused from now on. Persist that time and feed it back through

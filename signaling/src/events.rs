@@ -29,6 +29,9 @@ pub enum LeaveReason {
     MediaConnectTimeout,
     /// The participant's media was connected, then down for `peer_departure_timeout`.
     MediaDepartureTimeout,
+    /// Another node took the room's lease (this node could not renew it): the room closed
+    /// here, and its participants are asked to reconnect, which lands them on the owner.
+    LeaseLost,
 }
 
 impl From<switchboard_sfu::MediaTimeout> for LeaveReason {
@@ -60,6 +63,7 @@ impl LeaveReason {
             LeaveReason::SignalRateLimited => "signal_rate_limited",
             LeaveReason::MediaConnectTimeout => "media_connect_timeout",
             LeaveReason::MediaDepartureTimeout => "media_departure_timeout",
+            LeaveReason::LeaseLost => "room_lease_lost",
         }
     }
 
@@ -81,7 +85,16 @@ impl LeaveReason {
             LeaveReason::MediaConnectTimeout | LeaveReason::MediaDepartureTimeout => {
                 D::ConnectionTimeout
             }
+            // LiveKit's "the server asked the participant to move elsewhere".
+            LeaveReason::LeaseLost => D::Migration,
         }
+    }
+
+    /// The client is told to reconnect (LeaveRequest action RECONNECT, which livekit-client
+    /// answers with a full rejoin) rather than to disconnect: its session ended for a reason
+    /// that a new connection fixes.
+    pub(crate) fn asks_reconnect(self) -> bool {
+        matches!(self, LeaveReason::MediaFailure | LeaveReason::LeaseLost)
     }
 }
 

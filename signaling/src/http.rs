@@ -88,7 +88,9 @@ async fn admit(
         Err(e) => {
             let status = match &e {
                 PlacementRefused::OwnedElsewhere { .. } => StatusCode::CONFLICT,
-                PlacementRefused::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                PlacementRefused::Unavailable { .. } | PlacementRefused::Draining { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
             };
             return Err(Refusal(status, e.to_string()));
         }

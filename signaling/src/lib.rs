@@ -157,6 +157,8 @@ pub struct Signaling {
     pub(crate) agents: agents::Agents,
     /// Which node may open a room (`placement.rs`); unset on a single node.
     pub(crate) placement: std::sync::OnceLock<Arc<dyn Placement>>,
+    /// This node is draining: no new room opens here (`placement.rs`).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a running session task from its start until it has reported its leave.
@@ -197,6 +199,7 @@ impl Signaling {
             resumables: Default::default(),
             agents: Default::default(),
             placement: Default::default(),
+            draining: Default::default(),
         };
         (Arc::new(sig), events_rx)
     }
@@ -222,6 +225,19 @@ impl Signaling {
     pub(crate) fn track_session(&self) -> SessionGuard {
         self.live_sessions.send_modify(|n| *n += 1);
         SessionGuard(self.live_sessions.clone())
+    }
+
+    /// Waits until no participant is on this node any more: no session task is running
+    /// and no room has a member. Leaves are awaited as they happen; the member count is
+    /// looked at again at least every second, since a WHIP/WHEP session is not a task.
+    pub async fn until_no_participants(&self) {
+        let mut live = self.live_sessions.subscribe();
+        loop {
+            if *live.borrow_and_update() == 0 && self.rooms.participant_count() == 0 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), live.changed()).await;
+        }
     }
 
     /// Tells every participant the server is shutting down and waits (up to `grace`) until

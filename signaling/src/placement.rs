@@ -39,6 +39,13 @@ pub enum PlacementRefused {
     /// Another node serves the room (or was just chosen to).
     #[error("{}", owned_elsewhere(room, owner))]
     OwnedElsewhere { room: String, owner: Owner },
+    /// This node is draining (shutting down once its rooms are empty): it opens no new
+    /// room, and no other node could take this one; rooms open on it already go on.
+    #[error(
+        "this node ({node_id}) is draining and opens no new room; join room {room} through \
+         another node"
+    )]
+    Draining { room: String, node_id: String },
     /// Ownership could not be checked (the database is unreachable).
     #[error("cannot check which node serves room {room} right now ({reason}); try again")]
     Unavailable { room: String, reason: String },
@@ -63,6 +70,8 @@ pub enum Placing {
     Here,
     /// On the node the placement picks (the least loaded): a client's own join or offer.
     Anywhere,
+    /// As `Anywhere`, but never on this node: it is draining.
+    Elsewhere,
 }
 
 /// The future a [`Placement`] answers with.
@@ -84,6 +93,17 @@ impl Signaling {
         }
     }
 
+    /// From now on no new room opens on this node (drain); rooms open here go on, joins and
+    /// reconnects to them included. There is no way back but a restart.
+    pub fn set_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether `room` is open on this node right now.
     pub fn room_is_open(&self, room: &str) -> bool {
         self.rooms.is_open(room)
@@ -96,8 +116,19 @@ impl Signaling {
         if self.rooms.is_open(room) {
             return Ok(());
         }
+        let draining = || PlacementRefused::Draining {
+            room: room.to_owned(),
+            node_id: self.node_id.clone(),
+        };
+        // A draining node places a client's new room on another node, never here.
+        let placing = match (self.is_draining(), placing) {
+            (false, placing) => placing,
+            (true, Placing::Anywhere | Placing::Elsewhere) => Placing::Elsewhere,
+            (true, Placing::Here) => return Err(draining()),
+        };
         match self.placement.get() {
             Some(placement) => placement.claim(room, placing).await,
+            None if placing == Placing::Elsewhere => Err(draining()),
             None => Ok(()),
         }
     }

@@ -571,7 +571,7 @@ impl Session {
         self.sig.rooms.leave(&self.room, &self.sid);
         let stats = self.media.leave().await;
         if ending.notify {
-            let reconnect = ending.reason == LeaveReason::MediaFailure;
+            let reconnect = ending.reason.asks_reconnect();
             let leave = proto::LeaveRequest {
                 can_reconnect: reconnect,
                 reason: ending.reason.to_proto() as i32,

@@ -21,7 +21,7 @@ use std::time::Duration;
 use switchboard_signaling::Signaling;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::control::now;
 use crate::store::{NodeLoad, NodeRegistration, NodeState, Store, StoreError};
@@ -132,7 +132,8 @@ impl Membership {
 
     /// Renews the leases of the rooms open on this node. A room whose lease another node
     /// took (this node could not renew it for a whole TTL, e.g. cut off from the database)
-    /// is now served twice; it is only reported here (see docs/cluster.md, known gaps).
+    /// is closed here: its participants are told to reconnect, which brings them to the
+    /// owner; its record stays open, since the owner uses it.
     async fn renew_leases(&self) -> Result<(), StoreError> {
         let rooms: Vec<String> = self
             .signaling
@@ -145,11 +146,13 @@ impl Membership {
             .renew_room_leases(self.node_id(), &rooms, now(), self.room_lease_ttl)
             .await?;
         for room in lost {
-            error!(
+            let told = self.signaling.close_room_moved(&room);
+            warn!(
                 room,
                 node_id = %self.node_id(),
-                "another node took the lease of a room open here: the room now runs on two \
-                 nodes; its participants here should reconnect"
+                participants = told,
+                "another node took the lease of a room open here: closed it here, its \
+                 participants were told to reconnect"
             );
         }
         Ok(())

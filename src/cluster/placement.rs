@@ -68,36 +68,45 @@ impl LeasePlacement {
     }
 
     /// The room's node: its current owner, else (for [`Placing::Anywhere`]) the
-    /// least-loaded live node, which may be this one; `Ok(())` when it is this node, whose
-    /// lease is then taken or renewed.
+    /// least-loaded live node, which may be this one, or (for [`Placing::Elsewhere`], a
+    /// draining node) the least-loaded other node; `Ok(())` when it is this node, whose lease
+    /// is then taken or renewed.
     async fn place(
         &self,
         room: &str,
         placing: Placing,
     ) -> Result<Result<(), PlacementRefused>, StoreError> {
         let at = now();
-        if placing == Placing::Anywhere && self.store.room_owner(room, at).await?.is_none() {
-            let nodes = self.store.list_nodes(at, self.node_timeout).await?;
-            if let Some(pick) = least_loaded(&nodes).filter(|n| n.node_id != self.node_id) {
-                // The lease names the chosen node, so racing placements agree on it; that
-                // node renews it once the relayed client opens the room there, and it lapses
-                // after one TTL if nobody comes.
-                let outcome = self
-                    .store
-                    .acquire_room_lease(room, &pick.node_id, at, self.ttl)
-                    .await?;
-                return Ok(match outcome {
-                    LeaseOutcome::Granted { .. } => Err(PlacementRefused::OwnedElsewhere {
-                        room: room.to_owned(),
-                        owner: Owner {
-                            node_id: pick.node_id.clone(),
-                            public_url: Some(pick.public_url.clone()),
-                            http_url: Some(pick.http_url.clone()),
-                        },
-                    }),
-                    LeaseOutcome::HeldBy(lease) if lease.node_id == self.node_id => Ok(()),
-                    LeaseOutcome::HeldBy(lease) => Err(held_elsewhere(room, lease)),
-                });
+        if placing != Placing::Here {
+            let ours = match self.store.room_owner(room, at).await? {
+                Some(lease) if lease.node_id != self.node_id => {
+                    return Ok(Err(held_elsewhere(room, lease)));
+                }
+                Some(_) => true,
+                None => false,
+            };
+            if !ours || placing == Placing::Elsewhere {
+                let nodes = self.store.list_nodes(at, self.node_timeout).await?;
+                let candidates: Vec<NodeRecord> = nodes
+                    .into_iter()
+                    .filter(|n| placing == Placing::Anywhere || n.node_id != self.node_id)
+                    .collect();
+                match least_loaded(&candidates).filter(|n| n.node_id != self.node_id) {
+                    Some(pick) => {
+                        if ours {
+                            // Draining: the room was placed here but never opened; hand it on.
+                            self.store.release_room_lease(room, &self.node_id).await?;
+                        }
+                        return self.place_on(room, pick, at).await;
+                    }
+                    None if placing == Placing::Elsewhere => {
+                        return Ok(Err(PlacementRefused::Draining {
+                            room: room.to_owned(),
+                            node_id: self.node_id.clone(),
+                        }));
+                    }
+                    None => {}
+                }
             }
         }
         Ok(
@@ -110,6 +119,35 @@ impl LeasePlacement {
                 LeaseOutcome::HeldBy(lease) => Err(held_elsewhere(room, lease)),
             },
         )
+    }
+}
+
+impl LeasePlacement {
+    /// Gives a room nobody serves to `pick`: its lease names that node, so racing placements
+    /// agree on one owner; that node renews it once the routed client opens the room there,
+    /// and it lapses after one TTL if nobody comes.
+    async fn place_on(
+        &self,
+        room: &str,
+        pick: &NodeRecord,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Result<(), PlacementRefused>, StoreError> {
+        let outcome = self
+            .store
+            .acquire_room_lease(room, &pick.node_id, at, self.ttl)
+            .await?;
+        Ok(match outcome {
+            LeaseOutcome::Granted { .. } => Err(PlacementRefused::OwnedElsewhere {
+                room: room.to_owned(),
+                owner: Owner {
+                    node_id: pick.node_id.clone(),
+                    public_url: Some(pick.public_url.clone()),
+                    http_url: Some(pick.http_url.clone()),
+                },
+            }),
+            LeaseOutcome::HeldBy(lease) if lease.node_id == self.node_id => Ok(()),
+            LeaseOutcome::HeldBy(lease) => Err(held_elsewhere(room, lease)),
+        })
     }
 }
 

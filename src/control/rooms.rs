@@ -73,7 +73,10 @@ impl Control {
         {
             Ok(()) => {}
             Err(PlacementRefused::OwnedElsewhere { .. }) => return Ok(room),
-            Err(refused @ PlacementRefused::Unavailable { .. }) => {
+            Err(
+                refused
+                @ (PlacementRefused::Unavailable { .. } | PlacementRefused::Draining { .. }),
+            ) => {
                 return Err(ControlError::Busy {
                     detail: refused.to_string(),
                     retry_after_secs: 5,

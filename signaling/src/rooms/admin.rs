@@ -91,6 +91,19 @@ impl Rooms {
         });
     }
 
+    /// Takes the room out of this node without finishing it: every member is told to leave
+    /// for `reason` and nothing reports RoomFinished, since the room goes on elsewhere (its
+    /// record is another node's now). Returns how many members were told.
+    pub fn close_here(&self, room: &str, reason: LeaveReason) -> usize {
+        let Some(state) = self.lock().remove(room) else {
+            return 0;
+        };
+        for member in state.members.values() {
+            let _ = member.tx.send(SessionMsg::Leave(reason));
+        }
+        state.members.len()
+    }
+
     /// Ends one participant's session for `reason`; the others see it disconnected.
     pub fn remove(
         self: &Arc<Self>,

@@ -313,7 +313,8 @@ fn redirect_to(owner: &Owner, uri: &Uri) -> Response {
     response
 }
 
-/// Another node serves the room (409), or nobody can tell right now (503).
+/// Another node serves the room (409), nobody can tell right now, or this node is draining
+/// (503).
 fn placement_refusal(refused: PlacementRefused) -> Problem {
     match refused {
         PlacementRefused::OwnedElsewhere { .. } => Problem::new(
@@ -324,6 +325,7 @@ fn placement_refusal(refused: PlacementRefused) -> Problem {
         PlacementRefused::Unavailable { .. } => {
             try_again_soon("room placement unavailable", refused.to_string())
         }
+        PlacementRefused::Draining { .. } => try_again_soon("node draining", refused.to_string()),
     }
 }
 
