@@ -47,6 +47,9 @@ pub enum Command {
     /// Manage broadcast sessions on a running server.
     #[command(subcommand)]
     Sessions(crate::admin_cli::SessionsCommand),
+    /// Drain a running node: it opens no new room, stops once its rooms are empty (or its
+    /// cluster.drain_timeout has passed).
+    Drain(crate::admin_cli::DrainArgs),
     /// Drive real WebRTC clients against a server and report delivery, latency and cost.
     Loadtest(crate::loadtest::LoadtestArgs),
 }
@@ -337,6 +340,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SUBJECT")]
     pub nats_session_subject: Option<String>,
 
+    /// Subject prefix of the messages nodes of one cluster send each other (revocations go
+    /// to <prefix>.revocations). Clusters sharing a NATS server need different prefixes.
+    ///
+    /// Environment: SWITCHBOARD_NATS_CLUSTER_PREFIX. Config file: nats.cluster_prefix.
+    /// Default: switchboard.cluster.
+    #[arg(long, value_name = "SUBJECT")]
+    pub nats_cluster_prefix: Option<String>,
+
     /// This node's id, unique in the cluster (nodes sharing one database): 1 to 64
     /// characters from A-Z, a-z, 0-9, '_', '.' and '-'.
     ///
@@ -379,6 +390,14 @@ pub struct ServeArgs {
     /// cluster.delivery_lease_ttl. Default: the node timeout.
     #[arg(long, value_name = "DURATION")]
     pub cluster_delivery_lease_ttl: Option<String>,
+    /// How long a drain (SIGTERM/SIGINT, or `switchboard drain`) waits for the rooms open on
+    /// this node to empty before it tells the participants left to leave and stops. 0 = no
+    /// wait: stop at once, as a single node does.
+    ///
+    /// Environment: SWITCHBOARD_CLUSTER_DRAIN_TIMEOUT. Config file: cluster.drain_timeout.
+    /// Default: 0s.
+    #[arg(long, value_name = "DURATION")]
+    pub cluster_drain_timeout: Option<String>,
 
     /// Sets one resource limit, like max_tracks_per_participant=8 (repeat for several).
     ///

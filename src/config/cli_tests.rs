@@ -111,6 +111,8 @@ fn config_help_documents_every_option() {
         "SWITCHBOARD_NATS_URL",
         "SWITCHBOARD_NATS_SUBJECT_PREFIX",
         "SWITCHBOARD_NATS_SESSION_SUBJECT",
+        "SWITCHBOARD_NATS_CLUSTER_PREFIX",
+        "SWITCHBOARD_CLUSTER_DRAIN_TIMEOUT",
     ] {
         assert!(serve_help.contains(var), "serve --help lacks {var}");
     }

@@ -34,6 +34,10 @@ pub struct ClusterSettings {
     /// how long a dead node's sinks wait for another node. Defaults to the node timeout,
     /// like the room lease TTL.
     pub delivery_lease_ttl: Duration,
+    /// How long a drain waits for this node's rooms to empty; zero = no wait (the default,
+    /// so a single node stops on SIGTERM as it always did, well within a container
+    /// runtime's stop grace).
+    pub drain_timeout: Duration,
 }
 
 /// A node id: 1 to 64 characters from `A-Z a-z 0-9 _ . -` (safe in URLs, logs, file names
@@ -101,11 +105,19 @@ pub(super) fn resolve(src: &Sources<'_>, args: &ServeArgs) -> Result<ClusterSett
             limits::duration,
         )?
         .unwrap_or(node_timeout);
+    let drain_timeout = src
+        .get(
+            args.cluster_drain_timeout.as_deref(),
+            &sources::CLUSTER_DRAIN_TIMEOUT,
+            limits::duration,
+        )?
+        .unwrap_or(Duration::ZERO);
     Ok(ClusterSettings {
         node_id,
         heartbeat_interval,
         node_timeout,
         room_lease_ttl,
         delivery_lease_ttl,
+        drain_timeout,
     })
 }

@@ -16,6 +16,7 @@ fn cluster_defaults() {
             node_timeout: Duration::from_secs(10),
             room_lease_ttl: Duration::from_secs(10),
             delivery_lease_ttl: Duration::from_secs(10),
+            drain_timeout: Duration::ZERO,
         }
     );
 }
@@ -23,13 +24,15 @@ fn cluster_defaults() {
 #[test]
 fn cluster_settings_from_flag_env_and_file() {
     let file = toml_file(
-        "node_id = \"from-file\"\n[cluster]\nheartbeat_interval = 3\nnode_timeout = \"1m\"\n",
+        "node_id = \"from-file\"\n[cluster]\nheartbeat_interval = 3\nnode_timeout = \"1m\"\n\
+         drain_timeout = 30\n",
     );
     let args = serve(&["--dev", "--config", path_str(&file)]);
     let settings = resolve(&args, &no_env).expect("file");
     assert_eq!(settings.cluster.node_id.as_deref(), Some("from-file"));
     assert_eq!(settings.cluster.heartbeat_interval, Duration::from_secs(3));
     assert_eq!(settings.cluster.node_timeout, Duration::from_secs(60));
+    assert_eq!(settings.cluster.drain_timeout, Duration::from_secs(30));
     assert_eq!(
         settings.cluster.room_lease_ttl,
         Duration::from_secs(60),
@@ -39,8 +42,10 @@ fn cluster_settings_from_flag_env_and_file() {
     let environment = env(&[
         ("SWITCHBOARD_NODE_ID", "from-env"),
         ("SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL", "1s"),
+        ("SWITCHBOARD_CLUSTER_DRAIN_TIMEOUT", "2m"),
     ]);
     let settings = resolve(&args, &environment).expect("env");
+    assert_eq!(settings.cluster.drain_timeout, Duration::from_secs(120));
     assert_eq!(settings.cluster.node_id.as_deref(), Some("from-env"));
     assert_eq!(settings.cluster.heartbeat_interval, Duration::from_secs(1));
 
@@ -54,11 +59,14 @@ fn cluster_settings_from_flag_env_and_file() {
         "20s",
         "--cluster-room-lease-ttl",
         "8s",
+        "--cluster-drain-timeout",
+        "15m",
     ]);
     let settings = resolve(&args, &environment).expect("flags");
     assert_eq!(settings.cluster.node_id.as_deref(), Some("edge-1.eu_west"));
     assert_eq!(settings.cluster.node_timeout, Duration::from_secs(20));
     assert_eq!(settings.cluster.room_lease_ttl, Duration::from_secs(8));
+    assert_eq!(settings.cluster.drain_timeout, Duration::from_secs(15 * 60));
 }
 
 #[test]

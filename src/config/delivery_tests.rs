@@ -41,6 +41,7 @@ session_subject = "stream.status"
             url: "nats://127.0.0.1:4222".to_owned(),
             subject_prefix: "sb.prod".to_owned(),
             session_subject: "stream.status".to_owned(),
+            cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
         })
     );
 }
@@ -65,6 +66,7 @@ subject_prefix = "file.events"
         ("SWITCHBOARD_NATS_URL", "nats://env:4222"),
         ("SWITCHBOARD_NATS_SUBJECT_PREFIX", "env.events"),
         ("SWITCHBOARD_NATS_SESSION_SUBJECT", "env.status"),
+        ("SWITCHBOARD_NATS_CLUSTER_PREFIX", "env.cluster"),
     ]);
 
     let flags = serve(&[
@@ -81,6 +83,8 @@ subject_prefix = "file.events"
         "flag.events",
         "--nats-session-subject",
         "flag.status",
+        "--nats-cluster-prefix",
+        "flag.cluster",
     ]);
     let s = ok(&flags, &vars);
     assert_eq!(
@@ -91,6 +95,7 @@ subject_prefix = "file.events"
     assert_eq!(nats.url, "nats://flag:4222");
     assert_eq!(nats.subject_prefix, "flag.events");
     assert_eq!(nats.session_subject, "flag.status");
+    assert_eq!(nats.cluster_prefix, "flag.cluster");
 
     let s = ok(&serve(&["--dev", "--config", config]), &vars);
     assert_eq!(
@@ -101,6 +106,7 @@ subject_prefix = "file.events"
     assert_eq!(nats.url, "nats://env:4222");
     assert_eq!(nats.subject_prefix, "env.events");
     assert_eq!(nats.session_subject, "env.status");
+    assert_eq!(nats.cluster_prefix, "env.cluster");
 
     let s = ok(&serve(&["--dev", "--config", config]), &no_env);
     assert_eq!(s.webhooks.urls, ["http://file.example/hook"]);

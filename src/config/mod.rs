@@ -70,6 +70,9 @@ pub const DEFAULT_NATS_SUBJECT_PREFIX: &str = "switchboard.events";
 /// The subject of stream status messages in the deployment this project grew out of
 /// (seed 000), so its consumers work unchanged.
 pub const DEFAULT_NATS_SESSION_SUBJECT: &str = "events.raw.stream.status";
+/// Where the nodes of a cluster tell each other things: kept apart from the events'
+/// prefix, so an event consumer subscribed to `switchboard.events.>` sees only events.
+pub const DEFAULT_NATS_CLUSTER_PREFIX: &str = "switchboard.cluster";
 
 /// Resolved settings of `switchboard serve`.
 #[derive(Clone, PartialEq, Eq)]
@@ -142,6 +145,8 @@ pub struct NatsSettings {
     pub subject_prefix: String,
     /// Session state changes also go here, as stream status messages.
     pub session_subject: String,
+    /// Nodes of one cluster tell each other things under this prefix (revocations).
+    pub cluster_prefix: String,
 }
 
 impl fmt::Debug for NatsSettings {
@@ -150,6 +155,7 @@ impl fmt::Debug for NatsSettings {
             .field("url", &parse::redact_url(&self.url))
             .field("subject_prefix", &self.subject_prefix)
             .field("session_subject", &self.session_subject)
+            .field("cluster_prefix", &self.cluster_prefix)
             .finish()
     }
 }
@@ -437,10 +443,18 @@ fn nats_settings(src: &Sources<'_>, args: &ServeArgs) -> Result<Option<NatsSetti
             parse::nats_subject,
         )?
         .unwrap_or_else(|| DEFAULT_NATS_SESSION_SUBJECT.to_owned());
+    let cluster_prefix = src
+        .get(
+            args.nats_cluster_prefix.as_deref(),
+            &sources::NATS_CLUSTER_PREFIX,
+            parse::nats_subject,
+        )?
+        .unwrap_or_else(|| DEFAULT_NATS_CLUSTER_PREFIX.to_owned());
     Ok(url.map(|url| NatsSettings {
         url,
         subject_prefix,
         session_subject,
+        cluster_prefix,
     }))
 }
 

@@ -80,6 +80,8 @@ settings! {
         "nats.subject_prefix", Str;
     NATS_SESSION_SUBJECT = "--nats-session-subject", "SWITCHBOARD_NATS_SESSION_SUBJECT",
         "nats.session_subject", Str;
+    NATS_CLUSTER_PREFIX = "--nats-cluster-prefix", "SWITCHBOARD_NATS_CLUSTER_PREFIX",
+        "nats.cluster_prefix", Str;
     NODE_ID = "--node-id", "SWITCHBOARD_NODE_ID", "node_id", Str;
     CLUSTER_HEARTBEAT_INTERVAL = "--cluster-heartbeat-interval",
         "SWITCHBOARD_CLUSTER_HEARTBEAT_INTERVAL", "cluster.heartbeat_interval", IntOrStr;
@@ -89,6 +91,8 @@ settings! {
         "cluster.room_lease_ttl", IntOrStr;
     CLUSTER_DELIVERY_LEASE_TTL = "--cluster-delivery-lease-ttl",
         "SWITCHBOARD_CLUSTER_DELIVERY_LEASE_TTL", "cluster.delivery_lease_ttl", IntOrStr;
+    CLUSTER_DRAIN_TIMEOUT = "--cluster-drain-timeout", "SWITCHBOARD_CLUSTER_DRAIN_TIMEOUT",
+        "cluster.drain_timeout", IntOrStr;
 }
 
 pub(super) const ENV_CONFIG: &str = "SWITCHBOARD_CONFIG";

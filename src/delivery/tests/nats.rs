@@ -55,6 +55,7 @@ async fn events_are_published_in_order_with_session_status() {
                 url: NATS_URL.to_owned(),
                 subject_prefix: prefix.clone(),
                 session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+                cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
             }),
             ..config()
         },
@@ -139,6 +140,7 @@ async fn an_unreachable_nats_server_holds_up_nothing_and_stops_cleanly() {
                 url: format!("nats://127.0.0.1:{port}"),
                 subject_prefix: "switchboard.events".to_owned(),
                 session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+                cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
             }),
             timeout: Duration::from_millis(500),
             ..config()
@@ -264,6 +266,7 @@ async fn delivery_survives_losing_the_nats_server() {
                 url: url.clone(),
                 subject_prefix: prefix.clone(),
                 session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+                cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
             }),
             timeout: Duration::from_millis(500),
             ..config()
