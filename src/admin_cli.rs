@@ -1,5 +1,6 @@
-//! `switchboard rooms …` and `switchboard sessions …`: admin commands against a running
-//! server over its `/v1` API, signed with a configured API key (as `token create` is).
+//! `switchboard rooms …`, `switchboard sessions …` and `switchboard drain`: admin commands
+//! against a running server over its `/v1` API, signed with a configured API key (as
+//! `token create` is).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,6 +99,22 @@ pub enum SessionsCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `switchboard drain`.
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// Wait until the node has stopped (its HTTP address no longer answers).
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: give up waiting after this long, like 90s, 30m or 1h (the node drains
+    /// on).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = config::parse_ttl)]
+    pub wait_timeout: Duration,
+
+    #[command(flatten)]
+    pub target: Target,
 }
 
 /// A client for one server, with an admin token for `room` (or every room when empty).
@@ -325,5 +342,50 @@ pub fn sessions(command: SessionsCommand) -> anyhow::Result<()> {
             }
         }
         Ok(())
+    })
+}
+
+/// How often `drain --wait` looks whether the node is still up.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+pub fn drain(args: DrainArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let client = Client::new(&args.target, "")?;
+        let value = client
+            .call(reqwest::Method::POST, "/v1/node/drain", None)
+            .await?;
+        let node = text(&value, "node_id");
+        print(args.target.json, &value, |v| {
+            eprintln!(
+                "node {node} is draining: {} rooms, {} participants; it stops once they are \
+                 empty (drain timeout {} s)",
+                text(v, "rooms"),
+                text(v, "participants"),
+                text(v, "drain_timeout_secs"),
+            );
+        });
+        if !args.wait {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + args.wait_timeout;
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let url = format!("{}/healthz", client.base);
+        loop {
+            // A refused connection is the node gone; any answer is the node still up.
+            if probe.get(&url).send().await.is_err() {
+                eprintln!("node {node} stopped");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "node {node} still runs after {:?}; it drains on",
+                    args.wait_timeout
+                );
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
     })
 }

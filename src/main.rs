@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => migrate(&args),
         Command::Rooms(command) => admin_cli::rooms(command),
         Command::Sessions(command) => admin_cli::sessions(command),
+        Command::Drain(args) => admin_cli::drain(args),
         Command::Loadtest(args) => loadtest::run(args),
     };
     match result {

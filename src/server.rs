@@ -50,27 +50,6 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     runtime.block_on(run(settings))
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-}
-
 async fn run(settings: Settings) -> anyhow::Result<()> {
     if settings.dev {
         info!(
@@ -203,6 +182,21 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let maintenance = tokio::spawn(
         Arc::clone(&control).run_maintenance(MAINTENANCE_INTERVAL, tasks_stop.clone()),
     );
+    let bus_tasks = match &settings.nats {
+        Some(nats) => {
+            let (sender, tasks) = cluster::bus::start(
+                nats,
+                node_id.clone(),
+                Arc::clone(&signaling),
+                tasks_stop.clone(),
+            )
+            .await
+            .context("cannot start the cluster bus")?;
+            let _ = control.revocation_bus.set(sender);
+            tasks
+        }
+        None => Vec::new(),
+    };
     let delivery_config = DeliveryConfig::from_settings(&settings, &node_id)
         .context("invalid event delivery settings")?;
     let deliveries = delivery::spawn(
@@ -212,6 +206,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         tasks_stop.clone(),
     );
 
+    // Installed before the ready line: a signal sent right after it is not missed.
+    let signals =
+        cluster::drain::StopSignals::install().context("cannot listen for stop signals")?;
+    let drain = cluster::drain::Drain::new(settings.cluster.drain_timeout);
     let state = AppState {
         control: Arc::clone(&control),
         signaling: Arc::clone(&signaling),
@@ -231,6 +229,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             node_id.clone(),
             settings.cluster.room_lease_ttl,
         )?,
+        drain: Arc::clone(&drain),
         guard: http::Guard::new(http::GuardLimits {
             rtc_per_minute: settings.limits.rtc_requests_per_minute,
             whip_per_minute: settings.limits.whip_requests_per_minute,
@@ -253,13 +252,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         max_connections: settings.limits.http_max_connections,
         connections_per_address: settings.limits.http_connections_per_address,
     };
-    http::serve(listener, app, serve_limits, async move {
-        shutdown_signal().await;
-        shutdown_membership.set_state(NodeState::Draining).await;
-        info!("shutting down: telling participants to leave");
-        shutdown_signaling.shutdown(SHUTDOWN_GRACE).await;
-    })
-    .await;
+    let stopped = cluster::drain::until_stopped(
+        signals,
+        drain,
+        shutdown_membership,
+        shutdown_signaling,
+        SHUTDOWN_GRACE,
+    );
+    http::serve(listener, app, serve_limits, stopped).await;
 
     // Recordings are finalized and recorded as complete before the event loops stop.
     control.stop_all_egress(EGRESS_GRACE).await;
@@ -269,6 +269,9 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     let _ = maintenance.await;
     let _ = heartbeat.await;
     let _ = release.await;
+    for task in bus_tasks {
+        let _ = task.await;
+    }
     // The recorder's last events are in the log; delivery gets its stop grace for them.
     for task in deliveries {
         let _ = task.await;

@@ -4,9 +4,12 @@
 //! lease ([`placement`]), renewed by the heartbeat; admin calls about a room relayed to the
 //! node that holds its lease ([`forward`]).
 //!
-//! What a cluster does not have yet (routing joins to the owning node, delivering each
-//! event once, drain) is listed in docs/cluster.md.
+//! Revocations reach the other nodes at once over NATS ([`bus`]); a node drains before it
+//! stops ([`drain`]). What a cluster does not have yet (routing joins to the owning node,
+//! delivering each event once) is listed in docs/cluster.md.
 
+pub mod bus;
+pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod membership;

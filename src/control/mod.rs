@@ -51,6 +51,9 @@ pub struct Control {
     /// This node's cluster-unique id: what it records as the owner of the rooms,
     /// connections and egress it serves.
     pub node_id: String,
+    /// Where removals' revocations go to reach the other nodes at once (NATS, when
+    /// configured; src/cluster/bus.rs). Set once at start.
+    pub revocation_bus: std::sync::OnceLock<crate::cluster::bus::RevocationSender>,
 }
 
 impl Control {
@@ -70,6 +73,7 @@ impl Control {
             default_max_participants,
             egress,
             node_id,
+            revocation_bus: std::sync::OnceLock::new(),
         })
     }
 

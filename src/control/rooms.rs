@@ -242,6 +242,17 @@ impl Control {
             .signaling
             .remove_participant(room_id, identity)
             .map_err(ControlError::from)?;
+        // Other nodes hear of it at once (the store poll is the fallback).
+        if let Some(bus) = self.revocation_bus.get() {
+            crate::cluster::bus::announce(
+                bus,
+                crate::cluster::bus::Revoked {
+                    room_id: room_id.to_owned(),
+                    identity: identity.to_owned(),
+                    at: revoked_at,
+                },
+            );
+        }
         let revoked_at = chrono::DateTime::<chrono::Utc>::from_timestamp(revoked_at as i64, 0)
             .unwrap_or_else(now);
         self.store

@@ -341,6 +341,6 @@ fn chain(err: &dyn StdError) -> String {
 
 /// reqwest and async-nats use rustls' process-wide crypto provider; this makes it aws-lc-rs
 /// (see Cargo.toml). An error means a provider is installed already, which is as good.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

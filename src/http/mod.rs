@@ -63,6 +63,8 @@ pub struct AppState {
     pub node_timeout: Duration,
     /// Relays admin calls about a room another node runs to that node.
     pub forwarder: Arc<Forwarder>,
+    /// Asks this node to drain (`POST /v1/node/drain`).
+    pub drain: Arc<crate::cluster::drain::Drain>,
 }
 
 impl AppState {
@@ -194,6 +196,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/nodes", get(nodes::list))
+        .route("/v1/node/drain", post(nodes::drain))
         .merge(room_in_body)
         .merge(one_room)
         .route("/v1/rooms/{room_id}/guest-token", get(guests::guest_token))

@@ -3,6 +3,7 @@
 //! table), give or take heartbeats landing between two reads.
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -40,4 +41,32 @@ fn node_json(node: &NodeRecord) -> Value {
         "heartbeat_at": node.heartbeat_at,
         "released_at": node.released_at,
     })
+}
+
+/// `POST /v1/node/drain`: the answering node drains (docs/cluster.md#drain) and stops once
+/// its rooms are empty or its `cluster.drain_timeout` has passed. 202 with what it still
+/// serves; asking again changes nothing.
+pub async fn drain(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    // Stopping a node is acting on every room it serves: the grants of a deployment admin.
+    caller.require(Need::Create)?;
+    caller.require(Need::List)?;
+    let first = state.drain.request();
+    if first {
+        tracing::info!("drain requested through the API");
+    }
+    let rooms = state.signaling.live_rooms();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "node_id": state.control.node_id,
+            "state": "draining",
+            "already_draining": !first,
+            "rooms": rooms.len(),
+            "participants": state.signaling.participant_count(),
+            "drain_timeout_secs": state.drain.timeout().as_secs(),
+        })),
+    ))
 }
