@@ -68,7 +68,8 @@ fn config_help_documents_every_option() {
     }
     // A guard that the loop saw the subcommands (by name, so commands added elsewhere,
     // such as `rooms`, do not change these counts).
-    assert_eq!(checked.get("serve"), Some(&41), "{checked:?}");
+    assert_eq!(checked.get("serve"), Some(&43), "{checked:?}");
+    assert_eq!(checked.get("drain"), Some(&8), "{checked:?}");
     assert_eq!(checked.get("token create"), Some(&12), "{checked:?}");
     assert_eq!(checked.get("migrate"), Some(&3), "{checked:?}");
 

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::support::{config, room_id, room_story, Receiver, Running, TestStore, WAIT};
-use crate::config::{NatsSettings, DEFAULT_NATS_SESSION_SUBJECT};
+use crate::config::{NatsSettings, DEFAULT_NATS_CLUSTER_PREFIX, DEFAULT_NATS_SESSION_SUBJECT};
 use crate::delivery::DeliveryConfig;
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
