@@ -398,6 +398,8 @@ const CALLED: &[(&str, &str, &[u16])] = &[
     ("GET", "/v1/egress/{egress_id}", &[200]),
     ("POST", "/v1/egress/{egress_id}/status", &[200, 404, 409]),
     ("GET", "/v1/audit", &[200, 401, 403]),
+    // tests/cluster_drain.rs (403; 202 through `switchboard drain`).
+    ("POST", "/v1/node/drain", &[202, 403]),
     ("GET", "/v1/openapi.json", &[200]),
     ("GET", "/healthz", &[200]),
     ("GET", "/readyz", &[200]),
