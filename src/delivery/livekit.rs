@@ -116,8 +116,8 @@ fn participant(v: &Value, left: bool) -> lk::ParticipantInfo {
     }
     if left {
         // Our leave reasons are LiveKit's DisconnectReason names, except our own: the media
-        // timeouts are LiveKit's CONNECTION_TIMEOUT; others ("server_restart") stay
-        // UNKNOWN_REASON here.
+        // timeouts are LiveKit's CONNECTION_TIMEOUT, a lost lease its MIGRATION; others
+        // ("server_restart") stay UNKNOWN_REASON here.
         info.disconnect_reason = v
             .get("leave_reason")
             .and_then(Value::as_str)
@@ -125,6 +125,8 @@ fn participant(v: &Value, left: bool) -> lk::ParticipantInfo {
                 "media_connect_timeout" | "media_departure_timeout" => {
                     Some(lk::DisconnectReason::ConnectionTimeout)
                 }
+                // The room moved to another node, as the client was told.
+                "room_lease_lost" => Some(lk::DisconnectReason::Migration),
                 other => lk::DisconnectReason::from_str_name(other),
             })
             .map_or(0, |reason| reason as i32);

@@ -114,6 +114,15 @@ fn webhook_body_is_livekit_protojson_with_our_fields() {
         );
     }
 
+    // A room whose lease another node took: the client was told MIGRATION, so is the hook.
+    let moved = event(
+        3,
+        "participant_left",
+        json!({"participant": {"sid": "PA_3", "identity": "mover", "leave_reason": "room_lease_lost"}}),
+    );
+    let body: Value = serde_json::from_slice(&livekit::webhook_body(&moved).unwrap()).unwrap();
+    assert_eq!(body["participant"]["disconnectReason"], "MIGRATION");
+
     let mut session = event(
         4,
         "session_state_changed",
