@@ -116,3 +116,28 @@ pub async fn until_stopped(
     info!("shutting down: telling participants to leave");
     signaling.shutdown(grace).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_drain_request_is_seen_once_and_wakes_the_waiter() {
+        let drain = Drain::new(Duration::from_secs(30));
+        let waiter = {
+            let drain = Arc::clone(&drain);
+            tokio::spawn(async move { drain.requested().await })
+        };
+        assert!(drain.request(), "the first request starts the drain");
+        assert!(!drain.request(), "a second one changes nothing");
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter wakes")
+            .expect("the waiter ran");
+        // Asked before anyone waits: a later waiter returns at once.
+        tokio::time::timeout(Duration::from_secs(5), drain.requested())
+            .await
+            .expect("already requested");
+        assert_eq!(drain.timeout(), Duration::from_secs(30));
+    }
+}

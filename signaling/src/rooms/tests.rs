@@ -231,3 +231,32 @@ async fn participant_counts_reach_the_members_batched_and_without_hidden_ones() 
     tokio::time::sleep(COUNTS_INTERVAL * 2).await;
     assert_eq!(room_updates(&mut ann), []);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_room_closed_here_tells_its_members_to_leave_and_never_finishes() {
+    let (rooms, mut events) = rooms(1, 0);
+    let (ann_tx, mut ann_rx) = outbox::channel(usize::MAX);
+    let (bob_tx, mut bob_rx) = outbox::channel(usize::MAX);
+    rooms.join("moved", info("PA_1", "ann"), ann_tx).unwrap();
+    rooms
+        .join("moved", info("PA_2", "bob"), bob_tx.clone())
+        .unwrap();
+    rooms.join("stays", info("PA_3", "bob"), bob_tx).unwrap();
+
+    assert_eq!(rooms.close_here("moved", LeaveReason::LeaseLost), 2);
+    assert!(!rooms.is_open("moved"));
+    assert!(rooms.is_open("stays"));
+    assert_eq!(rooms.close_here("moved", LeaveReason::LeaseLost), 0, "gone");
+    for rx in [&mut ann_rx, &mut bob_rx] {
+        let mut told = false;
+        while let Ok(msg) = rx.try_recv() {
+            told |= matches!(msg, SessionMsg::Leave(LeaveReason::LeaseLost));
+        }
+        assert!(told, "every member is told to leave");
+    }
+    // The sessions' own leaves find nothing, and no timer finishes the room: its record
+    // belongs to the node that took it.
+    assert!(!rooms.leave("moved", "PA_1"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(finished(&mut events), Vec::<String>::new());
+}
