@@ -1,8 +1,9 @@
 //! What one node must act on at once because of another: a removal on one node refuses the
 //! revoked token on the other within a NATS round trip (not at the store's 5 s poll), and a
 //! room whose lease another node took closes here, its participants told to reconnect,
-//! while its record stays open for the new owner. Real nodes, real PostgreSQL, real NATS
-//! (each test on subjects of its own).
+//! while its record stays open for the new owner; a NATS server that is down delays
+//! neither the node's start nor a removal. Real nodes, real PostgreSQL, real NATS (each
+//! test on subjects of its own).
 
 mod support;
 
@@ -284,4 +285,31 @@ async fn a_room_whose_lease_another_node_took_closes_here_and_its_record_stays_o
             .contains("another node took the lease of a room open here"),
         "node A says why"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_server_that_is_down_neither_stops_the_node_nor_delays_a_removal() {
+    // A port nothing listens on: the node starts anyway (the bus connects in the
+    // background) and a removal answers at once (the revocation is queued, not awaited).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let url = format!("nats://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    let db = TestDatabase::direct("bus_down").await;
+    let node = Server::start_with(&["--database-url", &db.url, "--nats-url", &url]);
+    let operator = admin_token("stage", "ops");
+    let host = host_token("stage", "hana");
+    let (mut client, _) = Client::join(&node.ws, &host).await;
+    let asked = Instant::now();
+    Api::new(&node.http, Some(&operator))
+        .delete("/v1/rooms/stage/participants/hana")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "the removal took {:?}",
+        asked.elapsed()
+    );
+    client.expect_close().await;
+    let (status, text) = validate(&node, &host).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
 }
