@@ -14,7 +14,7 @@ use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
 use super::support::{config, room_id, room_story, PgNodes, Received, Receiver, Running, WAIT};
-use crate::config::{NatsSettings, DEFAULT_NATS_SESSION_SUBJECT};
+use crate::config::{NatsSettings, DEFAULT_NATS_CLUSTER_PREFIX, DEFAULT_NATS_SESSION_SUBJECT};
 use crate::delivery::{DeliveryConfig, EVENT_ID_HEADER};
 use crate::store::{EventRecord, Store};
 
@@ -90,6 +90,7 @@ async fn two_nodes_deliver_each_event_once_in_order() {
                 url: NATS_URL.to_owned(),
                 subject_prefix: prefix.clone(),
                 session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+                cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
             }),
             ..node_config(receiver)
         };

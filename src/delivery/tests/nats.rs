@@ -348,6 +348,7 @@ async fn jetstream_drops_a_resend_by_its_message_id() {
             url: url.clone(),
             subject_prefix: prefix.clone(),
             session_subject: DEFAULT_NATS_SESSION_SUBJECT.to_owned(),
+            cluster_prefix: DEFAULT_NATS_CLUSTER_PREFIX.to_owned(),
         }),
         ..config()
     };
