@@ -211,3 +211,47 @@ async fn joins_through_any_node_meet_on_the_room_node_and_move_on_when_it_dies()
     alice.assert_alive().await;
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_racing_to_place_100_rooms_give_each_room_one_node() {
+    let db = TestDatabase::direct("race").await;
+    let pool = reader(&db).await;
+    let node_a = start(&db, "node-a");
+    let node_b = start(&db, "node-b");
+    let token = |room: &str, identity: &str| {
+        support::sign(&support::join_claims(room, identity), support::DEV_SECRET)
+    };
+    // Every room is joined through both nodes at the same moment: each node places the new
+    // room (the least-loaded node, or itself), and the two placements race for one lease.
+    let rooms: Vec<String> = (0..100).map(|i| format!("race-{i}")).collect();
+    let joins = rooms.iter().map(|room| {
+        let (via_a, via_b) = (token(room, "ann"), token(room, "bo"));
+        let (node_a, node_b) = (&node_a, &node_b);
+        async move {
+            let (a, b) = tokio::join!(
+                support::Client::join(&node_a.ws, &via_a),
+                support::Client::join(&node_b.ws, &via_b),
+            );
+            let served_by = |join: &livekit_protocol::JoinResponse| {
+                join.server_info
+                    .as_ref()
+                    .map(|s| s.node_id.clone())
+                    .expect("server info")
+            };
+            (room.clone(), served_by(&a.1), served_by(&b.1), a.0, b.0)
+        }
+    });
+    let joined = futures_util::future::join_all(joins).await;
+    let mut per_node = std::collections::BTreeMap::<String, usize>::new();
+    for (room, via_a, via_b, _ann, _bo) in &joined {
+        assert_eq!(via_a, via_b, "{room}: both joins are served by one node");
+        assert_eq!(
+            lease_holder(&pool, room).await.as_deref(),
+            Some(via_a.as_str()),
+            "{room}: the lease names the node serving it"
+        );
+        *per_node.entry(via_a.clone()).or_default() += 1;
+    }
+    eprintln!("rooms per node after the race: {per_node:?}");
+    pool.close().await;
+}
