@@ -12,7 +12,9 @@ use std::sync::Arc;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use support::api::{admin_token, eventually, grant_token, host_token, http_client, id, Api};
+use support::api::{
+    admin_token, eventually, grant_token, host_token, http_client, id, rtc_validate, Api,
+};
 use support::{now_secs, Client, Server, DEV_KEY, DEV_SECRET};
 
 /// A room name that would be a path traversal, an SQL injection and a quoting bug at once.
@@ -21,18 +23,6 @@ const BAD_ROOM: &str = "../x'\";--";
 /// What every entry says about [`BAD_ROOM`] (the one rule's message).
 fn bad_room_message() -> String {
     format!("room name {BAD_ROOM:?} is not valid: use 1 to 64 letters, digits, '_' or '-'")
-}
-
-/// GET /rtc/validate with `token`: (status, body text).
-async fn validate(server: &Server, token: &str) -> (StatusCode, String) {
-    let reply = http_client()
-        .get(format!("{}/rtc/validate", server.http))
-        .query(&[("access_token", token)])
-        .send()
-        .await
-        .expect("GET /rtc/validate");
-    let status = reply.status();
-    (status, reply.text().await.unwrap_or_default())
 }
 
 /// POST /whip with `token` and an offer that would be inspected only after the token.
@@ -126,7 +116,7 @@ async fn assert_revoked_everywhere(server: &Server, host: &str, guest: &str, ses
         .await
         .problem_saying(StatusCode::FORBIDDEN, &removed);
     for token in [host, guest] {
-        let (status, text) = validate(server, token).await;
+        let (status, text) = rtc_validate(server, token).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "/rtc/validate: {text}");
         assert!(text.contains(removed[0]), "{text}");
         let (status, body) = whip(server, token).await;
@@ -192,13 +182,15 @@ async fn a_removed_host_and_guest_are_refused_on_every_surface_even_after_a_rest
     guest_client.expect_close().await;
 
     assert_revoked_everywhere(&server, &host, &guest, &session_id).await;
-    let (status, text) = validate(&server, &minted).await;
+    let (status, text) = rtc_validate(&server, &minted).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "self-minted token: {text}");
     // A token dated before the removal is refused; one issued after it (the operator
     // letting them back in) is not. The removal happened in [before, after].
-    let (status, _) = validate(&server, &join_token_issued_at("stage", "hana", before - 1)).await;
+    let (status, _) =
+        rtc_validate(&server, &join_token_issued_at("stage", "hana", before - 1)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, text) = validate(&server, &join_token_issued_at("stage", "hana", after + 1)).await;
+    let (status, text) =
+        rtc_validate(&server, &join_token_issued_at("stage", "hana", after + 1)).await;
     assert_eq!(
         status,
         StatusCode::OK,
@@ -358,7 +350,7 @@ async fn bad_room_names_and_identities_are_refused_at_every_entry_with_the_same_
 
     // A join token naming the room: /rtc/validate, the /rtc upgrade, WHIP and WHEP.
     let bad_room_token = support::sign(&support::join_claims(BAD_ROOM, "mallory"), DEV_SECRET);
-    let (status, text) = validate(&server, &bad_room_token).await;
+    let (status, text) = rtc_validate(&server, &bad_room_token).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
     assert!(text.contains(&expected_room), "{text}");
     assert!(
@@ -389,7 +381,7 @@ async fn bad_room_names_and_identities_are_refused_at_every_entry_with_the_same_
     // A 20 KB identity and one with a newline, in a token.
     for identity in [long_identity.as_str(), "mallory\nINFO forged"] {
         let token = support::sign(&support::join_claims("stage", identity), DEV_SECRET);
-        let (status, text) = validate(&server, &token).await;
+        let (status, text) = rtc_validate(&server, &token).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
         assert!(
             text.contains("identity") && text.contains("is not valid"),
@@ -583,7 +575,7 @@ async fn a_removal_on_one_node_revokes_the_token_on_another_sharing_the_database
     let host = host_token("stage", "hana");
     let (mut client, _) = Client::join(&node_a.ws, &host).await;
     // Node B takes the token and relays the question to node A, which serves the room.
-    let (status, text) = validate(&node_b, &host).await;
+    let (status, text) = rtc_validate(&node_b, &host).await;
     assert_eq!(
         (status, text.as_str()),
         (StatusCode::OK, "success"),
@@ -601,7 +593,7 @@ async fn a_removal_on_one_node_revokes_the_token_on_another_sharing_the_database
     // Polled gently: /rtc has a per-address request limit.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let (status, text) = validate(&node_b, &host).await;
+        let (status, text) = rtc_validate(&node_b, &host).await;
         let patched = Api::new(&node_b.http, Some(&host))
             .patch("/v1/rooms/stage", &json!({ "metadata": "taken over" }))
             .await;

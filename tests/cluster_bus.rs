@@ -13,47 +13,20 @@ use futures_util::StreamExt;
 use livekit_protocol as proto;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{PgPool, Row as _};
-use support::api::{admin_token, eventually, guest_token, host_token, http_client, Api};
+use sqlx::Row as _;
+use support::api::{
+    admin_token, eventually, guest_token, host_token, rtc_validate, rtc_validate_with, Api,
+};
+use support::cluster::reader;
 use support::postgres::TestDatabase;
 use support::{now_secs, Client, Resp, Server};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
-/// `GET /rtc/validate` on `server` with `token`: status and body.
-async fn validate(server: &Server, token: &str) -> (StatusCode, String) {
-    validate_with(server, token, &[]).await
-}
-
 /// `validate` answered by `server` itself, not relayed to the room's node: marked as already
 /// relayed once (`X-Switchboard-Forwarded-By`), it is judged by what this node knows.
 async fn validate_here(server: &Server, token: &str) -> (StatusCode, String) {
-    validate_with(server, token, &[("x-switchboard-forwarded-by", "test")]).await
-}
-
-async fn validate_with(
-    server: &Server,
-    token: &str,
-    headers: &[(&str, &str)],
-) -> (StatusCode, String) {
-    let mut request = http_client()
-        .get(format!("{}/rtc/validate", server.http))
-        .query(&[("access_token", token)]);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let reply = request.send().await.expect("GET /rtc/validate");
-    let status = reply.status();
-    (status, reply.text().await.unwrap_or_default())
-}
-
-async fn reader(db: &TestDatabase) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&db.url)
-        .await
-        .expect("connect to the test database")
+    rtc_validate_with(server, token, &[("x-switchboard-forwarded-by", "test")]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,7 +126,7 @@ async fn a_removal_refuses_the_token_on_another_node_at_once_over_nats() {
     let host = host_token("stage", "hana");
     let (mut client, _) = Client::join(&node_a.ws, &host).await;
     // Node B relays the question to node A, which holds the room.
-    let (status, text) = validate(&node_b, &host).await;
+    let (status, text) = rtc_validate(&node_b, &host).await;
     assert_eq!(
         (status, text.as_str()),
         (StatusCode::OK, "success"),
@@ -294,7 +267,7 @@ async fn a_room_whose_lease_another_node_took_closes_here_and_its_record_stays_o
 
     // A rejoin through node A is not served there: node A would relay it to the owner, which
     // this test made up (no `nodes` row, so no URL to reach it), and says so.
-    let (status, text) = validate(&node_a, &guest_token("stage", "alice")).await;
+    let (status, text) = rtc_validate(&node_a, &guest_token("stage", "alice")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
     assert!(text.contains("node-b"), "{text}");
     assert!(
@@ -328,6 +301,6 @@ async fn a_nats_server_that_is_down_neither_stops_the_node_nor_delays_a_removal(
         asked.elapsed()
     );
     client.expect_close().await;
-    let (status, text) = validate(&node, &host).await;
+    let (status, text) = rtc_validate(&node, &host).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
 }

@@ -12,7 +12,7 @@ use livekit_protocol as proto;
 use reqwest::StatusCode;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Row as _;
-use support::api::{admin_token, eventually, guest_token, http_client, Api};
+use support::api::{admin_token, eventually, guest_token, rtc_validate, Api};
 use support::postgres::TestDatabase;
 use support::{Client, Resp, Server};
 
@@ -27,17 +27,6 @@ fn start(db: &TestDatabase, drain_timeout: &str) -> Server {
         "--cluster-drain-timeout",
         drain_timeout,
     ])
-}
-
-async fn validate(server: &Server, token: &str) -> (StatusCode, String) {
-    let reply = http_client()
-        .get(format!("{}/rtc/validate", server.http))
-        .query(&[("access_token", token)])
-        .send()
-        .await
-        .expect("GET /rtc/validate");
-    let status = reply.status();
-    (status, reply.text().await.unwrap_or_default())
 }
 
 /// Waits until `GET /v1/nodes` through `server` shows it `draining`.
@@ -82,7 +71,7 @@ async fn sigterm_drains_the_node_until_its_rooms_are_empty() {
     node.terminate();
     until_draining(&node, &operator).await;
     // No new room opens here...
-    let (status, text) = validate(&node, &guest_token("fresh", "dan")).await;
+    let (status, text) = rtc_validate(&node, &guest_token("fresh", "dan")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
     assert!(text.contains("draining"), "{text}");
     // ...but the open one goes on: someone else can still join it.

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use support::api::{admin_token, grant_token, Api};
 use support::cluster::{lease_holder, reader};
 use support::postgres::TestDatabase;
-use support::{Event, Server};
+use support::Server;
 
 /// A 4 s node timeout (so lease) instead of the shared 6 s: the failover part waits for it.
 fn start(db: &TestDatabase, node_id: &str) -> Server {
@@ -62,7 +62,8 @@ fn plain_http() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// A one-line WHIP offer (one sendonly Opus m-line), enough to reach placement.
+/// A one-line WHIP offer (one sendonly Opus m-line), enough to reach placement; with
+/// `recvonly`, a WHEP offer.
 fn whip_offer() -> String {
     "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123456789\r\n\
@@ -71,16 +72,6 @@ a=setup:actpass\r\na=group:BUNDLE 0\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendonly\r\n\
 a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
         .to_owned()
-}
-
-/// Waits for the server side of `client` to go away (a close frame or the stream's end).
-async fn closed(client: &mut support::Client) {
-    loop {
-        match client.next_event().await {
-            Event::Response(_) => {}
-            Event::Closed(_) | Event::Ended(_) => return,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -169,11 +160,26 @@ async fn joins_through_any_node_meet_on_the_room_node_and_move_on_when_it_dies()
         "served where redirected"
     );
     assert_eq!(recorded_on(&pool, "erin").await, "node-a");
+    // WHEP through B likewise.
+    let viewer = grant_token("finn", json!({ "room": "stage", "roomJoin": true }));
+    let reply = http
+        .post(format!("{}/whep", node_b.http))
+        .header(AUTHORIZATION, format!("Bearer {viewer}"))
+        .header(CONTENT_TYPE, "application/sdp")
+        .body(whip_offer().replace("a=sendonly", "a=recvonly"))
+        .send()
+        .await
+        .expect("POST /whep through B");
+    assert_eq!(reply.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        reply.headers().get(LOCATION).and_then(|v| v.to_str().ok()),
+        Some(format!("{}/whep", node_a.http).as_str())
+    );
 
     // node-a dies: the relays close both clients at once (livekit-client would reconnect).
     node_a.kill9();
     let killed = Instant::now();
-    closed(&mut alice).await;
+    alice.until_gone().await;
     assert!(
         killed.elapsed() < Duration::from_secs(2),
         "alice's relay closed {:?} after the kill",

@@ -45,16 +45,6 @@ fn unix_millis() -> i64 {
         .as_millis() as i64
 }
 
-/// Waits until the server's socket closes after a client leave.
-async fn closed(client: &mut support::Client) {
-    loop {
-        match client.next_event().await {
-            Event::Response(_) => {}
-            Event::Closed(_) | Event::Ended(_) => return,
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn joins_and_leaves_are_recorded() {
     let mut server = Server::start();
@@ -64,7 +54,7 @@ async fn joins_and_leaves_are_recorded() {
     let room_sid = join.room.unwrap().sid;
     alice.assert_alive().await;
     alice.leave().await;
-    closed(&mut alice).await;
+    alice.until_gone().await;
     let status = server.stop();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
     let after = unix_millis();
@@ -187,9 +177,9 @@ async fn an_evicted_duplicate_is_recorded_as_such() {
         leave.reason,
         proto::DisconnectReason::DuplicateIdentity as i32
     );
-    closed(&mut old).await;
+    old.until_gone().await;
     new.leave().await;
-    closed(&mut new).await;
+    new.until_gone().await;
     let status = server.stop();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
 
@@ -222,7 +212,7 @@ async fn an_empty_room_is_closed_after_its_empty_timeout() {
     let mut server = Server::start_with(&["--empty-timeout", "1s"]);
     let (mut alice, _) = server.join("brief", "alice", &[]).await;
     alice.leave().await;
-    closed(&mut alice).await;
+    alice.until_gone().await;
     let left = unix_millis();
     let pool = open_db(&server).await;
     // Await the timer's effect on the record (bounded); nothing else would change it. The

@@ -30,6 +30,28 @@ pub fn http_client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
+/// `GET /rtc/validate` on `server` with `token` and extra request `headers`: (status, body).
+pub async fn rtc_validate_with(
+    server: &super::Server,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut request = http_client()
+        .get(format!("{}/rtc/validate", server.http))
+        .query(&[("access_token", token)]);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let reply = request.send().await.expect("GET /rtc/validate");
+    let status = reply.status();
+    (status, reply.text().await.unwrap_or_default())
+}
+
+/// `GET /rtc/validate` on `server` with `token`: (status, body).
+pub async fn rtc_validate(server: &super::Server, token: &str) -> (StatusCode, String) {
+    rtc_validate_with(server, token, &[]).await
+}
+
 /// Hand-signed dev-key claims for `identity` with the given `video` grant.
 pub fn grant_token(identity: &str, video: Value) -> String {
     let now = now_secs();

@@ -531,6 +531,16 @@ impl Client {
         }
     }
 
+    /// Skips responses until the server's side goes away (a close frame or the stream's end).
+    pub async fn until_gone(&mut self) {
+        loop {
+            match self.next_event().await {
+                Event::Response(_) => {}
+                Event::Closed(_) | Event::Ended(_) => return,
+            }
+        }
+    }
+
     /// Skips responses until the server closes; returns the close frame.
     pub async fn expect_close(&mut self) -> Option<CloseFrame> {
         let deadline = tokio::time::Instant::now() + WAIT;
