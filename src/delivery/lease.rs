@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -67,6 +67,7 @@ pub(super) async fn acquire(
     sink: &str,
     shown: &str,
     config: &DeliveryConfig,
+    wake: &Notify,
     stop: &mut watch::Receiver<bool>,
 ) -> Option<Tenure> {
     let every = renew_every(config);
@@ -76,7 +77,11 @@ pub(super) async fn acquire(
         let sent = Instant::now();
         let attempt =
             store.acquire_delivery_lease(sink, &config.node_id, Utc::now(), config.lease_ttl);
-        let wait = match or_stop(stop, attempt).await? {
+        // Registered before the attempt: a write that lands while it runs still wakes us.
+        let written = wake.notified();
+        tokio::pin!(written);
+        written.as_mut().enable();
+        let (wait, wake_early) = match or_stop(stop, attempt).await? {
             Ok(DeliveryLeaseOutcome::Granted { generation, .. }) => {
                 return Some(Tenure {
                     generation,
@@ -89,16 +94,29 @@ pub(super) async fn acquire(
                     info!(sink = %shown, holder = %holder.node_id, "another node delivers to this sink; standing by");
                     told = Some(holder.node_id);
                 }
-                every
+                (every, false)
             }
             Err(err) => {
                 failures += 1;
                 let delay = config.retry.delay(failures).min(every);
                 warn!(sink = %shown, retry_in = ?delay, error = %chain(&err), "cannot take the delivery lease");
-                delay
+                (delay, true)
             }
         };
-        or_stop(stop, tokio::time::sleep(wait)).await?;
+        // After a failure (the database was unreachable), this node's next write shows the
+        // database is back: try again then rather than sleep out the backoff. A standing-by
+        // node is not woken by writes, or every event would cost it a lease query.
+        let pause = async {
+            if wake_early {
+                tokio::select! {
+                    _ = &mut written => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+        };
+        or_stop(stop, pause).await?;
     }
 }
 

@@ -31,7 +31,8 @@ pub(super) async fn run_sink<S: Sink>(
     let name = sink.name().to_owned();
     let shown = redact_url(&name);
     loop {
-        let Some(tenure) = lease::acquire(&store, &name, &shown, &config, &mut stop).await else {
+        let Some(tenure) = lease::acquire(&store, &name, &shown, &config, &wake, &mut stop).await
+        else {
             return;
         };
         info!(sink = %shown, generation = tenure.generation, "this node holds the delivery lease");
