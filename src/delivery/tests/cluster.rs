@@ -302,10 +302,17 @@ async fn a_holder_killed_between_acceptance_and_cursor_write_resends_that_event_
         let third = log[2].id;
         let accept = receiver.hold(third);
 
-        let node_a = Running::start_as(&a, node_config(&receiver), "ND_a");
+        // A longer lease than the other tests': while the test holds the row locked, A's
+        // renewals wait too, and on a loaded machine A must not give the lease up (by its
+        // own clock) before its cursor write is seen waiting. B takes over within WAIT.
+        let patient = DeliveryConfig {
+            lease_ttl: Duration::from_secs(10),
+            ..node_config(&receiver)
+        };
+        let node_a = Running::start_as(&a, patient.clone(), "ND_a");
         let first = receiver.take(3).await;
         assert_eq!(ids(&first), log_ids(&log[..3]));
-        let node_b = Running::start_as(&b, node_config(&receiver), "ND_b");
+        let node_b = Running::start_as(&b, patient, "ND_b");
 
         let mut lock = PgConnection::connect_with(&options)
             .await
