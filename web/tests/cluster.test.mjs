@@ -109,22 +109,6 @@ async function joinThrough(cluster, node, room, name) {
   return page;
 }
 
-async function framesFrom(page, identity) {
-  return (await page.inbound())[identity]?.framesDecoded ?? 0;
-}
-
-/** When `page` decoded `more` new frames from `identity` beyond `since` (ms since epoch). */
-async function decodesAgain(page, identity, since, more, timeoutMs) {
-  const started = Date.now();
-  for (;;) {
-    if ((await framesFrom(page, identity)) >= since + more) return Date.now();
-    if (Date.now() - started > timeoutMs) {
-      throw new Error(`${page.label} decoded no new video from ${identity} within ${timeoutMs / 1000}s`);
-    }
-    await delay(100);
-  }
-}
-
 /** What every node's RoomService says about `room`: node → {rooms, participants}. */
 async function viewsOf(cluster, room) {
   const views = {};
@@ -161,8 +145,8 @@ test('three nodes: browsers meet through different nodes, every node answers ali
     assert.deepEqual(views['node-a'].participants, ['ann', 'bo']);
 
     // The room's node dies.
-    const fromBo = await framesFrom(ann, bo.identity);
-    const fromAnn = await framesFrom(bo, ann.identity);
+    const fromBo = await ann.framesFrom(bo.identity);
+    const fromAnn = await bo.framesFrom(ann.identity);
     for (const page of [ann, bo]) {
       await page.page.evaluate(() => {
         window.reconnectedAt = null;
@@ -177,8 +161,8 @@ test('three nodes: browsers meet through different nodes, every node answers ali
     await a.kill();
     const killed = Date.now();
     const [annBack, boBack] = await Promise.all([
-      decodesAgain(ann, bo.identity, fromBo, 10, 60_000),
-      decodesAgain(bo, ann.identity, fromAnn, 10, 60_000),
+      ann.decodesAgain(bo.identity, fromBo, 10, 60_000),
+      bo.decodesAgain(ann.identity, fromAnn, 10, 60_000),
     ]);
     const back = Math.max(annBack, boBack);
     const reconnected = await Promise.all([ann, bo].map((p) => p.page.evaluate(() => window.reconnectedAt)));

@@ -69,30 +69,13 @@ async function stopCall(call, err = null) {
   await call.pair?.teardown();
 }
 
-/** Video frames `page` decoded from `identity` so far. */
-async function framesFrom(page, identity) {
-  return (await page.inbound())[identity]?.framesDecoded ?? 0;
-}
-
-/** Waits until `page` decoded `more` frames from `identity` beyond `since`; returns when (ms). */
-async function decodesAgain(page, identity, since, more, timeoutMs) {
-  const started = Date.now();
-  for (;;) {
-    if ((await framesFrom(page, identity)) >= since + more) return Date.now();
-    if (Date.now() - started > timeoutMs) {
-      throw new Error(`${page.label} decoded no new video from ${identity} within ${timeoutMs / 1000}s`);
-    }
-    await delay(100);
-  }
-}
-
 test('link down 10 s: the same participant comes back, nobody sees it leave, video flows both ways again', { timeout: 180_000 }, async () => {
   const call = await startCall();
   try {
     const { stay, roamer, pair } = call;
     const sidBefore = await roamer.page.evaluate(() => window.demo.room.localParticipant.sid);
-    const fromRoamer = await framesFrom(stay, roamer.identity);
-    const fromStay = await framesFrom(roamer, stay.identity);
+    const fromRoamer = await stay.framesFrom(roamer.identity);
+    const fromStay = await roamer.framesFrom(stay.identity);
 
     await pair.linkDown();
     await delay(10_000);
@@ -100,8 +83,8 @@ test('link down 10 s: the same participant comes back, nobody sees it leave, vid
     const restored = Date.now();
     // Both ways: Stay decodes Roamer's publisher PC again, Roamer its subscriber PC.
     const [a, b] = await Promise.all([
-      decodesAgain(stay, roamer.identity, fromRoamer, 10, 30_000),
-      decodesAgain(roamer, stay.identity, fromStay, 10, 30_000),
+      stay.decodesAgain(roamer.identity, fromRoamer, 10, 30_000),
+      roamer.decodesAgain(stay.identity, fromStay, 10, 30_000),
     ]);
     const back = Math.max(a, b) - restored;
     console.log(`video both ways again ${back} ms after the link came back (Stay ${a - restored} ms, Roamer ${b - restored} ms)`);
@@ -117,8 +100,8 @@ test('link down 10 s: the same participant comes back, nobody sees it leave, vid
     assert.ok(resumes >= 1, `the server resumed the session (switchboard_signal_resumes_total ${resumes})`);
     // After both ICE restarts, video still flows both ways.
     const [c, d] = await Promise.all([
-      decodesAgain(stay, roamer.identity, await framesFrom(stay, roamer.identity), 10, 30_000),
-      decodesAgain(roamer, stay.identity, await framesFrom(roamer, stay.identity), 10, 30_000),
+      stay.decodesAgain(roamer.identity, await stay.framesFrom(roamer.identity), 10, 30_000),
+      roamer.decodesAgain(stay.identity, await roamer.framesFrom(stay.identity), 10, 30_000),
     ]);
     console.log(`after the resume: Stay decodes in ${c - resumedAt} ms, Roamer in ${d - resumedAt} ms`);
     assert.ok(Math.max(c, d) - resumedAt <= 5_000, 'video flows both ways within 5 s of the resume');
@@ -146,8 +129,8 @@ test('the client moves to another address: the same participant, video both ways
     const moved = Date.now();
     await roamer.until('the client resumed', () => window.roomStates.includes('reconnected'), null, 30_000);
     const [a, b] = await Promise.all([
-      decodesAgain(stay, roamer.identity, await framesFrom(stay, roamer.identity), 10, 30_000),
-      decodesAgain(roamer, stay.identity, await framesFrom(roamer, stay.identity), 10, 30_000),
+      stay.decodesAgain(roamer.identity, await stay.framesFrom(roamer.identity), 10, 30_000),
+      roamer.decodesAgain(stay.identity, await roamer.framesFrom(stay.identity), 10, 30_000),
     ]);
     console.log(`moved ${oldIp} → ${pair.clientIp}: video both ways ${Math.max(a, b) - moved} ms later`);
     const pairNow = await roamer.selectedPair(stay.identity);
@@ -237,7 +220,7 @@ for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`Liv
 
     await pair.linkDown();
     await delay(10_000);
-    const beforeUp = await framesFrom(stay, 'py');
+    const beforeUp = await stay.framesFrom('py');
     await pair.linkUp();
     const restored = Date.now();
     await py.waitFor('reconnected', 60_000);
@@ -248,7 +231,7 @@ for (const [protocol, flags] of [['v0', []], ['v1', ['--single-pc']]]) test(`Liv
     let how = null;
     for (const deadline = Date.now() + 30_000; !how; await delay(200)) {
       assert.ok(Date.now() < deadline, `the browser did not decode the Python participant again (sid now ${await sidAt()})`);
-      const [now, frames] = [await sidAt(), await framesFrom(stay, 'py')];
+      const [now, frames] = [await sidAt(), await stay.framesFrom('py')];
       if (now === sid && frames >= beforeUp + 10) how = 'resumed (same sid)';
       else if (now && now !== sid && frames >= 10) how = `rejoined (${sid} → ${now})`;
     }

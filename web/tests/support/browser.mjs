@@ -191,6 +191,23 @@ export class DemoPage {
     return this.page.evaluate(collectInbound);
   }
 
+  /** Video frames decoded from `identity` so far. */
+  async framesFrom(identity) {
+    return (await this.inbound())[identity]?.framesDecoded ?? 0;
+  }
+
+  /** Waits until `more` frames beyond `since` were decoded from `identity`; resolves to when (ms since epoch). */
+  async decodesAgain(identity, since, more, timeoutMs) {
+    const started = Date.now();
+    for (;;) {
+      if ((await this.framesFrom(identity)) >= since + more) return Date.now();
+      if (Date.now() - started > timeoutMs) {
+        throw new Error(`${this.label} decoded no new video from ${identity} within ${timeoutMs / 1000}s`);
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
+
   /** Polls until video frames were decoded and audio packets received from every identity. */
   async mediaFrom(identities, timeoutMs = 30_000) {
     const deadline = Date.now() + timeoutMs;
