@@ -34,6 +34,10 @@ struct SinkState {
     /// While connecting, datagrams are kept to be delivered to the client peers.
     capture: Cell<bool>,
     captured: RefCell<Vec<(SocketAddr, Vec<u8>)>>,
+    /// Buffers of datagrams sent (or delivered, when captured), reused for the next ones as
+    /// the production sink reuses its own: without this every packet would cost the worker
+    /// an allocation that production does not pay.
+    spare: RefCell<Vec<Vec<u8>>>,
     packets: Cell<u64>,
     bytes: Cell<u64>,
     rtp: Cell<u64>,
@@ -52,6 +56,23 @@ impl DatagramSink for RigSink {
         }
         if state.capture.get() {
             state.captured.borrow_mut().push((to, data));
+        } else {
+            state.recycle(data);
+        }
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.0.spare.borrow_mut().pop().unwrap_or_default()
+    }
+}
+
+impl SinkState {
+    /// Keeps `data`'s buffer for a later datagram (as many as the production sink keeps).
+    fn recycle(&self, mut data: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < crate::sink::SPARE_BUFFERS {
+            data.clear();
+            spare.push(data);
         }
     }
 }
@@ -360,6 +381,7 @@ impl ForwardRig {
             let _ = client.rtc.handle_input(input);
             // str0m holds one received packet at a time: read it before the next input.
             Self::poll_client(&mut self.worker, client);
+            self.sink.recycle(data);
         }
     }
 

@@ -80,6 +80,7 @@ impl ForwardRig {
             );
             let _ = client.rtc.handle_input(input);
             Self::collect(client, replies);
+            self.sink.recycle(data);
         }
         for client in &mut self.subscribers {
             let _ = client.rtc.handle_input(Input::Timeout(now));

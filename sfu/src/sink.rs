@@ -50,7 +50,7 @@ pub(crate) struct NetSink {
 }
 
 /// Spare buffers a sink keeps (two full batches, ~330 KB at most).
-const SPARE_BUFFERS: usize = 2 * SEND_BATCH;
+pub(crate) const SPARE_BUFFERS: usize = 2 * SEND_BATCH;
 
 #[cfg(target_os = "linux")]
 const SEND_BATCH: usize = crate::sendmmsg::MAX_BATCH;
