@@ -335,6 +335,7 @@ impl Worker {
             // The allocator already starts from the initial estimate (see `join`).
             part.congestion = Some(Box::new(crate::congestion::Congestion::new(
                 self.now,
+                self.epoch,
                 crate::congestion::TRANSPORT_CC_ID,
             )));
         }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use str0m::rtp::rtcp::Twcc;
 use tracing::debug;
 
+use crate::bwe::micros_since;
 use crate::bwe::Estimator;
 use crate::participant::Slot;
 use crate::rtp_out::{RtpOut, Stamp, TransportSeq};
-use crate::twcc_report::TwccReport;
+use crate::twcc_report::{extend_u24, TwccReport};
 use crate::worker::Worker;
 
 /// The extension id we offer transport-wide sequence numbers under: the one str0m's
@@ -34,9 +35,14 @@ const REALLOCATE_CHANGE_PERCENT: u64 = 5;
 const REALLOCATE_INTERVAL: Duration = Duration::from_secs(1);
 /// Loss above this share counts as congestion (the estimator cuts its estimate from here).
 const CONGESTING_LOSS: f64 = 0.1;
-/// Results taken from one feedback message: a browser's name ~100 packets; a receiver
-/// claiming more (up to 65,535) is cut here, so the reused buffer stays small.
+/// Packets taken from one feedback message: a browser's name ~100; a receiver claiming more
+/// (up to 65,535) is cut here.
 const MAX_REPORTED: usize = 2048;
+/// Arrivals count from this far above 0 on the receiver's clock: a later report may name
+/// packets that arrived before the first one reported (reordered, or a negative delta).
+const ARRIVAL_SLACK_US: u64 = 60_000_000;
+/// A reference time counts 64 ms.
+const REFERENCE_UNIT_US: u64 = 64_000;
 /// Padding bytes per probe packet: RTP's most (the count is one byte).
 const PADDING: u8 = 255;
 /// Bits a padding packet counts for (its padding; headers are small change).
@@ -55,11 +61,12 @@ pub(crate) struct Congestion {
     time_zero: Instant,
     /// The highest sequence number feedback has named, to extend the next one's 16 bits.
     feedback_seq: u64,
+    /// The last reference time feedback gave, extended past its 24 bits (it wraps every
+    /// 12.4 days of the receiver's clock, which may start anywhere).
+    feedback_reference: Option<u64>,
     pub estimator: Estimator,
     /// What the allocator last saw (estimate, congested), and when.
     allocated: Option<(Link, Instant)>,
-    /// One feedback message's results (kept to reuse its allocation).
-    results: Vec<(u64, Option<Instant>)>,
     /// The probe running, if any.
     probe: Option<ProbeRun>,
 }
@@ -105,16 +112,17 @@ struct ProbeRun {
 }
 
 impl Congestion {
-    /// Congestion control for a peer that knows transport-wide numbers by `extension_id`.
-    pub fn new(now: Instant, extension_id: u8) -> Self {
+    /// Congestion control for a peer that knows transport-wide numbers by `extension_id`;
+    /// send times count from `epoch`, the worker's (see [`Estimator`]).
+    pub fn new(now: Instant, epoch: Instant, extension_id: u8) -> Self {
         Self {
             extension_id,
             next_seq: 0,
             time_zero: now,
             feedback_seq: 0,
-            estimator: Estimator::new(INITIAL_ESTIMATE),
+            feedback_reference: None,
+            estimator: Estimator::new(INITIAL_ESTIMATE, epoch),
             allocated: None,
-            results: Vec::new(),
             probe: None,
         }
     }
@@ -151,34 +159,51 @@ impl Congestion {
 
     /// Feeds one feedback message to the estimator.
     pub fn feedback(&mut self, now: Instant, feedback: TransportFeedback) {
-        let mut results = std::mem::take(&mut self.results);
-        results.clear();
-        let sent = self.next_seq;
+        let reference_us = self.reference_us(match &feedback {
+            TransportFeedback::Parsed(twcc) => twcc.reference_time,
+            TransportFeedback::InPlace(report) => report.reference_time(),
+        });
+        let (sent, time_zero, extend_from) = (self.next_seq, self.time_zero, self.feedback_seq);
+        let (mut taken, mut highest) = (0, None);
+        let estimator = &mut self.estimator;
         // Numbers we never sent (a confused or hostile receiver) say nothing, and one
         // message names at most what a few seconds of sending could.
-        let mut take = |seq: u64, arrival: Option<Instant>| {
+        let mut take = |seq: u64, arrival: Option<u64>| {
             if seq < sent {
-                results.push((seq, arrival));
+                estimator.on_reported(seq, arrival);
+                highest = Some(highest.map_or(seq, |h: u64| h.max(seq)));
+                taken += 1;
             }
-            results.len() < MAX_REPORTED
+            taken < MAX_REPORTED
         };
         match feedback {
             TransportFeedback::Parsed(twcc) => {
-                for (seq, _, arrival) in twcc.into_iter(self.time_zero, self.feedback_seq.into()) {
+                // str0m counts arrivals from `time_zero` plus the reference time's 24 bits;
+                // moved to where ours count from (its wraps added back, and the slack).
+                let base = reference_us - u64::from(twcc.reference_time) * REFERENCE_UNIT_US;
+                for (seq, _, arrival) in twcc.into_iter(time_zero, extend_from.into()) {
+                    let arrival = arrival.map(|at| base + micros_since(time_zero, at));
                     if !take(*seq, arrival) {
                         break;
                     }
                 }
             }
             TransportFeedback::InPlace(report) => {
-                report.for_each(self.time_zero, self.feedback_seq, take);
+                report.for_each(reference_us, extend_from, take);
             }
         }
-        if let Some(highest) = results.iter().map(|(seq, _)| *seq).max() {
+        if let Some(highest) = highest {
             self.feedback_seq = self.feedback_seq.max(highest);
         }
-        self.estimator.on_feedback(now, &results);
-        self.results = results;
+        self.estimator.end_feedback(now);
+    }
+
+    /// The microseconds a report's 24-bit `reference` time stands for on our reading of the
+    /// receiver's clock: extended across its wraps, plus [`ARRIVAL_SLACK_US`].
+    fn reference_us(&mut self, reference: u32) -> u64 {
+        let extended = extend_u24(self.feedback_reference.unwrap_or(0), reference);
+        self.feedback_reference = Some(extended);
+        extended * REFERENCE_UNIT_US + ARRIVAL_SLACK_US
     }
 
     /// What the link is known to carry, once feedback acknowledged something: the
@@ -470,9 +495,10 @@ impl Worker {
             if let (Some(congestion), Some(transport_seq)) =
                 (part.congestion.as_mut(), transport_seq)
             {
+                let sent_us = congestion.estimator.micros(now);
                 congestion
                     .estimator
-                    .on_sent(transport_seq, now, datagram.len(), true);
+                    .on_sent(transport_seq, sent_us, datagram.len(), true);
             }
             self.metrics.datagram_out(&datagram);
             self.sink.send(datagram, to);
@@ -531,27 +557,26 @@ mod tests {
     }
 
     #[test]
-    fn a_receiver_naming_thousands_of_packets_costs_a_bounded_buffer() {
+    fn a_receiver_naming_thousands_of_packets_is_read_no_further_than_the_bound() {
         let t0 = Instant::now();
-        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
+        let mut congestion = Congestion::new(t0, t0, TRANSPORT_CC_ID);
         for _ in 0..8000 {
             congestion.next();
         }
         congestion.feedback(t0, TransportFeedback::Parsed(all_lost(0, 8000)));
         assert_eq!(congestion.feedback_seq, MAX_REPORTED as u64 - 1);
-        assert!(congestion.results.capacity() <= 2 * MAX_REPORTED);
         // Numbers never sent say nothing, however many are claimed.
-        let mut fresh = Congestion::new(t0, TRANSPORT_CC_ID);
+        let mut fresh = Congestion::new(t0, t0, TRANSPORT_CC_ID);
         fresh.next();
         fresh.feedback(t0, TransportFeedback::Parsed(all_lost(0, 8000)));
-        assert_eq!(fresh.results.len(), 1);
+        assert_eq!(fresh.feedback_seq, 0);
     }
 
     #[test]
     fn a_probe_stops_padding_as_soon_as_the_link_shows_overuse() {
         let t0 = Instant::now();
         let ms = |n: u64| Duration::from_millis(n);
-        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
+        let mut congestion = Congestion::new(t0, t0, TRANSPORT_CC_ID);
         congestion.estimator.on_feedback(t0, &[]);
         assert!(congestion.start_probe(t0, 300_000, 1_000_000));
         assert!(congestion.padding_due(t0 + ms(20)).is_some_and(|n| n > 0));
@@ -559,11 +584,12 @@ mod tests {
         let mut at = t0;
         for i in 0..200u64 {
             at = t0 + ms(20 + 5 * i);
-            congestion.estimator.on_sent(i, at, 1000, false);
+            let sent_us = congestion.estimator.micros(at);
+            congestion.estimator.on_sent(i, sent_us, 1000, false);
             let arrival = at + ms(40 + 3 * i);
             congestion
                 .estimator
-                .on_feedback(arrival + ms(10), &[(i, Some(arrival))]);
+                .on_feedback(arrival + ms(10), &[(i, Some(micros_since(t0, arrival)))]);
             if congestion.estimator.congested() {
                 break;
             }
@@ -580,11 +606,23 @@ mod tests {
     #[test]
     fn numbers_run_on_and_feedback_for_numbers_never_sent_is_ignored() {
         let t0 = Instant::now();
-        let mut congestion = Congestion::new(t0, TRANSPORT_CC_ID);
+        let mut congestion = Congestion::new(t0, t0, TRANSPORT_CC_ID);
         let (first, stamped) = congestion.next();
         assert_eq!((first, stamped.seq, stamped.id), (0, 0, TRANSPORT_CC_ID));
         assert_eq!(congestion.next().0, 1);
         // Nothing acknowledged yet: the allocator is told nothing.
         assert_eq!(congestion.link_to_allocate(t0), None);
+    }
+
+    #[test]
+    fn arrivals_run_on_across_the_reference_times_wrap() {
+        let t0 = Instant::now();
+        let mut congestion = Congestion::new(t0, t0, TRANSPORT_CC_ID);
+        let before = congestion.reference_us(0xff_fffe);
+        // Two steps of 64 ms, across the wrap; then a late report from before it.
+        let after = congestion.reference_us(0);
+        assert_eq!(after - before, 2 * REFERENCE_UNIT_US);
+        let late = congestion.reference_us(0xff_ffff);
+        assert_eq!(after - late, REFERENCE_UNIT_US);
     }
 }

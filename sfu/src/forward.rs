@@ -13,6 +13,7 @@ use str0m::Input;
 use tracing::debug;
 
 use crate::api::PeerEvent;
+use crate::bwe::micros_since;
 use crate::codec::starts_keyframe;
 use crate::down_track::{PacketLayer, PtOut, Verdict};
 use crate::ids::{DownTrackId, TrackId};
@@ -240,6 +241,8 @@ impl Worker {
         let layer = &incoming.layer;
         let pt = packet.header.payload_type;
         let clock_rate = incoming.params.spec().clock_rate.get();
+        // The send time estimators record, read once for every subscriber.
+        let (epoch, mut now_us) = (self.epoch, None);
         for &DownTrackId {
             subscriber: sub,
             index,
@@ -360,9 +363,10 @@ impl Worker {
                     if let (Some(congestion), Some(seq)) =
                         (subscriber.congestion.as_mut(), transport)
                     {
+                        let sent_us = *now_us.get_or_insert_with(|| micros_since(epoch, now));
                         congestion
                             .estimator
-                            .on_sent(seq, now, datagram.len(), false);
+                            .on_sent(seq, sent_us, datagram.len(), false);
                     }
                     self.metrics.datagram_out(&datagram);
                     let withheld = incoming.is_video

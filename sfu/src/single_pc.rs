@@ -256,7 +256,9 @@ impl Worker {
         if part.congestion.is_none() && part.remb.is_none() && part.allocator.estimate.is_some() {
             match (estimate, transport_id, send_time_id) {
                 (true, Some(id), _) => {
-                    part.congestion = Some(Box::new(crate::congestion::Congestion::new(now, id)));
+                    part.congestion = Some(Box::new(crate::congestion::Congestion::new(
+                        now, self.epoch, id,
+                    )));
                 }
                 (true, None, time) if crate::remb::negotiates_remb(sdp) => {
                     part.remb = Some(Box::new(crate::remb::RembLink::new(now, time)));

@@ -8,8 +8,6 @@
 //! count (8), packet chunks (16 bits each), then one receive delta per received packet: a
 //! byte (unsigned, 250 µs units) for "small", two bytes (signed) for "large or negative".
 
-use std::time::{Duration, Instant};
-
 /// The fixed part: RTCP header, two SSRCs, base, count, reference time, feedback count.
 const FIXED: usize = 20;
 const DELTA_UNIT_US: u64 = 250;
@@ -115,16 +113,23 @@ impl<'a> TwccReport<'a> {
         })
     }
 
+    /// The reference time: 24 bits, in 64 ms units, on the receiver's clock (it wraps;
+    /// see [`extend_u24`]).
+    pub fn reference_time(&self) -> u32 {
+        self.reference_time
+    }
+
     /// Each reported packet in order, until `report` returns false: its sequence number,
     /// extended next to `extend_from` (the highest number reported before), and its arrival
-    /// (`time_zero` plus the receiver's clock) or `None` if lost.
+    /// in microseconds on the receiver's clock (`reference_us`, the reference time's, plus
+    /// the deltas; never below 0), or `None` if lost.
     pub fn for_each(
         &self,
-        time_zero: Instant,
+        reference_us: u64,
         extend_from: u64,
-        mut report: impl FnMut(u64, Option<Instant>) -> bool,
+        mut report: impl FnMut(u64, Option<u64>) -> bool,
     ) {
-        let mut at = time_zero + Duration::from_millis(u64::from(self.reference_time) * 64);
+        let mut at = reference_us;
         let mut seq = extend_u16(extend_from, self.base_seq);
         let mut deltas = self.deltas;
         let mut remaining = usize::from(self.status_count);
@@ -141,7 +146,7 @@ impl<'a> TwccReport<'a> {
                             return;
                         };
                         deltas = rest;
-                        at += Duration::from_micros(DELTA_UNIT_US * u64::from(v));
+                        at += DELTA_UNIT_US * u64::from(v);
                         Some(at)
                     }
                     Status::Large => {
@@ -150,10 +155,9 @@ impl<'a> TwccReport<'a> {
                         };
                         deltas = rest;
                         let v = i16::from_be_bytes(v);
-                        let step =
-                            Duration::from_micros(DELTA_UNIT_US * u64::from(v.unsigned_abs()));
+                        let step = DELTA_UNIT_US * u64::from(v.unsigned_abs());
                         at = if v < 0 {
-                            at.checked_sub(step).unwrap_or(at)
+                            at.saturating_sub(step)
                         } else {
                             at + step
                         };
@@ -171,11 +175,23 @@ impl<'a> TwccReport<'a> {
 
 /// The 64-bit number whose low 16 bits are `low`, nearest to `last` (never below 0).
 pub(crate) fn extend_u16(last: u64, low: u16) -> u64 {
-    let candidate = (last & !0xffff) | u64::from(low);
-    if candidate + 0x8000 < last {
-        candidate + 0x1_0000
-    } else if candidate > last + 0x8000 && candidate >= 0x1_0000 {
-        candidate - 0x1_0000
+    extend(last, u64::from(low), 16)
+}
+
+/// The 64-bit number whose low 24 bits are `low` (a reference time), nearest to `last`.
+pub(crate) fn extend_u24(last: u64, low: u32) -> u64 {
+    extend(last, u64::from(low & 0xff_ffff), 24)
+}
+
+/// The number whose low `bits` bits are `low`, nearest to `last` (never below 0).
+fn extend(last: u64, low: u64, bits: u32) -> u64 {
+    let span = 1u64 << bits;
+    let half = span / 2;
+    let candidate = (last & !(span - 1)) | low;
+    if candidate + half < last {
+        candidate + span
+    } else if candidate > last + half && candidate >= span {
+        candidate - span
     } else {
         candidate
     }

@@ -21,14 +21,25 @@ fn packet(base: u16, count: u16, reference: u32, body: &[u8]) -> Vec<u8> {
     raw
 }
 
+/// Far enough above 0 that no delta of these tests reaches it.
+const OFFSET_US: u64 = 1 << 40;
+
+/// The report's packets, arrivals as instants from `t0` (as str0m gives them).
 fn read(raw: &[u8], t0: Instant, extend_from: u64) -> Vec<(u64, Option<Instant>)> {
     let mut out = Vec::new();
-    TwccReport::parse(raw)
-        .expect("a complete report")
-        .for_each(t0, extend_from, |seq, at| {
-            out.push((seq, at));
-            true
+    let report = TwccReport::parse(raw).expect("a complete report");
+    let reference_us = u64::from(report.reference_time()) * 64_000 + OFFSET_US;
+    report.for_each(reference_us, extend_from, |seq, at| {
+        let at = at.map(|us| {
+            if us >= OFFSET_US {
+                t0 + Duration::from_micros(us - OFFSET_US)
+            } else {
+                t0 - Duration::from_micros(OFFSET_US - us)
+            }
         });
+        out.push((seq, at));
+        true
+    });
     out
 }
 
@@ -88,7 +99,7 @@ fn the_most_packets_a_report_can_name_cost_no_more_than_their_chunks() {
     let raw = packet(0, u16::MAX, 0, &body);
     TwccReport::parse(&raw)
         .expect("nine runs cover it")
-        .for_each(Instant::now(), 0, |_, at| {
+        .for_each(0, 0, |_, at| {
             assert_eq!(at, None);
             count += 1;
             true
@@ -97,12 +108,17 @@ fn the_most_packets_a_report_can_name_cost_no_more_than_their_chunks() {
 }
 
 #[test]
-fn sequence_numbers_extend_across_the_wrap_both_ways() {
+fn sequence_numbers_and_reference_times_extend_across_the_wrap_both_ways() {
     assert_eq!(extend_u16(0, 5), 5);
     assert_eq!(extend_u16(0xfff0, 3), 0x1_0003);
     assert_eq!(extend_u16(0x1_0003, 0xfff0), 0xfff0);
     assert_eq!(extend_u16(3, 0xfff0), 0xfff0, "nothing below zero");
     assert_eq!(extend_u16(0x5_1234, 0x1234), 0x5_1234);
+    // Reference times, 24 bits: forward across the wrap, and a late report from before it.
+    assert_eq!(extend_u24(0xff_fff0, 2), 0x100_0002);
+    assert_eq!(extend_u24(0x100_0002, 0xff_fff0), 0xff_fff0);
+    assert_eq!(extend_u24(0x300_0010, 0x20), 0x300_0020);
+    assert_eq!(extend_u24(5, 0xff_fff0), 0xff_fff0, "nothing below zero");
 }
 
 /// A tiny deterministic generator (xorshift), so the comparison below is repeatable.

@@ -82,7 +82,9 @@ impl Worker {
             // The viewer offered transport-wide feedback: answered, our send path stamps its
             // packets under the viewer's id, and the link is estimated as a subscriber's.
             Some(id) => {
-                part.congestion = Some(Box::new(crate::congestion::Congestion::new(now, id)));
+                part.congestion = Some(Box::new(crate::congestion::Congestion::new(
+                    now, self.epoch, id,
+                )));
                 crate::congestion::with_extension(
                     &answer.to_sdp_string(),
                     id,

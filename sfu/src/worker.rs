@@ -172,6 +172,9 @@ pub(crate) struct Worker {
     /// each input, as str0m is handed its time; the logic never reads the clock itself, so
     /// its timing decisions can be tested with made-up time.
     pub(crate) now: Instant,
+    /// What the bandwidth estimators of this worker's subscribers count send times from
+    /// (`bwe`): one origin, so a packet's send time is read once for all its subscribers.
+    pub(crate) epoch: Instant,
     /// Subscribers whose link is being probed (`congestion.rs`).
     pub(crate) probing: Vec<Slot>,
     /// When speakers are next judged, and connections next rated.
@@ -212,6 +215,11 @@ impl Worker {
             limits: WorkerLimits::default(),
             next_liveness_check: Instant::now(),
             now: Instant::now(),
+            // A minute back, so that times a test or bench hands in from just before the
+            // worker was made still count from it.
+            epoch: Instant::now()
+                .checked_sub(std::time::Duration::from_secs(60))
+                .unwrap_or_else(Instant::now),
             probing: Vec::new(),
             dynacast_pending: Vec::new(),
             next_speakers: Instant::now(),
@@ -427,6 +435,12 @@ impl Worker {
     pub(crate) fn handle_datagram(&mut self, data: &[u8], source: SocketAddr, now: Instant) {
         self.now = now;
         self.metrics.datagram_in(data);
+        let known = self.by_addr.get(&source).copied();
+        // Most of what subscribers send is transport-wide feedback: it is read before
+        // anything is built for str0m.
+        if known.is_some_and(|(slot, role)| self.feedback_taken(slot, role, data)) {
+            return;
+        }
         let Ok(contents) = data.try_into() else {
             return; // Not STUN, DTLS, RTP or RTCP: nothing of ours.
         };
@@ -439,8 +453,8 @@ impl Worker {
                 contents,
             },
         );
-        let target = match self.by_addr.get(&source) {
-            Some(target) => Some(*target),
+        let target = match known {
+            Some(target) => Some(target),
             None => self.find_accepting(&input),
         };
         let Some((slot, role)) = target else {
@@ -456,18 +470,29 @@ impl Worker {
             peer.addrs.push(source);
             self.by_addr.insert(source, (slot, role));
         }
-        self.deliver(slot, role, data, input);
+        self.deliver_to_peer(slot, role, input);
     }
 
     /// Hands a datagram (or ICE-TCP frame) that belongs to a peer to it, or to our own
     /// feedback reader first (`feedback_in.rs`).
     pub(crate) fn deliver(&mut self, slot: Slot, role: PeerRole, data: &[u8], input: Input) {
+        if self.feedback_taken(slot, role, data) {
+            return;
+        }
+        self.deliver_to_peer(slot, role, input);
+    }
+
+    /// Whether our own feedback reader took `data` from this peer (`feedback_in.rs`).
+    fn feedback_taken(&mut self, slot: Slot, role: PeerRole, data: &[u8]) -> bool {
         self.current = Some(slot);
         let sends = role == PeerRole::Subscriber
             || self.parts[slot].as_ref().is_some_and(|p| p.single_pc());
-        if sends && self.take_feedback(slot, data) {
-            return;
-        }
+        sends && self.take_feedback(slot, data)
+    }
+
+    /// Hands `input` to the peer's str0m instance, and its output on.
+    fn deliver_to_peer(&mut self, slot: Slot, role: PeerRole, input: Input) {
+        self.current = Some(slot);
         let Some(part) = self.parts[slot].as_mut() else {
             return;
         };

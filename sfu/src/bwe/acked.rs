@@ -11,12 +11,28 @@ const WINDOW_US: u64 = 500_000;
 /// No rate until arrivals span 150 ms: a single feedback message's packets (50–100 ms) can
 /// be one frame's burst and read several times the real rate.
 const MIN_SPAN_US: u64 = 150_000;
-/// A bound on the window's entries (20 Mbit/s of 300-byte padding in 500 ms is ~4200).
-const MAX_ENTRIES: usize = 8192;
+/// Arrivals within 5 ms of a bucket's first share it: a frame's burst is one entry, not one
+/// per packet (this runs for every packet every report names). The rate stays exact (the
+/// bucket keeps its first and last arrival and its first packet's bytes); only the window's
+/// edge moves by whole buckets, so it may hold up to 5 ms more than half a second.
+const BUCKET_US: u64 = 5_000;
+/// A bound on the window's buckets (a hostile receiver's reordered arrivals all land in
+/// the newest bucket, so this is never reached by arrivals alone: 500 ms / 5 ms is 100).
+const MAX_BUCKETS: usize = 256;
+
+/// Arrivals in microseconds on the receiver's clock.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    first: u64,
+    last: u64,
+    bytes: u64,
+    /// The first packet's bytes: a rate over a span counts the packets after the first.
+    first_bytes: u64,
+}
 
 pub(super) struct AckedRate {
-    /// (arrival µs, bytes), arrivals non-decreasing.
-    window: VecDeque<(u64, u32)>,
+    /// Buckets by arrival, non-decreasing.
+    window: VecDeque<Bucket>,
     bytes: u64,
 }
 
@@ -28,20 +44,32 @@ impl AckedRate {
         }
     }
 
+    #[inline]
     pub fn on_received(&mut self, arrival: u64, bytes: u16) {
-        // A reordered arrival counts at the latest arrival so far: the window stays sorted.
-        let arrival = self
-            .window
-            .back()
-            .map_or(arrival, |&(last, _)| arrival.max(last));
-        self.window.push_back((arrival, u32::from(bytes)));
-        self.bytes += u64::from(bytes);
-        while let Some(&(oldest, bytes)) = self.window.front() {
-            if arrival.saturating_sub(oldest) <= WINDOW_US && self.window.len() <= MAX_ENTRIES {
+        let bytes = u64::from(bytes);
+        self.bytes += bytes;
+        if let Some(back) = self.window.back_mut() {
+            // A reordered arrival counts at the latest arrival so far: the window stays
+            // sorted.
+            if arrival < back.first + BUCKET_US {
+                back.last = back.last.max(arrival);
+                back.bytes += bytes;
+                return;
+            }
+        }
+        self.window.push_back(Bucket {
+            first: arrival,
+            last: arrival,
+            bytes,
+            first_bytes: bytes,
+        });
+        while let Some(oldest) = self.window.front() {
+            if arrival.saturating_sub(oldest.first) <= WINDOW_US && self.window.len() <= MAX_BUCKETS
+            {
                 break;
             }
+            self.bytes -= oldest.bytes;
             self.window.pop_front();
-            self.bytes -= u64::from(bytes);
         }
     }
 
@@ -53,12 +81,12 @@ impl AckedRate {
 
     /// Bits per second: the bytes after the first arrival over the span of arrivals.
     pub fn rate(&self) -> Option<u64> {
-        let (&(first, first_bytes), &(last, _)) = (self.window.front()?, self.window.back()?);
-        let span = last.saturating_sub(first);
+        let (first, last) = (self.window.front()?, self.window.back()?);
+        let span = last.last.saturating_sub(first.first);
         if span < MIN_SPAN_US {
             return None;
         }
-        let bits = (self.bytes - u64::from(first_bytes)) * 8;
+        let bits = (self.bytes - first.first_bytes) * 8;
         Some(bits * 1_000_000 / span)
     }
 }
@@ -87,5 +115,27 @@ mod tests {
         assert_eq!(acked.rate(), Some(400_000));
         acked.clear();
         assert_eq!(acked.rate(), None);
+    }
+
+    #[test]
+    fn a_frames_burst_is_one_bucket_and_the_rate_stays_exact() {
+        let mut acked = AckedRate::new();
+        // 25 frames 20 ms apart, each five 1000-byte packets 200 µs apart.
+        for frame in 0..25u64 {
+            for k in 0..5u64 {
+                acked.on_received(20_000 * frame + 200 * k, 1000);
+            }
+        }
+        assert_eq!(acked.window.len(), 25, "one bucket per frame");
+        let span_us = 20_000 * 24 + 200 * 4;
+        let bits_after_first = (25 * 5 - 1) * 1000 * 8;
+        assert_eq!(acked.rate(), Some(bits_after_first * 1_000_000 / span_us));
+        // A late, reordered packet counts in the newest bucket, not before it.
+        acked.on_received(100_000, 1000);
+        assert_eq!(acked.window.len(), 25);
+        assert_eq!(
+            acked.rate(),
+            Some((bits_after_first + 8000) * 1_000_000 / span_us)
+        );
     }
 }

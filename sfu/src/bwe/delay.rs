@@ -23,6 +23,9 @@ const RESET_JUMP_MS: f64 = 3000.0;
 /// The trend is fitted over the last 20 groups (at least 100 ms, usually 0.2–0.5 s): enough
 /// to average out jitter, few enough to see a queue building within a few hundred ms.
 const WINDOW: usize = 20;
+/// n·Σx² − (Σx)² at or below this (ms²) is no spread of arrivals at all, only rounding: no
+/// slope. A real one (20 groups over even 1 ms) is orders of magnitude above it.
+const MIN_SPREAD: f64 = 1e-6;
 /// Exponential smoothing of the accumulated delay before the fit (GCC's 0.9).
 const SMOOTHING: f64 = 0.9;
 /// The slope (ms of delay per ms of arrival) is scaled by min(groups, 60) × 4 to compare
@@ -151,12 +154,42 @@ impl DelayDetector {
     }
 }
 
+/// Sums over the trend's window: of x, y, x², xy.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+}
+
+impl Sums {
+    fn add(&mut self, x: f64, y: f64) {
+        self.x += x;
+        self.y += y;
+        self.xx += x * x;
+        self.xy += x * y;
+    }
+
+    fn remove(&mut self, x: f64, y: f64) {
+        self.x -= x;
+        self.y -= y;
+        self.xx -= x * x;
+        self.xy -= x * y;
+    }
+}
+
 struct Trendline {
     /// (arrival ms since the first group, smoothed accumulated delay ms), oldest at `next`
     /// once full.
     history: [(f64, f64); WINDOW],
     len: usize,
     next: usize,
+    /// The window's sums (x taken from `base`): the slope without a pass over the window,
+    /// as this runs once per group. Summed afresh whenever `next` wraps, so rounding never
+    /// accumulates and x − `base` stays small.
+    sums: Sums,
+    base: f64,
     /// The first sample's arrival (microseconds).
     origin: Option<u64>,
     accumulated: f64,
@@ -177,6 +210,8 @@ impl Trendline {
             history: [(0.0, 0.0); WINDOW],
             len: 0,
             next: 0,
+            sums: Sums::default(),
+            base: 0.0,
             origin: None,
             accumulated: 0.0,
             smoothed: 0.0,
@@ -196,9 +231,7 @@ impl Trendline {
         self.samples = (self.samples + 1).min(MAX_GAIN_SAMPLES);
         self.accumulated += arrival_delta - send_delta;
         self.smoothed = SMOOTHING * self.smoothed + (1.0 - SMOOTHING) * self.accumulated;
-        self.history[self.next] = (x, self.smoothed);
-        self.next = (self.next + 1) % WINDOW;
-        self.len = (self.len + 1).min(WINDOW);
+        self.push(x, self.smoothed);
         let trend = if self.len == WINDOW {
             self.slope().unwrap_or(self.previous_trend)
         } else {
@@ -208,18 +241,31 @@ impl Trendline {
         self.usage
     }
 
+    fn push(&mut self, x: f64, y: f64) {
+        if self.len == WINDOW {
+            let (old_x, old_y) = self.history[self.next];
+            self.sums.remove(old_x - self.base, old_y);
+        }
+        self.history[self.next] = (x, y);
+        self.sums.add(x - self.base, y);
+        self.next = (self.next + 1) % WINDOW;
+        self.len = (self.len + 1).min(WINDOW);
+        if self.next == 0 {
+            self.base = x;
+            self.sums = Sums::default();
+            for &(x, y) in &self.history[..self.len] {
+                self.sums.add(x - self.base, y);
+            }
+        }
+    }
+
     /// Least-squares slope of the smoothed delay over arrival time.
     fn slope(&self) -> Option<f64> {
-        let points = &self.history[..self.len];
-        let n = points.len() as f64;
-        let mean_x = points.iter().map(|p| p.0).sum::<f64>() / n;
-        let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
-        let (mut num, mut den) = (0.0, 0.0);
-        for &(x, y) in points {
-            num += (x - mean_x) * (y - mean_y);
-            den += (x - mean_x) * (x - mean_x);
-        }
-        (den > 0.0).then(|| num / den)
+        let n = self.len as f64;
+        let Sums { x, y, xx, xy } = self.sums;
+        let den = n * xx - x * x;
+        // Zero when every x is the same, up to rounding.
+        (den > MIN_SPREAD).then(|| (n * xy - x * y) / den)
     }
 
     fn detect(&mut self, trend: f64, send_delta: f64, x: f64) {
@@ -329,5 +375,39 @@ mod tests {
         }
         assert_eq!(verdicts.len(), 298);
         assert!(verdicts.iter().all(|&u| u != Usage::Overuse));
+    }
+
+    #[test]
+    fn the_running_slope_is_the_least_squares_fit_of_the_window() {
+        let mut trend = Trendline::new();
+        let mut points = Vec::new();
+        for i in 0..500u32 {
+            // Far from 0 (hours into a call), unevenly spaced, noisy.
+            let x = 3_600_000.0 + f64::from(i) * 7.3 + f64::from(i % 3);
+            let y = f64::from((i * 37) % 11) * 0.5 + f64::from(i) * 0.01;
+            trend.push(x, y);
+            points.push((x, y));
+            if points.len() < WINDOW {
+                continue;
+            }
+            let window = &points[points.len() - WINDOW..];
+            let n = WINDOW as f64;
+            let mean_x = window.iter().map(|p| p.0).sum::<f64>() / n;
+            let mean_y = window.iter().map(|p| p.1).sum::<f64>() / n;
+            let num: f64 = window.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
+            let den: f64 = window.iter().map(|p| (p.0 - mean_x).powi(2)).sum();
+            let fitted = num / den;
+            let slope = trend.slope().expect("a spread of arrivals");
+            assert!(
+                (slope - fitted).abs() < 1e-9,
+                "point {i}: {slope} against {fitted}"
+            );
+        }
+        // No spread: no slope.
+        let mut flat = Trendline::new();
+        for i in 0..WINDOW {
+            flat.push(5_000.0, i as f64);
+        }
+        assert_eq!(flat.slope(), None);
     }
 }

@@ -39,9 +39,6 @@ use ring::SendRing;
 const ACKED_STALE: Duration = Duration::from_secs(1);
 /// A probe's queue drains within this after it is judged; overuse later is the link's own.
 const PROBE_DRAIN: Duration = Duration::from_secs(1);
-/// Arrivals are counted from this long before the first one reported: a later report may
-/// name packets that arrived earlier (reordered, or a negative delta).
-const ARRIVAL_SLACK: Duration = Duration::from_secs(60);
 
 /// A probe to run now: media topped up with padding to `target_bps` for `duration`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +50,14 @@ pub(crate) struct Probe {
 }
 
 /// The estimator for one subscriber peer connection.
+///
+/// Its clock for sends is microseconds from `epoch`, which every estimator of a worker
+/// shares, so the worker reads the time once per packet however many subscribers it goes
+/// to (`on_sent`'s `sent_us`). Arrivals are microseconds on the receiver's clock, as its
+/// feedback gives them (any origin; only differences count).
 pub(crate) struct Estimator {
     ring: SendRing,
+    epoch: Instant,
     acked: AckedRate,
     delay: DelayDetector,
     rate: Aimd,
@@ -73,21 +76,23 @@ pub(crate) struct Estimator {
     before_probe: Option<u64>,
     /// When the last probe was judged.
     probe_judged: Option<Instant>,
-    /// Where arrivals are counted from (see [`Estimator::arrival_us`]).
-    arrival_origin: Option<Instant>,
+    /// The feedback message being read: whether it showed overuse, and received packets.
+    reading: Reading,
 }
 
-impl Default for Estimator {
-    fn default() -> Self {
-        Self::new(1_000_000)
-    }
+#[derive(Debug, Clone, Copy, Default)]
+struct Reading {
+    overuse: bool,
+    any_received: bool,
 }
 
 impl Estimator {
-    /// `initial_bps` bits per second until feedback says more.
-    pub fn new(initial_bps: u64) -> Self {
+    /// `initial_bps` bits per second until feedback says more; send times are microseconds
+    /// from `epoch`.
+    pub fn new(initial_bps: u64, epoch: Instant) -> Self {
         Self {
             ring: SendRing::new(),
+            epoch,
             acked: AckedRate::new(),
             delay: DelayDetector::new(),
             rate: Aimd::new(initial_bps),
@@ -99,16 +104,22 @@ impl Estimator {
             last_probe: None,
             before_probe: None,
             probe_judged: None,
-            arrival_origin: None,
+            reading: Reading::default(),
         }
     }
 
-    /// A packet left with transport-wide sequence number `seq` (extended) at `at`, `bytes`
-    /// on the wire; `probe`: padding sent to probe.
-    pub fn on_sent(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool) {
-        let cluster = self.ring.insert(seq, at, bytes, probe);
+    /// `at` on the send clock: microseconds from the epoch (0 before it).
+    pub fn micros(&self, at: Instant) -> u64 {
+        micros_since(self.epoch, at)
+    }
+
+    /// A packet left with transport-wide sequence number `seq` (extended) at `sent_us` (see
+    /// [`Estimator::micros`]), `bytes` on the wire; `probe`: padding sent to probe.
+    #[inline]
+    pub fn on_sent(&mut self, seq: u64, sent_us: u64, bytes: usize, probe: bool) {
+        let cluster = self.ring.insert(seq, sent_us, bytes, probe);
         if cluster != 0 {
-            self.probe.on_sent(cluster, seq, at, bytes);
+            self.probe.on_sent(cluster, seq, sent_us, bytes);
         }
     }
 
@@ -118,38 +129,50 @@ impl Estimator {
         self.ring.mark_resent(seq);
     }
 
-    /// One TWCC feedback message: each reported number with its arrival time at the
-    /// receiver (receiver's clock) or `None` if lost. `now`: when it arrived here.
-    pub fn on_feedback(&mut self, now: Instant, results: &[(u64, Option<Instant>)]) {
-        self.feedback_seen = true;
-        let mut overuse = false;
-        let mut any_received = false;
+    /// One TWCC feedback message: each reported number with its arrival (microseconds on
+    /// the receiver's clock) or `None` if lost. `now`: when it arrived here.
+    #[cfg(test)]
+    pub fn on_feedback(&mut self, now: Instant, results: &[(u64, Option<u64>)]) {
         for &(seq, arrival) in results {
-            let Some(sent) = self.ring.report(seq, arrival.is_some()) else {
-                continue;
-            };
-            self.highest_reported = Some(self.highest_reported.map_or(seq, |h| h.max(seq)));
-            if sent.first {
-                self.loss.on_reported(arrival.is_some());
-            }
-            let Some(arrival) = arrival else {
-                continue;
-            };
-            any_received = true;
-            let arrival_us = self.arrival_us(arrival);
-            self.acked.on_received(arrival_us, sent.bytes);
-            if sent.cluster != 0 {
-                if let Some(sent_at) = self.ring.sent_at(sent.sent_us) {
-                    self.probe
-                        .on_received(sent.cluster, sent_at, arrival, sent.bytes);
-                }
-            }
-            if !sent.resent
-                && self.delay.on_packet(sent.sent_us, arrival_us) == Some(Usage::Overuse)
-            {
-                overuse = true;
-            }
+            self.on_reported(seq, arrival);
         }
+        self.end_feedback(now);
+    }
+
+    /// One packet a feedback message names, in the message's order; the message ends with
+    /// [`Estimator::end_feedback`]. (The reader feeds them here one by one, without
+    /// collecting them first.)
+    #[inline]
+    pub fn on_reported(&mut self, seq: u64, arrival_us: Option<u64>) {
+        let Some(sent) = self.ring.report(seq, arrival_us.is_some()) else {
+            return;
+        };
+        self.highest_reported = Some(self.highest_reported.map_or(seq, |h| h.max(seq)));
+        if sent.first {
+            self.loss.on_reported(arrival_us.is_some());
+        }
+        let Some(arrival_us) = arrival_us else {
+            return;
+        };
+        self.reading.any_received = true;
+        self.acked.on_received(arrival_us, sent.bytes);
+        if sent.cluster != 0 {
+            self.probe
+                .on_received(sent.cluster, sent.sent_us, arrival_us, sent.bytes);
+        }
+        if !sent.resent && self.delay.on_packet(sent.sent_us, arrival_us) == Some(Usage::Overuse) {
+            self.reading.overuse = true;
+        }
+    }
+
+    /// The feedback message whose packets [`Estimator::on_reported`] took is over: the
+    /// estimate moves.
+    pub fn end_feedback(&mut self, now: Instant) {
+        let Reading {
+            overuse,
+            any_received,
+        } = std::mem::take(&mut self.reading);
+        self.feedback_seen = true;
         if any_received {
             self.last_arrivals = Some(now);
         } else if self
@@ -186,16 +209,6 @@ impl Estimator {
         self.loss
             .evaluate(now, self.estimate(), self.rate.estimate());
         self.finish_probe(now);
-    }
-
-    /// `arrival` (the receiver's clock) in microseconds from the first arrival reported,
-    /// less [`ARRIVAL_SLACK`]: the integers the delay detector and the acknowledged rate
-    /// work in.
-    fn arrival_us(&mut self, arrival: Instant) -> u64 {
-        let origin = *self
-            .arrival_origin
-            .get_or_insert_with(|| arrival.checked_sub(ARRIVAL_SLACK).unwrap_or(arrival));
-        arrival.saturating_duration_since(origin).as_micros() as u64
     }
 
     /// The current estimate, bits per second.
@@ -243,7 +256,8 @@ impl Estimator {
             return None;
         }
         self.finish_probe(now);
-        let probe = self.probe.due(now, self.estimate(), desired_bps)?;
+        let now_us = self.micros(now);
+        let probe = self.probe.due(now, now_us, self.estimate(), desired_bps)?;
         self.ring.set_probe(self.probe.window());
         self.before_probe = self.acked.rate().map(|acked| acked.min(self.estimate()));
         Some(probe)
@@ -261,4 +275,9 @@ impl Estimator {
         }
         self.last_probe = Some(outcome);
     }
+}
+
+/// Microseconds from `epoch` to `at` (0 if `at` is earlier).
+pub(crate) fn micros_since(epoch: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(epoch).as_micros() as u64
 }

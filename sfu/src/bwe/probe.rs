@@ -62,23 +62,24 @@ pub(super) enum Outcome {
 }
 
 /// Counts of a set of a probe's packets: sent, and received as feedback reported them.
+/// Times are microseconds: sends on the estimator's clock, arrivals on the receiver's.
 #[derive(Default)]
 struct Tally {
     sent: u32,
     sent_bytes: u64,
     /// The last packet's bytes: a rate over a span counts the packets after the first.
     last_sent_bytes: u64,
-    first_send: Option<Instant>,
-    last_send: Option<Instant>,
+    first_send: Option<u64>,
+    last_send: Option<u64>,
     received: u32,
     received_bytes: u64,
     /// The earliest arrival and its packet's bytes; the latest arrival.
-    first_arrival: Option<(Instant, u64)>,
-    last_arrival: Option<Instant>,
+    first_arrival: Option<(u64, u64)>,
+    last_arrival: Option<u64>,
 }
 
 impl Tally {
-    fn on_sent(&mut self, at: Instant, bytes: u64) {
+    fn on_sent(&mut self, at: u64, bytes: u64) {
         self.sent += 1;
         self.sent_bytes += bytes;
         self.last_sent_bytes = bytes;
@@ -86,7 +87,7 @@ impl Tally {
         self.last_send = Some(at);
     }
 
-    fn on_received(&mut self, arrival: Instant, bytes: u64) {
+    fn on_received(&mut self, arrival: u64, bytes: u64) {
         self.received += 1;
         self.received_bytes += bytes;
         if self.first_arrival.is_none_or(|(first, _)| arrival < first) {
@@ -97,15 +98,10 @@ impl Tally {
 
     /// (sent, received) bits per second, if both spans are measurable.
     fn rates(&self) -> Option<(f64, f64)> {
-        let send_span = self
-            .last_send?
-            .saturating_duration_since(self.first_send?)
-            .as_secs_f64();
+        let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e6;
+        let send_span = seconds(self.first_send?, self.last_send?);
         let (first_arrival, first_bytes) = self.first_arrival?;
-        let receive_span = self
-            .last_arrival?
-            .saturating_duration_since(first_arrival)
-            .as_secs_f64();
+        let receive_span = seconds(first_arrival, self.last_arrival?);
         if send_span <= 0.0 || receive_span <= 0.0 {
             return None;
         }
@@ -121,14 +117,15 @@ impl Tally {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ProbeWindow {
     pub id: u8,
-    pub start: Instant,
-    pub end: Instant,
+    /// Microseconds on the estimator's clock.
+    pub start_us: u64,
+    pub end_us: u64,
 }
 
 impl ProbeWindow {
-    /// The cluster a packet sent at `at` belongs to, 0 for none.
-    pub fn cluster_for(&self, at: Instant, padding: bool) -> u8 {
-        if at >= self.start && (at < self.end || padding) {
+    /// The cluster a packet sent at `sent_us` belongs to, 0 for none.
+    pub fn cluster_for(&self, sent_us: u64, padding: bool) -> u8 {
+        if sent_us >= self.start_us && (sent_us < self.end_us || padding) {
             self.id
         } else {
             0
@@ -138,9 +135,11 @@ impl ProbeWindow {
 
 struct Cluster {
     id: u8,
-    start: Instant,
+    /// When it started and ends, as the estimator's clock reads them (µs), and as instants.
+    start_us: u64,
     /// Packets sent from here on are its later half.
-    middle: Instant,
+    middle_us: u64,
+    end_us: u64,
     end: Instant,
     target_bps: u64,
     last_seq: u64,
@@ -187,7 +186,7 @@ impl ProbeControl {
     }
 
     /// Starts a probe if one is due (see [`super::Estimator::probe_due`]).
-    pub fn due(&mut self, now: Instant, estimate: u64, desired: u64) -> Option<Probe> {
+    pub fn due(&mut self, now: Instant, now_us: u64, estimate: u64, desired: u64) -> Option<Probe> {
         if desired <= estimate || self.running.is_some() {
             return None;
         }
@@ -207,8 +206,9 @@ impl ProbeControl {
         self.last_start = Some(now);
         self.running = Some(Cluster {
             id: self.last_id,
-            start: now,
-            middle: now + self.duration / 2,
+            start_us: now_us,
+            middle_us: now_us + self.duration.as_micros() as u64 / 2,
+            end_us: now_us + self.duration.as_micros() as u64,
             end: now + self.duration,
             target_bps: target,
             last_seq: 0,
@@ -228,30 +228,31 @@ impl ProbeControl {
     pub fn window(&self) -> Option<ProbeWindow> {
         self.running.as_ref().map(|c| ProbeWindow {
             id: c.id,
-            start: c.start,
-            end: c.end,
+            start_us: c.start_us,
+            end_us: c.end_us,
         })
     }
 
-    pub fn on_sent(&mut self, cluster: u8, seq: u64, at: Instant, bytes: usize) {
+    pub fn on_sent(&mut self, cluster: u8, seq: u64, sent_us: u64, bytes: usize) {
         let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
             return;
         };
-        c.all.on_sent(at, bytes as u64);
-        if at >= c.middle {
-            c.later.on_sent(at, bytes as u64);
+        c.all.on_sent(sent_us, bytes as u64);
+        if sent_us >= c.middle_us {
+            c.later.on_sent(sent_us, bytes as u64);
         }
         c.last_seq = seq;
     }
 
-    /// Feedback reported a packet of `cluster`, sent at `sent`, received for the first time.
-    pub fn on_received(&mut self, cluster: u8, sent: Instant, arrival: Instant, bytes: u16) {
+    /// Feedback reported a packet of `cluster`, sent at `sent_us` (the estimator's clock),
+    /// received for the first time at `arrival_us` (the receiver's).
+    pub fn on_received(&mut self, cluster: u8, sent_us: u64, arrival_us: u64, bytes: u16) {
         let Some(c) = self.running.as_mut().filter(|c| c.id == cluster) else {
             return;
         };
-        c.all.on_received(arrival, u64::from(bytes));
-        if sent >= c.middle {
-            c.later.on_received(arrival, u64::from(bytes));
+        c.all.on_received(arrival_us, u64::from(bytes));
+        if sent_us >= c.middle_us {
+            c.later.on_received(arrival_us, u64::from(bytes));
         }
     }
 

@@ -7,8 +7,6 @@
 //! A peer that never sends feedback (it accepted the extension and ignores it) never makes
 //! it grow. Steady state allocates nothing.
 
-use std::time::{Duration, Instant};
-
 use super::probe::ProbeWindow;
 
 /// 256 entries (4 KiB): a quarter second of a 10 Mbit/s stream of 1200-byte packets, more
@@ -33,7 +31,7 @@ const RECEIVED: u8 = 16;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
-    /// Microseconds from the ring's origin (the first send).
+    /// Microseconds on the estimator's clock (see [`super::Estimator::micros`]).
     sent_us: u64,
     /// The sequence number's low 32 bits: tells a live entry from a stale one.
     seq_tag: u32,
@@ -45,7 +43,7 @@ struct Slot {
 /// A packet feedback names, as the ring knew it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reported {
-    /// When it was sent: microseconds from the ring's origin (see [`SendRing::sent_at`]).
+    /// When it was sent: microseconds on the estimator's clock.
     pub sent_us: u64,
     pub bytes: u16,
     /// The probe cluster it was sent in, 0 for none.
@@ -60,7 +58,6 @@ pub(super) struct Reported {
 /// per subscriber, and the probe controller's state a line further on was another one.
 pub(super) struct SendRing {
     slots: Vec<Slot>,
-    origin: Option<Instant>,
     /// The highest sequence number sent, to rebuild full numbers from tags when growing.
     highest: u64,
     /// Feedback has named a packet: only then is lagging feedback worth a bigger ring.
@@ -73,7 +70,6 @@ impl SendRing {
     pub fn new() -> Self {
         Self {
             slots: vec![Slot::default(); INITIAL_CAPACITY],
-            origin: None,
             highest: 0,
             heard: false,
             probe: None,
@@ -94,12 +90,11 @@ impl SendRing {
         (seq as usize) & (self.slots.len() - 1)
     }
 
-    /// Records a packet sent (`padding`: sent to probe); returns the probe cluster it
-    /// belongs to, 0 for none.
-    pub fn insert(&mut self, seq: u64, at: Instant, bytes: usize, padding: bool) -> u8 {
-        let cluster = self.probe.map_or(0, |w| w.cluster_for(at, padding));
-        let origin = *self.origin.get_or_insert(at);
-        let sent_us = at.saturating_duration_since(origin).as_micros() as u64;
+    /// Records a packet sent at `sent_us` (`padding`: sent to probe); returns the probe
+    /// cluster it belongs to, 0 for none.
+    #[inline]
+    pub fn insert(&mut self, seq: u64, sent_us: u64, bytes: usize, padding: bool) -> u8 {
+        let cluster = self.probe.map_or(0, |w| w.cluster_for(sent_us, padding));
         let occupant = self.slots[self.index(seq)];
         if self.heard
             && occupant.flags & (VALID | REPORTED) == VALID
@@ -141,11 +136,6 @@ impl SendRing {
             .then_some(slot)
     }
 
-    /// The instant `sent_us` (a [`Reported::sent_us`]) stands for.
-    pub fn sent_at(&self, sent_us: u64) -> Option<Instant> {
-        Some(self.origin? + Duration::from_micros(sent_us))
-    }
-
     pub fn mark_resent(&mut self, seq: u64) {
         if let Some(slot) = self.live(seq) {
             slot.flags |= RESENT;
@@ -154,8 +144,8 @@ impl SendRing {
 
     /// Feedback names `seq`: what we sent, unless the packet is unknown, stale, or was
     /// already reported received (a duplicate report).
+    #[inline]
     pub fn report(&mut self, seq: u64, received: bool) -> Option<Reported> {
-        self.origin?;
         let slot = self.live(seq)?;
         if slot.flags & RECEIVED != 0 || (!received && slot.flags & REPORTED != 0) {
             return None;
@@ -180,22 +170,12 @@ mod tests {
 
     #[test]
     fn entries_are_found_once_and_stale_or_unknown_numbers_are_not() {
-        let t0 = Instant::now();
         let mut ring = SendRing::new();
         for seq in 0..10u64 {
-            ring.insert(
-                seq,
-                t0 + Duration::from_millis(seq),
-                1000 + seq as usize,
-                false,
-            );
+            ring.insert(seq, 1_000 * seq, 1000 + seq as usize, false);
         }
         let got = ring.report(3, true).unwrap();
         assert_eq!((got.sent_us, got.bytes, got.first), (3_000, 1003, true));
-        assert_eq!(
-            ring.sent_at(got.sent_us),
-            Some(t0 + Duration::from_millis(3))
-        );
         assert_eq!(ring.report(3, true), None, "a duplicate report");
         assert_eq!(ring.report(10, true), None, "never sent");
         // Lost first, received later: reported again, but not as a first report.
@@ -210,7 +190,7 @@ mod tests {
         }
         let cap = ring.capacity() as u64;
         for seq in 10..cap + 8 {
-            ring.insert(seq, t0, 100, false);
+            ring.insert(seq, 0, 100, false);
             ring.report(seq, true);
         }
         assert_eq!(
@@ -223,15 +203,14 @@ mod tests {
 
     #[test]
     fn grows_while_feedback_lags_and_keeps_the_entries() {
-        let t0 = Instant::now();
         let mut ring = SendRing::new();
         ring.set_probe(Some(ProbeWindow {
             id: 7,
-            start: t0,
-            end: t0 + Duration::from_secs(1),
+            start_us: 0,
+            end_us: 1_000_000,
         }));
         for seq in 0..3000u64 {
-            ring.insert(seq, t0, 500, seq % 2 == 0);
+            ring.insert(seq, 0, 500, seq % 2 == 0);
         }
         assert_eq!(
             ring.capacity(),
@@ -240,14 +219,14 @@ mod tests {
         );
         ring.report(2999, true);
         for seq in 3000..6000u64 {
-            ring.insert(seq, t0, 500, seq % 2 == 0);
+            ring.insert(seq, 0, 500, seq % 2 == 0);
         }
         assert_eq!(ring.capacity(), 4096);
         let first = ring.report(3000, true).unwrap();
         assert_eq!((first.bytes, first.cluster), (500, 7));
         assert!(ring.report(5999, false).is_some());
         for seq in 3000..100_000u64 {
-            ring.insert(seq, t0, 500, false);
+            ring.insert(seq, 0, 500, false);
         }
         assert_eq!(ring.capacity(), MAX_CAPACITY);
         assert_eq!(ring.report(100_000 - MAX_CAPACITY as u64 - 1, true), None);

@@ -16,6 +16,28 @@ const RECEIVER_CLOCK_OFFSET: Duration = Duration::from_secs(1000);
 /// One feedback message's results.
 type Report = Vec<(u64, Option<Instant>)>;
 
+/// The estimator driven with instants, as these tests think: sends on its own clock,
+/// arrivals counted from its epoch too (the receiver's clock may start anywhere).
+trait WithInstants {
+    fn sent_at(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool);
+    fn feedback_at(&mut self, now: Instant, results: &[(u64, Option<Instant>)]);
+}
+
+impl WithInstants for Estimator {
+    fn sent_at(&mut self, seq: u64, at: Instant, bytes: usize, probe: bool) {
+        let sent_us = self.micros(at);
+        self.on_sent(seq, sent_us, bytes, probe);
+    }
+
+    fn feedback_at(&mut self, now: Instant, results: &[(u64, Option<Instant>)]) {
+        let results: Vec<_> = results
+            .iter()
+            .map(|&(seq, arrival)| (seq, arrival.map(|at| self.micros(at))))
+            .collect();
+        self.on_feedback(now, &results);
+    }
+}
+
 /// A sender, a link (a propagation delay, optionally a bottleneck queue and loss) and a
 /// receiver sending feedback every 50 ms, stepped 1 ms at a time.
 struct Sim {
@@ -52,7 +74,7 @@ impl Sim {
     fn new(initial_bps: u64) -> Self {
         let start = Instant::now();
         Self {
-            est: Estimator::new(initial_bps),
+            est: Estimator::new(initial_bps, start),
             now: start,
             start,
             capacity_bps: None,
@@ -88,7 +110,7 @@ impl Sim {
     }
 
     fn send(&mut self, at: Instant, bytes: usize, probe: bool) {
-        self.est.on_sent(self.seq, at, bytes, probe);
+        self.est.sent_at(self.seq, at, bytes, probe);
         let lost = self.lost();
         let arrival = match self.capacity_bps {
             Some(capacity) if !lost => {
@@ -130,7 +152,7 @@ impl Sim {
             let now = self.now;
             while self.feedback.front().is_some_and(|(at, _)| *at <= now) {
                 let (_, results) = self.feedback.pop_front().unwrap();
-                self.est.on_feedback(now, &results);
+                self.est.feedback_at(now, &results);
             }
             if self.est.congested() && self.congested_at.is_none() {
                 self.congested_at = Some(self.elapsed());
@@ -313,7 +335,7 @@ fn heavy_loss_brings_the_estimate_down_and_light_loss_does_not() {
 #[test]
 fn probes_wait_for_feedback_a_shortfall_and_their_interval() {
     let t0 = Instant::now();
-    let mut est = Estimator::new(1_000_000);
+    let mut est = Estimator::new(1_000_000, t0);
     assert_eq!(est.probe_due(t0, 3_000_000), None, "no feedback yet");
     est.on_feedback(t0, &[]);
     assert_eq!(est.probe_due(t0, 1_000_000), None, "nothing lacking");
@@ -452,18 +474,18 @@ fn a_congesting_probe_cuts_the_estimate_no_lower_than_what_went_through_before_i
 fn retransmissions_are_no_delay_sample() {
     for resent in [false, true] {
         let t0 = Instant::now();
-        let mut est = Estimator::new(1_000_000);
+        let mut est = Estimator::new(1_000_000, t0);
         let mut congested = false;
         for i in 0..300u64 {
             let sent = t0 + 10 * MS * i as u32;
-            est.on_sent(i, sent, 1000, false);
+            est.sent_at(i, sent, 1000, false);
             // From the 100th packet on, each waits 3 ms longer than the one before.
             let queued = if i < 100 { 0 } else { 3 * (i - 100) };
             let arrival = sent + 40 * MS + Duration::from_millis(queued);
             if resent && i >= 100 {
                 est.on_resent(i);
             }
-            est.on_feedback(arrival + 10 * MS, &[(i, Some(arrival))]);
+            est.feedback_at(arrival + 10 * MS, &[(i, Some(arrival))]);
             congested |= est.congested();
         }
         assert_eq!(congested, !resent);
@@ -474,17 +496,17 @@ fn retransmissions_are_no_delay_sample() {
 fn memory_stays_bounded_without_feedback_and_stale_feedback_is_ignored() {
     let t0 = Instant::now();
     // A peer that never sends feedback: the ring never grows.
-    let mut silent = Estimator::default();
+    let mut silent = Estimator::new(1_000_000, t0);
     for seq in 0..100_000u64 {
-        silent.on_sent(seq, t0 + Duration::from_micros(100 * seq), 1200, false);
+        silent.sent_at(seq, t0 + Duration::from_micros(100 * seq), 1200, false);
     }
     assert!(silent.ring.capacity() < MAX_CAPACITY / 8);
     // One whose feedback lags: it grows to its bound, no further.
-    let mut est = Estimator::default();
-    est.on_sent(0, t0, 1200, false);
-    est.on_feedback(t0, &[(0, None)]);
+    let mut est = Estimator::new(1_000_000, t0);
+    est.sent_at(0, t0, 1200, false);
+    est.feedback_at(t0, &[(0, None)]);
     for seq in 1..100_000u64 {
-        est.on_sent(seq, t0 + Duration::from_micros(100 * seq), 1200, false);
+        est.sent_at(seq, t0 + Duration::from_micros(100 * seq), 1200, false);
     }
     assert_eq!(est.ring.capacity(), MAX_CAPACITY);
     let now = t0 + Duration::from_secs(10);
@@ -493,14 +515,14 @@ fn memory_stays_bounded_without_feedback_and_stale_feedback_is_ignored() {
         .chain(200_000..200_010)
         .map(|s| (s, None))
         .collect();
-    est.on_feedback(now, &stale);
+    est.feedback_at(now, &stale);
     assert_eq!(est.highest_reported, Some(0));
     assert_eq!(est.estimate(), 1_000_000);
     // Recent ones count.
     let recent: Vec<_> = (98_000..100_000u64)
         .map(|s| (s, Some(now + Duration::from_micros(100 * (s - 98_000)))))
         .collect();
-    est.on_feedback(now, &recent);
+    est.feedback_at(now, &recent);
     assert_eq!(est.highest_reported, Some(99_999));
     let acked = est.acked_bitrate().unwrap();
     assert!(acked.abs_diff(96_000_000) < 1_000_000, "{acked}");
