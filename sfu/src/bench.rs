@@ -89,6 +89,25 @@ struct ClientPeer {
 }
 
 impl ClientPeer {
+    /// Hands the peer a datagram the worker at `server` sent it; false if str0m cannot read
+    /// it at all (nothing was handed).
+    fn receive(&mut self, server: SocketAddr, data: &[u8], now: Instant) -> bool {
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: server,
+                destination: self.addr,
+                contents,
+            },
+        );
+        let _ = self.rtc.handle_input(input);
+        true
+    }
+
     fn new(addr: SocketAddr) -> Result<Self, String> {
         // RTP mode: the publisher writes packets directly; subscribers do not depacketize.
         let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
@@ -366,21 +385,13 @@ impl ForwardRig {
             let client = std::iter::once(&mut self.publisher)
                 .chain(&mut self.subscribers)
                 .find(|c| c.addr == to);
-            let (Some(client), Ok(contents)) = (client, data.as_slice().try_into()) else {
+            let Some(client) = client else {
                 continue;
             };
-            let input = Input::Receive(
-                now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: self.server,
-                    destination: to,
-                    contents,
-                },
-            );
-            let _ = client.rtc.handle_input(input);
-            // str0m holds one received packet at a time: read it before the next input.
-            Self::poll_client(&mut self.worker, client);
+            if client.receive(self.server, &data, now) {
+                // str0m holds one received packet at a time: read it before the next input.
+                Self::poll_client(&mut self.worker, client);
+            }
             self.sink.recycle(data);
         }
     }

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use str0m::net::{Protocol, Receive};
 use str0m::{Input, Output};
 
 use super::ForwardRig;
@@ -66,20 +65,9 @@ impl ForwardRig {
             let Some(client) = self.subscribers.iter_mut().find(|c| c.addr == to) else {
                 continue;
             };
-            let Ok(contents) = data.as_slice().try_into() else {
-                continue;
-            };
-            let input = Input::Receive(
-                now,
-                Receive {
-                    proto: Protocol::Udp,
-                    source: self.server,
-                    destination: to,
-                    contents,
-                },
-            );
-            let _ = client.rtc.handle_input(input);
-            Self::collect(client, replies);
+            if client.receive(self.server, &data, now) {
+                Self::collect(client, replies);
+            }
             self.sink.recycle(data);
         }
         for client in &mut self.subscribers {
