@@ -571,21 +571,9 @@ async fn a_removal_on_one_node_revokes_the_token_on_another_sharing_the_database
     let db = support::postgres::TestDatabase::direct("revoke").await;
     let node_a = Server::start_with(&["--database-url", &db.url]);
     let node_b = Server::start_with(&["--database-url", &db.url]);
-    let operator = admin_token("stage", "ops");
     let host = host_token("stage", "hana");
-    let (mut client, _) = Client::join(&node_a.ws, &host).await;
-    // Node B takes the token and relays the question to node A, which serves the room.
-    let (status, text) = rtc_validate(&node_b, &host).await;
-    assert_eq!(
-        (status, text.as_str()),
-        (StatusCode::OK, "success"),
-        "node B accepts the token at first, relayed to node A"
-    );
-
-    Api::new(&node_a.http, Some(&operator))
-        .delete("/v1/rooms/stage/participants/hana")
-        .await
-        .expect(StatusCode::NO_CONTENT);
+    let (mut client, _) =
+        support::cluster::host_removed_on_a_after_b_took_her_token(&node_a, &node_b).await;
     client.expect_close().await;
 
     // Node B refuses the token: a join it would relay is refused by node A, and B itself

@@ -17,7 +17,7 @@ use sqlx::Row as _;
 use support::api::{
     admin_token, eventually, guest_token, host_token, rtc_validate, rtc_validate_with, Api,
 };
-use support::cluster::reader;
+use support::cluster::{host_removed_on_a_after_b_took_her_token, reader};
 use support::postgres::TestDatabase;
 use support::{now_secs, Client, Resp, Server};
 
@@ -122,22 +122,8 @@ async fn a_removal_refuses_the_token_on_another_node_at_once_over_nats() {
     })
     .await;
 
-    let operator = admin_token("stage", "ops");
     let host = host_token("stage", "hana");
-    let (mut client, _) = Client::join(&node_a.ws, &host).await;
-    // Node B relays the question to node A, which holds the room.
-    let (status, text) = rtc_validate(&node_b, &host).await;
-    assert_eq!(
-        (status, text.as_str()),
-        (StatusCode::OK, "success"),
-        "node A holds the room: {text}"
-    );
-
-    Api::new(&node_a.http, Some(&operator))
-        .delete("/v1/rooms/stage/participants/hana")
-        .await
-        .expect(StatusCode::NO_CONTENT);
-    let removed = Instant::now();
+    let (mut client, removed) = host_removed_on_a_after_b_took_her_token(&node_a, &node_b).await;
     // Well before the store poll (every 5 s) could have told node B. Asked of node B itself:
     // a plain validate would be relayed to node A, which knows.
     let bound = Duration::from_secs(1);

@@ -4,8 +4,11 @@
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use reqwest::StatusCode;
+
+use super::api::{admin_token, host_token, rtc_validate, Api};
 use super::postgres::TestDatabase;
-use super::Server;
+use super::{Client, Server};
 
 /// Short membership timing so a dead node is noticed within seconds. The timeout leaves a
 /// restart (well under a second here) plenty of room before the live node would release.
@@ -66,4 +69,27 @@ pub async fn until_another_node_has_rooms(server: &Server, token: &str, except: 
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Joins hana as host of room `stage` on node `a`; checks that node `b` takes her token
+/// (relaying the question to `a`, which serves the room); then removes her through `a`'s
+/// API. Her client (its socket about to be closed) and when she was removed: what node
+/// `b` knows of the removal, and when, is each test's own question.
+pub async fn host_removed_on_a_after_b_took_her_token(
+    a: &Server,
+    b: &Server,
+) -> (Client, std::time::Instant) {
+    let host = host_token("stage", "hana");
+    let (client, _) = Client::join(&a.ws, &host).await;
+    let (status, text) = rtc_validate(b, &host).await;
+    assert_eq!(
+        (status, text.as_str()),
+        (StatusCode::OK, "success"),
+        "node B takes the token at first, relayed to node A: {text}"
+    );
+    Api::new(&a.http, Some(&admin_token("stage", "ops")))
+        .delete("/v1/rooms/stage/participants/hana")
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    (client, std::time::Instant::now())
 }
