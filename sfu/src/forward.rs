@@ -415,7 +415,7 @@ impl Worker {
             subscriber.stats.packets_out += 1;
             subscriber.stats.bytes_out += payload.len() as u64;
             if let Some(remb) = subscriber.remb.as_deref_mut() {
-                remb.on_media_sent(now, payload.len());
+                remb.on_media_sent(now, payload.len(), incoming.is_video);
             }
             self.metrics.forwarded += 1;
             self.metrics.forwarded_bytes += payload.len() as u64;

@@ -63,10 +63,14 @@ pub(crate) struct RembLink {
     padded_at: Option<Instant>,
     quiet_until: Option<Instant>,
     quiet_for: Duration,
-    /// What the media actually sent, not what the allocator's layer rates say: a layer
+    /// What the video actually sent, not what the allocator's layer rates say: a layer
     /// that measures above what it sends now (an encoder easing off, a low temporal layer)
     /// would leave the receiver below its report with no padding to grow it, and its
-    /// estimate stuck (seen: a first report of 98 kbit/s held for 37 s).
+    /// estimate stuck (seen: a first report of 98 kbit/s held for 37 s). Audio is left out
+    /// because the receiver leaves it out: libwebrtc's receive-side estimator takes no
+    /// audio packet that lacks transport-wide numbers. Counting it stopped the padding
+    /// where video alone was below the report, and with a low layer's 50 kbit/s next to
+    /// 40 kbit/s of audio the report stayed at 118 kbit/s for 40 s.
     sent: SentMeter,
 }
 
@@ -123,9 +127,12 @@ impl RembLink {
         }
     }
 
-    /// A media packet of `bytes` went to the receiver (padding is not counted).
-    pub fn on_media_sent(&mut self, now: Instant, bytes: usize) {
-        self.sent.on_sent(now, bytes);
+    /// A media packet of `bytes` went to the receiver (padding is not counted; audio is
+    /// not, see [`RembLink::sent`]).
+    pub fn on_media_sent(&mut self, now: Instant, bytes: usize, is_video: bool) {
+        if is_video {
+            self.sent.on_sent(now, bytes);
+        }
     }
 
     /// The stamp for a packet sent now.
@@ -319,7 +326,7 @@ mod tests {
     /// Media of 1,000 bytes every 20 ms (400 kbit/s) from `from` up to `to` ms.
     fn media(link: &mut RembLink, t0: Instant, from: u64, to: u64) {
         for ms in (from..to).step_by(20) {
-            link.on_media_sent(t0 + Duration::from_millis(ms), 1_000);
+            link.on_media_sent(t0 + Duration::from_millis(ms), 1_000, true);
         }
     }
 
@@ -365,7 +372,7 @@ mod tests {
         let mut link = RembLink::new(t0, Some(2));
         let sparse = |link: &mut RembLink, from: u64, to: u64| {
             for ms in (from..to).step_by(100) {
-                link.on_media_sent(t0 + Duration::from_millis(ms), 1_000);
+                link.on_media_sent(t0 + Duration::from_millis(ms), 1_000, true);
             }
         };
         sparse(&mut link, 0, 1_000);
@@ -382,6 +389,32 @@ mod tests {
         // Media alone above the report: nothing to add.
         media(&mut link, t0, 4_100, 4_700);
         assert_eq!(link.padding_due(at(4_700), 160_000, 500_000, bits), None);
+    }
+
+    #[test]
+    fn padding_tops_up_the_video_for_the_receiver_counts_no_audio() {
+        // Video of 50 kbit/s (625 bytes every 100 ms) and audio of 40 kbit/s (100 bytes
+        // every 20 ms), a report of 118 kbit/s: the receiver's estimate grows only from
+        // what it counts, video and padding, so padding makes up 68 kbit/s, not 28.
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut link = RembLink::new(t0, Some(2));
+        let send = |link: &mut RembLink, from: u64, to: u64| {
+            for ms in (from..to).step_by(20) {
+                let now = t0 + Duration::from_millis(ms);
+                link.on_media_sent(now, 100, false);
+                if ms % 100 == 0 {
+                    link.on_media_sent(now, 625, true);
+                }
+            }
+        };
+        send(&mut link, 0, 1_000);
+        assert!(!link.report(at(1_000), 118_000, 90_000).unwrap().congested);
+        send(&mut link, 1_000, 1_600);
+        let bits = 1_000;
+        assert_eq!(link.padding_due(at(1_600), 90_000, 500_000, bits), Some(0));
+        // 68 kbit/s missing for 50 ms: 3,400 bits, three packets (400 bits carried on).
+        assert_eq!(link.padding_due(at(1_650), 90_000, 500_000, bits), Some(3));
     }
 
     #[test]

@@ -84,6 +84,10 @@ export async function report(call) {
   const parts = [];
   if (call.server) parts.push(call.server.logTail(60));
   for (const page of call.pages) parts.push(await page.describe(`constrained-${page.label}`));
+  // A WHEP player's page has no demo state to describe: its inbound video says what it got.
+  if (call.whep) {
+    parts.push(`WHEP player inbound: ${JSON.stringify(await sampleSubscriber(call).catch((e) => String(e)))}`);
+  }
   return parts.join('\n');
 }
 
