@@ -375,7 +375,7 @@ impl Worker {
                         self.sink.send(datagram, to);
                     }
                     if incoming.layer.keyframe {
-                        down.send.history.keyframe_at(seq);
+                        down.send.keyframe_at(seq, now);
                     }
                     down.send
                         .sent(&rtp, &packet.payload, now, incoming.is_video || nack);

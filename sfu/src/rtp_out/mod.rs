@@ -243,6 +243,14 @@ pub(crate) const RESEND_SHARE_PERCENT: usize = 15;
 /// leaving ahead of the new layer's keyframe, and froze for 3 s (the browser test with the
 /// stepped cap failed 3 runs of 8).
 const RESEND_ALLOWANCE_MAX: usize = 32 * 1024;
+/// A keyframe refills the allowance, at most this often. Resends of the layer a
+/// subscriber is leaving can spend it all just before the new layer's keyframe, whose own
+/// lost packets then found nothing left: at 15 % of a low layer's 150 kbit/s the allowance
+/// earns back a 1,000-byte packet in 0.4 s, and the picture froze until then (the stepped
+/// cap's browser test, 7 refused resends of one keyframe over 0.9 s). Keyframes are rare
+/// (the publisher sends one on request, at most one per 500 ms, `KEYFRAME_THROTTLE`), so
+/// a subscriber gets at most 32 KB more per half second, 512 kbit/s, whatever it NACKs.
+const REFILL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the send path keeps per forwarded stream.
 #[derive(Default)]
@@ -251,6 +259,8 @@ pub(crate) struct StreamSend {
     pub allowance: ResendAllowance,
     /// When a packet of this stream last went through str0m (see [`STR0M_REFRESH`]).
     pub str0m_written: Option<Instant>,
+    /// When a keyframe last refilled `allowance` (see [`REFILL_INTERVAL`]).
+    refilled_at: Option<Instant>,
 }
 
 /// Bytes of retransmission a stream may still send.
@@ -260,6 +270,10 @@ pub(crate) struct ResendAllowance(usize);
 impl ResendAllowance {
     fn earn(&mut self, sent: usize) {
         self.0 = (self.0 + sent * RESEND_SHARE_PERCENT / 100).min(RESEND_ALLOWANCE_MAX);
+    }
+
+    fn refill(&mut self) {
+        self.0 = RESEND_ALLOWANCE_MAX;
     }
 
     /// Takes the allowance for resending `bytes`, if there is enough left.
@@ -280,6 +294,19 @@ impl StreamSend {
         self.allowance.earn(rtp.payload.len());
         if keep {
             self.history.record(rtp, payload, at);
+        }
+    }
+
+    /// `seq` starts a keyframe sent at `now`: nothing before it is resent any more, and
+    /// the allowance is refilled for its own lost packets (see [`REFILL_INTERVAL`]).
+    pub(crate) fn keyframe_at(&mut self, seq: u64, now: Instant) {
+        self.history.keyframe_at(seq);
+        let due = self
+            .refilled_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFILL_INTERVAL);
+        if due {
+            self.allowance.refill();
+            self.refilled_at = Some(now);
         }
     }
 
@@ -354,7 +381,7 @@ impl History {
     }
 
     /// `seq` starts a keyframe: what was sent before it is no longer resent.
-    pub(crate) fn keyframe_at(&mut self, seq: u64) {
+    fn keyframe_at(&mut self, seq: u64) {
         self.floor = self.floor.max(seq);
     }
 

@@ -248,3 +248,56 @@ fn a_descriptor_goes_out_beside_the_stamp_in_the_form_its_length_needs() {
     assert_eq!(profile, [0x10, 0x00]);
     assert_eq!(elements, [(20, short.to_vec())]);
 }
+
+#[test]
+fn a_keyframe_refills_the_resend_allowance_at_most_every_half_second() {
+    let mut stream = StreamSend::default();
+    let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
+    let rtp = |seq| RtpOut {
+        ssrc: 1,
+        pt: 96,
+        marker: false,
+        seq,
+        timestamp: 0,
+        payload: &payload,
+        stamp: None,
+        padding: 0,
+        vp8: None,
+        descriptor: None,
+    };
+    let t0 = Instant::now();
+    let resendable = |stream: &mut StreamSend, seqs: &[u16], now| {
+        let StreamSend {
+            history, allowance, ..
+        } = stream;
+        let mut resent = Vec::new();
+        history.find(1, seqs.iter().copied(), now, |r| {
+            if allowance.take(r.payload.len()) {
+                resent.push(r.seq);
+            }
+        });
+        resent
+    };
+    // The layer being left: its resends spend what it earned.
+    for seq in 0..10 {
+        stream.sent(&rtp(seq), &payload, t0, true);
+    }
+    assert_eq!(resendable(&mut stream, &[0, 1, 2, 3], t0), vec![0]);
+    // The new layer's keyframe, three of its packets lost: all three are resent.
+    stream.keyframe_at(10, t0);
+    for seq in 10..20 {
+        stream.sent(&rtp(seq), &payload, t0, true);
+    }
+    assert_eq!(resendable(&mut stream, &[12, 13, 14], t0), vec![12, 13, 14]);
+    // A NACK for the same packet, again and again, until the allowance is spent: another
+    // keyframe 100 ms on refills nothing, one 500 ms on does.
+    while !resendable(&mut stream, &[19], t0).is_empty() {}
+    let soon = t0 + Duration::from_millis(100);
+    stream.keyframe_at(20, soon);
+    stream.sent(&rtp(20), &payload, soon, true);
+    assert!(resendable(&mut stream, &[20], soon).is_empty());
+    let later = t0 + Duration::from_millis(500);
+    stream.keyframe_at(21, later);
+    stream.sent(&rtp(21), &payload, later, true);
+    assert_eq!(resendable(&mut stream, &[20, 21], later), vec![21]);
+}
