@@ -104,6 +104,16 @@ fn a_short_run_against_a_started_server_reports_every_track_without_loss() {
     // The tester started the server, so it knows what the server cost.
     assert!(number(&report, "server.pid") > 0.0);
     assert!(number(&report, "server.cpu_s") >= 0.0);
+    // The split adds up to the whole (each is rounded to the clock tick, summed after).
+    let (user, system) = (
+        number(&report, "server.cpu_user_s"),
+        number(&report, "server.cpu_system_s"),
+    );
+    assert!(user >= 0.0 && system >= 0.0);
+    assert!((user + system - number(&report, "server.cpu_s")).abs() < 1e-9);
+    assert!(field(&report, "server")
+        .get("user_us_per_forwarded_packet")
+        .is_some());
     assert_eq!(
         number(&report, "server.forwarded_packets"),
         number(&report, "delivery.packets")

@@ -380,7 +380,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
 
     // The measured window.
     let (start_stats, _) = snapshot_all(&workers, true).await?;
-    let cpu_start = pid.map(server::cpu_seconds).transpose()?;
+    let cpu_start = pid.map(server::cpu_times).transpose()?;
     let metrics_start = server::scrape(&http, &metrics_url).await;
     let window_start = Instant::now();
     let window_wall = chrono::Utc::now();
@@ -407,13 +407,13 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
         let now = (
             Instant::now(),
             counters(&workers),
-            pid.and_then(|p| server::cpu_seconds(p).ok()),
+            pid.and_then(|p| server::cpu_times(p).ok()),
         );
         let dt = now.0.duration_since(previous.0).as_secs_f64().max(1e-3);
         let rx = (now.1.packets_received - previous.1.packets_received) as f64 / dt;
         let mbit = (now.1.bytes_received - previous.1.bytes_received) as f64 * 8.0 / 1e6 / dt;
         let cpu = match (now.2, previous.2) {
-            (Some(a), Some(b)) => format!(", server CPU {:.0}%", (a - b) / dt * 100.0),
+            (Some(a), Some(b)) => format!(", server CPU {:.0}%", a.since(b).total() / dt * 100.0),
             _ => String::new(),
         };
         progress.show(&format!(
@@ -425,7 +425,7 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     }
     let (end_stats, latency) = snapshot_all(&workers, false).await?;
     let window_s = window_start.elapsed().as_secs_f64();
-    let cpu_end = pid.map(server::cpu_seconds).transpose()?;
+    let cpu_end = pid.map(server::cpu_times).transpose()?;
     let metrics_end = server::scrape(&http, &metrics_url).await;
     let counters_end = counters(&workers);
     let rss_end = pid.map(server::rss_kib).transpose()?;
@@ -505,7 +505,8 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
     };
     let server_cost = match (pid, cpu_start, cpu_end, rss_end) {
         (Some(pid), Some(a), Some(b), Some(rss_kib)) => {
-            let cpu_s = b - a;
+            let used = b.since(a);
+            let cpu_s = used.total();
             let forwarded_metrics = match (metrics_start.forwarded, metrics_end.forwarded) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
@@ -514,10 +515,14 @@ async fn run_scenario(args: &LoadtestArgs) -> anyhow::Result<Report> {
             Some(report::ServerCost {
                 pid,
                 cpu_s,
+                cpu_user_s: used.user,
+                cpu_system_s: used.system,
                 cpu_percent: cpu_s / window_s * 100.0,
                 forwarded_packets: delivery.packets,
                 forwarded_packets_metrics: forwarded_metrics,
                 cpu_us_per_forwarded_packet: per(delivery.packets as f64),
+                user_us_per_forwarded_packet: (delivery.packets > 0)
+                    .then(|| used.user * 1e6 / delivery.packets as f64),
                 cpu_us_per_forwarded_packet_metrics: forwarded_metrics.and_then(per),
                 rss_kib,
                 rss_half,

@@ -147,8 +147,31 @@ impl Drop for StartedServer {
     }
 }
 
-/// User plus system CPU time of a process so far, from `/proc/PID/stat`.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+/// CPU time a process has used so far, in seconds, from `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuTimes {
+    /// In the process itself (utime): where the server's own work shows.
+    pub user: f64,
+    /// In the kernel on its behalf (stime): mostly sending and receiving datagrams.
+    pub system: f64,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    /// What was used between `earlier` and this reading.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// The user and system CPU time of a process so far.
+pub fn cpu_times(pid: u32) -> anyhow::Result<CpuTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // The command name is in parentheses and may hold spaces: fields count from after it.
@@ -171,7 +194,10 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     } else {
         100.0
     };
-    Ok((ticks(11)? + ticks(12)?) / per_second)
+    Ok(CpuTimes {
+        user: ticks(11)? / per_second,
+        system: ticks(12)? / per_second,
+    })
 }
 
 /// Resident set size of a process in KiB, from `/proc/PID/status`.
@@ -267,7 +293,9 @@ mod tests {
     #[test]
     fn own_process_has_cpu_and_rss() {
         let pid = std::process::id();
-        assert!(cpu_seconds(pid).expect("cpu") >= 0.0);
+        let cpu = cpu_times(pid).expect("cpu");
+        assert!(cpu.user >= 0.0 && cpu.system >= 0.0);
+        assert_eq!(cpu.total(), cpu.user + cpu.system);
         assert!(rss_kib(pid).expect("rss") > 0);
     }
 }
