@@ -2,7 +2,9 @@
 web/tests/agents.test.mjs. It registers with the server over `/agent`; each job it is
 dispatched joins the room as an agent, subscribes to audio, and once it hears someone it
 sends a data message (topic "agent") and a final transcription segment for that speaker,
-then ends the job.
+then stays until that speaker leaves, as an agent serving someone does, and ends the job.
+(Ending it at once raced the data: leaving closes the agent's data channel, and what it
+had not yet sent was lost, so the transcription sometimes never arrived.)
 
   agent_worker.py AGENT_NAME        ("" for a worker rooms get automatically)
 
@@ -60,6 +62,13 @@ async def entry(ctx: JobContext):
     emit("connected", identity=me.identity, kind=int(me.kind), attributes=dict(me.attributes))
     participant, track_sid, samples = await asyncio.wait_for(heard, 30)
     emit("heard", participant=participant.identity, samples=samples)
+    left = asyncio.get_running_loop().create_future()
+
+    @ctx.room.on("participant_disconnected")
+    def on_left(gone):
+        if gone.identity == participant.identity and not left.done():
+            left.set_result(None)
+
     await me.publish_data(json.dumps({"heard": participant.identity}).encode(),
                           reliable=True, topic="agent")
     segment = rtc.TranscriptionSegment(id="seg-1", text=f"{participant.identity} was heard",
@@ -67,6 +76,8 @@ async def entry(ctx: JobContext):
     await me.publish_transcription(rtc.Transcription(
         participant_identity=participant.identity, track_sid=track_sid, segments=[segment]))
     emit("published")
+    if participant.identity in ctx.room.remote_participants:
+        await left
     ctx.shutdown("done")
 
 

@@ -59,8 +59,9 @@ function scenario(name, agentName, body) {
       for (const page of pages) console.error(await page.describe(`agents-${page.label}`));
       throw err;
     } finally {
-      await worker.stop(10_000);
+      // The agent ends its job when the browser it serves leaves; then the worker stops.
       for (const page of pages) await page.close();
+      await worker.stop(10_000);
       await server.stop();
     }
   });
@@ -120,7 +121,9 @@ scenario('AgentDispatchService: a named agent is dispatched into a live room on 
   assert.equal(job.metadata, '{"task":"notes"}');
   assert.equal(job.dispatch_id, created.id);
 
-  // The worker reports the job; ListDispatch shows it ended well.
+  // The browser leaves, the agent ends its job, the worker reports it: ListDispatch shows
+  // it ended well.
+  await page.close();
   const [listed] = await dispatchesUntil(dispatcher, room, 'the job is reported done',
     (ds) => ds.length === 1 && ds[0].state?.jobs?.[0]?.state?.status === JS_SUCCESS);
   assert.equal(listed.id, created.id);
