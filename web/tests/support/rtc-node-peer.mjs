@@ -3,7 +3,11 @@
 // tone, and reports what it decodes from others as JSON lines ("video", "audio"). A "stop"
 // line on stdin makes it leave.
 //
-//   node rtc-node-peer.mjs WS_URL TOKEN
+//   node rtc-node-peer.mjs WS_URL TOKEN [--publish-only]
+//
+// --publish-only subscribes to nothing: a test about what another participant receives
+// then does not pay for every peer decoding every other (six of them on two cores made
+// their own signaling miss its deadlines).
 import { createInterface } from 'node:readline';
 import {
   AudioFrame, AudioSource, AudioStream, LocalAudioTrack, LocalVideoTrack, Room, RoomEvent,
@@ -11,7 +15,8 @@ import {
 } from '@livekit/rtc-node';
 
 const emit = (event, fields = {}) => process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
-const [url, token] = process.argv.slice(2);
+const [url, token, mode] = process.argv.slice(2);
+const publishOnly = mode === '--publish-only';
 const WIDTH = 320;
 const HEIGHT = 240;
 const COLOUR = [40, 180, 60];
@@ -54,7 +59,7 @@ room.on(RoomEvent.TrackSubscribed, (track, _publication, participant) => {
   watch(track, participant.identity).catch((e) => emit('error', { message: `decoding from ${participant.identity}: ${e}` }));
 });
 
-await room.connect(url, token, { autoSubscribe: true, dynacast: false });
+await room.connect(url, token, { autoSubscribe: !publishOnly, dynacast: false });
 const video = new VideoSource(WIDTH, HEIGHT);
 const audio = new AudioSource(RATE, 1);
 const camera = LocalVideoTrack.createVideoTrack('camera', video);
