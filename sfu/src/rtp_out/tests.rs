@@ -113,22 +113,27 @@ fn audio_unwrapped_from_red_is_resent_unwrapped() {
     assert_eq!(resent, vec![vec![0xf8, 0xff, 0xfe]]);
 }
 
-#[test]
-fn resends_cost_at_most_a_share_of_what_was_sent() {
-    let mut stream = StreamSend::default();
-    let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
-    let rtp = |seq| RtpOut {
+/// A plain video packet numbered `seq` on stream 1.
+fn video_packet(seq: u64, payload: &[u8]) -> RtpOut<'_> {
+    RtpOut {
         ssrc: 1,
         pt: 96,
         marker: false,
         seq,
         timestamp: 0,
-        payload: &payload,
+        payload,
         stamp: None,
         padding: 0,
         vp8: None,
         descriptor: None,
-    };
+    }
+}
+
+#[test]
+fn resends_cost_at_most_a_share_of_what_was_sent() {
+    let mut stream = StreamSend::default();
+    let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
+    let rtp = |seq| video_packet(seq, &payload);
     let now = Instant::now();
     for seq in 0..20 {
         stream.sent(&rtp(seq), &payload, now, true);
@@ -253,18 +258,7 @@ fn a_descriptor_goes_out_beside_the_stamp_in_the_form_its_length_needs() {
 fn a_keyframe_refills_the_resend_allowance_at_most_every_half_second() {
     let mut stream = StreamSend::default();
     let payload: Arc<[u8]> = Arc::from(vec![0u8; 1000]);
-    let rtp = |seq| RtpOut {
-        ssrc: 1,
-        pt: 96,
-        marker: false,
-        seq,
-        timestamp: 0,
-        payload: &payload,
-        stamp: None,
-        padding: 0,
-        vp8: None,
-        descriptor: None,
-    };
+    let rtp = |seq| video_packet(seq, &payload);
     let t0 = Instant::now();
     let resendable = |stream: &mut StreamSend, seqs: &[u16], now| {
         let StreamSend {
