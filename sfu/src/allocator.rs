@@ -20,6 +20,10 @@ const MAX_FAILED_UPS: u32 = 2;
 /// ... and one step at a time, this far apart: a link that flaps makes layers change no
 /// faster than these hold times. Going down is never held.
 const UP_AFTER_UP: Duration = Duration::from_millis(1500);
+/// A track whose top layer arrives before the lower ones it announced waits this long for
+/// them on a provisional link, then takes what there is: a publisher that announced layers
+/// it never sends still gets seen.
+const WAIT_FOR_LOWER: Duration = Duration::from_secs(1);
 
 /// What the allocator assumes a layer costs before its bitrate has been measured (bits per
 /// second): libwebrtc's usual targets for LiveKit's q/h/f presets, and one Opus stream.
@@ -67,6 +71,9 @@ pub(crate) struct Demand {
     pub max_temporal: Option<u8>,
     /// The client turned the track off.
     pub disabled: bool,
+    /// The lowest quality the publisher announced (its simulcast or SVC layers), sending
+    /// yet or not; `None`: it announced none.
+    pub lowest_announced: Option<Quality>,
     /// The steps being sent, lowest first: (step, bits per second, 0 when not yet
     /// measured). A layer without temporal layers is one step.
     pub layers: Vec<(Step, u64)>,
@@ -110,6 +117,8 @@ struct Held {
     tried_up: bool,
     /// Steps up in a row the link took back soon after.
     failed_ups: u32,
+    /// Since when it has waited for the lower layers its publisher announced.
+    waiting_since: Option<Instant>,
 }
 
 /// The allocator of one subscriber: its estimate, and what it chose last.
@@ -167,6 +176,16 @@ impl Allocator {
             .map(|((demand, layers), wanted)| {
                 let before = self.held.iter().find(|h| h.key == demand.key).copied();
                 let mut chosen = wanted;
+                // `share` leaves a track with layers idle only to wait for its lower ones.
+                let mut waiting_since = None;
+                if wanted == Allocation::Idle && !layers.is_empty() {
+                    let since = before.and_then(|b| b.waiting_since).unwrap_or(now);
+                    if now.saturating_duration_since(since) < WAIT_FOR_LOWER {
+                        waiting_since = Some(since);
+                    } else {
+                        chosen = Allocation::Layer(layers[0].0);
+                    }
+                }
                 if let Some(before) = before {
                     let hold = if before.went_up {
                         UP_AFTER_UP
@@ -225,6 +244,7 @@ impl Allocator {
                 }
                 let best = layers.last().map(|&(q, rate)| (Allocation::Layer(q), rate));
                 let limited = !demand.disabled
+                    && waiting_since.is_none()
                     && self.estimate.is_some()
                     && best.is_some_and(|(b, _)| b.level() > chosen.level());
                 let rate = match chosen {
@@ -243,10 +263,15 @@ impl Allocator {
                     limited,
                     tried_up: false,
                     failed_ups: 0,
+                    waiting_since,
                 };
                 held.push(match before {
                     None => unchanged,
-                    Some(b) if b.allocation == chosen => Held { limited, ..b },
+                    Some(b) if b.allocation == chosen => Held {
+                        limited,
+                        waiting_since,
+                        ..b
+                    },
                     Some(b) if chosen.level() > b.allocation.level() => Held {
                         tried_up: b.limited,
                         failed_ups: b.failed_ups,
@@ -275,6 +300,12 @@ impl Allocator {
         self.deficit = deficit;
         self.allocated = allocated;
         result
+    }
+
+    /// Some track waits for the lower layers its publisher announced: the allocator must
+    /// look again within [`WAIT_FOR_LOWER`] even if nothing else changes.
+    pub fn waiting(&self) -> bool {
+        self.held.iter().any(|h| h.waiting_since.is_some())
     }
 
     /// What the chosen layers send, bits per second.
@@ -319,11 +350,24 @@ impl Allocator {
                 std::cmp::Reverse(d.max_quality.unwrap_or(Quality::MAX)),
             )
         });
+        // The top quality of each track, and whether a provisional estimate keeps it for
+        // later: it does when the track announced (or sends) a lower one.
+        let top = |i: usize| usable[i][usable[i].len() - 1].0.quality;
+        let kept_for_later = |i: usize| {
+            let lowest = demands[i]
+                .lowest_announced
+                .map_or(usable[i][0].0.quality, |q| q.min(usable[i][0].0.quality));
+            self.provisional && lowest < top(i)
+        };
         // Everyone's lowest layer, or a pause.
         let mut step = vec![0usize; demands.len()];
         for &i in &order {
             let cost = usable[i][0].1;
-            if cost <= budget {
+            if usable[i][0].0.quality == top(i) && kept_for_later(i) {
+                // Only the top layer is sending yet (its publisher just started): on a new
+                // link the lower ones it announced are worth a moment's wait.
+                result[i] = Allocation::Idle;
+            } else if cost <= budget {
                 budget -= cost;
                 result[i] = Allocation::Layer(usable[i][0].0);
             } else {
@@ -337,9 +381,7 @@ impl Allocator {
                 if !matches!(result[i], Allocation::Layer(_)) || step[i] + 1 >= usable[i].len() {
                     continue;
                 }
-                let top = usable[i][usable[i].len() - 1].0.quality;
-                let next = usable[i][step[i] + 1].0.quality;
-                if self.provisional && next == top && usable[i][0].0.quality < top {
+                if usable[i][step[i] + 1].0.quality == top(i) && kept_for_later(i) {
                     continue;
                 }
                 let extra = usable[i][step[i] + 1]

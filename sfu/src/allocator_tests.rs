@@ -18,6 +18,7 @@ fn camera(layers: &[(Quality, u64)]) -> Demand {
         max_quality: None,
         max_temporal: None,
         disabled: false,
+        lowest_announced: None,
         layers: layers
             .iter()
             .map(|&(q, rate)| (Step::spatial(q), rate))
@@ -165,6 +166,62 @@ fn a_provisional_estimate_keeps_the_top_layer_for_later() {
     allocator.provisional = false;
     let later = t0 + Duration::from_secs(2);
     assert_eq!(allocator.allocate(later, &[camera(&ramping)]), [Layer(2)]);
+}
+
+#[test]
+fn a_provisional_link_waits_for_announced_lower_layers_rather_than_take_the_top_alone() {
+    let t0 = Instant::now();
+    let at = |ms| t0 + Duration::from_millis(ms);
+    // The publisher announced q, h and f; its f arrived first.
+    let announced = |layers: &[(Quality, u64)]| Demand {
+        lowest_announced: Some(0),
+        ..camera(layers)
+    };
+    let mut allocator = Allocator::with_estimate(Some(1_000_000));
+    assert_eq!(
+        allocator.allocate(at(0), &[announced(&[(2, 400_000)])]),
+        [Idle]
+    );
+    assert!(allocator.waiting());
+    assert_eq!(allocator.deficit(), 0, "nothing to probe for while waiting");
+    assert_eq!(
+        allocator.allocate(at(500), &[announced(&[(2, 400_000)])]),
+        [Idle]
+    );
+    // q and h come: the provisional rule keeps f for later, with no hold for the wait.
+    assert_eq!(
+        allocator.allocate(at(600), &[announced(&SIMULCAST)]),
+        [Layer(1)]
+    );
+    assert!(!allocator.waiting());
+
+    // Lower layers that never come keep it waiting no longer than `WAIT_FOR_LOWER`.
+    let mut allocator = Allocator::with_estimate(Some(1_000_000));
+    assert_eq!(
+        allocator.allocate(at(0), &[announced(&[(2, 400_000)])]),
+        [Idle]
+    );
+    assert_eq!(
+        allocator.allocate(at(0) + WAIT_FOR_LOWER, &[announced(&[(2, 400_000)])]),
+        [Layer(2)]
+    );
+    assert!(!allocator.waiting());
+
+    // A confirmed estimate, or a track that announced nothing lower, does not wait.
+    let mut confirmed = Allocator::with_estimate(Some(1_000_000));
+    confirmed.provisional = false;
+    assert_eq!(
+        confirmed.allocate(at(0), &[announced(&[(2, 400_000)])]),
+        [Layer(2)]
+    );
+    let single = Demand {
+        lowest_announced: Some(2),
+        ..camera(&[(2, 400_000)])
+    };
+    assert_eq!(
+        Allocator::with_estimate(Some(1_000_000)).allocate(at(0), &[single]),
+        [Layer(2)]
+    );
 }
 
 #[test]

@@ -75,6 +75,7 @@ impl Worker {
                 max_quality: track.max_quality_for(&down.settings),
                 max_temporal: track.max_temporal_for(&down.settings),
                 disabled: down.settings.disabled,
+                lowest_announced: track.lowest_announced(),
                 layers,
             });
         }
@@ -138,6 +139,19 @@ impl Worker {
         sources.dedup();
         for source in sources {
             self.refresh_wanted(source);
+        }
+    }
+
+    /// Subscribers whose allocator waits for a publisher's lower layers choose again (every
+    /// `QUIET_PROBE_CHECK`): layers that never come must not keep them waiting.
+    pub(crate) fn allocate_waiting(&mut self) {
+        for sub in 0..self.parts.len() {
+            if self.parts[sub]
+                .as_ref()
+                .is_some_and(|p| p.allocator.waiting())
+            {
+                self.allocate(sub);
+            }
         }
     }
 

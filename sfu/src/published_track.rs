@@ -225,6 +225,11 @@ impl PublishedTrack {
         self.sizes.len() > 1 || self.layers.len() > 1
     }
 
+    /// The lowest quality the publisher announced, sending yet or not.
+    pub fn lowest_announced(&self) -> Option<Quality> {
+        self.sizes.iter().map(|l| l.quality).min()
+    }
+
     /// Adds the layer a new SSRC carries.
     pub fn add_layer(&mut self, ssrc: u32, rid: Option<Rid>, now: Instant, seq: u64) {
         self.layers.push(Layer::new(ssrc, rid, now, seq));

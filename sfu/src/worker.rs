@@ -352,6 +352,7 @@ impl Worker {
         if now >= self.next_quiet_probe {
             self.next_quiet_probe = now + crate::congestion::QUIET_PROBE_CHECK;
             self.guarded(Self::probe_quiet_links);
+            self.guarded(Self::allocate_waiting);
         }
         if now >= self.next_speakers {
             self.next_speakers = now + crate::speakers::SPEAKER_WINDOW;
